@@ -1,0 +1,138 @@
+// Command kms-plugin is atrest's KMS v2 test plugin: a real gRPC KeyManagementService on a unix
+// socket (k8s.io/kms/pkg/service), wrapping DEK seeds with a local AES-256-GCM key per key ID.
+//
+// The current key ID is read from --key-id-file on every Status and Encrypt, so a test rotates
+// the "KMS key" by rewriting that file. Each key ID's wrapping key is created on first use in
+// --state-dir and kept, so values wrapped under an older key ID still decrypt.
+package main
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"k8s.io/kms/pkg/service"
+)
+
+type plugin struct {
+	keyIDFile string
+	stateDir  string
+	mu        sync.Mutex
+}
+
+func (p *plugin) currentKeyID() (string, error) {
+	b, err := os.ReadFile(p.keyIDFile)
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(string(b))
+	if id == "" {
+		return "", errors.New("key id file is empty")
+	}
+	return id, nil
+}
+
+// kek returns the wrapping key of a key ID, creating it on first use.
+func (p *plugin) kek(keyID string, create bool) (cipher.AEAD, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sum := sha256.Sum256([]byte(keyID))
+	path := filepath.Join(p.stateDir, hex.EncodeToString(sum[:])+".key")
+	key, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && create {
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, key, 0o600); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("unknown key id %q: %w", keyID, err)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+func (p *plugin) Encrypt(_ context.Context, _ string, data []byte) (*service.EncryptResponse, error) {
+	id, err := p.currentKeyID()
+	if err != nil {
+		return nil, err
+	}
+	aead, err := p.kek(id, true)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	ct := aead.Seal(nonce, nonce, data, []byte(id))
+	return &service.EncryptResponse{
+		Ciphertext:  ct,
+		KeyID:       id,
+		Annotations: map[string][]byte{"kms.atrest.test": []byte("test-plugin")},
+	}, nil
+}
+
+func (p *plugin) Decrypt(_ context.Context, _ string, req *service.DecryptRequest) ([]byte, error) {
+	aead, err := p.kek(req.KeyID, false)
+	if err != nil {
+		return nil, err
+	}
+	n := aead.NonceSize()
+	if len(req.Ciphertext) < n {
+		return nil, errors.New("ciphertext too short")
+	}
+	return aead.Open(nil, req.Ciphertext[:n], req.Ciphertext[n:], []byte(req.KeyID))
+}
+
+func (p *plugin) Status(context.Context) (*service.StatusResponse, error) {
+	id, err := p.currentKeyID()
+	if err != nil {
+		return nil, err
+	}
+	return &service.StatusResponse{Version: "v2", Healthz: "ok", KeyID: id}, nil
+}
+
+func main() {
+	socket := flag.String("socket", "", "unix socket path to listen on")
+	keyIDFile := flag.String("key-id-file", "", "file holding the current key ID")
+	stateDir := flag.String("state-dir", "", "folder for the per-key-ID wrapping keys")
+	flag.Parse()
+	if *socket == "" || *keyIDFile == "" || *stateDir == "" {
+		log.Fatal("--socket, --key-id-file and --state-dir are required")
+	}
+	if err := os.MkdirAll(*stateDir, 0o700); err != nil {
+		log.Fatal(err)
+	}
+	_ = os.Remove(*socket)
+	p := &plugin{keyIDFile: *keyIDFile, stateDir: *stateDir}
+	svc := service.NewGRPCService(*socket, 10*time.Second, p)
+	go func() {
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+		<-ch
+		svc.Shutdown()
+	}()
+	if err := svc.ListenAndServe(); err != nil {
+		log.Fatal(err)
+	}
+}

@@ -1,0 +1,421 @@
+//! What a stored value is, decided the way the apiserver's read path decides it (SPEC §1.9):
+//! walk the resource's providers in config order, and within each its keys in order; every
+//! candidate whose prefix matches is tried; the first that opens wins, and anything but the
+//! first candidate is stale.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use super::cipher::{self, OpenError};
+use super::kms;
+use super::object::{ObjectInfo, PayloadKind, object_info, payload_kind};
+use crate::config::{KmsVersion, Provider, Resolved, key_label, kms_label};
+use crate::keys::{Key, KeyProvider};
+
+/// Every encrypted value starts with this; identity refuses to read it.
+pub const ENCRYPTED_PREFIX: &[u8] = b"k8s:enc:";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Stored unencrypted.
+    Plaintext,
+    /// Encrypted with a configured key (opened, or with `verify` off, well formed).
+    EncryptedOk,
+    /// Under a configured prefix and key name, but no configured key opens it.
+    Undecryptable,
+    /// Encrypted with a provider or key name the config does not have for this resource.
+    UnknownKey,
+    /// Malformed: no key could open these bytes.
+    Corrupt,
+    /// A KMS value that could not be opened here (no plugin to ask).
+    Kms,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Plaintext => "plaintext",
+            State::EncryptedOk => "encrypted-ok",
+            State::Undecryptable => "undecryptable",
+            State::UnknownKey => "unknown-key",
+            State::Corrupt => "corrupt",
+            State::Kms => "kms",
+        }
+    }
+}
+
+/// Asks a KMS plugin to unwrap a DEK (or seed). Implemented by the KMS client; the codec only
+/// needs the answer.
+pub trait KmsUnwrap {
+    fn unwrap_v2(&self, provider: &str, obj: &kms::EncryptedObject) -> Result<Zeroizing<Vec<u8>>, String>;
+    fn unwrap_v1(&self, provider: &str, encrypted_dek: &[u8]) -> Result<Zeroizing<Vec<u8>>, String>;
+}
+
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Decrypt every value; without it, values are classified by prefix, key name and shape.
+    pub verify: bool,
+    /// Decode name, namespace, uid and creation time when the plaintext is at hand.
+    pub want_info: bool,
+    /// KMS v2 provider name → the key ID its plugin reports now (for the stale rule).
+    pub kms_key_ids: HashMap<String, String>,
+    /// Unwraps KMS DEKs when `verify` is on.
+    pub kms: Option<&'a dyn KmsUnwrap>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct KmsDetail {
+    pub version: KmsVersion,
+    pub provider: String,
+    /// KMS v2 only.
+    pub key_id: Option<String>,
+    /// KMS v2 only: 0 = AES_GCM_KEY, 1 = HKDF_SHA256_XNONCE_AES_GCM_SEED.
+    pub dek_source_type: Option<i32>,
+    /// KMS v2 only: the plugin's ciphertext of the DEK source (to unwrap each one once).
+    #[serde(skip)]
+    pub encrypted_dek_source: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Classification<'t> {
+    /// `identity`, `aescbc:key1`, `kms:v2:name`; for unknown keys what the value names.
+    pub label: Cow<'t, str>,
+    pub state: State,
+    /// Read by the resource's first provider and first key: what new writes use.
+    pub write_key: bool,
+    /// The apiserver's stale flag: an unchanged write would re-encrypt it.
+    pub stale: bool,
+    /// The value was actually decrypted (or is plaintext).
+    pub verified: bool,
+    /// The apiserver can read it with this config.
+    pub apiserver_readable: bool,
+    pub payload: Option<PayloadKind>,
+    pub kms: Option<KmsDetail>,
+    pub info: Option<ObjectInfo>,
+    /// Why it did not open; never contains key material.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug)]
+enum CandidateKind {
+    Identity,
+    Key(Arc<Key>),
+    Kms { version: KmsVersion, name: String },
+}
+
+#[derive(Debug)]
+struct Candidate {
+    prefix: Vec<u8>,
+    label: String,
+    /// Position in the provider list, and of the key within it; `usize::MAX` for archive keys.
+    provider_index: usize,
+    key_index: usize,
+    kind: CandidateKind,
+}
+
+/// A resource's providers flattened into the candidates the read path tries, built once per
+/// resource and reused for every value.
+#[derive(Debug)]
+pub struct ProviderTable {
+    candidates: Vec<Candidate>,
+    write_label: String,
+}
+
+impl ProviderTable {
+    pub fn new(resolved: &Resolved) -> Self {
+        Self::with_archive(resolved, &[])
+    }
+
+    /// Archived (retired) keys are tried last, so that old snapshots still open.
+    pub fn with_archive(resolved: &Resolved, archive: &[Arc<Key>]) -> Self {
+        let mut candidates = Vec::new();
+        if resolved.entries.is_empty() {
+            candidates.push(identity_candidate(0));
+        }
+        for (i, entry) in resolved.entries.iter().enumerate() {
+            match &entry.provider {
+                Provider::Identity => candidates.push(identity_candidate(i)),
+                Provider::Keys { provider, keys } => {
+                    for (j, k) in keys.iter().enumerate() {
+                        candidates.push(key_candidate(*provider, k, i, j));
+                    }
+                }
+                Provider::Kms(k) => candidates.push(Candidate {
+                    prefix: k.prefix().into_bytes(),
+                    label: kms_label(k.version, &k.name),
+                    provider_index: i,
+                    key_index: 0,
+                    kind: CandidateKind::Kms {
+                        version: k.version,
+                        name: k.name.clone(),
+                    },
+                }),
+            }
+        }
+        for k in archive {
+            candidates.push(key_candidate(k.provider(), k, usize::MAX, usize::MAX));
+        }
+        Self {
+            candidates,
+            write_label: resolved.write_label(),
+        }
+    }
+
+    pub fn write_label(&self) -> &str {
+        &self.write_label
+    }
+
+    /// Classifies one value. `etcd_key` is the full key: the AAD of aesgcm and KMS.
+    pub fn classify(&self, etcd_key: &[u8], value: &[u8], opts: &Options<'_>) -> Classification<'_> {
+        let mut first_failure: Option<(&Candidate, OpenError)> = None;
+        let mut all_malformed = true;
+        for c in &self.candidates {
+            let attempt = match &c.kind {
+                CandidateKind::Identity => {
+                    if value.starts_with(ENCRYPTED_PREFIX) {
+                        continue;
+                    }
+                    let mut r = success(c, State::Plaintext, true, value, opts);
+                    r.payload = Some(payload_kind(value));
+                    return r;
+                }
+                _ if !value.starts_with(&c.prefix) => continue,
+                CandidateKind::Key(k) => self.try_key(c, k, etcd_key, &value[c.prefix.len()..], opts),
+                CandidateKind::Kms { version, name } => {
+                    try_kms(c, *version, name, etcd_key, &value[c.prefix.len()..], opts)
+                }
+            };
+            match attempt {
+                Ok(r) => return r,
+                Err(e) => {
+                    all_malformed &= matches!(e, OpenError::Malformed(_));
+                    if first_failure.is_none() {
+                        first_failure = Some((c, e));
+                    }
+                }
+            }
+        }
+        match first_failure {
+            Some((c, e)) => failed(
+                Cow::Borrowed(c.label.as_str()),
+                if all_malformed { State::Corrupt } else { State::Undecryptable },
+                e,
+            ),
+            None if value.starts_with(ENCRYPTED_PREFIX) => failed(
+                Cow::Owned(foreign_label(value)),
+                State::UnknownKey,
+                OpenError::Rejected("no provider or key of this resource matches the value's prefix"),
+            ),
+            None => {
+                // Plaintext, but the resource has no identity provider to read it with.
+                let mut r = failed(
+                    Cow::Borrowed("identity"),
+                    State::Plaintext,
+                    OpenError::Rejected("stored as plaintext but the config has no identity provider for this resource"),
+                );
+                r.verified = true;
+                r.payload = Some(payload_kind(value));
+                if opts.want_info {
+                    r.info = object_info(value);
+                }
+                r
+            }
+        }
+    }
+
+    fn try_key<'t>(
+        &'t self,
+        c: &'t Candidate,
+        key: &Key,
+        etcd_key: &[u8],
+        payload: &[u8],
+        opts: &Options<'_>,
+    ) -> Result<Classification<'t>, OpenError> {
+        if !opts.verify {
+            cipher::check_shape(key.provider(), payload)?;
+            return Ok(success(c, State::EncryptedOk, false, &[], opts));
+        }
+        let plaintext = cipher::open(key, etcd_key, payload)?;
+        let kind = payload_kind(&plaintext);
+        // CBC is unauthenticated: a wrong key can pass the padding check by chance.
+        if key.provider() == KeyProvider::Aescbc && kind == PayloadKind::Unknown {
+            return Err(OpenError::Rejected("decrypted payload is not a Kubernetes object (wrong key)"));
+        }
+        let mut r = success(c, State::EncryptedOk, true, &plaintext, opts);
+        r.payload = Some(kind);
+        Ok(r)
+    }
+}
+
+fn identity_candidate(i: usize) -> Candidate {
+    Candidate {
+        prefix: Vec::new(),
+        label: "identity".to_string(),
+        provider_index: i,
+        key_index: 0,
+        kind: CandidateKind::Identity,
+    }
+}
+
+fn key_candidate(provider: KeyProvider, k: &Arc<Key>, i: usize, j: usize) -> Candidate {
+    Candidate {
+        prefix: format!("{}{}:", provider.prefix(), k.name()).into_bytes(),
+        label: key_label(provider, k.name()),
+        provider_index: i,
+        key_index: j,
+        kind: CandidateKind::Key(Arc::clone(k)),
+    }
+}
+
+fn success<'t>(c: &'t Candidate, state: State, verified: bool, plaintext: &[u8], opts: &Options<'_>) -> Classification<'t> {
+    let first = c.provider_index == 0 && c.key_index == 0;
+    Classification {
+        label: Cow::Borrowed(c.label.as_str()),
+        state,
+        write_key: first,
+        stale: !first,
+        verified,
+        apiserver_readable: c.provider_index != usize::MAX,
+        payload: None,
+        kms: None,
+        info: if opts.want_info && verified { object_info(plaintext) } else { None },
+        detail: None,
+    }
+}
+
+fn failed(label: Cow<'_, str>, state: State, e: OpenError) -> Classification<'_> {
+    let detail = match e {
+        OpenError::Malformed(m) | OpenError::Rejected(m) => m.to_string(),
+    };
+    Classification {
+        label,
+        state,
+        write_key: false,
+        stale: true,
+        verified: false,
+        apiserver_readable: false,
+        payload: None,
+        kms: None,
+        info: None,
+        detail: Some(detail),
+    }
+}
+
+fn try_kms<'t>(
+    c: &'t Candidate,
+    version: KmsVersion,
+    name: &str,
+    etcd_key: &[u8],
+    payload: &[u8],
+    opts: &Options<'_>,
+) -> Result<Classification<'t>, OpenError> {
+    let unwrapper = opts.kms.filter(|_| opts.verify);
+    let (detail, opened, inner_stale) = match version {
+        KmsVersion::V1 => {
+            let env = kms::parse_v1(payload)?;
+            let detail = KmsDetail {
+                version,
+                provider: name.to_string(),
+                key_id: None,
+                dek_source_type: None,
+                encrypted_dek_source: Vec::new(),
+            };
+            match unwrapper {
+                None => (detail, None, false),
+                Some(u) => {
+                    let dek = u.unwrap_v1(name, env.encrypted_dek).map_err(|_| OpenError::Rejected("the KMS plugin could not unwrap the DEK"))?;
+                    let (pt, cbc) = kms::open_v1(&dek, etcd_key, env.data)?;
+                    (detail, Some(pt), cbc)
+                }
+            }
+        }
+        KmsVersion::V2 => {
+            let obj = kms::parse_v2(payload)?;
+            let key_changed = opts
+                .kms_key_ids
+                .get(name)
+                .is_some_and(|current| *current != obj.key_id);
+            let opened = match unwrapper {
+                None => None,
+                Some(u) => {
+                    let source = u.unwrap_v2(name, &obj).map_err(|_| OpenError::Rejected("the KMS plugin could not unwrap the DEK source"))?;
+                    Some(kms::open_v2(&obj, &source, etcd_key)?)
+                }
+            };
+            let detail = KmsDetail {
+                version,
+                provider: name.to_string(),
+                key_id: Some(obj.key_id),
+                dek_source_type: Some(obj.encrypted_dek_source_type),
+                encrypted_dek_source: obj.encrypted_dek_source,
+            };
+            (detail, opened, key_changed)
+        }
+    };
+    let mut r = match &opened {
+        Some(pt) => {
+            let mut r = success(c, State::EncryptedOk, true, pt, opts);
+            r.payload = Some(payload_kind(pt));
+            r
+        }
+        None => success(c, State::Kms, false, &[], opts),
+    };
+    r.stale |= inner_stale;
+    r.kms = Some(detail);
+    Ok(r)
+}
+
+/// Best-effort name of a prefix atrest does not know: `aescbc:key9`, `kms:v2:other`.
+fn foreign_label(value: &[u8]) -> String {
+    let rest = &value[ENCRYPTED_PREFIX.len()..];
+    let text: String = rest
+        .iter()
+        .take(200)
+        .take_while(|b| b.is_ascii_graphic())
+        .map(|b| *b as char)
+        .collect();
+    let parts: Vec<&str> = text.splitn(4, ':').collect();
+    match parts.as_slice() {
+        [p @ ("aescbc" | "aesgcm" | "secretbox"), "v1", name, _] => format!("{p}:{name}"),
+        ["kms", v @ ("v1" | "v2"), name, _] => format!("kms:{v}:{name}"),
+        [p, ..] if !p.is_empty() => format!("unknown:{p}"),
+        _ => "unknown".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+    use std::path::Path;
+
+    fn table(yaml: &str, resource: &str) -> ProviderTable {
+        let cfg = parse_str(Path::new("t.yaml"), yaml).unwrap();
+        ProviderTable::new(&cfg.resolve(&crate::GroupResource::parse(resource)))
+    }
+
+    #[test]
+    fn foreign_labels() {
+        assert_eq!(foreign_label(b"k8s:enc:aescbc:v1:key9:xyz"), "aescbc:key9");
+        assert_eq!(foreign_label(b"k8s:enc:kms:v2:other:\x0a\x01"), "kms:v2:other");
+        assert_eq!(foreign_label(b"k8s:enc:zzz:v9"), "unknown:zzz");
+    }
+
+    #[test]
+    fn default_is_identity_that_refuses_encrypted_values() {
+        let t = table(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [configmaps]\n  providers: [{identity: {}}]\n",
+            "secrets",
+        );
+        let opts = Options::default();
+        let r = t.classify(b"/registry/secrets/a/b", b"k8s\x00xx", &opts);
+        assert_eq!((r.state, r.write_key, r.stale), (State::Plaintext, true, false));
+        let r = t.classify(b"/registry/secrets/a/b", b"k8s:enc:aescbc:v1:k:xx", &opts);
+        assert_eq!(r.state, State::UnknownKey);
+        assert_eq!(r.label, "aescbc:k");
+    }
+}

@@ -1,0 +1,126 @@
+//! Which providers the apiserver uses for a group resource (`transformerFromOverrides`): the
+//! exact group resource, else `*.<group>`, else `*.*`, else identity. The same group resource in
+//! several entries gets their provider lists concatenated, earlier entry first.
+
+use super::{EncryptionConfig, Provider};
+use crate::GroupResource;
+
+/// How a group resource found its providers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatchedBy {
+    Exact,
+    /// `*.<group>` (or `*.` for the core group).
+    Group,
+    /// `*.*`.
+    All,
+    /// Nothing matched: the apiserver stores it as plaintext.
+    Default,
+}
+
+/// One provider in a resolved list, with where it came from in the file.
+#[derive(Clone, Debug)]
+pub struct ProviderEntry {
+    pub provider: Provider,
+    /// `resources[rule].providers[index]`.
+    pub rule: usize,
+    pub index: usize,
+}
+
+/// The ordered provider list for one group resource, as the apiserver walks it.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub resource: GroupResource,
+    /// The config name that matched (`secrets`, `*.apps`, `*.*`), if any.
+    pub rule_name: Option<String>,
+    pub matched_by: MatchedBy,
+    /// Empty for [`MatchedBy::Default`], where identity applies.
+    pub entries: Vec<ProviderEntry>,
+}
+
+impl Resolved {
+    /// The label new writes get: `aescbc:key1`, `kms:v2:name` or `identity`.
+    pub fn write_label(&self) -> String {
+        self.entries
+            .first()
+            .map(|e| e.provider.write_label())
+            .unwrap_or_else(|| "identity".to_string())
+    }
+
+    /// True when new writes are stored encrypted.
+    pub fn encrypts(&self) -> bool {
+        !matches!(
+            self.entries.first().map(|e| &e.provider),
+            None | Some(Provider::Identity)
+        )
+    }
+
+    pub fn providers(&self) -> impl Iterator<Item = &Provider> {
+        self.entries.iter().map(|e| &e.provider)
+    }
+
+    /// Every label some provider of this resource can read, in walk order.
+    pub fn read_labels(&self) -> Vec<String> {
+        if self.entries.is_empty() {
+            return vec!["identity".to_string()];
+        }
+        self.providers().flat_map(|p| p.read_labels()).collect()
+    }
+}
+
+impl EncryptionConfig {
+    /// Providers for `gr` exactly as the apiserver resolves them.
+    pub fn resolve(&self, gr: &GroupResource) -> Resolved {
+        let candidates = [
+            (gr.clone(), MatchedBy::Exact),
+            (GroupResource::new(gr.group.clone(), "*"), MatchedBy::Group),
+            (GroupResource::new("*", "*"), MatchedBy::All),
+        ];
+        for (key, how) in candidates {
+            let entries = self.entries_for(&key);
+            if !entries.is_empty() {
+                return Resolved {
+                    resource: gr.clone(),
+                    rule_name: Some(key.config_name()),
+                    matched_by: how,
+                    entries,
+                };
+            }
+        }
+        Resolved {
+            resource: gr.clone(),
+            rule_name: None,
+            matched_by: MatchedBy::Default,
+            entries: Vec::new(),
+        }
+    }
+
+    /// The concatenated lists of every entry naming exactly `key`.
+    fn entries_for(&self, key: &GroupResource) -> Vec<ProviderEntry> {
+        let mut out = Vec::new();
+        for (rule_index, rule) in self.rules.iter().enumerate() {
+            if rule.resources.iter().any(|r| GroupResource::parse(r) == *key) {
+                out.extend(rule.providers.iter().enumerate().map(|(i, p)| ProviderEntry {
+                    provider: p.clone(),
+                    rule: rule_index,
+                    index: i,
+                }));
+            }
+        }
+        out
+    }
+
+    /// Every group resource named in the config, as written (wildcards included), in order.
+    pub fn named_resources(&self) -> Vec<GroupResource> {
+        let mut out: Vec<GroupResource> = Vec::new();
+        for rule in &self.rules {
+            for r in &rule.resources {
+                let gr = GroupResource::parse(r);
+                if !out.contains(&gr) {
+                    out.push(gr);
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,1 @@
+//! etcd layer (see DESIGN.md).

@@ -1,0 +1,1 @@
+//! Atomic file writes that keep mode and owner, and timestamped backups.

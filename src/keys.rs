@@ -1,0 +1,218 @@
+//! Key material: the only type in atrest that holds it.
+//!
+//! A [`Key`] cannot be printed, serialized or cloned by accident: `Debug` and `Display` show the
+//! name and fingerprint only, the bytes are wiped on drop, and the base64 form is handed out only
+//! as a [`Zeroizing`] string for the two places that need it (writing the config file, and
+//! `atrest keys generate`, where the admin asked to see it).
+
+use std::fmt;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// The providers that hold local keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyProvider {
+    Aescbc,
+    Aesgcm,
+    Secretbox,
+}
+
+impl KeyProvider {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyProvider::Aescbc => "aescbc",
+            KeyProvider::Aesgcm => "aesgcm",
+            KeyProvider::Secretbox => "secretbox",
+        }
+    }
+
+    /// Key lengths the apiserver accepts (`validation_encryption.go`).
+    pub fn allowed_lengths(self) -> &'static [usize] {
+        match self {
+            KeyProvider::Aescbc | KeyProvider::Aesgcm => &[16, 24, 32],
+            KeyProvider::Secretbox => &[32],
+        }
+    }
+
+    /// The on-disk prefix before the key name (`k8s:enc:aescbc:v1:`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            KeyProvider::Aescbc => "k8s:enc:aescbc:v1:",
+            KeyProvider::Aesgcm => "k8s:enc:aesgcm:v1:",
+            KeyProvider::Secretbox => "k8s:enc:secretbox:v1:",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "aescbc" => Some(KeyProvider::Aescbc),
+            "aesgcm" => Some(KeyProvider::Aesgcm),
+            "secretbox" => Some(KeyProvider::Secretbox),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for KeyProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Length of newly generated keys: 32 bytes (AES-256, and the only secretbox size).
+pub const NEW_KEY_LEN: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("the operating system's random generator failed: {0}")]
+    Random(String),
+    #[error("key {name:?}: secret is not of the expected length, got {got}, expected one of {expected:?}")]
+    Length {
+        name: String,
+        got: usize,
+        expected: &'static [usize],
+    },
+}
+
+/// A named key of one provider. See the module docs for what it refuses to do.
+pub struct Key {
+    name: String,
+    provider: KeyProvider,
+    material: Zeroizing<Vec<u8>>,
+    fingerprint: String,
+}
+
+impl Key {
+    /// Takes ownership of raw key bytes; checks the provider's allowed lengths.
+    pub fn new(
+        name: impl Into<String>,
+        provider: KeyProvider,
+        material: Zeroizing<Vec<u8>>,
+    ) -> Result<Self, KeyError> {
+        let name = name.into();
+        if !provider.allowed_lengths().contains(&material.len()) {
+            return Err(KeyError::Length {
+                name,
+                got: material.len(),
+                expected: provider.allowed_lengths(),
+            });
+        }
+        let fingerprint = fingerprint(&material);
+        Ok(Self {
+            name,
+            provider,
+            material,
+            fingerprint,
+        })
+    }
+
+    /// A new 32-byte key from the OS CSPRNG.
+    pub fn generate(name: impl Into<String>, provider: KeyProvider) -> Result<Self, KeyError> {
+        let mut material = Zeroizing::new(vec![0u8; NEW_KEY_LEN]);
+        getrandom::fill(&mut material).map_err(|e| KeyError::Random(e.to_string()))?;
+        Self::new(name, provider, material)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn provider(&self) -> KeyProvider {
+        self.provider
+    }
+
+    /// `sha256:` and the first 16 hex digits of SHA-256 over the raw key bytes.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The raw bytes, for the codecs only.
+    pub(crate) fn material(&self) -> &[u8] {
+        &self.material
+    }
+
+    /// The base64 form used in the config file's `secret` field.
+    pub fn secret_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*self.material))
+    }
+
+    /// A copy under another name (the same material); used when one key is listed twice.
+    pub fn duplicate(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            provider: self.provider,
+            material: self.material.clone(),
+            fingerprint: self.fingerprint.clone(),
+        }
+    }
+}
+
+/// The documented fingerprint: `sha256:` + first 16 hex digits of SHA-256(raw key).
+pub fn fingerprint(material: &[u8]) -> String {
+    let digest = Sha256::digest(material);
+    format!("sha256:{}", &hex::encode(digest)[..16])
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{} ({})", self.provider, self.name, self.fingerprint)
+    }
+}
+
+/// A name for a new key that sorts by time and says where it came from.
+pub fn new_key_name(now: chrono::DateTime<chrono::Utc>) -> String {
+    format!("key-{}", now.format("%Y%m%dT%H%M%SZ"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_never_show_material() {
+        let material = Zeroizing::new(vec![0xabu8; 32]);
+        let key = Key::new("k1", KeyProvider::Aescbc, material).unwrap();
+        let b64 = key.secret_base64();
+        for shown in [format!("{key:?}"), format!("{key}"), format!("{key:#?}")] {
+            assert!(!shown.contains(b64.as_str()), "{shown}");
+            assert!(!shown.to_lowercase().contains("abab"), "{shown}");
+            assert!(shown.contains("k1"));
+            assert!(shown.contains(key.fingerprint()));
+        }
+    }
+
+    #[test]
+    fn fingerprint_is_documented_form() {
+        // sha256("") = e3b0c44298fc1c149afbf4c8996fb924...
+        assert_eq!(fingerprint(b""), "sha256:e3b0c44298fc1c14");
+    }
+
+    #[test]
+    fn generated_keys_are_32_random_bytes() {
+        let a = Key::generate("a", KeyProvider::Secretbox).unwrap();
+        let b = Key::generate("b", KeyProvider::Secretbox).unwrap();
+        assert_eq!(a.material().len(), 32);
+        assert_ne!(a.material(), b.material());
+    }
+
+    #[test]
+    fn wrong_length_is_refused_without_echoing() {
+        let err = Key::new("k", KeyProvider::Secretbox, Zeroizing::new(vec![7u8; 16])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("got 16"), "{msg}");
+        assert!(msg.contains("[32]"), "{msg}");
+    }
+}

@@ -1,0 +1,20 @@
+//! atrest: prove how a Kubernetes cluster stores its Secrets in etcd, and move it safely from one
+//! encryption state to another.
+//!
+//! The layers follow `DESIGN.md`; dependencies point one way: commands → engines
+//! (`migrate`, `rotate`, `report`) → sources (`etcd`, `kube`) → `codec` / `config` / `keys`.
+
+pub mod codec;
+pub mod config;
+pub mod etcd;
+pub mod fsutil;
+pub mod keys;
+pub mod kube;
+pub mod migrate;
+pub mod report;
+pub mod rotate;
+pub mod settings;
+
+/// Kubernetes' group/resource pair, as the apiserver's `schema.GroupResource`.
+mod group_resource;
+pub use group_resource::GroupResource;

@@ -1,0 +1,1 @@
+//! migrate layer (see DESIGN.md).

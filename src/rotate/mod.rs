@@ -1,0 +1,1 @@
+//! rotate layer (see DESIGN.md).
