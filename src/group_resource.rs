@@ -59,7 +59,10 @@ mod tests {
 
     #[test]
     fn parses_like_the_apiserver() {
-        assert_eq!(GroupResource::parse("secrets"), GroupResource::new("", "secrets"));
+        assert_eq!(
+            GroupResource::parse("secrets"),
+            GroupResource::new("", "secrets")
+        );
         assert_eq!(GroupResource::parse("*."), GroupResource::new("", "*"));
         assert_eq!(GroupResource::parse("*.*"), GroupResource::new("*", "*"));
         assert_eq!(
@@ -67,6 +70,9 @@ mod tests {
             GroupResource::new("awesome.bears.example", "pandas")
         );
         assert_eq!(GroupResource::parse("*.").config_name(), "*.");
-        assert_eq!(GroupResource::parse("deployments.apps").to_string(), "deployments.apps");
+        assert_eq!(
+            GroupResource::parse("deployments.apps").to_string(),
+            "deployments.apps"
+        );
     }
 }

@@ -69,7 +69,9 @@ pub const NEW_KEY_LEN: usize = 32;
 pub enum KeyError {
     #[error("the operating system's random generator failed: {0}")]
     Random(String),
-    #[error("key {name:?}: secret is not of the expected length, got {got}, expected one of {expected:?}")]
+    #[error(
+        "key {name:?}: secret is not of the expected length, got {got}, expected one of {expected:?}"
+    )]
     Length {
         name: String,
         got: usize,

@@ -1,3 +1,33 @@
+//! The `atrest` command: parse, set up logging, dispatch. Everything else is in the library.
+
+mod cli;
+
+use clap::Parser;
+
 fn main() {
-    println!("atrest");
+    let args = cli::args::Cli::parse();
+    let filter = match args.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ATREST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("atrest={filter}"))),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(cli::EXIT_FAILED);
+        }
+    };
+    let code = runtime.block_on(cli::run(args));
+    std::process::exit(code);
 }

@@ -1,2 +1,366 @@
-//! Resolved settings: flags, environment and the apiserver's static-pod manifest merged into
-//! one value that remembers where each setting came from.
+//! Resolved settings: flags, environment and the kube-apiserver's static-pod manifest merged
+//! into one value that remembers where each setting came from (`atrest status` prints it).
+//! Commands take these, never raw flags.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The manifest kubeadm writes; read when present.
+pub const DEFAULT_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
+/// etcdctl's default endpoint.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
+/// kube-apiserver's default `--etcd-prefix`.
+pub const DEFAULT_PREFIX: &str = "/registry";
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "lowercase")]
+pub enum Source {
+    Flag(String),
+    Env(String),
+    Manifest(PathBuf),
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag(name) => write!(f, "flag {name}"),
+            Source::Env(name) => write!(f, "environment {name}"),
+            Source::Manifest(p) => write!(f, "manifest {}", p.display()),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Setting<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+/// What the user gave on the command line (all optional).
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub apiserver_manifest: Option<PathBuf>,
+    pub endpoints: Option<String>,
+    pub cacert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub user: Option<String>,
+    pub etcd_prefix: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// The etcd password is a secret: held apart, never printed.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub user: String,
+    pub password: zeroize::Zeroizing<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Credentials {{ user: {:?}, password: REDACTED }}",
+            self.user
+        )
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Settings {
+    pub config: Option<Setting<PathBuf>>,
+    pub manifest: Option<PathBuf>,
+    pub endpoints: Setting<Vec<String>>,
+    pub cacert: Option<Setting<PathBuf>>,
+    pub cert: Option<Setting<PathBuf>>,
+    pub key: Option<Setting<PathBuf>>,
+    #[serde(skip)]
+    pub credentials: Option<Credentials>,
+    pub user: Option<Setting<String>>,
+    pub etcd_prefix: Setting<String>,
+    pub kubeconfig: Option<Setting<PathBuf>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read the kube-apiserver manifest {path}: {source}")]
+    ManifestRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a kube-apiserver static-pod manifest: {message}")]
+    ManifestParse { path: PathBuf, message: String },
+    #[error("--user must be USER or USER:PASSWORD (password may also come from ETCDCTL_PASSWORD)")]
+    BadUser,
+}
+
+/// Flags read from a kube-apiserver static-pod manifest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ManifestFlags {
+    pub encryption_provider_config: Option<String>,
+    pub etcd_servers: Option<String>,
+    pub etcd_cafile: Option<String>,
+    pub etcd_certfile: Option<String>,
+    pub etcd_keyfile: Option<String>,
+    pub etcd_prefix: Option<String>,
+    pub automatic_reload: Option<bool>,
+}
+
+#[derive(serde::Deserialize)]
+struct Pod {
+    spec: PodSpec,
+}
+#[derive(serde::Deserialize)]
+struct PodSpec {
+    #[serde(default)]
+    containers: Vec<Container>,
+}
+#[derive(serde::Deserialize)]
+struct Container {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+/// Reads the apiserver's flags out of its static-pod manifest.
+pub fn read_manifest(path: &Path) -> Result<ManifestFlags, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::ManifestRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let pod: Pod = serde_saphyr::from_str(&text).map_err(|e| SettingsError::ManifestParse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let container = pod
+        .spec
+        .containers
+        .into_iter()
+        .find(|c| {
+            c.name == "kube-apiserver" || c.command.iter().any(|a| a.ends_with("kube-apiserver"))
+        })
+        .ok_or_else(|| SettingsError::ManifestParse {
+            path: path.to_path_buf(),
+            message: "no kube-apiserver container".into(),
+        })?;
+    let argv: Vec<String> = container
+        .command
+        .into_iter()
+        .chain(container.args)
+        .collect();
+    let mut out = ManifestFlags::default();
+    let mut i = 0;
+    while i < argv.len() {
+        let arg = &argv[i];
+        let (name, value) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (
+                arg.clone(),
+                argv.get(i + 1).filter(|v| !v.starts_with("--")).cloned(),
+            ),
+        };
+        if !arg.contains('=') && value.is_some() {
+            i += 1;
+        }
+        let slot = match name.as_str() {
+            "--encryption-provider-config" => &mut out.encryption_provider_config,
+            "--etcd-servers" => &mut out.etcd_servers,
+            "--etcd-cafile" => &mut out.etcd_cafile,
+            "--etcd-certfile" => &mut out.etcd_certfile,
+            "--etcd-keyfile" => &mut out.etcd_keyfile,
+            "--etcd-prefix" => &mut out.etcd_prefix,
+            "--encryption-provider-config-automatic-reload" => {
+                out.automatic_reload = Some(value.as_deref().is_none_or(|v| v == "true"));
+                i += 1;
+                continue;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        *slot = value;
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Picks the first of flag, environment, manifest, default, and says which.
+fn pick<T>(
+    flag: Option<(T, &str)>,
+    env_var: Option<(T, &str)>,
+    manifest: Option<(T, &Path)>,
+) -> Option<Setting<T>> {
+    if let Some((value, name)) = flag {
+        return Some(Setting {
+            value,
+            source: Source::Flag(name.into()),
+        });
+    }
+    if let Some((value, name)) = env_var {
+        return Some(Setting {
+            value,
+            source: Source::Env(name.into()),
+        });
+    }
+    manifest.map(|(value, path)| Setting {
+        value,
+        source: Source::Manifest(path.to_path_buf()),
+    })
+}
+
+/// Merges flags, `ETCDCTL_*`/`KUBECONFIG` and the manifest. An explicit `--apiserver-manifest`
+/// must exist; the default one is used only when present.
+pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
+    let manifest_path = match &flags.apiserver_manifest {
+        Some(p) => Some(p.clone()),
+        None => Some(PathBuf::from(DEFAULT_MANIFEST)).filter(|p| p.exists()),
+    };
+    let m = match &manifest_path {
+        Some(p) => read_manifest(p)?,
+        None => ManifestFlags::default(),
+    };
+    let mp = manifest_path.as_deref();
+    let from_manifest = |v: &Option<String>| v.clone().zip(mp);
+
+    let config = pick(
+        flags.config.clone().map(|v| (v, "--config")),
+        env("ATREST_CONFIG").map(|v| (PathBuf::from(v), "ATREST_CONFIG")),
+        from_manifest(&m.encryption_provider_config).map(|(v, p)| (PathBuf::from(v), p)),
+    );
+    let endpoints = pick(
+        flags
+            .endpoints
+            .clone()
+            .map(|v| (split_endpoints(&v), "--endpoints")),
+        env("ETCDCTL_ENDPOINTS").map(|v| (split_endpoints(&v), "ETCDCTL_ENDPOINTS")),
+        from_manifest(&m.etcd_servers).map(|(v, p)| (split_endpoints(&v), p)),
+    )
+    .unwrap_or(Setting {
+        value: vec![DEFAULT_ENDPOINT.to_string()],
+        source: Source::Default,
+    });
+    let path_setting = |flag: &Option<PathBuf>,
+                        flag_name: &'static str,
+                        env_name: &'static str,
+                        man: &Option<String>| {
+        pick(
+            flag.clone().map(|v| (v, flag_name)),
+            env(env_name).map(|v| (PathBuf::from(v), env_name)),
+            from_manifest(man).map(|(v, p)| (PathBuf::from(v), p)),
+        )
+    };
+    let cacert = path_setting(&flags.cacert, "--cacert", "ETCDCTL_CACERT", &m.etcd_cafile);
+    let cert = path_setting(&flags.cert, "--cert", "ETCDCTL_CERT", &m.etcd_certfile);
+    let key = path_setting(&flags.key, "--key", "ETCDCTL_KEY", &m.etcd_keyfile);
+    let etcd_prefix = pick(
+        flags.etcd_prefix.clone().map(|v| (v, "--etcd-prefix")),
+        None,
+        from_manifest(&m.etcd_prefix),
+    )
+    .unwrap_or(Setting {
+        value: DEFAULT_PREFIX.to_string(),
+        source: Source::Default,
+    });
+
+    let user_raw = pick(
+        flags.user.clone().map(|v| (v, "--user")),
+        env("ETCDCTL_USER").map(|v| (v, "ETCDCTL_USER")),
+        None,
+    );
+    let (user, credentials) = match user_raw {
+        None => (None, None),
+        Some(s) => {
+            let (name, password) = match s.value.split_once(':') {
+                Some((u, p)) => (u.to_string(), p.to_string()),
+                None => (
+                    s.value.clone(),
+                    env("ETCDCTL_PASSWORD").ok_or(SettingsError::BadUser)?,
+                ),
+            };
+            (
+                Some(Setting {
+                    value: name.clone(),
+                    source: s.source,
+                }),
+                Some(Credentials {
+                    user: name,
+                    password: zeroize::Zeroizing::new(password),
+                }),
+            )
+        }
+    };
+    let kubeconfig = pick(
+        flags.kubeconfig.clone().map(|v| (v, "--kubeconfig")),
+        env("KUBECONFIG").map(|v| (PathBuf::from(v), "KUBECONFIG")),
+        None,
+    );
+    Ok(Settings {
+        config,
+        manifest: manifest_path,
+        endpoints,
+        cacert,
+        cert,
+        key,
+        credentials,
+        user,
+        etcd_prefix,
+        kubeconfig,
+    })
+}
+
+fn split_endpoints(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_kubeadm_manifest_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kube-apiserver.yaml");
+        std::fs::write(
+            &p,
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\nspec:\n  containers:\n  - name: kube-apiserver\n    image: x\n    command:\n    - kube-apiserver\n    - --etcd-servers=https://127.0.0.1:2379\n    - --etcd-cafile=/etc/kubernetes/pki/etcd/ca.crt\n    - --encryption-provider-config\n    - /etc/kubernetes/enc/enc.yaml\n    - --encryption-provider-config-automatic-reload=true\n    - --etcd-prefix=/custom\n",
+        )
+        .unwrap();
+        let m = read_manifest(&p).unwrap();
+        assert_eq!(m.etcd_servers.as_deref(), Some("https://127.0.0.1:2379"));
+        assert_eq!(
+            m.encryption_provider_config.as_deref(),
+            Some("/etc/kubernetes/enc/enc.yaml")
+        );
+        assert_eq!(
+            m.etcd_cafile.as_deref(),
+            Some("/etc/kubernetes/pki/etcd/ca.crt")
+        );
+        assert_eq!(m.etcd_prefix.as_deref(), Some("/custom"));
+        assert_eq!(m.automatic_reload, Some(true));
+
+        let flags = Flags {
+            apiserver_manifest: Some(p.clone()),
+            etcd_prefix: Some("/flag".into()),
+            ..Default::default()
+        };
+        let s = resolve(&flags).unwrap();
+        assert_eq!(s.etcd_prefix.value, "/flag");
+        assert_eq!(s.etcd_prefix.source, Source::Flag("--etcd-prefix".into()));
+        assert_eq!(s.cacert.unwrap().source, Source::Manifest(p));
+    }
+}

@@ -25,25 +25,35 @@ pub fn check_shape(provider: KeyProvider, payload: &[u8]) -> Result<(), OpenErro
     match provider {
         KeyProvider::Aescbc => {
             if payload.len() < BLOCK {
-                Err(OpenError::Malformed("the stored data was shorter than the required size"))
+                Err(OpenError::Malformed(
+                    "the stored data was shorter than the required size",
+                ))
             } else if !(payload.len() - BLOCK).is_multiple_of(BLOCK) {
-                Err(OpenError::Malformed("the stored data is not a multiple of the block size"))
+                Err(OpenError::Malformed(
+                    "the stored data is not a multiple of the block size",
+                ))
             } else if payload.len() == BLOCK {
-                Err(OpenError::Malformed("invalid PKCS7 data (empty or not padded)"))
+                Err(OpenError::Malformed(
+                    "invalid PKCS7 data (empty or not padded)",
+                ))
             } else {
                 Ok(())
             }
         }
         KeyProvider::Aesgcm => {
             if payload.len() < GCM_NONCE + GCM_TAG {
-                Err(OpenError::Malformed("the stored data was shorter than the required size"))
+                Err(OpenError::Malformed(
+                    "the stored data was shorter than the required size",
+                ))
             } else {
                 Ok(())
             }
         }
         KeyProvider::Secretbox => {
             if payload.len() < SECRETBOX_NONCE + SECRETBOX_TAG {
-                Err(OpenError::Malformed("the stored data was shorter than the required size"))
+                Err(OpenError::Malformed(
+                    "the stored data was shorter than the required size",
+                ))
             } else {
                 Ok(())
             }
@@ -105,12 +115,18 @@ fn cbc_open(key: &[u8], payload: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError>
             .unwrap_or(false)
     });
     if !ok {
-        return Err(OpenError::Malformed("the stored data is not a multiple of the block size"));
+        return Err(OpenError::Malformed(
+            "the stored data is not a multiple of the block size",
+        ));
     }
     // PKCS#7 exactly as aes.go checks it: 1 <= p <= len, all p bytes equal p.
-    let p = *buf.last().ok_or(OpenError::Malformed("invalid PKCS7 data (empty or not padded)"))? as usize;
+    let p = *buf.last().ok_or(OpenError::Malformed(
+        "invalid PKCS7 data (empty or not padded)",
+    ))? as usize;
     if p == 0 || p > buf.len() {
-        return Err(OpenError::Rejected("invalid PKCS7 data (empty or not padded)"));
+        return Err(OpenError::Rejected(
+            "invalid PKCS7 data (empty or not padded)",
+        ));
     }
     let size = buf.len() - p;
     if buf[size..].iter().any(|b| *b as usize != p) {
@@ -154,7 +170,10 @@ fn gcm_open(key: &[u8], aad: &[u8], payload: &[u8]) -> Result<Zeroizing<Vec<u8>>
 
 fn gcm_seal(key: &[u8], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let nonce: [u8; GCM_NONCE] = random();
-    let msg = Payload { msg: plaintext, aad };
+    let msg = Payload {
+        msg: plaintext,
+        aad,
+    };
     let ct = with_aes!(key, C => {
         aes_gcm::AesGcm::<C, aes_gcm::aead::consts::U12>::new_from_slice(key)
             .expect("key length checked by Key::new")
@@ -193,9 +212,15 @@ fn secretbox_seal(key: &[u8], plaintext: &[u8]) -> Vec<u8> {
 }
 
 /// AES-256-GCM open with a raw 32-byte DEK, for the KMS envelopes.
-pub(crate) fn gcm_open_raw(dek: &[u8], aad: &[u8], payload: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+pub(crate) fn gcm_open_raw(
+    dek: &[u8],
+    aad: &[u8],
+    payload: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, OpenError> {
     if payload.len() < GCM_NONCE + GCM_TAG {
-        return Err(OpenError::Malformed("the stored data was shorter than the required size"));
+        return Err(OpenError::Malformed(
+            "the stored data was shorter than the required size",
+        ));
     }
     gcm_open(dek, aad, payload)
 }
@@ -217,11 +242,19 @@ mod tests {
     #[test]
     fn upstream_gcm_vector_decrypts() {
         // aes_test.go TestGCMLegacyDataCompatibility (SPEC §7a).
-        let k = Key::new("k", KeyProvider::Aesgcm, Zeroizing::new(b"snorlax_awesomes".to_vec())).unwrap();
+        let k = Key::new(
+            "k",
+            KeyProvider::Aesgcm,
+            Zeroizing::new(b"snorlax_awesomes".to_vec()),
+        )
+        .unwrap();
         let ct = hex::decode("9f27c8fcea8a58c467d8e437dbf2d85955f9b4bd912f4ef967d788a0cb07797dac0a3f0a0845605ca85ac8562b4ae1").unwrap();
         let pt = open(&k, b"bamboo", &ct).unwrap();
         assert_eq!(&pt[..], b"pandas are the best");
-        assert_eq!(open(&k, b"bambo0", &ct), Err(OpenError::Rejected("cipher: message authentication failed")));
+        assert_eq!(
+            open(&k, b"bambo0", &ct),
+            Err(OpenError::Rejected("cipher: message authentication failed"))
+        );
     }
 
     #[test]
@@ -236,7 +269,11 @@ mod tests {
                 for size in [0usize, 1, 15, 16, 17, 1024] {
                     let pt = vec![0x5au8; size];
                     let sealed = seal(&k, b"/registry/secrets/a/b", &pt);
-                    assert_eq!(&open(&k, b"/registry/secrets/a/b", &sealed).unwrap()[..], &pt[..], "{p} {len} {size}");
+                    assert_eq!(
+                        &open(&k, b"/registry/secrets/a/b", &sealed).unwrap()[..],
+                        &pt[..],
+                        "{p} {len} {size}"
+                    );
                 }
             }
         }
@@ -254,10 +291,22 @@ mod tests {
         let k1 = key(KeyProvider::Secretbox, 32, 1);
         let k2 = key(KeyProvider::Secretbox, 32, 2);
         let sealed = seal(&k1, b"", b"hello");
-        assert!(matches!(open(&k2, b"", &sealed), Err(OpenError::Rejected(_))));
-        assert!(matches!(open(&k1, b"", &sealed[..30]), Err(OpenError::Malformed(_))));
+        assert!(matches!(
+            open(&k2, b"", &sealed),
+            Err(OpenError::Rejected(_))
+        ));
+        assert!(matches!(
+            open(&k1, b"", &sealed[..30]),
+            Err(OpenError::Malformed(_))
+        ));
         let c = key(KeyProvider::Aescbc, 32, 1);
-        assert!(matches!(open(&c, b"", &[0u8; 17]), Err(OpenError::Malformed(_))));
-        assert!(matches!(open(&c, b"", &[0u8; 16]), Err(OpenError::Malformed(_))));
+        assert!(matches!(
+            open(&c, b"", &[0u8; 17]),
+            Err(OpenError::Malformed(_))
+        ));
+        assert!(matches!(
+            open(&c, b"", &[0u8; 16]),
+            Err(OpenError::Malformed(_))
+        ));
     }
 }

@@ -51,8 +51,13 @@ impl State {
 /// Asks a KMS plugin to unwrap a DEK (or seed). Implemented by the KMS client; the codec only
 /// needs the answer.
 pub trait KmsUnwrap {
-    fn unwrap_v2(&self, provider: &str, obj: &kms::EncryptedObject) -> Result<Zeroizing<Vec<u8>>, String>;
-    fn unwrap_v1(&self, provider: &str, encrypted_dek: &[u8]) -> Result<Zeroizing<Vec<u8>>, String>;
+    fn unwrap_v2(
+        &self,
+        provider: &str,
+        obj: &kms::EncryptedObject,
+    ) -> Result<Zeroizing<Vec<u8>>, String>;
+    fn unwrap_v1(&self, provider: &str, encrypted_dek: &[u8])
+    -> Result<Zeroizing<Vec<u8>>, String>;
 }
 
 #[derive(Default)]
@@ -170,7 +175,12 @@ impl ProviderTable {
     }
 
     /// Classifies one value. `etcd_key` is the full key: the AAD of aesgcm and KMS.
-    pub fn classify(&self, etcd_key: &[u8], value: &[u8], opts: &Options<'_>) -> Classification<'_> {
+    pub fn classify(
+        &self,
+        etcd_key: &[u8],
+        value: &[u8],
+        opts: &Options<'_>,
+    ) -> Classification<'_> {
         let mut first_failure: Option<(&Candidate, OpenError)> = None;
         let mut all_malformed = true;
         for c in &self.candidates {
@@ -184,7 +194,9 @@ impl ProviderTable {
                     return r;
                 }
                 _ if !value.starts_with(&c.prefix) => continue,
-                CandidateKind::Key(k) => self.try_key(c, k, etcd_key, &value[c.prefix.len()..], opts),
+                CandidateKind::Key(k) => {
+                    self.try_key(c, k, etcd_key, &value[c.prefix.len()..], opts)
+                }
                 CandidateKind::Kms { version, name } => {
                     try_kms(c, *version, name, etcd_key, &value[c.prefix.len()..], opts)
                 }
@@ -202,20 +214,28 @@ impl ProviderTable {
         match first_failure {
             Some((c, e)) => failed(
                 Cow::Borrowed(c.label.as_str()),
-                if all_malformed { State::Corrupt } else { State::Undecryptable },
+                if all_malformed {
+                    State::Corrupt
+                } else {
+                    State::Undecryptable
+                },
                 e,
             ),
             None if value.starts_with(ENCRYPTED_PREFIX) => failed(
                 Cow::Owned(foreign_label(value)),
                 State::UnknownKey,
-                OpenError::Rejected("no provider or key of this resource matches the value's prefix"),
+                OpenError::Rejected(
+                    "no provider or key of this resource matches the value's prefix",
+                ),
             ),
             None => {
                 // Plaintext, but the resource has no identity provider to read it with.
                 let mut r = failed(
                     Cow::Borrowed("identity"),
                     State::Plaintext,
-                    OpenError::Rejected("stored as plaintext but the config has no identity provider for this resource"),
+                    OpenError::Rejected(
+                        "stored as plaintext but the config has no identity provider for this resource",
+                    ),
                 );
                 r.verified = true;
                 r.payload = Some(payload_kind(value));
@@ -243,7 +263,9 @@ impl ProviderTable {
         let kind = payload_kind(&plaintext);
         // CBC is unauthenticated: a wrong key can pass the padding check by chance.
         if key.provider() == KeyProvider::Aescbc && kind == PayloadKind::Unknown {
-            return Err(OpenError::Rejected("decrypted payload is not a Kubernetes object (wrong key)"));
+            return Err(OpenError::Rejected(
+                "decrypted payload is not a Kubernetes object (wrong key)",
+            ));
         }
         let mut r = success(c, State::EncryptedOk, true, &plaintext, opts);
         r.payload = Some(kind);
@@ -271,7 +293,13 @@ fn key_candidate(provider: KeyProvider, k: &Arc<Key>, i: usize, j: usize) -> Can
     }
 }
 
-fn success<'t>(c: &'t Candidate, state: State, verified: bool, plaintext: &[u8], opts: &Options<'_>) -> Classification<'t> {
+fn success<'t>(
+    c: &'t Candidate,
+    state: State,
+    verified: bool,
+    plaintext: &[u8],
+    opts: &Options<'_>,
+) -> Classification<'t> {
     let first = c.provider_index == 0 && c.key_index == 0;
     Classification {
         label: Cow::Borrowed(c.label.as_str()),
@@ -282,7 +310,11 @@ fn success<'t>(c: &'t Candidate, state: State, verified: bool, plaintext: &[u8],
         apiserver_readable: c.provider_index != usize::MAX,
         payload: None,
         kms: None,
-        info: if opts.want_info && verified { object_info(plaintext) } else { None },
+        info: if opts.want_info && verified {
+            object_info(plaintext)
+        } else {
+            None
+        },
         detail: None,
     }
 }
@@ -327,7 +359,9 @@ fn try_kms<'t>(
             match unwrapper {
                 None => (detail, None, false),
                 Some(u) => {
-                    let dek = u.unwrap_v1(name, env.encrypted_dek).map_err(|_| OpenError::Rejected("the KMS plugin could not unwrap the DEK"))?;
+                    let dek = u.unwrap_v1(name, env.encrypted_dek).map_err(|_| {
+                        OpenError::Rejected("the KMS plugin could not unwrap the DEK")
+                    })?;
                     let (pt, cbc) = kms::open_v1(&dek, etcd_key, env.data)?;
                     (detail, Some(pt), cbc)
                 }
@@ -342,7 +376,9 @@ fn try_kms<'t>(
             let opened = match unwrapper {
                 None => None,
                 Some(u) => {
-                    let source = u.unwrap_v2(name, &obj).map_err(|_| OpenError::Rejected("the KMS plugin could not unwrap the DEK source"))?;
+                    let source = u.unwrap_v2(name, &obj).map_err(|_| {
+                        OpenError::Rejected("the KMS plugin could not unwrap the DEK source")
+                    })?;
                     Some(kms::open_v2(&obj, &source, etcd_key)?)
                 }
             };
@@ -401,7 +437,10 @@ mod tests {
     #[test]
     fn foreign_labels() {
         assert_eq!(foreign_label(b"k8s:enc:aescbc:v1:key9:xyz"), "aescbc:key9");
-        assert_eq!(foreign_label(b"k8s:enc:kms:v2:other:\x0a\x01"), "kms:v2:other");
+        assert_eq!(
+            foreign_label(b"k8s:enc:kms:v2:other:\x0a\x01"),
+            "kms:v2:other"
+        );
         assert_eq!(foreign_label(b"k8s:enc:zzz:v9"), "unknown:zzz");
     }
 
@@ -413,7 +452,10 @@ mod tests {
         );
         let opts = Options::default();
         let r = t.classify(b"/registry/secrets/a/b", b"k8s\x00xx", &opts);
-        assert_eq!((r.state, r.write_key, r.stale), (State::Plaintext, true, false));
+        assert_eq!(
+            (r.state, r.write_key, r.stale),
+            (State::Plaintext, true, false)
+        );
         let r = t.classify(b"/registry/secrets/a/b", b"k8s:enc:aescbc:v1:k:xx", &opts);
         assert_eq!(r.state, State::UnknownKey);
         assert_eq!(r.label, "aescbc:k");

@@ -141,7 +141,11 @@ fn json_info(plaintext: &[u8]) -> Option<ObjectInfo> {
         uid: o.metadata.uid,
         creation_timestamp: o.metadata.creation_timestamp,
         secret_type: if is_secret { o.secret_type } else { None },
-        data_keys: if is_secret { o.data.map(|d| d.len()) } else { None },
+        data_keys: if is_secret {
+            o.data.map(|d| d.len())
+        } else {
+            None
+        },
     })
 }
 
@@ -159,15 +163,25 @@ mod tests {
                 name: Some("db".into()),
                 namespace: Some("prod".into()),
                 uid: Some("1234".into()),
-                creation_timestamp: Some(Time { seconds: Some(1_700_000_000), nanos: None }),
+                creation_timestamp: Some(Time {
+                    seconds: Some(1_700_000_000),
+                    nanos: None,
+                }),
                 ..Default::default()
             }),
-            data: [("password".to_string(), b"hunter2".to_vec()), ("user".to_string(), b"me".to_vec())].into(),
+            data: [
+                ("password".to_string(), b"hunter2".to_vec()),
+                ("user".to_string(), b"me".to_vec()),
+            ]
+            .into(),
             r#type: Some("Opaque".into()),
             ..Default::default()
         };
         let env = Unknown {
-            type_meta: Some(TypeMeta { api_version: Some("v1".into()), kind: Some("Secret".into()) }),
+            type_meta: Some(TypeMeta {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+            }),
             raw: Some(secret.encode_to_vec()),
             content_encoding: Some(String::new()),
             content_type: Some(String::new()),
@@ -179,7 +193,10 @@ mod tests {
         assert_eq!(info.name.as_deref(), Some("db"));
         assert_eq!(info.namespace.as_deref(), Some("prod"));
         assert_eq!(info.uid.as_deref(), Some("1234"));
-        assert_eq!(info.creation_timestamp.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(
+            info.creation_timestamp.as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
         assert_eq!(info.secret_type.as_deref(), Some("Opaque"));
         assert_eq!(info.data_keys, Some(2));
         assert!(!format!("{info:?}").contains("hunter2"));

@@ -7,7 +7,18 @@ use super::{EncryptionConfig, KmsVersion, Provider};
 use crate::GroupResource;
 use crate::keys::KeyProvider;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -57,7 +68,11 @@ pub fn lint(config: &EncryptionConfig) -> Vec<Finding> {
                 .any(|r| matches!(r.as_str(), "secrets" | "*." | "*.*"));
             out.push(Finding {
                 id: "AR001",
-                severity: if covers_secrets { Severity::Error } else { Severity::Warning },
+                severity: if covers_secrets {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
                 field: Some(format!("resources[{i}].providers[0]")),
                 message: format!(
                     "identity is the first provider for {names}: new writes are stored as plaintext"

@@ -111,9 +111,10 @@ impl Provider {
     /// Every label this provider can read.
     pub fn read_labels(&self) -> Vec<String> {
         match self {
-            Provider::Keys { provider, keys } => {
-                keys.iter().map(|k| key_label(*provider, k.name())).collect()
-            }
+            Provider::Keys { provider, keys } => keys
+                .iter()
+                .map(|k| key_label(*provider, k.name()))
+                .collect(),
             _ => vec![self.write_label()],
         }
     }

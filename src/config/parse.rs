@@ -90,9 +90,7 @@ fn secret_like_values(text: &str) -> Vec<String> {
         let after = rest.trim_start_matches(['"', '\'']).trim_start();
         if let Some(value) = after.strip_prefix(':') {
             let value = value.trim_start();
-            let end = value
-                .find(['\n', ',', '}', '\r'])
-                .unwrap_or(value.len());
+            let end = value.find(['\n', ',', '}', '\r']).unwrap_or(value.len());
             let v = value[..end].trim().trim_matches(['"', '\'']).to_string();
             if !v.is_empty() {
                 found.push(v);

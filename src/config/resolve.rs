@@ -99,12 +99,21 @@ impl EncryptionConfig {
     fn entries_for(&self, key: &GroupResource) -> Vec<ProviderEntry> {
         let mut out = Vec::new();
         for (rule_index, rule) in self.rules.iter().enumerate() {
-            if rule.resources.iter().any(|r| GroupResource::parse(r) == *key) {
-                out.extend(rule.providers.iter().enumerate().map(|(i, p)| ProviderEntry {
-                    provider: p.clone(),
-                    rule: rule_index,
-                    index: i,
-                }));
+            if rule
+                .resources
+                .iter()
+                .any(|r| GroupResource::parse(r) == *key)
+            {
+                out.extend(
+                    rule.providers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| ProviderEntry {
+                            provider: p.clone(),
+                            rule: rule_index,
+                            index: i,
+                        }),
+                );
             }
         }
         out

@@ -40,12 +40,22 @@ const GO_STD_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPur
 
 /// Decodes a key the way the apiserver does (`base64.StdEncoding`, which skips `\r` and `\n`).
 pub(crate) fn decode_secret(secret: &str) -> Option<Zeroizing<Vec<u8>>> {
-    let cleaned: Zeroizing<String> =
-        Zeroizing::new(secret.chars().filter(|c| *c != '\r' && *c != '\n').collect());
-    GO_STD_BASE64.decode(cleaned.as_bytes()).ok().map(Zeroizing::new)
+    let cleaned: Zeroizing<String> = Zeroizing::new(
+        secret
+            .chars()
+            .filter(|c| *c != '\r' && *c != '\n')
+            .collect(),
+    );
+    GO_STD_BASE64
+        .decode(cleaned.as_bytes())
+        .ok()
+        .map(Zeroizing::new)
 }
 
-pub(super) fn validate(raw: RawConfig, schema: Schema) -> Result<EncryptionConfig, Vec<FieldError>> {
+pub(super) fn validate(
+    raw: RawConfig,
+    schema: Schema,
+) -> Result<EncryptionConfig, Vec<FieldError>> {
     let mut errs = Vec::new();
     let mut err = |field: String, message: String| errs.push(FieldError { field, message });
     if raw.resources.is_empty() {
@@ -62,7 +72,10 @@ pub(super) fn validate(raw: RawConfig, schema: Schema) -> Result<EncryptionConfi
         let r = format!("resources[{i}].resources");
         let p = format!("resources[{i}].providers");
         if conf.resources.is_empty() {
-            err(r.clone(), format!("Required value: at least one {r} is required"));
+            err(
+                r.clone(),
+                format!("Required value: at least one {r} is required"),
+            );
         }
         for (field, message) in resource_overlap(&conf.resources, &r) {
             err(field, message);
@@ -71,7 +84,10 @@ pub(super) fn validate(raw: RawConfig, schema: Schema) -> Result<EncryptionConfi
             err(field, message);
         }
         if conf.providers.is_empty() {
-            err(p.clone(), format!("Required value: at least one {p} is required"));
+            err(
+                p.clone(),
+                format!("Required value: at least one {p} is required"),
+            );
         }
         let mut providers = Vec::with_capacity(conf.providers.len());
         for (j, provider) in conf.providers.iter().enumerate() {
@@ -133,10 +149,16 @@ fn resource_overlap(resources: &[String], path: &str) -> Vec<(String, String)> {
     let list = format!("{resources:?}");
     let mut out = Vec::new();
     if duplicate {
-        out.push((path.to_string(), format!("Invalid value: {list}: {DUPLICATE_RESOURCE_ERR}")));
+        out.push((
+            path.to_string(),
+            format!("Invalid value: {list}: {DUPLICATE_RESOURCE_ERR}"),
+        ));
     }
     if overlap {
-        out.push((path.to_string(), format!("Invalid value: {list}: {OVERLAP_ERR}")));
+        out.push((
+            path.to_string(),
+            format!("Invalid value: {list}: {OVERLAP_ERR}"),
+        ));
     }
     out
 }
@@ -189,7 +211,11 @@ fn single_provider(p: &RawProvider) -> Result<(), String> {
 
 type Errs = Vec<(String, String)>;
 
-fn build_provider(p: &RawProvider, path: &str, kms_names: &mut HashSet<String>) -> Result<Provider, Errs> {
+fn build_provider(
+    p: &RawProvider,
+    path: &str,
+    kms_names: &mut HashSet<String>,
+) -> Result<Provider, Errs> {
     let keyed = [
         (KeyProvider::Aesgcm, &p.aesgcm),
         (KeyProvider::Aescbc, &p.aescbc),
@@ -212,7 +238,10 @@ fn build_provider(p: &RawProvider, path: &str, kms_names: &mut HashSet<String>) 
 
 fn build_keys(provider: KeyProvider, raw: &[RawKey], path: &str) -> Result<Vec<Arc<Key>>, Errs> {
     if raw.is_empty() {
-        return Err(vec![(path.to_string(), "Required value: at least one keys is required".into())]);
+        return Err(vec![(
+            path.to_string(),
+            "Required value: at least one keys is required".into(),
+        )]);
     }
     let mut errs = Vec::new();
     let mut keys = Vec::with_capacity(raw.len());
@@ -220,14 +249,23 @@ fn build_keys(provider: KeyProvider, raw: &[RawKey], path: &str) -> Result<Vec<A
     for (i, key) in raw.iter().enumerate() {
         let kp = format!("{path}[{i}]");
         if key.name.is_empty() {
-            errs.push((format!("{kp}.name"), "Required value: name is a mandatory field for a key".into()));
+            errs.push((
+                format!("{kp}.name"),
+                "Required value: name is a mandatory field for a key".into(),
+            ));
         }
         if key.secret.0.is_empty() {
-            errs.push((format!("{kp}.secret"), "Required value: secret is a mandatory field for a key".into()));
+            errs.push((
+                format!("{kp}.secret"),
+                "Required value: secret is a mandatory field for a key".into(),
+            ));
             continue;
         }
         let Some(material) = decode_secret(&key.secret.0) else {
-            errs.push((format!("{kp}.secret"), "Invalid value: \"REDACTED\": secrets must be base64 encoded".into()));
+            errs.push((
+                format!("{kp}.secret"),
+                "Invalid value: \"REDACTED\": secrets must be base64 encoded".into(),
+            ));
             continue;
         };
         if !expected.contains(&material.len()) {
@@ -251,33 +289,52 @@ fn build_kms(raw: &RawKms, path: &str, kms_names: &HashSet<String>) -> Result<Km
     let mut errs = Vec::new();
     // Defaults (defaults.go): apiVersion v1, timeout 3s, cachesize 1000 for v1 only.
     let api_version = raw.api_version.clone().unwrap_or_default();
-    let api_version = if api_version.is_empty() { "v1".to_string() } else { api_version };
+    let api_version = if api_version.is_empty() {
+        "v1".to_string()
+    } else {
+        api_version
+    };
     let name_path = format!("{path}.name");
     if raw.name.is_empty() {
-        errs.push((name_path.clone(), "Required value: name is a mandatory field for a provider".into()));
+        errs.push((
+            name_path.clone(),
+            "Required value: name is a mandatory field for a provider".into(),
+        ));
     }
     if api_version != "v1" && raw.name.contains(':') {
         errs.push((
             name_path.clone(),
-            format!("Invalid value: {:?}: invalid KMS provider name {}, must not contain ':'", raw.name, raw.name),
+            format!(
+                "Invalid value: {:?}: invalid KMS provider name {}, must not contain ':'",
+                raw.name, raw.name
+            ),
         ));
     }
     // The apiserver atrest drives runs with automatic reload, where v1 names must be unique too.
     if kms_names.contains(&raw.name) {
         errs.push((
             name_path,
-            format!("Invalid value: {:?}: duplicate KMS provider name {}, names must be unique", raw.name, raw.name),
+            format!(
+                "Invalid value: {:?}: duplicate KMS provider name {}, names must be unique",
+                raw.name, raw.name
+            ),
         ));
     }
     match raw.timeout.as_deref().map(parse_go_duration) {
         None => {}
         Some(Ok(d)) if d > 0 => {}
-        Some(Ok(_)) => errs.push((format!("{path}.timeout"), "Invalid value: timeout should be a positive value".into())),
+        Some(Ok(_)) => errs.push((
+            format!("{path}.timeout"),
+            "Invalid value: timeout should be a positive value".into(),
+        )),
         Some(Err(e)) => errs.push((format!("{path}.timeout"), format!("Invalid value: {e}"))),
     }
     let endpoint_path = format!("{path}.endpoint");
     if raw.endpoint.is_empty() {
-        errs.push((endpoint_path, "Invalid value: \"\": endpoint is a mandatory field for a kms".into()));
+        errs.push((
+            endpoint_path,
+            "Invalid value: \"\": endpoint is a mandatory field for a kms".into(),
+        ));
     } else {
         match raw.endpoint.split_once("://") {
             Some(("unix", _)) => {}
@@ -293,9 +350,15 @@ fn build_kms(raw: &RawKms, path: &str, kms_names: &HashSet<String>) -> Result<Km
     }
     let cache_path = format!("{path}.cachesize");
     if api_version != "v1" && raw.cachesize.is_some() {
-        errs.push((cache_path, "Invalid value: cachesize is not supported in v2".into()));
+        errs.push((
+            cache_path,
+            "Invalid value: cachesize is not supported in v2".into(),
+        ));
     } else if api_version == "v1" && raw.cachesize == Some(0) {
-        errs.push((cache_path, "Invalid value: 0: cachesize should be a positive value, or negative to disable".into()));
+        errs.push((
+            cache_path,
+            "Invalid value: 0: cachesize should be a positive value, or negative to disable".into(),
+        ));
     }
     let version = match api_version.as_str() {
         "v1" => Some(KmsVersion::V1),

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test of atrest on a fresh machine: installs what is missing, builds the real
+# Kubernetes binaries (cached outside the repo), then formatting, lints and all tests against a
+# real etcd and kube-apiserver.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# Debian packages: protoc (prost-build) and openssl.
+missing=()
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Rust components used below.
+if command -v rustup >/dev/null; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+
+log "Kubernetes test binaries"
+ATREST_K8S_BIN=$(scripts/k8s/build.sh)
+export ATREST_K8S_BIN
+echo "$ATREST_K8S_BIN" >&2
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+log "cargo test"
+start=$(date +%s)
+cargo test --all-targets --locked -- --test-threads="${ATREST_TEST_THREADS:-2}"
+echo "tests took $(($(date +%s) - start)) s" >&2

@@ -1,0 +1,192 @@
+//! The command line as parsed, nothing more. `settings::resolve` turns the connection flags into
+//! the settings commands run on.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use atrest::config::Severity;
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success: valid / everything on its write key / step done
+  1  findings: the command ran and found something to act on
+  2  could not complete: bad input, unreachable etcd or apiserver, refused step
+  3  interrupted (SIGINT/SIGTERM); a checkpoint was written where the command keeps one";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "atrest",
+    version,
+    about = "Prove how Kubernetes stores its Secrets in etcd, and rotate encryption keys safely",
+    long_about = "atrest reads the kube-apiserver EncryptionConfiguration and etcd itself to prove how every \
+Secret (and every other configured resource) is stored: plaintext, aescbc, aesgcm, secretbox or KMS, \
+and with which key. It never writes etcd; every change to stored data goes through the apiserver.\n\n\
+On a control-plane node it needs no flags: the config path, etcd endpoints, certificates and prefix \
+come from the kube-apiserver static-pod manifest. Flags and ETCDCTL_* variables override it.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// More log output (-v info, -vv debug). Logs go to stderr and never contain key material.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate and lint an EncryptionConfiguration, and summarise it (never prints keys).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Generate keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Read every stored value of the covered resources from etcd and say how each is stored.
+    #[command(after_help = SCAN_HELP)]
+    Scan(ScanArgs),
+    /// Config summary, lint findings, a scan summary, and where each setting came from.
+    Status(StatusArgs),
+}
+
+const SCAN_HELP: &str = "\
+What is read: for every resource the config names (and secrets always), the etcd key range the
+apiserver stores it under; with a wildcard (*.*, *.<group>) every key under the prefix, each mapped
+back to its resource. All pages are read at one pinned revision, so counts are a consistent snapshot.
+
+Without --verify values are classified by prefix, key name and shape; with it every value is
+decrypted too (and a value no configured key opens is reported as undecryptable).
+
+Exit codes:
+  0  every stored object is on its resource's write key
+  1  findings: plaintext where encryption is configured, stale (on a read key), undecryptable,
+     unknown key, or corrupt values — listed by namespace/name
+  2  the scan could not complete (bad config, etcd unreachable or refusing)";
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate with the apiserver's rules, lint, and print a per-resource summary.
+    #[command(
+        after_help = "Exit codes:\n  0  valid (no finding at or above --fail-on)\n  1  valid, with findings at or above --fail-on\n  2  invalid (the apiserver would refuse to start)"
+    )]
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigCheckArgs {
+    #[command(flatten)]
+    pub source: ConfigSource,
+    /// Lowest lint severity that makes the exit code 1.
+    #[arg(long, value_enum, default_value_t = Severity::Error)]
+    pub fail_on: Severity,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Print a new key entry for the config: name and a 32-byte secret from the OS random generator.
+    ///
+    /// This is the one command that prints key material, because you asked for it: the entry
+    /// goes to stdout only, ready to paste under `keys:`. Keep it out of shell history and logs.
+    /// `atrest rotate prepare` generates and writes keys without ever showing them.
+    Generate(KeysGenerateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeysGenerateArgs {
+    #[arg(long, value_enum, default_value_t = KeyProviderArg::Secretbox)]
+    pub provider: KeyProviderArg,
+    /// Key name (default: key-<UTC timestamp>).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyProviderArg {
+    Aescbc,
+    Aesgcm,
+    Secretbox,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Where the EncryptionConfiguration comes from.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// The EncryptionConfiguration file [env: ATREST_CONFIG] (default: the manifest's
+    /// --encryption-provider-config).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The kube-apiserver static-pod manifest to read settings from (default:
+    /// /etc/kubernetes/manifests/kube-apiserver.yaml, when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub apiserver_manifest: Option<PathBuf>,
+}
+
+/// How to reach etcd: the flags etcdctl has, with the same `ETCDCTL_*` variables.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EtcdFlags {
+    /// Comma-separated etcd endpoints [env: ETCDCTL_ENDPOINTS] (default: the manifest's
+    /// --etcd-servers, else 127.0.0.1:2379).
+    #[arg(long, value_name = "URLS")]
+    pub endpoints: Option<String>,
+    /// CA bundle to verify etcd's certificate [env: ETCDCTL_CACERT].
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate [env: ETCDCTL_CERT].
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client key [env: ETCDCTL_KEY].
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// USER or USER:PASSWORD [env: ETCDCTL_USER, ETCDCTL_PASSWORD].
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub user: Option<String>,
+    /// The apiserver's --etcd-prefix (default: the manifest's, else /registry).
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// How long etcd may stay unreachable mid-scan before atrest gives up (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub etcd_patience: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub source: ConfigSource,
+    #[command(flatten)]
+    pub etcd: EtcdFlags,
+    /// Only these resources (`secrets`, `configmaps`, `foos.example.com`); repeatable.
+    #[arg(long = "resource", value_name = "RESOURCE")]
+    pub resources: Vec<String>,
+    /// Also decrypt every value (slower; proves every value opens).
+    #[arg(long)]
+    pub verify: bool,
+    /// At most this many names per list and resource (all are still counted).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_list: usize,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub source: ConfigSource,
+    #[command(flatten)]
+    pub etcd: EtcdFlags,
+    /// Kubeconfig for the apiserver side [env: KUBECONFIG].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Skip the etcd scan (config and settings only).
+    #[arg(long)]
+    pub no_scan: bool,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}

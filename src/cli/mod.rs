@@ -1,0 +1,257 @@
+//! Commands: each turns parsed flags into resolved settings, calls the library, and renders.
+
+pub mod args;
+mod render;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+
+use args::{Cli, Command, ConfigCommand, ConfigSource, EtcdFlags, KeysCommand, Output};
+use atrest::GroupResource;
+use atrest::codec::Options;
+use atrest::config::{self, LoadedConfig};
+use atrest::etcd::EtcdTarget;
+use atrest::etcd::scan::{self, ClassifyConfig, ReportBuilder, ScanOptions, ScanReport};
+use atrest::keys::{Key, KeyProvider};
+use atrest::settings::{self, Flags, Settings};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FINDINGS: i32 = 1;
+pub const EXIT_FAILED: i32 = 2;
+
+pub async fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Config(ConfigCommand::Check(a)) => config_check(a),
+        Command::Keys(KeysCommand::Generate(a)) => keys_generate(a),
+        Command::Scan(a) => scan_cmd(a).await,
+        Command::Status(a) => status_cmd(a).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn flags(source: &ConfigSource, etcd: Option<&EtcdFlags>, kubeconfig: Option<PathBuf>) -> Flags {
+    let etcd = etcd.cloned().unwrap_or_default();
+    Flags {
+        config: source.config.clone(),
+        apiserver_manifest: source.apiserver_manifest.clone(),
+        endpoints: etcd.endpoints,
+        cacert: etcd.cacert,
+        cert: etcd.cert,
+        key: etcd.key,
+        user: etcd.user,
+        etcd_prefix: etcd.etcd_prefix,
+        kubeconfig,
+    }
+}
+
+fn load_config(s: &Settings) -> Result<LoadedConfig> {
+    let path = s.config.as_ref().map(|c| c.value.clone()).ok_or_else(|| {
+        anyhow!(
+            "no EncryptionConfiguration given: pass --config FILE (or ATREST_CONFIG), or run on a control-plane node \
+             where {} names --encryption-provider-config",
+            settings::DEFAULT_MANIFEST
+        )
+    })?;
+    Ok(config::load(&path)?)
+}
+
+fn config_check(a: args::ConfigCheckArgs) -> Result<i32> {
+    let s = settings::resolve(&flags(&a.source, None, None))?;
+    let path = s.config.as_ref().map(|c| c.value.clone());
+    let loaded = match load_config(&s) {
+        Ok(l) => l,
+        Err(e) => {
+            match (a.output, e.downcast_ref::<config::ConfigError>()) {
+                (Output::Json, Some(config::ConfigError::Invalid { path, errors })) => {
+                    render::print_json(&serde_json::json!({
+                        "file": path, "valid": false, "errors": errors,
+                    }));
+                }
+                (Output::Json, _) => {
+                    render::print_json(&serde_json::json!({
+                        "file": path, "valid": false, "errors": [{"field": "", "message": format!("{e:#}")}],
+                    }));
+                }
+                _ => eprintln!("error: {e:#}"),
+            }
+            return Ok(EXIT_FAILED);
+        }
+    };
+    let mut findings = config::lint(&loaded.config);
+    findings.extend(config::lint_file_mode(loaded.file.mode));
+    match a.output {
+        Output::Json => render::print_json(&render::config_json(&loaded, &findings)),
+        Output::Table => print!("{}", render::config_table(&loaded, &findings)),
+    }
+    Ok(if findings.iter().any(|f| f.severity >= a.fail_on) {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    })
+}
+
+fn keys_generate(a: args::KeysGenerateArgs) -> Result<i32> {
+    let provider = match a.provider {
+        args::KeyProviderArg::Aescbc => KeyProvider::Aescbc,
+        args::KeyProviderArg::Aesgcm => KeyProvider::Aesgcm,
+        args::KeyProviderArg::Secretbox => KeyProvider::Secretbox,
+    };
+    let name = a
+        .name
+        .unwrap_or_else(|| atrest::keys::new_key_name(chrono::Utc::now()));
+    let key = Key::generate(name, provider)?;
+    let secret = key.secret_base64();
+    println!(
+        "# {} key {} ({}): add under {}.keys; first key = write key\n- name: {}\n  secret: {}",
+        provider,
+        key.name(),
+        key.fingerprint(),
+        provider,
+        serde_json::to_string(key.name())?,
+        secret.as_str()
+    );
+    Ok(EXIT_OK)
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new(message: &'static str) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let pb = indicatif::ProgressBar::new(0);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} {bar:30} {pos}/{len} {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb.set_message(message);
+        Bar(Some(pb))
+    }
+    fn finish(&self) {
+        if let Some(pb) = &self.0 {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+impl scan::Progress for Bar {
+    fn total(&mut self, n: u64) {
+        if let Some(pb) = &self.0 {
+            pb.set_length(n);
+        }
+    }
+    fn advance(&mut self, n: u64) {
+        if let Some(pb) = &self.0 {
+            pb.inc(n);
+        }
+    }
+}
+
+/// Loads the config, connects to etcd and scans: the shared core of scan, status and report.
+pub(crate) async fn scan_cluster(
+    s: &Settings,
+    loaded: &LoadedConfig,
+    etcd: &EtcdFlags,
+    resources: &[String],
+    verify: bool,
+    max_list: usize,
+) -> Result<ScanReport> {
+    let target = EtcdTarget::from_settings(s);
+    let client = target.connect().await?;
+    let only: Vec<GroupResource> = resources.iter().map(|r| GroupResource::parse(r)).collect();
+    if let Some(w) = only.iter().find(|gr| gr.is_wildcard()) {
+        return Err(anyhow!(
+            "--resource takes a resource such as secrets or foos.example.com, not the wildcard {}",
+            w.config_name()
+        ));
+    }
+    let plan = scan::plan(&loaded.config, &target.prefix, &only);
+    let opts = ScanOptions {
+        classify: ClassifyConfig {
+            options: Options {
+                verify,
+                ..Default::default()
+            },
+            archive: Vec::new(),
+        },
+        patience: Duration::from_secs(etcd.etcd_patience),
+        ..Default::default()
+    };
+    let mut builder = ReportBuilder::new(max_list);
+    let mut bar = Bar::new(if verify {
+        "scanning (verify)"
+    } else {
+        "scanning"
+    });
+    let revision = scan::run(
+        &client,
+        &loaded.config,
+        &target.prefix,
+        &plan,
+        &opts,
+        &mut builder,
+        &mut bar,
+    )
+    .await
+    .with_context(|| format!("scan of etcd at {} stopped", target.describe()))?;
+    bar.finish();
+    Ok(builder.finish(revision, verify))
+}
+
+async fn scan_cmd(a: args::ScanArgs) -> Result<i32> {
+    let s = settings::resolve(&flags(&a.source, Some(&a.etcd), None))?;
+    let loaded = load_config(&s)?;
+    let report = scan_cluster(&s, &loaded, &a.etcd, &a.resources, a.verify, a.max_list).await?;
+    match a.output {
+        Output::Json => render::print_json(&report),
+        Output::Table => print!("{}", render::scan_table(&report)),
+    }
+    Ok(if report.clean() {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    })
+}
+
+async fn status_cmd(a: args::StatusArgs) -> Result<i32> {
+    let s = settings::resolve(&flags(&a.source, Some(&a.etcd), a.kubeconfig.clone()))?;
+    let loaded = load_config(&s)?;
+    let mut findings = config::lint(&loaded.config);
+    findings.extend(config::lint_file_mode(loaded.file.mode));
+    let scan = if a.no_scan {
+        None
+    } else {
+        Some(scan_cluster(&s, &loaded, &a.etcd, &[], false, 20).await)
+    };
+    let scan_ok = matches!(scan, None | Some(Ok(_)));
+    match a.output {
+        Output::Json => {
+            render::print_json(&render::status_json(&s, &loaded, &findings, scan.as_ref()))
+        }
+        Output::Table => print!(
+            "{}",
+            render::status_table(&s, &loaded, &findings, scan.as_ref())
+        ),
+    }
+    let clean = scan.is_none() || matches!(&scan, Some(Ok(r)) if r.clean());
+    Ok(if !scan_ok {
+        EXIT_FAILED
+    } else if clean {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    })
+}

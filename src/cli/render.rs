@@ -1,0 +1,331 @@
+//! Human tables and JSON documents. Nothing here ever sees key material: keys are shown by
+//! label and fingerprint only.
+
+use std::fmt::Write;
+
+use atrest::GroupResource;
+use atrest::config::{Finding, LoadedConfig, Provider, Resolved, key_label};
+use atrest::etcd::scan::ScanReport;
+use atrest::settings::{Setting, Settings};
+
+pub fn print_json<T: serde::Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot render JSON: {e}"),
+    }
+}
+
+#[derive(serde::Serialize)]
+pub struct KeyView {
+    /// `aescbc:key1`, `identity`, `kms:v2:name`.
+    pub label: String,
+    pub provider: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Every key a resource can read, in the order the apiserver tries them.
+pub fn key_views(resolved: &Resolved) -> Vec<KeyView> {
+    if resolved.entries.is_empty() {
+        return vec![KeyView {
+            label: "identity".into(),
+            provider: "identity",
+            fingerprint: None,
+            endpoint: None,
+        }];
+    }
+    let mut out = Vec::new();
+    for p in resolved.providers() {
+        match p {
+            Provider::Identity => out.push(KeyView {
+                label: "identity".into(),
+                provider: "identity",
+                fingerprint: None,
+                endpoint: None,
+            }),
+            Provider::Keys { provider, keys } => out.extend(keys.iter().map(|k| KeyView {
+                label: key_label(*provider, k.name()),
+                provider: provider.name(),
+                fingerprint: Some(k.fingerprint().to_string()),
+                endpoint: None,
+            })),
+            Provider::Kms(k) => out.push(KeyView {
+                label: p.write_label(),
+                provider: "kms",
+                fingerprint: None,
+                endpoint: Some(k.endpoint.clone()),
+            }),
+        }
+    }
+    out
+}
+
+/// The resources a summary lists: every one the config names, and secrets always.
+fn summary_resources(loaded: &LoadedConfig) -> Vec<GroupResource> {
+    let mut v = loaded.config.named_resources();
+    if !v.contains(&GroupResource::secrets()) {
+        v.insert(0, GroupResource::secrets());
+    }
+    v
+}
+
+pub fn config_json(loaded: &LoadedConfig, findings: &[Finding]) -> serde_json::Value {
+    let resources: Vec<serde_json::Value> = summary_resources(loaded)
+        .iter()
+        .map(|gr| {
+            let r = loaded.config.resolve(gr);
+            serde_json::json!({
+                "resource": gr.config_name(),
+                "rule": r.rule_name,
+                "matched_by": r.matched_by,
+                "write_key": r.write_label(),
+                "providers": r.providers().map(|p| p.kind()).collect::<Vec<_>>(),
+                "read_keys": key_views(&r),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "file": loaded.path,
+        "hash": loaded.hash,
+        "mode": format!("{:04o}", loaded.file.mode),
+        "valid": true,
+        "resources": resources,
+        "findings": findings,
+    })
+}
+
+pub fn config_table(loaded: &LoadedConfig, findings: &[Finding]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: valid ({})", loaded.path.display(), loaded.hash);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<32} {:<28} READ KEYS (in the order the apiserver tries them)",
+        "RESOURCE", "WRITE KEY"
+    );
+    for gr in summary_resources(loaded) {
+        let r = loaded.config.resolve(&gr);
+        let reads: Vec<String> = key_views(&r)
+            .into_iter()
+            .map(|k| match k.fingerprint {
+                Some(f) => format!("{} ({f})", k.label),
+                None => k.label,
+            })
+            .collect();
+        let name = match &r.rule_name {
+            Some(rule) if *rule != gr.config_name() => format!("{} (via {rule})", gr.config_name()),
+            Some(_) => gr.config_name(),
+            None => format!("{} (not covered)", gr.config_name()),
+        };
+        let _ = writeln!(
+            out,
+            "{:<32} {:<28} {}",
+            name,
+            r.write_label(),
+            reads.join(", ")
+        );
+    }
+    let _ = writeln!(out);
+    out.push_str(&findings_table(findings));
+    out
+}
+
+pub fn findings_table(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    if findings.is_empty() {
+        let _ = writeln!(out, "No lint findings.");
+    } else {
+        let _ = writeln!(out, "Lint findings:");
+        for f in findings {
+            let _ = writeln!(out, "  {f}");
+        }
+    }
+    out
+}
+
+pub fn scan_table(report: &ScanReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "etcd revision {} · {}",
+        report.revision,
+        if report.verified {
+            "every value decrypted (--verify)"
+        } else {
+            "classified by prefix, key name and shape (add --verify to decrypt)"
+        }
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<36} {:<26} {:>8}  STORED AS",
+        "RESOURCE", "WRITE KEY", "TOTAL"
+    );
+    for r in &report.resources {
+        let counts: Vec<String> = r.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let name = match &r.rule {
+            Some(rule) if *rule != r.resource => format!("{} (via {rule})", r.resource),
+            _ => r.resource.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<36} {:<26} {:>8}  {}",
+            name,
+            r.write_key,
+            r.total,
+            if counts.is_empty() {
+                "-".to_string()
+            } else {
+                counts.join(", ")
+            }
+        );
+        for (state, n) in &r.states {
+            if !matches!(state.as_str(), "plaintext" | "encrypted-ok" | "kms") {
+                let _ = writeln!(out, "{:<36} {:<26} {:>8}  {state}", "", "", n);
+            }
+        }
+    }
+    let attention: Vec<_> = report
+        .resources
+        .iter()
+        .filter(|r| r.findings() > 0)
+        .collect();
+    let _ = writeln!(out);
+    if attention.is_empty() {
+        let _ = writeln!(out, "Every stored object is on its resource's write key.");
+        return out;
+    }
+    let _ = writeln!(out, "Needs attention:");
+    for r in attention {
+        for (what, list) in [
+            ("plaintext, but the config wants encryption", &r.plaintext),
+            ("stale: on a read key, not the write key", &r.stale),
+            (
+                "undecryptable: no configured key opens it",
+                &r.undecryptable,
+            ),
+            (
+                "unknown key: a provider or key the config does not have",
+                &r.unknown_key,
+            ),
+            ("corrupt: malformed stored value", &r.corrupt),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "  {} — {} {}:", r.resource, list.len(), what);
+            for name in list.iter().take(50) {
+                let _ = writeln!(out, "    {name}");
+            }
+            if list.len() > 50 {
+                let _ = writeln!(out, "    … {} more (use -o json for all)", list.len() - 50);
+            }
+        }
+        if r.lists_truncated {
+            let _ = writeln!(
+                out,
+                "  {} — more objects than --max-list; counts above are complete",
+                r.resource
+            );
+        }
+    }
+    out
+}
+
+fn provenance<T: std::fmt::Debug>(
+    out: &mut String,
+    name: &str,
+    s: Option<&Setting<T>>,
+    show: impl Fn(&T) -> String,
+) {
+    match s {
+        Some(s) => {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<60} from {}",
+                name,
+                show(&s.value),
+                s.source
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  {name:<16} (not set)");
+        }
+    }
+}
+
+pub fn status_table(
+    s: &Settings,
+    loaded: &LoadedConfig,
+    findings: &[Finding],
+    scan: Option<&anyhow::Result<ScanReport>>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Settings:");
+    provenance(&mut out, "config", s.config.as_ref(), |p| {
+        p.display().to_string()
+    });
+    provenance(&mut out, "etcd endpoints", Some(&s.endpoints), |v| {
+        v.join(",")
+    });
+    provenance(&mut out, "etcd CA", s.cacert.as_ref(), |p| {
+        p.display().to_string()
+    });
+    provenance(&mut out, "etcd cert", s.cert.as_ref(), |p| {
+        p.display().to_string()
+    });
+    provenance(&mut out, "etcd key", s.key.as_ref(), |p| {
+        p.display().to_string()
+    });
+    provenance(&mut out, "etcd user", s.user.as_ref(), |u| u.clone());
+    provenance(&mut out, "etcd prefix", Some(&s.etcd_prefix), |p| p.clone());
+    provenance(&mut out, "kubeconfig", s.kubeconfig.as_ref(), |p| {
+        p.display().to_string()
+    });
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Config:");
+    indent(&mut out, &config_table(loaded, findings));
+    let _ = writeln!(out);
+    match scan {
+        None => {
+            let _ = writeln!(out, "Scan: skipped (--no-scan)");
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(out, "Scan: could not complete: {e:#}");
+        }
+        Some(Ok(r)) => {
+            let _ = writeln!(out, "Scan:");
+            indent(&mut out, &scan_table(r));
+        }
+    }
+    out
+}
+
+pub fn status_json(
+    s: &Settings,
+    loaded: &LoadedConfig,
+    findings: &[Finding],
+    scan: Option<&anyhow::Result<ScanReport>>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "settings": s,
+        "config": config_json(loaded, findings),
+        "scan": match scan {
+            None => serde_json::Value::Null,
+            Some(Ok(r)) => serde_json::to_value(r).unwrap_or_default(),
+            Some(Err(e)) => serde_json::json!({"error": format!("{e:#}")}),
+        },
+    })
+}
+
+fn indent(out: &mut String, text: &str) {
+    for line in text.lines() {
+        if line.is_empty() {
+            out.push('\n');
+        } else {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+}
