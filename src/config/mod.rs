@@ -144,7 +144,12 @@ pub enum ConfigError {
     #[error("encryption provider configuration file {path:?} is empty")]
     Empty { path: PathBuf },
     #[error("{path}: {message}")]
-    Decode { path: PathBuf, message: String },
+    Decode {
+        path: PathBuf,
+        /// The field path the decoder stopped at, when known.
+        field: Option<String>,
+        message: String,
+    },
     #[error("{path}: invalid EncryptionConfiguration:\n{}", format_field_errors(.errors))]
     Invalid {
         path: PathBuf,

@@ -10,6 +10,7 @@ use super::{ConfigError, EncryptionConfig, Schema, validate};
 pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<EncryptionConfig, ConfigError> {
     let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::Decode {
         path: path.to_path_buf(),
+        field: None,
         message: format!("not UTF-8 text (byte {})", e.valid_up_to()),
     })?;
     parse_str(path, text)
@@ -22,12 +23,14 @@ pub fn parse_str(path: &Path, text: &str) -> Result<EncryptionConfig, ConfigErro
             path: path.to_path_buf(),
         });
     }
-    let raw = decode(text).map_err(|message| ConfigError::Decode {
+    let raw = decode(text).map_err(|(field, message)| ConfigError::Decode {
         path: path.to_path_buf(),
+        field,
         message: redact(text, &message),
     })?;
     let schema = schema_of(&raw).map_err(|message| ConfigError::Decode {
         path: path.to_path_buf(),
+        field: None,
         message,
     })?;
     validate::validate(raw, schema).map_err(|errors| ConfigError::Invalid {
@@ -36,8 +39,9 @@ pub fn parse_str(path: &Path, text: &str) -> Result<EncryptionConfig, ConfigErro
     })
 }
 
-/// Strict decode with the field path of the first error (`resources[0].providers[3].kms`).
-fn decode(text: &str) -> Result<RawConfig, String> {
+/// Strict decode. Errors carry the field path, and unknown fields are reported as the
+/// apiserver does: `strict decoding error: unknown field "resources[0].providers[3].kms.pandas"`.
+fn decode(text: &str) -> Result<RawConfig, (Option<String>, String)> {
     let failed_at: RefCell<Option<String>> = RefCell::new(None);
     let options = serde_saphyr::options! { with_snippet: false };
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
@@ -48,11 +52,42 @@ fn decode(text: &str) -> Result<RawConfig, String> {
     });
     result.map_err(|e| {
         let path = failed_at.into_inner().filter(|p| p != ".");
+        let message = e.to_string();
+        if let Some(field) = unknown_field(&message) {
+            // serde_path_to_error's path already ends with the unknown field.
+            let full = match &path {
+                Some(p) if p == field || p.ends_with(&format!(".{field}")) => p.clone(),
+                Some(p) => format!("{p}.{field}"),
+                None => field.to_string(),
+            };
+            let at = location(&message);
+            return (
+                Some(full.clone()),
+                format!("strict decoding error: unknown field {full:?}{at}"),
+            );
+        }
         match path {
-            Some(p) => format!("strict decoding error at {p}: {e}"),
-            None => format!("strict decoding error: {e}"),
+            Some(p) => (
+                Some(p.clone()),
+                format!("strict decoding error at {p}: {message}"),
+            ),
+            None => (None, format!("strict decoding error: {message}")),
         }
     })
+}
+
+/// The name in serde's "unknown field `x`, expected …".
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// The " at line L, column C" suffix of a decoder message, if any.
+fn location(message: &str) -> String {
+    message
+        .rfind(" at line ")
+        .map(|i| message[i..].to_string())
+        .unwrap_or_default()
 }
 
 fn schema_of(raw: &RawConfig) -> Result<Schema, String> {

@@ -6,7 +6,7 @@ use super::{EncryptionConfig, Provider};
 use crate::GroupResource;
 
 /// How a group resource found its providers.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MatchedBy {
     Exact,

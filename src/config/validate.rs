@@ -272,8 +272,9 @@ fn build_keys(provider: KeyProvider, raw: &[RawKey], path: &str) -> Result<Vec<A
             errs.push((
                 format!("{kp}.secret"),
                 format!(
-                    "Invalid value: \"REDACTED\": secret is not of the expected length, got {}, expected one of {expected:?}",
-                    material.len()
+                    "Invalid value: \"REDACTED\": secret is not of the expected length, got {}, expected one of {}",
+                    material.len(),
+                    go_int_slice(expected)
                 ),
             ));
             continue;
@@ -414,6 +415,12 @@ fn masking(rules: &[ResourceRule], errs: &mut Vec<FieldError>) {
             registered.insert(GroupResource::parse(res));
         }
     }
+}
+
+/// `[16 24 32]`, as Go prints an int slice.
+fn go_int_slice(v: &[usize]) -> String {
+    let items: Vec<String> = v.iter().map(|n| n.to_string()).collect();
+    format!("[{}]", items.join(" "))
 }
 
 /// Go's `time.ParseDuration`, returning nanoseconds.

@@ -1,0 +1,151 @@
+#![no_main]
+//! Arbitrary bytes through the config parser. Properties:
+//! 1. never panics;
+//! 2. a parse error's Display never echoes a base64 `secret:` value of the input;
+//! 3. a config that parses renders (`render_yaml`) to YAML that parses back and renders the same
+//!    (edit.rs: "what it writes always parses back to the same config"); lint/resolve don't panic.
+
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+
+const PATH: &str = "fuzz-config.yaml";
+/// Only values this long are checked, so that short common substrings cannot false-positive.
+const MIN_SECRET_LEN: usize = 16;
+
+fn is_b64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='
+}
+
+/// Values that textually follow a `secret:` key (YAML block, YAML flow or JSON form):
+/// `secret` at a key position (line start after indentation / `- `, or after `{` / `,`),
+/// optionally quoted, then `:`, then an optionally quoted or block (`|`, `>`) scalar whose
+/// leading run of base64 characters is the value.
+fn secret_values(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(off) = text[from..].find("secret") {
+        let start = from + off;
+        from = start + "secret".len();
+        // Key position: skip one opening quote, then only blanks / `-` back to a line start, `{` or `,`.
+        let mut i = start;
+        if i > 0 && matches!(bytes[i - 1], b'"' | b'\'') {
+            i -= 1;
+        }
+        let mut at_key = true;
+        while i > 0 {
+            match bytes[i - 1] {
+                b' ' | b'\t' | b'-' => i -= 1,
+                b'\n' | b'\r' | b'{' | b',' => break,
+                _ => {
+                    at_key = false;
+                    break;
+                }
+            }
+        }
+        if !at_key {
+            continue;
+        }
+        // `secret` [quote] [blanks] `:` [blanks] [quote | block indicator + newline + indent].
+        let mut j = from;
+        if j < bytes.len() && matches!(bytes[j], b'"' | b'\'') {
+            j += 1;
+        }
+        while j < bytes.len() && matches!(bytes[j], b' ' | b'\t') {
+            j += 1;
+        }
+        if j >= bytes.len() || bytes[j] != b':' {
+            continue;
+        }
+        j += 1;
+        while j < bytes.len() && matches!(bytes[j], b' ' | b'\t') {
+            j += 1;
+        }
+        if j < bytes.len() && matches!(bytes[j], b'"' | b'\'') {
+            j += 1;
+        } else if j < bytes.len() && matches!(bytes[j], b'|' | b'>') {
+            j += 1;
+            while j < bytes.len() && matches!(bytes[j], b'+' | b'-' | b'0'..=b'9') {
+                j += 1;
+            }
+            while j < bytes.len() && matches!(bytes[j], b' ' | b'\t' | b'\n' | b'\r') {
+                j += 1;
+            }
+        }
+        let end = j + bytes[j..].iter().take_while(|b| is_b64(**b)).count();
+        if end - j >= MIN_SECRET_LEN {
+            out.push(&text[j..end]);
+        }
+    }
+    out
+}
+
+/// The same length and base64 alphabet, every character different (rot13 / +5 / swap).
+fn substitute(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' => (b'A' + (b - b'A' + 13) % 26) as char,
+            b'a'..=b'z' => (b'a' + (b - b'a' + 13) % 26) as char,
+            b'0'..=b'9' => (b'0' + (b - b'0' + 5) % 10) as char,
+            b'+' => '/',
+            b'/' => '+',
+            other => other as char,
+        })
+        .collect()
+}
+
+fn check_no_secret_echo(text: &str, message: &str) {
+    for v in secret_values(text) {
+        if !message.contains(v) {
+            continue;
+        }
+        // Only judge values that occur once in the input: else the error may quote another field.
+        if text.matches(v).count() != 1 {
+            continue;
+        }
+        // Is it the secret that is echoed, or a coincidence with the error's fixed wording?
+        // Change the secret (same length and alphabet) and see whether `v` is still there.
+        let changed = text.replacen(v, &substitute(v), 1);
+        let still = match atrest::config::parse_str(Path::new(PATH), &changed) {
+            Err(e) => e.to_string().contains(v),
+            Ok(_) => false,
+        };
+        if still {
+            continue;
+        }
+        panic!(
+            "parse error echoes the secret value {v:?} from the input\n--- error ---\n{message}\n--- input ---\n{text}"
+        );
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    match atrest::config::parse_bytes(Path::new(PATH), data) {
+        Err(e) => {
+            let message = e.to_string();
+            if let Ok(text) = std::str::from_utf8(data) {
+                check_no_secret_echo(text, &message);
+            }
+        }
+        Ok(config) => {
+            std::hint::black_box(atrest::config::lint(&config));
+            for gr in config.named_resources() {
+                std::hint::black_box(config.resolve(&gr));
+            }
+            std::hint::black_box(config.resolve(&atrest::GroupResource::parse("secrets")));
+            let rendered = atrest::config::render_yaml(&config);
+            let again = match atrest::config::parse_str(Path::new(PATH), &rendered) {
+                Ok(c) => c,
+                Err(e) => panic!("render_yaml output does not parse back: {e}\n--- rendered ---\n{}", &*rendered),
+            };
+            let rerendered = atrest::config::render_yaml(&again);
+            assert!(
+                *rendered == *rerendered,
+                "render_yaml is not stable across a parse round trip\n--- first ---\n{}\n--- second ---\n{}",
+                &*rendered,
+                &*rerendered
+            );
+        }
+    }
+});
