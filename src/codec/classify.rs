@@ -50,7 +50,7 @@ impl State {
 
 /// Asks a KMS plugin to unwrap a DEK (or seed). Implemented by the KMS client; the codec only
 /// needs the answer.
-pub trait KmsUnwrap {
+pub trait KmsUnwrap: Send + Sync {
     fn unwrap_v2(
         &self,
         provider: &str,
