@@ -322,12 +322,11 @@ fn plaintext_of(cfg: &EncryptionConfig, resource: &str, etcd_key: &str, value: &
         if let Provider::Keys { provider, keys } = p {
             for k in keys {
                 let prefix = format!("{}{}:", provider.prefix(), k.name());
-                if let Some(payload) = value.strip_prefix(prefix.as_bytes()) {
-                    if let Ok(pt) = atrest::codec::cipher::open(k, etcd_key.as_bytes(), payload) {
-                        if atrest::codec::payload_kind(&pt) == PayloadKind::Protobuf {
-                            return pt.to_vec();
-                        }
-                    }
+                if let Some(payload) = value.strip_prefix(prefix.as_bytes())
+                    && let Ok(pt) = atrest::codec::cipher::open(k, etcd_key.as_bytes(), payload)
+                    && atrest::codec::payload_kind(&pt) == PayloadKind::Protobuf
+                {
+                    return pt.to_vec();
                 }
             }
         }
