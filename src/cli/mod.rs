@@ -196,7 +196,7 @@ pub(crate) async fn scan_cluster(
     } else {
         "scanning"
     });
-    let revision = scan::run(
+    let run = scan::run(
         &client,
         &loaded.config,
         &target.prefix,
@@ -208,7 +208,13 @@ pub(crate) async fn scan_cluster(
     .await
     .with_context(|| format!("scan of etcd at {} stopped", target.describe()))?;
     bar.finish();
-    Ok(builder.finish(revision, verify))
+    if run.retries > 0 {
+        tracing::warn!(
+            "etcd was briefly unavailable; {} reads were retried",
+            run.retries
+        );
+    }
+    Ok(builder.finish(run.revision, verify))
 }
 
 async fn scan_cmd(a: args::ScanArgs) -> Result<i32> {

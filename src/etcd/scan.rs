@@ -123,6 +123,8 @@ pub struct ScanOptions<'a> {
     pub patience: Duration,
     /// Start each range after this key (resume), keyed by the range start.
     pub resume_after: HashMap<Vec<u8>, Vec<u8>>,
+    /// At most this many keys per page (default: adapts to about 4 MiB per page).
+    pub page_keys: Option<i64>,
 }
 
 #[derive(Default)]
@@ -140,8 +142,16 @@ pub trait Progress {
 
 impl Progress for () {}
 
+/// What a finished scan read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScanRun {
+    /// The revision every page was read at.
+    pub revision: i64,
+    /// Reads retried after a transient etcd failure (restart, leader change).
+    pub retries: u64,
+}
+
 /// Reads every planned range at one revision and hands each classified value to `visitor`.
-/// Returns the revision the scan was pinned at.
 pub async fn run(
     client: &Client,
     config: &EncryptionConfig,
@@ -150,7 +160,7 @@ pub async fn run(
     opts: &ScanOptions<'_>,
     visitor: &mut dyn Visitor,
     progress: &mut dyn Progress,
-) -> Result<i64, EtcdError> {
+) -> Result<ScanRun, EtcdError> {
     let mut kv = client.kv_client().max_decoding_message_size(512 << 20);
     let first = kv
         .get(
@@ -191,8 +201,18 @@ pub async fn run(
         opts.patience
     };
     let fetch_client = client.clone();
+    let max_keys = opts.page_keys.unwrap_or(MAX_PAGE_KEYS).max(1);
     let fetcher = tokio::spawn(async move {
-        fetch_all(fetch_client, ranges, revision, resume, patience, tx).await;
+        fetch_all(
+            fetch_client,
+            ranges,
+            revision,
+            resume,
+            patience,
+            max_keys,
+            tx,
+        )
+        .await
     });
 
     let mut ctxs: HashMap<GroupResource, ResourceCtx> = HashMap::new();
@@ -243,14 +263,14 @@ pub async fn run(
         }
         progress.advance(page.kvs.len() as u64);
     }
-    let _ = fetcher.await;
+    let retries = fetcher.await.unwrap_or(0);
     // Resources the plan names but that have no stored object still get a (zero) entry.
     for gr in plan.ranges.iter().filter_map(|r| r.resource.as_ref()) {
         if !ctxs.contains_key(gr) {
             visitor.resource(&config.resolve(gr));
         }
     }
-    Ok(revision)
+    Ok(ScanRun { revision, retries })
 }
 
 struct Page {
@@ -264,10 +284,12 @@ async fn fetch_all(
     revision: i64,
     resume: HashMap<Vec<u8>, Vec<u8>>,
     patience: Duration,
+    max_keys: i64,
     tx: mpsc::Sender<Result<Page, EtcdError>>,
-) {
+) -> u64 {
+    let mut retries = 0u64;
     let mut kv = client.kv_client().max_decoding_message_size(512 << 20);
-    let mut limit = FIRST_PAGE_KEYS;
+    let mut limit = FIRST_PAGE_KEYS.min(max_keys);
     for (i, range) in ranges.iter().enumerate() {
         let mut start = match resume.get(&range.start) {
             Some(after) => next_key(after),
@@ -285,11 +307,12 @@ async fn fetch_all(
                     Ok(r) => break r,
                     Err(e) if e.to_string().contains("compacted") => {
                         let _ = tx.send(Err(EtcdError::Compacted { revision })).await;
-                        return;
+                        return retries;
                     }
                     Err(e) if is_transient(&e) && waited < patience => {
                         tracing::warn!("etcd read failed, retrying in {backoff:?}: {e}");
                         tokio::time::sleep(backoff).await;
+                        retries += 1;
                         waited += backoff;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         kv = client.kv_client().max_decoding_message_size(512 << 20);
@@ -305,7 +328,7 @@ async fn fetch_all(
                             request_error(&e)
                         };
                         let _ = tx.send(Err(err)).await;
-                        return;
+                        return retries;
                     }
                 }
             };
@@ -315,16 +338,17 @@ async fn fetch_all(
             let Some(last) = kvs.last() else { break };
             let bytes: usize = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
             let avg = (bytes / kvs.len()).max(1);
-            limit = ((TARGET_PAGE_BYTES / avg) as i64).clamp(16, MAX_PAGE_KEYS);
+            limit = ((TARGET_PAGE_BYTES / avg) as i64).clamp(1, max_keys);
             start = next_key(last.key());
             if tx.send(Ok(Page { range: i, kvs })).await.is_err() {
-                return;
+                return retries;
             }
             if !more {
                 break;
             }
         }
     }
+    retries
 }
 
 /// The smallest key after `key`.

@@ -740,3 +740,79 @@ pub fn aescbc_block(keys: &[(&str, &str)]) -> String {
     }
     s
 }
+
+/// Creates secrets `names` in `ns` through the API, 16 at a time; each holds `data` under
+/// key `value`.
+pub async fn create_secrets(client: &kube::Client, ns: &str, names: &[String], data: &str) {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Secret;
+    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), ns);
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let api = api.clone();
+            let body: Secret = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name}, "stringData": {"value": data}
+            }))
+            .unwrap();
+            async move {
+                api.create(&Default::default(), &body)
+                    .await
+                    .unwrap_or_else(|e| panic!("create secret {name}: {e}"));
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+pub async fn create_namespace(client: &kube::Client, ns: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let body: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+    api.create(&Default::default(), &body).await.unwrap();
+}
+
+/// Runs the atrest binary; returns (exit code, stdout, stderr).
+pub fn atrest(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrest"));
+    cmd.args(args);
+    for var in [
+        "ETCDCTL_ENDPOINTS",
+        "ETCDCTL_CACERT",
+        "ETCDCTL_CERT",
+        "ETCDCTL_KEY",
+        "ETCDCTL_USER",
+        "ETCDCTL_PASSWORD",
+        "ATREST_CONFIG",
+        "KUBECONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run atrest");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl ControlPlane {
+    /// atrest's flags for this cluster: the config file and etcd.
+    pub fn atrest_flags(&self) -> Vec<String> {
+        let mut v = vec![format!("--config={}", self.config_path.display())];
+        v.extend(self.etcd_flags());
+        v
+    }
+
+    /// Runs atrest with this cluster's flags after `args`.
+    pub fn atrest(&self, args: &[&str]) -> (i32, String, String) {
+        let flags = self.atrest_flags();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(flags.iter().map(String::as_str));
+        atrest(&all, &[])
+    }
+}

@@ -1,0 +1,514 @@
+//! `atrest scan` and `atrest status` against a real control plane: counts and lists must match
+//! exactly what the test wrote, through every provider and key change.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::discovery::ApiResource;
+use serde_json::Value;
+use support::{ControlPlane, Options, create_namespace, create_secrets, random_key_b64};
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn widget_ar() -> ApiResource {
+    ApiResource {
+        group: "atrest.test".into(),
+        version: "v1".into(),
+        api_version: "atrest.test/v1".into(),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    }
+}
+
+async fn create_widgets(cp: &ControlPlane, names: &[String]) {
+    let api: Api<DynamicObject> = Api::namespaced_with(cp.client().await, "scan", &widget_ar());
+    for n in names {
+        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "atrest.test/v1", "kind": "Widget", "metadata": {"name": n}, "spec": {"size": 3}
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &obj).await.unwrap();
+    }
+}
+
+async fn create_configmaps(cp: &ControlPlane, names: &[String]) {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(cp.client().await, "scan");
+    for n in names {
+        let body = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": n}, "data": {"k": "v"}}),
+        )
+        .unwrap();
+        api.create(&PostParams::default(), &body).await.unwrap();
+    }
+}
+
+fn install_crd(cp: &ControlPlane) {
+    cp.kubectl_apply(&serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.atrest.test"},
+        "spec": {
+            "group": "atrest.test", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    }));
+    let out = cp.kubectl(&[
+        "wait",
+        "--for=condition=established",
+        "crd/widgets.atrest.test",
+        "--timeout=60s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn resource<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == name)
+        .unwrap_or_else(|| panic!("no resource {name} in {doc:#}"))
+}
+
+fn counts(r: &Value) -> BTreeMap<String, u64> {
+    serde_json::from_value(r["counts"].clone()).unwrap()
+}
+
+/// The entries of a list that live in namespace `ns`, sorted.
+fn in_ns(r: &Value, list: &str, ns: &str) -> Vec<String> {
+    let mut v: Vec<String> = r[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .filter(|x| x.starts_with(&format!("{ns}/")))
+        .collect();
+    v.sort();
+    v
+}
+
+fn qualified(ns: &str, names: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|n| format!("{ns}/{n}")).collect();
+    v.sort();
+    v
+}
+
+fn aescbc(keys: &[(&str, &str)]) -> String {
+    let list: Vec<String> = keys
+        .iter()
+        .map(|(n, s)| format!("{{name: {n}, secret: {s}}}"))
+        .collect();
+    format!("{{aescbc: {{keys: [{}]}}}}", list.join(", "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_counts_every_object_through_provider_and_key_changes() {
+    let mut cp = ControlPlane::start(Options::default()).await;
+    let client = cp.client().await;
+    create_namespace(&client, "scan").await;
+    install_crd(&cp);
+
+    // Phase 1: identity.
+    let plain = names("plain", 3);
+    create_secrets(&client, "scan", &plain, "p").await;
+    create_configmaps(&cp, &["cm-plain".to_string()]).await;
+    create_widgets(&cp, &["w-plain".to_string()]).await;
+
+    // Phase 2: aescbc key1.
+    let (k1, k2, sb, g) = (
+        random_key_b64(),
+        random_key_b64(),
+        random_key_b64(),
+        random_key_b64(),
+    );
+    cp.write_config(&format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers: [{}, {{identity: {{}}}}]\n",
+        aescbc(&[("key1", &k1)])
+    ));
+    cp.restart_apiserver(0).await;
+    let on_k1 = names("k1", 3);
+    create_secrets(&client, "scan", &on_k1, "one").await;
+
+    // Phase 3: key2 first; configmaps secretbox; the CRD group aesgcm; *.* with events kept
+    // identity by an earlier rule.
+    cp.write_config(&format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n\
+         - resources: [events]\n  providers: [{{identity: {{}}}}]\n\
+         - resources: [secrets]\n  providers: [{}, {{identity: {{}}}}]\n\
+         - resources: [configmaps]\n  providers: [{{secretbox: {{keys: [{{name: sb, secret: {sb}}}]}}}}, {{identity: {{}}}}]\n\
+         - resources: ['*.atrest.test']\n  providers: [{{aesgcm: {{keys: [{{name: g, secret: {g}}}]}}}}, {{identity: {{}}}}]\n\
+         - resources: ['*.*']\n  providers: [{{secretbox: {{keys: [{{name: all, secret: {sb}}}]}}}}, {{identity: {{}}}}]\n",
+        aescbc(&[("key2", &k2), ("key1", &k1)])
+    ));
+    cp.restart_apiserver(0).await;
+    let client = cp.client().await;
+    let on_k2 = names("k2", 2);
+    create_secrets(&client, "scan", &on_k2, "two").await;
+    create_configmaps(&cp, &names("cm-sb", 2)).await;
+    create_widgets(&cp, &names("w-gcm", 2)).await;
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "scan");
+    events
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "ev"}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": "scan"},
+                "reason": "Test", "message": "m"
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    for verify in [false, true] {
+        let mut args = vec!["scan", "-o", "json"];
+        if verify {
+            args.push("--verify");
+        }
+        let (code, stdout, stderr) = cp.atrest(&args);
+        assert_eq!(code, 1, "findings exist: {stderr}");
+        let doc: Value = serde_json::from_str(&stdout).unwrap();
+        assert!(doc["revision"].as_i64().unwrap() > 0);
+
+        let s = resource(&doc, "secrets");
+        assert_eq!(s["write_key"], "aescbc:key2");
+        assert_eq!(s["total"], 8);
+        assert_eq!(
+            counts(s),
+            BTreeMap::from([
+                ("identity".into(), 3),
+                ("aescbc:key1".into(), 3),
+                ("aescbc:key2".into(), 2)
+            ])
+        );
+        assert_eq!(in_ns(s, "plaintext", "scan"), qualified("scan", &plain));
+        assert_eq!(in_ns(s, "stale", "scan"), qualified("scan", &on_k1));
+        assert!(s["undecryptable"].as_array().unwrap().is_empty());
+
+        let c = resource(&doc, "configmaps");
+        assert_eq!(c["write_key"], "secretbox:sb");
+        assert_eq!(
+            in_ns(c, "plaintext", "scan"),
+            vec!["scan/cm-plain".to_string()]
+        );
+        assert_eq!(c["counts"]["secretbox:sb"], 2);
+
+        let w = resource(&doc, "widgets.atrest.test");
+        assert_eq!(w["rule"], "*.atrest.test");
+        assert_eq!(w["write_key"], "aesgcm:g");
+        assert_eq!(
+            counts(w),
+            BTreeMap::from([("identity".into(), 1), ("aesgcm:g".into(), 2)])
+        );
+        assert_eq!(
+            in_ns(w, "plaintext", "scan"),
+            vec!["scan/w-plain".to_string()]
+        );
+
+        let e = resource(&doc, "events");
+        assert_eq!(e["write_key"], "identity");
+        assert_eq!(e["counts"]["identity"], e["total"]);
+        assert!(
+            e["plaintext"].as_array().unwrap().is_empty(),
+            "identity is the write key for events"
+        );
+
+        // Everything else falls under *.* (e.g. the CRD itself, namespaces).
+        let crd = resource(&doc, "customresourcedefinitions.apiextensions.k8s.io");
+        assert_eq!(crd["rule"], "*.*");
+        assert_eq!(crd["write_key"], "secretbox:all");
+        assert!(
+            resource(&doc, "namespaces")["counts"]["identity"]
+                .as_u64()
+                .unwrap()
+                >= 1
+        );
+    }
+
+    // --resource limits the scan; the table names the lists.
+    let (code, stdout, _) = cp.atrest(&["scan", "--resource", "secrets"]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("scan/plain-0") && stdout.contains("stale: on a read key"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("configmaps"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_bad_values_are_reported_and_the_scan_completes() {
+    let k1 = random_key_b64();
+    let cp = ControlPlane::start(Options {
+        config_yaml: Some(format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers: [{}, {{identity: {{}}}}]\n",
+            aescbc(&[("key1", &k1)])
+        )),
+        ..Default::default()
+    })
+    .await;
+    let client = cp.client().await;
+    create_namespace(&client, "bad").await;
+    let good = names("good", 5);
+    create_secrets(&client, "bad", &good, "fine").await;
+
+    let (value, _) = cp.raw("/registry/secrets/bad/good-0").await.unwrap();
+    cp.plant(
+        "/registry/secrets/bad/truncated",
+        value[..value.len() - 7].to_vec(),
+    )
+    .await;
+    let mut tampered = value.clone();
+    let n = tampered.len();
+    tampered[n - 20] ^= 0xff;
+    cp.plant("/registry/secrets/bad/tampered", tampered).await;
+    let stranger = atrest::keys::Key::generate("key9", atrest::keys::KeyProvider::Aescbc).unwrap();
+    cp.plant(
+        "/registry/secrets/bad/unknown",
+        atrest::codec::encrypt_value(&stranger, b"/registry/secrets/bad/unknown", b"k8s\x00x"),
+    )
+    .await;
+    let same_name = atrest::keys::Key::generate("key1", atrest::keys::KeyProvider::Aescbc).unwrap();
+    cp.plant(
+        "/registry/secrets/bad/wrongkey",
+        atrest::codec::encrypt_value(
+            &same_name,
+            b"/registry/secrets/bad/wrongkey",
+            b"k8s\x00\x0a\x00",
+        ),
+    )
+    .await;
+
+    let (code, stdout, stderr) = cp.atrest(&["scan", "--verify", "-o", "json"]);
+    assert_eq!(code, 1, "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    let s = resource(&doc, "secrets");
+    assert_eq!(s["total"], 9);
+    assert_eq!(s["corrupt"], serde_json::json!(["bad/truncated"]), "{s:#}");
+    let mut undecryptable: Vec<String> =
+        serde_json::from_value(s["undecryptable"].clone()).unwrap();
+    undecryptable.sort();
+    assert_eq!(undecryptable, vec!["bad/tampered", "bad/wrongkey"]);
+    assert_eq!(s["unknown_key"], serde_json::json!(["bad/unknown"]));
+    assert_eq!(s["counts"]["aescbc:key9"], 1);
+    assert_eq!(s["states"]["encrypted-ok"], 5);
+
+    // Without --verify the prefix, key name and shape still catch the malformed one.
+    let (_, stdout, _) = cp.atrest(&["scan", "-o", "json"]);
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    let s = resource(&doc, "secrets");
+    assert_eq!(s["unknown_key"], serde_json::json!(["bad/unknown"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_restart_mid_scan_still_gives_the_right_answer() {
+    use atrest::etcd::scan::{self, Item, ReportBuilder, ScanOptions, Visitor};
+    let mut cp = ControlPlane::start(Options::default()).await;
+    // A few thousand values, planted directly (test-only) to keep the test fast.
+    let n = 3000;
+    {
+        let mut etcd = cp.etcd().await;
+        for i in 0..n {
+            etcd.put(
+                format!("/registry/secrets/many/s-{i:05}"),
+                b"k8s\x00fake".to_vec(),
+                None,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let loaded = atrest::config::load(&cp.config_path).unwrap();
+    let target = atrest::etcd::EtcdTarget {
+        endpoints: vec![cp.etcd_endpoint.clone()],
+        cacert: None,
+        cert: None,
+        key: None,
+        credentials: None,
+        prefix: "/registry".into(),
+    };
+    let client = target.connect().await.unwrap();
+    let plan = scan::plan(&loaded.config, "/registry", &[]);
+
+    /// Kills etcd at the first item and brings it back three seconds later.
+    struct Chaos {
+        inner: ReportBuilder,
+        tx: Option<std::sync::mpsc::Sender<()>>,
+    }
+    impl Visitor for Chaos {
+        fn resource(&mut self, r: &atrest::config::Resolved) {
+            self.inner.resource(r)
+        }
+        fn visit(&mut self, item: &Item<'_>) {
+            if let Some(tx) = self.tx.take() {
+                tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            self.inner.visit(item)
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let etcd_pid = cp.etcd_pid().unwrap();
+    let chaos_thread = std::thread::spawn(move || {
+        rx.recv().unwrap();
+        // SIGKILL etcd by pid; the control plane restarts it below.
+        unsafe { libc::kill(etcd_pid as i32, libc::SIGKILL) };
+    });
+    let mut visitor = Chaos {
+        inner: ReportBuilder::new(10),
+        tx: Some(tx),
+    };
+    let opts = ScanOptions {
+        page_keys: Some(50),
+        patience: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let mut no_progress = ();
+    let scan_fut = scan::run(
+        &client,
+        &loaded.config,
+        "/registry",
+        &plan,
+        &opts,
+        &mut visitor,
+        &mut no_progress,
+    );
+    let restart = async {
+        chaos_thread_join_then_restart(&mut cp).await;
+    };
+    let (result, ()) = tokio::join!(scan_fut, restart);
+    chaos_thread.join().unwrap();
+    let run = result.expect("the scan survives an etcd restart");
+    assert!(run.retries > 0, "etcd was down during the scan");
+    let report = visitor.inner.finish(run.revision, false);
+    let s = report
+        .resources
+        .iter()
+        .find(|r| r.resource == "secrets")
+        .unwrap();
+    assert_eq!(s.total, n as u64, "every value counted exactly once");
+    assert_eq!(s.counts.get("identity"), Some(&(n as u64)));
+}
+
+/// Waits until etcd has died, then starts it again after a pause.
+async fn chaos_thread_join_then_restart(cp: &mut ControlPlane) {
+    let pid = cp.etcd_pid().unwrap();
+    loop {
+        // kill(pid, 0) fails once the process is gone (the guard reaps it on restart).
+        let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if status.is_empty() || status.contains(") Z ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cp.stop_etcd();
+    cp.start_etcd().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_discovery_tls_and_clear_connection_errors() {
+    let cp = ControlPlane::start(Options {
+        etcd_tls: true,
+        ..Default::default()
+    })
+    .await;
+    let manifest = cp.path().join("kube-apiserver.yaml");
+    cp.write_manifest(&manifest);
+    let m = manifest.to_str().unwrap();
+
+    // Zero flags beyond the manifest: config, endpoints, TLS files and prefix all come from it.
+    let (code, stdout, stderr) =
+        support::atrest(&["scan", "--apiserver-manifest", m, "-o", "json"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(resource(&doc, "secrets")["write_key"], "identity");
+
+    let (code, stdout, _) = support::atrest(&["status", "--apiserver-manifest", m], &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains(&format!("from manifest {m}")), "{stdout}");
+    assert!(stdout.contains("etcd CA"), "{stdout}");
+
+    // ETCDCTL_* override the manifest, and say so.
+    let (code, stdout, _) = support::atrest(
+        &["status", "--apiserver-manifest", m, "--no-scan"],
+        &[("ETCDCTL_ENDPOINTS", "https://127.0.0.1:1")],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("https://127.0.0.1:1")
+            && stdout.contains("from environment ETCDCTL_ENDPOINTS"),
+        "{stdout}"
+    );
+
+    // Wrong CA: TLS verification is on, and the message says what to check.
+    let other = cp.path().join("etcd-server.crt");
+    let (code, _, stderr) = support::atrest(
+        &[
+            "scan",
+            "--apiserver-manifest",
+            m,
+            "--cacert",
+            other.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("cannot connect to etcd"), "{stderr}");
+
+    // Unreachable endpoint.
+    let (code, _, stderr) = support::atrest(
+        &[
+            "scan",
+            "--apiserver-manifest",
+            m,
+            "--endpoints",
+            "https://127.0.0.1:1",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("cannot connect to etcd at https://127.0.0.1:1"),
+        "{stderr}"
+    );
+
+    // Missing client certificate: etcd requires one.
+    let (code, _, stderr) = support::atrest(
+        &[
+            "scan",
+            "--config",
+            cp.config_path.to_str().unwrap(),
+            "--endpoints",
+            &cp.etcd_endpoint,
+            "--cacert",
+            cp.etcd_tls.as_ref().unwrap().ca.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+
+    // An explicit manifest that does not exist is an error, not a silent default.
+    let (code, _, stderr) = support::atrest(
+        &[
+            "scan",
+            "--apiserver-manifest",
+            "/nonexistent/kube-apiserver.yaml",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("/nonexistent/kube-apiserver.yaml"),
+        "{stderr}"
+    );
+}
