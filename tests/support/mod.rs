@@ -775,7 +775,9 @@ pub async fn create_namespace(client: &kube::Client, ns: &str) {
 
 /// Runs the atrest binary; returns (exit code, stdout, stderr).
 pub fn atrest(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrest"));
+    // Cargo sets this for integration tests (the support module is also built into examples).
+    let bin = option_env!("CARGO_BIN_EXE_atrest").expect("atrest() is for integration tests");
+    let mut cmd = Command::new(bin);
     cmd.args(args);
     for var in [
         "ETCDCTL_ENDPOINTS",
