@@ -775,8 +775,14 @@ pub async fn create_namespace(client: &kube::Client, ns: &str) {
 
 /// Runs the atrest binary; returns (exit code, stdout, stderr).
 pub fn atrest(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    // Cargo sets this for integration tests (the support module is also built into examples).
-    let bin = option_env!("CARGO_BIN_EXE_atrest").expect("atrest() is for integration tests");
+    // Cargo sets this for integration tests; examples (which include this module) look beside
+    // their own executable's folder.
+    let bin: PathBuf = option_env!("CARGO_BIN_EXE_atrest")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().and_then(Path::parent).unwrap().join("atrest")
+        });
     let mut cmd = Command::new(bin);
     cmd.args(args);
     for var in [
