@@ -1,1 +1,108 @@
-//! Atomic file writes that keep mode and owner, and timestamped backups.
+//! Atomic file writes that keep mode and owner, and timestamped backups. A reader (the
+//! apiserver polling its config, a resumed atrest) sees the old file or the new one, never a
+//! torn one.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// Writes `contents` to `path` atomically: a temporary file in the same folder, fsync, rename,
+/// fsync of the folder. An existing file's mode and owner are kept; a new file gets `new_mode`.
+pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<(), WriteError> {
+    let err = |source| WriteError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let existing = std::fs::metadata(path).ok();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(
+            ".{}.",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("atrest")
+        ))
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(err)?;
+    let mode = existing
+        .as_ref()
+        .map(|m| m.mode() & 0o7777)
+        .unwrap_or(new_mode);
+    // Restrict before writing, so key material is never readable by others, even briefly.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode & 0o700))
+        .map_err(err)?;
+    tmp.write_all(contents).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    if let Some(m) = &existing {
+        // Keep the owner (root-owned config stays root-owned); ignore EPERM as a non-root user.
+        let _ = std::os::unix::fs::fchown(tmp.as_file(), Some(m.uid()), Some(m.gid()));
+    }
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Copies `path` to `<backup_dir>/<file name>.<UTC timestamp>` (atomically, same mode) and
+/// returns the backup's path.
+pub fn backup(path: &Path, backup_dir: &Path) -> Result<PathBuf, WriteError> {
+    let err = |source| WriteError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let contents = std::fs::read(path).map_err(err)?;
+    std::fs::create_dir_all(backup_dir).map_err(|source| WriteError {
+        path: backup_dir.to_path_buf(),
+        source,
+    })?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("config");
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let target = backup_dir.join(format!("{name}.{stamp}"));
+    write_atomic(&target, &contents, 0o600)?;
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_mode_and_replaces_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("enc.yaml");
+        write_atomic(&p, b"one", 0o600).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&p, b"two", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().mode() & 0o777,
+            0o640,
+            "mode kept"
+        );
+        let b = backup(&p, &dir.path().join("backups")).unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"two");
+        // No temporary files left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+}

@@ -5,6 +5,8 @@ mod render;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -21,6 +23,7 @@ use atrest::settings::{self, Flags, Settings};
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FINDINGS: i32 = 1;
 pub const EXIT_FAILED: i32 = 2;
+pub const EXIT_INTERRUPTED: i32 = 3;
 
 pub async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
@@ -28,6 +31,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Keys(KeysCommand::Generate(a)) => keys_generate(a),
         Command::Scan(a) => scan_cmd(a).await,
         Command::Status(a) => status_cmd(a).await,
+        Command::Reencrypt(a) => reencrypt_cmd(a).await,
     };
     match result {
         Ok(code) => code,
@@ -256,6 +260,140 @@ async fn status_cmd(a: args::StatusArgs) -> Result<i32> {
     Ok(if !scan_ok {
         EXIT_FAILED
     } else if clean {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    })
+}
+
+/// The state folder: `--state-dir`, else an `atrest` folder beside the config file.
+pub(crate) fn state_dir(explicit: Option<&PathBuf>, loaded: &LoadedConfig) -> PathBuf {
+    explicit.cloned().unwrap_or_else(|| {
+        loaded
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .join("atrest")
+    })
+}
+
+/// SIGINT/SIGTERM set `stop`: the engines stop issuing writes, finish those in flight, save.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!(
+            "atrest: signal received: finishing the writes in flight and saving the checkpoint"
+        );
+        flag.store(true, Ordering::SeqCst);
+    });
+    stop
+}
+
+/// Refuses to write when the apiserver reports another config than the file: its writes would
+/// use another write key.
+pub(crate) async fn check_loaded(api: &atrest::kube::Api, loaded: &LoadedConfig) -> Result<()> {
+    match atrest::kube::metrics::config_report(api).await {
+        Ok(r) => match r.config_hash {
+            Some(h) if h != loaded.hash => Err(anyhow!(
+                "the apiserver at {} reports encryption config {h}, but {} is {}: it has not loaded this config yet.\n  \
+                 With --encryption-provider-config-automatic-reload it reloads within about a minute; without it, restart the apiserver. Then run again.",
+                api.url,
+                loaded.path.display(),
+                loaded.hash
+            )),
+            Some(_) => Ok(()),
+            None => {
+                tracing::warn!(
+                    "the apiserver at {} reports no encryption config hash (before 1.34?); the result is still proven in etcd",
+                    api.url
+                );
+                Ok(())
+            }
+        },
+        Err(e) => {
+            tracing::warn!(
+                "cannot read /metrics to confirm the loaded config ({e}); the result is still proven in etcd"
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn reencrypt_cmd(a: args::ReencryptArgs) -> Result<i32> {
+    let s = settings::resolve(&flags(&a.source, Some(&a.etcd), a.kubeconfig.clone()))?;
+    let loaded = load_config(&s)?;
+    let target = EtcdTarget::from_settings(&s);
+    let etcd = target.connect().await?;
+    let api = atrest::kube::connect(s.kubeconfig.as_ref().map(|k| k.value.as_path())).await?;
+    let resources: Vec<GroupResource> = a
+        .resources
+        .iter()
+        .map(|r| GroupResource::parse(r))
+        .collect();
+    if let Some(w) = resources.iter().find(|gr| gr.is_wildcard()) {
+        return Err(anyhow!(
+            "--resource takes a resource such as secrets, not the wildcard {}",
+            w.config_name()
+        ));
+    }
+    if !a.dry_run {
+        check_loaded(&api, &loaded).await?;
+    }
+    let checkpoint = a.checkpoint.clone().unwrap_or_else(|| {
+        state_dir(a.state_dir.as_ref(), &loaded).join("reencrypt-checkpoint.json")
+    });
+    let opts = atrest::migrate::ReencryptOptions {
+        resources,
+        concurrency: a.concurrency,
+        qps: a.qps,
+        max_attempts: a.max_attempts,
+        dry_run: a.dry_run,
+        checkpoint,
+        resume: a.resume,
+        patience: Duration::from_secs(a.etcd.etcd_patience),
+        stop: stop_on_signal(),
+        max_list: a.max_list,
+        ..Default::default()
+    };
+    let engine = atrest::migrate::Reencrypt {
+        config: &loaded,
+        etcd: &etcd,
+        etcd_prefix: &target.prefix,
+        api: &api,
+        opts,
+    };
+    let mut bar = Bar::new(if a.dry_run {
+        "scanning (dry run)"
+    } else {
+        "re-encrypting"
+    });
+    let report = engine.run(&mut bar).await;
+    bar.finish();
+    let report = report?;
+    match a.output {
+        Output::Json => render::print_json(&report),
+        Output::Table => print!("{}", render::reencrypt_table(&report)),
+    }
+    Ok(if report.interrupted {
+        EXIT_INTERRUPTED
+    } else if report.dry_run {
+        if report.total.targeted == 0 {
+            EXIT_OK
+        } else {
+            EXIT_FINDINGS
+        }
+    } else if report.complete() {
         EXIT_OK
     } else {
         EXIT_FINDINGS

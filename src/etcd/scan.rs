@@ -161,94 +161,147 @@ pub async fn run(
     visitor: &mut dyn Visitor,
     progress: &mut dyn Progress,
 ) -> Result<ScanRun, EtcdError> {
-    let mut kv = client.kv_client().max_decoding_message_size(512 << 20);
-    let first = kv
-        .get(
-            plan.ranges
-                .first()
-                .map(|r| r.start.clone())
-                .unwrap_or_default(),
-            Some(GetOptions::new().with_count_only()),
-        )
-        .await
-        .map_err(|e| request_error(&e))?;
-    let revision = first.header().map(|h| h.revision()).unwrap_or(0);
+    let mut scan = Scan::start(client, config, etcd_prefix, plan, opts).await?;
+    progress.total(scan.total);
+    while let Some(page) = scan.next_page(visitor).await? {
+        progress.advance(page.count);
+    }
+    Ok(scan.finish(visitor).await)
+}
 
-    let mut total = 0u64;
-    for r in &plan.ranges {
-        let resp = kv
-            .get(
-                r.start.clone(),
-                Some(
-                    GetOptions::new()
-                        .with_range(r.end.clone())
-                        .with_count_only()
-                        .with_revision(revision),
-                ),
+/// One page classified: which range it came from and the last key in it (a resume cursor).
+#[derive(Clone, Debug)]
+pub struct PageDone {
+    pub range: usize,
+    pub last_key: Vec<u8>,
+    pub count: u64,
+}
+
+/// A scan in progress, pulled page by page, so that a consumer (the re-encryption engine) can
+/// act on each page before the next one is classified. The fetcher stays one page ahead.
+pub struct Scan<'s> {
+    config: &'s EncryptionConfig,
+    etcd_prefix: &'s str,
+    plan: &'s ScanPlan,
+    opts: &'s ScanOptions<'s>,
+    rx: mpsc::Receiver<Result<Page, EtcdError>>,
+    fetcher: tokio::task::JoinHandle<u64>,
+    ctxs: HashMap<GroupResource, ResourceCtx>,
+    skipped: HashSet<GroupResource>,
+    /// The revision every page is read at.
+    pub revision: i64,
+    /// How many keys the planned ranges hold at that revision (after any resume cursor).
+    pub total: u64,
+}
+
+impl<'s> Scan<'s> {
+    /// Pins the revision, counts the keys, and starts fetching.
+    pub async fn start(
+        client: &Client,
+        config: &'s EncryptionConfig,
+        etcd_prefix: &'s str,
+        plan: &'s ScanPlan,
+        opts: &'s ScanOptions<'s>,
+    ) -> Result<Scan<'s>, EtcdError> {
+        let mut kv = client.kv_client().max_decoding_message_size(512 << 20);
+        let mut revision = 0;
+        let mut total = 0u64;
+        for r in &plan.ranges {
+            let from = match opts.resume_after.get(&r.start) {
+                Some(after) => next_key(after),
+                None => r.start.clone(),
+            };
+            let mut count = GetOptions::new()
+                .with_range(r.end.clone())
+                .with_count_only();
+            if revision > 0 {
+                count = count.with_revision(revision);
+            }
+            let resp = kv
+                .get(from, Some(count))
+                .await
+                .map_err(|e| request_error(&e))?;
+            if revision == 0 {
+                revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            total += resp.count() as u64;
+        }
+        let (tx, rx) = mpsc::channel::<Result<Page, EtcdError>>(2);
+        let ranges = plan.ranges.clone();
+        let resume = opts.resume_after.clone();
+        let patience = if opts.patience.is_zero() {
+            Duration::from_secs(60)
+        } else {
+            opts.patience
+        };
+        let fetch_client = client.clone();
+        let max_keys = opts.page_keys.unwrap_or(MAX_PAGE_KEYS).max(1);
+        let fetcher = tokio::spawn(async move {
+            fetch_all(
+                fetch_client,
+                ranges,
+                revision,
+                resume,
+                patience,
+                max_keys,
+                tx,
             )
             .await
-            .map_err(|e| request_error(&e))?;
-        total += resp.count() as u64;
-    }
-    progress.total(total);
-
-    let (tx, mut rx) = mpsc::channel::<Result<Page, EtcdError>>(2);
-    let ranges = plan.ranges.clone();
-    let resume = opts.resume_after.clone();
-    let patience = if opts.patience.is_zero() {
-        Duration::from_secs(60)
-    } else {
-        opts.patience
-    };
-    let fetch_client = client.clone();
-    let max_keys = opts.page_keys.unwrap_or(MAX_PAGE_KEYS).max(1);
-    let fetcher = tokio::spawn(async move {
-        fetch_all(
-            fetch_client,
-            ranges,
+        });
+        Ok(Scan {
+            config,
+            etcd_prefix,
+            plan,
+            opts,
+            rx,
+            fetcher,
+            ctxs: HashMap::new(),
+            skipped: HashSet::new(),
             revision,
-            resume,
-            patience,
-            max_keys,
-            tx,
-        )
-        .await
-    });
+            total,
+        })
+    }
 
-    let mut ctxs: HashMap<GroupResource, ResourceCtx> = HashMap::new();
-    let mut skipped: HashSet<GroupResource> = HashSet::new();
-    let classify = &opts.classify;
-    while let Some(page) = rx.recv().await {
+    /// Classifies the next page into `visitor`; `None` when every range is read.
+    pub async fn next_page(
+        &mut self,
+        visitor: &mut dyn Visitor,
+    ) -> Result<Option<PageDone>, EtcdError> {
+        let Some(page) = self.rx.recv().await else {
+            return Ok(None);
+        };
         let page = page?;
-        let range = &plan.ranges[page.range];
+        let range = &self.plan.ranges[page.range];
+        let classify = &self.opts.classify;
         for kv in &page.kvs {
             let Ok(key) = std::str::from_utf8(kv.key()) else {
                 continue;
             };
             let (gr, object) = match &range.resource {
-                Some(gr) => {
-                    let object = key.get(range.start.len()..).unwrap_or("");
-                    (gr.clone(), object)
-                }
-                None => match resource_of_key(etcd_prefix, key) {
-                    Some((gr, object)) => (gr, object),
+                Some(gr) => (gr.clone(), key.get(range.start.len()..).unwrap_or("")),
+                None => match resource_of_key(self.etcd_prefix, key) {
+                    Some(found) => found,
                     None => continue,
                 },
             };
-            if skipped.contains(&gr) {
+            if self.skipped.contains(&gr) {
                 continue;
             }
-            if !ctxs.contains_key(&gr) {
-                let resolved = config.resolve(&gr);
-                if plan.wildcard && resolved.rule_name.is_none() && gr != GroupResource::secrets() {
-                    skipped.insert(gr);
+            if !self.ctxs.contains_key(&gr) {
+                let resolved = self.config.resolve(&gr);
+                if self.plan.wildcard
+                    && resolved.rule_name.is_none()
+                    && gr != GroupResource::secrets()
+                {
+                    self.skipped.insert(gr);
                     continue;
                 }
                 visitor.resource(&resolved);
                 let table = ProviderTable::with_archive(&resolved, &classify.archive);
-                ctxs.insert(gr.clone(), ResourceCtx { resolved, table });
+                self.ctxs
+                    .insert(gr.clone(), ResourceCtx { resolved, table });
             }
-            let ctx = &ctxs[&gr];
+            let ctx = &self.ctxs[&gr];
             let class = ctx.table.classify(kv.key(), kv.value(), &classify.options);
             visitor.visit(&Item {
                 resource: &ctx.resolved.resource,
@@ -261,16 +314,32 @@ pub async fn run(
                 write_label: ctx.table.write_label(),
             });
         }
-        progress.advance(page.kvs.len() as u64);
+        Ok(Some(PageDone {
+            range: page.range,
+            last_key: page
+                .kvs
+                .last()
+                .map(|kv| kv.key().to_vec())
+                .unwrap_or_default(),
+            count: page.kvs.len() as u64,
+        }))
     }
-    let retries = fetcher.await.unwrap_or(0);
-    // Resources the plan names but that have no stored object still get a (zero) entry.
-    for gr in plan.ranges.iter().filter_map(|r| r.resource.as_ref()) {
-        if !ctxs.contains_key(gr) {
-            visitor.resource(&config.resolve(gr));
+
+    /// Ends the scan: resources the plan names without any stored object still get an entry.
+    pub async fn finish(self, visitor: &mut dyn Visitor) -> ScanRun {
+        for gr in self.plan.ranges.iter().filter_map(|r| r.resource.as_ref()) {
+            if !self.ctxs.contains_key(gr) {
+                visitor.resource(&self.config.resolve(gr));
+            }
+        }
+        // Dropping the receiver first lets a fetcher blocked on a full channel end (early stop).
+        drop(self.rx);
+        let retries = self.fetcher.await.unwrap_or(0);
+        ScanRun {
+            revision: self.revision,
+            retries,
         }
     }
-    Ok(ScanRun { revision, retries })
 }
 
 struct Page {

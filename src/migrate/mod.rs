@@ -1,1 +1,683 @@
-//! migrate layer (see DESIGN.md).
+//! The re-encryption engine. The etcd scan says which objects are not on their resource's write
+//! key; each gets the no-op PATCH of [`crate::kube::rewrite`], concurrently and rate-limited,
+//! while the scan streams on. Progress is a per-range cursor (the last key whose page is fully
+//! done), saved atomically every few seconds, so a run can stop anywhere and resume. Afterwards
+//! etcd is read again to prove the result.
+
+pub mod checkpoint;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+
+pub use checkpoint::{Checkpoint, CheckpointError, Counters};
+
+use crate::GroupResource;
+use crate::codec::{Options, ProviderTable};
+use crate::config::LoadedConfig;
+use crate::etcd::EtcdError;
+use crate::etcd::scan::{self, ClassifyConfig, Item, Progress, Scan, ScanOptions, Visitor};
+use crate::kube::rewrite::{self, Outcome};
+use crate::kube::{self as k8s, Api, ApiPath, KubeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(
+        "the apiserver refused to PATCH {resource} {object}: {message}\n  atrest needs this RBAC rule: apiGroups: [\"{group}\"], resources: [\"{plural}\"], verbs: [\"patch\"]\n  Progress is saved in {checkpoint}; grant the rule and run again with --resume."
+    )]
+    Forbidden {
+        resource: String,
+        object: String,
+        group: String,
+        plural: String,
+        message: String,
+        checkpoint: PathBuf,
+    },
+    #[error(
+        "the apiserver at {url} wrote {resource} {object} but etcd still shows it under {stored_as}, not the write key {write_key}: that apiserver has not loaded this config (it reports config hash {reported}; the file {config} is {file_hash}).\n  Wait until every apiserver reports the file's hash (automatic reload polls once a minute; without it, restart them), then run again with --resume."
+    )]
+    NotLoaded {
+        url: String,
+        resource: String,
+        object: String,
+        stored_as: String,
+        write_key: String,
+        reported: String,
+        config: PathBuf,
+        file_hash: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct ReencryptOptions {
+    /// Only these resources (empty: every resource the config names, and secrets).
+    pub resources: Vec<GroupResource>,
+    pub concurrency: usize,
+    /// Client-side requests per second; 0 for no client-side limit.
+    pub qps: f64,
+    /// PATCH attempts per object before giving up on it.
+    pub max_attempts: u32,
+    pub dry_run: bool,
+    pub checkpoint: PathBuf,
+    pub resume: bool,
+    pub page_keys: Option<i64>,
+    pub patience: Duration,
+    /// Set by a signal handler: stop issuing writes, finish those in flight, save.
+    pub stop: Arc<AtomicBool>,
+    /// At most this many names per list in the report.
+    pub max_list: usize,
+    /// How often the checkpoint is saved while running.
+    pub save_every: Duration,
+}
+
+impl Default for ReencryptOptions {
+    fn default() -> Self {
+        Self {
+            resources: Vec::new(),
+            concurrency: 16,
+            qps: 0.0,
+            max_attempts: 5,
+            dry_run: false,
+            checkpoint: PathBuf::from("reencrypt-checkpoint.json"),
+            resume: false,
+            page_keys: None,
+            patience: Duration::from_secs(60),
+            stop: Arc::new(AtomicBool::new(false)),
+            max_list: 1000,
+            save_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The result of a run, with the proof read back from etcd.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReencryptReport {
+    pub dry_run: bool,
+    pub interrupted: bool,
+    pub resumed: bool,
+    /// The revision the targeting scan was pinned at.
+    pub revision: i64,
+    pub resources: BTreeMap<String, Counters>,
+    pub total: Counters,
+    /// Dry run: what would be rewritten (namespace/name with its resource).
+    pub would_rewrite: Vec<String>,
+    pub given_up: Vec<String>,
+    /// After the pass: objects etcd still shows not on their write key (new ones included).
+    pub remaining: u64,
+    pub remaining_objects: Vec<String>,
+    pub checkpoint: PathBuf,
+    pub elapsed_seconds: f64,
+}
+
+impl ReencryptReport {
+    /// Everything targeted is now on its write key.
+    pub fn complete(&self) -> bool {
+        !self.interrupted && !self.dry_run && self.remaining == 0 && self.total.given_up == 0
+    }
+}
+
+/// One object to rewrite.
+#[derive(Clone, Debug)]
+struct Target {
+    resource: GroupResource,
+    key: String,
+    object: String,
+    mod_revision: i64,
+    uid: Option<String>,
+}
+
+/// Collects, per page, the objects not on their write key.
+#[derive(Default)]
+struct Collector {
+    targets: Vec<Target>,
+}
+
+impl Visitor for Collector {
+    fn visit(&mut self, item: &Item<'_>) {
+        if item.needs_rewrite() {
+            self.targets.push(Target {
+                resource: item.resource.clone(),
+                key: item.key.to_string(),
+                object: item.object.to_string(),
+                mod_revision: item.mod_revision,
+                uid: item.class.info.as_ref().and_then(|i| i.uid.clone()),
+            });
+        }
+    }
+}
+
+/// Counts what is still not on its write key.
+struct Remaining {
+    count: u64,
+    names: Vec<String>,
+    limit: usize,
+}
+
+impl Visitor for Remaining {
+    fn visit(&mut self, item: &Item<'_>) {
+        if item.needs_rewrite()
+            || matches!(
+                item.class.state,
+                crate::codec::State::Undecryptable
+                    | crate::codec::State::UnknownKey
+                    | crate::codec::State::Corrupt
+            )
+        {
+            self.count += 1;
+            if self.names.len() < self.limit {
+                self.names.push(format!(
+                    "{} {} ({})",
+                    item.resource, item.object, item.class.label
+                ));
+            }
+        }
+    }
+}
+
+/// A client-side rate limit: one request per `interval`.
+struct RateLimiter {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    fn new(qps: f64) -> Option<Arc<Self>> {
+        (qps > 0.0).then(|| {
+            Arc::new(Self {
+                interval: Duration::from_secs_f64(1.0 / qps),
+                next: Mutex::new(Instant::now()),
+            })
+        })
+    }
+    async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let slot = (*next).max(Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+}
+
+/// What one object's rewrite ended as.
+#[derive(Debug)]
+enum Done {
+    Rewritten,
+    AlreadyCurrent,
+    Gone,
+    Unchanged,
+    GivenUp(String),
+    Forbidden(String),
+    /// Written, but etcd still shows a non-write key.
+    Lagging(String),
+}
+
+struct TaskResult {
+    page: u64,
+    target: Target,
+    done: Done,
+    writes: u64,
+    conflicts: u64,
+}
+
+struct Shared {
+    api: Api,
+    etcd: etcd_client::Client,
+    limiter: Option<Arc<RateLimiter>>,
+    max_attempts: u32,
+    rewrites_seen: AtomicU64,
+}
+
+/// Everything the run needs from the caller.
+pub struct Reencrypt<'a> {
+    pub config: &'a LoadedConfig,
+    pub etcd: &'a etcd_client::Client,
+    pub etcd_prefix: &'a str,
+    pub api: &'a Api,
+    pub opts: ReencryptOptions,
+}
+
+struct PageState {
+    seq: u64,
+    range_start: String,
+    last_key: String,
+    pending: usize,
+    dispatched: bool,
+}
+
+impl Reencrypt<'_> {
+    pub async fn run(&self, progress: &mut dyn Progress) -> Result<ReencryptReport, MigrateError> {
+        let started = Instant::now();
+        let opts = &self.opts;
+        let plan = scan::plan(&self.config.config, self.etcd_prefix, &opts.resources);
+        let mut cp = if opts.resume {
+            let cp = Checkpoint::load(&opts.checkpoint)?;
+            cp.check_config(&opts.checkpoint, &self.config.path, &self.config.hash)?;
+            cp
+        } else {
+            let now = chrono::Utc::now().to_rfc3339();
+            Checkpoint {
+                version: checkpoint::CHECKPOINT_VERSION,
+                config_path: self.config.path.clone(),
+                config_hash: self.config.hash.clone(),
+                started: now.clone(),
+                updated: now,
+                ..Default::default()
+            }
+        };
+        let scan_opts = ScanOptions {
+            classify: ClassifyConfig {
+                options: Options {
+                    verify: true,
+                    want_info: true,
+                    ..Default::default()
+                },
+                archive: Vec::new(),
+            },
+            patience: opts.patience,
+            resume_after: cp
+                .cursors
+                .iter()
+                .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
+                .collect(),
+            // Small pages keep the checkpoint cursor close to the work done.
+            page_keys: Some(opts.page_keys.unwrap_or(256)),
+        };
+        let mut scan = Scan::start(
+            self.etcd,
+            &self.config.config,
+            self.etcd_prefix,
+            &plan,
+            &scan_opts,
+        )
+        .await?;
+        progress.total(scan.total);
+
+        let shared = Arc::new(Shared {
+            api: self.api.clone(),
+            etcd: self.etcd.clone(),
+            limiter: RateLimiter::new(opts.qps),
+            max_attempts: opts.max_attempts.max(1),
+            rewrites_seen: AtomicU64::new(0),
+        });
+        let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+        let mut tasks: JoinSet<TaskResult> = JoinSet::new();
+        let mut pages: VecDeque<PageState> = VecDeque::new();
+        let mut paths: HashMap<GroupResource, ApiPath> = HashMap::new();
+        let mut tables: HashMap<GroupResource, Arc<ProviderTable>> = HashMap::new();
+        let mut report = ReencryptReport {
+            dry_run: opts.dry_run,
+            resumed: opts.resume,
+            revision: scan.revision,
+            checkpoint: opts.checkpoint.clone(),
+            ..Default::default()
+        };
+        let mut fatal: Option<MigrateError> = None;
+        let mut last_save = Instant::now();
+        let mut seq = 0u64;
+        let mut collector = Collector::default();
+
+        'pages: while !self.stopping(&fatal) {
+            let Some(page) = scan.next_page(&mut collector).await? else {
+                break;
+            };
+            seq += 1;
+            let targets = std::mem::take(&mut collector.targets);
+            let range_start = String::from_utf8_lossy(&plan.ranges[page.range].start).into_owned();
+            pages.push_back(PageState {
+                seq,
+                range_start,
+                last_key: String::from_utf8_lossy(&page.last_key).into_owned(),
+                pending: targets.len(),
+                dispatched: false,
+            });
+            for t in targets {
+                let resource = t.resource.to_string();
+                cp.write_keys
+                    .entry(resource.clone())
+                    .or_insert_with(|| self.config.config.resolve(&t.resource).write_label());
+                cp.counters.entry(resource.clone()).or_default().targeted += 1;
+                if opts.dry_run {
+                    if report.would_rewrite.len() < opts.max_list {
+                        report
+                            .would_rewrite
+                            .push(format!("{resource} {}", t.object));
+                    }
+                    settle(&mut pages, seq);
+                    continue;
+                }
+                if self.stopping(&fatal) {
+                    break 'pages;
+                }
+                if !paths.contains_key(&t.resource) {
+                    let p = k8s::discover(self.api, &t.resource).await?;
+                    paths.insert(t.resource.clone(), p);
+                }
+                let path = paths[&t.resource].clone();
+                let table = tables
+                    .entry(t.resource.clone())
+                    .or_insert_with(|| {
+                        Arc::new(ProviderTable::new(&self.config.config.resolve(&t.resource)))
+                    })
+                    .clone();
+                // Wait for a slot, handling finished rewrites meanwhile.
+                let permit = loop {
+                    if let Ok(p) = sem.clone().try_acquire_owned() {
+                        break p;
+                    }
+                    match tasks.join_next().await {
+                        Some(Ok(r)) => self.handle(r, &mut cp, &mut pages, &mut fatal, &paths),
+                        Some(Err(e)) => tracing::error!("a rewrite task failed: {e}"),
+                        None => {}
+                    }
+                };
+                let shared = Arc::clone(&shared);
+                tasks.spawn(async move {
+                    let r = rewrite_one(&shared, &path, &table, t, seq).await;
+                    drop(permit);
+                    r
+                });
+            }
+            if let Some(p) = pages.back_mut() {
+                p.dispatched = true;
+            }
+            advance(&mut pages, &mut cp);
+            while let Some(Ok(r)) = tasks.try_join_next() {
+                self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
+            }
+            progress.advance(page.count);
+            if !opts.dry_run && last_save.elapsed() >= opts.save_every {
+                cp.updated = chrono::Utc::now().to_rfc3339();
+                cp.save(&opts.checkpoint)?;
+                last_save = Instant::now();
+            }
+        }
+        // Finish the writes in flight, whatever stopped the loop.
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(r) = r {
+                self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
+            }
+        }
+        let interrupted = opts.stop.load(Ordering::SeqCst);
+        let read_everything = !interrupted && fatal.is_none();
+        let run = scan.finish(&mut Collector::default()).await;
+        report.revision = run.revision;
+        cp.finished = read_everything && !opts.dry_run;
+        cp.updated = chrono::Utc::now().to_rfc3339();
+        if !opts.dry_run {
+            cp.save(&opts.checkpoint)?;
+        }
+        report.resources = cp.counters.clone();
+        report.total = cp.total();
+        report.given_up = cp.given_up.clone();
+        report.interrupted = interrupted;
+        if let Some(mut e) = fatal {
+            if let MigrateError::NotLoaded { reported, .. } = &mut e {
+                *reported = match k8s::metrics::config_report(self.api).await {
+                    Ok(r) => r.config_hash.unwrap_or_else(|| "no hash".into()),
+                    Err(err) => format!("unknown: {err}"),
+                };
+            }
+            return Err(e);
+        }
+        if read_everything && !opts.dry_run {
+            // The proof: read etcd again, every value of the same resources.
+            let mut remaining = Remaining {
+                count: 0,
+                names: Vec::new(),
+                limit: opts.max_list,
+            };
+            let verify_opts = ScanOptions {
+                patience: opts.patience,
+                page_keys: opts.page_keys,
+                ..Default::default()
+            };
+            scan::run(
+                self.etcd,
+                &self.config.config,
+                self.etcd_prefix,
+                &plan,
+                &verify_opts,
+                &mut remaining,
+                &mut (),
+            )
+            .await?;
+            report.remaining = remaining.count;
+            report.remaining_objects = remaining.names;
+        }
+        report.elapsed_seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    fn stopping(&self, fatal: &Option<MigrateError>) -> bool {
+        fatal.is_some() || self.opts.stop.load(Ordering::SeqCst)
+    }
+
+    fn handle(
+        &self,
+        r: TaskResult,
+        cp: &mut Checkpoint,
+        pages: &mut VecDeque<PageState>,
+        fatal: &mut Option<MigrateError>,
+        paths: &HashMap<GroupResource, ApiPath>,
+    ) {
+        let resource = r.target.resource.to_string();
+        let c = cp.counters.entry(resource.clone()).or_default();
+        c.writes += r.writes;
+        c.conflicts += r.conflicts;
+        match r.done {
+            Done::Rewritten => c.rewritten += 1,
+            Done::AlreadyCurrent => c.already_current += 1,
+            Done::Gone => c.gone += 1,
+            Done::Unchanged => c.unchanged += 1,
+            Done::GivenUp(why) => {
+                c.given_up += 1;
+                if cp.given_up.len() < self.opts.max_list {
+                    cp.given_up
+                        .push(format!("{resource} {}: {why}", r.target.object));
+                }
+            }
+            Done::Forbidden(message) => {
+                let path = paths.get(&r.target.resource);
+                fatal.get_or_insert(MigrateError::Forbidden {
+                    resource: resource.clone(),
+                    object: r.target.object.clone(),
+                    group: path.map(|p| p.group.clone()).unwrap_or_default(),
+                    plural: path
+                        .map(|p| p.plural.clone())
+                        .unwrap_or_else(|| r.target.resource.resource.clone()),
+                    message,
+                    checkpoint: self.opts.checkpoint.clone(),
+                });
+                // Not done: the cursor must not pass it.
+                return;
+            }
+            Done::Lagging(stored_as) => {
+                fatal.get_or_insert(MigrateError::NotLoaded {
+                    url: self.api.url.clone(),
+                    resource: resource.clone(),
+                    object: r.target.object.clone(),
+                    stored_as,
+                    write_key: self.config.config.resolve(&r.target.resource).write_label(),
+                    reported: String::from("(see below)"),
+                    config: self.config.path.clone(),
+                    file_hash: self.config.hash.clone(),
+                });
+            }
+        }
+        settle(pages, r.page);
+        advance(pages, cp);
+    }
+}
+
+/// One target of page `seq` is finished.
+fn settle(pages: &mut VecDeque<PageState>, seq: u64) {
+    if let Some(p) = pages.iter_mut().find(|p| p.seq == seq) {
+        p.pending = p.pending.saturating_sub(1);
+    }
+}
+
+/// Moves each range's cursor past every page whose targets are all finished, in order.
+fn advance(pages: &mut VecDeque<PageState>, cp: &mut Checkpoint) {
+    while let Some(front) = pages.front() {
+        if front.pending > 0 || !front.dispatched {
+            break;
+        }
+        if !front.last_key.is_empty() {
+            cp.cursors
+                .insert(front.range_start.clone(), front.last_key.clone());
+        }
+        pages.pop_front();
+    }
+}
+
+/// Rewrites one object: PATCH; on conflict re-check etcd; retry transient failures with
+/// jittered backoff (Retry-After when given); give up after `max_attempts`.
+async fn rewrite_one(
+    shared: &Shared,
+    path: &ApiPath,
+    table: &ProviderTable,
+    mut target: Target,
+    page: u64,
+) -> TaskResult {
+    let (ns, name) = match target.object.split_once('/') {
+        Some((ns, name)) if path.namespaced => (Some(ns.to_string()), name.to_string()),
+        _ => (None, target.object.clone()),
+    };
+    let mut writes = 0u64;
+    let mut conflicts = 0u64;
+    let mut attempt = 0u32;
+    let done = loop {
+        attempt += 1;
+        if let Some(l) = &shared.limiter {
+            l.wait().await;
+        }
+        writes += 1;
+        let outcome = rewrite::patch(
+            &shared.api,
+            path,
+            ns.as_deref(),
+            &name,
+            target.mod_revision,
+            target.uid.as_deref(),
+        )
+        .await;
+        match outcome {
+            Outcome::Rewritten { .. } => {
+                let n = shared.rewrites_seen.fetch_add(1, Ordering::Relaxed);
+                // Spot-check in etcd: the first few rewrites, then one in 500.
+                if (n < 5 || n.is_multiple_of(500))
+                    && let Some(stored_as) = still_stale(shared, table, &target.key).await
+                {
+                    break Done::Lagging(stored_as);
+                }
+                break Done::Rewritten;
+            }
+            Outcome::Unchanged => break Done::Unchanged,
+            Outcome::Gone => break Done::Gone,
+            Outcome::Forbidden(m) => break Done::Forbidden(m),
+            Outcome::Failed(m) => break Done::GivenUp(m),
+            Outcome::Conflict => {
+                conflicts += 1;
+                // Someone else wrote it: never overwrite; look at what etcd holds now.
+                match recheck(shared, table, &target.key).await {
+                    Recheck::Gone => break Done::Gone,
+                    Recheck::Current => break Done::AlreadyCurrent,
+                    Recheck::Stale { mod_revision } => {
+                        // Still not on the write key: retry against what etcd holds now. The
+                        // uid is dropped (a recreated object is rewritten too, harmlessly); the
+                        // resourceVersion precondition still guards every write.
+                        target.mod_revision = mod_revision;
+                        target.uid = None;
+                        if attempt >= shared.max_attempts {
+                            break Done::GivenUp(format!(
+                                "still changing after {attempt} attempts"
+                            ));
+                        }
+                    }
+                    Recheck::Unreadable(e) => {
+                        if attempt >= shared.max_attempts {
+                            break Done::GivenUp(format!("cannot re-check in etcd: {e}"));
+                        }
+                        backoff(attempt, None).await;
+                    }
+                }
+            }
+            Outcome::Retry { after, reason } => {
+                if attempt >= shared.max_attempts {
+                    break Done::GivenUp(format!("gave up after {attempt} attempts: {reason}"));
+                }
+                backoff(attempt, after).await;
+            }
+        }
+    };
+    TaskResult {
+        page,
+        target,
+        done,
+        writes,
+        conflicts,
+    }
+}
+
+async fn backoff(attempt: u32, after: Option<Duration>) {
+    let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.min(6));
+    let wait = after.unwrap_or(base).min(Duration::from_secs(30));
+    let jitter = rand::rng().random_range(0.5..1.5);
+    tokio::time::sleep(wait.mul_f64(jitter)).await;
+}
+
+enum Recheck {
+    Gone,
+    Current,
+    Stale { mod_revision: i64 },
+    Unreadable(String),
+}
+
+/// What etcd holds for `key` now: whether it is on the write key, its label and revision.
+async fn stored_now(
+    shared: &Shared,
+    table: &ProviderTable,
+    key: &str,
+) -> Result<Option<(bool, String, i64)>, String> {
+    let mut kv = shared.etcd.kv_client();
+    let resp = kv.get(key, None).await.map_err(|e| e.to_string())?;
+    Ok(resp.kvs().first().map(|v| {
+        let c = table.classify(v.key(), v.value(), &Options::default());
+        (
+            c.write_key && !c.stale,
+            c.label.into_owned(),
+            v.mod_revision(),
+        )
+    }))
+}
+
+async fn recheck(shared: &Shared, table: &ProviderTable, key: &str) -> Recheck {
+    match stored_now(shared, table, key).await {
+        Ok(None) => Recheck::Gone,
+        Ok(Some((true, _, _))) => Recheck::Current,
+        Ok(Some((false, _, mod_revision))) => Recheck::Stale { mod_revision },
+        Err(e) => Recheck::Unreadable(e),
+    }
+}
+
+/// After a successful write: the label etcd shows when it is still not the write key.
+async fn still_stale(shared: &Shared, table: &ProviderTable, key: &str) -> Option<String> {
+    match stored_now(shared, table, key).await {
+        Ok(Some((false, label, _))) => Some(label),
+        _ => None,
+    }
+}

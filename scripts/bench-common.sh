@@ -1,0 +1,62 @@
+# Shared by the benchmark scripts: build, start the local control plane, measure commands.
+# shellcheck shell=bash
+
+bench_setup() {
+  cd "$(dirname "${BASH_SOURCE[0]}")/.."
+  root=$PWD
+  command -v protoc >/dev/null && [ -x /usr/bin/time ] || {
+    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq protobuf-compiler time >/dev/null
+  }
+  bins=$(scripts/k8s/build.sh)
+  cargo build --release --quiet --bin atrest --example testbed --example seed
+  atrest=$root/target/release/atrest
+  seed=$root/target/release/examples/seed
+  export PATH=$bins:$PATH
+  work=$(mktemp -d -t atrest-bench.XXXXXX)
+}
+
+# bench_start CONFIG_FILE: starts etcd + kube-apiserver with that encryption config.
+bench_start() {
+  "$root/target/release/examples/testbed" "$work/env" "$1" >"$work/testbed.log" 2>&1 &
+  testbed=$!
+  trap 'kill $testbed 2>/dev/null; wait $testbed 2>/dev/null; rm -rf "$work"' EXIT
+  for _ in $(seq 1 300); do
+    [ -f "$work/env" ] && break
+    kill -0 $testbed 2>/dev/null || { cat "$work/testbed.log"; exit 1; }
+    sleep 0.2
+  done
+  # shellcheck disable=SC1091
+  source "$work/env"
+}
+
+aescbc_config() {
+  cat <<EOC
+apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources: [secrets]
+    providers:
+      - aescbc:
+          keys:
+            - name: key1
+              secret: $(head -c 32 /dev/urandom | base64)
+      - identity: {}
+EOC
+}
+
+# measure LABEL RUNS CMD...: runs CMD RUNS times (after one warm-up), prints "LABEL median_s max_rss_kib".
+measure() {
+  local label=$1 runs=$2; shift 2
+  "$@" >/dev/null 2>&1 || true
+  local times=() rss=0
+  for _ in $(seq 1 "$runs"); do
+    /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/stderr" || true
+    read -r t m <"$work/time"
+    times+=("$t")
+    [ "$m" -gt "$rss" ] && rss=$m
+  done
+  local median
+  median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  echo "$label $median $rss"
+}

@@ -1,0 +1,148 @@
+//! The re-encryption checkpoint: where each key range is done up to, and the counters. Range
+//! reads are ordered by key, so "every key up to here is done" is the whole cursor. It holds no
+//! object data and no key material: key labels, etcd keys and numbers only.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::fsutil;
+
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    /// Objects the scan found not on their write key.
+    pub targeted: u64,
+    /// PATCH requests sent (each attempt).
+    pub writes: u64,
+    /// Rewritten by the apiserver (resourceVersion moved).
+    pub rewritten: u64,
+    /// Found already on the write key when re-checked after a conflict.
+    pub already_current: u64,
+    /// 409 answers, each re-checked in etcd.
+    pub conflicts: u64,
+    /// Deleted before they could be rewritten.
+    pub gone: u64,
+    /// Accepted by the apiserver without a write (it did not see them as stale).
+    pub unchanged: u64,
+    /// Given up after the maximum attempts or a permanent refusal.
+    pub given_up: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.targeted += o.targeted;
+        self.writes += o.writes;
+        self.rewritten += o.rewritten;
+        self.already_current += o.already_current;
+        self.conflicts += o.conflicts;
+        self.gone += o.gone;
+        self.unchanged += o.unchanged;
+        self.given_up += o.given_up;
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    pub version: u32,
+    /// The config file this run re-encrypts for, and its `sha256:` hash.
+    pub config_path: PathBuf,
+    pub config_hash: String,
+    /// Resource → its write key label when the run started (`aescbc:key2`).
+    pub write_keys: BTreeMap<String, String>,
+    /// Range start (an etcd key prefix) → the last etcd key done in it.
+    pub cursors: BTreeMap<String, String>,
+    /// Resource → counters.
+    pub counters: BTreeMap<String, Counters>,
+    /// Objects given up on (namespace/name and why), capped.
+    pub given_up: Vec<String>,
+    pub started: String,
+    pub updated: String,
+    pub finished: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot read checkpoint {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("checkpoint {path} is not an atrest checkpoint: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "checkpoint {path} was made for config {old_hash}, but {config} is now {new_hash}: the write keys may have changed, so its progress no longer applies.\n  Run without --resume to start a new pass (already re-encrypted objects are skipped: only what etcd shows is not on the write key is rewritten)."
+    )]
+    ConfigChanged {
+        path: PathBuf,
+        config: PathBuf,
+        old_hash: String,
+        new_hash: String,
+    },
+    #[error(transparent)]
+    Write(#[from] fsutil::WriteError),
+}
+
+impl Checkpoint {
+    pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cp: Checkpoint = serde_json::from_str(&text).map_err(|e| CheckpointError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if cp.version != CHECKPOINT_VERSION {
+            return Err(CheckpointError::Parse {
+                path: path.to_path_buf(),
+                message: format!(
+                    "version {} (this atrest reads {CHECKPOINT_VERSION})",
+                    cp.version
+                ),
+            });
+        }
+        Ok(cp)
+    }
+
+    /// Refuses a checkpoint made for another config.
+    pub fn check_config(
+        &self,
+        path: &Path,
+        config: &Path,
+        hash: &str,
+    ) -> Result<(), CheckpointError> {
+        if self.config_hash != hash {
+            return Err(CheckpointError::ConfigChanged {
+                path: path.to_path_buf(),
+                config: config.to_path_buf(),
+                old_hash: self.config_hash.clone(),
+                new_hash: hash.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| fsutil::WriteError {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let text = serde_json::to_vec_pretty(self).map_err(|e| CheckpointError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        fsutil::write_atomic(path, &text, 0o600)?;
+        Ok(())
+    }
+
+    pub fn total(&self) -> Counters {
+        let mut t = Counters::default();
+        for c in self.counters.values() {
+            t.add(c);
+        }
+        t
+    }
+}
