@@ -383,6 +383,7 @@ impl Reencrypt<'_> {
                         Some(Err(e)) => tracing::error!("a rewrite task failed: {e}"),
                         None => {}
                     }
+                    self.save_if_due(&mut cp, &mut last_save)?;
                 };
                 let shared = Arc::clone(&shared);
                 tasks.spawn(async move {
@@ -399,11 +400,7 @@ impl Reencrypt<'_> {
                 self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
             }
             progress.advance(page.count);
-            if !opts.dry_run && last_save.elapsed() >= opts.save_every {
-                cp.updated = chrono::Utc::now().to_rfc3339();
-                cp.save(&opts.checkpoint)?;
-                last_save = Instant::now();
-            }
+            self.save_if_due(&mut cp, &mut last_save)?;
         }
         // Finish the writes in flight, whatever stopped the loop.
         while let Some(r) = tasks.join_next().await {
@@ -460,6 +457,20 @@ impl Reencrypt<'_> {
         }
         report.elapsed_seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Saves the checkpoint when `save_every` has passed since the last save.
+    fn save_if_due(
+        &self,
+        cp: &mut Checkpoint,
+        last_save: &mut Instant,
+    ) -> Result<(), MigrateError> {
+        if !self.opts.dry_run && last_save.elapsed() >= self.opts.save_every {
+            cp.updated = chrono::Utc::now().to_rfc3339();
+            cp.save(&self.opts.checkpoint)?;
+            *last_save = Instant::now();
+        }
+        Ok(())
     }
 
     fn stopping(&self, fatal: &Option<MigrateError>) -> bool {
