@@ -33,6 +33,7 @@ fn secret_values(text: &str) -> Vec<&str> {
         if i > 0 && matches!(bytes[i - 1], b'"' | b'\'') {
             i -= 1;
         }
+        let key_pos = i;
         let mut at_key = true;
         while i > 0 {
             match bytes[i - 1] {
@@ -65,12 +66,26 @@ fn secret_values(text: &str) -> Vec<&str> {
         if j < bytes.len() && matches!(bytes[j], b'"' | b'\'') {
             j += 1;
         } else if j < bytes.len() && matches!(bytes[j], b'|' | b'>') {
+            // Block scalar: its content lines are indented deeper than the `secret` key.
+            let line_start = text[..start].rfind(['\n', '\r']).map_or(0, |n| n + 1);
+            let key_col = key_pos - line_start;
             j += 1;
-            while j < bytes.len() && matches!(bytes[j], b'+' | b'-' | b'0'..=b'9') {
+            while j < bytes.len() && matches!(bytes[j], b'+' | b'-' | b'0'..=b'9' | b' ' | b'\t') {
                 j += 1;
             }
-            while j < bytes.len() && matches!(bytes[j], b' ' | b'\t' | b'\n' | b'\r') {
+            let mut content = None;
+            while j < bytes.len() && matches!(bytes[j], b'\n' | b'\r') {
                 j += 1;
+                let indent = bytes[j..].iter().take_while(|b| **b == b' ').count();
+                j += indent;
+                if j < bytes.len() && !matches!(bytes[j], b'\n' | b'\r') {
+                    content = (indent > key_col).then_some(j);
+                    break;
+                }
+            }
+            match content {
+                Some(c) => j = c,
+                None => continue,
             }
         }
         let end = j + bytes[j..].iter().take_while(|b| is_b64(**b)).count();
@@ -95,9 +110,50 @@ fn substitute(v: &str) -> String {
         .collect()
 }
 
+/// What src/config/parse.rs `redact` removes: the text after `secret` + `:` up to the next
+/// newline, `,` or `}` (a copy of `secret_like_values`, to recognise a known finding).
+fn redacted_by_src(text: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("secret") {
+        rest = &rest[i + "secret".len()..];
+        let after = rest.trim_start_matches(['"', '\'']).trim_start();
+        if let Some(value) = after.strip_prefix(':') {
+            let value = value.trim_start();
+            let end = value.find(['\n', ',', '}', '\r']).unwrap_or(value.len());
+            let v = value[..end].trim().trim_matches(['"', '\'']);
+            if !v.is_empty() {
+                found.push(v);
+            }
+        }
+    }
+    found
+}
+
+/// KNOWN-1 (see README): `redact` only removes what its textual scan extracts after `secret:`
+/// (up to the next newline, `,` or `}`, quotes trimmed, 4+ chars). When the value is written any
+/// other way it is not removed, and an `unknown field` error that quotes a (multi-line or
+/// colon-joined) field name echoes it: `secret:KEY:`, `"secret":"KEY":"x"`, `{secret:|\n  KEY}`.
+fn is_known_1(text: &str, v: &str) -> bool {
+    !redacted_by_src(text).iter().any(|s| s.len() >= 4 && *s == v)
+}
+
+/// KNOWN-2 (see README): the `unsupported apiVersion/kind {v}/{k}` error quotes both scalars
+/// verbatim without going through `redact` (`kind: z,secret:KEY`).
+fn is_known_2(message: &str) -> bool {
+    message.contains(": unsupported apiVersion/kind ")
+}
+
+/// With ATREST_FUZZ_SKIP_KNOWN set, echoes of the known classes are not reported, so that a run
+/// can go on looking for other ones.
+fn is_known(text: &str, message: &str, v: &str) -> bool {
+    std::env::var_os("ATREST_FUZZ_SKIP_KNOWN").is_some()
+        && (is_known_1(text, v) || is_known_2(message))
+}
+
 fn check_no_secret_echo(text: &str, message: &str) {
     for v in secret_values(text) {
-        if !message.contains(v) {
+        if !message.contains(v) || is_known(text, message, v) {
             continue;
         }
         // Only judge values that occur once in the input: else the error may quote another field.
