@@ -464,7 +464,7 @@ impl Reencrypt<'_> {
         &self,
         cp: &mut Checkpoint,
         last_save: &mut Instant,
-    ) -> Result<(), MigrateError> {
+    ) -> Result<(), CheckpointError> {
         if !self.opts.dry_run && last_save.elapsed() >= self.opts.save_every {
             cp.updated = chrono::Utc::now().to_rfc3339();
             cp.save(&self.opts.checkpoint)?;
