@@ -4,6 +4,8 @@
 //!
 //! When ready it writes ENV_FILE with shell `export` lines (KUBECONFIG, ETCDCTL_ENDPOINTS,
 //! ATREST_CONFIG, …) and runs until it gets SIGINT/SIGTERM, then tears everything down.
+//! SIGHUP restarts kube-apiserver (it then loads the config file at once, without waiting for
+//! the one-minute reload) and appends a line to ENV_FILE.restarts when it is ready again.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -20,7 +22,7 @@ async fn main() {
     let config_yaml = args
         .next()
         .map(|p| std::fs::read_to_string(p).expect("read CONFIG_FILE"));
-    let cp = support::ControlPlane::start(support::Options {
+    let mut cp = support::ControlPlane::start(support::Options {
         config_yaml,
         ..Default::default()
     })
@@ -49,11 +51,26 @@ async fn main() {
         cp.etcd_endpoint
     );
 
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).unwrap();
+    let mut hup = signal(SignalKind::hangup()).unwrap();
+    let mut restarts = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                cp.restart_apiserver(0).await;
+                restarts += 1;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(format!("{env_file}.restarts"))
+                    .unwrap();
+                writeln!(f, "{restarts}").unwrap();
+                eprintln!("testbed: kube-apiserver restarted");
+            }
+        }
     }
     eprintln!("testbed: stopping");
     drop(cp);

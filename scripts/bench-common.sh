@@ -60,3 +60,20 @@ measure() {
   median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   echo "$label $median $rss"
 }
+
+# bench_restart_apiserver: restarts kube-apiserver (it loads the config file at once).
+bench_restart_apiserver() {
+  local before=0
+  [ -f "$work/env.restarts" ] && before=$(wc -l <"$work/env.restarts")
+  kill -HUP "$testbed"
+  for _ in $(seq 1 1200); do
+    [ -f "$work/env.restarts" ] && [ "$(wc -l <"$work/env.restarts")" -gt "$before" ] && return 0
+    sleep 0.1
+  done
+  echo "kube-apiserver did not come back" >&2
+  exit 1
+}
+
+identity_config() {
+  printf 'apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - identity: {}\n'
+}

@@ -44,6 +44,35 @@ kubectl get secrets -n demo --no-headers | wc -l | xargs echo "secrets in namesp
 say "what etcd stores for demo/s-1 (first bytes, read with etcdctl)"
 etcdctl get /registry/secrets/demo/s-1 --print-value-only | head -c 48 | od -An -c | head -3
 
-say "atrest status (settings from the apiserver manifest)"
-# Only the manifest: the config path, etcd endpoints and prefix are discovered from it.
-env -u ATREST_CONFIG -u ETCDCTL_ENDPOINTS -u KUBECONFIG "$atrest" status --apiserver-manifest "$ATREST_APISERVER_MANIFEST" || true
+status() {
+  # Only the manifest: the config path, etcd endpoints and prefix are discovered from it.
+  env -u ATREST_CONFIG -u ETCDCTL_ENDPOINTS -u KUBECONFIG "$atrest" status --apiserver-manifest "$ATREST_APISERVER_MANIFEST" "$@" || true
+}
+
+say "atrest status before: settings from the apiserver manifest, secrets stored as plaintext"
+status
+
+say "turning encryption on: aescbc key1 first, identity kept to read what is stored"
+key_entry=$("$atrest" keys generate --provider aescbc --name key1 | grep -v '^#')
+{
+  printf 'apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n'
+  printf '%s\n' "$key_entry" | sed 's/^/            /'
+  printf '      - identity: {}\n'
+} >"$ATREST_CONFIG.new"
+mv "$ATREST_CONFIG.new" "$ATREST_CONFIG"
+"$atrest" config check --config "$ATREST_CONFIG" || true
+restarts_before=$(cat "$work/env.restarts" 2>/dev/null | wc -l)
+kill -HUP "$testbed"   # the test bed restarts kube-apiserver, which loads the new file at once
+for _ in $(seq 1 600); do
+  [ "$(cat "$work/env.restarts" 2>/dev/null | wc -l)" -gt "$restarts_before" ] && break
+  sleep 0.1
+done
+
+say "atrest reencrypt: rewrite, through the apiserver, what etcd shows is not on the write key"
+"$atrest" reencrypt --config "$ATREST_CONFIG" --endpoints "$ETCDCTL_ENDPOINTS" --kubeconfig "$KUBECONFIG" --state-dir "$work/state"
+
+say "what etcd stores for demo/s-1 now"
+etcdctl get /registry/secrets/demo/s-1 --print-value-only | head -c 48 | od -An -c | head -2
+
+say "atrest status after"
+status

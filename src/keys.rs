@@ -218,3 +218,184 @@ mod tests {
         assert!(msg.contains("[32]"), "{msg}");
     }
 }
+
+/// The key archive: retired keys kept (mode 0600, beside atrest's state, never printed) so that
+/// an etcd snapshot taken before a rotation can still be read. `atrest rotate prune` moves keys
+/// here; `atrest scan --key-archive FILE` tries them after the config's keys.
+pub mod archive {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use zeroize::Zeroizing;
+
+    use super::{Key, KeyProvider};
+    use crate::fsutil;
+
+    #[derive(Debug, thiserror::Error)]
+    pub enum ArchiveError {
+        #[error("cannot read key archive {path}: {message}")]
+        Read { path: String, message: String },
+        #[error("key archive {path}: entry {index} ({name}): {message}")]
+        Entry {
+            path: String,
+            index: usize,
+            name: String,
+            message: String,
+        },
+        #[error(transparent)]
+        Write(#[from] fsutil::WriteError),
+    }
+
+    /// What the archive file says about one key (the secret stays inside the file).
+    #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+    pub struct ArchivedKey {
+        pub provider: KeyProvider,
+        pub name: String,
+        pub fingerprint: String,
+        pub retired: String,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(rename = "apiVersion")]
+        _api_version: String,
+        #[serde(rename = "kind")]
+        _kind: String,
+        #[serde(default)]
+        keys: Vec<Entry>,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        provider: KeyProvider,
+        name: String,
+        secret: Zeroizing<String>,
+        fingerprint: String,
+        retired: String,
+    }
+
+    fn read(path: &Path) -> Result<Vec<Entry>, ArchiveError> {
+        let err = |message: String| ArchiveError::Read {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
+        let options = serde_saphyr::options! { with_snippet: false };
+        let file: File = serde_saphyr::from_str_with_options(&text, options).map_err(|e| {
+            err(format!(
+                "not a key archive ({})",
+                e.to_string().lines().next().unwrap_or("")
+            ))
+        })?;
+        Ok(file.keys)
+    }
+
+    /// The archived keys, ready to decrypt with; each is checked against its fingerprint.
+    pub fn load(path: &Path) -> Result<Vec<Arc<Key>>, ArchiveError> {
+        let mut out = Vec::new();
+        for (index, e) in read(path)?.into_iter().enumerate() {
+            let fail = |message: String| ArchiveError::Entry {
+                path: path.display().to_string(),
+                index,
+                name: e.name.clone(),
+                message,
+            };
+            let material = crate::config::decode_secret(&e.secret)
+                .ok_or_else(|| fail("secret is not base64".into()))?;
+            let key =
+                Key::new(e.name.clone(), e.provider, material).map_err(|x| fail(x.to_string()))?;
+            if key.fingerprint() != e.fingerprint {
+                return Err(fail(format!(
+                    "fingerprint {} does not match the secret ({})",
+                    e.fingerprint,
+                    key.fingerprint()
+                )));
+            }
+            out.push(Arc::new(key));
+        }
+        Ok(out)
+    }
+
+    /// Names, fingerprints and retirement dates; no material.
+    pub fn list(path: &Path) -> Result<Vec<ArchivedKey>, ArchiveError> {
+        Ok(read(path)?
+            .into_iter()
+            .map(|e| ArchivedKey {
+                provider: e.provider,
+                name: e.name,
+                fingerprint: e.fingerprint,
+                retired: e.retired,
+            })
+            .collect())
+    }
+
+    /// Adds keys (skipping fingerprints already archived) and rewrites the file atomically, 0600.
+    pub fn append(path: &Path, keys: &[Arc<Key>], retired: &str) -> Result<(), ArchiveError> {
+        let mut existing = if path.exists() {
+            read(path)?
+        } else {
+            Vec::new()
+        };
+        for k in keys {
+            if existing.iter().any(|e| e.fingerprint == k.fingerprint()) {
+                continue;
+            }
+            existing.push(Entry {
+                provider: k.provider(),
+                name: k.name().to_string(),
+                secret: k.secret_base64(),
+                fingerprint: k.fingerprint().to_string(),
+                retired: retired.to_string(),
+            });
+        }
+        let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let mut text = Zeroizing::new(String::from(
+            "# atrest key archive: retired encryption keys, kept so that etcd snapshots taken before a\n# rotation stay readable. Mode 0600; never share it.\napiVersion: atrest/v1\nkind: KeyArchive\nkeys:\n",
+        ));
+        for e in &existing {
+            text.push_str(&format!(
+                "  - provider: {}\n    name: {}\n    secret: {}\n    fingerprint: {}\n    retired: {}\n",
+                e.provider.name(),
+                q(&e.name),
+                q(&e.secret),
+                q(&e.fingerprint),
+                q(&e.retired)
+            ));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| fsutil::WriteError {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        fsutil::write_atomic(path, text.as_bytes(), 0o600)?;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn archive_round_trips_and_lists_without_material() {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("key-archive.yaml");
+            let k = Arc::new(Key::generate("old:1", KeyProvider::Aescbc).unwrap());
+            append(&p, std::slice::from_ref(&k), "2026-11-27T00:00:00Z").unwrap();
+            append(&p, std::slice::from_ref(&k), "2026-11-28T00:00:00Z").unwrap();
+            let loaded = load(&p).unwrap();
+            assert_eq!(loaded.len(), 1);
+            assert_eq!(loaded[0].fingerprint(), k.fingerprint());
+            let listed = list(&p).unwrap();
+            assert_eq!(listed[0].retired, "2026-11-27T00:00:00Z");
+            assert!(!format!("{listed:?}").contains(k.secret_base64().as_str()));
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+}

@@ -61,3 +61,224 @@ pub fn render_yaml(config: &EncryptionConfig) -> Zeroizing<String> {
     }
     out
 }
+
+/// What a rotation moves to: a new local key, a KMS provider, or plaintext.
+#[derive(Clone, Debug)]
+pub enum RotationTarget {
+    Key(std::sync::Arc<crate::keys::Key>),
+    Kms(super::KmsProvider),
+    Identity,
+}
+
+impl RotationTarget {
+    /// The label stored values get: `aescbc:key-…`, `kms:v2:name`, `identity`.
+    pub fn label(&self) -> String {
+        match self {
+            RotationTarget::Key(k) => super::key_label(k.provider(), k.name()),
+            RotationTarget::Kms(k) => super::kms_label(k.version, &k.name),
+            RotationTarget::Identity => "identity".to_string(),
+        }
+    }
+
+    fn provider(&self) -> Provider {
+        match self {
+            RotationTarget::Key(k) => Provider::Keys {
+                provider: k.provider(),
+                keys: vec![k.clone()],
+            },
+            RotationTarget::Kms(k) => Provider::Kms(k.clone()),
+            RotationTarget::Identity => Provider::Identity,
+        }
+    }
+}
+
+/// Where `label` sits in a provider list: (provider index, key index).
+fn find(providers: &[Provider], label: &str) -> Option<(usize, usize)> {
+    providers.iter().enumerate().find_map(|(i, p)| {
+        p.read_labels()
+            .iter()
+            .position(|l| l == label)
+            .map(|j| (i, j))
+    })
+}
+
+/// The rules whose provider lists decide how `resources` are written: for each resource, the
+/// rule of its first resolved provider. Sorted, unique.
+pub fn rules_for(config: &EncryptionConfig, resources: &[crate::GroupResource]) -> Vec<usize> {
+    let mut rules: Vec<usize> = resources
+        .iter()
+        .filter_map(|gr| config.resolve(gr).entries.first().map(|e| e.rule))
+        .collect();
+    rules.sort_unstable();
+    rules.dedup();
+    rules
+}
+
+/// Step one of a rotation: `target` becomes readable (never written) in each rule: the second
+/// key of the write provider when it is the same provider, else a second provider.
+pub fn add_read_key(
+    config: &EncryptionConfig,
+    rules: &[usize],
+    target: &RotationTarget,
+) -> Result<EncryptionConfig, EditError> {
+    let mut out = config.clone();
+    let label = target.label();
+    for &r in rules {
+        let providers = &mut rule_mut(&mut out, r)?.providers;
+        if find(providers, &label).is_some() {
+            continue;
+        }
+        match (target, providers.first_mut()) {
+            (RotationTarget::Key(k), Some(Provider::Keys { provider, keys }))
+                if *provider == k.provider() =>
+            {
+                keys.insert(1.min(keys.len()), k.clone());
+            }
+            _ => providers.insert(1.min(providers.len()), target.provider()),
+        }
+    }
+    Ok(out)
+}
+
+/// Step two: `target` becomes the write key (first key of the first provider) in each rule.
+pub fn promote(
+    config: &EncryptionConfig,
+    rules: &[usize],
+    target: &RotationTarget,
+) -> Result<EncryptionConfig, EditError> {
+    let mut out = config.clone();
+    let label = target.label();
+    for &r in rules {
+        let providers = &mut rule_mut(&mut out, r)?.providers;
+        let (i, j) = find(providers, &label)
+            .ok_or_else(|| EditError::Refused(format!("resources[{r}] cannot promote {label}: it is not a read key there yet (run prepare first)")))?;
+        if let Provider::Keys { keys, .. } = &mut providers[i] {
+            let k = keys.remove(j);
+            keys.insert(0, k);
+        }
+        let p = providers.remove(i);
+        providers.insert(0, p);
+    }
+    Ok(out)
+}
+
+/// Removes keys and providers by label from each rule. The write key (first key of the first
+/// provider) is never removed, and no list is left empty.
+pub fn remove(
+    config: &EncryptionConfig,
+    rules: &[usize],
+    labels: &std::collections::BTreeSet<String>,
+) -> Result<EncryptionConfig, EditError> {
+    let mut out = config.clone();
+    for &r in rules {
+        let rule = rule_mut(&mut out, r)?;
+        let write = rule
+            .providers
+            .first()
+            .map(|p| p.write_label())
+            .unwrap_or_default();
+        if labels.contains(&write) {
+            return Err(EditError::Refused(format!(
+                "resources[{r}]: {write} is the write key and cannot be removed"
+            )));
+        }
+        for p in &mut rule.providers {
+            if let Provider::Keys { provider, keys } = p {
+                keys.retain(|k| !labels.contains(&super::key_label(*provider, k.name())));
+            }
+        }
+        rule.providers.retain(|p| match p {
+            Provider::Keys { keys, .. } => !keys.is_empty(),
+            other => !labels.contains(&other.write_label()),
+        });
+    }
+    Ok(out)
+}
+
+fn rule_mut(
+    config: &mut EncryptionConfig,
+    r: usize,
+) -> Result<&mut super::ResourceRule, EditError> {
+    config
+        .rules
+        .get_mut(r)
+        .ok_or_else(|| EditError::Refused(format!("the config has no resources[{r}]")))
+}
+
+/// Every provider label of each rule, in order, for diffs and state records (no material).
+pub fn layout(config: &EncryptionConfig) -> Vec<RuleLayout> {
+    config
+        .rules
+        .iter()
+        .map(|r| RuleLayout {
+            resources: r.resources.clone(),
+            keys: r
+                .providers
+                .iter()
+                .flat_map(|p| match p {
+                    Provider::Keys { provider, keys } => keys
+                        .iter()
+                        .map(|k| {
+                            format!(
+                                "{} ({})",
+                                super::key_label(*provider, k.name()),
+                                k.fingerprint()
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                    other => vec![other.write_label()],
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// A rule's resources and its keys in order, with fingerprints.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RuleLayout {
+    pub resources: Vec<String>,
+    pub keys: Vec<String>,
+}
+
+/// What differs between two layouts, in words an admin can act on.
+pub fn describe_diff(expected: &[RuleLayout], found: &[RuleLayout]) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..expected.len().max(found.len()) {
+        match (expected.get(i), found.get(i)) {
+            (Some(e), Some(f)) if e == f => {}
+            (Some(e), Some(f)) => {
+                if e.resources != f.resources {
+                    out.push(format!(
+                        "resources[{i}]: resources {:?} became {:?}",
+                        e.resources, f.resources
+                    ));
+                }
+                for k in e.keys.iter().filter(|k| !f.keys.contains(k)) {
+                    out.push(format!("resources[{i}]: {k} was removed or changed"));
+                }
+                for k in f.keys.iter().filter(|k| !e.keys.contains(k)) {
+                    out.push(format!("resources[{i}]: {k} was added"));
+                }
+                if out.is_empty() {
+                    out.push(format!(
+                        "resources[{i}]: provider order changed: {:?} became {:?}",
+                        e.keys, f.keys
+                    ));
+                }
+            }
+            (Some(e), None) => out.push(format!(
+                "resources[{i}] ({}) was removed",
+                e.resources.join(", ")
+            )),
+            (None, Some(f)) => out.push(format!(
+                "resources[{i}] ({}) was added",
+                f.resources.join(", ")
+            )),
+            (None, None) => {}
+        }
+    }
+    if out.is_empty() {
+        out.push("the key layout is the same; only formatting or comments differ".into());
+    }
+    out
+}

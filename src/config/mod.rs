@@ -11,11 +11,14 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use edit::{EditError, render_yaml};
+pub use edit::{
+    EditError, RotationTarget, RuleLayout, add_read_key, describe_diff, layout, promote, remove,
+    render_yaml, rules_for,
+};
 pub use lint::{Finding, Severity, lint, lint_file_mode};
 pub use parse::{parse_bytes, parse_str};
 pub use resolve::{MatchedBy, ProviderEntry, Resolved};
-pub use validate::FieldError;
+pub use validate::{FieldError, decode_secret};
 
 use crate::keys::{Key, KeyProvider};
 

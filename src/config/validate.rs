@@ -39,7 +39,7 @@ const GO_STD_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPur
 );
 
 /// Decodes a key the way the apiserver does (`base64.StdEncoding`, which skips `\r` and `\n`).
-pub(crate) fn decode_secret(secret: &str) -> Option<Zeroizing<Vec<u8>>> {
+pub fn decode_secret(secret: &str) -> Option<Zeroizing<Vec<u8>>> {
     let cleaned: Zeroizing<String> = Zeroizing::new(
         secret
             .chars()

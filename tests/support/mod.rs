@@ -137,7 +137,8 @@ pub struct ApiServer {
     pub port: u16,
     pub proc: Option<Proc>,
     pub args: Vec<String>,
-    pub cert_dir: PathBuf,
+    /// Run in its own UTS namespace with this hostname (its apiserver identity differs).
+    pub hostname: Option<String>,
 }
 
 pub struct ControlPlane {
@@ -216,6 +217,7 @@ impl ControlPlane {
         );
 
         let etcd_tls = opts.etcd_tls.then(|| make_etcd_tls(&d));
+        make_serving_tls(&d);
         let (client_port, peer_port) = (free_port(), free_port());
         let scheme = if etcd_tls.is_some() { "https" } else { "http" };
         let etcd_endpoint = format!("{scheme}://127.0.0.1:{client_port}");
@@ -300,7 +302,7 @@ impl ControlPlane {
         self.etcd.as_ref().map(|p| p.pid())
     }
 
-    fn apiserver_args(&self, bind: &str, port: u16, cert_dir: &Path) -> Vec<String> {
+    fn apiserver_args(&self, bind: &str, port: u16) -> Vec<String> {
         let d = self.path();
         let mut args = vec![
             format!("--etcd-servers={}", self.etcd_endpoint),
@@ -308,7 +310,12 @@ impl ControlPlane {
             format!("--bind-address={bind}"),
             format!("--advertise-address={bind}"),
             format!("--secure-port={port}"),
-            format!("--cert-dir={}", cert_dir.display()),
+            // One CA for every apiserver of the test bed, as in a real control plane.
+            format!("--tls-cert-file={}", d.join("apiserver.crt").display()),
+            format!(
+                "--tls-private-key-file={}",
+                d.join("apiserver.key").display()
+            ),
             format!("--service-account-key-file={}", d.join("sa.pub").display()),
             format!(
                 "--service-account-signing-key-file={}",
@@ -339,17 +346,27 @@ impl ControlPlane {
 
     /// Starts one more kube-apiserver on `bind` (a loopback address) against the same etcd.
     pub async fn add_apiserver(&mut self, bind: &str, extra: &[String]) -> usize {
+        self.add_apiserver_as(bind, None, extra).await
+    }
+
+    /// Like [`Self::add_apiserver`], in its own UTS namespace with `hostname`, so that its
+    /// identity Lease differs from the others'.
+    pub async fn add_apiserver_as(
+        &mut self,
+        bind: &str,
+        hostname: Option<&str>,
+        extra: &[String],
+    ) -> usize {
         let port = free_port();
         let index = self.apiservers.len();
-        let cert_dir = self.path().join(format!("apiserver-{index}-certs"));
-        let mut args = self.apiserver_args(bind, port, &cert_dir);
+        let mut args = self.apiserver_args(bind, port);
         args.extend(extra.iter().cloned());
         self.apiservers.push(ApiServer {
             url: format!("https://{bind}:{port}"),
             port,
             proc: None,
             args,
-            cert_dir,
+            hostname: hostname.map(str::to_string),
         });
         self.start_apiserver(index).await;
         index
@@ -357,7 +374,20 @@ impl ControlPlane {
 
     pub async fn start_apiserver(&mut self, index: usize) {
         let a = &self.apiservers[index];
-        let mut cmd = Command::new(self.bins.join("kube-apiserver"));
+        let mut cmd = match &a.hostname {
+            None => Command::new(self.bins.join("kube-apiserver")),
+            Some(h) => {
+                let mut c = Command::new("unshare");
+                c.args([
+                    "--uts",
+                    "sh",
+                    "-c",
+                    &format!("hostname {h} && exec \"$0\" \"$@\""),
+                ]);
+                c.arg(self.bins.join("kube-apiserver"));
+                c
+            }
+        };
         cmd.args(&a.args);
         let log = self.path().join(format!("apiserver-{index}.log"));
         let mut p = Proc::spawn("kube-apiserver", cmd, log);
@@ -404,8 +434,9 @@ impl ControlPlane {
         &self.apiservers[0].url
     }
 
-    fn ca_path(&self, index: usize) -> PathBuf {
-        self.apiservers[index].cert_dir.join("apiserver.crt")
+    /// The CA that signed every apiserver's serving certificate.
+    pub fn ca_path(&self, _index: usize) -> PathBuf {
+        self.path().join("apiserver-ca.crt")
     }
 
     fn write_kubeconfigs(&self) {
@@ -665,6 +696,32 @@ fn pem_certs(pem: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// A CA and one serving certificate for every loopback address the test bed uses.
+fn make_serving_tls(d: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "atrest-test-apiserver-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let mut names: Vec<String> = (1..=9).map(|i| format!("127.0.0.{i}")).collect();
+    names.extend([
+        "localhost".to_string(),
+        "kubernetes.default.svc".to_string(),
+    ]);
+    let key = KeyPair::generate().unwrap();
+    let mut sp = CertificateParams::new(names).unwrap();
+    sp.distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    let cert = sp.signed_by(&key, &issuer).unwrap();
+    write_private(&d.join("apiserver-ca.crt"), ca.pem().as_bytes());
+    write_private(&d.join("apiserver.crt"), cert.pem().as_bytes());
+    write_private(&d.join("apiserver.key"), key.serialize_pem().as_bytes());
 }
 
 /// A CA, an etcd serving certificate for 127.0.0.1, and a client certificate.
