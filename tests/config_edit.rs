@@ -49,7 +49,7 @@ fn rotate_a_key_of_the_same_provider() {
     assert_eq!(labels(&c), ["aescbc:k1", "aescbc:new", "identity"]);
     let again = add_read_key(&c, &rules, &t).unwrap();
     assert_eq!(labels(&again), labels(&c), "idempotent");
-    let c = promote(&c, &rules, &t).unwrap();
+    let c = promote(&c, &rules, &t.label()).unwrap();
     assert_eq!(labels(&c), ["aescbc:new", "aescbc:k1", "identity"]);
     let c = remove(&c, &rules, &set(&["aescbc:k1"])).unwrap();
     assert_eq!(labels(&c), ["aescbc:new", "identity"]);
@@ -66,7 +66,12 @@ fn turn_encryption_on_switch_provider_and_turn_it_off() {
     let c = cfg("[{identity: {}}]");
     let rules = rules_for(&c, &[GroupResource::secrets()]);
     let aes = new_key(KeyProvider::Aescbc);
-    let c = promote(&add_read_key(&c, &rules, &aes).unwrap(), &rules, &aes).unwrap();
+    let c = promote(
+        &add_read_key(&c, &rules, &aes).unwrap(),
+        &rules,
+        &aes.label(),
+    )
+    .unwrap();
     assert_eq!(labels(&c), ["aescbc:new", "identity"]);
     let c = remove(&c, &rules, &set(&["identity"])).unwrap();
     assert_eq!(labels(&c), ["aescbc:new"]);
@@ -76,14 +81,14 @@ fn turn_encryption_on_switch_provider_and_turn_it_off() {
     ));
     let c = add_read_key(&c, &rules, &sb).unwrap();
     assert_eq!(labels(&c), ["aescbc:new", "secretbox:sb"]);
-    let c = promote(&c, &rules, &sb).unwrap();
+    let c = promote(&c, &rules, &sb.label()).unwrap();
     assert_eq!(labels(&c), ["secretbox:sb", "aescbc:new"]);
     roundtrip(&c);
 
     let off = RotationTarget::Identity;
     let c = add_read_key(&c, &rules, &off).unwrap();
     assert_eq!(labels(&c), ["secretbox:sb", "identity", "aescbc:new"]);
-    let c = promote(&c, &rules, &off).unwrap();
+    let c = promote(&c, &rules, &off.label()).unwrap();
     assert_eq!(labels(&c), ["identity", "secretbox:sb", "aescbc:new"]);
     let c = remove(&c, &rules, &set(&["secretbox:sb", "aescbc:new"])).unwrap();
     assert_eq!(labels(&c), ["identity"]);
@@ -95,5 +100,5 @@ fn refuses_to_remove_the_write_key_or_promote_an_unknown_key() {
     let c = cfg("[{aescbc: {keys: [{name: k1, secret: K}]}}, {identity: {}}]");
     let rules = rules_for(&c, &[GroupResource::secrets()]);
     assert!(remove(&c, &rules, &set(&["aescbc:k1"])).is_err());
-    assert!(promote(&c, &rules, &new_key(KeyProvider::Aesgcm)).is_err());
+    assert!(promote(&c, &rules, &new_key(KeyProvider::Aesgcm).label()).is_err());
 }

@@ -51,6 +51,121 @@ pub enum Command {
     /// Rewrite, through the apiserver, every object etcd shows is not on its write key.
     #[command(after_help = REENCRYPT_HELP)]
     Reencrypt(ReencryptArgs),
+    /// Rotate keys (or switch provider, or turn encryption on or off) step by guarded step.
+    #[command(subcommand)]
+    Rotate(RotateCommand),
+}
+
+const ROTATE_HELP: &str = "\
+The runbook, one guarded step at a time (each refuses what would lose data):
+  prepare    a new key becomes a read key everywhere (after an etcd snapshot)
+  promote    once every apiserver runs that config: the new key becomes the write key,
+             then a canary secret through each apiserver proves it writes with it
+  reencrypt  every object rewritten through the apiserver, proven in etcd
+  prune      after a fresh scan shows nothing uses them: old keys removed (and archived)
+  run        all of the above in order;  abort  undo safely before prune
+
+Each step waits until every apiserver reports the new config hash on /metrics
+(apiserver_encryption_config_controller_last_config_info). With several control-plane nodes,
+copy the config file to each node yourself; atrest waits until each apiserver has loaded it.
+State, backups, the snapshot, the checkpoint and the key archive live in the state folder
+(default: an `atrest` folder beside the config). Every step can be re-run after a crash.
+
+Exit codes:
+  0  the step is done
+  2  refused or could not complete (the message says why and what to do)
+  3  interrupted during reencrypt; run the same command again";
+
+#[derive(Subcommand, Debug)]
+pub enum RotateCommand {
+    /// Add a new key (or provider) as a read key everywhere the rotation touches.
+    #[command(after_help = ROTATE_HELP)]
+    Prepare(RotatePrepareArgs),
+    /// Make the new key the write key (once every apiserver can read it).
+    #[command(after_help = ROTATE_HELP)]
+    Promote(RotateArgs),
+    /// Rewrite every object of the rotated resources with the new write key.
+    #[command(after_help = ROTATE_HELP)]
+    Reencrypt(RotateArgs),
+    /// Remove keys no stored value uses (proven by a fresh scan), archiving them.
+    #[command(after_help = ROTATE_HELP)]
+    Prune(RotateArgs),
+    /// prepare, promote, reencrypt and prune in order, waiting for the apiservers at each step.
+    #[command(after_help = ROTATE_HELP)]
+    Run(RotatePrepareArgs),
+    /// Undo the rotation safely (before prune).
+    #[command(after_help = ROTATE_HELP)]
+    Abort(RotateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub source: ConfigSource,
+    #[command(flatten)]
+    pub etcd: EtcdFlags,
+    /// Kubeconfig for the apiserver [env: KUBECONFIG].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// atrest's state folder (default: an `atrest` folder beside the config file).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// An apiserver to check directly (repeat for each); default: the endpoints of
+    /// default/kubernetes, else the kubeconfig's server.
+    #[arg(long = "apiserver", value_name = "URL")]
+    pub apiservers: Vec<String>,
+    /// How long to wait for every apiserver to load a new config (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+    /// Namespace of the canary secrets written after promote.
+    #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
+    pub canary_namespace: String,
+    /// Re-encryption: writes in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Re-encryption: client-side requests per second (0: none).
+    #[arg(long, value_name = "QPS", default_value_t = 0.0)]
+    pub qps: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RotatePrepareArgs {
+    #[command(flatten)]
+    pub common: RotateArgs,
+    /// What to move to: a new local key, KMS v2, or identity (turns encryption off).
+    #[arg(long, value_enum, default_value_t = TargetArg::Secretbox)]
+    pub provider: TargetArg,
+    /// Name of the new key (default: key-<UTC timestamp>).
+    #[arg(long, value_name = "NAME")]
+    pub key_name: Option<String>,
+    /// KMS v2 provider name (with --provider kms).
+    #[arg(long, value_name = "NAME", required_if_eq("provider", "kms"))]
+    pub kms_name: Option<String>,
+    /// KMS v2 plugin endpoint, unix:///path (with --provider kms).
+    #[arg(long, value_name = "URL", required_if_eq("provider", "kms"))]
+    pub kms_endpoint: Option<String>,
+    /// KMS v2 call timeout (e.g. 3s).
+    #[arg(long, value_name = "DURATION")]
+    pub kms_timeout: Option<String>,
+    /// Only the rules covering these resources (secrets always); every resource of an edited
+    /// rule is rotated with it.
+    #[arg(long = "resource", value_name = "RESOURCE")]
+    pub resources: Vec<String>,
+    /// Where to write the etcd snapshot taken first (default: the state folder).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_snapshot")]
+    pub snapshot: Option<PathBuf>,
+    /// Skip the snapshot (recorded in the state and shown in reports).
+    #[arg(long)]
+    pub no_snapshot: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetArg {
+    Aescbc,
+    Aesgcm,
+    Secretbox,
+    Kms,
+    Identity,
 }
 
 const REENCRYPT_HELP: &str = "\
@@ -193,6 +308,10 @@ pub struct ScanArgs {
     /// At most this many names per list and resource (all are still counted).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_list: usize,
+    /// Also try the retired keys of this key archive (from `atrest rotate prune`), e.g. to
+    /// check a restored snapshot.
+    #[arg(long, value_name = "FILE")]
+    pub key_archive: Option<PathBuf>,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -209,6 +328,12 @@ pub struct StatusArgs {
     /// Skip the etcd scan (config and settings only).
     #[arg(long)]
     pub no_scan: bool,
+    /// atrest's state folder (default: an `atrest` folder beside the config file).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// An apiserver to check directly (repeat for each).
+    #[arg(long = "apiserver", value_name = "URL")]
+    pub apiservers: Vec<String>,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

@@ -32,6 +32,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Scan(a) => scan_cmd(a).await,
         Command::Status(a) => status_cmd(a).await,
         Command::Reencrypt(a) => reencrypt_cmd(a).await,
+        Command::Rotate(c) => rotate_cmd(c).await,
     };
     match result {
         Ok(code) => code,
@@ -172,6 +173,7 @@ pub(crate) async fn scan_cluster(
     resources: &[String],
     verify: bool,
     max_list: usize,
+    key_archive: Option<&std::path::Path>,
 ) -> Result<ScanReport> {
     let target = EtcdTarget::from_settings(s);
     let client = target.connect().await?;
@@ -189,7 +191,10 @@ pub(crate) async fn scan_cluster(
                 verify,
                 ..Default::default()
             },
-            archive: Vec::new(),
+            archive: match key_archive {
+                Some(p) => atrest::keys::archive::load(p)?,
+                None => Vec::new(),
+            },
         },
         patience: Duration::from_secs(etcd.etcd_patience),
         ..Default::default()
@@ -224,7 +229,16 @@ pub(crate) async fn scan_cluster(
 async fn scan_cmd(a: args::ScanArgs) -> Result<i32> {
     let s = settings::resolve(&flags(&a.source, Some(&a.etcd), None))?;
     let loaded = load_config(&s)?;
-    let report = scan_cluster(&s, &loaded, &a.etcd, &a.resources, a.verify, a.max_list).await?;
+    let report = scan_cluster(
+        &s,
+        &loaded,
+        &a.etcd,
+        &a.resources,
+        a.verify,
+        a.max_list,
+        a.key_archive.as_deref(),
+    )
+    .await?;
     match a.output {
         Output::Json => render::print_json(&report),
         Output::Table => print!("{}", render::scan_table(&report)),
@@ -244,16 +258,45 @@ async fn status_cmd(a: args::StatusArgs) -> Result<i32> {
     let scan = if a.no_scan {
         None
     } else {
-        Some(scan_cluster(&s, &loaded, &a.etcd, &[], false, 20).await)
+        Some(scan_cluster(&s, &loaded, &a.etcd, &[], false, 20, None).await)
+    };
+    let dir = state_dir(a.state_dir.as_ref(), &loaded);
+    let state = atrest::rotate::State::load(&dir, &loaded.path).ok();
+    let archive_path = dir.join(atrest::rotate::ARCHIVE_FILE);
+    let archived = if archive_path.exists() {
+        atrest::keys::archive::list(&archive_path).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let convergence =
+        match atrest::kube::connect(s.kubeconfig.as_ref().map(|k| k.value.as_path())).await {
+            Ok(api) => {
+                let aps = atrest::rotate::Apiservers {
+                    base: api,
+                    explicit: a.apiservers.clone(),
+                };
+                Ok(aps.survey(&loaded.hash).await)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+    let extra = render::StatusExtra {
+        state_path: atrest::rotate::State::path(&dir),
+        state,
+        archived,
+        convergence,
     };
     let scan_ok = matches!(scan, None | Some(Ok(_)));
     match a.output {
-        Output::Json => {
-            render::print_json(&render::status_json(&s, &loaded, &findings, scan.as_ref()))
-        }
+        Output::Json => render::print_json(&render::status_json(
+            &s,
+            &loaded,
+            &findings,
+            scan.as_ref(),
+            &extra,
+        )),
         Output::Table => print!(
             "{}",
-            render::status_table(&s, &loaded, &findings, scan.as_ref())
+            render::status_table(&s, &loaded, &findings, scan.as_ref(), &extra)
         ),
     }
     let clean = scan.is_none() || matches!(&scan, Some(Ok(r)) if r.clean());
@@ -398,4 +441,128 @@ async fn reencrypt_cmd(a: args::ReencryptArgs) -> Result<i32> {
     } else {
         EXIT_FINDINGS
     })
+}
+
+fn manifest_reload(s: &Settings) -> Option<bool> {
+    s.manifest
+        .as_ref()
+        .and_then(|m| settings::read_manifest(m).ok())
+        .map(|m| m.automatic_reload.unwrap_or(false))
+}
+
+async fn rotate_cmd(c: args::RotateCommand) -> Result<i32> {
+    use args::RotateCommand as R;
+    use atrest::rotate::{PrepareRequest, Rotator, SnapshotChoice, TargetSpec};
+    let (common, prepare) = match &c {
+        R::Prepare(p) | R::Run(p) => (p.common.clone(), Some(p.clone())),
+        R::Promote(a) | R::Reencrypt(a) | R::Prune(a) | R::Abort(a) => (a.clone(), None),
+    };
+    let s = settings::resolve(&flags(
+        &common.source,
+        Some(&common.etcd),
+        common.kubeconfig.clone(),
+    ))?;
+    let loaded = load_config(&s)?;
+    let target = EtcdTarget::from_settings(&s);
+    let etcd = target.connect().await?;
+    let api = atrest::kube::connect(s.kubeconfig.as_ref().map(|k| k.value.as_path())).await?;
+    let say = |m: &str| eprintln!("atrest: {m}");
+    let rotator = Rotator {
+        config_path: loaded.path.clone(),
+        state_dir: state_dir(common.state_dir.as_ref(), &loaded),
+        etcd: &etcd,
+        etcd_prefix: target.prefix.clone(),
+        apiservers: atrest::rotate::Apiservers {
+            base: api,
+            explicit: common.apiservers.clone(),
+        },
+        wait_timeout: Duration::from_secs(common.timeout),
+        automatic_reload: manifest_reload(&s),
+        canary_namespace: common.canary_namespace.clone(),
+        reencrypt: atrest::migrate::ReencryptOptions {
+            concurrency: common.concurrency,
+            qps: common.qps,
+            patience: Duration::from_secs(common.etcd.etcd_patience),
+            stop: stop_on_signal(),
+            ..Default::default()
+        },
+        say: &say,
+    };
+    let request = |p: &args::RotatePrepareArgs| -> Result<PrepareRequest> {
+        Ok(PrepareRequest {
+            target: match p.provider {
+                args::TargetArg::Aescbc => TargetSpec::Key(KeyProvider::Aescbc),
+                args::TargetArg::Aesgcm => TargetSpec::Key(KeyProvider::Aesgcm),
+                args::TargetArg::Secretbox => TargetSpec::Key(KeyProvider::Secretbox),
+                args::TargetArg::Identity => TargetSpec::Identity,
+                args::TargetArg::Kms => TargetSpec::KmsV2 {
+                    name: p
+                        .kms_name
+                        .clone()
+                        .ok_or_else(|| anyhow!("--provider kms needs --kms-name"))?,
+                    endpoint: p
+                        .kms_endpoint
+                        .clone()
+                        .ok_or_else(|| anyhow!("--provider kms needs --kms-endpoint"))?,
+                    timeout: p.kms_timeout.clone(),
+                },
+            },
+            key_name: p.key_name.clone(),
+            resources: p
+                .resources
+                .iter()
+                .map(|r| GroupResource::parse(r))
+                .collect(),
+            snapshot: match (&p.snapshot, p.no_snapshot) {
+                (_, true) => SnapshotChoice::Skip,
+                (Some(path), false) => SnapshotChoice::Path(path.clone()),
+                (None, false) => SnapshotChoice::Default,
+            },
+        })
+    };
+    let mut bar = Bar::new("re-encrypting");
+    let result = match &c {
+        R::Prepare(_) => {
+            rotator
+                .prepare(&request(prepare.as_ref().expect("prepare args"))?)
+                .await
+        }
+        R::Promote(_) => rotator.promote().await,
+        R::Reencrypt(_) => rotator.reencrypt(&mut bar).await.map(|_| ()),
+        R::Prune(_) => rotator.prune().await.map(|_| ()),
+        R::Run(_) => {
+            rotator
+                .run(&request(prepare.as_ref().expect("run args"))?, &mut bar)
+                .await
+        }
+        R::Abort(_) => rotator.abort().await,
+    };
+    bar.finish();
+    match result {
+        Ok(()) => {
+            let st = atrest::rotate::State::load(&rotator.state_dir, &rotator.config_path)?;
+            match &st.rotation {
+                Some(r) => println!(
+                    "rotation to {}: stage {:?}; next: {}",
+                    r.target,
+                    r.stage,
+                    r.stage.next_command()
+                ),
+                None => println!(
+                    "no rotation in progress; config {}",
+                    st.expected_hash.as_deref().unwrap_or("-")
+                ),
+            }
+            Ok(EXIT_OK)
+        }
+        Err(atrest::rotate::RotateError::NothingToDo(m)) if matches!(c, R::Run(_)) => {
+            println!("{m}");
+            Ok(EXIT_OK)
+        }
+        Err(atrest::rotate::RotateError::Interrupted) => {
+            eprintln!("atrest: interrupted; run the same command again to continue");
+            Ok(EXIT_INTERRUPTED)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -105,6 +105,13 @@ pub struct Classification<'t> {
     pub detail: Option<String>,
 }
 
+impl Classification<'_> {
+    /// Stored with the resource's write key and not stale: nothing to rewrite.
+    pub fn on_write_key(&self) -> bool {
+        self.write_key && !self.stale
+    }
+}
+
 #[derive(Debug)]
 enum CandidateKind {
     Identity,

@@ -144,13 +144,12 @@ pub fn add_read_key(
 pub fn promote(
     config: &EncryptionConfig,
     rules: &[usize],
-    target: &RotationTarget,
+    label: &str,
 ) -> Result<EncryptionConfig, EditError> {
     let mut out = config.clone();
-    let label = target.label();
     for &r in rules {
         let providers = &mut rule_mut(&mut out, r)?.providers;
-        let (i, j) = find(providers, &label)
+        let (i, j) = find(providers, label)
             .ok_or_else(|| EditError::Refused(format!("resources[{r}] cannot promote {label}: it is not a read key there yet (run prepare first)")))?;
         if let Provider::Keys { keys, .. } = &mut providers[i] {
             let k = keys.remove(j);

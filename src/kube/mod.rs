@@ -29,11 +29,13 @@ pub enum KubeError {
     Request { url: String, message: String },
 }
 
-/// A client plus the URL it talks to (for messages).
+/// A client plus the URL it talks to (for messages) and its config (to reach one apiserver of
+/// several directly with the same credentials).
 #[derive(Clone)]
 pub struct Api {
     pub client: Client,
     pub url: String,
+    config: kube::Config,
 }
 
 /// kubeconfig from the given path, else kube's usual chain (KUBECONFIG, ~/.kube/config,
@@ -58,8 +60,13 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Api, KubeError> {
         .to_string()
         .trim_end_matches('/')
         .to_string();
-    let client = Client::try_from(config).map_err(|e| KubeError::NoConfig(e.to_string()))?;
-    Ok(Api { client, url })
+    let client =
+        Client::try_from(config.clone()).map_err(|e| KubeError::NoConfig(e.to_string()))?;
+    Ok(Api {
+        client,
+        url,
+        config,
+    })
 }
 
 async fn load_kubeconfig(path: &Path) -> Result<kube::Config, KubeError> {
@@ -75,15 +82,16 @@ async fn load_kubeconfig(path: &Path) -> Result<kube::Config, KubeError> {
 
 impl Api {
     /// The same credentials, aimed at one apiserver URL directly (bypassing a load balancer).
-    pub fn for_url(&self, config: &kube::Config, url: &str) -> Result<Api, KubeError> {
-        let mut c = config.clone();
+    pub fn for_url(&self, url: &str) -> Result<Api, KubeError> {
+        let mut c = self.config.clone();
         c.cluster_url = url
             .parse()
-            .map_err(|e: http::uri::InvalidUri| KubeError::NoConfig(e.to_string()))?;
-        let client = Client::try_from(c).map_err(|e| KubeError::NoConfig(e.to_string()))?;
+            .map_err(|e: http::uri::InvalidUri| KubeError::NoConfig(format!("{url}: {e}")))?;
+        let client = Client::try_from(c.clone()).map_err(|e| KubeError::NoConfig(e.to_string()))?;
         Ok(Api {
             client,
             url: url.trim_end_matches('/').to_string(),
+            config: c,
         })
     }
 

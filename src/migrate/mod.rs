@@ -668,11 +668,7 @@ async fn stored_now(
     let resp = kv.get(key, None).await.map_err(|e| e.to_string())?;
     Ok(resp.kvs().first().map(|v| {
         let c = table.classify(v.key(), v.value(), &Options::default());
-        (
-            c.write_key && !c.stale,
-            c.label.into_owned(),
-            v.mod_revision(),
-        )
+        (c.on_write_key(), c.label.into_owned(), v.mod_revision())
     }))
 }
 

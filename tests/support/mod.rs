@@ -881,3 +881,65 @@ impl ControlPlane {
         atrest(&all, &[])
     }
 }
+
+impl ControlPlane {
+    /// The encryption config file apiserver `index` reads (the last flag wins, as in pflag).
+    pub fn config_file_of(&self, index: usize) -> PathBuf {
+        self.apiservers[index]
+            .args
+            .iter()
+            .rev()
+            .find_map(|a| a.strip_prefix("--encryption-provider-config="))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.config_path.clone())
+    }
+
+    /// Runs `cmd` to completion, restarting each apiserver whose config file changes (the
+    /// restart path of a reload: an admin restarting it, or a static pod being recreated), so
+    /// that tests do not wait for the one-minute automatic reload poll.
+    pub async fn run_restarting(&mut self, mut cmd: std::process::Command) -> std::process::Output {
+        let hash = |p: &Path| {
+            std::fs::read(p)
+                .map(|b| atrest::config::config_hash(&b))
+                .unwrap_or_default()
+        };
+        let mut seen: Vec<String> = (0..self.apiservers.len())
+            .map(|i| hash(&self.config_file_of(i)))
+            .collect();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let out_pipe = child.stdout.take().unwrap();
+        let err_pipe = child.stderr.take().unwrap();
+        let out_reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut { out_pipe }, &mut v).unwrap();
+            v
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut { err_pipe }, &mut v).unwrap();
+            v
+        });
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            for (i, seen_hash) in seen.iter_mut().enumerate() {
+                let now = hash(&self.config_file_of(i));
+                if now != *seen_hash && self.apiservers[i].proc.is_some() {
+                    *seen_hash = now;
+                    self.restart_apiserver(i).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        std::process::Output {
+            status,
+            stdout: out_reader.join().unwrap(),
+            stderr: err_reader.join().unwrap(),
+        }
+    }
+}

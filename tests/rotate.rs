@@ -1,0 +1,594 @@
+//! `atrest rotate` on a real control plane: full rotations (key, provider, on, off), two
+//! apiservers that must both follow, SIGKILL at every stage, the prune proof, and a pre-rotation
+//! snapshot that still opens with the key archive.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::Value;
+use support::{ControlPlane, Options, create_namespace, create_secrets, random_key_b64};
+
+fn config_with(secrets_and_cms: &str) -> String {
+    format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets, configmaps]\n  providers: {secrets_and_cms}\n"
+    )
+}
+
+fn aescbc(name: &str, secret: &str) -> String {
+    format!("{{aescbc: {{keys: [{{name: {name}, secret: {secret}}}]}}}}")
+}
+
+fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrest"));
+    cmd.args(["rotate", step]).args(cp.atrest_flags());
+    cmd.arg(format!("--kubeconfig={}", cp.kubeconfig.display()));
+    cmd.arg(format!("--state-dir={}", cp.path().join("state").display()));
+    if !extra.iter().any(|a| a.starts_with("--timeout")) {
+        cmd.arg("--timeout=60");
+    }
+    cmd.args(extra);
+    for v in ["KUBECONFIG", "ETCDCTL_ENDPOINTS", "ATREST_CONFIG"] {
+        cmd.env_remove(v);
+    }
+    cmd
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn seed(cp: &ControlPlane) {
+    let client = cp.client().await;
+    create_namespace(&client, "r").await;
+    let names: Vec<String> = (0..30).map(|i| format!("s-{i:03}")).collect();
+    create_secrets(&client, "r", &names, "rotate-me").await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "r");
+    for i in 0..10 {
+        cms.create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": format!("cm-{i}")}, "data": {"k": format!("v{i}")}})).unwrap()).await.unwrap();
+    }
+}
+
+async fn data(cp: &ControlPlane) -> BTreeMap<String, Value> {
+    let client = cp.client().await;
+    let mut out = BTreeMap::new();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "r");
+    for s in secrets.list(&ListParams::default()).await.unwrap() {
+        out.insert(
+            format!("secret/{}", s.metadata.name.clone().unwrap()),
+            serde_json::to_value(&s.data).unwrap(),
+        );
+    }
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "r");
+    for c in cms.list(&ListParams::default()).await.unwrap() {
+        out.insert(
+            format!("configmap/{}", c.metadata.name.clone().unwrap()),
+            serde_json::to_value(&c.data).unwrap(),
+        );
+    }
+    out
+}
+
+/// Scans with --verify and returns the JSON document (exit code checked by the caller).
+fn scan(cp: &ControlPlane, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["scan", "--verify", "-o", "json"];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = cp.atrest(&args);
+    assert!(code == 0 || code == 1, "scan failed: {stderr}");
+    (code, serde_json::from_str(&stdout).unwrap())
+}
+
+fn resource<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == name)
+        .unwrap()
+}
+
+/// Every value of secrets and configmaps is on `write_key`, and nothing is unreadable.
+fn assert_all_on(doc: &Value, write_key: &str) {
+    for name in ["secrets", "configmaps"] {
+        let r = resource(doc, name);
+        assert_eq!(r["write_key"], write_key, "{name}: {r:#}");
+        assert_eq!(
+            r["counts"].as_object().unwrap().len(),
+            1,
+            "{name} uses only the write key: {r:#}"
+        );
+        for list in [
+            "plaintext",
+            "stale",
+            "undecryptable",
+            "unknown_key",
+            "corrupt",
+        ] {
+            assert!(
+                r[list].as_array().unwrap().is_empty(),
+                "{name}.{list}: {r:#}"
+            );
+        }
+    }
+}
+
+/// The providers of the secrets rule, as labels.
+fn config_labels(cp: &ControlPlane) -> Vec<String> {
+    let loaded = atrest::config::load(&cp.config_path).unwrap();
+    loaded
+        .config
+        .resolve(&atrest::GroupResource::secrets())
+        .read_labels()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_key_provider_on_and_off() {
+    // Turning encryption on: identity -> aescbc.
+    let mut cp = ControlPlane::start(Options {
+        config_yaml: Some(config_with("[{identity: {}}]")),
+        ..Default::default()
+    })
+    .await;
+    seed(&cp).await;
+    let before = data(&cp).await;
+    let out = cp
+        .run_restarting(rotate(
+            &cp,
+            "run",
+            &["--provider=aescbc", "--key-name=key1"],
+        ))
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        config_labels(&cp),
+        ["aescbc:key1"],
+        "identity removed once nothing is plaintext"
+    );
+    let (code, doc) = scan(&cp, &[]);
+    assert_eq!(code, 0);
+    assert_all_on(&doc, "aescbc:key1");
+    assert_eq!(data(&cp).await, before);
+
+    // Key rotation: aescbc key1 -> key2.
+    let out = cp
+        .run_restarting(rotate(
+            &cp,
+            "run",
+            &["--provider=aescbc", "--key-name=key2"],
+        ))
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(config_labels(&cp), ["aescbc:key2"]);
+    let (_, doc) = scan(&cp, &[]);
+    assert_all_on(&doc, "aescbc:key2");
+    assert_eq!(data(&cp).await, before);
+
+    // Provider switch: aescbc -> secretbox.
+    let out = cp
+        .run_restarting(rotate(
+            &cp,
+            "run",
+            &["--provider=secretbox", "--key-name=sb1"],
+        ))
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(config_labels(&cp), ["secretbox:sb1"]);
+    let (_, doc) = scan(&cp, &[]);
+    assert_all_on(&doc, "secretbox:sb1");
+    assert_eq!(data(&cp).await, before);
+
+    // Turning it off: secretbox -> identity.
+    let out = cp
+        .run_restarting(rotate(&cp, "run", &["--provider=identity"]))
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(config_labels(&cp), ["identity"]);
+    let (_, doc) = scan(&cp, &[]);
+    assert_eq!(resource(&doc, "secrets")["counts"]["identity"], 30);
+    assert_eq!(data(&cp).await, before);
+
+    // Every retired key is archived, and status lists them (never their material).
+    let archive = cp.path().join("state/key-archive.yaml");
+    let listed = atrest::keys::archive::list(&archive).unwrap();
+    let names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["key1", "key2", "sb1"]);
+    let (code, stdout, _) = cp.atrest(&[
+        "status",
+        "--no-scan",
+        "--kubeconfig",
+        cp.kubeconfig.to_str().unwrap(),
+        "--state-dir",
+        cp.path().join("state").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("Archived keys:")
+            && stdout.contains("aescbc:key1")
+            && stdout.contains("every apiserver runs the file"),
+        "{stdout}"
+    );
+    for k in atrest::keys::archive::load(&archive).unwrap() {
+        assert!(!stdout.contains(k.secret_base64().as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
+    let k1 = random_key_b64();
+    let mut cp = ControlPlane::start(Options {
+        config_yaml: Some(config_with(&format!(
+            "[{}, {{identity: {{}}}}]",
+            aescbc("key1", &k1)
+        ))),
+        ..Default::default()
+    })
+    .await;
+    seed(&cp).await;
+    let (old_value, _) = cp.raw("/registry/secrets/r/s-007").await.unwrap();
+    assert!(old_value.starts_with(b"k8s:enc:aescbc:v1:key1:"));
+
+    for step in ["prepare", "promote", "reencrypt"] {
+        let extra: &[&str] = if step == "prepare" {
+            &["--provider=aescbc", "--key-name=key2"]
+        } else {
+            &[]
+        };
+        let out = cp.run_restarting(rotate(&cp, step, extra)).await;
+        assert_eq!(out.status.code(), Some(0), "{step}: {}", text(&out));
+    }
+    // Steps out of order are refused and say what comes next.
+    let out = cp.run_restarting(rotate(&cp, "promote", &[])).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("atrest rotate prune"),
+        "{}",
+        text(&out)
+    );
+
+    // One object back on the old key (as a restore or a lagging writer would leave it).
+    cp.plant("/registry/secrets/r/s-007", old_value).await;
+    let out = cp.run_restarting(rotate(&cp, "prune", &[])).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("prune refused") && err.contains("r/s-007") && err.contains("aescbc:key1"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        config_labels(&cp),
+        ["aescbc:key2", "aescbc:key1", "identity"],
+        "nothing removed"
+    );
+
+    let out = cp.run_restarting(rotate(&cp, "reencrypt", &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = cp.run_restarting(rotate(&cp, "prune", &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(config_labels(&cp), ["aescbc:key2"]);
+
+    // The snapshot taken before the rotation, restored into a scratch etcd, opens with the
+    // current config plus the key archive.
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(cp.path().join("state/rotation.json")).unwrap(),
+    )
+    .unwrap();
+    let snap = state["history"][0]["snapshot"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let restored = cp.path().join("restored");
+    let out = Command::new(cp.bins.join("etcdutl"))
+        .args([
+            "snapshot",
+            "restore",
+            &snap,
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let port = support::free_port();
+    let peer = support::free_port();
+    let mut scratch = Command::new(cp.bins.join("etcd"));
+    scratch.args([
+        "--name=atrest-test",
+        &format!("--data-dir={}", restored.display()),
+        &format!("--listen-client-urls=http://127.0.0.1:{port}"),
+        &format!("--advertise-client-urls=http://127.0.0.1:{port}"),
+        &format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+        &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+        &format!("--initial-cluster=atrest-test=http://127.0.0.1:{peer}"),
+    ]);
+    scratch
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut scratch = scratch.spawn().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let archive = cp.path().join("state/key-archive.yaml");
+    let config = cp.config_path.to_str().unwrap().to_string();
+    let mut result = None;
+    for _ in 0..50 {
+        let (code, stdout, stderr) = support::atrest(
+            &[
+                "scan",
+                "--verify",
+                "-o",
+                "json",
+                "--config",
+                &config,
+                "--endpoints",
+                &endpoint,
+                "--key-archive",
+                archive.to_str().unwrap(),
+            ],
+            &[],
+        );
+        if code != 2 {
+            result = Some((code, stdout));
+            break;
+        }
+        assert!(stderr.contains("cannot connect"), "{stderr}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = scratch.kill();
+    let _ = scratch.wait();
+    let (_, stdout) = result.expect("the scratch etcd answered");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    for name in ["secrets", "configmaps"] {
+        let r = resource(&doc, name);
+        for list in ["undecryptable", "unknown_key", "corrupt"] {
+            assert!(
+                r[list].as_array().unwrap().is_empty(),
+                "{name}.{list}: {r:#}"
+            );
+        }
+    }
+    assert_eq!(
+        resource(&doc, "secrets")["counts"]["aescbc:key1"],
+        30,
+        "the old key from the archive opens them"
+    );
+    // Without the archive, those values are unreadable: the archive is what keeps snapshots useful.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_every_stage_then_rerun_completes() {
+    let k1 = random_key_b64();
+    let mut cp = ControlPlane::start(Options {
+        config_yaml: Some(config_with(&format!(
+            "[{}, {{identity: {{}}}}]",
+            aescbc("key1", &k1)
+        ))),
+        ..Default::default()
+    })
+    .await;
+    seed(&cp).await;
+    let before = data(&cp).await;
+    let state_dir = cp.path().join("state");
+    let read_state = |dir: &std::path::Path| -> Value {
+        std::fs::read_to_string(dir.join("rotation.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    };
+    // Each round kills `rotate run` the moment it reaches a point: mid-prepare (snapshot taken,
+    // config not yet written), prepared, promoted, mid-reencrypt, reencrypted, mid-prune.
+    type Point = fn(&std::path::Path, &Value) -> bool;
+    let points: [(&str, Point); 6] = [
+        ("snapshot taken", |dir, _| {
+            std::fs::read_dir(dir.join("snapshots"))
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false)
+        }),
+        ("prepared", |_, st| st["rotation"]["stage"] == "prepared"),
+        ("promoted", |_, st| st["rotation"]["stage"] == "promoted"),
+        ("mid-reencrypt", |dir, _| {
+            std::fs::read_to_string(dir.join("reencrypt-checkpoint.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .is_some_and(|c| c["counters"]["secrets"]["writes"].as_u64().unwrap_or(0) >= 3)
+        }),
+        ("reencrypted", |_, st| {
+            st["rotation"]["stage"] == "reencrypted"
+        }),
+        ("archive written (mid-prune)", |dir, _| {
+            dir.join("key-archive.yaml").exists()
+        }),
+    ];
+    let mut stages_killed_in = std::collections::BTreeSet::new();
+    for (rounds, (point, reached)) in points.iter().enumerate() {
+        let mut child = rotate(
+            &cp,
+            "run",
+            &[
+                "--provider=aescbc",
+                "--key-name=key2",
+                "--qps=10",
+                "--concurrency=1",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        let start = std::time::Instant::now();
+        let mut seen = cp.config_hash();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if reached(&state_dir, &read_state(&state_dir))
+                || start.elapsed() > Duration::from_secs(90)
+            {
+                child.kill().unwrap();
+                let _ = child.wait();
+                stages_killed_in.insert(*point);
+                break;
+            }
+            if cp.config_hash() != seen {
+                seen = cp.config_hash();
+                cp.restart_apiserver(0).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if cp.config_hash() != cp.loaded_config_hash(0).await.unwrap_or_default() {
+            cp.restart_apiserver(0).await;
+        }
+        // Never unreadable: every value opens with the config on disk, and the apiserver serves all.
+        let (_, doc) = scan(&cp, &["--resource", "secrets"]);
+        let r = resource(&doc, "secrets");
+        assert!(
+            r["undecryptable"].as_array().unwrap().is_empty()
+                && r["unknown_key"].as_array().unwrap().is_empty(),
+            "round {rounds} ({point}): {r:#}"
+        );
+        assert_eq!(data(&cp).await, before, "round {rounds} ({point})");
+    }
+    eprintln!("killed at stages: {stages_killed_in:?}");
+    assert!(
+        stages_killed_in.len() >= 5,
+        "kills landed in the stages: {stages_killed_in:?}"
+    );
+    let out = cp
+        .run_restarting(rotate(
+            &cp,
+            "run",
+            &["--provider=aescbc", "--key-name=key2"],
+        ))
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(config_labels(&cp), ["aescbc:key2"]);
+    let (code, doc) = scan(&cp, &[]);
+    assert_eq!(code, 0);
+    assert_all_on(&doc, "aescbc:key2");
+    assert_eq!(data(&cp).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_apiservers_must_both_follow_before_promote() {
+    let k1 = random_key_b64();
+    let mut cp = ControlPlane::start(Options {
+        config_yaml: Some(config_with(&format!(
+            "[{}, {{identity: {{}}}}]",
+            aescbc("key1", &k1)
+        ))),
+        ..Default::default()
+    })
+    .await;
+    // The second control-plane node: its own copy of the config, its own hostname (identity).
+    let copy = cp.path().join("node-b-encryption-config.yaml");
+    std::fs::copy(&cp.config_path, &copy).unwrap();
+    let b = cp
+        .add_apiserver_as(
+            "127.0.0.2",
+            Some("node-b"),
+            &[format!("--encryption-provider-config={}", copy.display())],
+        )
+        .await;
+    seed(&cp).await;
+    let a_url = cp.apiservers[0].url.clone();
+    let b_url = cp.apiservers[b].url.clone();
+    let urls = [
+        format!("--apiserver={a_url}"),
+        format!("--apiserver={b_url}"),
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        urls.iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+
+    // prepare writes node A's file; node B keeps the old one: the wait fails and names B.
+    let args = with(&["--provider=aescbc", "--key-name=key2", "--timeout=8"]);
+    let out = cp
+        .run_restarting(rotate(
+            &cp,
+            "prepare",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        ))
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&b_url) && err.contains("not every apiserver runs"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        err.contains("copy") && err.contains("every control-plane node"),
+        "{}",
+        text(&out)
+    );
+
+    // promote refuses while B lags, and names it.
+    let args = with(&["--timeout=5"]);
+    let out = cp
+        .run_restarting(rotate(
+            &cp,
+            "promote",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        ))
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&b_url));
+    assert_eq!(
+        config_labels(&cp),
+        ["aescbc:key1", "aescbc:key2", "identity"],
+        "not promoted"
+    );
+
+    // The admin syncs node B's file with node A's from now on (here: a symlink) and restarts
+    // it; promote now waits for both, and its canary proves each one writes with key2.
+    std::fs::remove_file(&copy).unwrap();
+    std::os::unix::fs::symlink(&cp.config_path, &copy).unwrap();
+    cp.restart_apiserver(b).await;
+    let args = with(&["--timeout=60"]);
+    let out = cp
+        .run_restarting(rotate(
+            &cp,
+            "promote",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        ))
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("canary through {a_url}"))
+            && err.contains(&format!("canary through {b_url}")),
+        "{}",
+        text(&out)
+    );
+    let status = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(["status", "--no-scan", "-o", "json"])
+        .args(cp.atrest_flags())
+        .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+        .arg(format!("--state-dir={}", cp.path().join("state").display()))
+        .args(&urls)
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(doc["converged"], true, "{doc:#}");
+    assert_eq!(doc["apiservers"]["apiservers"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["rotation"]["stage"], "promoted");
+    // Both apiservers write with key2 now: a write through each lands on key2.
+    for (i, url) in [(0usize, &a_url), (b, &b_url)] {
+        let client = cp.client_for(i).await;
+        create_secrets(&client, "r", &[format!("via-{i}")], "x").await;
+        let (v, _) = cp
+            .raw(&format!("/registry/secrets/r/via-{i}"))
+            .await
+            .unwrap();
+        assert!(v.starts_with(b"k8s:enc:aescbc:v1:key2:"), "{url}");
+    }
+}
