@@ -48,10 +48,10 @@ EOC
 # measure LABEL RUNS CMD...: runs CMD RUNS times (after one warm-up), prints "LABEL median_s max_rss_kib".
 measure() {
   local label=$1 runs=$2; shift 2
-  "$@" >/dev/null 2>&1 || true
+  [ -n "${NO_WARMUP:-}" ] || "$@" >/dev/null 2>&1 || true
   local times=() rss=0
   for _ in $(seq 1 "$runs"); do
-    /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/stderr" || true
+    /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/stdout" 2>"$work/stderr" || echo "($label exited non-zero: $(tail -2 "$work/stderr" | tr '\n' ' '))" >&2
     read -r t m <"$work/time"
     times+=("$t")
     [ "$m" -gt "$rss" ] && rss=$m

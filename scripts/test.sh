@@ -7,10 +7,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
-# Debian packages: protoc (prost-build) and openssl.
+# Debian packages: protoc (prost-build), util-linux (unshare, for a second apiserver identity)
+# and chromium (the HTML report is checked in a real headless browser).
 missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
-command -v openssl >/dev/null || missing+=(openssl)
+command -v unshare >/dev/null || missing+=(util-linux)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   sudo_cmd=""

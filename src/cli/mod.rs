@@ -33,6 +33,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Status(a) => status_cmd(a).await,
         Command::Reencrypt(a) => reencrypt_cmd(a).await,
         Command::Rotate(c) => rotate_cmd(c).await,
+        Command::Report(a) => report_cmd(a).await,
     };
     match result {
         Ok(code) => code,
@@ -565,4 +566,166 @@ async fn rotate_cmd(c: args::RotateCommand) -> Result<i32> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+async fn etcd_cluster_info(
+    client: &etcd_client::Client,
+    target: &EtcdTarget,
+) -> atrest::report::EtcdInfo {
+    let mut info = atrest::report::EtcdInfo {
+        endpoints: vec![target.describe()],
+        ..Default::default()
+    };
+    let mut c = client.clone();
+    if let Ok(st) = c.status().await {
+        info.version = st.version().to_string();
+        info.cluster_id = st
+            .header()
+            .map(|h| format!("{:x}", h.cluster_id()))
+            .unwrap_or_default();
+    }
+    if let Ok(m) = c.member_list().await {
+        info.members = m
+            .members()
+            .iter()
+            .map(|m| atrest::report::EtcdMember {
+                id: format!("{:x}", m.id()),
+                name: m.name().to_string(),
+                client_urls: m.client_urls().to_vec(),
+            })
+            .collect();
+    }
+    info
+}
+
+async fn report_cmd(a: args::ReportArgs) -> Result<i32> {
+    if let Some(args::ReportSub::Diff {
+        a: first,
+        b: second,
+    }) = &a.diff
+    {
+        let read = |p: &PathBuf| -> Result<atrest::report::Report> {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not an atrest JSON report ({})",
+                    p.display(),
+                    atrest::report::SCHEMA
+                )
+            })
+        };
+        let (ra, rb) = (read(first)?, read(second)?);
+        let lines = atrest::report::diff::diff(&ra, &rb);
+        if lines.is_empty() {
+            println!(
+                "no differences between {} ({}) and {} ({})",
+                first.display(),
+                ra.generated_at,
+                second.display(),
+                rb.generated_at
+            );
+            return Ok(EXIT_OK);
+        }
+        println!(
+            "{} ({}) -> {} ({}):",
+            first.display(),
+            ra.generated_at,
+            second.display(),
+            rb.generated_at
+        );
+        for l in lines {
+            println!("  {l}");
+        }
+        return Ok(EXIT_FINDINGS);
+    }
+    let s = settings::resolve(&flags(&a.source, Some(&a.etcd), a.kubeconfig.clone()))?;
+    let loaded = load_config(&s)?;
+    let policy = match &a.policy {
+        Some(p) => atrest::report::Policy::load(p)?,
+        None => atrest::report::Policy::default(),
+    };
+    let target = EtcdTarget::from_settings(&s);
+    let (scan, etcd_info) = match &a.from_scan {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let scan: ScanReport = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not the JSON of `atrest scan -o json`",
+                    path.display()
+                )
+            })?;
+            let mut info = match target.connect().await {
+                Ok(c) => etcd_cluster_info(&c, &target).await,
+                Err(_) => atrest::report::EtcdInfo {
+                    endpoints: vec![target.describe()],
+                    cluster_id: "not reachable".into(),
+                    ..Default::default()
+                },
+            };
+            info.revision = scan.revision;
+            (scan, info)
+        }
+        None => {
+            let client = target.connect().await?;
+            let mut info = etcd_cluster_info(&client, &target).await;
+            let scan = scan_cluster(&s, &loaded, &a.etcd, &[], a.verify, 1000, None).await?;
+            info.revision = scan.revision;
+            (scan, info)
+        }
+    };
+    let convergence =
+        match atrest::kube::connect(s.kubeconfig.as_ref().map(|k| k.value.as_path())).await {
+            Ok(api) => Some(
+                atrest::rotate::Apiservers {
+                    base: api,
+                    explicit: a.apiservers.clone(),
+                }
+                .survey(&loaded.hash)
+                .await,
+            ),
+            Err(e) => {
+                tracing::warn!("apiservers not checked: {e}");
+                None
+            }
+        };
+    let dir = state_dir(a.state_dir.as_ref(), &loaded);
+    let state = atrest::rotate::State::load(&dir, &loaded.path)
+        .ok()
+        .filter(|st| st.expected_hash.is_some() || !st.history.is_empty());
+    let manifest_sets_config = s
+        .manifest
+        .as_ref()
+        .and_then(|m| settings::read_manifest(m).ok())
+        .map(|m| m.encryption_provider_config.is_some());
+    let report = atrest::report::build(&atrest::report::Inputs {
+        config: &loaded,
+        scan: &scan,
+        etcd: etcd_info,
+        convergence: convergence.as_ref(),
+        manifest_sets_config,
+        state: state
+            .as_ref()
+            .map(|st| (st, atrest::rotate::State::path(&dir))),
+        policy: &policy,
+        now: chrono::Utc::now(),
+    });
+    let text = match a.format {
+        args::ReportFormat::Json => serde_json::to_string_pretty(&report)?,
+        args::ReportFormat::Md => atrest::report::markdown::render(&report),
+        args::ReportFormat::Html => atrest::report::html::render(&report),
+    };
+    match &a.out {
+        Some(path) => {
+            atrest::fsutil::write_atomic(path, text.as_bytes(), 0o644)?;
+            eprintln!(
+                "atrest: report written to {} (verdict {})",
+                path.display(),
+                report.verdict.as_str()
+            );
+        }
+        None => println!("{text}"),
+    }
+    Ok(atrest::report::exit_code(&report))
 }

@@ -438,7 +438,7 @@ fn request_error(e: &etcd_client::Error) -> EtcdError {
 }
 
 /// An object that needs attention, by name (never its data).
-#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ObjectRef {
     /// `namespace/name`, or `name` when cluster-scoped.
     pub name: String,
@@ -451,7 +451,7 @@ pub struct ObjectRef {
 }
 
 /// Counts and lists for one resource.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ResourceReport {
     pub resource: String,
     /// The rule that covers it (`secrets`, `*.*`), or none.
@@ -466,7 +466,7 @@ pub struct ResourceReport {
     /// state → number of stored values.
     pub states: BTreeMap<String, u64>,
     /// KMS v2 key ID → number of stored values.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kms_key_ids: BTreeMap<String, u64>,
     /// Plaintext where the config wants encryption.
     pub plaintext: Vec<String>,
@@ -494,7 +494,7 @@ impl ResourceReport {
 }
 
 /// The whole answer of a scan.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ScanReport {
     pub revision: i64,
     pub verified: bool,

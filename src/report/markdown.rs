@@ -1,0 +1,148 @@
+//! The report as Markdown, for tickets and wikis.
+
+use std::fmt::Write;
+
+use super::{Report, Status};
+
+fn mark(s: Status) -> &'static str {
+    match s {
+        Status::Pass => "✅ PASS",
+        Status::Warn => "⚠️ WARN",
+        Status::Fail => "❌ FAIL",
+    }
+}
+
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# Encryption at rest audit: {}\n", mark(r.verdict));
+    let _ = writeln!(
+        o,
+        "Generated {} by atrest {} on {} (`{}`).\n",
+        r.generated_at, r.atrest_version, r.host, r.schema
+    );
+    let _ = writeln!(o, "## Cluster\n");
+    let _ = writeln!(
+        o,
+        "- etcd cluster {} (version {}), scan pinned at revision {}",
+        r.etcd.cluster_id, r.etcd.version, r.etcd.revision
+    );
+    for m in &r.etcd.members {
+        let _ = writeln!(
+            o,
+            "  - member {} `{}` {}",
+            m.id,
+            m.name,
+            m.client_urls.join(", ")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "- values {}",
+        if r.verified {
+            "decrypted one by one (--verify)"
+        } else {
+            "classified by prefix and key name"
+        }
+    );
+    for a in &r.apiservers {
+        let _ = writeln!(
+            o,
+            "- apiserver {}{}: config {}",
+            a.url,
+            a.identity_lease
+                .as_ref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default(),
+            a.config_hash
+                .as_deref()
+                .or(a.error.as_deref())
+                .unwrap_or("unknown")
+        );
+    }
+    let _ = writeln!(o, "\n## Config\n");
+    let _ = writeln!(
+        o,
+        "`{}` {} mode {} owner {}:{}\n",
+        r.config.path.display(),
+        r.config.sha256,
+        r.config.mode,
+        r.config.uid,
+        r.config.gid
+    );
+    let _ = writeln!(
+        o,
+        "| resource | rule | write key | keys in order (fingerprint) |\n|---|---|---|---|"
+    );
+    for v in &r.config.resources {
+        let keys: Vec<String> = v
+            .keys
+            .iter()
+            .map(|k| match &k.fingerprint {
+                Some(f) => format!("{} ({f})", k.label),
+                None => k.label.clone(),
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            v.resource,
+            v.rule.as_deref().unwrap_or("—"),
+            v.write_key,
+            keys.join(", ")
+        );
+    }
+    if let Some(rot) = &r.rotation {
+        let _ = writeln!(
+            o,
+            "\nRotation state `{}`: stage {}, target {}, last finished {}{}",
+            rot.state_file.display(),
+            rot.stage.as_deref().unwrap_or("none"),
+            rot.target.as_deref().unwrap_or("—"),
+            rot.last_finished.as_deref().unwrap_or("—"),
+            if rot.snapshot_skipped {
+                ", snapshot skipped"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(o, "\n## Checks\n");
+    let _ = writeln!(o, "| id | check | result |\n|---|---|---|");
+    for c in &r.checks {
+        let _ = writeln!(o, "| {} | {} | {} |", c.id, c.title, mark(c.status));
+    }
+    for c in &r.checks {
+        let _ = writeln!(o, "\n### {} {} — {}\n", c.id, c.title, c.status.as_str());
+        for e in &c.evidence {
+            let _ = writeln!(o, "- {e}");
+        }
+    }
+    let _ = writeln!(o, "\n## Stored objects\n");
+    let _ = writeln!(
+        o,
+        "| resource | write key | on write key | total | stored as |\n|---|---|---:|---:|---|"
+    );
+    for res in &r.resources {
+        let counts: Vec<String> = res
+            .counts
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} |",
+            res.resource,
+            res.write_key,
+            res.on_write_key,
+            res.total,
+            counts.join(", ")
+        );
+    }
+    if !r.lint.is_empty() {
+        let _ = writeln!(o, "\n## Lint\n");
+        for f in &r.lint {
+            let _ = writeln!(o, "- {} {}: {}", f.id, f.severity, f.message);
+        }
+    }
+    o
+}

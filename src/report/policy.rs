@@ -1,0 +1,81 @@
+//! The audit policy: what the checks demand. Defaults follow the Kubernetes docs' advice
+//! (KMS v2 recommended; secretbox strong; aesgcm fine with rotation; aescbc not recommended),
+//! and a small YAML file overrides them.
+
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policy {
+    /// Providers that pass: `kms-v2`, `secretbox`, `aesgcm`, `aescbc`, `kms-v1`.
+    #[serde(default = "default_allowed")]
+    pub allowed_providers: Vec<String>,
+    /// Providers that warn instead of failing.
+    #[serde(default = "default_discouraged")]
+    pub discouraged_providers: Vec<String>,
+    /// A write key older than this fails.
+    #[serde(default = "default_max_age")]
+    pub max_key_age_days: u32,
+    /// Resources that must be encrypted.
+    #[serde(default = "default_required")]
+    pub required_resources: Vec<String>,
+}
+
+fn default_allowed() -> Vec<String> {
+    ["kms-v2", "secretbox", "aesgcm"].map(String::from).to_vec()
+}
+fn default_discouraged() -> Vec<String> {
+    ["aescbc", "kms-v1"].map(String::from).to_vec()
+}
+fn default_max_age() -> u32 {
+    90
+}
+fn default_required() -> Vec<String> {
+    vec!["secrets".to_string()]
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            allowed_providers: default_allowed(),
+            discouraged_providers: default_discouraged(),
+            max_key_age_days: default_max_age(),
+            required_resources: default_required(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("policy {path}: {message}")]
+pub struct PolicyError {
+    pub path: String,
+    pub message: String,
+}
+
+impl Policy {
+    /// Reads a policy file; absent fields keep their defaults, unknown fields are errors.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let err = |message: String| PolicyError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let p: Policy = serde_saphyr::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let known = [
+            "kms-v2",
+            "kms-v1",
+            "secretbox",
+            "aesgcm",
+            "aescbc",
+            "identity",
+        ];
+        for name in p.allowed_providers.iter().chain(&p.discouraged_providers) {
+            if !known.contains(&name.as_str()) {
+                return Err(err(format!(
+                    "unknown provider {name:?}: expected one of {known:?}"
+                )));
+            }
+        }
+        Ok(p)
+    }
+}
