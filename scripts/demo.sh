@@ -68,3 +68,9 @@ etcdctl get /registry/secrets/demo/s-0000001 --print-value-only | head -c 48 | o
 
 say "atrest status after"
 status
+
+say "atrest report: the audit evidence, as one self-contained HTML file"
+report_file=${DEMO_REPORT:-$root/target/atrest-demo-report.html}
+env -u ATREST_CONFIG -u ETCDCTL_ENDPOINTS "$atrest" report --verify --format html --out "$report_file" \
+  --apiserver-manifest "$ATREST_APISERVER_MANIFEST" --state-dir "$work/state" || true
+echo "report: $report_file"

@@ -9,6 +9,7 @@ pub mod config;
 pub mod etcd;
 pub mod fsutil;
 pub mod keys;
+pub mod kms;
 pub mod kube;
 pub mod migrate;
 pub mod report;

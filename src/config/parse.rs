@@ -16,8 +16,13 @@ pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<EncryptionConfig, Config
     parse_str(path, text)
 }
 
-/// Parses and validates config text; `path` only names the file in errors.
+/// Parses and validates config text; `path` only names the file in errors. No error message
+/// ever contains text that could be key material from the input (see [`redact`]).
 pub fn parse_str(path: &Path, text: &str) -> Result<EncryptionConfig, ConfigError> {
+    parse_unredacted(path, text).map_err(|e| redact_error(e, &secret_like_values(text)))
+}
+
+fn parse_unredacted(path: &Path, text: &str) -> Result<EncryptionConfig, ConfigError> {
     if text.trim().is_empty() {
         return Err(ConfigError::Empty {
             path: path.to_path_buf(),
@@ -26,7 +31,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<EncryptionConfig, ConfigErro
     let raw = decode(text).map_err(|(field, message)| ConfigError::Decode {
         path: path.to_path_buf(),
         field,
-        message: redact(text, &message),
+        message,
     })?;
     let schema = schema_of(&raw).map_err(|message| ConfigError::Decode {
         path: path.to_path_buf(),
@@ -104,34 +109,80 @@ fn schema_of(raw: &RawConfig) -> Result<Schema, String> {
     }
 }
 
-/// Decoder messages may quote input; never let them quote a `secret` value.
-fn redact(text: &str, message: &str) -> String {
+fn redact(message: &str, secrets: &[String]) -> String {
     let mut out = message.to_string();
-    for secret in secret_like_values(text) {
-        if secret.len() >= 4 {
-            out = out.replace(&secret, "REDACTED");
-        }
+    for secret in secrets {
+        out = out.replace(secret.as_str(), "REDACTED");
     }
     out
 }
 
-/// Every scalar that follows a `secret` key, in YAML or JSON form, found textually so that it
-/// works on files that do not decode.
+/// Every message of an error, redacted.
+fn redact_error(e: ConfigError, secrets: &[String]) -> ConfigError {
+    match e {
+        ConfigError::Decode {
+            path,
+            field,
+            message,
+        } => ConfigError::Decode {
+            path,
+            field: field.map(|f| redact(&f, secrets)),
+            message: redact(&message, secrets),
+        },
+        ConfigError::Invalid { path, errors } => ConfigError::Invalid {
+            path,
+            errors: errors
+                .into_iter()
+                .map(|f| validate::FieldError {
+                    field: redact(&f.field, secrets),
+                    message: redact(&f.message, secrets),
+                })
+                .collect(),
+        },
+        other => other,
+    }
+}
+
+/// Shortest token treated as possible key material (a 16-byte key is 24 base64 characters).
+const MIN_SECRET_TOKEN: usize = 8;
+
+/// Text that may be key material: the value after every `secret` key (quoted or not, glued to
+/// the key, or as a `|`/`>` block), found textually so that it works on files that do not
+/// decode, split into tokens, longest first.
 fn secret_like_values(text: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("secret") {
-        rest = &rest[i + "secret".len()..];
-        let after = rest.trim_start_matches(['"', '\'']).trim_start();
-        if let Some(value) = after.strip_prefix(':') {
+    let mut found: Vec<String> = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, line) in lines.iter().enumerate() {
+        let mut rest = *line;
+        while let Some(i) = rest.find("secret") {
+            rest = &rest[i + "secret".len()..];
+            let after = rest.trim_start_matches(['"', '\'']).trim_start();
+            let Some(value) = after.strip_prefix(':') else {
+                continue;
+            };
             let value = value.trim_start();
-            let end = value.find(['\n', ',', '}', '\r']).unwrap_or(value.len());
-            let v = value[..end].trim().trim_matches(['"', '\'']).to_string();
-            if !v.is_empty() {
-                found.push(v);
+            let mut region = value.to_string();
+            if value.starts_with('|') || value.starts_with('>') {
+                // A block scalar: the following lines indented deeper than this one.
+                let indent = line.len() - line.trim_start().len();
+                for next in &lines[n + 1..] {
+                    if next.trim().is_empty() || next.len() - next.trim_start().len() > indent {
+                        region.push('\n');
+                        region.push_str(next);
+                    } else {
+                        break;
+                    }
+                }
+            }
+            for token in region.split(|c: char| c.is_whitespace() || "\"',:{}[]|>#".contains(c)) {
+                if token.len() >= MIN_SECRET_TOKEN && !found.iter().any(|f| f == token) {
+                    found.push(token.to_string());
+                }
             }
         }
     }
+    // Longest first, so a token inside another is not left half-redacted.
+    found.sort_by_key(|t| std::cmp::Reverse(t.len()));
     found
 }
 
@@ -145,5 +196,34 @@ mod tests {
         assert_eq!(secret_like_values(y), vec!["c2VjcmV0c2VjcmV0"]);
         let j = r#"{"keys":[{"name":"a","secret":"AAAABBBB"}]}"#;
         assert_eq!(secret_like_values(j), vec!["AAAABBBB"]);
+        assert_eq!(
+            secret_like_values("secret:dGhpXNzd29NtBZct:"),
+            vec!["dGhpXNzd29NtBZct"]
+        );
+        assert_eq!(
+            secret_like_values("{secret:|\n  YjZmZ2hpamtsbity}"),
+            vec!["YjZmZ2hpamtsbity"]
+        );
+        assert!(secret_like_values("resources: [secrets]\n- secretbox: {}").is_empty());
+    }
+
+    #[test]
+    fn no_error_echoes_a_secret() {
+        // Inputs the fuzzer found (fuzz/regressions/config_parse).
+        for (input, secret) in [
+            ("secret:dGhpXNzd29NtBZct:", "dGhpXNzd29NtBZct"),
+            ("{secret:|\n  YjZmZ2hpamtsbity}", "YjZmZ2hpamtsbity"),
+            (
+                "apiVersion: a\nkind: z,secret:Qc2VjcmHNlY3VyZQ",
+                "Qc2VjcmHNlY3VyZQ",
+            ),
+            (
+                "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: ['secret:ddGhpcypcy9yZA==,']\n  providers: [{identity: {}}]\n",
+                "ddGhpcypcy9yZA==",
+            ),
+        ] {
+            let e = parse_str(Path::new("x.yaml"), input).unwrap_err();
+            assert!(!e.to_string().contains(secret), "{e}");
+        }
     }
 }
