@@ -13,7 +13,6 @@ use anyhow::{Context, Result, anyhow};
 
 use args::{Cli, Command, ConfigCommand, ConfigSource, EtcdFlags, KeysCommand, Output};
 use atrest::GroupResource;
-use atrest::codec::Options;
 use atrest::config::{self, LoadedConfig};
 use atrest::etcd::EtcdTarget;
 use atrest::etcd::scan::{self, ClassifyConfig, ReportBuilder, ScanOptions, ScanReport};
@@ -166,6 +165,25 @@ impl scan::Progress for Bar {
     }
 }
 
+/// The config's KMS v2 plugins. Unreachable plugins are fatal when values must be opened
+/// (`required`), and otherwise a warning: KMS values are then classified without them.
+pub(crate) async fn connect_plugins(
+    config: &atrest::config::EncryptionConfig,
+    required: bool,
+) -> Result<Option<atrest::kms::KmsPlugins>> {
+    if atrest::kms::KmsPlugins::providers(config).is_empty() {
+        return Ok(None);
+    }
+    let (plugins, errors) = atrest::kms::KmsPlugins::connect(config).await;
+    for e in errors {
+        if required {
+            return Err(e.into());
+        }
+        eprintln!("atrest: warning: {e}");
+    }
+    Ok(Some(plugins))
+}
+
 /// Loads the config, connects to etcd and scans: the shared core of scan, status and report.
 pub(crate) async fn scan_cluster(
     s: &Settings,
@@ -186,17 +204,13 @@ pub(crate) async fn scan_cluster(
         ));
     }
     let plan = scan::plan(&loaded.config, &target.prefix, &only);
+    let plugins = connect_plugins(&loaded.config, verify).await?;
+    let archive = match key_archive {
+        Some(p) => atrest::keys::archive::load(p)?,
+        None => Vec::new(),
+    };
     let opts = ScanOptions {
-        classify: ClassifyConfig {
-            options: Options {
-                verify,
-                ..Default::default()
-            },
-            archive: match key_archive {
-                Some(p) => atrest::keys::archive::load(p)?,
-                None => Vec::new(),
-            },
-        },
+        classify: ClassifyConfig::new(verify, false, plugins.as_ref(), archive),
         patience: Duration::from_secs(etcd.etcd_patience),
         ..Default::default()
     };
@@ -224,7 +238,11 @@ pub(crate) async fn scan_cluster(
             run.retries
         );
     }
-    Ok(builder.finish(run.revision, verify))
+    let mut report = builder.finish(run.revision, verify);
+    if let Some(p) = &plugins {
+        report.kms_current_key_ids = p.current_key_ids().into_iter().collect();
+    }
+    Ok(report)
 }
 
 async fn scan_cmd(a: args::ScanArgs) -> Result<i32> {
@@ -374,6 +392,28 @@ pub(crate) async fn check_loaded(api: &atrest::kube::Api, loaded: &LoadedConfig)
     }
 }
 
+/// Refuses to rewrite KMS values before the apiserver has seen the plugin's current key ID
+/// (it would not consider the old ones stale, and write nothing).
+async fn check_kms_key_ids(
+    api: &atrest::kube::Api,
+    plugins: &atrest::kms::KmsPlugins,
+) -> Result<()> {
+    let seen = atrest::kube::metrics::kms_key_id_hashes(api)
+        .await
+        .unwrap_or_default();
+    for (provider, key_id) in plugins.current_key_ids() {
+        let want = atrest::rotate::converge::id_hash(&key_id);
+        if seen.get(&provider).is_some_and(|h| *h != want) {
+            return Err(anyhow!(
+                "the apiserver at {} has not seen KMS provider {provider}'s current key ID yet (its last Status gave {}, the plugin now reports a key ID hashing to {want}); kube-apiserver asks about once a minute: wait, then run again",
+                api.url,
+                seen[&provider]
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn reencrypt_cmd(a: args::ReencryptArgs) -> Result<i32> {
     let s = settings::resolve(&flags(&a.source, Some(&a.etcd), a.kubeconfig.clone()))?;
     let loaded = load_config(&s)?;
@@ -410,8 +450,13 @@ async fn reencrypt_cmd(a: args::ReencryptArgs) -> Result<i32> {
         max_list: a.max_list,
         ..Default::default()
     };
+    let plugins = connect_plugins(&loaded.config, true).await?;
+    if let (Some(p), false) = (&plugins, a.dry_run) {
+        check_kms_key_ids(&api, p).await?;
+    }
     let engine = atrest::migrate::Reencrypt {
         config: &loaded,
+        plugins: plugins.as_ref(),
         etcd: &etcd,
         etcd_prefix: &target.prefix,
         api: &api,

@@ -187,6 +187,24 @@ pub fn scan_table(report: &ScanReport) -> String {
             }
         }
     }
+    for (provider, key_id) in &report.kms_current_key_ids {
+        let _ = writeln!(
+            out,
+            "KMS v2 provider {provider}: the plugin's current key ID is {key_id}"
+        );
+    }
+    for r in report
+        .resources
+        .iter()
+        .filter(|r| !r.kms_key_ids.is_empty())
+    {
+        let ids: Vec<String> = r
+            .kms_key_ids
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(out, "{}: KMS v2 key IDs: {}", r.resource, ids.join(", "));
+    }
     let attention: Vec<_> = report
         .resources
         .iter()

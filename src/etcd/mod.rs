@@ -31,6 +31,8 @@ pub enum EtcdError {
         "etcd revision {revision} was compacted during the scan; run the scan again (it pins a new revision)"
     )]
     Compacted { revision: i64 },
+    #[error(transparent)]
+    Kms(#[from] crate::kms::KmsError),
     #[error(
         "etcd did not answer for {waited:?} (last error: {message}); the scan stopped at {resource}"
     )]

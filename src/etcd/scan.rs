@@ -15,6 +15,7 @@ use crate::GroupResource;
 use crate::codec::{Classification, Options, ProviderTable, State};
 use crate::config::{EncryptionConfig, Resolved};
 use crate::keys::Key;
+use crate::kms::KmsPlugins;
 
 /// Pages aim at this many bytes; the number of keys per page adapts to the value sizes.
 const TARGET_PAGE_BYTES: usize = 4 << 20;
@@ -132,6 +133,30 @@ pub struct ClassifyConfig<'a> {
     pub options: Options<'a>,
     /// Retired keys tried last (`--key-archive`).
     pub archive: Vec<Arc<Key>>,
+    /// KMS v2 plugins to unwrap DEK sources with when verifying.
+    pub plugins: Option<&'a KmsPlugins>,
+}
+
+impl<'a> ClassifyConfig<'a> {
+    /// Options consistent with `plugins`: their current key IDs (for the stale rule) and, when
+    /// verifying, the plugins as the unwrapper.
+    pub fn new(
+        verify: bool,
+        want_info: bool,
+        plugins: Option<&'a KmsPlugins>,
+        archive: Vec<Arc<Key>>,
+    ) -> Self {
+        Self {
+            options: Options {
+                verify,
+                want_info,
+                kms_key_ids: plugins.map(|p| p.current_key_ids()).unwrap_or_default(),
+                kms: plugins.map(|p| p as &dyn crate::codec::KmsUnwrap),
+            },
+            archive,
+            plugins,
+        }
+    }
 }
 
 /// Progress of a running scan, for a progress bar.
@@ -273,6 +298,12 @@ impl<'s> Scan<'s> {
         let page = page?;
         let range = &self.plan.ranges[page.range];
         let classify = &self.opts.classify;
+        if let (true, Some(plugins)) = (classify.options.verify, classify.plugins) {
+            // Unwrap each distinct KMS v2 DEK source once, before classifying the page.
+            for kv in &page.kvs {
+                plugins.prefetch(kv.value()).await?;
+            }
+        }
         for kv in &page.kvs {
             let Ok(key) = std::str::from_utf8(kv.key()) else {
                 continue;
@@ -499,6 +530,9 @@ pub struct ScanReport {
     pub revision: i64,
     pub verified: bool,
     pub resources: Vec<ResourceReport>,
+    /// KMS v2 provider → the key ID its plugin reports now (values on another are stale).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kms_current_key_ids: BTreeMap<String, String>,
 }
 
 impl ScanReport {
@@ -530,6 +564,7 @@ impl ReportBuilder {
             revision,
             verified,
             resources,
+            kms_current_key_ids: BTreeMap::new(),
         }
     }
 }

@@ -58,6 +58,47 @@ pub fn parse(text: &str) -> ConfigReport {
     r
 }
 
+const KMS_STATUS: &str = "apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds";
+
+/// KMS v2 provider → the key ID hash (`sha256:<hex>`) its latest `Status` returned, from the
+/// series with the newest timestamp.
+pub fn parse_kms_key_id_hashes(text: &str) -> std::collections::HashMap<String, String> {
+    let mut latest: std::collections::HashMap<String, (f64, String)> = Default::default();
+    for line in text.lines() {
+        if !(line.starts_with(KMS_STATUS) && line[KMS_STATUS.len()..].starts_with('{')) {
+            continue;
+        }
+        let (Some(provider), Some(hash), Some(ts)) = (
+            label(line, "provider_name"),
+            label(line, "key_id_hash"),
+            value(line),
+        ) else {
+            continue;
+        };
+        let e = latest
+            .entry(provider.to_string())
+            .or_insert((f64::MIN, String::new()));
+        if ts >= e.0 {
+            *e = (ts, hash.to_string());
+        }
+    }
+    latest.into_iter().map(|(p, (_, h))| (p, h)).collect()
+}
+
+/// What each KMS v2 provider's last `Status` returned on one apiserver.
+pub async fn kms_key_id_hashes(
+    api: &Api,
+) -> Result<std::collections::HashMap<String, String>, KubeError> {
+    let (status, body) = api.get_text("/metrics").await?;
+    if status != 200 {
+        return Err(KubeError::Request {
+            url: api.url.clone(),
+            message: format!("GET /metrics answered {status}"),
+        });
+    }
+    Ok(parse_kms_key_id_hashes(&body))
+}
+
 /// Reads one apiserver's `/metrics`.
 pub async fn config_report(api: &Api) -> Result<ConfigReport, KubeError> {
     let (status, body) = api.get_text("/metrics").await?;

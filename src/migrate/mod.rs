@@ -239,11 +239,15 @@ struct Shared {
     limiter: Option<Arc<RateLimiter>>,
     max_attempts: u32,
     rewrites_seen: AtomicU64,
+    /// KMS v2 provider → current key ID, for re-checks in etcd.
+    kms_key_ids: HashMap<String, String>,
 }
 
 /// Everything the run needs from the caller.
 pub struct Reencrypt<'a> {
     pub config: &'a LoadedConfig,
+    /// KMS v2 plugins: their current key IDs decide which KMS values are stale.
+    pub plugins: Option<&'a crate::kms::KmsPlugins>,
     pub etcd: &'a etcd_client::Client,
     pub etcd_prefix: &'a str,
     pub api: &'a Api,
@@ -279,14 +283,7 @@ impl Reencrypt<'_> {
             }
         };
         let scan_opts = ScanOptions {
-            classify: ClassifyConfig {
-                options: Options {
-                    verify: true,
-                    want_info: true,
-                    ..Default::default()
-                },
-                archive: Vec::new(),
-            },
+            classify: ClassifyConfig::new(true, true, self.plugins, Vec::new()),
             patience: opts.patience,
             resume_after: cp
                 .cursors
@@ -312,6 +309,10 @@ impl Reencrypt<'_> {
             limiter: RateLimiter::new(opts.qps),
             max_attempts: opts.max_attempts.max(1),
             rewrites_seen: AtomicU64::new(0),
+            kms_key_ids: self
+                .plugins
+                .map(|p| p.current_key_ids())
+                .unwrap_or_default(),
         });
         let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
         let mut tasks: JoinSet<TaskResult> = JoinSet::new();
@@ -667,7 +668,11 @@ async fn stored_now(
     let mut kv = shared.etcd.kv_client();
     let resp = kv.get(key, None).await.map_err(|e| e.to_string())?;
     Ok(resp.kvs().first().map(|v| {
-        let c = table.classify(v.key(), v.value(), &Options::default());
+        let opts = Options {
+            kms_key_ids: shared.kms_key_ids.clone(),
+            ..Default::default()
+        };
+        let c = table.classify(v.key(), v.value(), &opts);
         (c.on_write_key(), c.label.into_owned(), v.mod_revision())
     }))
 }

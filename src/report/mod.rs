@@ -158,6 +158,9 @@ pub struct Report {
     pub policy: Policy,
     pub checks: Vec<Check>,
     pub verified: bool,
+    /// KMS v2 provider → the key ID its plugin reported.
+    #[serde(default)]
+    pub kms_current_key_ids: BTreeMap<String, String>,
     pub resources: Vec<ResourceResult>,
 }
 
@@ -341,6 +344,7 @@ pub fn build(inp: &Inputs<'_>) -> Report {
         policy: inp.policy.clone(),
         checks,
         verified: inp.scan.verified,
+        kms_current_key_ids: inp.scan.kms_current_key_ids.clone(),
         resources,
     }
 }
@@ -660,30 +664,48 @@ fn checks(
         ev,
     ));
 
-    // C10: KMS v2 key IDs (only when KMS v2 values exist).
+    // C10: KMS v2 values on the plugin's current key ID (only when KMS v2 values exist).
     let kms: Vec<&ResourceResult> = resources
         .iter()
         .filter(|r| !r.kms_key_ids.is_empty())
         .collect();
     if !kms.is_empty() {
-        let mut ev = Vec::new();
-        let mut ids = 0;
+        let current: Vec<&String> = inp.scan.kms_current_key_ids.values().collect();
+        let mut ev: Vec<String> = inp
+            .scan
+            .kms_current_key_ids
+            .iter()
+            .map(|(p, k)| format!("KMS provider {p}: the plugin's current key ID is {k}"))
+            .collect();
+        let mut old = 0u64;
         for r in &kms {
-            ids = ids.max(r.kms_key_ids.len());
-            ev.push(format!(
-                "{}: key IDs {}",
-                r.resource,
-                r.kms_key_ids
-                    .iter()
-                    .map(|(k, n)| format!("{k} ({n})"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            let ids: Vec<String> = r
+                .kms_key_ids
+                .iter()
+                .map(|(k, n)| format!("{k} ({n})"))
+                .collect();
+            ev.push(format!("{}: key IDs {}", r.resource, ids.join(", ")));
+            old += r
+                .kms_key_ids
+                .iter()
+                .filter(|(k, _)| !current.contains(k))
+                .map(|(_, n)| n)
+                .sum::<u64>();
         }
-        let st = if ids > 1 { Status::Warn } else { Status::Pass };
+        let st = if current.is_empty() {
+            ev.push("the plugin's current key ID is unknown (plugin not reachable)".into());
+            Status::Warn
+        } else if old > 0 && !policy.allow_old_kms_key_ids {
+            ev.push(format!(
+                "{old} values on a key ID other than the current one"
+            ));
+            Status::Fail
+        } else {
+            Status::Pass
+        };
         out.push(check(
             "ATR-C10",
-            "KMS v2 values are on a single key ID",
+            "KMS v2 values are on the plugin's current key ID",
             st,
             ev,
         ));

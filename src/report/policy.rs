@@ -19,6 +19,9 @@ pub struct Policy {
     /// Resources that must be encrypted.
     #[serde(default = "default_required")]
     pub required_resources: Vec<String>,
+    /// KMS v2 values may stay on an older key ID than the plugin's current one.
+    #[serde(default)]
+    pub allow_old_kms_key_ids: bool,
 }
 
 fn default_allowed() -> Vec<String> {
@@ -41,6 +44,7 @@ impl Default for Policy {
             discouraged_providers: default_discouraged(),
             max_key_age_days: default_max_age(),
             required_resources: default_required(),
+            allow_old_kms_key_ids: false,
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::etcd::EtcdError;
 use crate::etcd::scan::{self, ClassifyConfig, Item, ScanOptions, Visitor};
 use crate::fsutil;
 use crate::keys::{self, Key, KeyProvider, archive};
+use crate::kms::KmsPlugins;
 use crate::kube::KubeError;
 use crate::migrate::{self, MigrateError, ReencryptOptions, ReencryptReport};
 
@@ -84,6 +85,8 @@ pub enum RotateError {
     State(#[from] state::StateError),
     #[error(transparent)]
     Archive(#[from] archive::ArchiveError),
+    #[error(transparent)]
+    Kms(#[from] crate::kms::KmsError),
     #[error(transparent)]
     Write(#[from] fsutil::WriteError),
     #[error(transparent)]
@@ -311,6 +314,86 @@ impl Rotator<'_> {
         }
     }
 
+    /// The KMS v2 plugins of a config (none without KMS v2 providers); unreachable is an error.
+    async fn plugins(&self, config: &EncryptionConfig) -> Result<Option<KmsPlugins>, RotateError> {
+        if KmsPlugins::providers(config).is_empty() {
+            return Ok(None);
+        }
+        let (plugins, errors) = KmsPlugins::connect(config).await;
+        if let Some(e) = errors.into_iter().next() {
+            return Err(e.into());
+        }
+        for s in plugins.status() {
+            (self.say)(&format!(
+                "KMS plugin {} at {}: healthz {}, key ID {}",
+                s.provider, s.endpoint, s.healthz, s.key_id
+            ));
+        }
+        Ok(Some(plugins))
+    }
+
+    /// Before a KMS provider writes: its plugin answers `Status` healthy, and every apiserver's
+    /// `/readyz/kms-providers` check passes.
+    async fn kms_healthy(&self, config: &EncryptionConfig) -> Result<(), RotateError> {
+        if let Some(p) = self.plugins(config).await? {
+            for s in p.status() {
+                if s.healthz != "ok" {
+                    return Err(RotateError::Stage(format!(
+                        "KMS plugin {} at {} reports healthz {:?}, not \"ok\": not promoting",
+                        s.provider, s.endpoint, s.healthz
+                    )));
+                }
+            }
+        }
+        for url in self.apiservers.urls().await {
+            let api = self.apiservers.base.for_url(&url)?;
+            let (status, body) = api.get_text("/readyz/kms-providers").await?;
+            if status != 200 {
+                return Err(RotateError::Stage(format!(
+                    "{url}/readyz/kms-providers answers {status}: {}: not promoting",
+                    body.trim()
+                )));
+            }
+            (self.say)(&format!("{url}/readyz/kms-providers: ok"));
+        }
+        Ok(())
+    }
+
+    /// Waits until every apiserver's last KMS `Status` returned the key ID the plugin reports now;
+    /// before that, the apiserver does not consider values on the old key ID stale.
+    async fn wait_kms_key_ids(&self, plugins: &KmsPlugins) -> Result<(), RotateError> {
+        let want: BTreeMap<String, String> = plugins
+            .current_key_ids()
+            .into_iter()
+            .map(|(p, k)| (p, converge::id_hash(&k)))
+            .collect();
+        let deadline = std::time::Instant::now() + self.wait_timeout;
+        loop {
+            let mut lagging = Vec::new();
+            for url in self.apiservers.urls().await {
+                let api = self.apiservers.base.for_url(&url)?;
+                let seen = crate::kube::metrics::kms_key_id_hashes(&api).await?;
+                for (provider, hash) in &want {
+                    if seen.get(provider) != Some(hash) {
+                        lagging.push(format!("{url}: provider {provider} last saw key ID hash {} (the plugin's current key ID is {hash})", seen.get(provider).map(String::as_str).unwrap_or("none")));
+                    }
+                }
+            }
+            if lagging.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(RotateError::NotConverged {
+                    want: "the KMS plugin's current key ID".into(),
+                    waited: self.wait_timeout,
+                    lagging,
+                    hint: "  kube-apiserver asks the plugin's Status about once a minute; wait, then run the same command again.".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
     fn rotation<'s>(&self, st: &'s State, step: &str) -> Result<&'s Rotation, RotateError> {
         st.rotation.as_ref().ok_or_else(|| RotateError::Stage(format!("no rotation in progress (state {}); start one with `atrest rotate prepare`, not `{step}`", State::path(&self.state_dir).display())))
     }
@@ -499,6 +582,9 @@ impl Rotator<'_> {
         self.require_stage(&st, "promote", Stage::Prepared)?;
         self.wait_converged(&loaded.hash).await?;
         let r = self.rotation(&st, "promote")?.clone();
+        if r.target.starts_with("kms:") {
+            self.kms_healthy(&loaded.config).await?;
+        }
         let new = config::promote(&loaded.config, &r.rules, &r.target)?;
         let hash = self.write_config(&mut st, &new, Some(Stage::Promoted))?;
         st.keys.entry(r.target.clone()).or_default().promoted = Some(now());
@@ -516,27 +602,42 @@ impl Rotator<'_> {
     ) -> Result<ReencryptReport, RotateError> {
         let mut st = self.load_state()?;
         let loaded = self.load_checked(&mut st)?;
-        // Re-running after a refused prune is allowed: it rewrites what is still stale.
-        if self.rotation(&st, "reencrypt")?.stage != Stage::Reencrypted {
-            self.require_stage(&st, "reencrypt", Stage::Promoted)?;
-        }
+        // Without a rotation in progress this re-encrypts whatever is stale (for example
+        // after the KMS plugin rotated its key ID); re-running after a refused prune is allowed.
+        let resources: Vec<GroupResource> = match &st.rotation {
+            None => {
+                (self.say)(
+                    "no rotation in progress: re-encrypting every object that is not on its write key (e.g. after a KMS key ID change)",
+                );
+                loaded.config.named_resources()
+            }
+            Some(r) => {
+                if r.stage != Stage::Reencrypted {
+                    self.require_stage(&st, "reencrypt", Stage::Promoted)?;
+                }
+                r.resources
+                    .iter()
+                    .map(|s| GroupResource::parse(s))
+                    .collect()
+            }
+        };
         self.wait_converged(&loaded.hash).await?;
-        let r = self.rotation(&st, "reencrypt")?.clone();
+        let plugins = self.plugins(&loaded.config).await?;
+        if let Some(p) = &plugins {
+            self.wait_kms_key_ids(p).await?;
+        }
         let checkpoint = self.state_dir.join(CHECKPOINT_FILE);
         let resume = migrate::Checkpoint::load(&checkpoint)
             .is_ok_and(|c| c.config_hash == loaded.hash && !c.finished);
         let opts = ReencryptOptions {
-            resources: r
-                .resources
-                .iter()
-                .map(|s| GroupResource::parse(s))
-                .collect(),
+            resources,
             checkpoint,
             resume,
             ..self.reencrypt.clone()
         };
         let engine = migrate::Reencrypt {
             config: &loaded,
+            plugins: plugins.as_ref(),
             etcd: self.etcd,
             etcd_prefix: &self.etcd_prefix,
             api: &self.apiservers.base,
@@ -685,14 +786,9 @@ impl Rotator<'_> {
             .map(|s| GroupResource::parse(s))
             .collect();
         let plan = scan::plan(&loaded.config, &self.etcd_prefix, &resources);
+        let plugins = self.plugins(&loaded.config).await?;
         let opts = ScanOptions {
-            classify: ClassifyConfig {
-                options: Options {
-                    verify: true,
-                    ..Default::default()
-                },
-                archive: Vec::new(),
-            },
+            classify: ClassifyConfig::new(true, false, plugins.as_ref(), Vec::new()),
             patience: self.reencrypt.patience,
             ..Default::default()
         };

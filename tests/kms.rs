@@ -1,0 +1,261 @@
+//! KMS v2 with the real kube-apiserver and the test plugin: rotating to and from KMS v2, key ID
+//! changes moving only the old values, verifying values through the plugin, and a stopped plugin.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use kube::api::{Api, ListParams};
+use serde_json::Value;
+use support::{ControlPlane, Options, create_namespace, create_secrets, random_key_b64};
+
+fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrest"));
+    cmd.args(["rotate", step]).args(cp.atrest_flags());
+    cmd.arg(format!("--kubeconfig={}", cp.kubeconfig.display()));
+    cmd.arg(format!("--state-dir={}", cp.path().join("state").display()));
+    cmd.arg("--timeout=90");
+    cmd.args(extra);
+    for v in ["KUBECONFIG", "ETCDCTL_ENDPOINTS", "ATREST_CONFIG"] {
+        cmd.env_remove(v);
+    }
+    cmd
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn data(cp: &ControlPlane) -> BTreeMap<String, Value> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(cp.client().await, "k");
+    secrets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap(),
+                serde_json::to_value(&s.data).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn scan(cp: &ControlPlane, verify: bool) -> (i32, Value, String) {
+    let mut args = vec!["scan", "-o", "json", "--resource", "secrets"];
+    if verify {
+        args.push("--verify");
+    }
+    let (code, stdout, stderr) = cp.atrest(&args);
+    let doc = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (code, doc, stderr)
+}
+
+fn secrets(doc: &Value) -> &Value {
+    doc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "secrets")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_kms_v2_key_id_change_and_back() {
+    let k1 = random_key_b64();
+    let mut cp = ControlPlane::start(Options {
+        config_yaml: Some(format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers: [{{aescbc: {{keys: [{{name: key1, secret: {k1}}}]}}}}, {{identity: {{}}}}]\n"
+        )),
+        ..Default::default()
+    })
+    .await;
+    let mut plugin = cp.start_kms_plugin("vault", "key-1").await;
+    let client = cp.client().await;
+    create_namespace(&client, "k").await;
+    let names: Vec<String> = (0..20).map(|i| format!("s-{i:02}")).collect();
+    create_secrets(&client, "k", &names, "kms-protected").await;
+    let before = data(&cp).await;
+
+    // aescbc -> KMS v2.
+    let endpoint = plugin.endpoint();
+    let out = cp
+        .run_restarting(rotate(
+            &cp,
+            "run",
+            &[
+                "--provider=kms",
+                "--kms-name=vault",
+                &format!("--kms-endpoint={endpoint}"),
+            ],
+        ))
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/readyz/kms-providers: ok"),
+        "{}",
+        text(&out)
+    );
+    let (code, doc, stderr) = scan(&cp, true);
+    assert_eq!(code, 0, "{stderr}");
+    let s = secrets(&doc);
+    assert_eq!(s["write_key"], "kms:v2:vault");
+    assert_eq!(s["counts"]["kms:v2:vault"], 20, "{s:#}");
+    assert_eq!(
+        s["states"]["encrypted-ok"], 20,
+        "every value opened through the plugin: {s:#}"
+    );
+    assert_eq!(s["kms_key_ids"]["key-1"], 20);
+    assert_eq!(doc["kms_current_key_ids"]["vault"], "key-1");
+    assert_eq!(data(&cp).await, before);
+
+    // The KMS rotates its key: new writes use key-2 (after the apiserver's next Status), the
+    // scan shows the split, and reencrypt moves only the values on key-1.
+    plugin.set_key_id("key-2");
+    cp.restart_apiserver(0).await;
+    let client = cp.client().await;
+    create_secrets(
+        &client,
+        "k",
+        &["new-0".into(), "new-1".into()],
+        "after-rotation",
+    )
+    .await;
+    let (code, doc, _) = scan(&cp, false);
+    assert_eq!(code, 1, "values on the old key ID are stale");
+    let s = secrets(&doc);
+    assert_eq!(
+        (
+            s["kms_key_ids"]["key-1"].as_u64(),
+            s["kms_key_ids"]["key-2"].as_u64()
+        ),
+        (Some(20), Some(2)),
+        "{s:#}"
+    );
+    assert_eq!(s["stale"].as_array().unwrap().len(), 20);
+    let c10 = |cp: &ControlPlane| -> Value {
+        let (code, stdout, stderr) = cp.atrest(&[
+            "report",
+            "--verify",
+            "--format",
+            "json",
+            "--kubeconfig",
+            cp.kubeconfig.to_str().unwrap(),
+        ]);
+        assert!(code == 0 || code == 1, "{stderr}");
+        let r: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(r["kms_current_key_ids"]["vault"], "key-2");
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "ATR-C10")
+            .unwrap()
+            .clone()
+    };
+    let c = c10(&cp);
+    assert_eq!(c["status"], "FAIL", "{c:#}");
+    assert!(
+        c["evidence"]
+            .to_string()
+            .contains("20 values on a key ID other than the current one"),
+        "{c:#}"
+    );
+    let out = cp.run_restarting(rotate(&cp, "reencrypt", &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let cpf: Value = serde_json::from_str(
+        &std::fs::read_to_string(cp.path().join("state/reencrypt-checkpoint.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        cpf["counters"]["secrets"]["targeted"], 20,
+        "only the key-1 values: {cpf:#}"
+    );
+    let (code, doc, _) = scan(&cp, true);
+    assert_eq!(code, 0);
+    assert_eq!(
+        secrets(&doc)["kms_key_ids"],
+        serde_json::json!({"key-2": 22})
+    );
+    assert_eq!(c10(&cp)["status"], "PASS");
+
+    // The plugin stops: without --verify the scan still classifies; with --verify it says the
+    // plugin is unreachable (exit 2) and writes nothing.
+    plugin.stop();
+    let revision_before = cp
+        .etcd()
+        .await
+        .status()
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let (code, doc, stderr) = scan(&cp, false);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("unreachable"),
+        "a warning names the plugin: {stderr}"
+    );
+    assert_eq!(secrets(&doc)["states"]["kms"], 22);
+    let (code, _, stderr) = scan(&cp, true);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("KMS plugin of provider \"vault\"") && stderr.contains("unreachable"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+    let revision_after = cp
+        .etcd()
+        .await
+        .status()
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    assert!(
+        revision_after - revision_before < 5,
+        "nothing written by atrest (only apiserver leases may tick)"
+    );
+
+    // KMS v2 -> aescbc.
+    plugin.start().await;
+    cp.restart_apiserver(0).await;
+    let out = cp
+        .run_restarting(rotate(
+            &cp,
+            "run",
+            &["--provider=aescbc", "--key-name=back"],
+        ))
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (code, doc, _) = scan(&cp, true);
+    assert_eq!(code, 0);
+    assert_eq!(
+        secrets(&doc)["counts"],
+        serde_json::json!({"aescbc:back": 22})
+    );
+    let loaded = atrest::config::load(&cp.config_path).unwrap();
+    assert_eq!(
+        loaded
+            .config
+            .resolve(&atrest::GroupResource::secrets())
+            .read_labels(),
+        ["aescbc:back"],
+        "the KMS provider is pruned"
+    );
+    let mut expected = before.clone();
+    for n in ["new-0", "new-1"] {
+        let d = data(&cp).await;
+        expected.insert(n.to_string(), d[n].clone());
+    }
+    assert_eq!(data(&cp).await, expected);
+}
