@@ -7,12 +7,12 @@
 #   scripts/bench-reencrypt.sh [N=10000]
 set -euo pipefail
 N=${1:-10000}
-# shellcheck source=scripts/bench-common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
-bench_setup
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+setup
 identity_config >"$work/identity.yaml"
 aescbc_config >"$work/aescbc.yaml"
-bench_start "$work/identity.yaml"
+testbed_start "$work/identity.yaml"
 flags=(--config "$ATREST_CONFIG" --endpoints "$ETCDCTL_ENDPOINTS" --kubeconfig "$KUBECONFIG" --state-dir "$work/state")
 
 reset() {
@@ -20,10 +20,10 @@ reset() {
   kubectl delete --raw /api/v1/namespaces/bench/secrets >/dev/null 2>&1 || true  # deletecollection, server-side
   while [ "$(etcdctl get /registry/secrets/bench/ --prefix --count-only -w fields | awk '/"Count"/ {print $3}')" != "0" ]; do sleep 0.5; done
   cp "$work/identity.yaml" "$ATREST_CONFIG"
-  bench_restart_apiserver
+  testbed_restart_apiserver
   "$seed" "$KUBECONFIG" bench "$N" 1024 0
   cp "$work/aescbc.yaml" "$ATREST_CONFIG"
-  bench_restart_apiserver
+  testbed_restart_apiserver
   rm -rf "$work/state"
 }
 

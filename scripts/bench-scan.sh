@@ -8,11 +8,11 @@ set -euo pipefail
 N=${1:-100000}
 SMALL=${2:-10000}
 RUNS=${3:-3}
-# shellcheck source=scripts/bench-common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
-bench_setup
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+setup
 aescbc_config >"$work/config.yaml"
-bench_start "$work/config.yaml"
+testbed_start "$work/config.yaml"
 flags=(--config "$ATREST_CONFIG" --endpoints "$ETCDCTL_ENDPOINTS")
 
 run_all() {

@@ -1,36 +1,18 @@
 #!/usr/bin/env bash
 # The main job of atrest on a local control plane it starts itself (real etcd + kube-apiserver,
-# built from their Go modules): secrets written as plaintext, proven in etcd, then shown by
-# `atrest status`.
+# built from their Go modules): 1,000 secrets written as plaintext and proven so in etcd, then
+# `atrest rotate run` turns encryption on step by guarded step, `atrest status` shows before and
+# after, and `atrest report` writes the audit evidence as one HTML file.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-root=$PWD
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-command -v protoc >/dev/null || {
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq protobuf-compiler >/dev/null
-}
-
 say "building the Kubernetes binaries (cached) and atrest"
-bins=$(scripts/k8s/build.sh)
-cargo build --release --quiet --bin atrest --example testbed --example seed
-atrest=$root/target/release/atrest
-export PATH=$bins:$PATH
-
-work=$(mktemp -d -t atrest-demo.XXXXXX)
+setup
 say "starting etcd and kube-apiserver (work folder $work)"
-"$root/target/release/examples/testbed" "$work/env" >"$work/testbed.log" 2>&1 &
-testbed=$!
-trap 'kill $testbed 2>/dev/null; wait $testbed 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 300); do
-  [ -f "$work/env" ] && break
-  kill -0 $testbed 2>/dev/null || { cat "$work/testbed.log"; exit 1; }
-  sleep 0.2
-done
-# shellcheck disable=SC1091
-source "$work/env"
+testbed_start
 echo "apiserver $ATREST_APISERVER_URL, etcd $ETCDCTL_ENDPOINTS"
 
 count=${DEMO_SECRETS:-1000}

@@ -8,28 +8,12 @@ use std::process::Command;
 
 use kube::api::{Api, ListParams};
 use serde_json::Value;
-use support::{ControlPlane, Options, create_namespace, create_secrets, random_key_b64};
+use support::{ControlPlane, Options, create_namespace, create_secrets, random_key_b64, text};
 
 fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrest"));
-    cmd.args(["rotate", step]).args(cp.atrest_flags());
-    cmd.arg(format!("--kubeconfig={}", cp.kubeconfig.display()));
-    cmd.arg(format!("--state-dir={}", cp.path().join("state").display()));
-    cmd.arg("--timeout=90");
-    cmd.args(extra);
-    for v in ["KUBECONFIG", "ETCDCTL_ENDPOINTS", "ATREST_CONFIG"] {
-        cmd.env_remove(v);
-    }
+    let mut cmd = cp.atrest_command(&["rotate", step]);
+    cmd.arg("--timeout=90").args(extra);
     cmd
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 async fn data(cp: &ControlPlane) -> BTreeMap<String, Value> {

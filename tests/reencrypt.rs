@@ -11,11 +11,7 @@ use atrest::kube::rewrite::{Outcome, patch};
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::Value;
-use support::{ControlPlane, Options, create_namespace, create_secrets, random_key_b64};
-
-fn names(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
-}
+use support::{ControlPlane, Options, create_namespace, create_secrets, names, random_key_b64};
 
 fn config(secrets_providers: &str, configmaps_providers: &str, crd_providers: &str) -> String {
     format!(
@@ -367,7 +363,10 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
         state.to_str().unwrap(),
     ]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("has not loaded this config"), "{stderr}");
+    assert!(
+        stderr.contains("not every apiserver has loaded it yet"),
+        "{stderr}"
+    );
 
     // A read-only identity may not PATCH: stop, and name the rule needed.
     cp.restart_apiserver(0).await;
@@ -411,13 +410,8 @@ async fn plaintext_cluster(n: usize) -> (ControlPlane, Vec<String>) {
 }
 
 fn reencrypt_command(cp: &ControlPlane, extra: &[&str]) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atrest"));
-    cmd.arg("reencrypt")
-        .args(cp.atrest_flags())
-        .arg(format!("--kubeconfig={}", cp.kubeconfig.display()));
-    cmd.arg(format!("--state-dir={}", cp.path().join("state").display()));
+    let mut cmd = cp.atrest_command(&["reencrypt"]);
     cmd.args(extra);
-    cmd.env_remove("KUBECONFIG").env_remove("ETCDCTL_ENDPOINTS");
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     cmd

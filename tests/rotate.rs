@@ -5,12 +5,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::Value;
-use support::{ControlPlane, Options, create_namespace, create_secrets, random_key_b64};
+use support::{
+    ControlPlane, Options, create_namespace, create_secrets, random_key_b64, resource, text,
+};
 
 fn config_with(secrets_and_cms: &str) -> String {
     format!(
@@ -23,27 +25,12 @@ fn aescbc(name: &str, secret: &str) -> String {
 }
 
 fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrest"));
-    cmd.args(["rotate", step]).args(cp.atrest_flags());
-    cmd.arg(format!("--kubeconfig={}", cp.kubeconfig.display()));
-    cmd.arg(format!("--state-dir={}", cp.path().join("state").display()));
+    let mut cmd = cp.atrest_command(&["rotate", step]);
     if !extra.iter().any(|a| a.starts_with("--timeout")) {
         cmd.arg("--timeout=60");
     }
     cmd.args(extra);
-    for v in ["KUBECONFIG", "ETCDCTL_ENDPOINTS", "ATREST_CONFIG"] {
-        cmd.env_remove(v);
-    }
     cmd
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 async fn seed(cp: &ControlPlane) {
@@ -84,15 +71,6 @@ fn scan(cp: &ControlPlane, extra: &[&str]) -> (i32, Value) {
     let (code, stdout, stderr) = cp.atrest(&args);
     assert!(code == 0 || code == 1, "scan failed: {stderr}");
     (code, serde_json::from_str(&stdout).unwrap())
-}
-
-fn resource<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["resource"] == name)
-        .unwrap()
 }
 
 /// Every value of secrets and configmaps is on `write_key`, and nothing is unreadable.

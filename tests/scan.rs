@@ -9,11 +9,9 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::Value;
-use support::{ControlPlane, Options, create_namespace, create_secrets, random_key_b64};
-
-fn names(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i}")).collect()
-}
+use support::{
+    ControlPlane, Options, create_namespace, create_secrets, names, random_key_b64, resource,
+};
 
 fn widget_ar() -> ApiResource {
     ApiResource {
@@ -70,15 +68,6 @@ fn install_crd(cp: &ControlPlane) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn resource<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["resource"] == name)
-        .unwrap_or_else(|| panic!("no resource {name} in {doc:#}"))
 }
 
 fn counts(r: &Value) -> BTreeMap<String, u64> {

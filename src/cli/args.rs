@@ -88,15 +88,8 @@ pub struct ReportArgs {
     pub source: ConfigSource,
     #[command(flatten)]
     pub etcd: EtcdFlags,
-    /// Kubeconfig for the apiserver side [env: KUBECONFIG].
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// atrest's state folder (default: an `atrest` folder beside the config file).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// An apiserver to check directly (repeat for each).
-    #[arg(long = "apiserver", value_name = "URL")]
-    pub apiservers: Vec<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
     pub format: ReportFormat,
     /// Write the report here (default: stdout).
@@ -179,16 +172,8 @@ pub struct RotateArgs {
     pub source: ConfigSource,
     #[command(flatten)]
     pub etcd: EtcdFlags,
-    /// Kubeconfig for the apiserver [env: KUBECONFIG].
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// atrest's state folder (default: an `atrest` folder beside the config file).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// An apiserver to check directly (repeat for each); default: the endpoints of
-    /// default/kubernetes, else the kubeconfig's server.
-    #[arg(long = "apiserver", value_name = "URL")]
-    pub apiservers: Vec<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// How long to wait for every apiserver to load a new config (seconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub timeout: u64,
@@ -397,18 +382,11 @@ pub struct StatusArgs {
     pub source: ConfigSource,
     #[command(flatten)]
     pub etcd: EtcdFlags,
-    /// Kubeconfig for the apiserver side [env: KUBECONFIG].
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Skip the etcd scan (config and settings only).
     #[arg(long)]
     pub no_scan: bool,
-    /// atrest's state folder (default: an `atrest` folder beside the config file).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// An apiserver to check directly (repeat for each).
-    #[arg(long = "apiserver", value_name = "URL")]
-    pub apiservers: Vec<String>,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -419,10 +397,8 @@ pub struct ReencryptArgs {
     pub source: ConfigSource,
     #[command(flatten)]
     pub etcd: EtcdFlags,
-    /// Kubeconfig for the apiserver [env: KUBECONFIG] (default: kube's usual chain, then
-    /// /etc/kubernetes/admin.conf).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Only these resources (`secrets`, `configmaps`, `foos.example.com`); repeatable.
     #[arg(long = "resource", value_name = "RESOURCE")]
     pub resources: Vec<String>,
@@ -439,9 +415,6 @@ pub struct ReencryptArgs {
     /// Checkpoint file (default: <state dir>/reencrypt-checkpoint.json).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
-    /// atrest's state folder (default: an `atrest` folder beside the config file).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
     /// Continue from the checkpoint of an interrupted run.
     #[arg(long)]
     pub resume: bool,
@@ -453,4 +426,20 @@ pub struct ReencryptArgs {
     pub max_list: usize,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+/// The Kubernetes API side, and atrest's state folder.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClusterArgs {
+    /// Kubeconfig for the apiserver [env: KUBECONFIG] (default: kube's usual chain, then
+    /// /etc/kubernetes/admin.conf).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// atrest's state folder (default: an `atrest` folder beside the config file).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// An apiserver to check directly (repeat for each); default: the endpoints of
+    /// default/kubernetes, else the kubeconfig's server.
+    #[arg(long = "apiserver", value_name = "URL")]
+    pub apiservers: Vec<String>,
 }

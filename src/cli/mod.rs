@@ -270,7 +270,11 @@ async fn scan_cmd(a: args::ScanArgs) -> Result<i32> {
 }
 
 async fn status_cmd(a: args::StatusArgs) -> Result<i32> {
-    let s = settings::resolve(&flags(&a.source, Some(&a.etcd), a.kubeconfig.clone()))?;
+    let s = settings::resolve(&flags(
+        &a.source,
+        Some(&a.etcd),
+        a.cluster.kubeconfig.clone(),
+    ))?;
     let loaded = load_config(&s)?;
     let mut findings = config::lint(&loaded.config);
     findings.extend(config::lint_file_mode(loaded.file.mode));
@@ -279,7 +283,7 @@ async fn status_cmd(a: args::StatusArgs) -> Result<i32> {
     } else {
         Some(scan_cluster(&s, &loaded, &a.etcd, &[], false, 20, None).await)
     };
-    let dir = state_dir(a.state_dir.as_ref(), &loaded);
+    let dir = state_dir(a.cluster.state_dir.as_ref(), &loaded);
     let state = atrest::rotate::State::load(&dir, &loaded.path).ok();
     let archive_path = dir.join(atrest::rotate::ARCHIVE_FILE);
     let archived = if archive_path.exists() {
@@ -292,7 +296,7 @@ async fn status_cmd(a: args::StatusArgs) -> Result<i32> {
             Ok(api) => {
                 let aps = atrest::rotate::Apiservers {
                     base: api,
-                    explicit: a.apiservers.clone(),
+                    explicit: a.cluster.apiservers.clone(),
                 };
                 Ok(aps.survey(&loaded.hash).await)
             }
@@ -364,32 +368,34 @@ fn stop_on_signal() -> Arc<AtomicBool> {
 
 /// Refuses to write when the apiserver reports another config than the file: its writes would
 /// use another write key.
-pub(crate) async fn check_loaded(api: &atrest::kube::Api, loaded: &LoadedConfig) -> Result<()> {
-    match atrest::kube::metrics::config_report(api).await {
-        Ok(r) => match r.config_hash {
-            Some(h) if h != loaded.hash => Err(anyhow!(
-                "the apiserver at {} reports encryption config {h}, but {} is {}: it has not loaded this config yet.\n  \
-                 With --encryption-provider-config-automatic-reload it reloads within about a minute; without it, restart the apiserver. Then run again.",
-                api.url,
-                loaded.path.display(),
-                loaded.hash
-            )),
-            Some(_) => Ok(()),
-            None => {
-                tracing::warn!(
-                    "the apiserver at {} reports no encryption config hash (before 1.34?); the result is still proven in etcd",
-                    api.url
-                );
-                Ok(())
-            }
-        },
-        Err(e) => {
-            tracing::warn!(
-                "cannot read /metrics to confirm the loaded config ({e}); the result is still proven in etcd"
-            );
-            Ok(())
-        }
+pub(crate) async fn check_loaded(
+    apiservers: &atrest::rotate::Apiservers,
+    loaded: &LoadedConfig,
+) -> Result<()> {
+    let c = apiservers.survey(&loaded.hash).await;
+    let lagging: Vec<String> = c
+        .apiservers
+        .iter()
+        .filter(|a| a.config_hash.as_ref().is_some_and(|h| *h != loaded.hash))
+        .map(|a| format!("  - {}: reports {}", a.name(), a.reported()))
+        .collect();
+    if !lagging.is_empty() {
+        return Err(anyhow!(
+            "{} is {}, but not every apiserver has loaded it yet:\n{}\n  \
+             With --encryption-provider-config-automatic-reload an apiserver reloads within about a minute; without it, restart it. Then run again.",
+            loaded.path.display(),
+            loaded.hash,
+            lagging.join("\n")
+        ));
     }
+    for a in c.apiservers.iter().filter(|a| a.config_hash.is_none()) {
+        tracing::warn!(
+            "{}: {}; the result is still proven in etcd",
+            a.name(),
+            a.reported()
+        );
+    }
+    Ok(())
 }
 
 /// Refuses to rewrite KMS values before the apiserver has seen the plugin's current key ID
@@ -415,7 +421,11 @@ async fn check_kms_key_ids(
 }
 
 async fn reencrypt_cmd(a: args::ReencryptArgs) -> Result<i32> {
-    let s = settings::resolve(&flags(&a.source, Some(&a.etcd), a.kubeconfig.clone()))?;
+    let s = settings::resolve(&flags(
+        &a.source,
+        Some(&a.etcd),
+        a.cluster.kubeconfig.clone(),
+    ))?;
     let loaded = load_config(&s)?;
     let target = EtcdTarget::from_settings(&s);
     let etcd = target.connect().await?;
@@ -432,10 +442,14 @@ async fn reencrypt_cmd(a: args::ReencryptArgs) -> Result<i32> {
         ));
     }
     if !a.dry_run {
-        check_loaded(&api, &loaded).await?;
+        let apiservers = atrest::rotate::Apiservers {
+            base: api.clone(),
+            explicit: a.cluster.apiservers.clone(),
+        };
+        check_loaded(&apiservers, &loaded).await?;
     }
     let checkpoint = a.checkpoint.clone().unwrap_or_else(|| {
-        state_dir(a.state_dir.as_ref(), &loaded).join("reencrypt-checkpoint.json")
+        state_dir(a.cluster.state_dir.as_ref(), &loaded).join("reencrypt-checkpoint.json")
     });
     let opts = atrest::migrate::ReencryptOptions {
         resources,
@@ -506,7 +520,7 @@ async fn rotate_cmd(c: args::RotateCommand) -> Result<i32> {
     let s = settings::resolve(&flags(
         &common.source,
         Some(&common.etcd),
-        common.kubeconfig.clone(),
+        common.cluster.kubeconfig.clone(),
     ))?;
     let loaded = load_config(&s)?;
     let target = EtcdTarget::from_settings(&s);
@@ -515,12 +529,12 @@ async fn rotate_cmd(c: args::RotateCommand) -> Result<i32> {
     let say = |m: &str| eprintln!("atrest: {m}");
     let rotator = Rotator {
         config_path: loaded.path.clone(),
-        state_dir: state_dir(common.state_dir.as_ref(), &loaded),
+        state_dir: state_dir(common.cluster.state_dir.as_ref(), &loaded),
         etcd: &etcd,
         etcd_prefix: target.prefix.clone(),
         apiservers: atrest::rotate::Apiservers {
             base: api,
-            explicit: common.apiservers.clone(),
+            explicit: common.cluster.apiservers.clone(),
         },
         wait_timeout: Duration::from_secs(common.timeout),
         automatic_reload: manifest_reload(&s),
@@ -684,7 +698,11 @@ async fn report_cmd(a: args::ReportArgs) -> Result<i32> {
         }
         return Ok(EXIT_FINDINGS);
     }
-    let s = settings::resolve(&flags(&a.source, Some(&a.etcd), a.kubeconfig.clone()))?;
+    let s = settings::resolve(&flags(
+        &a.source,
+        Some(&a.etcd),
+        a.cluster.kubeconfig.clone(),
+    ))?;
     let loaded = load_config(&s)?;
     let policy = match &a.policy {
         Some(p) => atrest::report::Policy::load(p)?,
@@ -725,7 +743,7 @@ async fn report_cmd(a: args::ReportArgs) -> Result<i32> {
             Ok(api) => Some(
                 atrest::rotate::Apiservers {
                     base: api,
-                    explicit: a.apiservers.clone(),
+                    explicit: a.cluster.apiservers.clone(),
                 }
                 .survey(&loaded.hash)
                 .await,
@@ -735,7 +753,7 @@ async fn report_cmd(a: args::ReportArgs) -> Result<i32> {
                 None
             }
         };
-    let dir = state_dir(a.state_dir.as_ref(), &loaded);
+    let dir = state_dir(a.cluster.state_dir.as_ref(), &loaded);
     let state = atrest::rotate::State::load(&dir, &loaded.path)
         .ok()
         .filter(|st| st.expected_hash.is_some() || !st.history.is_empty());

@@ -328,21 +328,12 @@ fn rotation_table(out: &mut String, extra: &StatusExtra) {
         }
         Ok(c) => {
             for a in &c.apiservers {
-                let state = match (&a.config_hash, &a.error) {
-                    (_, Some(e)) => format!("unreachable: {e}"),
-                    (Some(h), None) if *h == c.want => format!("{h} (the file)"),
-                    (Some(h), None) => format!("{h} (NOT the file: {})", c.want),
-                    (None, None) => "reports no config hash".into(),
+                let verdict = match &a.config_hash {
+                    Some(h) if *h == c.want => " (the file)".to_string(),
+                    Some(_) => format!(" (NOT the file: {})", c.want),
+                    None => String::new(),
                 };
-                let _ = writeln!(
-                    out,
-                    "  {}{} {state}",
-                    a.url,
-                    a.lease
-                        .as_ref()
-                        .map(|l| format!(" ({l})"))
-                        .unwrap_or_default()
-                );
+                let _ = writeln!(out, "  {} {}{verdict}", a.name(), a.reported());
             }
             for l in &c.unreached {
                 let _ = writeln!(

@@ -174,7 +174,10 @@ fn secret_like_values(text: &str) -> Vec<String> {
                     }
                 }
             }
-            for token in region.split(|c: char| c.is_whitespace() || "\"',:{}[]|>#".contains(c)) {
+            // Keys are base64: a token is a run of base64 (or URL-safe base64) characters, so
+            // quotes, escapes and punctuation around it never hide it from redaction.
+            for token in region.split(|c: char| !(c.is_ascii_alphanumeric() || "+/=-_".contains(c)))
+            {
                 if token.len() >= MIN_SECRET_TOKEN && !found.iter().any(|f| f == token) {
                     found.push(token.to_string());
                 }

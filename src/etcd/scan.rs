@@ -482,7 +482,7 @@ pub struct ObjectRef {
 }
 
 /// Counts and lists for one resource.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceReport {
     pub resource: String,
     /// The rule that covers it (`secrets`, `*.*`), or none.

@@ -137,17 +137,9 @@ pub fn render(r: &Report) -> String {
     for a in &r.apiservers {
         let _ = writeln!(
             o,
-            "<tr><th>apiserver</th><td>{}{} — config {}</td></tr>",
-            esc(&a.url),
-            a.identity_lease
-                .as_ref()
-                .map(|l| format!(" ({})", esc(l)))
-                .unwrap_or_default(),
-            esc(a
-                .config_hash
-                .as_deref()
-                .or(a.error.as_deref())
-                .unwrap_or("unknown"))
+            "<tr><th>apiserver</th><td>{} — config {}</td></tr>",
+            esc(&a.name()),
+            esc(&a.reported())
         );
     }
     let _ = writeln!(

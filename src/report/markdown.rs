@@ -45,19 +45,7 @@ pub fn render(r: &Report) -> String {
         }
     );
     for a in &r.apiservers {
-        let _ = writeln!(
-            o,
-            "- apiserver {}{}: config {}",
-            a.url,
-            a.identity_lease
-                .as_ref()
-                .map(|l| format!(" ({l})"))
-                .unwrap_or_default(),
-            a.config_hash
-                .as_deref()
-                .or(a.error.as_deref())
-                .unwrap_or("unknown")
-        );
+        let _ = writeln!(o, "- apiserver {}: config {}", a.name(), a.reported());
     }
     let _ = writeln!(o, "\n## Config\n");
     let _ = writeln!(

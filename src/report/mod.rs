@@ -16,8 +16,8 @@ pub use policy::{Policy, PolicyError};
 
 use crate::GroupResource;
 use crate::config::{Finding, LoadedConfig, Provider, Severity};
-use crate::etcd::scan::ScanReport;
-use crate::rotate::{Convergence, State};
+use crate::etcd::scan::{ResourceReport, ScanReport};
+use crate::rotate::{ApiserverStatus, Convergence, State};
 
 /// The JSON schema name and version; fields are stable within a version.
 pub const SCHEMA: &str = "atrest.report/v1";
@@ -109,29 +109,20 @@ pub struct RotationInfo {
     pub snapshot_skipped: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ApiserverInfo {
-    pub url: String,
-    pub identity_lease: Option<String>,
-    pub config_hash: Option<String>,
-    pub error: Option<String>,
-}
-
-/// Per resource: counts by key and the offending objects (names only).
+/// Per resource: the scan's counts and offending objects (names only), and how many are on the
+/// write key.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceResult {
-    pub resource: String,
-    pub write_key: String,
-    pub total: u64,
+    #[serde(flatten)]
+    pub scan: ResourceReport,
     pub on_write_key: u64,
-    pub counts: BTreeMap<String, u64>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub kms_key_ids: BTreeMap<String, u64>,
-    pub plaintext: Vec<String>,
-    pub stale: Vec<String>,
-    pub undecryptable: Vec<String>,
-    pub unknown_key: Vec<String>,
-    pub corrupt: Vec<String>,
+}
+
+impl std::ops::Deref for ResourceResult {
+    type Target = ResourceReport;
+    fn deref(&self) -> &ResourceReport {
+        &self.scan
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -150,7 +141,7 @@ pub struct Report {
     pub host: String,
     pub verdict: Status,
     pub etcd: EtcdInfo,
-    pub apiservers: Vec<ApiserverInfo>,
+    pub apiservers: Vec<ApiserverStatus>,
     pub apiserver_leases: Vec<String>,
     pub config: ConfigInfo,
     pub rotation: Option<RotationInfo>,
@@ -246,23 +237,8 @@ pub fn build(inp: &Inputs<'_>) -> Report {
         .resources
         .iter()
         .map(|r| ResourceResult {
-            resource: r.resource.clone(),
-            write_key: r.write_key.clone(),
-            total: r.total,
-            on_write_key: r.total.saturating_sub(
-                (r.plaintext.len()
-                    + r.stale.len()
-                    + r.undecryptable.len()
-                    + r.unknown_key.len()
-                    + r.corrupt.len()) as u64,
-            ),
-            counts: r.counts.clone(),
-            kms_key_ids: r.kms_key_ids.clone(),
-            plaintext: r.plaintext.clone(),
-            stale: r.stale.clone(),
-            undecryptable: r.undecryptable.clone(),
-            unknown_key: r.unknown_key.clone(),
-            corrupt: r.corrupt.clone(),
+            on_write_key: r.total.saturating_sub(r.findings()),
+            scan: r.clone(),
         })
         .collect();
 
@@ -281,17 +257,7 @@ pub fn build(inp: &Inputs<'_>) -> Report {
         etcd: inp.etcd.clone(),
         apiservers: inp
             .convergence
-            .map(|c| {
-                c.apiservers
-                    .iter()
-                    .map(|a| ApiserverInfo {
-                        url: a.url.clone(),
-                        identity_lease: a.lease.clone(),
-                        config_hash: a.config_hash.clone(),
-                        error: a.error.clone(),
-                    })
-                    .collect()
-            })
+            .map(|c| c.apiservers.clone())
             .unwrap_or_default(),
         apiserver_leases: inp
             .convergence
@@ -465,20 +431,7 @@ fn checks(
             let mut ev: Vec<String> = c
                 .apiservers
                 .iter()
-                .map(|a| {
-                    format!(
-                        "{}{}: {}",
-                        a.url,
-                        a.lease
-                            .as_ref()
-                            .map(|l| format!(" ({l})"))
-                            .unwrap_or_default(),
-                        a.config_hash
-                            .as_deref()
-                            .or(a.error.as_deref())
-                            .unwrap_or("no hash")
-                    )
-                })
+                .map(|a| format!("{}: {}", a.name(), a.reported()))
                 .collect();
             ev.push(format!(
                 "config file {}: {}",

@@ -10,13 +10,32 @@ use sha2::{Digest, Sha256};
 use crate::kube::{Api, KubeError, metrics};
 
 /// What one apiserver reports.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ApiserverStatus {
     pub url: String,
     /// Its identity Lease name, when its id hash matched one.
     pub lease: Option<String>,
     pub config_hash: Option<String>,
     pub error: Option<String>,
+}
+
+impl ApiserverStatus {
+    /// `url (lease)`, as apiservers are named in messages and reports.
+    pub fn name(&self) -> String {
+        match &self.lease {
+            Some(l) => format!("{} ({l})", self.url),
+            None => self.url.clone(),
+        }
+    }
+
+    /// What it reports: its config hash, or why there is none.
+    pub fn reported(&self) -> String {
+        match (&self.config_hash, &self.error) {
+            (_, Some(e)) => format!("unreachable: {e}"),
+            (Some(h), None) => h.clone(),
+            (None, None) => "no encryption config hash".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -46,17 +65,7 @@ impl Convergence {
             .apiservers
             .iter()
             .filter(|a| a.config_hash.as_deref() != Some(self.want.as_str()))
-            .map(|a| {
-                let who = match &a.lease {
-                    Some(l) => format!("{} ({l})", a.url),
-                    None => a.url.clone(),
-                };
-                match (&a.config_hash, &a.error) {
-                    (_, Some(e)) => format!("{who}: unreachable: {e}"),
-                    (Some(h), None) => format!("{who}: reports {h}"),
-                    (None, None) => format!("{who}: reports no encryption config hash"),
-                }
-            })
+            .map(|a| format!("{}: reports {}", a.name(), a.reported()))
             .collect();
         for l in &self.unreached {
             out.push(format!("apiserver with identity lease {l}: not reached (pass --apiserver URL for every apiserver)"));

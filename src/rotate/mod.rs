@@ -749,24 +749,39 @@ impl Rotator<'_> {
         loaded: &LoadedConfig,
         r: &Rotation,
     ) -> Result<(u64, Vec<String>), RotateError> {
-        struct Check<'c> {
-            config: &'c EncryptionConfig,
-            rules: &'c [usize],
-            count: u64,
-            names: Vec<String>,
-        }
-        impl Visitor for Check<'_> {
-            fn visit(&mut self, item: &Item<'_>) {
-                let rule = self
-                    .config
+        let config = &loaded.config;
+        let (count, names) = self
+            .find(loaded, r, |item| {
+                let rule = config
                     .resolve(item.resource)
                     .entries
                     .first()
                     .map(|e| e.rule);
-                if !rule.is_some_and(|x| self.rules.contains(&x)) {
-                    return;
-                }
-                if !item.class.on_write_key() {
+                rule.is_some_and(|x| r.rules.contains(&x)) && !item.class.on_write_key()
+            })
+            .await?;
+        (self.say)(&format!(
+            "fresh etcd scan: {count} objects not on their write key"
+        ));
+        Ok((count, names))
+    }
+
+    /// Scans the rotation's resources (decrypting every value) and lists the objects `matches`
+    /// picks, with their key and state.
+    async fn find(
+        &self,
+        loaded: &LoadedConfig,
+        r: &Rotation,
+        matches: impl Fn(&Item<'_>) -> bool,
+    ) -> Result<(u64, Vec<String>), RotateError> {
+        struct Matching<F> {
+            matches: F,
+            count: u64,
+            names: Vec<String>,
+        }
+        impl<F: Fn(&Item<'_>) -> bool> Visitor for Matching<F> {
+            fn visit(&mut self, item: &Item<'_>) {
+                if (self.matches)(item) {
                     self.count += 1;
                     if self.names.len() < 50 {
                         self.names.push(format!(
@@ -792,27 +807,22 @@ impl Rotator<'_> {
             patience: self.reencrypt.patience,
             ..Default::default()
         };
-        let mut check = Check {
-            config: &loaded.config,
-            rules: &r.rules,
+        let mut found = Matching {
+            matches,
             count: 0,
             names: Vec::new(),
         };
-        let run = scan::run(
+        scan::run(
             self.etcd,
             &loaded.config,
             &self.etcd_prefix,
             &plan,
             &opts,
-            &mut check,
+            &mut found,
             &mut (),
         )
         .await?;
-        (self.say)(&format!(
-            "fresh etcd scan at revision {}: {} objects not on their write key",
-            run.revision, check.count
-        ));
-        Ok((check.count, check.names))
+        Ok((found.count, found.names))
     }
 
     /// Writes a canary secret through each apiserver and checks etcd stores it with the write key.
@@ -898,7 +908,9 @@ impl Rotator<'_> {
         let r = self.rotation(&st, "abort")?.clone();
         match r.stage {
             Stage::Prepared => {
-                let (count, objects) = self.used_by(&loaded, &r, &r.target).await?;
+                let (count, objects) = self
+                    .find(&loaded, &r, |item| item.class.label == r.target)
+                    .await?;
                 if count > 0 {
                     return Err(RotateError::Stage(format!(
                         "{count} objects already use {}; cannot remove it: {}",
@@ -938,52 +950,6 @@ impl Rotator<'_> {
             }
         }
         Ok(())
-    }
-
-    async fn used_by(
-        &self,
-        loaded: &LoadedConfig,
-        r: &Rotation,
-        label: &str,
-    ) -> Result<(u64, Vec<String>), RotateError> {
-        struct Uses<'l> {
-            label: &'l str,
-            count: u64,
-            names: Vec<String>,
-        }
-        impl Visitor for Uses<'_> {
-            fn visit(&mut self, item: &Item<'_>) {
-                if item.class.label == self.label {
-                    self.count += 1;
-                    if self.names.len() < 20 {
-                        self.names
-                            .push(format!("{} {}", item.resource, item.object));
-                    }
-                }
-            }
-        }
-        let resources: Vec<GroupResource> = r
-            .resources
-            .iter()
-            .map(|s| GroupResource::parse(s))
-            .collect();
-        let plan = scan::plan(&loaded.config, &self.etcd_prefix, &resources);
-        let mut uses = Uses {
-            label,
-            count: 0,
-            names: Vec::new(),
-        };
-        scan::run(
-            self.etcd,
-            &loaded.config,
-            &self.etcd_prefix,
-            &plan,
-            &ScanOptions::default(),
-            &mut uses,
-            &mut (),
-        )
-        .await?;
-        Ok((uses.count, uses.names))
     }
 
     /// Every step in order, from wherever the rotation stands.

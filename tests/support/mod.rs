@@ -1011,3 +1011,59 @@ impl ControlPlane {
         p
     }
 }
+
+/// `prefix-00000`, `prefix-00001`, …
+pub fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
+}
+
+/// The entry for `name` in the `resources` list of a scan or report JSON document.
+pub fn resource<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["resources"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no resources in {doc:#}"))
+        .iter()
+        .find(|r| r["resource"] == name)
+        .unwrap_or_else(|| panic!("no resource {name} in {doc:#}"))
+}
+
+/// A command's exit code and output, for assertion messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+impl ControlPlane {
+    /// `atrest <args…>` aimed at this cluster: config, etcd, kubeconfig and a state folder in
+    /// the test folder, with no setting leaking in from the environment.
+    pub fn atrest_command(&self, args: &[&str]) -> Command {
+        let bin: PathBuf = option_env!("CARGO_BIN_EXE_atrest")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let exe = std::env::current_exe().unwrap();
+                exe.parent().and_then(Path::parent).unwrap().join("atrest")
+            });
+        let mut cmd = Command::new(bin);
+        cmd.args(args).args(self.atrest_flags());
+        cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()));
+        cmd.arg(format!(
+            "--state-dir={}",
+            self.path().join("state").display()
+        ));
+        for v in [
+            "KUBECONFIG",
+            "ETCDCTL_ENDPOINTS",
+            "ETCDCTL_CACERT",
+            "ETCDCTL_CERT",
+            "ETCDCTL_KEY",
+            "ATREST_CONFIG",
+        ] {
+            cmd.env_remove(v);
+        }
+        cmd
+    }
+}

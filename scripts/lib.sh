@@ -1,7 +1,8 @@
-# Shared by the benchmark scripts: build, start the local control plane, measure commands.
+# Shared by demo.sh and the benchmark scripts: install what is missing, build, start the local
+# control plane (real etcd + kube-apiserver, via the testbed example), measure commands.
 # shellcheck shell=bash
 
-bench_setup() {
+setup() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   root=$PWD
   command -v protoc >/dev/null && [ -x /usr/bin/time ] || {
@@ -13,12 +14,13 @@ bench_setup() {
   atrest=$root/target/release/atrest
   seed=$root/target/release/examples/seed
   export PATH=$bins:$PATH
-  work=$(mktemp -d -t atrest-bench.XXXXXX)
+  work=$(mktemp -d -t atrest.XXXXXX)
 }
 
-# bench_start CONFIG_FILE: starts etcd + kube-apiserver with that encryption config.
-bench_start() {
-  "$root/target/release/examples/testbed" "$work/env" "$1" >"$work/testbed.log" 2>&1 &
+# testbed_start [CONFIG_FILE]: starts etcd + kube-apiserver (with that encryption config, else
+# identity for secrets) and sources their settings (KUBECONFIG, ETCDCTL_ENDPOINTS, …).
+testbed_start() {
+  "$root/target/release/examples/testbed" "$work/env" ${1:+"$1"} >"$work/testbed.log" 2>&1 &
   testbed=$!
   trap 'kill $testbed 2>/dev/null; wait $testbed 2>/dev/null; rm -rf "$work"' EXIT
   for _ in $(seq 1 300); do
@@ -61,8 +63,8 @@ measure() {
   echo "$label $median $rss"
 }
 
-# bench_restart_apiserver: restarts kube-apiserver (it loads the config file at once).
-bench_restart_apiserver() {
+# testbed_restart_apiserver: restarts kube-apiserver (it loads the config file at once).
+testbed_restart_apiserver() {
   local before=0
   [ -f "$work/env.restarts" ] && before=$(wc -l <"$work/env.restarts")
   kill -HUP "$testbed"
