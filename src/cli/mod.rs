@@ -441,13 +441,6 @@ async fn reencrypt_cmd(a: args::ReencryptArgs) -> Result<i32> {
             w.config_name()
         ));
     }
-    if !a.dry_run {
-        let apiservers = atrest::rotate::Apiservers {
-            base: api.clone(),
-            explicit: a.cluster.apiservers.clone(),
-        };
-        check_loaded(&apiservers, &loaded).await?;
-    }
     let checkpoint = a.checkpoint.clone().unwrap_or_else(|| {
         state_dir(a.cluster.state_dir.as_ref(), &loaded).join("reencrypt-checkpoint.json")
     });
@@ -465,10 +458,28 @@ async fn reencrypt_cmd(a: args::ReencryptArgs) -> Result<i32> {
         ..Default::default()
     };
     let plugins = connect_plugins(&loaded.config, true).await?;
-    if let (Some(p), false) = (&plugins, a.dry_run) {
-        check_kms_key_ids(&api, p).await?;
-    }
-    let engine = atrest::migrate::Reencrypt {
+    // Before the first write (never when there is nothing to rewrite): every apiserver runs
+    // this config, and has seen the KMS plugins' current key IDs.
+    let apiservers = atrest::rotate::Apiservers {
+        base: api.clone(),
+        explicit: a.cluster.apiservers.clone(),
+    };
+    let preflight = {
+        let (apiservers, loaded, api, plugins) = (&apiservers, &loaded, &api, plugins.as_ref());
+        Box::pin(async move {
+            check_loaded(apiservers, loaded)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            if let Some(p) = plugins {
+                check_kms_key_ids(api, p)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+            }
+            Ok(())
+        })
+    };
+    let mut engine = atrest::migrate::Reencrypt {
+        preflight: Some(preflight),
         config: &loaded,
         plugins: plugins.as_ref(),
         etcd: &etcd,

@@ -149,6 +149,23 @@ fn json_info(plaintext: &[u8]) -> Option<ObjectInfo> {
     })
 }
 
+/// `metadata.resourceVersion` of an apiserver response in the protobuf envelope (responses
+/// carry it; stored values never do).
+pub fn response_resource_version(body: &[u8]) -> Option<String> {
+    let unknown = Unknown::decode(body.strip_prefix(PROTOBUF_MAGIC)?).ok()?;
+    ObjectView::decode(unknown.raw?.as_slice())
+        .ok()?
+        .metadata?
+        .resource_version
+}
+
+/// The message of a `Status` error response in the protobuf envelope.
+pub fn response_status_message(body: &[u8]) -> Option<String> {
+    use k8s_pb::apimachinery::pkg::apis::meta::v1::Status;
+    let unknown = Unknown::decode(body.strip_prefix(PROTOBUF_MAGIC)?).ok()?;
+    Status::decode(unknown.raw?.as_slice()).ok()?.message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,7 +50,11 @@ pub async fn patch(
     let url = path.object_url(namespace, name);
     let req = match http::Request::patch(&url)
         .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
-        .header(http::header::ACCEPT, "application/json")
+        // Protobuf where the resource has it (cheaper for the apiserver to encode), else JSON.
+        .header(
+            http::header::ACCEPT,
+            "application/vnd.kubernetes.protobuf, application/json",
+        )
         .body(kube::client::Body::from(body.into_bytes()))
     {
         Ok(r) => r,
@@ -82,40 +86,22 @@ pub async fn patch(
         }
     };
     let status_message = || {
-        serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_string))
+        crate::codec::object::response_status_message(&bytes)
+            .or_else(|| {
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_string))
+            })
             .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned())
     };
     match status {
-        200 => {
-            #[derive(serde::Deserialize)]
-            struct Meta {
-                #[serde(rename = "resourceVersion")]
-                resource_version: Option<String>,
-            }
-            #[derive(serde::Deserialize)]
-            struct Obj {
-                metadata: Meta,
-            }
-            // Only metadata is decoded; the object's data is skipped.
-            match serde_json::from_slice::<Obj>(&bytes) {
-                Ok(o) => match o
-                    .metadata
-                    .resource_version
-                    .and_then(|v| v.parse::<i64>().ok())
-                {
-                    Some(rv) if rv != resource_version => Outcome::Rewritten {
-                        resource_version: rv,
-                    },
-                    Some(_) => Outcome::Unchanged,
-                    None => {
-                        Outcome::Failed(format!("PATCH {url}: response without a resourceVersion"))
-                    }
-                },
-                Err(e) => Outcome::Failed(format!("PATCH {url}: unreadable response: {e}")),
-            }
-        }
+        200 => match response_resource_version(&bytes).and_then(|v| v.parse::<i64>().ok()) {
+            Some(rv) if rv != resource_version => Outcome::Rewritten {
+                resource_version: rv,
+            },
+            Some(_) => Outcome::Unchanged,
+            None => Outcome::Failed(format!("PATCH {url}: response without a resourceVersion")),
+        },
         404 => Outcome::Gone,
         409 => Outcome::Conflict,
         403 => Outcome::Forbidden(status_message()),
@@ -128,4 +114,25 @@ pub async fn patch(
         },
         _ => Outcome::Failed(format!("{status}: {}", status_message())),
     }
+}
+
+/// The resourceVersion of a PATCH response, protobuf or JSON (only metadata is decoded; the
+/// object's data is skipped).
+fn response_resource_version(body: &[u8]) -> Option<String> {
+    if let Some(rv) = crate::codec::object::response_resource_version(body) {
+        return Some(rv);
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(rename = "resourceVersion")]
+        resource_version: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Obj {
+        metadata: Meta,
+    }
+    serde_json::from_slice::<Obj>(body)
+        .ok()?
+        .metadata
+        .resource_version
 }

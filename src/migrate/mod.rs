@@ -34,6 +34,8 @@ pub enum MigrateError {
     Kube(#[from] KubeError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error("{0}")]
+    Preflight(String),
     #[error(
         "the apiserver refused to PATCH {resource} {object}: {message}\n  atrest needs this RBAC rule: apiGroups: [\"{group}\"], resources: [\"{plural}\"], verbs: [\"patch\"]\n  Progress is saved in {checkpoint}; grant the rule and run again with --resume."
     )]
@@ -244,8 +246,14 @@ struct Shared {
 }
 
 /// Everything the run needs from the caller.
+/// A check run once, just before the first write (so a run with nothing to rewrite asks the
+/// apiservers nothing): for example that every apiserver has loaded the config.
+pub type Preflight<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
 pub struct Reencrypt<'a> {
     pub config: &'a LoadedConfig,
+    pub preflight: Option<Preflight<'a>>,
     /// KMS v2 plugins: their current key IDs decide which KMS values are stale.
     pub plugins: Option<&'a crate::kms::KmsPlugins>,
     pub etcd: &'a etcd_client::Client,
@@ -263,7 +271,10 @@ struct PageState {
 }
 
 impl Reencrypt<'_> {
-    pub async fn run(&self, progress: &mut dyn Progress) -> Result<ReencryptReport, MigrateError> {
+    pub async fn run(
+        &mut self,
+        progress: &mut dyn Progress,
+    ) -> Result<ReencryptReport, MigrateError> {
         let started = Instant::now();
         let opts = &self.opts;
         let plan = scan::plan(&self.config.config, self.etcd_prefix, &opts.resources);
@@ -283,7 +294,9 @@ impl Reencrypt<'_> {
             }
         };
         let scan_opts = ScanOptions {
-            classify: ClassifyConfig::new(true, true, self.plugins, Vec::new()),
+            // Classification by prefix, key name and shape is enough to target (a resourceVersion
+            // precondition guards every write); metadata, and so the uid, where it is plaintext.
+            classify: ClassifyConfig::new(false, true, self.plugins, Vec::new()),
             patience: opts.patience,
             resume_after: cp
                 .cursors
@@ -363,6 +376,9 @@ impl Reencrypt<'_> {
                 if self.stopping(&fatal) {
                     break 'pages;
                 }
+                if let Some(check) = self.preflight.take() {
+                    check.await.map_err(MigrateError::Preflight)?;
+                }
                 if !paths.contains_key(&t.resource) {
                     let p = k8s::discover(self.api, &t.resource).await?;
                     paths.insert(t.resource.clone(), p);
@@ -431,14 +447,16 @@ impl Reencrypt<'_> {
             }
             return Err(e);
         }
-        if read_everything && !opts.dry_run {
-            // The proof: read etcd again, every value of the same resources.
+        // The proof: read etcd again, every value of the same resources. A run that found
+        // nothing to rewrite already read everything on its write key at one revision.
+        if read_everything && !opts.dry_run && report.total.targeted > 0 {
             let mut remaining = Remaining {
                 count: 0,
                 names: Vec::new(),
                 limit: opts.max_list,
             };
             let verify_opts = ScanOptions {
+                classify: ClassifyConfig::new(false, false, self.plugins, Vec::new()),
                 patience: opts.patience,
                 page_keys: opts.page_keys,
                 ..Default::default()

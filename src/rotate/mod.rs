@@ -635,7 +635,9 @@ impl Rotator<'_> {
             resume,
             ..self.reencrypt.clone()
         };
-        let engine = migrate::Reencrypt {
+        // Convergence was proven above; nothing more to check before the first write.
+        let mut engine = migrate::Reencrypt {
+            preflight: None,
             config: &loaded,
             plugins: plugins.as_ref(),
             etcd: self.etcd,
