@@ -59,8 +59,8 @@ impl KmsUnwrap for PassThroughKms {
     fn unwrap_v2(&self, _provider: &str, obj: &EncryptedObject) -> Result<Zeroizing<Vec<u8>>, String> {
         Ok(Zeroizing::new(obj.encrypted_dek_source.clone()))
     }
-    fn unwrap_v1(&self, _provider: &str, encrypted_dek: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
-        Ok(Zeroizing::new(encrypted_dek.to_vec()))
+    fn unwrap_v1(&self, _provider: &str, encrypted_dek: &[u8]) -> Option<Result<Zeroizing<Vec<u8>>, String>> {
+        Some(Ok(Zeroizing::new(encrypted_dek.to_vec())))
     }
 }
 

@@ -56,8 +56,13 @@ pub trait KmsUnwrap: Send + Sync {
         provider: &str,
         obj: &kms::EncryptedObject,
     ) -> Result<Zeroizing<Vec<u8>>, String>;
-    fn unwrap_v1(&self, provider: &str, encrypted_dek: &[u8])
-    -> Result<Zeroizing<Vec<u8>>, String>;
+    /// `None` when this unwrapper cannot ask a KMS v1 plugin: the value stays unverified
+    /// (state kms) rather than undecryptable.
+    fn unwrap_v1(
+        &self,
+        provider: &str,
+        encrypted_dek: &[u8],
+    ) -> Option<Result<Zeroizing<Vec<u8>>, String>>;
 }
 
 #[derive(Default)]
@@ -363,10 +368,10 @@ fn try_kms<'t>(
                 dek_source_type: None,
                 encrypted_dek_source: Vec::new(),
             };
-            match unwrapper {
+            match unwrapper.and_then(|u| u.unwrap_v1(name, env.encrypted_dek)) {
                 None => (detail, None, false),
-                Some(u) => {
-                    let dek = u.unwrap_v1(name, env.encrypted_dek).map_err(|_| {
+                Some(dek) => {
+                    let dek = dek.map_err(|_| {
                         OpenError::Rejected("the KMS plugin could not unwrap the DEK")
                     })?;
                     let (pt, cbc) = kms::open_v1(&dek, etcd_key, env.data)?;
