@@ -40,5 +40,6 @@ cargo clippy --all-targets --locked -- -D warnings
 
 log "cargo test"
 start=$(date +%s)
-cargo test --all-targets --locked -- --test-threads="${ATREST_TEST_THREADS:-2}"
+# RUST_TEST_THREADS rather than --test-threads: the divan bench target (run once as a test) takes no libtest flags.
+RUST_TEST_THREADS="${ATREST_TEST_THREADS:-2}" cargo test --all-targets --locked
 echo "tests took $(($(date +%s) - start)) s" >&2

@@ -250,7 +250,10 @@ async fn planted_bad_values_are_reported_and_the_scan_completes() {
     let good = names("good", 5);
     create_secrets(&client, "bad", &good, "fine").await;
 
-    let (value, _) = cp.raw("/registry/secrets/bad/good-0").await.unwrap();
+    let (value, _) = cp
+        .raw(&format!("/registry/secrets/bad/{}", good[0]))
+        .await
+        .unwrap();
     cp.plant(
         "/registry/secrets/bad/truncated",
         value[..value.len() - 7].to_vec(),
@@ -500,4 +503,79 @@ async fn manifest_discovery_tls_and_clear_connection_errors() {
         stderr.contains("/nonexistent/kube-apiserver.yaml"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_gone_for_good_stops_the_scan_after_its_patience() {
+    use atrest::etcd::scan::{self, Item, ReportBuilder, ScanOptions, Visitor};
+    let mut cp = ControlPlane::start(Options::default()).await;
+    {
+        let mut etcd = cp.etcd().await;
+        for i in 0..600 {
+            etcd.put(
+                format!("/registry/secrets/gone/s-{i:05}"),
+                b"k8s\x00fake".to_vec(),
+                None,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let loaded = atrest::config::load(&cp.config_path).unwrap();
+    let target = atrest::etcd::EtcdTarget {
+        endpoints: vec![cp.etcd_endpoint.clone()],
+        cacert: None,
+        cert: None,
+        key: None,
+        credentials: None,
+        prefix: "/registry".into(),
+    };
+    let client = target.connect().await.unwrap();
+    let plan = scan::plan(&loaded.config, "/registry", &[]);
+    /// Kills etcd (for good) at the first item.
+    struct Killer {
+        inner: ReportBuilder,
+        pid: Option<u32>,
+    }
+    impl Visitor for Killer {
+        fn visit(&mut self, item: &Item<'_>) {
+            if let Some(pid) = self.pid.take() {
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            self.inner.visit(item)
+        }
+    }
+    let mut visitor = Killer {
+        inner: ReportBuilder::new(10),
+        pid: cp.etcd_pid(),
+    };
+    let opts = ScanOptions {
+        page_keys: Some(20),
+        patience: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let mut no_progress = ();
+    let result = scan::run(
+        &client,
+        &loaded.config,
+        "/registry",
+        &plan,
+        &opts,
+        &mut visitor,
+        &mut no_progress,
+    )
+    .await;
+    let err = result.expect_err("etcd never came back");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "bounded by the patience"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("etcd did not answer") && msg.contains("/registry/secrets/gone/"),
+        "{msg}"
+    );
+    cp.stop_etcd();
 }
