@@ -263,6 +263,10 @@ async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
         .as_str()
         .unwrap()
         .to_string();
+    let record = &state["history"][0]["snapshot"];
+    assert!(record["revision"].as_i64().unwrap() > 0, "{record:#}");
+    assert!(record["sha256"].as_str().unwrap().starts_with("sha256:"));
+    assert!(record["size"].as_u64().unwrap() > 0);
     let restored = cp.path().join("restored");
     let out = Command::new(cp.bins.join("etcdutl"))
         .args([

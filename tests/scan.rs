@@ -307,28 +307,7 @@ async fn etcd_restart_mid_scan_still_gives_the_right_answer() {
     let mut cp = ControlPlane::start(Options::default()).await;
     // A few thousand values, planted directly (test-only) to keep the test fast.
     let n = 3000;
-    {
-        let mut etcd = cp.etcd().await;
-        for i in 0..n {
-            etcd.put(
-                format!("/registry/secrets/many/s-{i:05}"),
-                b"k8s\x00fake".to_vec(),
-                None,
-            )
-            .await
-            .unwrap();
-        }
-    }
-    let loaded = atrest::config::load(&cp.config_path).unwrap();
-    let target = atrest::etcd::EtcdTarget {
-        endpoints: vec![cp.etcd_endpoint.clone()],
-        cacert: None,
-        cert: None,
-        key: None,
-        credentials: None,
-        prefix: "/registry".into(),
-    };
-    let client = target.connect().await.unwrap();
+    let (loaded, client) = planted(&cp, "many", n).await;
     let plan = scan::plan(&loaded.config, "/registry", &[]);
 
     /// Kills etcd at the first item and brings it back three seconds later.
@@ -509,28 +488,7 @@ async fn manifest_discovery_tls_and_clear_connection_errors() {
 async fn etcd_gone_for_good_stops_the_scan_after_its_patience() {
     use atrest::etcd::scan::{self, Item, ReportBuilder, ScanOptions, Visitor};
     let mut cp = ControlPlane::start(Options::default()).await;
-    {
-        let mut etcd = cp.etcd().await;
-        for i in 0..600 {
-            etcd.put(
-                format!("/registry/secrets/gone/s-{i:05}"),
-                b"k8s\x00fake".to_vec(),
-                None,
-            )
-            .await
-            .unwrap();
-        }
-    }
-    let loaded = atrest::config::load(&cp.config_path).unwrap();
-    let target = atrest::etcd::EtcdTarget {
-        endpoints: vec![cp.etcd_endpoint.clone()],
-        cacert: None,
-        cert: None,
-        key: None,
-        credentials: None,
-        prefix: "/registry".into(),
-    };
-    let client = target.connect().await.unwrap();
+    let (loaded, client) = planted(&cp, "gone", 600).await;
     let plan = scan::plan(&loaded.config, "/registry", &[]);
     /// Kills etcd (for good) at the first item.
     struct Killer {
@@ -578,4 +536,35 @@ async fn etcd_gone_for_good_stops_the_scan_after_its_patience() {
         "{msg}"
     );
     cp.stop_etcd();
+}
+
+/// Plants `n` plaintext values under `/registry/secrets/<ns>/` (test-only) and connects a scan
+/// client to the cluster's etcd.
+async fn planted(
+    cp: &ControlPlane,
+    ns: &str,
+    n: usize,
+) -> (atrest::config::LoadedConfig, etcd_client::Client) {
+    let mut etcd = cp.etcd().await;
+    for i in 0..n {
+        etcd.put(
+            format!("/registry/secrets/{ns}/s-{i:05}"),
+            b"k8s\x00fake".to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let target = atrest::etcd::EtcdTarget {
+        endpoints: vec![cp.etcd_endpoint.clone()],
+        cacert: None,
+        cert: None,
+        key: None,
+        credentials: None,
+        prefix: "/registry".into(),
+    };
+    (
+        atrest::config::load(&cp.config_path).unwrap(),
+        target.connect().await.unwrap(),
+    )
 }

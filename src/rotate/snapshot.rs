@@ -16,6 +16,18 @@ pub async fn take(client: &etcd_client::Client, path: &Path) -> Result<SnapshotR
         path: path.to_path_buf(),
         source: e,
     };
+    // The snapshot holds at least every revision up to this one (its stream carries none).
+    let revision = client
+        .clone()
+        .status()
+        .await
+        .map_err(|e| EtcdError::Request {
+            message: crate::etcd::explain(&e),
+            hint: "",
+        })?
+        .header()
+        .map(|h| h.revision())
+        .unwrap_or(0);
     let mut maintenance = client.maintenance_client();
     let mut stream = maintenance
         .snapshot()
@@ -40,14 +52,10 @@ pub async fn take(client: &etcd_client::Client, path: &Path) -> Result<SnapshotR
     };
     let mut hasher = Sha256::new();
     let mut size = 0u64;
-    let mut revision = 0i64;
     while let Some(msg) = stream.message().await.map_err(|e| EtcdError::Request {
         message: crate::etcd::explain(&e),
         hint: "",
     })? {
-        if revision == 0 {
-            revision = msg.header().map(|h| h.revision()).unwrap_or(0);
-        }
         file.write_all(msg.blob()).map_err(io)?;
         hasher.update(msg.blob());
         size += msg.blob().len() as u64;
