@@ -54,7 +54,7 @@ start=$(date +%s)
 
 # build <dir> <output name> <package>
 build() {
-  (cd "$here/$1" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w ${4:-}" -o "$tmp/$2" "$3")
+  (cd "$here/$1" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w ${4:-}" -o "$tmp/$2" "$3")
   mv -f "$tmp/$2" "$out/$2"
 }
 
