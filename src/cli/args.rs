@@ -180,12 +180,8 @@ pub struct RotateArgs {
     /// Namespace of the canary secrets written after promote.
     #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
     pub canary_namespace: String,
-    /// Re-encryption: writes in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 16)]
-    pub concurrency: usize,
-    /// Re-encryption: client-side requests per second (0: none).
-    #[arg(long, value_name = "QPS", default_value_t = 0.0)]
-    pub qps: f64,
+    #[command(flatten)]
+    pub rewrite: RewriteArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -402,16 +398,8 @@ pub struct ReencryptArgs {
     /// Only these resources (`secrets`, `configmaps`, `foos.example.com`); repeatable.
     #[arg(long = "resource", value_name = "RESOURCE")]
     pub resources: Vec<String>,
-    /// Writes in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 16)]
-    pub concurrency: usize,
-    /// Client-side limit on requests per second (0: none; the apiserver's own limits and its
-    /// 429 Retry-After answers still apply).
-    #[arg(long, value_name = "QPS", default_value_t = 0.0)]
-    pub qps: f64,
-    /// Attempts per object before it is given up (and listed) — never fatal for the run.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub max_attempts: u32,
+    #[command(flatten)]
+    pub rewrite: RewriteArgs,
     /// Checkpoint file (default: <state dir>/reencrypt-checkpoint.json).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
@@ -442,4 +430,32 @@ pub struct ClusterArgs {
     /// default/kubernetes, else the kubeconfig's server.
     #[arg(long = "apiserver", value_name = "URL")]
     pub apiservers: Vec<String>,
+}
+
+/// How the re-encryption writes.
+#[derive(Args, Debug, Clone)]
+pub struct RewriteArgs {
+    /// Re-encryption: writes in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Re-encryption: client-side limit on requests per second (0: none; the apiserver's own
+    /// limits and its 429 Retry-After answers still apply).
+    #[arg(long, value_name = "QPS", default_value_t = 0.0)]
+    pub qps: f64,
+    /// Re-encryption: attempts per object before it is given up (and listed) — never fatal for
+    /// the run.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_attempts: u32,
+}
+
+impl RewriteArgs {
+    /// The engine's options with these set.
+    pub fn options(&self) -> atrest::migrate::ReencryptOptions {
+        atrest::migrate::ReencryptOptions {
+            concurrency: self.concurrency,
+            qps: self.qps,
+            max_attempts: self.max_attempts,
+            ..Default::default()
+        }
+    }
 }

@@ -420,16 +420,43 @@ async fn check_kms_key_ids(
     Ok(())
 }
 
-async fn reencrypt_cmd(a: args::ReencryptArgs) -> Result<i32> {
-    let s = settings::resolve(&flags(
-        &a.source,
-        Some(&a.etcd),
-        a.cluster.kubeconfig.clone(),
-    ))?;
-    let loaded = load_config(&s)?;
-    let target = EtcdTarget::from_settings(&s);
+/// What a command that reads etcd and writes through the apiserver starts from.
+struct Cluster {
+    settings: Settings,
+    loaded: LoadedConfig,
+    target: EtcdTarget,
+    etcd: etcd_client::Client,
+    api: atrest::kube::Api,
+}
+
+async fn open_cluster(
+    source: &ConfigSource,
+    etcd: &EtcdFlags,
+    cluster: &args::ClusterArgs,
+) -> Result<Cluster> {
+    let settings = settings::resolve(&flags(source, Some(etcd), cluster.kubeconfig.clone()))?;
+    let loaded = load_config(&settings)?;
+    let target = EtcdTarget::from_settings(&settings);
     let etcd = target.connect().await?;
-    let api = atrest::kube::connect(s.kubeconfig.as_ref().map(|k| k.value.as_path())).await?;
+    let api =
+        atrest::kube::connect(settings.kubeconfig.as_ref().map(|k| k.value.as_path())).await?;
+    Ok(Cluster {
+        settings,
+        loaded,
+        target,
+        etcd,
+        api,
+    })
+}
+
+async fn reencrypt_cmd(a: args::ReencryptArgs) -> Result<i32> {
+    let Cluster {
+        loaded,
+        target,
+        etcd,
+        api,
+        ..
+    } = open_cluster(&a.source, &a.etcd, &a.cluster).await?;
     let resources: Vec<GroupResource> = a
         .resources
         .iter()
@@ -446,16 +473,13 @@ async fn reencrypt_cmd(a: args::ReencryptArgs) -> Result<i32> {
     });
     let opts = atrest::migrate::ReencryptOptions {
         resources,
-        concurrency: a.concurrency,
-        qps: a.qps,
-        max_attempts: a.max_attempts,
         dry_run: a.dry_run,
         checkpoint,
         resume: a.resume,
         patience: Duration::from_secs(a.etcd.etcd_patience),
         stop: stop_on_signal(),
         max_list: a.max_list,
-        ..Default::default()
+        ..a.rewrite.options()
     };
     let plugins = connect_plugins(&loaded.config, true).await?;
     // Before the first write (never when there is nothing to rewrite): every apiserver runs
@@ -528,15 +552,13 @@ async fn rotate_cmd(c: args::RotateCommand) -> Result<i32> {
         R::Prepare(p) | R::Run(p) => (p.common.clone(), Some(p.clone())),
         R::Promote(a) | R::Reencrypt(a) | R::Prune(a) | R::Abort(a) => (a.clone(), None),
     };
-    let s = settings::resolve(&flags(
-        &common.source,
-        Some(&common.etcd),
-        common.cluster.kubeconfig.clone(),
-    ))?;
-    let loaded = load_config(&s)?;
-    let target = EtcdTarget::from_settings(&s);
-    let etcd = target.connect().await?;
-    let api = atrest::kube::connect(s.kubeconfig.as_ref().map(|k| k.value.as_path())).await?;
+    let Cluster {
+        settings: s,
+        loaded,
+        target,
+        etcd,
+        api,
+    } = open_cluster(&common.source, &common.etcd, &common.cluster).await?;
     let say = |m: &str| eprintln!("atrest: {m}");
     let rotator = Rotator {
         config_path: loaded.path.clone(),
@@ -551,11 +573,9 @@ async fn rotate_cmd(c: args::RotateCommand) -> Result<i32> {
         automatic_reload: manifest_reload(&s),
         canary_namespace: common.canary_namespace.clone(),
         reencrypt: atrest::migrate::ReencryptOptions {
-            concurrency: common.concurrency,
-            qps: common.qps,
             patience: Duration::from_secs(common.etcd.etcd_patience),
             stop: stop_on_signal(),
-            ..Default::default()
+            ..common.rewrite.options()
         },
         say: &say,
     };
