@@ -1,6 +1,7 @@
-//! KMS v2 plugins: gRPC over the unix socket named in the config. atrest asks a plugin for its
-//! current key ID (`Status`, for the apiserver's stale rule) and, when verifying, to unwrap
-//! each distinct DEK source once (`Decrypt`); the data itself is decrypted locally.
+//! KMS plugins: gRPC over the unix socket named in the config. atrest asks a KMS v2 plugin for
+//! its current key ID (`Status`, for the apiserver's stale rule) and, when verifying, to unwrap
+//! each distinct DEK source once (`Decrypt`); a KMS v1 plugin that still answers the v1beta1 API
+//! unwraps v1 DEKs the same way. The data itself is decrypted locally.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,11 +14,18 @@ use zeroize::Zeroizing;
 use crate::codec::KmsUnwrap;
 use crate::codec::kms::pb::key_management_service_client::KeyManagementServiceClient;
 use crate::codec::kms::pb::{DecryptRequest, StatusRequest};
-use crate::codec::kms::{EncryptedObject, parse_v2};
+use crate::codec::kms::{EncryptedObject, parse_v1, parse_v2};
 use crate::config::{EncryptionConfig, KmsVersion, Provider};
 
-/// The stored-value prefix of every KMS v2 provider.
+/// Generated from `proto/kmsv1/service.proto`.
+mod v1pb {
+    include!(concat!(env!("OUT_DIR"), "/v1beta1.rs"));
+}
+use v1pb::key_management_service_client::KeyManagementServiceClient as V1Client;
+
+/// The stored-value prefixes of KMS providers (the provider name and `:` follow).
 pub const V2_PREFIX: &[u8] = b"k8s:enc:kms:v2:";
+pub const V1_PREFIX: &[u8] = b"k8s:enc:kms:v1:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KmsError {
@@ -29,11 +37,9 @@ pub enum KmsError {
         endpoint: String,
         message: String,
     },
-    #[error("KMS plugin {provider:?}: {message}")]
-    Refused { provider: String, message: String },
 }
 
-/// What a plugin's `Status` said.
+/// What a KMS v2 plugin's `Status` said.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PluginStatus {
     pub provider: String,
@@ -83,48 +89,53 @@ fn connect_unix(path: &str) -> std::io::Result<tokio::net::UnixStream> {
     tokio::net::UnixStream::from_std(std_stream)
 }
 
-struct Plugin {
-    endpoint: String,
-    client: KeyManagementServiceClient<Channel>,
+enum Client {
+    V2(KeyManagementServiceClient<Channel>),
+    V1(V1Client<Channel>),
 }
 
-/// (provider, key ID, encrypted DEK source) → the unwrapped source, or why the plugin refused.
+struct Plugin {
+    endpoint: String,
+    client: Client,
+}
+
+/// (provider, key ID — empty for v1, encrypted DEK or DEK source) → the unwrapped bytes, or why
+/// the plugin refused.
 type SourceKey = (String, String, Vec<u8>);
 type Unwrapped = Result<Zeroizing<Vec<u8>>, String>;
 
-/// Every KMS v2 plugin of a config, with a cache of unwrapped DEK sources.
+/// Every KMS plugin of a config that answered, with a cache of unwrapped DEKs.
 pub struct KmsPlugins {
     plugins: HashMap<String, Plugin>,
-    /// Provider → endpoint, also for plugins that could not be reached.
-    endpoints: HashMap<String, String>,
+    /// Provider → (API version, endpoint), also for plugins that could not be reached.
+    endpoints: HashMap<String, (KmsVersion, String)>,
     status: HashMap<String, PluginStatus>,
     cache: Mutex<HashMap<SourceKey, Unwrapped>>,
 }
 
 impl KmsPlugins {
-    /// The KMS v2 providers of a config: provider name → endpoint.
-    pub fn providers(config: &EncryptionConfig) -> HashMap<String, String> {
+    /// The KMS providers of a config: name → (API version, endpoint).
+    pub fn providers(config: &EncryptionConfig) -> HashMap<String, (KmsVersion, String)> {
         let mut out = HashMap::new();
         for rule in &config.rules {
             for p in &rule.providers {
-                if let Provider::Kms(k) = p
-                    && k.version == KmsVersion::V2
-                {
-                    out.insert(k.name.clone(), k.endpoint.clone());
+                if let Provider::Kms(k) = p {
+                    out.insert(k.name.clone(), (k.version, k.endpoint.clone()));
                 }
             }
         }
         out
     }
 
-    /// Connects to every KMS v2 plugin and asks its `Status`. Unreachable plugins are returned
-    /// as errors beside the (partial) set, so a caller decides whether that is fatal.
+    /// Connects to every KMS plugin: `Status` for v2, `Version` for v1. A v1 plugin that does not
+    /// implement the v1beta1 API is skipped (its values stay unverified); unreachable plugins are
+    /// returned as errors beside the (partial) set, so a caller decides whether that is fatal.
     pub async fn connect(config: &EncryptionConfig) -> (KmsPlugins, Vec<KmsError>) {
         let endpoints = Self::providers(config);
         let mut plugins = HashMap::new();
         let mut status = HashMap::new();
         let mut errors = Vec::new();
-        for (provider, endpoint) in &endpoints {
+        for (provider, (version, endpoint)) in &endpoints {
             let unreachable = |message: String| KmsError::Unreachable {
                 provider: provider.clone(),
                 endpoint: endpoint.clone(),
@@ -137,30 +148,54 @@ impl KmsPlugins {
                     continue;
                 }
             };
-            let mut client = KeyManagementServiceClient::new(ch);
-            match client.status(StatusRequest {}).await {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    status.insert(
-                        provider.clone(),
-                        PluginStatus {
-                            provider: provider.clone(),
-                            endpoint: endpoint.clone(),
-                            version: r.version,
-                            healthz: r.healthz,
-                            key_id: r.key_id,
-                        },
-                    );
-                    plugins.insert(
-                        provider.clone(),
-                        Plugin {
-                            endpoint: endpoint.clone(),
-                            client,
-                        },
-                    );
+            let client = match version {
+                KmsVersion::V2 => {
+                    let mut client = KeyManagementServiceClient::new(ch);
+                    match client.status(StatusRequest {}).await {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            status.insert(
+                                provider.clone(),
+                                PluginStatus {
+                                    provider: provider.clone(),
+                                    endpoint: endpoint.clone(),
+                                    version: r.version,
+                                    healthz: r.healthz,
+                                    key_id: r.key_id,
+                                },
+                            );
+                            Client::V2(client)
+                        }
+                        Err(e) => {
+                            errors.push(unreachable(e.message().to_string()));
+                            continue;
+                        }
+                    }
                 }
-                Err(e) => errors.push(unreachable(e.message().to_string())),
-            }
+                KmsVersion::V1 => {
+                    let mut client = V1Client::new(ch);
+                    match client
+                        .version(v1pb::VersionRequest {
+                            version: "v1beta1".into(),
+                        })
+                        .await
+                    {
+                        Ok(_) => Client::V1(client),
+                        Err(e) if e.code() == tonic::Code::Unimplemented => continue,
+                        Err(e) => {
+                            errors.push(unreachable(e.message().to_string()));
+                            continue;
+                        }
+                    }
+                }
+            };
+            plugins.insert(
+                provider.clone(),
+                Plugin {
+                    endpoint: endpoint.clone(),
+                    client,
+                },
+            );
         }
         (
             KmsPlugins {
@@ -173,7 +208,7 @@ impl KmsPlugins {
         )
     }
 
-    /// Provider → the key ID its plugin reports now.
+    /// KMS v2 provider → the key ID its plugin reports now.
     pub fn current_key_ids(&self) -> HashMap<String, String> {
         self.status
             .iter()
@@ -187,25 +222,57 @@ impl KmsPlugins {
         v
     }
 
-    /// Unwraps the DEK source of a stored KMS v2 value once (later values with the same source
-    /// hit the cache). Connection failures are errors; a plugin refusing one source is not
+    /// Which configured provider a stored KMS value names, with the rest of the value.
+    fn provider_of<'v>(&self, value: &'v [u8]) -> Option<(&str, KmsVersion, &'v [u8])> {
+        // v1 names may contain ':', so match the configured names rather than split.
+        self.endpoints.iter().find_map(|(name, (version, _))| {
+            let prefix = match version {
+                KmsVersion::V2 => V2_PREFIX,
+                KmsVersion::V1 => V1_PREFIX,
+            };
+            let rest = value
+                .strip_prefix(prefix)?
+                .strip_prefix(name.as_bytes())?
+                .strip_prefix(b":")?;
+            Some((name.as_str(), *version, rest))
+        })
+    }
+
+    /// Unwraps the DEK (or DEK source) of a stored KMS value once; later values with the same
+    /// one hit the cache. Connection failures are errors; a plugin refusing one DEK is not
     /// (that value is reported undecryptable).
     pub async fn prefetch(&self, value: &[u8]) -> Result<(), KmsError> {
-        let Some(rest) = value.strip_prefix(V2_PREFIX) else {
+        let Some((provider, version, rest)) = self.provider_of(value) else {
             return Ok(());
         };
-        let Some(colon) = rest.iter().position(|b| *b == b':') else {
-            return Ok(());
+        let (key, dek_request) = match version {
+            KmsVersion::V2 => {
+                let Ok(obj) = parse_v2(rest) else {
+                    return Ok(());
+                };
+                (
+                    (
+                        provider.to_string(),
+                        obj.key_id.clone(),
+                        obj.encrypted_dek_source.clone(),
+                    ),
+                    Some(obj),
+                )
+            }
+            KmsVersion::V1 => {
+                let Ok(env) = parse_v1(rest) else {
+                    return Ok(());
+                };
+                (
+                    (
+                        provider.to_string(),
+                        String::new(),
+                        env.encrypted_dek.to_vec(),
+                    ),
+                    None,
+                )
+            }
         };
-        let provider = String::from_utf8_lossy(&rest[..colon]).into_owned();
-        let Ok(obj) = parse_v2(&rest[colon + 1..]) else {
-            return Ok(());
-        };
-        let key: SourceKey = (
-            provider.clone(),
-            obj.key_id.clone(),
-            obj.encrypted_dek_source.clone(),
-        );
         if self
             .cache
             .lock()
@@ -214,39 +281,55 @@ impl KmsPlugins {
         {
             return Ok(());
         }
-        let Some(plugin) = self.plugins.get(&provider) else {
-            return match self.endpoints.get(&provider) {
-                Some(endpoint) => Err(KmsError::Unreachable {
-                    provider,
+        let Some(plugin) = self.plugins.get(provider) else {
+            return match (version, self.endpoints.get(provider)) {
+                // Not connected: for v2 the values cannot be checked at all.
+                (KmsVersion::V2, Some((_, endpoint))) => Err(KmsError::Unreachable {
+                    provider: provider.into(),
                     endpoint: endpoint.clone(),
                     message: "not connected".into(),
                 }),
-                // A provider the config does not have: the classifier reports the value.
-                None => Ok(()),
+                // A v1 plugin that does not answer the v1beta1 API: values stay unverified.
+                _ => Ok(()),
             };
         };
-        let mut client = plugin.client.clone();
-        let req = DecryptRequest {
-            ciphertext: obj.encrypted_dek_source.clone(),
-            uid: String::new(),
-            key_id: obj.key_id.clone(),
-            annotations: obj.annotations.clone(),
+        let unreachable = |s: &tonic::Status| KmsError::Unreachable {
+            provider: provider.into(),
+            endpoint: plugin.endpoint.clone(),
+            message: s.message().to_string(),
         };
-        let result = match client.decrypt(req).await {
-            Ok(r) => Ok(Zeroizing::new(r.into_inner().plaintext)),
-            Err(s)
-                if matches!(
-                    s.code(),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-                ) =>
-            {
-                return Err(KmsError::Unreachable {
-                    provider,
-                    endpoint: plugin.endpoint.clone(),
-                    message: s.message().to_string(),
-                });
+        let is_down = |s: &tonic::Status| {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            )
+        };
+        let result = match (&plugin.client, dek_request) {
+            (Client::V2(c), Some(obj)) => {
+                let req = DecryptRequest {
+                    ciphertext: obj.encrypted_dek_source,
+                    uid: String::new(),
+                    key_id: obj.key_id,
+                    annotations: obj.annotations,
+                };
+                match c.clone().decrypt(req).await {
+                    Ok(r) => Ok(Zeroizing::new(r.into_inner().plaintext)),
+                    Err(s) if is_down(&s) => return Err(unreachable(&s)),
+                    Err(s) => Err(s.message().to_string()),
+                }
             }
-            Err(s) => Err(s.message().to_string()),
+            (Client::V1(c), None) => {
+                let req = v1pb::DecryptRequest {
+                    version: "v1beta1".into(),
+                    cipher: key.2.clone(),
+                };
+                match c.clone().decrypt(req).await {
+                    Ok(r) => Ok(Zeroizing::new(r.into_inner().plain)),
+                    Err(s) if is_down(&s) => return Err(unreachable(&s)),
+                    Err(s) => Err(s.message().to_string()),
+                }
+            }
+            _ => return Ok(()),
         };
         if let Ok(mut c) = self.cache.lock() {
             c.insert(key, result);
@@ -254,31 +337,30 @@ impl KmsPlugins {
         Ok(())
     }
 
-    /// How many distinct DEK sources were unwrapped.
-    pub fn unwrapped(&self) -> usize {
-        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+    fn cached(&self, key: SourceKey) -> Unwrapped {
+        match self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            Some(r) => r,
+            None => Err("the DEK was not unwrapped".into()),
+        }
     }
 }
 
 impl KmsUnwrap for KmsPlugins {
-    fn unwrap_v2(
-        &self,
-        provider: &str,
-        obj: &EncryptedObject,
-    ) -> Result<Zeroizing<Vec<u8>>, String> {
-        let key: SourceKey = (
+    fn unwrap_v2(&self, provider: &str, obj: &EncryptedObject) -> Unwrapped {
+        self.cached((
             provider.to_string(),
             obj.key_id.clone(),
             obj.encrypted_dek_source.clone(),
-        );
-        match self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            Some(r) => r,
-            None => Err("the DEK source was not unwrapped".into()),
-        }
+        ))
     }
 
-    fn unwrap_v1(&self, _provider: &str, _encrypted_dek: &[u8]) -> Option<Unwrapped> {
-        // KMS v1 (off by default since 1.29) is classified, not unwrapped: atrest speaks the v2 API.
-        None
+    fn unwrap_v1(&self, provider: &str, encrypted_dek: &[u8]) -> Option<Unwrapped> {
+        match self.plugins.get(provider).map(|p| &p.client) {
+            Some(Client::V1(_)) => {
+                Some(self.cached((provider.to_string(), String::new(), encrypted_dek.to_vec())))
+            }
+            // No plugin answering the v1beta1 API: the value stays unverified (state kms).
+            _ => None,
+        }
     }
 }

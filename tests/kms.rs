@@ -243,3 +243,43 @@ async fn to_kms_v2_key_id_change_and_back() {
     }
     assert_eq!(data(&cp).await, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_v1_values_are_unwrapped_through_the_v1_api() {
+    let mut cp = ControlPlane::start(Options {
+        apiserver_args: vec!["--feature-gates=KMSv1=true".into()],
+        ..Default::default()
+    })
+    .await;
+    let mut plugin = cp.start_kms_plugin("legacy", "unused").await;
+    cp.write_config(&format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers: [{{kms: {{name: legacy, endpoint: '{}', cachesize: 100}}}}, {{identity: {{}}}}]\n",
+        plugin.endpoint()
+    ));
+    cp.restart_apiserver(0).await;
+    let client = cp.client().await;
+    create_namespace(&client, "k").await;
+    let names: Vec<String> = (0..5).map(|i| format!("v1-{i}")).collect();
+    create_secrets(&client, "k", &names, "under-kms-v1").await;
+    let (value, _) = cp.raw("/registry/secrets/k/v1-0").await.unwrap();
+    assert!(value.starts_with(b"k8s:enc:kms:v1:legacy:"));
+
+    // With the plugin: every v1 value opens (GCM data under a DEK the plugin unwraps).
+    let (code, doc, stderr) = scan(&cp, true);
+    assert_eq!(code, 0, "{stderr}");
+    let s = secrets(&doc);
+    assert_eq!(s["counts"]["kms:v1:legacy"], 5, "{s:#}");
+    assert_eq!(
+        s["states"]["encrypted-ok"], 5,
+        "verified through the v1beta1 API: {s:#}"
+    );
+
+    // Without it: classified by prefix and envelope; --verify says the plugin is unreachable.
+    plugin.stop();
+    let (code, doc, _) = scan(&cp, false);
+    assert_eq!(code, 0);
+    assert_eq!(secrets(&doc)["states"]["kms"], 5);
+    let (code, _, stderr) = scan(&cp, true);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("unreachable"), "{stderr}");
+}

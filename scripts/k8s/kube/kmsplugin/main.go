@@ -1,5 +1,6 @@
-// Command kms-plugin is atrest's KMS v2 test plugin: a real gRPC KeyManagementService on a unix
-// socket (k8s.io/kms/pkg/service), wrapping DEK seeds with a local AES-256-GCM key per key ID.
+// Command kms-plugin is atrest's KMS test plugin: a real gRPC KeyManagementService on a unix
+// socket, v2 (k8s.io/kms/pkg/service) and the deprecated v1beta1 on the same socket, wrapping
+// DEKs and seeds with a local AES-256-GCM key per key ID.
 //
 // The current key ID is read from --key-id-file on every Status and Encrypt, so a test rotates
 // the "KMS key" by rewriting that file. Each key ID's wrapping key is created on first use in
@@ -25,6 +26,11 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"net"
+
+	kmsv1 "k8s.io/kms/apis/v1beta1"
+	kmsv2 "k8s.io/kms/apis/v2"
 	"k8s.io/kms/pkg/service"
 )
 
@@ -112,6 +118,44 @@ func (p *plugin) Status(context.Context) (*service.StatusResponse, error) {
 	return &service.StatusResponse{Version: "v2", Healthz: "ok", KeyID: id}, nil
 }
 
+// v1 serves the deprecated v1beta1 API; its DEKs are wrapped under the key ID "v1".
+type v1 struct {
+	p *plugin
+	kmsv1.UnimplementedKeyManagementServiceServer
+}
+
+func (s *v1) Version(context.Context, *kmsv1.VersionRequest) (*kmsv1.VersionResponse, error) {
+	return &kmsv1.VersionResponse{Version: "v1beta1", RuntimeName: "atrest-test", RuntimeVersion: "0.1"}, nil
+}
+
+func (s *v1) Encrypt(_ context.Context, r *kmsv1.EncryptRequest) (*kmsv1.EncryptResponse, error) {
+	aead, err := s.p.kek("v1", true)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return &kmsv1.EncryptResponse{Cipher: aead.Seal(nonce, nonce, r.Plain, []byte("v1"))}, nil
+}
+
+func (s *v1) Decrypt(_ context.Context, r *kmsv1.DecryptRequest) (*kmsv1.DecryptResponse, error) {
+	aead, err := s.p.kek("v1", false)
+	if err != nil {
+		return nil, err
+	}
+	n := aead.NonceSize()
+	if len(r.Cipher) < n {
+		return nil, errors.New("ciphertext too short")
+	}
+	plain, err := aead.Open(nil, r.Cipher[:n], r.Cipher[n:], []byte("v1"))
+	if err != nil {
+		return nil, err
+	}
+	return &kmsv1.DecryptResponse{Plain: plain}, nil
+}
+
 func main() {
 	socket := flag.String("socket", "", "unix socket path to listen on")
 	keyIDFile := flag.String("key-id-file", "", "file holding the current key ID")
@@ -125,14 +169,20 @@ func main() {
 	}
 	_ = os.Remove(*socket)
 	p := &plugin{keyIDFile: *keyIDFile, stateDir: *stateDir}
-	svc := service.NewGRPCService(*socket, 10*time.Second, p)
+	ln, err := net.Listen("unix", *socket)
+	if err != nil {
+		log.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	kmsv2.RegisterKeyManagementServiceServer(gs, service.NewGRPCService(*socket, 10*time.Second, p))
+	kmsv1.RegisterKeyManagementServiceServer(gs, &v1{p: p})
 	go func() {
 		ch := make(chan os.Signal, 1)
 		signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
 		<-ch
-		svc.Shutdown()
+		gs.GracefulStop()
 	}()
-	if err := svc.ListenAndServe(); err != nil {
+	if err := gs.Serve(ln); err != nil {
 		log.Fatal(err)
 	}
 }
