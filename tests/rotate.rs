@@ -138,6 +138,38 @@ async fn rotations_key_provider_on_and_off() {
             assert_all_on(&doc, label);
         }
         assert_eq!(data(&cp).await, before, "{label}: data byte-identical");
+        if label == "secretbox:sb1" {
+            // The report knows when the write key was added and promoted, from the state file.
+            let state_dir = cp.path().join("state");
+            let (_, stdout, stderr) = cp.atrest(&[
+                "report",
+                "--format",
+                "json",
+                "--kubeconfig",
+                cp.kubeconfig.to_str().unwrap(),
+                "--state-dir",
+                state_dir.to_str().unwrap(),
+            ]);
+            let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{stderr}"));
+            let key = &resource(&r["config"], "secrets")["keys"][0];
+            assert_eq!(key["label"], "secretbox:sb1");
+            assert!(
+                key["added"].is_string() && key["promoted"].is_string(),
+                "{key:#}"
+            );
+            let c07 = r["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["id"] == "ATR-C07")
+                .unwrap();
+            assert_eq!(c07["status"], "PASS", "{c07:#}");
+            assert!(
+                r["rotation"]["last_finished"].is_string(),
+                "{:#}",
+                r["rotation"]
+            );
+        }
     }
 
     // Every retired key is archived, and status lists them (never their material).
@@ -540,4 +572,53 @@ async fn two_apiservers_must_both_follow_before_promote() {
             .unwrap();
         assert!(v.starts_with(b"k8s:enc:aescbc:v1:key2:"), "{url}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_automatic_reload_atrest_says_what_to_restart() {
+    let cp = ControlPlane::start(Options {
+        config_yaml: Some(config_with("[{identity: {}}]")),
+        ..Default::default()
+    })
+    .await;
+    // The manifest of an apiserver that runs without --encryption-provider-config-automatic-reload.
+    let manifest = cp.path().join("kube-apiserver.yaml");
+    cp.write_manifest(&manifest);
+    let text_of = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text_of.replace(
+            "\"--encryption-provider-config-automatic-reload=true\"",
+            "\"--v=0\"",
+        ),
+    )
+    .unwrap();
+    // Nothing restarts the apiserver here: the wait times out and says what to restart.
+    let out = rotate(
+        &cp,
+        "prepare",
+        &[
+            "--provider=aescbc",
+            "--no-snapshot",
+            "--timeout=3",
+            &format!("--apiserver-manifest={}", manifest.display()),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("runs without --encryption-provider-config-automatic-reload: restart every kube-apiserver"), "{}", text(&out));
+    assert!(
+        err.contains("Restart the lagging kube-apiservers"),
+        "{}",
+        text(&out)
+    );
+    // The step was recorded: the next run of the same step does not start over.
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(cp.path().join("state/rotation.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["rotation"]["stage"], "prepared");
+    assert_eq!(state["rotation"]["snapshot_skipped"], true);
 }
