@@ -140,16 +140,6 @@ impl Key {
     pub fn secret_base64(&self) -> Zeroizing<String> {
         Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*self.material))
     }
-
-    /// A copy under another name (the same material); used when one key is listed twice.
-    pub fn duplicate(&self) -> Self {
-        Self {
-            name: self.name.clone(),
-            provider: self.provider,
-            material: self.material.clone(),
-            fingerprint: self.fingerprint.clone(),
-        }
-    }
 }
 
 /// The documented fingerprint: `sha256:` + first 16 hex digits of SHA-256(raw key).

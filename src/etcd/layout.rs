@@ -232,14 +232,6 @@ pub fn resource_of_key<'k>(etcd_prefix: &str, key: &'k str) -> Option<(GroupReso
     Some((gr, after))
 }
 
-/// `namespace/name` or `name` of an object key within its resource.
-pub fn object_name(object: &str) -> (Option<&str>, &str) {
-    match object.split_once('/') {
-        Some((ns, name)) => (Some(ns), name),
-        None => (None, object),
-    }
-}
-
 /// The exclusive end of a prefix range: the prefix with its last byte incremented.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();

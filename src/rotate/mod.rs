@@ -8,7 +8,7 @@ pub mod converge;
 pub mod snapshot;
 pub mod state;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -752,14 +752,23 @@ impl Rotator<'_> {
         r: &Rotation,
     ) -> Result<(u64, Vec<String>), RotateError> {
         let config = &loaded.config;
+        // Whether a resource is written by one of the rotation's rules, resolved once each.
+        let in_rotation: std::cell::RefCell<HashMap<GroupResource, bool>> = Default::default();
         let (count, names) = self
             .find(loaded, r, |item| {
-                let rule = config
-                    .resolve(item.resource)
-                    .entries
-                    .first()
-                    .map(|e| e.rule);
-                rule.is_some_and(|x| r.rules.contains(&x)) && !item.class.on_write_key()
+                if item.class.on_write_key() {
+                    return false;
+                }
+                *in_rotation
+                    .borrow_mut()
+                    .entry(item.resource.clone())
+                    .or_insert_with(|| {
+                        config
+                            .resolve(item.resource)
+                            .entries
+                            .first()
+                            .is_some_and(|e| r.rules.contains(&e.rule))
+                    })
             })
             .await?;
         (self.say)(&format!(
