@@ -251,15 +251,7 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
     );
 
     let state = cp.path().join("state");
-    let (code, stdout, stderr) = cp.atrest(&[
-        "reencrypt",
-        "-o",
-        "json",
-        "--kubeconfig",
-        cp.kubeconfig.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let (code, stdout, stderr) = reencrypt(&cp, &["-o", "json"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let r = json(&stdout);
     assert_eq!(r["remaining"], 0);
@@ -295,13 +287,7 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
     );
     cp.write_config(&config(&rotated, &rotated, &rotated));
     cp.restart_apiserver(0).await;
-    let (code, stdout, stderr) = cp.atrest(&[
-        "reencrypt",
-        "--kubeconfig",
-        cp.kubeconfig.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let (code, stdout, stderr) = reencrypt(&cp, &[]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(
         stdout.contains("every object is on its write key"),
@@ -329,15 +315,7 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
     );
 
     // A second run on the finished cluster writes nothing.
-    let (code, stdout, _) = cp.atrest(&[
-        "reencrypt",
-        "-o",
-        "json",
-        "--kubeconfig",
-        cp.kubeconfig.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let (code, stdout, _) = reencrypt(&cp, &["-o", "json"]);
     assert_eq!(code, 0);
     let r = json(&stdout);
     assert_eq!(
@@ -355,13 +333,7 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
         aescbc(&[("key3", &k3), ("key2", &k2), ("key1", &k1)])
     );
     cp.write_config(&config(&next, &next, &next));
-    let (code, _, stderr) = cp.atrest(&[
-        "reencrypt",
-        "--kubeconfig",
-        cp.kubeconfig.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let (code, _, stderr) = reencrypt(&cp, &[]);
     assert_eq!(code, 2);
     assert!(
         stderr.contains("not every apiserver has loaded it yet"),
@@ -386,6 +358,20 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
             && stderr.contains("resources: [\"secrets\"]"),
         "{stderr}"
     );
+}
+
+/// `atrest reencrypt <extra>` with the admin kubeconfig and the test's state folder.
+fn reencrypt(cp: &ControlPlane, extra: &[&str]) -> (i32, String, String) {
+    let out = cp
+        .atrest_command(&["reencrypt"])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Seeds `n` secrets under identity and switches to aescbc key1 (identity still readable).

@@ -33,6 +33,19 @@ fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
     cmd
 }
 
+/// A control plane whose secrets and configmaps are on aescbc key1 (identity still readable).
+async fn key1_cluster() -> ControlPlane {
+    let k1 = random_key_b64();
+    ControlPlane::start(Options {
+        config_yaml: Some(config_with(&format!(
+            "[{}, {{identity: {{}}}}]",
+            aescbc("key1", &k1)
+        ))),
+        ..Default::default()
+    })
+    .await
+}
+
 async fn seed(cp: &ControlPlane) {
     let client = cp.client().await;
     create_namespace(&client, "r").await;
@@ -199,15 +212,7 @@ async fn rotations_key_provider_on_and_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
-    let k1 = random_key_b64();
-    let mut cp = ControlPlane::start(Options {
-        config_yaml: Some(config_with(&format!(
-            "[{}, {{identity: {{}}}}]",
-            aescbc("key1", &k1)
-        ))),
-        ..Default::default()
-    })
-    .await;
+    let mut cp = key1_cluster().await;
     seed(&cp).await;
     let (old_value, _) = cp.raw("/registry/secrets/r/s-007").await.unwrap();
     assert!(old_value.starts_with(b"k8s:enc:aescbc:v1:key1:"));
@@ -344,15 +349,7 @@ async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_every_stage_then_rerun_completes() {
-    let k1 = random_key_b64();
-    let mut cp = ControlPlane::start(Options {
-        config_yaml: Some(config_with(&format!(
-            "[{}, {{identity: {{}}}}]",
-            aescbc("key1", &k1)
-        ))),
-        ..Default::default()
-    })
-    .await;
+    let mut cp = key1_cluster().await;
     seed(&cp).await;
     let before = data(&cp).await;
     let state_dir = cp.path().join("state");
@@ -457,15 +454,7 @@ async fn sigkill_at_every_stage_then_rerun_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_apiservers_must_both_follow_before_promote() {
-    let k1 = random_key_b64();
-    let mut cp = ControlPlane::start(Options {
-        config_yaml: Some(config_with(&format!(
-            "[{}, {{identity: {{}}}}]",
-            aescbc("key1", &k1)
-        ))),
-        ..Default::default()
-    })
-    .await;
+    let mut cp = key1_cluster().await;
     // The second control-plane node: its own copy of the config, its own hostname (identity).
     let copy = cp.path().join("node-b-encryption-config.yaml");
     std::fs::copy(&cp.config_path, &copy).unwrap();
