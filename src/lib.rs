@@ -4,6 +4,7 @@
 //! The layers follow `DESIGN.md`; dependencies point one way: commands → engines
 //! (`migrate`, `rotate`, `report`) → sources (`etcd`, `kube`) → `codec` / `config` / `keys`.
 
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod etcd;
@@ -12,6 +13,7 @@ pub mod keys;
 pub mod kms;
 pub mod kube;
 pub mod migrate;
+pub mod model;
 pub mod report;
 pub mod rotate;
 pub mod settings;

@@ -59,7 +59,7 @@ fn good_values_on_each_key() {
         },
     );
     assert_eq!(
-        (c.state, c.label.as_ref(), c.write_key, c.stale),
+        (c.state, c.label.to_string().as_str(), c.write_key, c.stale),
         (State::EncryptedOk, "aesgcm:g", true, false)
     );
     let cbc_old = encrypt_value(&k(KeyProvider::Aescbc, "c:old", 3, 16), AAD, PLAINTEXT);
@@ -72,7 +72,7 @@ fn good_values_on_each_key() {
         },
     );
     assert_eq!(
-        (c.state, c.label.as_ref(), c.write_key, c.stale),
+        (c.state, c.label.to_string().as_str(), c.write_key, c.stale),
         (State::EncryptedOk, "aescbc:c:old", false, true)
     );
     let c = t.classify(AAD, PLAINTEXT, &Options::default());

@@ -183,7 +183,7 @@ async fn apiserver_writes_atrest_reads_and_atrest_writes_apiserver_reads() {
         let t = table(&cfg, resource);
         let c = t.classify(etcd_key.as_bytes(), &value, &verify());
         assert_eq!(c.state, State::EncryptedOk, "{resource}: {c:?}");
-        assert_eq!(c.label, label, "{resource}");
+        assert_eq!(c.label.to_string(), label, "{resource}");
         assert!(c.write_key && !c.stale && c.verified, "{resource}: {c:?}");
         assert_eq!(c.payload, Some(PayloadKind::Protobuf), "{resource}");
         let info = c.info.expect("metadata decoded");
@@ -193,7 +193,11 @@ async fn apiserver_writes_atrest_reads_and_atrest_writes_apiserver_reads() {
         // Without --verify the same answer comes from prefix, key name and shape alone.
         let quick = t.classify(etcd_key.as_bytes(), &value, &Options::default());
         assert_eq!(
-            (quick.state, quick.label.as_ref(), quick.verified),
+            (
+                quick.state,
+                quick.label.to_string().as_str(),
+                quick.verified
+            ),
             (State::EncryptedOk, label, false)
         );
     }

@@ -164,7 +164,7 @@ async fn compliant_cluster_passes_and_renders_in_chromium() {
     let p = report(&cp, "pass", &[]);
     assert_eq!(p.code, 0, "{:#}", p.json["checks"]);
     assert_eq!(p.json["verdict"], "PASS");
-    assert_eq!(p.json["schema"], "atrest.report/v1");
+    assert_eq!(p.json["schema"], "atrest.report/v2");
     for id in [
         "ATR-C01", "ATR-C02", "ATR-C03", "ATR-C04", "ATR-C05", "ATR-C06", "ATR-C08", "ATR-C09",
     ] {
@@ -191,8 +191,13 @@ async fn compliant_cluster_passes_and_renders_in_chromium() {
         .find(|r| r["resource"] == "secrets")
         .unwrap();
     assert_eq!(
-        (secrets["total"].as_u64(), secrets["on_write_key"].as_u64()),
-        (Some(5), Some(5))
+        (
+            secrets["total"].as_u64(),
+            secrets["coverage"]["on_write_key"].as_u64(),
+            secrets["coverage"]["allowed"].as_u64(),
+            secrets["coverage"]["plaintext"].as_u64(),
+        ),
+        (Some(5), Some(5), Some(5), Some(0))
     );
     assert_no_leak(&p.files, std::slice::from_ref(&k1), &["s3cr3t-value-one"]);
 

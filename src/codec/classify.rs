@@ -12,41 +12,13 @@ use zeroize::Zeroizing;
 use super::cipher::{self, OpenError};
 use super::kms;
 use super::object::{ObjectInfo, PayloadKind, object_info, payload_kind};
-use crate::config::{KmsVersion, Provider, Resolved, key_label, kms_label};
+use crate::config::{KmsVersion, Provider, Resolved};
 use crate::keys::{Key, KeyProvider};
+pub use crate::model::State;
+use crate::model::{KeyLabel, Verdict};
 
 /// Every encrypted value starts with this; identity refuses to read it.
 pub const ENCRYPTED_PREFIX: &[u8] = b"k8s:enc:";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum State {
-    /// Stored unencrypted.
-    Plaintext,
-    /// Encrypted with a configured key (opened, or with `verify` off, well formed).
-    EncryptedOk,
-    /// Under a configured prefix and key name, but no configured key opens it.
-    Undecryptable,
-    /// Encrypted with a provider or key name the config does not have for this resource.
-    UnknownKey,
-    /// Malformed: no key could open these bytes.
-    Corrupt,
-    /// A KMS value that could not be opened here (no plugin to ask).
-    Kms,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Plaintext => "plaintext",
-            State::EncryptedOk => "encrypted-ok",
-            State::Undecryptable => "undecryptable",
-            State::UnknownKey => "unknown-key",
-            State::Corrupt => "corrupt",
-            State::Kms => "kms",
-        }
-    }
-}
 
 /// Asks a KMS plugin to unwrap a DEK (or seed). Implemented by the KMS client; the codec only
 /// needs the answer.
@@ -93,7 +65,7 @@ pub struct KmsDetail {
 #[derive(Clone, Debug)]
 pub struct Classification<'t> {
     /// `identity`, `aescbc:key1`, `kms:v2:name`; for unknown keys what the value names.
-    pub label: Cow<'t, str>,
+    pub label: Cow<'t, KeyLabel>,
     pub state: State,
     /// Read by the resource's first provider and first key: what new writes use.
     pub write_key: bool,
@@ -115,6 +87,17 @@ impl Classification<'_> {
     pub fn on_write_key(&self) -> bool {
         self.write_key && !self.stale
     }
+
+    /// What the value means for its resource (the one place it is decided: [`Verdict::of`]).
+    pub fn verdict(&self) -> Verdict {
+        Verdict::of(self.state, self.on_write_key())
+    }
+
+    /// An unchanged write through the apiserver would rewrite it
+    /// ([`crate::model::needs_rewrite`]).
+    pub fn needs_rewrite(&self) -> bool {
+        crate::model::needs_rewrite(self.state, self.on_write_key())
+    }
 }
 
 #[derive(Debug)]
@@ -127,7 +110,7 @@ enum CandidateKind {
 #[derive(Debug)]
 struct Candidate {
     prefix: Vec<u8>,
-    label: String,
+    label: KeyLabel,
     /// Position in the provider list, and of the key within it; `usize::MAX` for archive keys.
     provider_index: usize,
     key_index: usize,
@@ -139,7 +122,7 @@ struct Candidate {
 #[derive(Debug)]
 pub struct ProviderTable {
     candidates: Vec<Candidate>,
-    write_label: String,
+    write_key: KeyLabel,
 }
 
 impl ProviderTable {
@@ -163,7 +146,7 @@ impl ProviderTable {
                 }
                 Provider::Kms(k) => candidates.push(Candidate {
                     prefix: k.prefix().into_bytes(),
-                    label: kms_label(k.version, &k.name),
+                    label: KeyLabel::kms(k.version, &k.name),
                     provider_index: i,
                     key_index: 0,
                     kind: CandidateKind::Kms {
@@ -178,12 +161,13 @@ impl ProviderTable {
         }
         Self {
             candidates,
-            write_label: resolved.write_label(),
+            write_key: resolved.write_key(),
         }
     }
 
-    pub fn write_label(&self) -> &str {
-        &self.write_label
+    /// The key new writes of this resource get.
+    pub fn write_key(&self) -> &KeyLabel {
+        &self.write_key
     }
 
     /// Classifies one value. `etcd_key` is the full key: the AAD of aesgcm and KMS.
@@ -225,7 +209,7 @@ impl ProviderTable {
         }
         match first_failure {
             Some((c, e)) => failed(
-                Cow::Borrowed(c.label.as_str()),
+                Cow::Borrowed(&c.label),
                 if all_malformed {
                     State::Corrupt
                 } else {
@@ -243,7 +227,7 @@ impl ProviderTable {
             None => {
                 // Plaintext, but the resource has no identity provider to read it with.
                 let mut r = failed(
-                    Cow::Borrowed("identity"),
+                    Cow::Owned(KeyLabel::Identity),
                     State::Plaintext,
                     OpenError::Rejected(
                         "stored as plaintext but the config has no identity provider for this resource",
@@ -288,7 +272,7 @@ impl ProviderTable {
 fn identity_candidate(i: usize) -> Candidate {
     Candidate {
         prefix: Vec::new(),
-        label: "identity".to_string(),
+        label: KeyLabel::Identity,
         provider_index: i,
         key_index: 0,
         kind: CandidateKind::Identity,
@@ -298,7 +282,7 @@ fn identity_candidate(i: usize) -> Candidate {
 fn key_candidate(provider: KeyProvider, k: &Arc<Key>, i: usize, j: usize) -> Candidate {
     Candidate {
         prefix: format!("{}{}:", provider.prefix(), k.name()).into_bytes(),
-        label: key_label(provider, k.name()),
+        label: KeyLabel::key(provider, k.name()),
         provider_index: i,
         key_index: j,
         kind: CandidateKind::Key(Arc::clone(k)),
@@ -314,7 +298,7 @@ fn success<'t>(
 ) -> Classification<'t> {
     let first = c.provider_index == 0 && c.key_index == 0;
     Classification {
-        label: Cow::Borrowed(c.label.as_str()),
+        label: Cow::Borrowed(&c.label),
         state,
         write_key: first,
         stale: !first,
@@ -331,7 +315,7 @@ fn success<'t>(
     }
 }
 
-fn failed(label: Cow<'_, str>, state: State, e: OpenError) -> Classification<'_> {
+fn failed(label: Cow<'_, KeyLabel>, state: State, e: OpenError) -> Classification<'_> {
     let detail = match e {
         OpenError::Malformed(m) | OpenError::Rejected(m) => m.to_string(),
     };
@@ -418,7 +402,12 @@ fn try_kms<'t>(
 }
 
 /// Best-effort name of a prefix atrest does not know: `aescbc:key9`, `kms:v2:other`.
-fn foreign_label(value: &[u8]) -> String {
+fn foreign_label(value: &[u8]) -> KeyLabel {
+    let text = foreign_label_text(value);
+    text.parse().unwrap_or(KeyLabel::Unknown(text))
+}
+
+fn foreign_label_text(value: &[u8]) -> String {
     let rest = &value[ENCRYPTED_PREFIX.len()..];
     let text: String = rest
         .iter()
@@ -453,7 +442,14 @@ mod tests {
             foreign_label(b"k8s:enc:kms:v2:other:\x0a\x01"),
             "kms:v2:other"
         );
-        assert_eq!(foreign_label(b"k8s:enc:zzz:v9"), "unknown:zzz");
+        assert_eq!(
+            foreign_label(b"k8s:enc:zzz:v9"),
+            KeyLabel::Unknown("unknown:zzz".into())
+        );
+        assert_eq!(
+            foreign_label(b"k8s:enc:"),
+            KeyLabel::Unknown("unknown".into())
+        );
     }
 
     #[test]
@@ -470,6 +466,6 @@ mod tests {
         );
         let r = t.classify(b"/registry/secrets/a/b", b"k8s:enc:aescbc:v1:k:xx", &opts);
         assert_eq!(r.state, State::UnknownKey);
-        assert_eq!(r.label, "aescbc:k");
+        assert_eq!(*r.label, "aescbc:k");
     }
 }

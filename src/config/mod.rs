@@ -21,6 +21,7 @@ pub use resolve::{MatchedBy, ProviderEntry, Resolved};
 pub use validate::{FieldError, decode_secret};
 
 use crate::keys::{Key, KeyProvider};
+use crate::model::KeyLabel;
 
 /// Which schema the file declared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,13 +57,7 @@ pub enum Provider {
     Kms(KmsProvider),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum KmsVersion {
-    #[serde(rename = "v1")]
-    V1,
-    #[serde(rename = "v2")]
-    V2,
-}
+pub use crate::model::KmsVersion;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KmsProvider {
@@ -82,10 +77,7 @@ impl KmsProvider {
     }
 
     pub fn version_str(&self) -> &'static str {
-        match self.version {
-            KmsVersion::V1 => "v1",
-            KmsVersion::V2 => "v2",
-        }
+        self.version.as_str()
     }
 }
 
@@ -99,41 +91,49 @@ impl Provider {
         }
     }
 
-    /// The label of the key this provider writes with: `aescbc:key1`, `kms:v2:name`, `identity`.
-    pub fn write_label(&self) -> String {
+    /// The key this provider writes with: `aescbc:key1`, `kms:v2:name`, `identity`.
+    pub fn write_key(&self) -> KeyLabel {
         match self {
-            Provider::Identity => "identity".to_string(),
+            Provider::Identity => KeyLabel::Identity,
             Provider::Keys { provider, keys } => match keys.first() {
-                Some(k) => key_label(*provider, k.name()),
-                None => provider.name().to_string(),
+                Some(k) => KeyLabel::key(*provider, k.name()),
+                // Validation refuses an empty key list; named after the provider all the same.
+                None => KeyLabel::key(*provider, ""),
             },
-            Provider::Kms(k) => kms_label(k.version, &k.name),
+            Provider::Kms(k) => KeyLabel::kms(k.version, &k.name),
         }
     }
 
-    /// Every label this provider can read.
-    pub fn read_labels(&self) -> Vec<String> {
+    /// Every key this provider can read, in the order the apiserver tries them.
+    pub fn read_keys(&self) -> Vec<KeyLabel> {
         match self {
             Provider::Keys { provider, keys } => keys
                 .iter()
-                .map(|k| key_label(*provider, k.name()))
+                .map(|k| KeyLabel::key(*provider, k.name()))
                 .collect(),
-            _ => vec![self.write_label()],
+            _ => vec![self.write_key()],
         }
+    }
+
+    /// [`Provider::write_key`] as text.
+    pub fn write_label(&self) -> String {
+        self.write_key().to_string()
+    }
+
+    /// [`Provider::read_keys`] as text.
+    pub fn read_labels(&self) -> Vec<String> {
+        self.read_keys().iter().map(ToString::to_string).collect()
     }
 }
 
 /// `aescbc:key1`: how atrest names a stored value's key everywhere (scan, report, checkpoint).
 pub fn key_label(provider: KeyProvider, name: &str) -> String {
-    format!("{}:{}", provider.name(), name)
+    KeyLabel::key(provider, name).to_string()
 }
 
 /// `kms:v2:name`.
 pub fn kms_label(version: KmsVersion, name: &str) -> String {
-    match version {
-        KmsVersion::V1 => format!("kms:v1:{name}"),
-        KmsVersion::V2 => format!("kms:v2:{name}"),
-    }
+    KeyLabel::kms(version, name).to_string()
 }
 
 /// Why a config file could not be used. Never carries key material.

@@ -4,6 +4,7 @@
 
 use super::{EncryptionConfig, Provider};
 use crate::GroupResource;
+use crate::model::KeyLabel;
 
 /// How a group resource found its providers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -39,12 +40,17 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    /// The label new writes get: `aescbc:key1`, `kms:v2:name` or `identity`.
-    pub fn write_label(&self) -> String {
+    /// The key new writes get: `aescbc:key1`, `kms:v2:name` or `identity`.
+    pub fn write_key(&self) -> KeyLabel {
         self.entries
             .first()
-            .map(|e| e.provider.write_label())
-            .unwrap_or_else(|| "identity".to_string())
+            .map(|e| e.provider.write_key())
+            .unwrap_or(KeyLabel::Identity)
+    }
+
+    /// [`Resolved::write_key`] as text.
+    pub fn write_label(&self) -> String {
+        self.write_key().to_string()
     }
 
     /// True when new writes are stored encrypted.
@@ -59,12 +65,17 @@ impl Resolved {
         self.entries.iter().map(|e| &e.provider)
     }
 
-    /// Every label some provider of this resource can read, in walk order.
-    pub fn read_labels(&self) -> Vec<String> {
+    /// Every key some provider of this resource can read, in walk order.
+    pub fn read_keys(&self) -> Vec<KeyLabel> {
         if self.entries.is_empty() {
-            return vec!["identity".to_string()];
+            return vec![KeyLabel::Identity];
         }
-        self.providers().flat_map(|p| p.read_labels()).collect()
+        self.providers().flat_map(|p| p.read_keys()).collect()
+    }
+
+    /// [`Resolved::read_keys`] as text.
+    pub fn read_labels(&self) -> Vec<String> {
+        self.read_keys().iter().map(ToString::to_string).collect()
     }
 }
 

@@ -12,10 +12,11 @@ use tokio::sync::mpsc;
 use super::layout::{normalize_prefix, prefix_end, resource_of_key, resource_prefix};
 use super::{EtcdError, explain, is_transient};
 use crate::GroupResource;
-use crate::codec::{Classification, Options, ProviderTable, State};
+use crate::codec::{Classification, Options, ProviderTable};
 use crate::config::{EncryptionConfig, Resolved};
 use crate::keys::Key;
 use crate::kms::KmsPlugins;
+use crate::model::{KeyCounts, KeyLabel, Sample, Verdict, VerdictCounts, covered_resources};
 
 /// Pages aim at this many bytes; the number of keys per page adapts to the value sizes.
 const TARGET_PAGE_BYTES: usize = 4 << 20;
@@ -41,14 +42,7 @@ pub struct ScanPlan {
 /// Which key ranges cover `resources` (or, when empty, every resource the config names, and
 /// `secrets` always).
 pub fn plan(config: &EncryptionConfig, etcd_prefix: &str, only: &[GroupResource]) -> ScanPlan {
-    let mut wanted: Vec<GroupResource> = if only.is_empty() {
-        config.named_resources()
-    } else {
-        only.to_vec()
-    };
-    if only.is_empty() && !wanted.contains(&GroupResource::secrets()) {
-        wanted.insert(0, GroupResource::secrets());
-    }
+    let wanted = covered_resources(config.named_resources(), only);
     if wanted.iter().any(|gr| gr.is_wildcard()) {
         let start = normalize_prefix(etcd_prefix).into_bytes();
         let end = prefix_end(&start);
@@ -91,17 +85,15 @@ pub struct Item<'a> {
     pub class: &'a Classification<'a>,
     /// The resource's write provider encrypts.
     pub encrypts: bool,
-    pub write_label: &'a str,
+    /// What new writes of the resource get.
+    pub write_key: &'a KeyLabel,
 }
 
 impl Item<'_> {
-    /// Not on its resource's write key: an unchanged write through the apiserver rewrites it.
+    /// An unchanged write through the apiserver would rewrite it
+    /// ([`crate::model::needs_rewrite`]).
     pub fn needs_rewrite(&self) -> bool {
-        match self.class.state {
-            State::Plaintext => self.encrypts || self.class.stale,
-            State::EncryptedOk | State::Kms => self.class.stale,
-            _ => false,
-        }
+        self.class.needs_rewrite()
     }
 }
 
@@ -342,7 +334,7 @@ impl<'s> Scan<'s> {
                 value_len: kv.value().len(),
                 class: &class,
                 encrypts: ctx.resolved.encrypts(),
-                write_label: ctx.table.write_label(),
+                write_key: ctx.table.write_key(),
             });
         }
         Ok(Some(PageDone {
@@ -473,62 +465,93 @@ fn request_error(e: &etcd_client::Error) -> EtcdError {
 pub struct ObjectRef {
     /// `namespace/name`, or `name` when cluster-scoped.
     pub name: String,
+    /// The full etcd key.
     pub key: String,
+    /// The etcd revision it was last written at (its resourceVersion).
     pub mod_revision: i64,
     /// The key it is stored under (`aescbc:key1`, `identity`).
-    pub stored_as: String,
+    pub stored_as: KeyLabel,
+    /// Why it did not open, when it did not; never key material.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
-/// Counts and lists for one resource.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Exact counts, and capped samples of names, for one resource.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceReport {
+    /// The group resource (`secrets`, `foos.example.com`).
     pub resource: String,
     /// The rule that covers it (`secrets`, `*.*`), or none.
     pub rule: Option<String>,
-    /// `aescbc:key1`, `kms:v2:name` or `identity`.
-    pub write_key: String,
-    pub read_keys: Vec<String>,
+    /// What new writes of this resource get.
+    pub write_key: KeyLabel,
+    /// Every key the apiserver can read it with, in the order it tries them.
+    pub read_keys: Vec<KeyLabel>,
+    /// The write key encrypts (the first provider is not identity).
     pub encrypts: bool,
+    /// Stored values read.
     pub total: u64,
-    /// `provider:key` (or `identity`) → number of stored values.
-    pub counts: BTreeMap<String, u64>,
-    /// state → number of stored values.
-    pub states: BTreeMap<String, u64>,
+    /// Values an unchanged write through the apiserver would rewrite (what `reencrypt`
+    /// targets): stale ones, and plaintext where the config encrypts.
+    pub needs_rewrite: u64,
+    /// Encrypted values that were not decrypted here (no `--verify`, or a KMS v1 plugin that
+    /// cannot be asked): classified by prefix, key name and shape only.
+    pub unverified: u64,
+    /// Exact count per verdict.
+    pub verdicts: VerdictCounts,
+    /// Exact count per stored key and verdict.
+    pub keys: KeyCounts,
     /// KMS v2 key ID → number of stored values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kms_key_ids: BTreeMap<String, u64>,
-    /// Plaintext where the config wants encryption.
-    pub plaintext: Vec<String>,
-    /// On a read key, not the write key.
-    pub stale: Vec<String>,
-    pub undecryptable: Vec<String>,
-    pub unknown_key: Vec<String>,
-    pub corrupt: Vec<String>,
-    /// Objects beyond the list limit were counted but not listed.
-    pub lists_truncated: bool,
-    /// Details of each listed object, in the order of the lists above.
-    #[serde(skip)]
-    pub attention: Vec<ObjectRef>,
+    /// Names of the objects not on the write key, per verdict: `total` is exact, `objects`
+    /// holds at most the list cap.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub samples: BTreeMap<Verdict, Sample<ObjectRef>>,
 }
 
 impl ResourceReport {
-    pub fn findings(&self) -> u64 {
-        (self.plaintext.len()
-            + self.stale.len()
-            + self.undecryptable.len()
-            + self.unknown_key.len()
-            + self.corrupt.len()) as u64
-            + if self.lists_truncated { 1 } else { 0 }
+    fn new(resolved: &Resolved) -> Self {
+        Self {
+            resource: resolved.resource.to_string(),
+            rule: resolved.rule_name.clone(),
+            write_key: resolved.write_key(),
+            read_keys: resolved.read_keys(),
+            encrypts: resolved.encrypts(),
+            total: 0,
+            needs_rewrite: 0,
+            unverified: 0,
+            verdicts: VerdictCounts::default(),
+            keys: KeyCounts::new(),
+            kms_key_ids: BTreeMap::new(),
+            samples: BTreeMap::new(),
+        }
+    }
+
+    /// Nothing to rewrite and nothing unreadable: what makes `scan` exit 0.
+    pub fn clean(&self) -> bool {
+        self.needs_rewrite == 0 && self.verdicts.unreadable() == 0
+    }
+
+    /// The sample of one verdict (empty when there is none).
+    pub fn sample(&self, v: Verdict) -> Option<&Sample<ObjectRef>> {
+        self.samples.get(&v)
     }
 }
 
+/// The JSON schema of `atrest scan -o json`; fields are stable within a version.
+pub const SCAN_SCHEMA: &str = "atrest.scan/v2";
+
 /// The whole answer of a scan.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ScanReport {
+    /// [`SCAN_SCHEMA`].
+    pub schema: String,
+    /// The etcd revision every value was read at.
     pub revision: i64,
+    /// Every value was decrypted (`--verify`).
     pub verified: bool,
+    /// Per covered resource, `secrets` first.
     pub resources: Vec<ResourceReport>,
     /// KMS v2 provider → the key ID its plugin reports now (values on another are stale).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -538,17 +561,28 @@ pub struct ScanReport {
 impl ScanReport {
     /// Everything on its write key, nothing unreadable.
     pub fn clean(&self) -> bool {
-        self.resources.iter().all(|r| r.findings() == 0)
+        self.resources.iter().all(ResourceReport::clean)
+    }
+
+    /// Counts over every resource.
+    pub fn totals(&self) -> VerdictCounts {
+        let mut t = VerdictCounts::default();
+        for r in &self.resources {
+            t.merge(&r.verdicts);
+        }
+        t
     }
 }
 
-/// A [`Visitor`] that builds a [`ScanReport`]; lists hold at most `list_limit` names each.
+/// A [`Visitor`] that builds a [`ScanReport`]; samples hold at most `list_limit` names each,
+/// counts are exact.
 pub struct ReportBuilder {
     by_resource: BTreeMap<GroupResource, ResourceReport>,
     list_limit: usize,
 }
 
 impl ReportBuilder {
+    /// Samples capped at `list_limit` names per resource and verdict.
     pub fn new(list_limit: usize) -> Self {
         Self {
             by_resource: BTreeMap::new(),
@@ -556,11 +590,12 @@ impl ReportBuilder {
         }
     }
 
+    /// The report, `secrets` first, then by name.
     pub fn finish(self, revision: i64, verified: bool) -> ScanReport {
         let mut resources: Vec<ResourceReport> = self.by_resource.into_values().collect();
-        // secrets first, then by name.
         resources.sort_by_key(|r| (r.resource != "secrets", r.resource.clone()));
         ScanReport {
+            schema: SCAN_SCHEMA.to_string(),
             revision,
             verified,
             resources,
@@ -571,62 +606,53 @@ impl ReportBuilder {
 
 impl Visitor for ReportBuilder {
     fn resource(&mut self, resolved: &Resolved) {
-        let name = resolved.resource.to_string();
         self.by_resource
             .entry(resolved.resource.clone())
-            .or_insert_with(|| ResourceReport {
-                resource: name,
-                rule: resolved.rule_name.clone(),
-                write_key: resolved.write_label(),
-                read_keys: resolved.read_labels(),
-                encrypts: resolved.encrypts(),
-                ..Default::default()
-            });
+            .or_insert_with(|| ResourceReport::new(resolved));
     }
 
     fn visit(&mut self, item: &Item<'_>) {
         let Some(r) = self.by_resource.get_mut(item.resource) else {
             return;
         };
+        let class = item.class;
+        let verdict = class.verdict();
         r.total += 1;
-        let label = match item.class.state {
-            State::Plaintext => "identity",
-            _ => item.class.label.as_ref(),
-        };
-        bump(&mut r.counts, label);
-        bump(&mut r.states, item.class.state.as_str());
-        if let Some(id) = item.class.kms.as_ref().and_then(|k| k.key_id.as_ref()) {
-            bump(&mut r.kms_key_ids, id);
+        r.verdicts.add(verdict);
+        match r.keys.get_mut(class.label.as_ref()) {
+            Some(c) => c.add(verdict),
+            None => {
+                let mut c = VerdictCounts::default();
+                c.add(verdict);
+                r.keys.insert(class.label.clone().into_owned(), c);
+            }
         }
-        let list = match item.class.state {
-            State::Plaintext if item.encrypts || item.class.stale => &mut r.plaintext,
-            State::EncryptedOk | State::Kms if item.class.stale => &mut r.stale,
-            State::Undecryptable => &mut r.undecryptable,
-            State::UnknownKey => &mut r.unknown_key,
-            State::Corrupt => &mut r.corrupt,
-            _ => return,
-        };
-        if list.len() >= self.list_limit {
-            r.lists_truncated = true;
+        if class.needs_rewrite() {
+            r.needs_rewrite += 1;
+        }
+        if !class.verified && matches!(verdict, Verdict::OnWriteKey | Verdict::Stale) {
+            r.unverified += 1;
+        }
+        if let Some(id) = class.kms.as_ref().and_then(|k| k.key_id.as_ref()) {
+            match r.kms_key_ids.get_mut(id) {
+                Some(n) => *n += 1,
+                None => {
+                    r.kms_key_ids.insert(id.clone(), 1);
+                }
+            }
+        }
+        if verdict == Verdict::OnWriteKey {
             return;
         }
-        list.push(item.object.to_string());
-        r.attention.push(ObjectRef {
-            name: item.object.to_string(),
-            key: item.key.to_string(),
-            mod_revision: item.mod_revision,
-            stored_as: label.to_string(),
-            detail: item.class.detail.clone(),
-        });
-    }
-}
-
-/// Counts without allocating a key for every value.
-fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
-    match map.get_mut(key) {
-        Some(n) => *n += 1,
-        None => {
-            map.insert(key.to_string(), 1);
-        }
+        r.samples
+            .entry(verdict)
+            .or_default()
+            .push(self.list_limit, || ObjectRef {
+                name: item.object.to_string(),
+                key: item.key.to_string(),
+                mod_revision: item.mod_revision,
+                stored_as: class.label.clone().into_owned(),
+                detail: class.detail.clone(),
+            });
     }
 }

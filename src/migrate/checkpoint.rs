@@ -71,7 +71,7 @@ pub enum CheckpointError {
     #[error("checkpoint {path} is not an atrest checkpoint: {message}")]
     Parse { path: PathBuf, message: String },
     #[error(
-        "checkpoint {path} was made for config {old_hash}, but {config} is now {new_hash}: the write keys may have changed, so its progress no longer applies.\n  Run without --resume to start a new pass (already re-encrypted objects are skipped: only what etcd shows is not on the write key is rewritten)."
+        "checkpoint {path} was made for config {old_hash}, but {config} is now {new_hash}: the write keys may have changed, so its progress no longer applies.\n  Start a new pass instead (already re-encrypted objects are skipped: only what etcd shows is not on the write key is rewritten)."
     )]
     ConfigChanged {
         path: PathBuf,

@@ -37,7 +37,7 @@ pub enum MigrateError {
     #[error("{0}")]
     Preflight(String),
     #[error(
-        "the apiserver refused to PATCH {resource} {object}: {message}\n  atrest needs this RBAC rule: apiGroups: [\"{group}\"], resources: [\"{plural}\"], verbs: [\"patch\"]\n  Progress is saved in {checkpoint}; grant the rule and run again with --resume."
+        "the apiserver refused to PATCH {resource} {object}: {message}\n  atrest needs this RBAC rule: apiGroups: [\"{group}\"], resources: [\"{plural}\"], verbs: [\"patch\"]\n  Progress is saved in {checkpoint}; grant the rule and run again."
     )]
     Forbidden {
         resource: String,
@@ -48,7 +48,7 @@ pub enum MigrateError {
         checkpoint: PathBuf,
     },
     #[error(
-        "the apiserver at {url} wrote {resource} {object} but etcd still shows it under {stored_as}, not the write key {write_key}: that apiserver has not loaded this config (it reports config hash {reported}; the file {config} is {file_hash}).\n  Wait until every apiserver reports the file's hash (automatic reload polls once a minute; without it, restart them), then run again with --resume."
+        "the apiserver at {url} wrote {resource} {object} but etcd still shows it under {stored_as}, not the write key {write_key}: that apiserver has not loaded this config (it reports config hash {reported}; the file {config} is {file_hash}).\n  Wait until every apiserver reports the file's hash (automatic reload polls once a minute; without it, restart them), then run again."
     )]
     NotLoaded {
         url: String,
@@ -169,14 +169,7 @@ struct Remaining {
 
 impl Visitor for Remaining {
     fn visit(&mut self, item: &Item<'_>) {
-        if item.needs_rewrite()
-            || matches!(
-                item.class.state,
-                crate::codec::State::Undecryptable
-                    | crate::codec::State::UnknownKey
-                    | crate::codec::State::Corrupt
-            )
-        {
+        if item.needs_rewrite() || item.class.verdict().unreadable() {
             self.count += 1;
             if self.names.len() < self.limit {
                 self.names.push(format!(
@@ -691,7 +684,7 @@ async fn stored_now(
             ..Default::default()
         };
         let c = table.classify(v.key(), v.value(), &opts);
-        (c.on_write_key(), c.label.into_owned(), v.mod_revision())
+        (c.on_write_key(), c.label.to_string(), v.mod_revision())
     }))
 }
 

@@ -1,101 +1,227 @@
-//! What changed between two audits (two JSON reports).
+//! What changed between two audits (two JSON reports). Reads both schemas: v2, and v1 files
+//! written by atrest 0.1 (whose per-resource `counts` map is the same exact count per key).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::Report;
+use serde_json::Value;
+
+/// The parts of a report a diff compares, the same for every schema.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct View {
+    /// `atrest.report/v1` or `/v2`.
+    pub schema: String,
+    /// When it was generated.
+    pub generated_at: String,
+    /// PASS or FAIL.
+    pub verdict: String,
+    /// The config file's path.
+    pub config_path: String,
+    /// Its hash.
+    pub config_sha256: String,
+    /// Check id → (title, status).
+    pub checks: BTreeMap<String, (String, String)>,
+    /// Resource → write key, from the config section.
+    pub write_keys: BTreeMap<String, String>,
+    /// `label (fingerprint)` of every configured key.
+    pub keys: BTreeSet<String>,
+    /// Resource → stored counts.
+    pub resources: BTreeMap<String, Stored>,
+}
+
+/// A resource's stored values in a report.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stored {
+    /// Stored values.
+    pub total: u64,
+    /// On the write key.
+    pub on_write_key: u64,
+    /// Key label → stored values under it.
+    pub by_key: BTreeMap<String, u64>,
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+fn num(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+impl View {
+    /// Reads a report of any supported schema.
+    pub fn from_json(doc: &Value) -> Result<View, String> {
+        let schema = text(&doc["schema"]);
+        let v2 = match schema.as_str() {
+            "atrest.report/v1" => false,
+            "atrest.report/v2" => true,
+            other => {
+                return Err(format!(
+                    "schema {other:?} is not an atrest report (atrest.report/v1 or /v2)"
+                ));
+            }
+        };
+        let mut view = View {
+            generated_at: text(&doc["generated_at"]),
+            verdict: text(&doc["verdict"]),
+            config_path: text(&doc["config"]["path"]),
+            config_sha256: text(&doc["config"]["sha256"]),
+            schema,
+            ..Default::default()
+        };
+        for c in doc["checks"].as_array().into_iter().flatten() {
+            view.checks
+                .insert(text(&c["id"]), (text(&c["title"]), text(&c["status"])));
+        }
+        for r in doc["config"]["resources"].as_array().into_iter().flatten() {
+            view.write_keys
+                .insert(text(&r["resource"]), text(&r["write_key"]));
+            for k in r["keys"].as_array().into_iter().flatten() {
+                let fp = k["fingerprint"]
+                    .as_str()
+                    .map(|f| format!(" ({f})"))
+                    .unwrap_or_default();
+                view.keys.insert(format!("{}{fp}", text(&k["label"])));
+            }
+        }
+        for r in doc["resources"].as_array().into_iter().flatten() {
+            let stored = if v2 {
+                Stored {
+                    total: num(&r["total"]),
+                    on_write_key: num(&r["coverage"]["on_write_key"]),
+                    by_key: r["keys"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, counts)| {
+                            let n = counts
+                                .as_object()
+                                .into_iter()
+                                .flatten()
+                                .map(|(_, n)| num(n))
+                                .sum();
+                            (k.clone(), n)
+                        })
+                        .collect(),
+                }
+            } else {
+                Stored {
+                    total: num(&r["total"]),
+                    on_write_key: num(&r["on_write_key"]),
+                    by_key: r["counts"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, n)| (k.clone(), num(n)))
+                        .collect(),
+                }
+            };
+            view.resources.insert(text(&r["resource"]), stored);
+        }
+        Ok(view)
+    }
+}
 
 /// One line per difference, in the order an auditor reads them.
-pub fn diff(a: &Report, b: &Report) -> Vec<String> {
+pub fn diff(a: &View, b: &View) -> Vec<String> {
     let mut out = Vec::new();
     if a.verdict != b.verdict {
-        out.push(format!(
-            "verdict: {} -> {}",
-            a.verdict.as_str(),
-            b.verdict.as_str()
-        ));
+        out.push(format!("verdict: {} -> {}", a.verdict, b.verdict));
     }
-    if a.config.sha256 != b.config.sha256 {
+    if a.config_sha256 != b.config_sha256 {
         out.push(format!(
             "config {}: {} -> {}",
-            b.config.path.display(),
-            a.config.sha256,
-            b.config.sha256
+            b.config_path, a.config_sha256, b.config_sha256
         ));
     }
-    for c in &b.checks {
-        match a.checks.iter().find(|x| x.id == c.id) {
-            Some(old) if old.status != c.status => out.push(format!(
-                "check {} ({}): {} -> {}",
-                c.id,
-                c.title,
-                old.status.as_str(),
-                c.status.as_str()
-            )),
-            None => out.push(format!(
-                "check {} ({}): new, {}",
-                c.id,
-                c.title,
-                c.status.as_str()
-            )),
+    for (id, (title, status)) in &b.checks {
+        match a.checks.get(id) {
+            Some((_, old)) if old != status => {
+                out.push(format!("check {id} ({title}): {old} -> {status}"))
+            }
+            None => out.push(format!("check {id} ({title}): new, {status}")),
             _ => {}
         }
     }
-    for v in &b.config.resources {
-        match a.config.resources.iter().find(|x| x.resource == v.resource) {
-            Some(old) if old.write_key != v.write_key => out.push(format!(
-                "{}: write key {} -> {}",
-                v.resource, old.write_key, v.write_key
-            )),
-            None => out.push(format!(
-                "{}: newly covered, write key {}",
-                v.resource, v.write_key
-            )),
+    for (resource, write) in &b.write_keys {
+        match a.write_keys.get(resource) {
+            Some(old) if old != write => {
+                out.push(format!("{resource}: write key {old} -> {write}"))
+            }
+            None => out.push(format!("{resource}: newly covered, write key {write}")),
             _ => {}
         }
     }
-    let keys = |r: &Report| -> BTreeSet<String> {
-        r.config
-            .resources
-            .iter()
-            .flat_map(|v| {
-                v.keys.iter().map(|k| {
-                    format!(
-                        "{}{}",
-                        k.label,
-                        k.fingerprint
-                            .as_ref()
-                            .map(|f| format!(" ({f})"))
-                            .unwrap_or_default()
-                    )
-                })
-            })
-            .collect()
-    };
-    let (ka, kb) = (keys(a), keys(b));
-    for k in kb.difference(&ka) {
+    for k in b.keys.difference(&a.keys) {
         out.push(format!("key added: {k}"));
     }
-    for k in ka.difference(&kb) {
+    for k in a.keys.difference(&b.keys) {
         out.push(format!("key removed: {k}"));
     }
-    for r in &b.resources {
-        let old = a.resources.iter().find(|x| x.resource == r.resource);
-        let (ot, ow) = old.map(|o| (o.total, o.on_write_key)).unwrap_or((0, 0));
-        if old.is_none()
-            || ot != r.total
-            || ow != r.on_write_key
-            || old.map(|o| &o.counts) != Some(&r.counts)
-        {
+    for (resource, r) in &b.resources {
+        let old = a.resources.get(resource);
+        if old != Some(r) {
+            let (ow, ot) = old.map(|o| (o.on_write_key, o.total)).unwrap_or((0, 0));
+            let by_key: Vec<String> = r.by_key.iter().map(|(k, n)| format!("{k} {n}")).collect();
             out.push(format!(
-                "{}: on write key {ow}/{ot} -> {}/{}; stored as {:?}",
-                r.resource, r.on_write_key, r.total, r.counts
+                "{resource}: on write key {ow}/{ot} -> {}/{}; stored as {}",
+                r.on_write_key,
+                r.total,
+                by_key.join(", ")
             ));
         }
     }
-    for r in &a.resources {
-        if !b.resources.iter().any(|x| x.resource == r.resource) {
-            out.push(format!("{}: no longer reported", r.resource));
+    for resource in a.resources.keys() {
+        if !b.resources.contains_key(resource) {
+            out.push(format!("{resource}: no longer reported"));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1() -> Value {
+        serde_json::json!({
+            "schema": "atrest.report/v1", "generated_at": "2026-01-01T00:00:00Z", "verdict": "FAIL",
+            "config": {"path": "/etc/k/enc.yaml", "sha256": "sha256:aa", "resources": [
+                {"resource": "secrets", "write_key": "aescbc:key1",
+                 "keys": [{"label": "aescbc:key1", "fingerprint": "sha256:11"}]}]},
+            "checks": [{"id": "ATR-C04", "title": "t", "status": "FAIL"}],
+            "resources": [{"resource": "secrets", "total": 10, "on_write_key": 4,
+                           "counts": {"aescbc:key1": 4, "identity": 6}}]
+        })
+    }
+
+    #[test]
+    fn reads_v1_and_compares_with_v2() {
+        let a = View::from_json(&v1()).unwrap();
+        assert_eq!(a.resources["secrets"].by_key["identity"], 6);
+        let b = View::from_json(&serde_json::json!({
+            "schema": "atrest.report/v2", "generated_at": "2026-02-01T00:00:00Z", "verdict": "PASS",
+            "config": {"path": "/etc/k/enc.yaml", "sha256": "sha256:bb", "resources": [
+                {"resource": "secrets", "write_key": "aescbc:key2",
+                 "keys": [{"label": "aescbc:key2", "fingerprint": "sha256:22"}]}]},
+            "checks": [{"id": "ATR-C04", "title": "t", "status": "PASS"}],
+            "resources": [{"resource": "secrets", "total": 10,
+                           "coverage": {"on_write_key": 10},
+                           "keys": {"aescbc:key2": {"on_write_key": 10}}}]
+        }))
+        .unwrap();
+        let lines = diff(&a, &b);
+        for want in [
+            "verdict: FAIL -> PASS",
+            "config /etc/k/enc.yaml: sha256:aa -> sha256:bb",
+            "check ATR-C04 (t): FAIL -> PASS",
+            "secrets: write key aescbc:key1 -> aescbc:key2",
+            "key added: aescbc:key2 (sha256:22)",
+            "key removed: aescbc:key1 (sha256:11)",
+            "secrets: on write key 4/10 -> 10/10; stored as aescbc:key2 10",
+        ] {
+            assert!(lines.iter().any(|l| l == want), "{want} not in {lines:#?}");
+        }
+        assert!(diff(&b, &b).is_empty());
+        assert!(View::from_json(&serde_json::json!({"schema": "x"})).is_err());
+    }
 }

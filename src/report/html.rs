@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Report, Status};
+use super::{Coverage, Report, Status};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -39,13 +39,15 @@ table{border-collapse:collapse;width:100%;font-size:.9rem;margin:.5rem 0}
 th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top}
 th{background:#f6f8fa} code{font-size:.85rem}
 .bar{background:#ffebe9;height:1rem;width:100%;border-radius:.2rem;overflow:hidden;min-width:10rem}
-.bar>span{display:block;height:100%;background:#2da44e}
+.bar{display:flex}.bar>span{display:block;height:100%}.bar>.ok{background:#2da44e}.bar>.amber{background:#d4a72c}
+.note{color:#a40e26;font-size:.85rem}
 .badge{font-weight:600;padding:0 .4rem;border-radius:.3rem}
 ul.evidence{margin:.2rem 0 .2rem 1rem;padding:0;font-size:.85rem}
 @media print{body{margin:0;max-width:none}.bar{border:1px solid #999;-webkit-print-color-adjust:exact;print-color-adjust:exact}
 .verdict,.badge{-webkit-print-color-adjust:exact;print-color-adjust:exact} h2{break-after:avoid} tr{break-inside:avoid}}
 ";
 
+/// The whole report as one HTML document.
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
     let _ = write!(
@@ -72,26 +74,46 @@ pub fn render(r: &Report) -> String {
 
     let _ = writeln!(
         o,
-        "<h2>Coverage</h2>\n<table id=\"coverage\"><tr><th>resource</th><th>write key</th><th>on write key</th><th></th><th>stored as</th></tr>"
+        "<h2>Coverage</h2>\n<p class=\"meta\">Encrypted with an allowed provider (green), a discouraged one (amber), or not at all, with a disallowed provider or unreadable (red); and, as a second measure, encrypted with the write key.</p>\n<table id=\"coverage\"><tr><th>resource</th><th>write key</th><th>encrypted with an allowed provider</th><th></th><th>on the write key</th><th>stored as</th></tr>"
     );
     for res in &r.resources {
-        let pct = if res.total == 0 {
-            100.0
-        } else {
-            res.on_write_key as f64 * 100.0 / res.total as f64
-        };
+        let c = &res.coverage;
+        let pct = Coverage::percent(c.allowed, res.total);
+        let amber = Coverage::percent(c.discouraged, res.total);
+        let write_pct = Coverage::percent(c.on_write_key, res.total);
         let counts: Vec<String> = res
-            .counts
+            .keys
             .iter()
-            .map(|(k, n)| format!("{} {n}", esc(k)))
+            .map(|(k, n)| format!("<code>{}</code> {}", esc(&k.to_string()), n.total()))
             .collect();
+        let mut notes = Vec::new();
+        if c.plaintext > 0 {
+            notes.push(format!("{} plaintext", c.plaintext));
+        }
+        if c.discouraged > 0 {
+            notes.push(format!("{} with a discouraged provider", c.discouraged));
+        }
+        if c.disallowed > 0 {
+            notes.push(format!("{} with a disallowed provider", c.disallowed));
+        }
+        if c.unreadable > 0 {
+            notes.push(format!("{} unreadable", c.unreadable));
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!("<br><span class=\"note\">{}</span>", esc(&notes.join(", ")))
+        };
         let _ = writeln!(
             o,
-            "<tr class=\"coverage-row\" data-resource=\"{}\" data-percent=\"{pct:.1}\"><td><code>{}</code></td><td><code>{}</code></td><td>{}/{} ({pct:.1}%)</td><td><div class=\"bar\"><span style=\"width:{pct:.1}%\"></span></div></td><td>{}</td></tr>",
+            "<tr class=\"coverage-row\" data-resource=\"{}\" data-percent=\"{pct:.1}\" data-plaintext=\"{}\" data-write-key-percent=\"{write_pct:.1}\"><td><code>{}</code></td><td><code>{}</code></td><td>{}/{} ({pct:.1}%){notes}</td><td><div class=\"bar\"><span class=\"ok\" style=\"width:{pct:.1}%\"></span><span class=\"amber\" style=\"width:{amber:.1}%\"></span></div></td><td>{}/{} ({write_pct:.1}%)</td><td>{}</td></tr>",
             esc(&res.resource),
+            c.plaintext,
             esc(&res.resource),
-            esc(&res.write_key),
-            res.on_write_key,
+            esc(&res.write_key.to_string()),
+            c.allowed,
+            res.total,
+            c.on_write_key,
             res.total,
             counts.join(", ")
         );
@@ -138,8 +160,8 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             o,
             "<tr><th>apiserver</th><td>{} — config {}</td></tr>",
-            esc(&a.name()),
-            esc(&a.reported())
+            esc(&a.name),
+            esc(&a.reported)
         );
     }
     let _ = writeln!(

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Report, Status};
+use super::{Coverage, Report, Status};
 
 fn mark(s: Status) -> &'static str {
     match s {
@@ -12,6 +12,7 @@ fn mark(s: Status) -> &'static str {
     }
 }
 
+/// The whole report as Markdown.
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# Encryption at rest audit: {}\n", mark(r.verdict));
@@ -45,7 +46,7 @@ pub fn render(r: &Report) -> String {
         }
     );
     for a in &r.apiservers {
-        let _ = writeln!(o, "- apiserver {}: config {}", a.name(), a.reported());
+        let _ = writeln!(o, "- apiserver {}: config {}", a.name, a.reported);
     }
     let _ = writeln!(o, "\n## Config\n");
     let _ = writeln!(
@@ -108,20 +109,27 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "\n## Stored objects\n");
     let _ = writeln!(
         o,
-        "| resource | write key | on write key | total | stored as |\n|---|---|---:|---:|---|"
+        "| resource | write key | encrypted, allowed provider | plaintext | on the write key | total | stored as |\n|---|---|---:|---:|---:|---:|---|"
     );
     for res in &r.resources {
+        let c = &res.coverage;
         let counts: Vec<String> = res
-            .counts
+            .keys
             .iter()
-            .map(|(k, n)| format!("{k}: {n}"))
+            .map(|(k, n)| format!("{k}: {}", n.total()))
             .collect();
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {}/{} ({:.1}%) | {} | {}/{} ({:.1}%) | {} | {} |",
             res.resource,
             res.write_key,
-            res.on_write_key,
+            c.allowed,
+            res.total,
+            Coverage::percent(c.allowed, res.total),
+            c.plaintext,
+            c.on_write_key,
+            res.total,
+            Coverage::percent(c.on_write_key, res.total),
             res.total,
             counts.join(", ")
         );

@@ -2,6 +2,7 @@
 //! result, for every covered object. The report is built only from labels, fingerprints,
 //! hashes, counts and object names: it never contains a key or a secret value.
 
+pub mod checks;
 pub mod diff;
 pub mod html;
 pub mod markdown;
@@ -15,26 +16,33 @@ use chrono::{DateTime, Utc};
 pub use policy::{Policy, PolicyError};
 
 use crate::GroupResource;
-use crate::config::{Finding, LoadedConfig, Provider, Severity};
+use crate::config::{LoadedConfig, Provider, Severity};
 use crate::etcd::scan::{ResourceReport, ScanReport};
-use crate::rotate::{ApiserverStatus, Convergence, State};
+use crate::model::{KeyLabel, Verdict, covered_resources};
 
-/// The JSON schema name and version; fields are stable within a version.
-pub const SCHEMA: &str = "atrest.report/v1";
+/// The JSON schema name and version; fields are stable within a version. v2 (atrest 0.2)
+/// replaced v1's per-state name lists with exact counts per verdict and key plus capped samples,
+/// and added per-resource coverage by policy; `report diff` still reads v1 files.
+pub const SCHEMA: &str = "atrest.report/v2";
 
+/// The result of a check, and of the report.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub enum Status {
+    /// The check holds.
     #[serde(rename = "PASS")]
     Pass,
+    /// Holds, with a reservation (a discouraged provider, something not checked).
     #[serde(rename = "WARN")]
     Warn,
+    /// Does not hold.
     #[serde(rename = "FAIL")]
     Fail,
 }
 
 impl Status {
+    /// `PASS`, `WARN`, `FAIL`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pass => "PASS",
@@ -44,78 +52,204 @@ impl Status {
     }
 }
 
+/// One check of the audit.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Check {
     /// Stable id (`ATR-C01` …).
     pub id: String,
+    /// What the check asserts.
     pub title: String,
+    /// Its result.
     pub status: Status,
     /// What was seen: counts, hashes, object names. Never data or keys.
     pub evidence: Vec<String>,
 }
 
+/// One etcd member.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EtcdMember {
+    /// Member ID, hex.
     pub id: String,
+    /// Member name.
     pub name: String,
+    /// Its client URLs.
     pub client_urls: Vec<String>,
 }
 
+/// The etcd cluster the scan read.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EtcdInfo {
+    /// The endpoints atrest connected to.
     pub endpoints: Vec<String>,
+    /// Cluster ID, hex.
     pub cluster_id: String,
+    /// Server version.
     pub version: String,
+    /// Every member.
     pub members: Vec<EtcdMember>,
     /// The revision the scan was pinned at.
     pub revision: i64,
 }
 
+/// One key of a resource's provider list, as the report shows it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KeyView {
+    /// `aescbc:key1`, `kms:v2:vault`, `identity`.
     pub label: String,
+    /// `aescbc`, `kms`, `identity`, …
     pub provider: String,
+    /// `sha256:` + 16 hex digits of the key bytes (local keys only).
     pub fingerprint: Option<String>,
+    /// When atrest added it (from the rotation state).
     pub added: Option<String>,
+    /// When atrest made it the write key.
     pub promoted: Option<String>,
 }
 
+/// A covered resource's config.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceConfigView {
+    /// The group resource.
     pub resource: String,
+    /// The rule that covers it, if any.
     pub rule: Option<String>,
+    /// What new writes get.
     pub write_key: String,
     /// Keys in the order the apiserver tries them.
     pub keys: Vec<KeyView>,
 }
 
+/// The config file and what it says per covered resource.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConfigInfo {
+    /// Where it is.
     pub path: PathBuf,
+    /// The apiserver's config hash (`sha256:` + hex of the file bytes).
     pub sha256: String,
+    /// File mode, octal.
     pub mode: String,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
+    /// Per covered resource.
     pub resources: Vec<ResourceConfigView>,
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// The rotation state, as far as an auditor needs it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RotationInfo {
+    /// The state file.
     pub state_file: PathBuf,
+    /// The stage of the rotation in progress.
     pub stage: Option<String>,
+    /// Its target (`aescbc`, `kms:v2:vault`).
     pub target: Option<String>,
+    /// When the last rotation finished.
     pub last_finished: Option<String>,
+    /// The etcd snapshot taken before the rotation (path, sha256, revision).
     pub snapshot: Option<String>,
+    /// The snapshot was skipped on request.
     pub snapshot_skipped: bool,
 }
 
-/// Per resource: the scan's counts and offending objects (names only), and how many are on the
-/// write key.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// When a key was added and promoted, from the rotation state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyAge {
+    /// RFC 3339.
+    pub added: Option<String>,
+    /// RFC 3339.
+    pub promoted: Option<String>,
+}
+
+/// One apiserver and the config hash it reports.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ApiserverView {
+    /// `url (lease)`.
+    pub name: String,
+    /// The hash it reports in `last_config_info`, if any.
+    pub config_hash: Option<String>,
+    /// Its hash, or why there is none.
+    pub reported: String,
+}
+
+/// What the apiservers said (the caller surveys them).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApiserverSurvey {
+    /// Every apiserver reached.
+    pub apiservers: Vec<ApiserverView>,
+    /// Names of the apiserver identity leases.
+    pub leases: Vec<String>,
+    /// Every apiserver reports the file's hash, and none is missing.
+    pub converged: bool,
+}
+
+/// How a resource's stored values stand against the policy: the report's headline measure
+/// is `allowed` (encrypted with an allowed provider); plaintext always counts against it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Coverage {
+    /// Encrypted (and readable) with a provider the policy allows.
+    pub allowed: u64,
+    /// Encrypted with a provider the policy discourages.
+    pub discouraged: u64,
+    /// Encrypted with a provider the policy neither allows nor discourages.
+    pub disallowed: u64,
+    /// Stored unencrypted.
+    pub plaintext: u64,
+    /// Undecryptable, unknown key or corrupt.
+    pub unreadable: u64,
+    /// Encrypted with the resource's write key (the second measure).
+    pub on_write_key: u64,
+}
+
+impl Coverage {
+    /// Counts a resource's stored values against `policy`.
+    pub fn of(r: &ResourceReport, policy: &Policy) -> Coverage {
+        let mut c = Coverage {
+            plaintext: r.verdicts.plaintext,
+            unreadable: r.verdicts.unreadable(),
+            on_write_key: r.verdicts.on_write_key,
+            ..Default::default()
+        };
+        for (label, counts) in &r.keys {
+            let n = counts.encrypted();
+            match policy.judge(label) {
+                Status::Pass => c.allowed += n,
+                Status::Warn => c.discouraged += n,
+                Status::Fail => c.disallowed += n,
+            }
+        }
+        c
+    }
+
+    /// `part` of `total` as a percentage with one decimal; 0 stored values is 100 %.
+    pub fn percent(part: u64, total: u64) -> f64 {
+        if total == 0 {
+            100.0
+        } else {
+            part as f64 * 100.0 / total as f64
+        }
+    }
+}
+
+/// Per resource: the scan's exact counts and samples, whether the policy requires it to be
+/// encrypted, and its coverage.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceResult {
+    /// The scan's counts and samples.
     #[serde(flatten)]
     pub scan: ResourceReport,
-    pub on_write_key: u64,
+    /// The policy lists it in `requiredResources`.
+    pub required: bool,
+    /// Stored values against the policy.
+    pub coverage: Coverage,
+}
+
+impl ResourceResult {
+    /// Plaintext here is a finding: the config encrypts it, or the policy requires it.
+    pub fn plaintext_is_finding(&self) -> bool {
+        self.scan.encrypts || self.required
+    }
 }
 
 impl std::ops::Deref for ResourceResult {
@@ -125,46 +259,76 @@ impl std::ops::Deref for ResourceResult {
     }
 }
 
+/// A lint finding, as the report shows it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LintFinding {
+    /// Stable id.
     pub id: String,
+    /// How bad.
     pub severity: Severity,
+    /// The field path, when one.
     pub field: Option<String>,
+    /// What is wrong.
     pub message: String,
 }
 
+/// The audit report.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Report {
+    /// [`SCHEMA`].
     pub schema: String,
+    /// RFC 3339.
     pub generated_at: String,
+    /// atrest's version.
     pub atrest_version: String,
+    /// The host it ran on.
     pub host: String,
+    /// FAIL when any check fails, else PASS.
     pub verdict: Status,
+    /// The etcd cluster read.
     pub etcd: EtcdInfo,
-    pub apiservers: Vec<ApiserverStatus>,
+    /// What each apiserver reported.
+    pub apiservers: Vec<ApiserverView>,
+    /// The apiserver identity leases.
     pub apiserver_leases: Vec<String>,
+    /// The config file.
     pub config: ConfigInfo,
+    /// The rotation state, when there is one.
     pub rotation: Option<RotationInfo>,
+    /// Lint findings of the config.
     pub lint: Vec<LintFinding>,
+    /// The policy the checks applied.
     pub policy: Policy,
+    /// Every check, in id order.
     pub checks: Vec<Check>,
+    /// Every value was decrypted.
     pub verified: bool,
     /// KMS v2 provider → the key ID its plugin reported.
     #[serde(default)]
     pub kms_current_key_ids: BTreeMap<String, String>,
+    /// Per covered resource.
     pub resources: Vec<ResourceResult>,
 }
 
-/// Everything a report is made from.
+/// Everything a report is made from: plain values, gathered by the caller.
 pub struct Inputs<'a> {
+    /// The config file as loaded.
     pub config: &'a LoadedConfig,
+    /// The scan.
     pub scan: &'a ScanReport,
+    /// The etcd cluster.
     pub etcd: EtcdInfo,
-    pub convergence: Option<&'a Convergence>,
+    /// The apiservers, when they could be asked.
+    pub apiservers: Option<ApiserverSurvey>,
     /// The apiserver manifest says `--encryption-provider-config` is set.
     pub manifest_sets_config: Option<bool>,
-    pub state: Option<(&'a State, PathBuf)>,
+    /// The rotation state, when there is one.
+    pub rotation: Option<RotationInfo>,
+    /// Key label → when atrest added and promoted it.
+    pub key_ages: BTreeMap<String, KeyAge>,
+    /// What the checks demand.
     pub policy: &'a Policy,
+    /// The report's time (key ages are measured to it).
     pub now: DateTime<Utc>,
 }
 
@@ -174,39 +338,34 @@ fn host() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Builds the report and its verdict.
-pub fn build(inp: &Inputs<'_>) -> Report {
+fn config_views(inp: &Inputs<'_>) -> Vec<ResourceConfigView> {
     let cfg = &inp.config.config;
-    let keys_state = inp.state.as_ref().map(|(s, _)| &s.keys);
-    let mut names = cfg.named_resources();
-    if !names.contains(&GroupResource::secrets()) {
-        names.insert(0, GroupResource::secrets());
-    }
-    let resources_cfg: Vec<ResourceConfigView> = names
+    covered_resources(cfg.named_resources(), &[])
         .iter()
         .map(|gr| {
             let r = cfg.resolve(gr);
             let mut keys = Vec::new();
             for p in r.providers() {
-                let entries: Vec<(String, Option<String>)> = match p {
+                let entries: Vec<(KeyLabel, Option<String>)> = match p {
                     Provider::Keys { provider, keys } => keys
                         .iter()
                         .map(|k| {
                             (
-                                crate::config::key_label(*provider, k.name()),
+                                KeyLabel::key(*provider, k.name()),
                                 Some(k.fingerprint().to_string()),
                             )
                         })
                         .collect(),
-                    other => vec![(other.write_label(), None)],
+                    other => vec![(other.write_key(), None)],
                 };
                 for (label, fingerprint) in entries {
-                    let rec = keys_state.and_then(|k| k.get(&label));
+                    let label = label.to_string();
+                    let age = inp.key_ages.get(&label);
                     keys.push(KeyView {
                         provider: p.kind().to_string(),
                         fingerprint,
-                        added: rec.and_then(|r| r.added.clone()),
-                        promoted: rec.and_then(|r| r.promoted.clone()),
+                        added: age.and_then(|a| a.added.clone()),
+                        promoted: age.and_then(|a| a.promoted.clone()),
                         label,
                     });
                 }
@@ -227,27 +386,42 @@ pub fn build(inp: &Inputs<'_>) -> Report {
                 keys,
             }
         })
-        .collect();
+        .collect()
+}
 
-    let mut lint = crate::config::lint(cfg);
+/// Builds the report and its verdict.
+pub fn build(inp: &Inputs<'_>) -> Report {
+    let resources_cfg = config_views(inp);
+    let mut lint = crate::config::lint(&inp.config.config);
     lint.extend(crate::config::lint_file_mode(inp.config.file.mode));
-
+    let required: Vec<GroupResource> = inp
+        .policy
+        .required_resources
+        .iter()
+        .map(|r| GroupResource::parse(r))
+        .collect();
     let resources: Vec<ResourceResult> = inp
         .scan
         .resources
         .iter()
         .map(|r| ResourceResult {
-            on_write_key: r.total.saturating_sub(r.findings()),
+            required: required.contains(&GroupResource::parse(&r.resource)),
+            coverage: Coverage::of(r, inp.policy),
             scan: r.clone(),
         })
         .collect();
-
-    let checks = checks(inp, &resources, &resources_cfg, &lint);
+    let checks = checks::run(&checks::CheckInput {
+        inp,
+        resources: &resources,
+        cfg_views: &resources_cfg,
+        lint: &lint,
+    });
     let verdict = if checks.iter().any(|c| c.status == Status::Fail) {
         Status::Fail
     } else {
         Status::Pass
     };
+    let survey = inp.apiservers.clone().unwrap_or_default();
     Report {
         schema: SCHEMA.to_string(),
         generated_at: inp.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -255,14 +429,8 @@ pub fn build(inp: &Inputs<'_>) -> Report {
         host: host(),
         verdict,
         etcd: inp.etcd.clone(),
-        apiservers: inp
-            .convergence
-            .map(|c| c.apiservers.clone())
-            .unwrap_or_default(),
-        apiserver_leases: inp
-            .convergence
-            .map(|c| c.leases.clone())
-            .unwrap_or_default(),
+        apiservers: survey.apiservers,
+        apiserver_leases: survey.leases,
         config: ConfigInfo {
             path: inp.config.path.clone(),
             sha256: inp.config.hash.clone(),
@@ -271,33 +439,7 @@ pub fn build(inp: &Inputs<'_>) -> Report {
             gid: inp.config.file.gid,
             resources: resources_cfg,
         },
-        rotation: inp.state.as_ref().map(|(s, path)| RotationInfo {
-            state_file: path.clone(),
-            stage: s
-                .rotation
-                .as_ref()
-                .map(|r| format!("{:?}", r.stage).to_lowercase()),
-            target: s.rotation.as_ref().map(|r| r.target.clone()),
-            last_finished: s.history.last().and_then(|r| r.finished_at.clone()),
-            snapshot: s
-                .rotation
-                .as_ref()
-                .or(s.history.last())
-                .and_then(|r| r.snapshot.as_ref())
-                .map(|x| {
-                    format!(
-                        "{} ({}, revision {})",
-                        x.path.display(),
-                        x.sha256,
-                        x.revision
-                    )
-                }),
-            snapshot_skipped: s
-                .rotation
-                .as_ref()
-                .or(s.history.last())
-                .is_some_and(|r| r.snapshot_skipped),
-        }),
+        rotation: inp.rotation.clone(),
         lint: lint
             .iter()
             .map(|f| LintFinding {
@@ -315,364 +457,22 @@ pub fn build(inp: &Inputs<'_>) -> Report {
     }
 }
 
-fn check(id: &str, title: &str, status: Status, evidence: Vec<String>) -> Check {
-    Check {
-        id: id.into(),
-        title: title.into(),
-        status,
-        evidence,
-    }
-}
-
-fn names_evidence(out: &mut Vec<String>, resource: &str, what: &str, names: &[String]) {
-    if names.is_empty() {
-        return;
-    }
-    let shown: Vec<&str> = names.iter().take(20).map(String::as_str).collect();
-    let more = if names.len() > 20 {
-        format!(" … and {} more", names.len() - 20)
+/// The names of one verdict's sample, `showing N of M` when capped; `None` when there are none.
+pub(crate) fn sample_evidence(r: &ResourceReport, v: Verdict, what: &str) -> Option<String> {
+    let s = r.sample(v).filter(|s| s.total > 0)?;
+    let names: Vec<&str> = s.objects.iter().take(20).map(|o| o.name.as_str()).collect();
+    let shown = names.len() as u64;
+    let more = if shown < s.total {
+        format!(" (showing {shown} of {})", s.total)
     } else {
         String::new()
     };
-    out.push(format!(
-        "{resource}: {} {what}: {}{more}",
-        names.len(),
-        shown.join(", ")
-    ));
-}
-
-fn checks(
-    inp: &Inputs<'_>,
-    resources: &[ResourceResult],
-    cfg_views: &[ResourceConfigView],
-    lint: &[Finding],
-) -> Vec<Check> {
-    let mut out = Vec::new();
-    let policy = inp.policy;
-
-    // C01: the apiserver runs with an encryption config.
-    let mut ev = Vec::new();
-    let reported: Vec<&crate::rotate::ApiserverStatus> = inp
-        .convergence
-        .map(|c| {
-            c.apiservers
-                .iter()
-                .filter(|a| a.config_hash.is_some())
-                .collect()
-        })
-        .unwrap_or_default();
-    for a in &reported {
-        ev.push(format!(
-            "{} reports encryption config {}",
-            a.url,
-            a.config_hash.as_deref().unwrap_or("")
-        ));
-    }
-    if let Some(set) = inp.manifest_sets_config {
-        ev.push(format!(
-            "kube-apiserver manifest {} --encryption-provider-config",
-            if set { "sets" } else { "does NOT set" }
-        ));
-    }
-    let c01 = if !reported.is_empty() || inp.manifest_sets_config == Some(true) {
-        Status::Pass
-    } else if inp.convergence.is_none() && inp.manifest_sets_config.is_none() {
-        ev.push("not checked: no apiserver access and no manifest".into());
-        Status::Warn
-    } else {
-        Status::Fail
-    };
-    out.push(check(
-        "ATR-C01",
-        "The apiserver runs with an encryption provider config",
-        c01,
-        ev,
-    ));
-
-    // C02: providers appropriate for the required resources.
-    let mut ev = Vec::new();
-    let mut c02 = Status::Pass;
-    for req in &policy.required_resources {
-        let gr = GroupResource::parse(req);
-        let view = cfg_views
-            .iter()
-            .find(|v| GroupResource::parse(&v.resource) == gr);
-        let write = match view {
-            Some(v) => v.write_key.clone(),
-            None => inp.config.config.resolve(&gr).write_label(),
-        };
-        let provider = provider_of(&write);
-        let st = if provider == "identity" {
-            Status::Fail
-        } else if policy.allowed_providers.contains(&provider) {
-            Status::Pass
-        } else if policy.discouraged_providers.contains(&provider) {
-            Status::Warn
-        } else {
-            Status::Fail
-        };
-        ev.push(format!("{req}: writes with {write} ({})", st.as_str()));
-        c02 = c02.max(st);
-    }
-    out.push(check(
-        "ATR-C02",
-        "Required resources are written with an allowed provider (not identity)",
-        c02,
-        ev,
-    ));
-
-    // C03: every apiserver on the same config, the file's.
-    let (c03, ev) = match inp.convergence {
-        None => (
-            Status::Warn,
-            vec!["not checked: no apiserver access".to_string()],
-        ),
-        Some(c) => {
-            let mut ev: Vec<String> = c
-                .apiservers
-                .iter()
-                .map(|a| format!("{}: {}", a.name(), a.reported()))
-                .collect();
-            ev.push(format!(
-                "config file {}: {}",
-                inp.config.path.display(),
-                inp.config.hash
-            ));
-            ev.push(format!("{} identity leases", c.leases.len()));
-            (
-                if c.converged() {
-                    Status::Pass
-                } else {
-                    Status::Fail
-                },
-                ev,
-            )
-        }
-    };
-    out.push(check(
-        "ATR-C03",
-        "Every apiserver runs the same config (the file's)",
-        c03,
-        ev,
-    ));
-
-    // C04: every stored object of every covered resource on its write key.
-    let mut ev = Vec::new();
-    let mut off = 0usize;
-    for r in resources {
-        off += r.plaintext.len() + r.stale.len();
-        names_evidence(
-            &mut ev,
-            &r.resource,
-            "not on the write key (stale)",
-            &r.stale,
-        );
-        ev.push(format!(
-            "{}: {}/{} on {}",
-            r.resource, r.on_write_key, r.total, r.write_key
-        ));
-    }
-    out.push(check(
-        "ATR-C04",
-        "Every stored object of every covered resource is on its write key",
-        if off == 0 { Status::Pass } else { Status::Fail },
-        ev,
-    ));
-
-    // C05: no plaintext where encryption is configured.
-    let mut ev = Vec::new();
-    let mut plain = 0;
-    for r in resources {
-        plain += r.plaintext.len();
-        names_evidence(&mut ev, &r.resource, "stored as plaintext", &r.plaintext);
-    }
-    if plain == 0 {
-        ev.push("no plaintext object where the config wants encryption".into());
-    }
-    out.push(check(
-        "ATR-C05",
-        "No plaintext object where encryption is configured",
-        if plain == 0 {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
-        ev,
-    ));
-
-    // C06: nothing unreadable.
-    let mut ev = Vec::new();
-    let mut bad = 0;
-    for r in resources {
-        bad += r.undecryptable.len() + r.unknown_key.len() + r.corrupt.len();
-        names_evidence(&mut ev, &r.resource, "undecryptable", &r.undecryptable);
-        names_evidence(&mut ev, &r.resource, "under an unknown key", &r.unknown_key);
-        names_evidence(&mut ev, &r.resource, "corrupt", &r.corrupt);
-    }
-    if bad == 0 {
-        let total: u64 = resources.iter().map(|r| r.total).sum();
-        ev.push(format!(
-            "0 undecryptable, 0 unknown-key, 0 corrupt among {total} stored values"
-        ));
-    }
-    if !inp.scan.verified {
-        ev.push(
-            "values were classified by prefix and key name; run with --verify to decrypt each"
-                .into(),
-        );
-    }
-    out.push(check(
-        "ATR-C06",
-        "No undecryptable, unknown-key or corrupt object",
-        if bad == 0 { Status::Pass } else { Status::Fail },
-        ev,
-    ));
-
-    // C07: key age.
-    let mut ev = Vec::new();
-    let mut c07 = Status::Pass;
-    let mut seen = std::collections::BTreeSet::new();
-    for v in cfg_views {
-        let Some(k) = v.keys.first() else { continue };
-        if k.provider == "identity" || !seen.insert(k.label.clone()) {
-            continue;
-        }
-        let since = k
-            .promoted
-            .as_ref()
-            .or(k.added.as_ref())
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-        match since {
-            Some(t) => {
-                let days = (inp.now - t.with_timezone(&Utc)).num_days();
-                let st = if days > policy.max_key_age_days as i64 {
-                    Status::Fail
-                } else {
-                    Status::Pass
-                };
-                ev.push(format!(
-                    "{}: write key for {days} days (maximum {})",
-                    k.label, policy.max_key_age_days
-                ));
-                c07 = c07.max(st);
-            }
-            None => {
-                ev.push(format!(
-                    "{}: age unknown (not created by atrest, or no state file)",
-                    k.label
-                ));
-                c07 = c07.max(Status::Warn);
-            }
-        }
-    }
-    out.push(check(
-        "ATR-C07",
-        "Write keys are younger than the maximum key age",
-        c07,
-        ev,
-    ));
-
-    // C08: the required resources are covered by an encrypting rule.
-    let mut ev = Vec::new();
-    let mut c08 = Status::Pass;
-    for req in &policy.required_resources {
-        let r = inp.config.config.resolve(&GroupResource::parse(req));
-        let ok = r.encrypts();
-        ev.push(format!(
-            "{req}: {} ({})",
-            r.rule_name
-                .clone()
-                .map(|n| format!("rule {n}"))
-                .unwrap_or_else(|| "no rule".into()),
-            if ok { "encrypts" } else { "does not encrypt" }
-        ));
-        if !ok {
-            c08 = Status::Fail;
-        }
-    }
-    out.push(check(
-        "ATR-C08",
-        "Required resources are covered by an encrypting rule",
-        c08,
-        ev,
-    ));
-
-    // C09: lint and the config file itself.
-    let mut ev: Vec<String> = lint.iter().map(|f| f.to_string()).collect();
-    let c09 = if lint.iter().any(|f| f.severity == Severity::Error) {
-        Status::Fail
-    } else if lint.iter().any(|f| f.severity == Severity::Warning) {
-        Status::Warn
-    } else {
-        Status::Pass
-    };
-    ev.push(format!(
-        "config file mode {:04o}, owner {}:{}",
-        inp.config.file.mode, inp.config.file.uid, inp.config.file.gid
-    ));
-    out.push(check(
-        "ATR-C09",
-        "The config passes lint (file mode, provider choices)",
-        c09,
-        ev,
-    ));
-
-    // C10: KMS v2 values on the plugin's current key ID (only when KMS v2 values exist).
-    let kms: Vec<&ResourceResult> = resources
-        .iter()
-        .filter(|r| !r.kms_key_ids.is_empty())
-        .collect();
-    if !kms.is_empty() {
-        let current: Vec<&String> = inp.scan.kms_current_key_ids.values().collect();
-        let mut ev: Vec<String> = inp
-            .scan
-            .kms_current_key_ids
-            .iter()
-            .map(|(p, k)| format!("KMS provider {p}: the plugin's current key ID is {k}"))
-            .collect();
-        let mut old = 0u64;
-        for r in &kms {
-            let ids: Vec<String> = r
-                .kms_key_ids
-                .iter()
-                .map(|(k, n)| format!("{k} ({n})"))
-                .collect();
-            ev.push(format!("{}: key IDs {}", r.resource, ids.join(", ")));
-            old += r
-                .kms_key_ids
-                .iter()
-                .filter(|(k, _)| !current.contains(k))
-                .map(|(_, n)| n)
-                .sum::<u64>();
-        }
-        let st = if current.is_empty() {
-            ev.push("the plugin's current key ID is unknown (plugin not reachable)".into());
-            Status::Warn
-        } else if old > 0 && !policy.allow_old_kms_key_ids {
-            ev.push(format!(
-                "{old} values on a key ID other than the current one"
-            ));
-            Status::Fail
-        } else {
-            Status::Pass
-        };
-        out.push(check(
-            "ATR-C10",
-            "KMS v2 values are on the plugin's current key ID",
-            st,
-            ev,
-        ));
-    }
-    out
-}
-
-/// `aescbc:key1` → `aescbc`; `kms:v2:name` → `kms-v2`.
-fn provider_of(label: &str) -> String {
-    match label.split(':').collect::<Vec<_>>().as_slice() {
-        ["kms", v, ..] => format!("kms-{v}"),
-        [p, ..] => p.to_string(),
-        [] => String::new(),
-    }
+    Some(format!(
+        "{}: {} {what}: {}{more}",
+        r.resource,
+        s.total,
+        names.join(", ")
+    ))
 }
 
 /// The exit code of a report: 0 PASS, 1 FAIL.

@@ -57,6 +57,21 @@ pub struct PolicyError {
 }
 
 impl Policy {
+    /// What the policy says of values stored under `key`: PASS for an allowed provider, WARN
+    /// for a discouraged one, FAIL otherwise (identity always fails).
+    pub fn judge(&self, key: &crate::model::KeyLabel) -> super::Status {
+        let kind = key.provider_kind();
+        if kind == "identity" {
+            super::Status::Fail
+        } else if self.allowed_providers.iter().any(|p| p == kind) {
+            super::Status::Pass
+        } else if self.discouraged_providers.iter().any(|p| p == kind) {
+            super::Status::Warn
+        } else {
+            super::Status::Fail
+        }
+    }
+
     /// Reads a policy file; absent fields keep their defaults, unknown fields are errors.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let err = |message: String| PolicyError {

@@ -891,7 +891,7 @@ impl Rotator<'_> {
                     table
                         .classify(v.key(), v.value(), &Options::default())
                         .label
-                        .into_owned()
+                        .to_string()
                 })
                 .unwrap_or_else(|| "nothing".into());
             let _ = api
@@ -920,7 +920,7 @@ impl Rotator<'_> {
         match r.stage {
             Stage::Prepared => {
                 let (count, objects) = self
-                    .find(&loaded, &r, |item| item.class.label == r.target)
+                    .find(&loaded, &r, |item| *item.class.label == *r.target.as_str())
                     .await?;
                 if count > 0 {
                     return Err(RotateError::Stage(format!(

@@ -4,6 +4,8 @@
 //! (`PR_SET_PDEATHSIG`). Nothing here imitates etcd or the apiserver.
 #![allow(dead_code)]
 
+pub mod scan_json;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;

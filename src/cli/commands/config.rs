@@ -1,0 +1,76 @@
+//! `atrest config check` and `atrest keys generate`: no cluster needed.
+
+use anyhow::Result;
+
+use crate::cli::args::{self, Output};
+use crate::cli::render::{self, config as view};
+use crate::cli::{EXIT_FAILED, EXIT_FINDINGS, EXIT_OK};
+use atrest::config;
+use atrest::keys::{Key, KeyProvider};
+
+/// Validates, lints and summarises the config; exit 1 when a finding reaches `--fail-on`.
+pub fn check(a: args::ConfigCheckArgs) -> Result<i32> {
+    let s = atrest::settings::resolve(&super::flags(&a.source, None, None))?;
+    let path = s.config.as_ref().map(|c| c.value.clone());
+    let loaded = match atrest::cluster::load_config(&s) {
+        Ok(l) => l,
+        Err(e) => {
+            let e = anyhow::Error::from(e);
+            match (a.output, e.downcast_ref::<atrest::cluster::ClusterError>()) {
+                (
+                    Output::Json,
+                    Some(atrest::cluster::ClusterError::Config(config::ConfigError::Invalid {
+                        path,
+                        errors,
+                    })),
+                ) => {
+                    render::print_json(&serde_json::json!({
+                        "file": path, "valid": false, "errors": errors,
+                    }));
+                }
+                (Output::Json, _) => {
+                    render::print_json(&serde_json::json!({
+                        "file": path, "valid": false, "errors": [{"field": "", "message": format!("{e:#}")}],
+                    }));
+                }
+                _ => eprintln!("error: {}", crate::cli::with_hint(&e)),
+            }
+            return Ok(EXIT_FAILED);
+        }
+    };
+    let mut findings = config::lint(&loaded.config);
+    findings.extend(config::lint_file_mode(loaded.file.mode));
+    match a.output {
+        Output::Json => render::print_json(&view::config_json(&loaded, &findings)),
+        Output::Table => print!("{}", view::config_table(&loaded, &findings)),
+    }
+    Ok(if findings.iter().any(|f| f.severity >= a.fail_on) {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    })
+}
+
+/// Prints one new key entry: the only output of atrest that holds key material.
+pub fn generate_key(a: args::KeysGenerateArgs) -> Result<i32> {
+    let provider = match a.provider {
+        args::KeyProviderArg::Aescbc => KeyProvider::Aescbc,
+        args::KeyProviderArg::Aesgcm => KeyProvider::Aesgcm,
+        args::KeyProviderArg::Secretbox => KeyProvider::Secretbox,
+    };
+    let name = a
+        .name
+        .unwrap_or_else(|| atrest::keys::new_key_name(chrono::Utc::now()));
+    let key = Key::generate(name, provider)?;
+    let secret = key.secret_base64();
+    println!(
+        "# {} key {} ({}): add under {}.keys; first key = write key\n- name: {}\n  secret: {}",
+        provider,
+        key.name(),
+        key.fingerprint(),
+        provider,
+        serde_json::to_string(key.name())?,
+        secret.as_str()
+    );
+    Ok(EXIT_OK)
+}

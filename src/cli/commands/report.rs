@@ -1,0 +1,237 @@
+//! `atrest report` and `atrest report diff`: the compliance audit report.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+
+use crate::cli::args;
+use crate::cli::{EXIT_FINDINGS, EXIT_OK};
+use atrest::cluster::{Context, ScanRequest};
+use atrest::etcd::EtcdTarget;
+use atrest::etcd::scan::ScanReport;
+use atrest::report::{self, ApiserverSurvey, ApiserverView, EtcdInfo, KeyAge, RotationInfo};
+
+/// Names kept per resource and verdict in a report (counts stay exact).
+const REPORT_NAMES: usize = 1000;
+
+/// Exit 0 on PASS, 1 on FAIL (and for `diff`: 1 when the reports differ).
+pub async fn run(a: args::ReportArgs) -> Result<i32> {
+    if let Some(args::ReportSub::Diff {
+        a: first,
+        b: second,
+    }) = &a.diff
+    {
+        return diff(first, second);
+    }
+    let ctx = Context::resolve(&super::flags(
+        &a.source,
+        Some(&a.etcd),
+        a.cluster.kubeconfig.clone(),
+    ))?;
+    let policy = match &a.policy {
+        Some(p) => report::Policy::load(p)?,
+        None => report::Policy::default(),
+    };
+    let (scan, etcd_info) = match &a.from_scan {
+        Some(path) => {
+            let scan = read_scan(path)?;
+            let mut info = match ctx.etcd().await {
+                Ok(c) => etcd_cluster_info(&c, &ctx.target).await,
+                Err(_) => EtcdInfo {
+                    endpoints: vec![ctx.target.describe()],
+                    cluster_id: "not reachable".into(),
+                    ..Default::default()
+                },
+            };
+            info.revision = scan.revision;
+            (scan, info)
+        }
+        None => {
+            let client = ctx.etcd().await?;
+            let mut info = etcd_cluster_info(&client, &ctx.target).await;
+            let req = ScanRequest {
+                verify: a.verify,
+                max_list: REPORT_NAMES,
+                patience: Duration::from_secs(a.etcd.etcd_patience),
+                ..Default::default()
+            };
+            let scan = ctx.scan(&client, &req, &mut ()).await?;
+            info.revision = scan.revision;
+            (scan, info)
+        }
+    };
+    let loaded = &ctx.config;
+    let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
+    let apiservers = match atrest::kube::connect(kubeconfig).await {
+        Ok(api) => {
+            let c = atrest::rotate::Apiservers {
+                base: api,
+                explicit: a.cluster.apiservers.clone(),
+            }
+            .survey(&loaded.hash)
+            .await;
+            Some(ApiserverSurvey {
+                apiservers: c
+                    .apiservers
+                    .iter()
+                    .map(|s| ApiserverView {
+                        name: s.name(),
+                        config_hash: s.config_hash.clone(),
+                        reported: s.reported(),
+                    })
+                    .collect(),
+                leases: c.leases.clone(),
+                converged: c.converged(),
+            })
+        }
+        Err(e) => {
+            tracing::warn!("apiservers not checked: {e}");
+            None
+        }
+    };
+    let dir = ctx.state_dir(a.cluster.state_dir.as_deref());
+    let state = atrest::rotate::State::load(&dir, &loaded.path)
+        .ok()
+        .filter(|st| st.expected_hash.is_some() || !st.history.is_empty());
+    let report = report::build(&report::Inputs {
+        config: loaded,
+        scan: &scan,
+        etcd: etcd_info,
+        apiservers,
+        manifest_sets_config: ctx.manifest_sets_config(),
+        rotation: state
+            .as_ref()
+            .map(|st| rotation_info(st, atrest::rotate::State::path(&dir))),
+        key_ages: state
+            .as_ref()
+            .map(|st| {
+                st.keys
+                    .iter()
+                    .map(|(label, k)| {
+                        (
+                            label.clone(),
+                            KeyAge {
+                                added: k.added.clone(),
+                                promoted: k.promoted.clone(),
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        policy: &policy,
+        now: chrono::Utc::now(),
+    });
+    let text = match a.format {
+        args::ReportFormat::Json => serde_json::to_string_pretty(&report)?,
+        args::ReportFormat::Md => report::markdown::render(&report),
+        args::ReportFormat::Html => report::html::render(&report),
+    };
+    match &a.out {
+        Some(path) => {
+            atrest::fsutil::write_atomic(path, text.as_bytes(), 0o644)?;
+            eprintln!(
+                "atrest: report written to {} (verdict {})",
+                path.display(),
+                report.verdict.as_str()
+            );
+        }
+        None => println!("{text}"),
+    }
+    Ok(report::exit_code(&report))
+}
+
+fn read_scan(path: &PathBuf) -> Result<ScanReport> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not the JSON of `atrest scan -o json` ({})",
+            path.display(),
+            atrest::etcd::scan::SCAN_SCHEMA
+        )
+    })
+}
+
+fn rotation_info(s: &atrest::rotate::State, state_file: PathBuf) -> RotationInfo {
+    let current = s.rotation.as_ref().or(s.history.last());
+    RotationInfo {
+        state_file,
+        stage: s
+            .rotation
+            .as_ref()
+            .map(|r| format!("{:?}", r.stage).to_lowercase()),
+        target: s.rotation.as_ref().map(|r| r.target.clone()),
+        last_finished: s.history.last().and_then(|r| r.finished_at.clone()),
+        snapshot: current.and_then(|r| r.snapshot.as_ref()).map(|x| {
+            format!(
+                "{} ({}, revision {})",
+                x.path.display(),
+                x.sha256,
+                x.revision
+            )
+        }),
+        snapshot_skipped: current.is_some_and(|r| r.snapshot_skipped),
+    }
+}
+
+fn diff(first: &PathBuf, second: &PathBuf) -> Result<i32> {
+    let read = |p: &PathBuf| -> Result<report::diff::View> {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let doc: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?;
+        report::diff::View::from_json(&doc).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    };
+    let (ra, rb) = (read(first)?, read(second)?);
+    let lines = report::diff::diff(&ra, &rb);
+    if lines.is_empty() {
+        println!(
+            "no differences between {} ({}) and {} ({})",
+            first.display(),
+            ra.generated_at,
+            second.display(),
+            rb.generated_at
+        );
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "{} ({}) -> {} ({}):",
+        first.display(),
+        ra.generated_at,
+        second.display(),
+        rb.generated_at
+    );
+    for l in lines {
+        println!("  {l}");
+    }
+    Ok(EXIT_FINDINGS)
+}
+
+async fn etcd_cluster_info(client: &etcd_client::Client, target: &EtcdTarget) -> EtcdInfo {
+    let mut info = EtcdInfo {
+        endpoints: vec![target.describe()],
+        ..Default::default()
+    };
+    let mut c = client.clone();
+    if let Ok(st) = c.status().await {
+        info.version = st.version().to_string();
+        info.cluster_id = st
+            .header()
+            .map(|h| format!("{:x}", h.cluster_id()))
+            .unwrap_or_default();
+    }
+    if let Ok(m) = c.member_list().await {
+        info.members = m
+            .members()
+            .iter()
+            .map(|m| report::EtcdMember {
+                id: format!("{:x}", m.id()),
+                name: m.name().to_string(),
+                client_urls: m.client_urls().to_vec(),
+            })
+            .collect();
+    }
+    info
+}

@@ -1,0 +1,120 @@
+//! `atrest rotate …`: the runbook, one guarded step at a time.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+
+use crate::cli::args::{self, RotateCommand as R};
+use crate::cli::progress::Bar;
+use crate::cli::{EXIT_INTERRUPTED, EXIT_OK};
+use atrest::GroupResource;
+use atrest::cluster::Context;
+use atrest::keys::KeyProvider;
+use atrest::rotate::{PrepareRequest, Rotator, SnapshotChoice, TargetSpec};
+
+fn request(p: &args::RotatePrepareArgs) -> Result<PrepareRequest> {
+    Ok(PrepareRequest {
+        target: match p.provider {
+            args::TargetArg::Aescbc => TargetSpec::Key(KeyProvider::Aescbc),
+            args::TargetArg::Aesgcm => TargetSpec::Key(KeyProvider::Aesgcm),
+            args::TargetArg::Secretbox => TargetSpec::Key(KeyProvider::Secretbox),
+            args::TargetArg::Identity => TargetSpec::Identity,
+            args::TargetArg::Kms => TargetSpec::KmsV2 {
+                name: p
+                    .kms_name
+                    .clone()
+                    .ok_or_else(|| anyhow!("--provider kms needs --kms-name"))?,
+                endpoint: p
+                    .kms_endpoint
+                    .clone()
+                    .ok_or_else(|| anyhow!("--provider kms needs --kms-endpoint"))?,
+                timeout: p.kms_timeout.clone(),
+            },
+        },
+        key_name: p.key_name.clone(),
+        resources: p
+            .resources
+            .iter()
+            .map(|r| GroupResource::parse(r))
+            .collect(),
+        snapshot: match (&p.snapshot, p.no_snapshot) {
+            (_, true) => SnapshotChoice::Skip,
+            (Some(path), false) => SnapshotChoice::Path(path.clone()),
+            (None, false) => SnapshotChoice::Default,
+        },
+    })
+}
+
+/// Exit 0 when the step is done, 2 when refused or failed, 3 when interrupted.
+pub async fn run(c: args::RotateCommand) -> Result<i32> {
+    let (common, prepare) = match &c {
+        R::Prepare(p) | R::Run(p) => (p.common.clone(), Some(request(p)?)),
+        R::Promote(a) | R::Reencrypt(a) | R::Prune(a) | R::Abort(a) => (a.clone(), None),
+    };
+    let ctx = Context::resolve(&super::flags(
+        &common.source,
+        Some(&common.etcd),
+        common.cluster.kubeconfig.clone(),
+    ))?;
+    let etcd = ctx.etcd().await?;
+    let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
+    let api = atrest::kube::connect(kubeconfig).await?;
+    let say = |m: &str| eprintln!("atrest: {m}");
+    let rotator = Rotator {
+        config_path: ctx.config.path.clone(),
+        state_dir: ctx.state_dir(common.cluster.state_dir.as_deref()),
+        etcd: &etcd,
+        etcd_prefix: ctx.target.prefix.clone(),
+        apiservers: atrest::rotate::Apiservers {
+            base: api,
+            explicit: common.cluster.apiservers.clone(),
+        },
+        wait_timeout: Duration::from_secs(common.timeout),
+        automatic_reload: ctx.manifest_reload(),
+        canary_namespace: common.canary_namespace.clone(),
+        reencrypt: atrest::migrate::ReencryptOptions {
+            patience: Duration::from_secs(common.etcd.etcd_patience),
+            stop: super::stop_on_signal(),
+            ..common.rewrite.options()
+        },
+        say: &say,
+    };
+    let mut bar = Bar::new("re-encrypting");
+    let result = match (&c, &prepare) {
+        (R::Prepare(_), Some(req)) => rotator.prepare(req).await,
+        (R::Run(_), Some(req)) => rotator.run(req, &mut bar).await,
+        (R::Promote(_), _) => rotator.promote().await,
+        (R::Reencrypt(_), _) => rotator.reencrypt(&mut bar).await.map(|_| ()),
+        (R::Prune(_), _) => rotator.prune().await.map(|_| ()),
+        (R::Abort(_), _) => rotator.abort().await,
+        (R::Prepare(_) | R::Run(_), None) => unreachable!("prepare and run carry their request"),
+    };
+    bar.finish();
+    match result {
+        Ok(()) => {
+            let st = atrest::rotate::State::load(&rotator.state_dir, &rotator.config_path)?;
+            match &st.rotation {
+                Some(r) => println!(
+                    "rotation to {}: stage {:?}; next: {}",
+                    r.target,
+                    r.stage,
+                    r.stage.next_command()
+                ),
+                None => println!(
+                    "no rotation in progress; config {}",
+                    st.expected_hash.as_deref().unwrap_or("-")
+                ),
+            }
+            Ok(EXIT_OK)
+        }
+        Err(atrest::rotate::RotateError::NothingToDo(m)) if matches!(c, R::Run(_)) => {
+            println!("{m}");
+            Ok(EXIT_OK)
+        }
+        Err(atrest::rotate::RotateError::Interrupted) => {
+            eprintln!("atrest: interrupted; run the same command again to continue");
+            Ok(EXIT_INTERRUPTED)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

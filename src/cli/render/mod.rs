@@ -1,0 +1,26 @@
+//! Human tables and JSON documents. Nothing here ever sees key material: keys are shown by
+//! label and fingerprint only.
+
+use std::fmt::Write;
+
+pub mod config;
+pub mod reencrypt;
+pub mod scan;
+pub mod status;
+
+pub fn print_json<T: serde::Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot render JSON: {e}"),
+    }
+}
+
+pub fn indent(out: &mut String, text: &str) {
+    for line in text.lines() {
+        if line.is_empty() {
+            out.push('\n');
+        } else {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! `reencrypt`: counters, and the proof read back from etcd.
+
+use std::fmt::Write;
+
+/// The counters of a run and the proof read back from etcd.
+pub fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
+    let mut out = String::new();
+    let t = &r.total;
+    if r.dry_run {
+        let _ = writeln!(
+            out,
+            "dry run at etcd revision {}: {} objects would be rewritten",
+            r.revision, t.targeted
+        );
+        if (r.would_rewrite.len() as u64) < t.targeted {
+            let _ = writeln!(
+                out,
+                "  (showing {} of {})",
+                r.would_rewrite.len(),
+                t.targeted
+            );
+        }
+        for name in &r.would_rewrite {
+            let _ = writeln!(out, "  {name}");
+        }
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "reencrypt{}: {} targeted, {} rewritten, {} already current, {} conflicts re-checked, {} gone, {} given up, {} PATCH requests ({:.1} s)",
+        if r.resumed { " (resumed)" } else { "" },
+        t.targeted,
+        t.rewritten,
+        t.already_current,
+        t.conflicts,
+        t.gone,
+        t.given_up,
+        t.writes,
+        r.elapsed_seconds
+    );
+    if r.resources.len() > 1 {
+        for (res, c) in &r.resources {
+            let _ = writeln!(
+                out,
+                "  {res}: {} targeted, {} rewritten, {} already current, {} gone, {} given up",
+                c.targeted, c.rewritten, c.already_current, c.gone, c.given_up
+            );
+        }
+    }
+    if t.unchanged > 0 {
+        let _ = writeln!(
+            out,
+            "{} objects were accepted without a write: the apiserver did not see them as stale (has it loaded the config?)",
+            t.unchanged
+        );
+    }
+    if (r.given_up.len() as u64) < t.given_up {
+        let _ = writeln!(
+            out,
+            "  given up (showing {} of {}):",
+            r.given_up.len(),
+            t.given_up
+        );
+    }
+    for g in &r.given_up {
+        let _ = writeln!(out, "  given up: {g}");
+    }
+    if r.interrupted {
+        let _ = writeln!(
+            out,
+            "interrupted: progress saved in {}; run `atrest reencrypt --resume` to continue",
+            r.checkpoint.display()
+        );
+        return out;
+    }
+    if r.remaining == 0 {
+        let _ = writeln!(
+            out,
+            "proof: etcd read again: every object is on its write key"
+        );
+    } else {
+        let showing = if (r.remaining_objects.len() as u64) < r.remaining {
+            format!(
+                " (showing {} of {})",
+                r.remaining_objects.len(),
+                r.remaining
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "proof: etcd read again: {} objects are still not on their write key{showing}:",
+            r.remaining
+        );
+        for name in &r.remaining_objects {
+            let _ = writeln!(out, "  {name}");
+        }
+    }
+    out
+}

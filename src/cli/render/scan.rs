@@ -1,0 +1,152 @@
+//! `scan`: exact counts per resource, key and verdict, and capped samples of names.
+
+use std::fmt::Write;
+
+use atrest::etcd::scan::{ResourceReport, ScanReport};
+use atrest::model::Verdict;
+
+/// How many names of each verdict a table lists (JSON has the whole sample).
+const TABLE_NAMES: usize = 50;
+
+/// The scan as a table: per resource its write key, exact counts per stored key and verdict,
+/// then the objects that need attention (capped, always with `showing N of M`).
+pub fn scan_table(report: &ScanReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "etcd revision {} · {}",
+        report.revision,
+        if report.verified {
+            "every value decrypted (--verify)"
+        } else {
+            "classified by prefix, key name and shape (add --verify to decrypt)"
+        }
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<36} {:<26} {:>8}  STORED AS (exact counts)",
+        "RESOURCE", "WRITE KEY", "TOTAL"
+    );
+    for r in &report.resources {
+        resource_rows(&mut out, r);
+    }
+    for (provider, key_id) in &report.kms_current_key_ids {
+        let _ = writeln!(
+            out,
+            "KMS v2 provider {provider}: the plugin's current key ID is {key_id}"
+        );
+    }
+    for r in report
+        .resources
+        .iter()
+        .filter(|r| !r.kms_key_ids.is_empty())
+    {
+        let ids: Vec<String> = r
+            .kms_key_ids
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(out, "{}: KMS v2 key IDs: {}", r.resource, ids.join(", "));
+    }
+    let t = report.totals();
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "In all: {} stored values; {} on the write key, {} stale, {} plaintext, {} undecryptable, {} unknown key, {} corrupt.",
+        t.total(),
+        t.on_write_key,
+        t.stale,
+        t.plaintext,
+        t.undecryptable,
+        t.unknown_key,
+        t.corrupt
+    );
+    let attention: Vec<_> = report.resources.iter().filter(|r| !r.clean()).collect();
+    if attention.is_empty() {
+        let plaintext_by_config: Vec<&str> = report
+            .resources
+            .iter()
+            .filter(|r| r.verdicts.plaintext > 0)
+            .map(|r| r.resource.as_str())
+            .collect();
+        if plaintext_by_config.is_empty() {
+            let _ = writeln!(out, "Every stored object is on its resource's write key.");
+        } else {
+            let _ = writeln!(
+                out,
+                "Every stored object is as its config writes it; stored as plaintext because the write key is identity: {}.",
+                plaintext_by_config.join(", ")
+            );
+        }
+        return out;
+    }
+    let _ = writeln!(out, "Needs attention:");
+    for r in attention {
+        attention_rows(&mut out, r);
+    }
+    out
+}
+
+fn resource_rows(out: &mut String, r: &ResourceReport) {
+    let name = match &r.rule {
+        Some(rule) if *rule != r.resource => format!("{} (via {rule})", r.resource),
+        _ => r.resource.clone(),
+    };
+    let keys: Vec<String> = r
+        .keys
+        .iter()
+        .map(|(k, c)| {
+            let parts: Vec<String> = c.nonzero().map(|(v, n)| format!("{n} {v}")).collect();
+            format!("{k}: {}", parts.join(", "))
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "{:<36} {:<26} {:>8}  {}",
+        name,
+        r.write_key.to_string(),
+        r.total,
+        keys.first().map(String::as_str).unwrap_or("-")
+    );
+    for k in keys.iter().skip(1) {
+        let _ = writeln!(out, "{:<36} {:<26} {:>8}  {k}", "", "", "");
+    }
+    if r.unverified > 0 && r.unverified < r.verdicts.encrypted() {
+        let _ = writeln!(
+            out,
+            "{:<36} {:<26} {:>8}  ({} encrypted values not decrypted: no plugin to ask)",
+            "", "", "", r.unverified
+        );
+    }
+}
+
+fn attention_rows(out: &mut String, r: &ResourceReport) {
+    for v in Verdict::ALL {
+        if v == Verdict::OnWriteKey {
+            continue;
+        }
+        let Some(s) = r.sample(v).filter(|s| s.total > 0) else {
+            continue;
+        };
+        let what = match v {
+            Verdict::Plaintext if r.encrypts => "plaintext, but the config wants encryption",
+            // Plaintext under an identity write key is what the config asks for.
+            Verdict::Plaintext => continue,
+            other => other.describe(),
+        };
+        let shown = s.objects.len().min(TABLE_NAMES);
+        let showing = if (shown as u64) < s.total {
+            format!(
+                " (showing {shown} of {}; -o json lists up to --max-list)",
+                s.total
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "  {} — {} {what}{showing}:", r.resource, s.total);
+        for o in s.objects.iter().take(TABLE_NAMES) {
+            let _ = writeln!(out, "    {} ({})", o.name, o.stored_as);
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! `status`: settings and their source, config, rotation, apiservers, scan summary.
+
+use std::fmt::Write;
+
+use atrest::config::{Finding, LoadedConfig};
+use atrest::etcd::scan::ScanReport;
+use atrest::settings::{Setting, Settings};
+
+use super::config::{config_json, config_table};
+use super::indent;
+use super::scan::scan_table;
+
+fn provenance<T: std::fmt::Debug>(
+    out: &mut String,
+    name: &str,
+    s: Option<&Setting<T>>,
+    show: impl Fn(&T) -> String,
+) {
+    match s {
+        Some(s) => {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<60} from {}",
+                name,
+                show(&s.value),
+                s.source
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  {name:<16} (not set)");
+        }
+    }
+}
+
+/// What `atrest status` adds beyond settings, config and scan.
+pub struct StatusExtra {
+    pub state_path: std::path::PathBuf,
+    pub state: Option<atrest::rotate::State>,
+    pub archived: Vec<atrest::keys::archive::ArchivedKey>,
+    pub convergence: Result<atrest::rotate::Convergence, String>,
+}
+
+fn rotation_table(out: &mut String, extra: &StatusExtra) {
+    let _ = writeln!(out, "Rotation ({}):", extra.state_path.display());
+    match extra.state.as_ref().and_then(|s| s.rotation.as_ref()) {
+        None => {
+            let _ = writeln!(
+                out,
+                "  no rotation in progress; start one with `atrest rotate prepare` or `atrest rotate run`"
+            );
+        }
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "  to {} (rules {:?}: {}), stage {:?}{}",
+                r.target,
+                r.rules,
+                r.resources.join(", "),
+                r.stage,
+                if r.aborted { " (aborted)" } else { "" }
+            );
+            let _ = writeln!(out, "  next: {}", r.stage.next_command());
+            match &r.snapshot {
+                Some(snap) => {
+                    let _ = writeln!(
+                        out,
+                        "  snapshot: {} ({} bytes, {}, revision {})",
+                        snap.path.display(),
+                        snap.size,
+                        snap.sha256,
+                        snap.revision
+                    );
+                }
+                None if r.snapshot_skipped => {
+                    let _ = writeln!(out, "  snapshot: skipped (--no-snapshot)");
+                }
+                None => {}
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Apiservers:");
+    match &extra.convergence {
+        Err(e) => {
+            let _ = writeln!(out, "  not checked: {e}");
+        }
+        Ok(c) => {
+            for a in &c.apiservers {
+                let verdict = match &a.config_hash {
+                    Some(h) if *h == c.want => " (the file)".to_string(),
+                    Some(_) => format!(" (NOT the file: {})", c.want),
+                    None => String::new(),
+                };
+                let _ = writeln!(out, "  {} {}{verdict}", a.name(), a.reported());
+            }
+            for l in &c.unreached {
+                let _ = writeln!(
+                    out,
+                    "  identity lease {l}: not reached (pass --apiserver URL)"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  {}",
+                if c.converged() {
+                    "every apiserver runs the file"
+                } else {
+                    "NOT converged"
+                }
+            );
+        }
+    }
+    if !extra.archived.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Archived keys:");
+        for k in &extra.archived {
+            let _ = writeln!(
+                out,
+                "  {}:{} ({}) retired {}",
+                k.provider, k.name, k.fingerprint, k.retired
+            );
+        }
+    }
+    let _ = writeln!(out);
+}
+
+pub fn status_table(
+    s: &Settings,
+    loaded: &LoadedConfig,
+    findings: &[Finding],
+    scan: Option<&anyhow::Result<ScanReport>>,
+    extra: &StatusExtra,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Settings:");
+    provenance(&mut out, "config", s.config.as_ref(), |p| {
+        p.display().to_string()
+    });
+    provenance(&mut out, "etcd endpoints", Some(&s.endpoints), |v| {
+        v.join(",")
+    });
+    provenance(&mut out, "etcd CA", s.cacert.as_ref(), |p| {
+        p.display().to_string()
+    });
+    provenance(&mut out, "etcd cert", s.cert.as_ref(), |p| {
+        p.display().to_string()
+    });
+    provenance(&mut out, "etcd key", s.key.as_ref(), |p| {
+        p.display().to_string()
+    });
+    provenance(&mut out, "etcd user", s.user.as_ref(), |u| u.clone());
+    provenance(&mut out, "etcd prefix", Some(&s.etcd_prefix), |p| p.clone());
+    provenance(&mut out, "kubeconfig", s.kubeconfig.as_ref(), |p| {
+        p.display().to_string()
+    });
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Config:");
+    indent(&mut out, &config_table(loaded, findings));
+    let _ = writeln!(out);
+    rotation_table(&mut out, extra);
+    match scan {
+        None => {
+            let _ = writeln!(out, "Scan: skipped (--no-scan)");
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(out, "Scan: could not complete: {e:#}");
+        }
+        Some(Ok(r)) => {
+            let _ = writeln!(out, "Scan:");
+            indent(&mut out, &scan_table(r));
+        }
+    }
+    out
+}
+
+pub fn status_json(
+    s: &Settings,
+    loaded: &LoadedConfig,
+    findings: &[Finding],
+    scan: Option<&anyhow::Result<ScanReport>>,
+    extra: &StatusExtra,
+) -> serde_json::Value {
+    serde_json::json!({
+        "settings": s,
+        "config": config_json(loaded, findings),
+        "state_file": extra.state_path,
+        "rotation": extra.state.as_ref().and_then(|s| s.rotation.as_ref()),
+        "next": extra.state.as_ref().and_then(|s| s.rotation.as_ref()).map(|r| r.stage.next_command()),
+        "apiservers": match &extra.convergence {
+            Ok(c) => serde_json::to_value(c).unwrap_or_default(),
+            Err(e) => serde_json::json!({"error": e}),
+        },
+        "converged": extra.convergence.as_ref().map(|c| c.converged()).unwrap_or(false),
+        "archived_keys": extra.archived,
+        "scan": match scan {
+            None => serde_json::Value::Null,
+            Some(Ok(r)) => serde_json::to_value(r).unwrap_or_default(),
+            Some(Err(e)) => serde_json::json!({"error": format!("{e:#}")}),
+        },
+    })
+}

@@ -1,0 +1,231 @@
+//! The cluster context every command starts from: settings resolved from flags, environment and
+//! the apiserver manifest (each with its source), the config file they name, and the etcd
+//! target; and the scan of the covered resources, defined once for scan, status and report.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::GroupResource;
+use crate::config::{self, ConfigError, LoadedConfig};
+use crate::etcd::scan::{self, ClassifyConfig, Progress, ReportBuilder, ScanOptions, ScanReport};
+use crate::etcd::{EtcdError, EtcdTarget};
+use crate::keys::archive::{self, ArchiveError};
+use crate::kms::{KmsError, KmsPlugins};
+use crate::settings::{self, Flags, Settings, SettingsError};
+
+/// Why a command could not get its bearings.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Flags, environment or manifest could not be resolved.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// No config path anywhere.
+    #[error(
+        "no EncryptionConfiguration given, and {manifest} names no --encryption-provider-config"
+    )]
+    NoConfig {
+        /// The manifest looked at.
+        manifest: String,
+    },
+    /// The config file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// etcd could not be reached or read.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    /// The scan stopped part way.
+    #[error("scan of etcd at {target} stopped: {source}")]
+    ScanStopped {
+        /// Where etcd is.
+        target: String,
+        /// Why.
+        #[source]
+        source: EtcdError,
+    },
+    /// A KMS plugin the scan needs is unreachable.
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    /// The key archive could not be read.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// A wildcard where one resource is expected.
+    #[error("{0} is a wildcard; name a resource such as secrets or foos.example.com")]
+    Wildcard(String),
+}
+
+/// Resolved settings, the config they name, and how to reach etcd.
+pub struct Context {
+    /// Every setting with its source.
+    pub settings: Settings,
+    /// The EncryptionConfiguration, validated as the apiserver does.
+    pub config: LoadedConfig,
+    /// etcd endpoints, TLS files and key prefix.
+    pub target: EtcdTarget,
+}
+
+/// What to scan, and how.
+#[derive(Clone, Debug, Default)]
+pub struct ScanRequest {
+    /// Only these resources (empty: every covered resource, see
+    /// [`crate::model::covered_resources`]).
+    pub resources: Vec<GroupResource>,
+    /// Decrypt every value.
+    pub verify: bool,
+    /// At most this many names per resource and verdict (counts stay exact).
+    pub max_list: usize,
+    /// Retired keys to try last.
+    pub key_archive: Option<PathBuf>,
+    /// How long etcd may stay unreachable mid-scan.
+    pub patience: Duration,
+}
+
+/// Parses `--resource` values, refusing wildcards (a scan of one resource names it).
+pub fn parse_resources(names: &[String]) -> Result<Vec<GroupResource>, ClusterError> {
+    names
+        .iter()
+        .map(|r| {
+            let gr = GroupResource::parse(r);
+            if gr.is_wildcard() {
+                Err(ClusterError::Wildcard(gr.config_name()))
+            } else {
+                Ok(gr)
+            }
+        })
+        .collect()
+}
+
+/// The config path the settings name, loaded and validated.
+pub fn load_config(s: &Settings) -> Result<LoadedConfig, ClusterError> {
+    let path =
+        s.config
+            .as_ref()
+            .map(|c| c.value.clone())
+            .ok_or_else(|| ClusterError::NoConfig {
+                manifest: s
+                    .manifest
+                    .as_ref()
+                    .map(|m| m.display().to_string())
+                    .unwrap_or_else(|| settings::DEFAULT_MANIFEST.to_string()),
+            })?;
+    Ok(config::load(&path)?)
+}
+
+/// The config's KMS plugins. Unreachable plugins are fatal when values must be opened
+/// (`required`), and otherwise a warning: KMS values are then classified without them.
+pub async fn connect_plugins(
+    config: &config::EncryptionConfig,
+    required: bool,
+) -> Result<Option<KmsPlugins>, KmsError> {
+    if KmsPlugins::providers(config).is_empty() {
+        return Ok(None);
+    }
+    let (plugins, errors) = KmsPlugins::connect(config).await;
+    for e in errors {
+        if required {
+            return Err(e);
+        }
+        tracing::warn!("{e}");
+    }
+    Ok(Some(plugins))
+}
+
+impl Context {
+    /// Resolves the settings and loads the config they name.
+    pub fn resolve(flags: &Flags) -> Result<Context, ClusterError> {
+        let settings = settings::resolve(flags)?;
+        let config = load_config(&settings)?;
+        let target = EtcdTarget::from_settings(&settings);
+        Ok(Context {
+            settings,
+            config,
+            target,
+        })
+    }
+
+    /// The state folder: `explicit`, else an `atrest` folder beside the config file.
+    pub fn state_dir(&self, explicit: Option<&Path>) -> PathBuf {
+        state_dir(explicit, &self.config)
+    }
+
+    /// A client for etcd.
+    pub async fn etcd(&self) -> Result<etcd_client::Client, EtcdError> {
+        self.target.connect().await
+    }
+
+    /// The manifest's `--encryption-provider-config-automatic-reload`, when there is a manifest.
+    pub fn manifest_reload(&self) -> Option<bool> {
+        self.manifest().map(|m| m.automatic_reload.unwrap_or(false))
+    }
+
+    /// The manifest sets `--encryption-provider-config`, when there is a manifest.
+    pub fn manifest_sets_config(&self) -> Option<bool> {
+        self.manifest()
+            .map(|m| m.encryption_provider_config.is_some())
+    }
+
+    fn manifest(&self) -> Option<settings::ManifestFlags> {
+        self.settings
+            .manifest
+            .as_ref()
+            .and_then(|m| settings::read_manifest(m).ok())
+    }
+
+    /// Scans the covered (or requested) resources at one revision: the scan of `scan`,
+    /// `status` and `report`.
+    pub async fn scan(
+        &self,
+        client: &etcd_client::Client,
+        req: &ScanRequest,
+        progress: &mut dyn Progress,
+    ) -> Result<ScanReport, ClusterError> {
+        let plan = scan::plan(&self.config.config, &self.target.prefix, &req.resources);
+        let plugins = connect_plugins(&self.config.config, req.verify).await?;
+        let archive = match &req.key_archive {
+            Some(p) => archive::load(p)?,
+            None => Vec::new(),
+        };
+        let opts = ScanOptions {
+            classify: ClassifyConfig::new(req.verify, false, plugins.as_ref(), archive),
+            patience: req.patience,
+            ..Default::default()
+        };
+        let mut builder = ReportBuilder::new(req.max_list);
+        let run = scan::run(
+            client,
+            &self.config.config,
+            &self.target.prefix,
+            &plan,
+            &opts,
+            &mut builder,
+            progress,
+        )
+        .await
+        .map_err(|source| ClusterError::ScanStopped {
+            target: self.target.describe(),
+            source,
+        })?;
+        if run.retries > 0 {
+            tracing::warn!(
+                "etcd was briefly unavailable; {} reads were retried",
+                run.retries
+            );
+        }
+        let mut report = builder.finish(run.revision, req.verify);
+        if let Some(p) = &plugins {
+            report.kms_current_key_ids = p.current_key_ids().into_iter().collect();
+        }
+        Ok(report)
+    }
+}
+
+/// The state folder: `explicit`, else an `atrest` folder beside the config file.
+pub fn state_dir(explicit: Option<&Path>, loaded: &LoadedConfig) -> PathBuf {
+    explicit.map(Path::to_path_buf).unwrap_or_else(|| {
+        loaded
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("atrest")
+    })
+}

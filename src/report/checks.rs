@@ -1,0 +1,388 @@
+//! The audit's checks: one function each, run in id order from one table. Every check reads
+//! exact counts; names are samples and say so (`showing N of M`).
+
+use chrono::{DateTime, Utc};
+
+use super::{Check, Inputs, ResourceConfigView, ResourceResult, Status, sample_evidence};
+use crate::GroupResource;
+use crate::config::{Finding, Severity};
+use crate::model::{KeyLabel, Verdict};
+
+/// What every check reads.
+pub struct CheckInput<'a> {
+    /// The report's inputs.
+    pub inp: &'a Inputs<'a>,
+    /// Per covered resource, with coverage.
+    pub resources: &'a [ResourceResult],
+    /// The config per covered resource.
+    pub cfg_views: &'a [ResourceConfigView],
+    /// Lint findings (config and file mode).
+    pub lint: &'a [Finding],
+}
+
+type CheckFn = fn(&CheckInput<'_>) -> Option<(Status, Vec<String>)>;
+
+/// Every check: id, title, function (`None` when the check does not apply).
+pub const CHECKS: &[(&str, &str, CheckFn)] = &[
+    (
+        "ATR-C01",
+        "The apiserver runs with an encryption provider config",
+        config_in_use,
+    ),
+    (
+        "ATR-C02",
+        "Required resources are written with an allowed provider (not identity)",
+        required_write_provider,
+    ),
+    (
+        "ATR-C03",
+        "Every apiserver runs the same config (the file's)",
+        converged,
+    ),
+    (
+        "ATR-C04",
+        "Every stored object of every encrypted or required resource is encrypted with its write key",
+        on_write_key,
+    ),
+    (
+        "ATR-C05",
+        "No plaintext object where encryption is configured or required",
+        no_plaintext,
+    ),
+    (
+        "ATR-C06",
+        "No undecryptable, unknown-key or corrupt object",
+        readable,
+    ),
+    (
+        "ATR-C07",
+        "Write keys are younger than the maximum key age",
+        key_age,
+    ),
+    (
+        "ATR-C08",
+        "Required resources are covered by an encrypting rule",
+        required_covered,
+    ),
+    (
+        "ATR-C09",
+        "The config passes lint (file mode, provider choices)",
+        lint_clean,
+    ),
+    (
+        "ATR-C10",
+        "KMS v2 values are on the plugin's current key ID",
+        kms_key_ids,
+    ),
+];
+
+/// Runs every check that applies, in id order.
+pub fn run(c: &CheckInput<'_>) -> Vec<Check> {
+    CHECKS
+        .iter()
+        .filter_map(|(id, title, f)| {
+            f(c).map(|(status, evidence)| Check {
+                id: id.to_string(),
+                title: title.to_string(),
+                status,
+                evidence,
+            })
+        })
+        .collect()
+}
+
+fn config_in_use(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let inp = c.inp;
+    let mut ev = Vec::new();
+    let reported: Vec<_> = inp
+        .apiservers
+        .iter()
+        .flat_map(|s| &s.apiservers)
+        .filter(|a| a.config_hash.is_some())
+        .collect();
+    for a in &reported {
+        ev.push(format!(
+            "{} reports encryption config {}",
+            a.name,
+            a.config_hash.as_deref().unwrap_or("")
+        ));
+    }
+    if let Some(set) = inp.manifest_sets_config {
+        ev.push(format!(
+            "kube-apiserver manifest {} --encryption-provider-config",
+            if set { "sets" } else { "does NOT set" }
+        ));
+    }
+    let st = if !reported.is_empty() || inp.manifest_sets_config == Some(true) {
+        Status::Pass
+    } else if inp.apiservers.is_none() && inp.manifest_sets_config.is_none() {
+        ev.push("not checked: no apiserver access and no manifest".into());
+        Status::Warn
+    } else {
+        Status::Fail
+    };
+    Some((st, ev))
+}
+
+fn required_write_provider(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let inp = c.inp;
+    let mut ev = Vec::new();
+    let mut st = Status::Pass;
+    for req in &inp.policy.required_resources {
+        let write: KeyLabel = inp
+            .config
+            .config
+            .resolve(&GroupResource::parse(req))
+            .write_key();
+        let s = inp.policy.judge(&write);
+        ev.push(format!("{req}: writes with {write} ({})", s.as_str()));
+        st = st.max(s);
+    }
+    Some((st, ev))
+}
+
+fn converged(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let inp = c.inp;
+    let Some(s) = &inp.apiservers else {
+        return Some((
+            Status::Warn,
+            vec!["not checked: no apiserver access".to_string()],
+        ));
+    };
+    let mut ev: Vec<String> = s
+        .apiservers
+        .iter()
+        .map(|a| format!("{}: {}", a.name, a.reported))
+        .collect();
+    ev.push(format!(
+        "config file {}: {}",
+        inp.config.path.display(),
+        inp.config.hash
+    ));
+    ev.push(format!("{} identity leases", s.leases.len()));
+    Some((
+        if s.converged {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        ev,
+    ))
+}
+
+fn on_write_key(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let mut ev = Vec::new();
+    let mut off = 0u64;
+    for r in c.resources {
+        if !r.plaintext_is_finding() {
+            ev.push(format!(
+                "{}: not checked: written as {} by the config, and not required by the policy",
+                r.resource, r.write_key
+            ));
+            continue;
+        }
+        // Plaintext counts against it even under an identity write key: an encrypted or
+        // required resource must be encrypted with its write key. Unreadable values are C06's.
+        let good = r.verdicts.on_write_key;
+        off += r.verdicts.stale + r.verdicts.plaintext;
+        ev.push(format!(
+            "{}: {}/{} encrypted with the write key {} ({} stale, {} plaintext, {} unreadable)",
+            r.resource,
+            good,
+            r.total,
+            r.write_key,
+            r.verdicts.stale,
+            r.verdicts.plaintext,
+            r.verdicts.unreadable()
+        ));
+        ev.extend(sample_evidence(
+            r,
+            Verdict::Stale,
+            "not on the write key (stale)",
+        ));
+    }
+    Some((if off == 0 { Status::Pass } else { Status::Fail }, ev))
+}
+
+fn no_plaintext(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let mut ev = Vec::new();
+    let mut plain = 0u64;
+    for r in c.resources.iter().filter(|r| r.plaintext_is_finding()) {
+        plain += r.verdicts.plaintext;
+        ev.extend(sample_evidence(
+            r,
+            Verdict::Plaintext,
+            "stored as plaintext",
+        ));
+    }
+    if plain == 0 {
+        ev.push(
+            "no plaintext object where the config encrypts or the policy requires encryption"
+                .into(),
+        );
+    } else {
+        ev.insert(
+            0,
+            format!("{plain} plaintext objects where encryption is configured or required"),
+        );
+    }
+    Some((
+        if plain == 0 {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        ev,
+    ))
+}
+
+fn readable(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let mut ev = Vec::new();
+    let mut bad = 0u64;
+    for r in c.resources {
+        bad += r.verdicts.unreadable();
+        for (v, what) in [
+            (Verdict::Undecryptable, "undecryptable"),
+            (Verdict::UnknownKey, "under an unknown key"),
+            (Verdict::Corrupt, "corrupt"),
+        ] {
+            ev.extend(sample_evidence(r, v, what));
+        }
+    }
+    if bad == 0 {
+        let total: u64 = c.resources.iter().map(|r| r.total).sum();
+        ev.push(format!(
+            "0 undecryptable, 0 unknown-key, 0 corrupt among {total} stored values"
+        ));
+    }
+    if !c.inp.scan.verified {
+        ev.push(
+            "values were classified by prefix and key name; run with --verify to decrypt each"
+                .into(),
+        );
+    }
+    Some((if bad == 0 { Status::Pass } else { Status::Fail }, ev))
+}
+
+fn key_age(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let policy = c.inp.policy;
+    let mut ev = Vec::new();
+    let mut st = Status::Pass;
+    let mut seen = std::collections::BTreeSet::new();
+    for v in c.cfg_views {
+        let Some(k) = v.keys.first() else { continue };
+        if k.provider == "identity" || !seen.insert(k.label.clone()) {
+            continue;
+        }
+        let since = k
+            .promoted
+            .as_ref()
+            .or(k.added.as_ref())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        match since {
+            Some(t) => {
+                let days = (c.inp.now - t.with_timezone(&Utc)).num_days();
+                if days > policy.max_key_age_days as i64 {
+                    st = Status::Fail;
+                }
+                ev.push(format!(
+                    "{}: write key for {days} days (maximum {})",
+                    k.label, policy.max_key_age_days
+                ));
+            }
+            None => {
+                ev.push(format!(
+                    "{}: age unknown (not created by atrest, or no state file)",
+                    k.label
+                ));
+                st = st.max(Status::Warn);
+            }
+        }
+    }
+    Some((st, ev))
+}
+
+fn required_covered(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let mut ev = Vec::new();
+    let mut st = Status::Pass;
+    for req in &c.inp.policy.required_resources {
+        let r = c.inp.config.config.resolve(&GroupResource::parse(req));
+        let ok = r.encrypts();
+        ev.push(format!(
+            "{req}: {} ({})",
+            r.rule_name
+                .clone()
+                .map(|n| format!("rule {n}"))
+                .unwrap_or_else(|| "no rule".into()),
+            if ok { "encrypts" } else { "does not encrypt" }
+        ));
+        if !ok {
+            st = Status::Fail;
+        }
+    }
+    Some((st, ev))
+}
+
+fn lint_clean(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let lint = c.lint;
+    let file = &c.inp.config.file;
+    let mut ev: Vec<String> = lint.iter().map(|f| f.to_string()).collect();
+    let st = if lint.iter().any(|f| f.severity == Severity::Error) {
+        Status::Fail
+    } else if lint.iter().any(|f| f.severity == Severity::Warning) {
+        Status::Warn
+    } else {
+        Status::Pass
+    };
+    ev.push(format!(
+        "config file mode {:04o}, owner {}:{}",
+        file.mode, file.uid, file.gid
+    ));
+    Some((st, ev))
+}
+
+/// Only when KMS v2 values exist.
+fn kms_key_ids(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let scan = c.inp.scan;
+    let kms: Vec<&ResourceResult> = c
+        .resources
+        .iter()
+        .filter(|r| !r.kms_key_ids.is_empty())
+        .collect();
+    if kms.is_empty() {
+        return None;
+    }
+    let current: Vec<&String> = scan.kms_current_key_ids.values().collect();
+    let mut ev: Vec<String> = scan
+        .kms_current_key_ids
+        .iter()
+        .map(|(p, k)| format!("KMS provider {p}: the plugin's current key ID is {k}"))
+        .collect();
+    let mut old = 0u64;
+    for r in &kms {
+        let ids: Vec<String> = r
+            .kms_key_ids
+            .iter()
+            .map(|(k, n)| format!("{k} ({n})"))
+            .collect();
+        ev.push(format!("{}: key IDs {}", r.resource, ids.join(", ")));
+        old += r
+            .kms_key_ids
+            .iter()
+            .filter(|(k, _)| !current.contains(k))
+            .map(|(_, n)| n)
+            .sum::<u64>();
+    }
+    let st = if current.is_empty() {
+        ev.push("the plugin's current key ID is unknown (plugin not reachable)".into());
+        Status::Warn
+    } else if old > 0 && !c.inp.policy.allow_old_kms_key_ids {
+        ev.push(format!(
+            "{old} values on a key ID other than the current one"
+        ));
+        Status::Fail
+    } else {
+        Status::Pass
+    };
+    Some((st, ev))
+}
