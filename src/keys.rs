@@ -11,6 +11,28 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+/// Go's `base64.StdEncoding`: padding required, non-zero trailing bits tolerated.
+const GO_STD_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireCanonical),
+);
+
+/// Decodes a key the way the apiserver does (`base64.StdEncoding`, which skips `\r` and `\n`).
+pub fn decode_secret(secret: &str) -> Option<Zeroizing<Vec<u8>>> {
+    let cleaned: Zeroizing<String> = Zeroizing::new(
+        secret
+            .chars()
+            .filter(|c| *c != '\r' && *c != '\n')
+            .collect(),
+    );
+    GO_STD_BASE64
+        .decode(cleaned.as_bytes())
+        .ok()
+        .map(Zeroizing::new)
+}
+
 /// The providers that hold local keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -292,7 +314,7 @@ pub mod archive {
                 name: e.name.clone(),
                 message,
             };
-            let material = crate::config::decode_secret(&e.secret)
+            let material = super::decode_secret(&e.secret)
                 .ok_or_else(|| fail("secret is not base64".into()))?;
             let key =
                 Key::new(e.name.clone(), e.provider, material).map_err(|x| fail(x.to_string()))?;

@@ -16,7 +16,6 @@ pub mod migrate;
 pub mod model;
 pub mod report;
 pub mod rotate;
-pub mod settings;
 
 /// Kubernetes' group/resource pair, as the apiserver's `schema.GroupResource`.
 mod group_resource;

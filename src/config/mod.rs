@@ -11,6 +11,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use crate::keys::decode_secret;
 pub use edit::{
     EditError, RotationTarget, RuleLayout, add_read_key, describe_diff, layout, promote, remove,
     render_yaml, rules_for,
@@ -18,7 +19,7 @@ pub use edit::{
 pub use lint::{Finding, Severity, lint, lint_file_mode};
 pub use parse::{parse_bytes, parse_str};
 pub use resolve::{MatchedBy, ProviderEntry, Resolved};
-pub use validate::{FieldError, decode_secret};
+pub use validate::FieldError;
 
 use crate::keys::{Key, KeyProvider};
 use crate::model::KeyLabel;

@@ -6,13 +6,10 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
-use base64::Engine;
-use zeroize::Zeroizing;
-
 use super::raw::{RawConfig, RawKey, RawKms, RawProvider};
 use super::{EncryptionConfig, KmsProvider, KmsVersion, Provider, ResourceRule, Schema};
 use crate::GroupResource;
-use crate::keys::{Key, KeyProvider};
+use crate::keys::{Key, KeyProvider, decode_secret};
 
 /// One validation failure, at a field path like `resources[0].providers[1].aescbc.keys[0].secret`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -29,28 +26,6 @@ impl fmt::Display for FieldError {
 
 const OVERLAP_ERR: &str = "using overlapping resources such as 'secrets' and '*.' in the same resource list is not allowed as they will be masked";
 const DUPLICATE_RESOURCE_ERR: &str = "the same resource cannot be specified multiple times";
-
-/// Go's `base64.StdEncoding`: padding required, non-zero trailing bits tolerated.
-const GO_STD_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    base64::engine::GeneralPurposeConfig::new()
-        .with_decode_allow_trailing_bits(true)
-        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireCanonical),
-);
-
-/// Decodes a key the way the apiserver does (`base64.StdEncoding`, which skips `\r` and `\n`).
-pub fn decode_secret(secret: &str) -> Option<Zeroizing<Vec<u8>>> {
-    let cleaned: Zeroizing<String> = Zeroizing::new(
-        secret
-            .chars()
-            .filter(|c| *c != '\r' && *c != '\n')
-            .collect(),
-    );
-    GO_STD_BASE64
-        .decode(cleaned.as_bytes())
-        .ok()
-        .map(Zeroizing::new)
-}
 
 pub(super) fn validate(
     raw: RawConfig,

@@ -4,12 +4,11 @@
 pub mod layout;
 pub mod scan;
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
-
-use crate::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -43,6 +42,23 @@ pub enum EtcdError {
     },
 }
 
+/// The etcd password is a secret: held apart, never printed.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub user: String,
+    pub password: zeroize::Zeroizing<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Credentials {{ user: {:?}, password: REDACTED }}",
+            self.user
+        )
+    }
+}
+
 /// How to reach etcd, from resolved settings.
 #[derive(Clone, Debug)]
 pub struct EtcdTarget {
@@ -50,22 +66,11 @@ pub struct EtcdTarget {
     pub cacert: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
-    pub credentials: Option<crate::settings::Credentials>,
+    pub credentials: Option<Credentials>,
     pub prefix: String,
 }
 
 impl EtcdTarget {
-    pub fn from_settings(s: &Settings) -> Self {
-        Self {
-            endpoints: s.endpoints.value.clone(),
-            cacert: s.cacert.as_ref().map(|v| v.value.clone()),
-            cert: s.cert.as_ref().map(|v| v.value.clone()),
-            key: s.key.as_ref().map(|v| v.value.clone()),
-            credentials: s.credentials.clone(),
-            prefix: s.etcd_prefix.value.clone(),
-        }
-    }
-
     fn uses_tls(&self) -> bool {
         self.cacert.is_some()
             || self.cert.is_some()

@@ -10,7 +10,7 @@ use atrest::keys::{Key, KeyProvider};
 
 /// Validates, lints and summarises the config; exit 1 when a finding reaches `--fail-on`.
 pub fn check(a: args::ConfigCheckArgs) -> Result<i32> {
-    let s = atrest::settings::resolve(&super::flags(&a.source, None, None))?;
+    let s = atrest::cluster::settings::resolve(&super::flags(&a.source, None, None))?;
     let path = s.config.as_ref().map(|c| c.value.clone());
     let loaded = match atrest::cluster::load_config(&s) {
         Ok(l) => l,

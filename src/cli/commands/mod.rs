@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use atrest::settings::Flags;
+use atrest::cluster::settings::Flags;
 
 use super::args::{ConfigSource, EtcdFlags};
 

@@ -2,9 +2,9 @@
 
 use std::fmt::Write;
 
+use atrest::cluster::settings::{Setting, Settings};
 use atrest::config::{Finding, LoadedConfig};
 use atrest::etcd::scan::ScanReport;
-use atrest::settings::{Setting, Settings};
 
 use super::config::{config_json, config_table};
 use super::indent;

@@ -11,7 +11,9 @@ use crate::etcd::scan::{self, ClassifyConfig, Progress, ReportBuilder, ScanOptio
 use crate::etcd::{EtcdError, EtcdTarget};
 use crate::keys::archive::{self, ArchiveError};
 use crate::kms::{KmsError, KmsPlugins};
-use crate::settings::{self, Flags, Settings, SettingsError};
+pub mod settings;
+
+use settings::{Flags, Settings, SettingsError};
 
 /// Why a command could not get its bearings.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +136,7 @@ impl Context {
     pub fn resolve(flags: &Flags) -> Result<Context, ClusterError> {
         let settings = settings::resolve(flags)?;
         let config = load_config(&settings)?;
-        let target = EtcdTarget::from_settings(&settings);
+        let target = etcd_target(&settings);
         Ok(Context {
             settings,
             config,
@@ -228,4 +230,16 @@ pub fn state_dir(explicit: Option<&Path>, loaded: &LoadedConfig) -> PathBuf {
             .unwrap_or(Path::new("."))
             .join("atrest")
     })
+}
+
+/// How to reach etcd, from resolved settings.
+pub fn etcd_target(s: &Settings) -> EtcdTarget {
+    EtcdTarget {
+        endpoints: s.endpoints.value.clone(),
+        cacert: s.cacert.as_ref().map(|v| v.value.clone()),
+        cert: s.cert.as_ref().map(|v| v.value.clone()),
+        key: s.key.as_ref().map(|v| v.value.clone()),
+        credentials: s.credentials.clone(),
+        prefix: s.etcd_prefix.value.clone(),
+    }
 }

@@ -52,22 +52,7 @@ pub struct Flags {
     pub kubeconfig: Option<PathBuf>,
 }
 
-/// The etcd password is a secret: held apart, never printed.
-#[derive(Clone, Default)]
-pub struct Credentials {
-    pub user: String,
-    pub password: zeroize::Zeroizing<String>,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Credentials {{ user: {:?}, password: REDACTED }}",
-            self.user
-        )
-    }
-}
+pub use crate::etcd::Credentials;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Settings {
