@@ -1,8 +1,11 @@
 //! atrest: prove how a Kubernetes cluster stores its Secrets in etcd, and move it safely from one
 //! encryption state to another.
 //!
-//! The layers follow `DESIGN.md`; dependencies point one way: commands → engines
-//! (`migrate`, `rotate`, `report`) → sources (`etcd`, `kube`) → `codec` / `config` / `keys`.
+//! The layers are described in `docs/design.md`; dependencies point one way: commands → engines
+//! (`migrate`, `rotate`, `report`) → `cluster` → sources (`etcd`, `kube`, `kms`) → `codec` →
+//! `config` → `keys`, with `model` (the words every layer shares) below them all.
+
+#![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod codec;

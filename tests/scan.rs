@@ -178,8 +178,8 @@ async fn scan_counts_every_object_through_provider_and_key_changes() {
         assert_eq!(in_ns(s, "plaintext", "scan"), qualified("scan", &plain));
         assert_eq!(in_ns(s, "stale", "scan"), qualified("scan", &on_k1));
         assert_eq!(support::scan_json::verdict(s, "undecryptable"), 0);
-        // 3 plaintext + 2 on key1 need a rewrite; the 3 on key2 are current.
-        assert_eq!(s["needs_rewrite"], 5);
+        // 3 plaintext + 3 on key1 need a rewrite; the 2 on key2 are current.
+        assert_eq!(s["needs_rewrite"], 6);
 
         let c = resource(&doc, "configmaps");
         assert_eq!(c["write_key"], "secretbox:sb");

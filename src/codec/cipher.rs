@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn upstream_gcm_vector_decrypts() {
-        // aes_test.go TestGCMLegacyDataCompatibility (SPEC §7a).
+        // aes_test.go TestGCMLegacyDataCompatibility (the upstream vector).
         let k = Key::new(
             "k",
             KeyProvider::Aesgcm,

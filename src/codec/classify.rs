@@ -1,4 +1,4 @@
-//! What a stored value is, decided the way the apiserver's read path decides it (SPEC §1.9):
+//! What a stored value is, decided the way the apiserver's read path decides it (docs/design.md#read-path):
 //! walk the resource's providers in config order, and within each its keys in order; every
 //! candidate whose prefix matches is tried; the first that opens wins, and anything but the
 //! first candidate is stale.

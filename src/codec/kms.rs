@@ -106,7 +106,7 @@ fn is_fqdn(s: &str) -> bool {
     })
 }
 
-/// Opens `encryptedData` given the plaintext of `encryptedDEKSource` (SPEC §1.8).
+/// Opens `encryptedData` given the plaintext of `encryptedDEKSource` (docs/design.md#formats).
 pub fn open_v2(
     obj: &EncryptedObject,
     dek_source: &[u8],
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn upstream_extended_nonce_vector_decrypts() {
-        // aes_test.go TestExtendedNonceGCMLegacyDataCompatibility (SPEC §7b).
+        // aes_test.go TestExtendedNonceGCMLegacyDataCompatibility (the upstream vector).
         let seed = hex::decode("5d40323a820ff95561675e3b95e81867c5fdd561d35a88a2d08b08aa9d4fcf5c")
             .unwrap();
         let ct = hex::decode("2442759e33945fbad709db577a0f037fd8a709fc76979b8942209debcecb9d57efe3d6ff6a1ef6ee9a5003b9833b3043cec1e47b35175b151107a8d2416b0e296bbf66b5d102fcefdf9a78f293d271").unwrap();

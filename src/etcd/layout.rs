@@ -1,4 +1,4 @@
-//! Where the apiserver stores each group resource in etcd (SPEC §3), both ways: the key range
+//! Where the apiserver stores each group resource in etcd (docs/design.md#layout), both ways: the key range
 //! of a config resource, and the group resource of a key found under a wildcard.
 
 use crate::GroupResource;
