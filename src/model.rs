@@ -305,6 +305,18 @@ impl Verdict {
         }
     }
 
+    /// A short form for counts in a table (`1500 stale`, `3 on the write key`).
+    pub fn short(self) -> &'static str {
+        match self {
+            Verdict::OnWriteKey => "on the write key",
+            Verdict::Stale => "stale",
+            Verdict::Plaintext => "plaintext",
+            Verdict::Undecryptable => "undecryptable",
+            Verdict::UnknownKey => "unknown key",
+            Verdict::Corrupt => "corrupt",
+        }
+    }
+
     /// What an admin reads in a table.
     pub fn describe(self) -> &'static str {
         match self {

@@ -179,7 +179,7 @@ async fn every_number_is_exact_beyond_the_list_caps() {
     // Secrets on key1, then key2 first: every secret is stale. Configmaps get an encrypting
     // rule with identity second: every configmap is plaintext where encryption is configured.
     cp.write_config(&config(
-        &format!("[{}]", aescbc(&[("key1", &k1)])),
+        &format!("[{}, {{identity: {{}}}}]", aescbc(&[("key1", &k1)])),
         "[{identity: {}}]",
     ));
     cp.restart_apiserver(0).await;
@@ -259,8 +259,15 @@ async fn every_number_is_exact_beyond_the_list_caps() {
         format!(
             "configmaps — {plain_c} plaintext, but the config wants encryption (showing 20 of {plain_c}"
         ),
-        format!("secrets — {undecryptable} undecryptable"),
+        // Without --verify the tampered values look like the write key's: status says how it
+        // classified, and names only a command that can decrypt.
+        format!("aescbc:key2: {undecryptable} on the write key"),
+        "`atrest scan --verify` decrypts every value".to_string(),
         format!("secrets — {unknown} unknown key"),
+        format!(
+            "In all: {} stored values; {undecryptable} on the write key, {stale} stale, {plain_c} plaintext, 0 undecryptable, {unknown} unknown key, 0 corrupt.",
+            total_s + plain_c
+        ),
     ] {
         assert!(text.contains(&want), "status lacks {want:?}:\n{text}");
     }

@@ -6,7 +6,10 @@ use anyhow::Result;
 
 use crate::cli::args::{self, Output};
 use crate::cli::progress::Bar;
-use crate::cli::render::{self, scan::scan_table};
+use crate::cli::render::{
+    self,
+    scan::{SCAN_HINTS, scan_table},
+};
 use crate::cli::{EXIT_FINDINGS, EXIT_OK};
 use atrest::cluster::{Context, ScanRequest, parse_resources};
 
@@ -31,7 +34,7 @@ pub async fn run(a: args::ScanArgs) -> Result<i32> {
     let report = report?;
     match a.output {
         Output::Json => render::print_json(&report),
-        Output::Table => print!("{}", scan_table(&report)),
+        Output::Table => print!("{}", scan_table(&report, &SCAN_HINTS)),
     }
     Ok(if report.clean() {
         EXIT_OK

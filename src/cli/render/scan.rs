@@ -8,9 +8,30 @@ use atrest::model::Verdict;
 /// How many names of each verdict a table lists (JSON has the whole sample).
 const TABLE_NAMES: usize = 50;
 
+/// What the command that prints a table offers for more detail: the hints name only flags the
+/// running command has.
+pub struct Hints {
+    /// How to decrypt every value.
+    pub verify: &'static str,
+    /// How to see more names.
+    pub more_names: &'static str,
+}
+
+/// Hints for `atrest scan`.
+pub const SCAN_HINTS: Hints = Hints {
+    verify: "add --verify to decrypt",
+    more_names: "-o json lists up to --max-list",
+};
+
+/// Hints for `atrest status`.
+pub const STATUS_HINTS: Hints = Hints {
+    verify: "`atrest scan --verify` decrypts every value",
+    more_names: "`atrest scan` lists more",
+};
+
 /// The scan as a table: per resource its write key, exact counts per stored key and verdict,
 /// then the objects that need attention (capped, always with `showing N of M`).
-pub fn scan_table(report: &ScanReport) -> String {
+pub fn scan_table(report: &ScanReport, hints: &Hints) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -19,9 +40,12 @@ pub fn scan_table(report: &ScanReport) -> String {
         if report.verified {
             "every value decrypted (--verify)"
         } else {
-            "classified by prefix, key name and shape (add --verify to decrypt)"
+            "classified by prefix, key name and shape"
         }
     );
+    if !report.verified {
+        let _ = writeln!(out, "({})", hints.verify);
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -83,7 +107,7 @@ pub fn scan_table(report: &ScanReport) -> String {
     }
     let _ = writeln!(out, "Needs attention:");
     for r in attention {
-        attention_rows(&mut out, r);
+        attention_rows(&mut out, r, hints);
     }
     out
 }
@@ -97,7 +121,10 @@ fn resource_rows(out: &mut String, r: &ResourceReport) {
         .keys
         .iter()
         .map(|(k, c)| {
-            let parts: Vec<String> = c.nonzero().map(|(v, n)| format!("{n} {v}")).collect();
+            let parts: Vec<String> = c
+                .nonzero()
+                .map(|(v, n)| format!("{n} {}", v.short()))
+                .collect();
             format!("{k}: {}", parts.join(", "))
         })
         .collect();
@@ -121,7 +148,7 @@ fn resource_rows(out: &mut String, r: &ResourceReport) {
     }
 }
 
-fn attention_rows(out: &mut String, r: &ResourceReport) {
+fn attention_rows(out: &mut String, r: &ResourceReport, hints: &Hints) {
     for v in Verdict::ALL {
         if v == Verdict::OnWriteKey {
             continue;
@@ -137,10 +164,7 @@ fn attention_rows(out: &mut String, r: &ResourceReport) {
         };
         let shown = s.objects.len().min(TABLE_NAMES);
         let showing = if (shown as u64) < s.total {
-            format!(
-                " (showing {shown} of {}; -o json lists up to --max-list)",
-                s.total
-            )
+            format!(" (showing {shown} of {}; {})", s.total, hints.more_names)
         } else {
             String::new()
         };

@@ -8,7 +8,7 @@ use atrest::etcd::scan::ScanReport;
 
 use super::config::{config_json, config_table};
 use super::indent;
-use super::scan::scan_table;
+use super::scan::{STATUS_HINTS, scan_table};
 
 fn provenance<T: std::fmt::Debug>(
     out: &mut String,
@@ -167,7 +167,7 @@ pub fn status_table(
         }
         Some(Ok(r)) => {
             let _ = writeln!(out, "Scan:");
-            indent(&mut out, &scan_table(r));
+            indent(&mut out, &scan_table(r, &STATUS_HINTS));
         }
     }
     out
