@@ -1,4 +1,5 @@
-#![no_main]
+//! The `config_parse` fuzz target's properties, shared with `tests/fuzz_regressions.rs`, which
+//! replays every input in `fuzz/regressions/config_parse/` through [`check`] on stable Rust.
 //! Arbitrary bytes through the config parser. Properties:
 //! 1. never panics;
 //! 2. a parse error's Display never echoes a base64 `secret:` value of the input;
@@ -6,8 +7,6 @@
 //!    (edit.rs: "what it writes always parses back to the same config"); lint/resolve don't panic.
 
 use std::path::Path;
-
-use libfuzzer_sys::fuzz_target;
 
 const PATH: &str = "fuzz-config.yaml";
 /// Only values this long are checked, so that short common substrings cannot false-positive.
@@ -21,7 +20,7 @@ fn is_b64(b: u8) -> bool {
 /// `secret` at a key position (line start after indentation / `- `, or after `{` / `,`),
 /// optionally quoted, then `:`, then an optionally quoted or block (`|`, `>`) scalar whose
 /// leading run of base64 characters is the value.
-fn secret_values(text: &str) -> Vec<&str> {
+pub fn secret_values(text: &str) -> Vec<&str> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut from = 0;
@@ -135,7 +134,9 @@ fn redacted_by_src(text: &str) -> Vec<&str> {
 /// other way it is not removed, and an `unknown field` error that quotes a (multi-line or
 /// colon-joined) field name echoes it: `secret:KEY:`, `"secret":"KEY":"x"`, `{secret:|\n  KEY}`.
 fn is_known_1(text: &str, v: &str) -> bool {
-    !redacted_by_src(text).iter().any(|s| s.len() >= 4 && *s == v)
+    !redacted_by_src(text)
+        .iter()
+        .any(|s| s.len() >= 4 && *s == v)
 }
 
 /// KNOWN-2 (see README): `redact` is applied to decoder messages only. The errors raised after
@@ -153,7 +154,7 @@ fn is_known(text: &str, message: &str, v: &str) -> bool {
         && (is_known_1(text, v) || is_known_2(message))
 }
 
-fn check_no_secret_echo(text: &str, message: &str) {
+pub fn check_no_secret_echo(text: &str, message: &str) {
     for v in secret_values(text) {
         if !message.contains(v) || is_known(text, message, v) {
             continue;
@@ -178,7 +179,8 @@ fn check_no_secret_echo(text: &str, message: &str) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+/// One fuzz input: panics when a property does not hold.
+pub fn check(data: &[u8]) {
     match atrest::config::parse_bytes(Path::new(PATH), data) {
         Err(e) => {
             let message = e.to_string();
@@ -195,7 +197,10 @@ fuzz_target!(|data: &[u8]| {
             let rendered = atrest::config::render_yaml(&config);
             let again = match atrest::config::parse_str(Path::new(PATH), &rendered) {
                 Ok(c) => c,
-                Err(e) => panic!("render_yaml output does not parse back: {e}\n--- rendered ---\n{}", &*rendered),
+                Err(e) => panic!(
+                    "render_yaml output does not parse back: {e}\n--- rendered ---\n{}",
+                    &*rendered
+                ),
             };
             let rerendered = atrest::config::render_yaml(&again);
             assert!(
@@ -206,4 +211,4 @@ fuzz_target!(|data: &[u8]| {
             );
         }
     }
-});
+}
