@@ -64,6 +64,10 @@ fn finding_ids(doc: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A config file, its name, the findings (id, severity) it must get, and the exit codes for
+/// `--fail-on` info, warning and error.
+type Case<'a> = (&'a Path, &'a str, Vec<(&'a str, &'a str)>, [i32; 3]);
+
 #[test]
 fn config_check_exit_code_follows_fail_on() {
     // Clean: secretbox first, identity to read old plaintext. No finding at any level.
@@ -86,7 +90,7 @@ fn config_check_exit_code_follows_fail_on() {
         "  - identity: {{}}\n  - secretbox: {{keys: [{{name: s, secret: {}}}]}}\n",
         b64(32, 4)
     )));
-    let cases: [(&Path, &str, Vec<(&str, &str)>, [i32; 3]); 4] = [
+    let cases: [Case; 4] = [
         // exit codes for --fail-on info, warning, error (the default)
         (&clean, "clean", vec![], [0, 0, 0]),
         (&info, "info", vec![("AR003", "info")], [1, 0, 0]),
