@@ -249,7 +249,8 @@ fn apiserver_verdict(
         .stderr(std::fs::File::create(dir.join("oracle.err")).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Generous: only an apiserver that never gets ready nor exits is a verdict of its own.
+    let deadline = Instant::now() + Duration::from_secs(180);
     let verdict = loop {
         if let Some(status) = child.try_wait().unwrap() {
             let err = std::fs::read_to_string(dir.join("oracle.err")).unwrap_or_default();
@@ -271,7 +272,7 @@ fn apiserver_verdict(
             break Ok(());
         }
         if Instant::now() > deadline {
-            break Err("neither ready nor exited after 60 s".into());
+            break Err("neither ready nor exited after 180 s".into());
         }
         std::thread::sleep(Duration::from_millis(200));
     };
