@@ -262,7 +262,17 @@ async fn apiserver_writes_atrest_reads_and_atrest_writes_apiserver_reads() {
         assert_eq!(current.state, State::EncryptedOk);
         let plaintext = plaintext_of(&cfg, resource, etcd_key, &value);
         let k = key(&cfg, resource, block, name);
-        let planted = encrypt_value(&k, etcd_key.as_bytes(), &plaintext);
+        // A key of an earlier block with the same name is tried first. CBC is unauthenticated:
+        // with a random IV, 1 value in ~256 decrypts under it with valid padding, and the
+        // apiserver then serves those garbage bytes instead of going on. Seal until that key
+        // refuses the value, which is the case this plant is about.
+        let earlier = (block > 0).then(|| key(&cfg, resource, 0, name));
+        let planted = loop {
+            let v = encrypt_value(&k, etcd_key.as_bytes(), &plaintext);
+            if refused_by(earlier.as_deref(), etcd_key, &v) {
+                break v;
+            }
+        };
         let c = t.classify(etcd_key.as_bytes(), &planted, &verify());
         assert_eq!(
             (c.state, c.stale),
@@ -310,7 +320,19 @@ async fn apiserver_writes_atrest_reads_and_atrest_writes_apiserver_reads() {
     .unwrap();
     let (value, _) = cp.raw("/registry/secrets/default/s1").await.unwrap();
     let plaintext = plaintext_of(&cfg, "secrets", "/registry/secrets/default/s1", &value);
-    let bad = encrypt_value(&stranger, b"/registry/secrets/default/s1", &plaintext);
+    // Sealed until both configured `dup` keys refuse it (bad padding), so that neither atrest
+    // nor the apiserver can take it for a value by chance.
+    let (dup_a, dup_b) = (
+        key(&cfg, "secrets", 0, "dup"),
+        key(&cfg, "secrets", 1, "dup"),
+    );
+    let bad = loop {
+        let v = encrypt_value(&stranger, b"/registry/secrets/default/s1", &plaintext);
+        let s1 = "/registry/secrets/default/s1";
+        if refused_by(Some(&dup_a), s1, &v) && refused_by(Some(&dup_b), s1, &v) {
+            break v;
+        }
+    };
     let c = secrets_table.classify(b"/registry/secrets/default/s1", &bad, &verify());
     assert_eq!(c.state, State::Undecryptable, "{c:?}");
     cp.plant("/registry/secrets/default/s1", bad).await;
@@ -336,4 +358,12 @@ fn plaintext_of(cfg: &EncryptionConfig, resource: &str, etcd_key: &str, value: &
         }
     }
     panic!("no configured key opens {etcd_key}");
+}
+
+/// Whether `key` (when there is one) fails to open the complete stored `value` at all.
+fn refused_by(key: Option<&Key>, etcd_key: &str, value: &[u8]) -> bool {
+    let Some(k) = key else { return true };
+    let prefix = format!("{}{}:", k.provider().prefix(), k.name());
+    assert!(value.starts_with(prefix.as_bytes()));
+    atrest::codec::cipher::open(k, etcd_key.as_bytes(), &value[prefix.len()..]).is_err()
 }

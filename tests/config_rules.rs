@@ -77,6 +77,81 @@ fn empty_and_wrong_kind_files() {
     assert!(e.to_string().to_lowercase().contains("duplicate"), "{e}");
 }
 
+/// Distinct bytes (no run a message could contain by chance), `len` of them.
+fn distinct_material(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| seed.wrapping_add((i as u8).wrapping_mul(37)))
+        .collect()
+}
+
+/// Every text form in which key material could leak: base64 (with and without padding, and
+/// URL-safe), hex (both cases), and a prefix of each long enough to be unmistakable.
+fn leak_forms(material: &[u8]) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE};
+    let mut forms = vec![
+        STANDARD.encode(material),
+        STANDARD_NO_PAD.encode(material),
+        URL_SAFE.encode(material),
+        hex::encode(material),
+        hex::encode_upper(material),
+    ];
+    let prefixes: Vec<String> = forms.iter().map(|f| f[..12].to_string()).collect();
+    forms.extend(prefixes);
+    forms
+}
+
+#[test]
+fn wrong_length_is_refused_without_echoing() {
+    use atrest::keys::{Key, KeyProvider};
+    use zeroize::Zeroizing;
+    // Through the key type itself, for each provider and a length it refuses.
+    for (provider, len, allowed) in [
+        (KeyProvider::Secretbox, 16, "[32]"),
+        (KeyProvider::Aescbc, 20, "[16, 24, 32]"),
+        (KeyProvider::Aesgcm, 33, "[16, 24, 32]"),
+    ] {
+        let material = distinct_material(len, 0x41);
+        let err = Key::new("k", provider, Zeroizing::new(material.clone())).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("got {len}")), "{msg}");
+        assert!(msg.contains(allowed), "{msg}");
+        for form in leak_forms(&material) {
+            assert!(!msg.contains(&form), "{provider}: {msg:?} echoes {form:?}");
+        }
+        // Debug too: errors end up in logs with {:?}.
+        let dbg = format!("{err:?}");
+        for form in leak_forms(&material) {
+            assert!(!dbg.contains(&form), "{provider}: {dbg:?} echoes {form:?}");
+        }
+    }
+    // Through the config file, as an admin meets it.
+    use base64::Engine;
+    for (provider, len) in [("secretbox", 16), ("aescbc", 20), ("aesgcm", 33)] {
+        let material = distinct_material(len, 0x7b);
+        let secret = base64::engine::general_purpose::STANDARD.encode(&material);
+        let yaml = format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - {provider}: {{keys: [{{name: k, secret: {secret}}}]}}\n"
+        );
+        let err = parse_str(Path::new("wrong-length.yaml"), &yaml).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("secret is not of the expected length, got {len}")),
+            "{provider}: {text}"
+        );
+        for form in leak_forms(&material) {
+            assert!(
+                !text.contains(&form),
+                "{provider}: {text:?} echoes {form:?}"
+            );
+            assert!(
+                !format!("{err:?}").contains(&form),
+                "{provider}: Debug echoes {form:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn resolution_follows_exact_then_group_then_all() {
     let yaml = format!(
@@ -174,7 +249,8 @@ fn apiserver_verdict(
         .stderr(std::fs::File::create(dir.join("oracle.err")).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Generous: only an apiserver that never gets ready nor exits is a verdict of its own.
+    let deadline = Instant::now() + Duration::from_secs(180);
     let verdict = loop {
         if let Some(status) = child.try_wait().unwrap() {
             let err = std::fs::read_to_string(dir.join("oracle.err")).unwrap_or_default();
@@ -196,7 +272,7 @@ fn apiserver_verdict(
             break Ok(());
         }
         if Instant::now() > deadline {
-            break Err("neither ready nor exited after 60 s".into());
+            break Err("neither ready nor exited after 180 s".into());
         }
         std::thread::sleep(Duration::from_millis(200));
     };

@@ -4,7 +4,8 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::io::Read;
+use std::time::{Duration, Instant};
 
 use atrest::kube::ApiPath;
 use atrest::kube::rewrite::{Outcome, patch};
@@ -403,26 +404,88 @@ fn reencrypt_command(cp: &ControlPlane, extra: &[&str]) -> std::process::Command
     cmd
 }
 
+const BIG: &str = "/registry/secrets/big/";
+
+/// How many values under `prefix` etcd holds on aescbc key1.
+async fn on_key1(cp: &ControlPlane, prefix: &str) -> usize {
+    stored(cp, prefix)
+        .await
+        .values()
+        .filter(|(l, _)| l.starts_with("k8s:enc:aescbc:v1:key1:"))
+        .count()
+}
+
+/// The re-encryption checkpoint as last saved, if one was.
+fn checkpoint(cp: &ControlPlane) -> Option<Value> {
+    let text = std::fs::read_to_string(cp.path().join("state/reencrypt-checkpoint.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Polls until `reached` holds, so that a test acts on observed progress, never on a guess of
+/// how long something takes. Fails if `child` exits first, or if the state is never reached
+/// (the cap only catches a hang; it is not a timing requirement).
+async fn wait_for(
+    child: &mut std::process::Child,
+    what: &str,
+    mut reached: impl AsyncFnMut() -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if reached().await {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            let mut err = String::new();
+            if let Some(o) = child.stdout.as_mut() {
+                let _ = o.read_to_string(&mut out);
+            }
+            if let Some(e) = child.stderr.as_mut() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("atrest exited ({status}) before {what}\n{out}\n{err}");
+        }
+        assert!(Instant::now() < deadline, "never reached: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn code_and_json(out: &std::process::Output) -> (Option<i32>, Value) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let doc = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+    (out.status.code(), doc)
+}
+
+/// Every object under `prefix` written exactly `versions` times since creation (etcd version).
+async fn assert_versions(cp: &ControlPlane, prefix: &str, version: i64) {
+    let s = stored(cp, prefix).await;
+    let other: Vec<_> = s.iter().filter(|(_, (_, v))| *v != version).collect();
+    assert!(other.is_empty(), "not at etcd version {version}: {other:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_then_resume_completes_without_double_writes() {
     let (cp, _) = plaintext_cluster(1500).await;
-    // Slow enough to be killed half-way: 2 in flight, 150 writes per second.
+    // 2 in flight, 150 writes per second: 10 s for the whole pass.
     let mut child = reencrypt_command(&cp, &["--concurrency=2", "--qps=150"])
         .spawn()
         .unwrap();
-    let wait_ms = 2500 + (std::process::id() % 3000) as u64;
-    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    // Kill the moment a checkpoint recording progress has been saved.
+    wait_for(&mut child, "a checkpoint with 100 rewrites", async || {
+        checkpoint(&cp)
+            .is_some_and(|c| c["counters"]["secrets"]["rewritten"].as_u64().unwrap_or(0) >= 100)
+    })
+    .await;
     child.kill().unwrap();
     let _ = child.wait();
-    let mid = stored(&cp, "/registry/secrets/big/").await;
-    let done = mid
-        .values()
-        .filter(|(l, _)| l.starts_with("k8s:enc:aescbc"))
-        .count();
-    assert!(done > 0 && done < 1500, "killed half-way ({done} done)");
-    let cpfile = cp.path().join("state/reencrypt-checkpoint.json");
-    assert!(cpfile.exists(), "a checkpoint was saved while running");
-    let text = std::fs::read_to_string(&cpfile).unwrap();
+    let done = on_key1(&cp, BIG).await;
+    assert!(
+        (100..1500).contains(&done),
+        "killed half-way ({done} of 1500 done)"
+    );
+    let text = std::fs::read_to_string(cp.path().join("state/reencrypt-checkpoint.json")).unwrap();
     assert!(
         !text.contains("initial") && !text.contains("aW5pdGlhbA"),
         "no secret data in the checkpoint"
@@ -431,32 +494,30 @@ async fn sigkill_then_resume_completes_without_double_writes() {
     let out = reencrypt_command(&cp, &["--resume", "-o", "json"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = json(&String::from_utf8_lossy(&out.stdout));
+    let (code, r) = code_and_json(&out);
+    assert_eq!(code, Some(0), "{r:#}");
     assert_eq!(r["resumed"], true);
     assert_eq!(r["remaining"], 0);
-    let after = stored(&cp, "/registry/secrets/big/").await;
-    assert!(all_start_with(&after, "k8s:enc:aescbc:v1:key1"));
+    assert_eq!(r["total"]["given_up"], 0);
+    assert!(all_start_with(
+        &stored(&cp, BIG).await,
+        "k8s:enc:aescbc:v1:key1"
+    ));
     // Created once, rewritten once: etcd version 2 for every object, killed run or not.
-    let twice: Vec<_> = after.iter().filter(|(_, (_, v))| *v != 2).collect();
-    assert!(
-        twice.is_empty(),
-        "objects written more than once: {twice:?}"
-    );
+    assert_versions(&cp, BIG, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_saves_a_checkpoint_and_exits_3() {
     let (mut cp, _) = plaintext_cluster(1500).await;
-    let child = reencrypt_command(&cp, &["--concurrency=1", "--qps=200"])
+    let mut child = reencrypt_command(&cp, &["--concurrency=1", "--qps=200"])
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Past the first page of 256 keys, so that the checkpoint has a cursor to save.
+    wait_for(&mut child, "300 objects rewritten", async || {
+        on_key1(&cp, BIG).await >= 300
+    })
+    .await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(
@@ -466,16 +527,22 @@ async fn sigterm_saves_a_checkpoint_and_exits_3() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("--resume"));
-    let cp_json: Value = serde_json::from_str(
-        &std::fs::read_to_string(cp.path().join("state/reencrypt-checkpoint.json")).unwrap(),
-    )
-    .unwrap();
+    let done = on_key1(&cp, BIG).await;
+    assert!(done < 1500, "interrupted before the end ({done} done)");
+    let cp_json = checkpoint(&cp).expect("a checkpoint");
     assert_eq!(cp_json["finished"], false);
     assert!(
         cp_json["cursors"]["/registry/secrets/"]
             .as_str()
             .unwrap()
             .starts_with("/registry/secrets/big/s-")
+    );
+    // Saved on the signal, after the write in flight finished: it counts every rewrite etcd shows
+    // (a periodic save from up to 2 s before would count fewer).
+    assert_eq!(
+        cp_json["counters"]["secrets"]["rewritten"].as_u64(),
+        Some(done as u64),
+        "{cp_json:#}"
     );
 
     // A changed config invalidates the checkpoint: refused with an explanation.
@@ -493,94 +560,190 @@ async fn sigterm_saves_a_checkpoint_and_exits_3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concurrent_writer_never_loses_an_update() {
-    let (cp, all) = plaintext_cluster(800).await;
-    let writer_names: Vec<String> = all.iter().step_by(10).cloned().collect();
-    let client = cp.client().await;
-    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, "big");
-    let writer = {
-        let names = writer_names.clone();
-        let api = api.clone();
-        tokio::spawn(async move {
-            for round in 0..5 {
-                for n in &names {
-                    let patch =
-                        serde_json::json!({"stringData": {"value": format!("writer-{round}")}});
-                    api.patch(
-                        n,
-                        &kube::api::PatchParams::default(),
-                        &kube::api::Patch::Merge(&patch),
-                    )
-                    .await
-                    .unwrap();
-                }
-            }
-        })
-    };
-    let out = reencrypt_command(&cp, &["--concurrency=4", "--qps=300", "-o", "json"])
-        .output()
+    let (cp, all) = plaintext_cluster(200).await;
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(cp.client().await, "big");
+    // One write at a time, 20 per second, in key order: about 10 s from s-00000 to s-00199.
+    let mut child = reencrypt_command(&cp, &["--concurrency=1", "--qps=20", "-o", "json"])
+        .spawn()
         .unwrap();
-    writer.await.unwrap();
-    let code = out.status.code();
-    let r = json(&String::from_utf8_lossy(&out.stdout));
-    assert!(
-        code == Some(0) || code == Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(r["total"]["given_up"], 0, "{r:#}");
-    // Every object ends with the writer's last value.
-    for n in &writer_names {
-        let s = api.get(n).await.unwrap();
-        let v = s.data.unwrap()["value"].0.clone();
-        assert_eq!(String::from_utf8(v).unwrap(), "writer-4", "{n}");
+    // The targeting scan is pinned and writes have begun.
+    wait_for(&mut child, "5 objects rewritten", async || {
+        on_key1(&cp, BIG).await >= 5
+    })
+    .await;
+    // The writer changes the last 20 objects, from the end, each while etcd shows atrest has not
+    // rewritten it yet: atrest's PATCH for it carries the scanned resourceVersion, so it must
+    // get 409, re-check etcd, and leave the writer's value alone.
+    let mut written = Vec::new();
+    for n in all.iter().rev().take(20) {
+        let (value, _) = cp.raw(&format!("{BIG}{n}")).await.unwrap();
+        if value.starts_with(b"k8s:enc:") {
+            break;
+        }
+        let patch = serde_json::json!({"stringData": {"value": format!("writer-{n}")}});
+        api.patch(
+            n,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+        written.push(n.clone());
     }
-    // And everything is on the write key (the writer's own writes re-encrypted too).
+    assert!(
+        written.len() >= 10,
+        "the writer got ahead of atrest on {} objects only",
+        written.len()
+    );
+    let out = child.wait_with_output().unwrap();
+    let (code, r) = code_and_json(&out);
+    assert_eq!(code, Some(0), "{r:#}");
+    let t = &r["total"];
+    assert!(t["conflicts"].as_u64().unwrap() >= 1, "{r:#}");
+    // Each written object: one 409, then found on the write key (the writer's own write was
+    // encrypted with key1), so atrest never wrote it.
+    assert_eq!(t["conflicts"].as_u64(), Some(written.len() as u64), "{r:#}");
+    assert_eq!(
+        t["already_current"].as_u64(),
+        Some(written.len() as u64),
+        "{r:#}"
+    );
+    assert_eq!(
+        t["rewritten"].as_u64().unwrap() + t["already_current"].as_u64().unwrap(),
+        t["targeted"].as_u64().unwrap(),
+        "{r:#}"
+    );
+    assert_eq!(t["given_up"], 0, "{r:#}");
+    assert_eq!(r["remaining"], 0, "{r:#}");
+    // Every update survived: the writer's value where it wrote, the original elsewhere.
+    for n in &all {
+        let s = api.get(n).await.unwrap();
+        let v = String::from_utf8(s.data.unwrap()["value"].0.clone()).unwrap();
+        let want = if written.contains(n) {
+            format!("writer-{n}")
+        } else {
+            "initial".to_string()
+        };
+        assert_eq!(v, want, "{n}");
+    }
+    // And everything is on the write key, each object written once (by atrest or the writer).
     assert!(all_start_with(
-        &stored(&cp, "/registry/secrets/big/").await,
+        &stored(&cp, BIG).await,
         "k8s:enc:aescbc:v1:key1"
     ));
+    assert_versions(&cp, BIG, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_apiserver_is_waited_for_or_resumed() {
+async fn a_killed_apiserver_is_waited_for() {
     let (mut cp, _) = plaintext_cluster(1000).await;
-    let child = reencrypt_command(
+    // Enough attempts (backoff up to ~13 s each) to outlast an apiserver restart.
+    let mut child = reencrypt_command(
         &cp,
         &[
             "--concurrency=4",
-            "--qps=200",
-            "--max-attempts=8",
+            "--qps=100",
+            "--max-attempts=30",
             "-o",
             "json",
         ],
     )
     .spawn()
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let pid = cp.apiserver_pid(0).unwrap();
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cp.restart_apiserver(0).await;
+    wait_for(&mut child, "100 objects rewritten", async || {
+        on_key1(&cp, BIG).await >= 100
+    })
+    .await;
+    cp.stop_apiserver(0); // SIGKILL, and reaped
+    let done = on_key1(&cp, BIG).await;
+    assert!(done < 1000, "killed mid-run ({done} of 1000 done)");
+    cp.start_apiserver(0).await;
     let out = child.wait_with_output().unwrap();
-    let code = out.status.code().unwrap();
-    if code != 0 {
-        // Objects given up while the apiserver was down are listed; a resume (a new pass) finishes.
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            code == 1 || code == 2,
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let again = reencrypt_command(&cp, &["-o", "json"]).output().unwrap();
-        assert_eq!(
-            again.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&again.stderr)
-        );
-    }
+    let (code, r) = code_and_json(&out);
+    assert_eq!(code, Some(0), "{r:#}");
+    let t = &r["total"];
+    assert_eq!(t["targeted"], 1000, "{r:#}");
+    assert_eq!(t["given_up"], 0, "{r:#}");
+    assert_eq!(r["remaining"], 0, "{r:#}");
+    // The outage was met and waited out: attempts failed and were retried.
+    assert!(
+        t["writes"].as_u64().unwrap() > 1000,
+        "no PATCH was retried: {r:#}"
+    );
+    // A PATCH applied just before the kill, whose answer was lost, is found current on retry.
+    assert_eq!(
+        t["rewritten"].as_u64().unwrap() + t["already_current"].as_u64().unwrap(),
+        1000,
+        "{r:#}"
+    );
     assert!(all_start_with(
-        &stored(&cp, "/registry/secrets/big/").await,
+        &stored(&cp, BIG).await,
         "k8s:enc:aescbc:v1:key1"
     ));
+    assert_versions(&cp, BIG, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_given_up_while_the_apiserver_is_down_exit_1_and_a_rerun_finishes() {
+    let (mut cp, _) = plaintext_cluster(600).await;
+    // One attempt per object: while the apiserver is down every object is given up at once.
+    let mut child = reencrypt_command(
+        &cp,
+        &[
+            "--concurrency=4",
+            "--qps=100",
+            "--max-attempts=1",
+            "-o",
+            "json",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&mut child, "100 objects rewritten", async || {
+        on_key1(&cp, BIG).await >= 100
+    })
+    .await;
+    cp.stop_apiserver(0);
+    // The apiserver stays down until atrest has finished its pass.
+    let out = child.wait_with_output().unwrap();
+    let (code, r) = code_and_json(&out);
+    assert_eq!(code, Some(1), "{r:#}");
+    let t = &r["total"];
+    let given_up = t["given_up"].as_u64().unwrap();
+    let remaining = r["remaining"].as_u64().unwrap();
+    assert!(given_up >= 1, "{r:#}");
+    assert_eq!(
+        t["rewritten"].as_u64().unwrap() + t["already_current"].as_u64().unwrap() + given_up,
+        600,
+        "{r:#}"
+    );
+    // etcd, read again at the end, shows what is left (a PATCH applied as the apiserver died is
+    // given up yet stored on key1, so remaining can be lower).
+    assert!(remaining >= 1 && remaining <= given_up, "{r:#}");
+    assert_eq!(remaining as usize, 600 - on_key1(&cp, BIG).await, "{r:#}");
+    let listed = r["given_up"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, given_up, "{r:#}");
+    assert!(
+        listed
+            .iter()
+            .all(|g| g.as_str().unwrap().starts_with("secrets big/s-")),
+        "{r:#}"
+    );
+
+    // With the apiserver back, a new pass targets exactly what was left, and finishes.
+    cp.start_apiserver(0).await;
+    let out = reencrypt_command(&cp, &["-o", "json"]).output().unwrap();
+    let (code, again) = code_and_json(&out);
+    assert_eq!(code, Some(0), "{again:#}");
+    assert_eq!(
+        again["total"]["targeted"].as_u64(),
+        Some(remaining),
+        "{again:#}"
+    );
+    assert_eq!(again["remaining"], 0);
+    assert!(all_start_with(
+        &stored(&cp, BIG).await,
+        "k8s:enc:aescbc:v1:key1"
+    ));
+    assert_versions(&cp, BIG, 2).await;
 }

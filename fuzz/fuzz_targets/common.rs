@@ -1,10 +1,11 @@
-//! Shared between the `classify` fuzz target and `examples/gen_corpus.rs`.
+//! Shared between the `classify` fuzz target, `examples/gen_corpus.rs` and
+//! `tests/fuzz_regressions.rs` (which replays `fuzz/regressions/classify/` through [`classify_all`]).
 #![allow(dead_code)]
 
 use std::path::Path;
 
 use atrest::codec::kms::EncryptedObject;
-use atrest::codec::{KmsUnwrap, ProviderTable};
+use atrest::codec::{self, KmsUnwrap, ProviderTable, kms};
 use zeroize::Zeroizing;
 
 /// secrets -> [aescbc k1 (32 B), aesgcm "k:2" (16 B), secretbox k3 (32 B), kms v2 kms2, identity].
@@ -56,10 +57,18 @@ pub fn table() -> ProviderTable {
 pub struct PassThroughKms;
 
 impl KmsUnwrap for PassThroughKms {
-    fn unwrap_v2(&self, _provider: &str, obj: &EncryptedObject) -> Result<Zeroizing<Vec<u8>>, String> {
+    fn unwrap_v2(
+        &self,
+        _provider: &str,
+        obj: &EncryptedObject,
+    ) -> Result<Zeroizing<Vec<u8>>, String> {
         Ok(Zeroizing::new(obj.encrypted_dek_source.clone()))
     }
-    fn unwrap_v1(&self, _provider: &str, encrypted_dek: &[u8]) -> Option<Result<Zeroizing<Vec<u8>>, String>> {
+    fn unwrap_v1(
+        &self,
+        _provider: &str,
+        encrypted_dek: &[u8],
+    ) -> Option<Result<Zeroizing<Vec<u8>>, String>> {
         Some(Ok(Zeroizing::new(encrypted_dek.to_vec())))
     }
 }
@@ -78,4 +87,41 @@ pub fn join(etcd_key: &[u8], value: &[u8]) -> Vec<u8> {
     out.extend_from_slice(etcd_key);
     out.extend_from_slice(value);
     out
+}
+
+/// One `classify` fuzz input: everything the target runs on it. The property is that nothing
+/// panics.
+pub fn classify_all(table: &ProviderTable, data: &[u8]) {
+    let (etcd_key, value) = split(data);
+
+    // As the scanner calls it: no KMS plugin.
+    let opts = codec::Options {
+        verify: true,
+        want_info: true,
+        ..Default::default()
+    };
+    let c = table.classify(etcd_key, value, &opts);
+    std::hint::black_box(&c);
+
+    // With a pass-through "plugin", so that KMS v2 values are opened too.
+    let plugin = PassThroughKms;
+    let opts = codec::Options {
+        verify: true,
+        want_info: true,
+        kms: Some(&plugin),
+        ..Default::default()
+    };
+    let c = table.classify(etcd_key, value, &opts);
+    std::hint::black_box(&c);
+
+    // The raw parsers on the whole input and on the value part.
+    for bytes in [data, value] {
+        if let Ok(obj) = kms::parse_v2(bytes) {
+            let _ = kms::open_v2(&obj, &obj.encrypted_dek_source, etcd_key);
+        }
+        if let Ok(env) = kms::parse_v1(bytes) {
+            let _ = kms::open_v1(env.encrypted_dek, etcd_key, env.data);
+        }
+        std::hint::black_box(codec::object_info(bytes));
+    }
 }

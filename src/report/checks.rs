@@ -395,7 +395,7 @@ mod tests {
     use super::*;
     use crate::config::{FileInfo, LoadedConfig, parse_str};
     use crate::etcd::scan::{ObjectRef, ResourceReport, ScanReport};
-    use crate::model::{Sample, VerdictCounts};
+    use crate::model::VerdictCounts;
     use crate::report::{ApiserverSurvey, ApiserverView, EtcdInfo, KeyAge, Policy, build};
 
     const KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
@@ -449,7 +449,7 @@ mod tests {
                 if *v != Verdict::OnWriteKey {
                     r.samples
                         .entry(*v)
-                        .or_insert_with(Sample::default)
+                        .or_default()
                         .push(1000, || ObjectRef {
                             name: format!("ns/{v}-{i}"),
                             key: format!("/registry/secrets/ns/{v}-{i}"),
