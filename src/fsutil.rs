@@ -6,10 +6,13 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// A file atrest could not write (a config, a backup, a checkpoint); nothing was replaced.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {path}: {source}")]
 pub struct WriteError {
+    /// The file, or the folder it goes in.
     pub path: PathBuf,
+    /// Why the write failed.
     pub source: std::io::Error,
 }
 

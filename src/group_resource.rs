@@ -4,11 +4,16 @@ use std::fmt;
 /// `GroupResource.String()` do, so names in findings match what admins write in the config.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct GroupResource {
+    /// The API group; empty for the core group (`secrets`, `configmaps`). `*` in a config rule
+    /// means every group.
     pub group: String,
+    /// The resource's plural name (`secrets`, `deployments`); `*` in a config rule means every
+    /// resource of the group.
     pub resource: String,
 }
 
 impl GroupResource {
+    /// Builds one from its parts, unchecked.
     pub fn new(group: impl Into<String>, resource: impl Into<String>) -> Self {
         Self {
             group: group.into(),
@@ -25,10 +30,12 @@ impl GroupResource {
         }
     }
 
+    /// Core `secrets`, which atrest always covers whether or not the config names them.
     pub fn secrets() -> Self {
         Self::new("", "secrets")
     }
 
+    /// Whether this is a wildcard rule (`*.`, `*.apps`, `*.*`) rather than one resource.
     pub fn is_wildcard(&self) -> bool {
         self.resource == "*"
     }

@@ -37,12 +37,17 @@ pub fn decode_secret(secret: &str) -> Option<Zeroizing<Vec<u8>>> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyProvider {
+    /// `aescbc`: AES-CBC without integrity; upstream no longer recommends it (padding oracle).
     Aescbc,
+    /// `aesgcm`: AES-GCM with random nonces, so each key needs rotating before about 200,000
+    /// writes (lint AR003); the full etcd key is its associated data.
     Aesgcm,
+    /// `secretbox`: NaCl secretbox (XSalsa20-Poly1305), 32-byte keys only.
     Secretbox,
 }
 
 impl KeyProvider {
+    /// The provider's name as written in the config (`aescbc`).
     pub fn name(self) -> &'static str {
         match self {
             KeyProvider::Aescbc => "aescbc",
@@ -68,6 +73,8 @@ impl KeyProvider {
         }
     }
 
+    /// The provider of a config key like `aescbc`; `None` for anything else (identity and KMS hold
+    /// no local keys).
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "aescbc" => Some(KeyProvider::Aescbc),
@@ -87,16 +94,23 @@ impl fmt::Display for KeyProvider {
 /// Length of newly generated keys: 32 bytes (AES-256, and the only secretbox size).
 pub const NEW_KEY_LEN: usize = 32;
 
+/// Why a key could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The OS random generator failed, so no key was generated.
     #[error("the operating system's random generator failed: {0}")]
     Random(String),
+    /// The decoded secret has a length this provider does not accept; the apiserver would refuse it
+    /// too.
     #[error(
         "key {name:?}: secret is not of the expected length, got {got}, expected one of {expected:?}"
     )]
     Length {
+        /// The key's name in the config.
         name: String,
+        /// The decoded length in bytes.
         got: usize,
+        /// The lengths this provider accepts.
         expected: &'static [usize],
     },
 }
@@ -140,10 +154,12 @@ impl Key {
         Self::new(name, provider, material)
     }
 
+    /// The key's name in the config; also part of the prefix of every value it encrypts.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The provider this key belongs to.
     pub fn provider(&self) -> KeyProvider {
         self.provider
     }
@@ -243,17 +259,30 @@ pub mod archive {
     use super::{Key, KeyProvider};
     use crate::fsutil;
 
+    /// Why the key archive could not be read or written.
     #[derive(Debug, thiserror::Error)]
     pub enum ArchiveError {
+        /// The archive file is missing, unreadable or not a key archive.
         #[error("cannot read key archive {path}: {message}")]
-        Read { path: String, message: String },
-        #[error("key archive {path}: entry {index} ({name}): {message}")]
-        Entry {
+        Read {
+            /// The archive file.
             path: String,
-            index: usize,
-            name: String,
+            /// What went wrong.
             message: String,
         },
+        /// One entry is malformed or its secret does not make a valid key.
+        #[error("key archive {path}: entry {index} ({name}): {message}")]
+        Entry {
+            /// The archive file.
+            path: String,
+            /// The entry's position in `keys`, from 0.
+            index: usize,
+            /// The entry's key name.
+            name: String,
+            /// What is wrong with it.
+            message: String,
+        },
+        /// The archive could not be written.
         #[error(transparent)]
         Write(#[from] fsutil::WriteError),
     }
@@ -261,9 +290,13 @@ pub mod archive {
     /// What the archive file says about one key (the secret stays inside the file).
     #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
     pub struct ArchivedKey {
+        /// The provider the key belonged to.
         pub provider: KeyProvider,
+        /// The key's name, as it appeared in the config and in stored values' prefixes.
         pub name: String,
+        /// Fingerprint of the key bytes, to match against earlier reports.
         pub fingerprint: String,
+        /// When it was archived (RFC 3339).
         pub retired: String,
     }
 

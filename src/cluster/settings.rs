@@ -12,12 +12,17 @@ pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
 /// kube-apiserver's default `--etcd-prefix`.
 pub const DEFAULT_PREFIX: &str = "/registry";
 
+/// Where a setting's value came from, so `atrest status` can show why it used a path or endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", content = "detail", rename_all = "lowercase")]
 pub enum Source {
+    /// A command-line flag, by its name (`--endpoints`).
     Flag(String),
+    /// An environment variable, by its name (`ETCDCTL_ENDPOINTS`).
     Env(String),
+    /// A flag of the kube-apiserver found in this static-pod manifest.
     Manifest(PathBuf),
+    /// Nothing was given; atrest's built-in default (the same as the apiserver's or etcdctl's).
     Default,
 }
 
@@ -32,52 +37,86 @@ impl fmt::Display for Source {
     }
 }
 
+/// One resolved setting and where it came from.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Setting<T> {
+    /// The value atrest will use.
     pub value: T,
+    /// Which of flag, environment, manifest or default supplied it.
     pub source: Source,
 }
 
 /// What the user gave on the command line (all optional).
 #[derive(Clone, Debug, Default)]
 pub struct Flags {
+    /// `--config`: the `EncryptionConfiguration` file to read.
     pub config: Option<PathBuf>,
+    /// `--apiserver-manifest`: the kube-apiserver static-pod manifest to take defaults from.
     pub apiserver_manifest: Option<PathBuf>,
+    /// `--endpoints`: comma-separated etcd endpoints.
     pub endpoints: Option<String>,
+    /// `--cacert`: CA bundle that signs the etcd server certificates.
     pub cacert: Option<PathBuf>,
+    /// `--cert`: client certificate for etcd.
     pub cert: Option<PathBuf>,
+    /// `--key`: private key of the etcd client certificate.
     pub key: Option<PathBuf>,
+    /// `--user`: etcd user, as `USER` or `USER:PASSWORD`.
     pub user: Option<String>,
+    /// `--etcd-prefix`: the apiserver's `--etcd-prefix`, if it is not `/registry`.
     pub etcd_prefix: Option<String>,
+    /// `--kubeconfig`: how to reach the apiserver for rewrites.
     pub kubeconfig: Option<PathBuf>,
 }
 
 pub use crate::etcd::Credentials;
 
+/// Every setting a command needs, resolved once, each remembering its source.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Settings {
+    /// The `EncryptionConfiguration` file; `None` when no flag, environment or manifest names one.
     pub config: Option<Setting<PathBuf>>,
+    /// The static-pod manifest that was read, if any.
     pub manifest: Option<PathBuf>,
+    /// The etcd endpoints to scan; etcdctl's default when nothing else says.
     pub endpoints: Setting<Vec<String>>,
+    /// CA bundle that signs the etcd server certificates.
     pub cacert: Option<Setting<PathBuf>>,
+    /// Client certificate presented to etcd.
     pub cert: Option<Setting<PathBuf>>,
+    /// Private key of the client certificate.
     pub key: Option<Setting<PathBuf>>,
+    /// etcd user and password; never serialised, so reports and `status --json` cannot leak it.
     #[serde(skip)]
     pub credentials: Option<Credentials>,
+    /// The etcd user name alone, for display.
     pub user: Option<Setting<String>>,
+    /// The key prefix the apiserver stores under (`--etcd-prefix`).
     pub etcd_prefix: Setting<String>,
+    /// The kubeconfig used to talk to the apiserver.
     pub kubeconfig: Option<Setting<PathBuf>>,
 }
 
+/// Why the settings could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    /// The manifest exists (or was named) but could not be read.
     #[error("cannot read the kube-apiserver manifest {path}: {source}")]
     ManifestRead {
+        /// The manifest path.
         path: PathBuf,
+        /// Why reading failed.
         source: std::io::Error,
     },
+    /// The file is not YAML of a Pod, or has no `kube-apiserver` container.
     #[error("{path}: not a kube-apiserver static-pod manifest: {message}")]
-    ManifestParse { path: PathBuf, message: String },
+    ManifestParse {
+        /// The manifest path.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// `--user` had no password and `ETCDCTL_PASSWORD` is unset.
     #[error("--user must be USER or USER:PASSWORD (password may also come from ETCDCTL_PASSWORD)")]
     BadUser,
 }
@@ -85,12 +124,20 @@ pub enum SettingsError {
 /// Flags read from a kube-apiserver static-pod manifest.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ManifestFlags {
+    /// `--encryption-provider-config`: where this apiserver reads its `EncryptionConfiguration`.
     pub encryption_provider_config: Option<String>,
+    /// `--etcd-servers`, comma-separated as the apiserver takes it.
     pub etcd_servers: Option<String>,
+    /// `--etcd-cafile`: CA bundle that signs the etcd server certificates.
     pub etcd_cafile: Option<String>,
+    /// `--etcd-certfile`: the apiserver's etcd client certificate.
     pub etcd_certfile: Option<String>,
+    /// `--etcd-keyfile`: the key of that client certificate.
     pub etcd_keyfile: Option<String>,
+    /// `--etcd-prefix`: where under etcd's key space the apiserver stores objects.
     pub etcd_prefix: Option<String>,
+    /// `--encryption-provider-config-automatic-reload`: whether the apiserver re-reads the config
+    /// file by itself (polled once a minute) instead of needing a restart.
     pub automatic_reload: Option<bool>,
 }
 

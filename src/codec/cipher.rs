@@ -10,7 +10,10 @@ use crate::keys::{Key, KeyProvider};
 /// `Rejected` means the bytes are well formed but this key does not open them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpenError {
+    /// The bytes cannot be a value of this provider (too short, bad length); the message is the
+    /// apiserver's wording.
     Malformed(&'static str),
+    /// Well formed, but this key does not open them (authentication or padding failed).
     Rejected(&'static str),
 }
 

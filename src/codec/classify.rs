@@ -23,6 +23,8 @@ pub const ENCRYPTED_PREFIX: &[u8] = b"k8s:enc:";
 /// Asks a KMS plugin to unwrap a DEK (or seed). Implemented by the KMS client; the codec only
 /// needs the answer.
 pub trait KmsUnwrap: Send + Sync {
+    /// Unwraps a KMS v2 DEK or seed through the provider's plugin; the error is the plugin's
+    /// message.
     fn unwrap_v2(
         &self,
         provider: &str,
@@ -37,6 +39,7 @@ pub trait KmsUnwrap: Send + Sync {
     ) -> Option<Result<Zeroizing<Vec<u8>>, String>>;
 }
 
+/// What a classification may do beyond reading prefixes: decrypt, decode metadata, ask KMS plugins.
 #[derive(Default)]
 pub struct Options<'a> {
     /// Decrypt every value; without it, values are classified by prefix, key name and shape.
@@ -49,9 +52,12 @@ pub struct Options<'a> {
     pub kms: Option<&'a dyn KmsUnwrap>,
 }
 
+/// What a KMS value says about itself, without asking the plugin.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct KmsDetail {
+    /// KMS v1 or v2, from the value's prefix.
     pub version: KmsVersion,
+    /// The KMS provider's `name` in the config, from the value's prefix.
     pub provider: String,
     /// KMS v2 only.
     pub key_id: Option<String>,
@@ -62,10 +68,13 @@ pub struct KmsDetail {
     pub encrypted_dek_source: Vec<u8>,
 }
 
+/// What one stored value is and what the apiserver would make of it. Never holds plaintext or key
+/// material.
 #[derive(Clone, Debug)]
 pub struct Classification<'t> {
     /// `identity`, `aescbc:key1`, `kms:v2:name`; for unknown keys what the value names.
     pub label: Cow<'t, KeyLabel>,
+    /// What the value is: plaintext, encrypted with a configured key, unknown key, corrupt.
     pub state: State,
     /// Read by the resource's first provider and first key: what new writes use.
     pub write_key: bool,
@@ -75,8 +84,11 @@ pub struct Classification<'t> {
     pub verified: bool,
     /// The apiserver can read it with this config.
     pub apiserver_readable: bool,
+    /// How the object inside is serialized, when its plaintext was seen.
     pub payload: Option<PayloadKind>,
+    /// For KMS values: the provider, and for v2 the key ID and DEK source type.
     pub kms: Option<KmsDetail>,
+    /// Name, namespace, uid and creation time, when asked for and the plaintext was seen.
     pub info: Option<ObjectInfo>,
     /// Why it did not open; never contains key material.
     pub detail: Option<String>,
@@ -126,6 +138,7 @@ pub struct ProviderTable {
 }
 
 impl ProviderTable {
+    /// The read path of one resource, as the apiserver builds it from the resolved config.
     pub fn new(resolved: &Resolved) -> Self {
         Self::with_archive(resolved, &[])
     }

@@ -10,15 +10,21 @@ pub const PROTOBUF_MAGIC: &[u8] = b"k8s\x00";
 /// CBOR self-describe tag, used for custom resources under the CBOR feature gate.
 pub const CBOR_MAGIC: &[u8] = &[0xd9, 0xd9, 0xf7];
 
+/// How a plaintext object is serialized, from its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadKind {
+    /// The apiserver's protobuf envelope (`k8s\x00`): built-in resources by default.
     Protobuf,
+    /// JSON: custom resources, and objects written before protobuf storage.
     Json,
+    /// CBOR: custom resources when the CBOR storage feature gate is on.
     Cbor,
+    /// None of those: not an object as an apiserver writes it.
     Unknown,
 }
 
+/// Tells the serialization from the first bytes only; it does not parse the object.
 pub fn payload_kind(plaintext: &[u8]) -> PayloadKind {
     if plaintext.starts_with(PROTOBUF_MAGIC) {
         PayloadKind::Protobuf
@@ -34,10 +40,16 @@ pub fn payload_kind(plaintext: &[u8]) -> PayloadKind {
 /// An object's identity, without any of its data.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ObjectInfo {
+    /// `apiVersion`, as stored (`v1`).
     pub api_version: Option<String>,
+    /// `kind`, as stored (`Secret`).
     pub kind: Option<String>,
+    /// `metadata.name`.
     pub name: Option<String>,
+    /// `metadata.namespace`; `None` for cluster-scoped objects.
     pub namespace: Option<String>,
+    /// `metadata.uid`: a rewrite sends it as a precondition, so a recreated object is never
+    /// rewritten by mistake.
     pub uid: Option<String>,
     /// RFC 3339, seconds precision, as Kubernetes stores it.
     pub creation_timestamp: Option<String>,

@@ -7,6 +7,7 @@ use super::{EncryptionConfig, KmsVersion, Provider};
 use crate::GroupResource;
 use crate::keys::KeyProvider;
 
+/// How much a finding matters; `--fail-on` picks the lowest that fails the command.
 #[derive(
     Clone,
     Copy,
@@ -21,8 +22,12 @@ use crate::keys::KeyProvider;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Worth knowing, nothing to fix now (e.g. aesgcm keys need regular rotation).
     Info,
+    /// Works, but weaker or riskier than it should be.
     Warning,
+    /// Secrets are not protected as intended (e.g. stored as plaintext, or the file readable by
+    /// others).
     Error,
 }
 
@@ -36,13 +41,16 @@ impl fmt::Display for Severity {
     }
 }
 
+/// One lint finding about a config the apiserver accepts.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
     /// Stable id, `AR` + number.
     pub id: &'static str,
+    /// How much it matters.
     pub severity: Severity,
     /// Where in the file, when it is about one place.
     pub field: Option<String>,
+    /// What is wrong and what to do, in a sentence.
     pub message: String,
 }
 

@@ -36,34 +36,48 @@ pub enum Schema {
 /// A validated configuration: what the apiserver would load.
 #[derive(Clone, Debug)]
 pub struct EncryptionConfig {
+    /// Which `apiVersion`/`kind` the file declared.
     pub schema: Schema,
+    /// The `resources[]` rules in file order. A resource uses its exact rule, else `*.<group>`,
+    /// else `*.*`, else identity (see [`EncryptionConfig::resolve`]).
     pub rules: Vec<ResourceRule>,
 }
 
 /// One `resources[]` entry.
 #[derive(Clone, Debug)]
 pub struct ResourceRule {
+    /// The group resources the rule covers, as written (`secrets`, `*.apps`, `*.*`).
     pub resources: Vec<String>,
+    /// Providers in order: the first writes, all of them are tried when reading.
     pub providers: Vec<Provider>,
 }
 
+/// One entry of a rule's `providers` list.
 #[derive(Clone, Debug)]
 pub enum Provider {
+    /// `identity`: stores plaintext, and reads any value that is not encrypted.
     Identity,
     /// aescbc, aesgcm or secretbox with its keys in config order (the first one writes).
     Keys {
+        /// Which of the three local-key providers.
         provider: KeyProvider,
+        /// The keys in config order; the first is the write key.
         keys: Vec<Arc<Key>>,
     },
+    /// `kms`: keys live in an external KMS, reached through a plugin on a unix socket.
     Kms(KmsProvider),
 }
 
 pub use crate::model::KmsVersion;
 
+/// A `kms` provider entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KmsProvider {
+    /// `apiVersion` of the provider: v1 (deprecated) or v2.
     pub version: KmsVersion,
+    /// The provider's `name`; part of the prefix of every value it encrypts.
     pub name: String,
+    /// The plugin's gRPC socket, `unix:///path`.
     pub endpoint: String,
     /// As written (v1 only); `None` means the default of 1000.
     pub cachesize: Option<i32>,
@@ -77,6 +91,7 @@ impl KmsProvider {
         format!("k8s:enc:kms:{}:{}:", self.version_str(), self.name)
     }
 
+    /// `v1` or `v2`, as in the stored prefix.
     pub fn version_str(&self) -> &'static str {
         self.version.as_str()
     }
@@ -140,23 +155,37 @@ pub fn kms_label(version: KmsVersion, name: &str) -> String {
 /// Why a config file could not be used. Never carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read encryption provider configuration {path}: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// Why reading failed.
         source: std::io::Error,
     },
     #[error("encryption provider configuration file {path:?} is empty")]
-    Empty { path: PathBuf },
+    /// The file is empty; the apiserver refuses to start with an empty config.
+    Empty {
+        /// The config file.
+        path: PathBuf,
+    },
+    /// Not UTF-8 YAML or JSON of an `EncryptionConfiguration` (decoded strictly, as the apiserver
+    /// does).
     #[error("{path}: {message}")]
     Decode {
+        /// The config file.
         path: PathBuf,
         /// The field path the decoder stopped at, when known.
         field: Option<String>,
+        /// What the decoder said.
         message: String,
     },
+    /// Decoded, but fails the apiserver's validation; the apiserver would refuse to start with it.
     #[error("{path}: invalid EncryptionConfiguration:\n{}", format_field_errors(.errors))]
     Invalid {
+        /// The config file.
         path: PathBuf,
+        /// Every validation error, as the apiserver words them.
         errors: Vec<FieldError>,
     },
 }
@@ -172,19 +201,27 @@ fn format_field_errors(errors: &[FieldError]) -> String {
 /// A config file as loaded from disk, with what atrest needs to know about the file itself.
 #[derive(Clone, Debug)]
 pub struct LoadedConfig {
+    /// Where the file was read from.
     pub path: PathBuf,
     /// `sha256:<hex>` of the exact file bytes: what the apiserver reports in
     /// `apiserver_encryption_config_controller_last_config_info{hash=…}`.
     pub hash: String,
+    /// The config as the apiserver would load it.
     pub config: EncryptionConfig,
+    /// Mode, owner and size of the file, for the lint that others cannot read it (AR006).
     pub file: FileInfo,
 }
 
+/// Mode, owner and size of the config file: it holds key material, so others must not read it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct FileInfo {
+    /// Permission bits (`0o600`).
     pub mode: u32,
+    /// Owning user ID.
     pub uid: u32,
+    /// Owning group ID.
     pub gid: u32,
+    /// Size in bytes.
     pub size: u64,
 }
 

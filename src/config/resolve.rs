@@ -10,6 +10,7 @@ use crate::model::KeyLabel;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MatchedBy {
+    /// The rule names the group resource itself (`secrets`).
     Exact,
     /// `*.<group>` (or `*.` for the core group).
     Group,
@@ -22,18 +23,22 @@ pub enum MatchedBy {
 /// One provider in a resolved list, with where it came from in the file.
 #[derive(Clone, Debug)]
 pub struct ProviderEntry {
+    /// The provider as configured.
     pub provider: Provider,
     /// `resources[rule].providers[index]`.
     pub rule: usize,
+    /// Position of the provider within that rule's `providers`.
     pub index: usize,
 }
 
 /// The ordered provider list for one group resource, as the apiserver walks it.
 #[derive(Clone, Debug)]
 pub struct Resolved {
+    /// The group resource this list is for.
     pub resource: GroupResource,
     /// The config name that matched (`secrets`, `*.apps`, `*.*`), if any.
     pub rule_name: Option<String>,
+    /// Which kind of rule matched: exact, group wildcard, `*.*`, or none.
     pub matched_by: MatchedBy,
     /// Empty for [`MatchedBy::Default`], where identity applies.
     pub entries: Vec<ProviderEntry>,
@@ -61,6 +66,7 @@ impl Resolved {
         )
     }
 
+    /// The providers in the order the apiserver tries them; the first writes.
     pub fn providers(&self) -> impl Iterator<Item = &Provider> {
         self.entries.iter().map(|e| &e.provider)
     }

@@ -14,7 +14,9 @@ use crate::keys::{Key, KeyProvider, decode_secret};
 /// One validation failure, at a field path like `resources[0].providers[1].aescbc.keys[0].secret`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FieldError {
+    /// The field path, as the apiserver prints it.
     pub field: String,
+    /// The apiserver's message for it.
     pub message: String,
 }
 

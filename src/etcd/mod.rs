@@ -10,34 +10,62 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
+/// Why etcd could not be read. atrest only reads etcd, so none of these changed anything.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
+    /// A TLS file given by flag, environment or manifest could not be read.
     #[error("cannot read {what} {path}: {source}")]
     File {
+        /// Which file it is (`CA certificate (--cacert)`).
         what: &'static str,
+        /// Its path.
         path: PathBuf,
+        /// Why reading failed.
         source: std::io::Error,
     },
+    /// Only one of `--cert` and `--key` was given; client certificate authentication needs both.
     #[error("--cert and --key must be given together (client certificate authentication)")]
     HalfIdentity,
+    /// No endpoint answered, or TLS or authentication failed; nothing was read yet.
     #[error(
         "cannot connect to etcd at {endpoints}: {message}\n  hint: check --endpoints (or ETCDCTL_ENDPOINTS), and for TLS --cacert/--cert/--key; on a control-plane node atrest reads them from the kube-apiserver manifest"
     )]
-    Connect { endpoints: String, message: String },
+    Connect {
+        /// The endpoint URLs tried, comma-separated.
+        endpoints: String,
+        /// What failed, with a hint for TLS and authentication errors.
+        message: String,
+    },
+    /// etcd refused a read, for example for lack of permission.
     #[error("etcd refused the request: {message}{hint}")]
-    Request { message: String, hint: &'static str },
+    Request {
+        /// etcd's own message.
+        message: String,
+        /// What to check, such as the etcd user's read permission on the prefix; may be empty.
+        hint: &'static str,
+    },
+    /// etcd compacted away the revision the scan is pinned to, so the scan cannot finish
+    /// consistently; a new scan pins a newer revision.
     #[error(
         "etcd revision {revision} was compacted during the scan; run the scan again (it pins a new revision)"
     )]
-    Compacted { revision: i64 },
+    Compacted {
+        /// The revision the scan was pinned at.
+        revision: i64,
+    },
+    /// A KMS plugin failed while values were being classified.
     #[error(transparent)]
     Kms(#[from] crate::kms::KmsError),
+    /// etcd stayed unreachable for longer than the scan's patience; the scan stopped part way.
     #[error(
         "etcd did not answer for {waited:?} (last error: {message}); the scan stopped at {resource}"
     )]
     Unavailable {
+        /// How long atrest retried.
         waited: Duration,
+        /// The last error etcd gave.
         message: String,
+        /// The resource being read when it gave up.
         resource: String,
     },
 }
@@ -45,7 +73,9 @@ pub enum EtcdError {
 /// The etcd password is a secret: held apart, never printed.
 #[derive(Clone, Default)]
 pub struct Credentials {
+    /// The etcd user (`--user`, `ETCDCTL_USER`).
     pub user: String,
+    /// The password; zeroed when dropped and shown as `REDACTED` by `Debug`.
     pub password: zeroize::Zeroizing<String>,
 }
 
@@ -62,11 +92,17 @@ impl fmt::Debug for Credentials {
 /// How to reach etcd, from resolved settings.
 #[derive(Clone, Debug)]
 pub struct EtcdTarget {
+    /// Endpoints as etcdctl takes them: `host:port` or a URL.
     pub endpoints: Vec<String>,
+    /// CA bundle that signs the etcd server certificates; given, it turns on TLS.
     pub cacert: Option<PathBuf>,
+    /// Client certificate (with `key`), as the apiserver's `--etcd-certfile`.
     pub cert: Option<PathBuf>,
+    /// Key of the client certificate, as the apiserver's `--etcd-keyfile`.
     pub key: Option<PathBuf>,
+    /// etcd user and password, when etcd uses password authentication.
     pub credentials: Option<Credentials>,
+    /// The apiserver's `--etcd-prefix`: every resource's keys start with it.
     pub prefix: String,
 }
 
@@ -92,6 +128,7 @@ impl EtcdTarget {
             .collect()
     }
 
+    /// The endpoint URLs as atrest will dial them, for messages and reports.
     pub fn describe(&self) -> String {
         self.urls().join(",")
     }

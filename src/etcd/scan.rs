@@ -27,15 +27,21 @@ const FIRST_PAGE_KEYS: i64 = 500;
 /// wildcard, where each key is mapped back to its group resource.
 #[derive(Clone, Debug)]
 pub struct PlannedRange {
+    /// First etcd key of the range (inclusive).
     pub start: Vec<u8>,
+    /// End of the range (exclusive): the first key past the prefix.
     pub end: Vec<u8>,
+    /// The group resource every key of the range belongs to; `None` for the whole-prefix range.
     pub resource: Option<GroupResource>,
 }
 
+/// Which etcd key ranges a scan reads, decided from the config before reading anything.
 #[derive(Clone, Debug)]
 pub struct ScanPlan {
+    /// Ranges in the order they are read; one per resource, or the whole prefix under a wildcard.
     pub ranges: Vec<PlannedRange>,
-    /// Under a wildcard range: only these group resources are reported (covered ones).
+    /// The config has a wildcard rule, so the whole prefix is one range; of what it holds, only
+    /// resources a rule covers (and `secrets`) are reported.
     pub wildcard: bool,
 }
 
@@ -75,13 +81,18 @@ pub fn plan(config: &EncryptionConfig, etcd_prefix: &str, only: &[GroupResource]
 
 /// A classified stored object, handed to a [`Visitor`].
 pub struct Item<'a> {
+    /// The group resource the object belongs to.
     pub resource: &'a GroupResource,
     /// The full etcd key.
     pub key: &'a str,
     /// `namespace/name`, or `name` for cluster-scoped objects.
     pub object: &'a str,
+    /// The revision of the object's last write: its `resourceVersion`, the precondition a rewrite
+    /// sends.
     pub mod_revision: i64,
+    /// Size of the stored value in bytes, as etcd holds it (after encryption).
     pub value_len: usize,
+    /// How the value is stored (key label, state) and so its verdict.
     pub class: &'a Classification<'a>,
     /// The resource's write provider encrypts.
     pub encrypts: bool,
@@ -97,9 +108,11 @@ impl Item<'_> {
     }
 }
 
+/// Receives every classified value of a scan, in key order, one page at a time.
 pub trait Visitor {
     /// Called once per resource the first time it is met, before its items.
     fn resource(&mut self, _resolved: &Resolved) {}
+    /// Called for each value of a reported resource, in key order.
     fn visit(&mut self, item: &Item<'_>);
 }
 
@@ -109,8 +122,10 @@ struct ResourceCtx {
     table: ProviderTable,
 }
 
+/// How a scan reads and classifies.
 #[derive(Default)]
 pub struct ScanOptions<'a> {
+    /// How values are classified: whether to decrypt, which KMS plugins and archived keys to use.
     pub classify: ClassifyConfig<'a>,
     /// How long etcd may stay unreachable mid-scan before giving up.
     pub patience: Duration,
@@ -120,8 +135,11 @@ pub struct ScanOptions<'a> {
     pub page_keys: Option<i64>,
 }
 
+/// How values are classified: the codec options plus where keys beyond the config come from.
 #[derive(Default)]
 pub struct ClassifyConfig<'a> {
+    /// Whether to decrypt (`verify`), decode metadata, and the KMS key IDs the stale rule compares
+    /// with.
     pub options: Options<'a>,
     /// Retired keys tried last (`--key-archive`).
     pub archive: Vec<Arc<Key>>,
@@ -153,7 +171,9 @@ impl<'a> ClassifyConfig<'a> {
 
 /// Progress of a running scan, for a progress bar.
 pub trait Progress {
+    /// Called once before the first page with the number of keys to read.
     fn total(&mut self, _n: u64) {}
+    /// Called after each page with the number of keys it held.
     fn advance(&mut self, _n: u64) {}
 }
 
@@ -189,8 +209,11 @@ pub async fn run(
 /// One page classified: which range it came from and the last key in it (a resume cursor).
 #[derive(Clone, Debug)]
 pub struct PageDone {
+    /// Index into [`ScanPlan::ranges`] of the range the page came from.
     pub range: usize,
+    /// The last etcd key of the page: everything up to it in that range is read.
     pub last_key: Vec<u8>,
+    /// Keys in the page.
     pub count: u64,
 }
 

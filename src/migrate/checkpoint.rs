@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 
 use crate::fsutil;
 
+/// The checkpoint format this atrest writes and reads; another version is refused rather than
+/// misread.
 pub const CHECKPOINT_VERSION: u32 = 1;
 
+/// What happened to the targeted objects, per resource or in total. The same numbers appear in
+/// `atrest reencrypt` output and the checkpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Objects the scan found not on their write key.
@@ -30,6 +34,7 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds another set of counters to this one (to total the resources).
     pub fn add(&mut self, o: &Counters) {
         self.targeted += o.targeted;
         self.writes += o.writes;
@@ -42,11 +47,15 @@ impl Counters {
     }
 }
 
+/// The saved progress of a re-encryption run, as JSON. Written atomically, so a crash leaves the
+/// previous save, never half a file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Checkpoint {
+    /// Always [`CHECKPOINT_VERSION`].
     pub version: u32,
     /// The config file this run re-encrypts for, and its `sha256:` hash.
     pub config_path: PathBuf,
+    /// `sha256:` of the config file's bytes; a resume under another config is refused.
     pub config_hash: String,
     /// Resource → its write key label when the run started (`aescbc:key2`).
     pub write_keys: BTreeMap<String, String>,
@@ -56,34 +65,55 @@ pub struct Checkpoint {
     pub counters: BTreeMap<String, Counters>,
     /// Objects given up on (namespace/name and why), capped.
     pub given_up: Vec<String>,
+    /// When the first run of this checkpoint started (RFC 3339).
     pub started: String,
+    /// When it was last saved (RFC 3339).
     pub updated: String,
+    /// The last run read every range to the end, not interrupted or stopped by an error.
     pub finished: bool,
 }
 
+/// Why a checkpoint could not be used or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
+    /// The checkpoint file could not be read (with `--resume`, it must exist).
     #[error("cannot read checkpoint {path}: {source}")]
     Read {
+        /// The checkpoint path.
         path: PathBuf,
+        /// Why reading failed.
         source: std::io::Error,
     },
+    /// Not JSON of an atrest checkpoint, or of another checkpoint version.
     #[error("checkpoint {path} is not an atrest checkpoint: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The checkpoint path.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The config changed since the checkpoint was made, so its cursors may skip objects that now
+    /// need the new write key.
     #[error(
         "checkpoint {path} was made for config {old_hash}, but {config} is now {new_hash}: the write keys may have changed, so its progress no longer applies.\n  Start a new pass instead (already re-encrypted objects are skipped: only what etcd shows is not on the write key is rewritten)."
     )]
     ConfigChanged {
+        /// The checkpoint path.
         path: PathBuf,
+        /// The config file read now.
         config: PathBuf,
+        /// The config hash stored in the checkpoint.
         old_hash: String,
+        /// The hash of the config file now.
         new_hash: String,
     },
+    /// The checkpoint could not be written.
     #[error(transparent)]
     Write(#[from] fsutil::WriteError),
 }
 
 impl Checkpoint {
+    /// Reads a checkpoint to resume from; refuses another format version.
     pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Read {
             path: path.to_path_buf(),
@@ -123,6 +153,7 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Saves atomically, creating the directory if needed; a new file gets mode 0600.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| fsutil::WriteError {
@@ -138,6 +169,7 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// The counters of all resources added up.
     pub fn total(&self) -> Counters {
         let mut t = Counters::default();
         for c in self.counters.values() {

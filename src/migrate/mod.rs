@@ -26,55 +26,88 @@ use crate::etcd::scan::{self, ClassifyConfig, Item, Progress, Scan, ScanOptions,
 use crate::kube::rewrite::{self, Outcome};
 use crate::kube::{self as k8s, Api, ApiPath, KubeError};
 
+/// Why a re-encryption run stopped. Progress up to the failure is in the checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    /// Reading etcd failed (after retrying transient errors for the run's patience).
     #[error(transparent)]
     Etcd(#[from] EtcdError),
+    /// Talking to the apiserver failed.
     #[error(transparent)]
     Kube(#[from] KubeError),
+    /// The checkpoint could not be read, does not match the config, or could not be saved.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The check before the first write refused, for example because an apiserver has not loaded
+    /// the config.
     #[error("{0}")]
     Preflight(String),
+    /// The apiserver's RBAC does not let atrest PATCH this resource; the message names the rule to
+    /// grant.
     #[error(
         "the apiserver refused to PATCH {resource} {object}: {message}\n  atrest needs this RBAC rule: apiGroups: [\"{group}\"], resources: [\"{plural}\"], verbs: [\"patch\"]\n  Progress is saved in {checkpoint}; grant the rule and run again."
     )]
     Forbidden {
+        /// The resource, as the config names it (`secrets`, `deployments.apps`).
         resource: String,
+        /// The object refused, `namespace/name`.
         object: String,
+        /// The API group the RBAC rule must name (empty for the core group).
         group: String,
+        /// The resource (plural, as in the URL) the RBAC rule must name.
         plural: String,
+        /// The apiserver's own message.
         message: String,
+        /// Where progress was saved, so the next run resumes there.
         checkpoint: PathBuf,
     },
+    /// An apiserver wrote the object with a key other than the write key: it is still on an older
+    /// config. Carrying on would only rewrite objects to the old key.
     #[error(
         "the apiserver at {url} wrote {resource} {object} but etcd still shows it under {stored_as}, not the write key {write_key}: that apiserver has not loaded this config (it reports config hash {reported}; the file {config} is {file_hash}).\n  Wait until every apiserver reports the file's hash (automatic reload polls once a minute; without it, restart them), then run again."
     )]
     NotLoaded {
+        /// The apiserver that handled the write.
         url: String,
+        /// The resource, as the config names it (`secrets`, `deployments.apps`).
         resource: String,
+        /// The object, `namespace/name`.
         object: String,
+        /// The key label etcd shows after the write.
         stored_as: String,
+        /// The key label the config says new writes use.
         write_key: String,
+        /// The config hash that apiserver reports loading (from its metrics).
         reported: String,
+        /// The config file atrest read.
         config: PathBuf,
+        /// The `sha256:` hash of that file, which every apiserver should report.
         file_hash: String,
     },
 }
 
+/// How a re-encryption run behaves: scope, pace, retries and where progress is kept.
 #[derive(Clone, Debug)]
 pub struct ReencryptOptions {
     /// Only these resources (empty: every resource the config names, and secrets).
     pub resources: Vec<GroupResource>,
+    /// Rewrites in flight at once.
     pub concurrency: usize,
     /// Client-side requests per second; 0 for no client-side limit.
     pub qps: f64,
     /// PATCH attempts per object before giving up on it.
     pub max_attempts: u32,
+    /// Scan and count what would be rewritten, but write nothing (and save no checkpoint).
     pub dry_run: bool,
+    /// Where progress is saved; also what `resume` reads.
     pub checkpoint: PathBuf,
+    /// Continue from the checkpoint instead of starting over; refused if the config has changed
+    /// since.
     pub resume: bool,
+    /// Keys per etcd range read; `None` for the scan's default. Small pages keep the checkpoint
+    /// close to the work done.
     pub page_keys: Option<i64>,
+    /// How long to keep retrying a transient etcd failure before giving up.
     pub patience: Duration,
     /// Set by a signal handler: stop issuing writes, finish those in flight, save.
     pub stop: Arc<AtomicBool>,
@@ -106,20 +139,29 @@ impl Default for ReencryptOptions {
 /// The result of a run, with the proof read back from etcd.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ReencryptReport {
+    /// Nothing was written: the counters say what would have been.
     pub dry_run: bool,
+    /// A stop signal ended the run early; the checkpoint lets the next run resume.
     pub interrupted: bool,
+    /// The run continued an earlier checkpoint, so the counters include that run's work.
     pub resumed: bool,
     /// The revision the targeting scan was pinned at.
     pub revision: i64,
+    /// Counters per resource (`secrets`, `deployments.apps`), across resumed runs.
     pub resources: BTreeMap<String, Counters>,
+    /// All resources' counters added up.
     pub total: Counters,
     /// Dry run: what would be rewritten (namespace/name with its resource).
     pub would_rewrite: Vec<String>,
+    /// Objects given up on (resource, namespace/name and why), capped at `max_list`.
     pub given_up: Vec<String>,
     /// After the pass: objects etcd still shows not on their write key (new ones included).
     pub remaining: u64,
+    /// The first of those `remaining` objects with their key label, capped at `max_list`.
     pub remaining_objects: Vec<String>,
+    /// The checkpoint file this run saved to.
     pub checkpoint: PathBuf,
+    /// Wall-clock time of this run alone.
     pub elapsed_seconds: f64,
 }
 
@@ -238,20 +280,27 @@ struct Shared {
     kms_key_ids: HashMap<String, String>,
 }
 
-/// Everything the run needs from the caller.
 /// A check run once, just before the first write (so a run with nothing to rewrite asks the
 /// apiservers nothing): for example that every apiserver has loaded the config.
 pub type Preflight<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 
+/// A re-encryption run: everything it needs from the caller.
 pub struct Reencrypt<'a> {
+    /// The loaded `EncryptionConfiguration`: decides each resource's write key, and its hash binds
+    /// the checkpoint.
     pub config: &'a LoadedConfig,
+    /// Run once before the first write; its error aborts the run as [`MigrateError::Preflight`].
     pub preflight: Option<Preflight<'a>>,
     /// KMS v2 plugins: their current key IDs decide which KMS values are stale.
     pub plugins: Option<&'a crate::kms::KmsPlugins>,
+    /// etcd, read only: to find targets and to prove the result.
     pub etcd: &'a etcd_client::Client,
+    /// The apiserver's `--etcd-prefix`.
     pub etcd_prefix: &'a str,
+    /// The apiserver client that sends the rewrites.
     pub api: &'a Api,
+    /// How to run.
     pub opts: ReencryptOptions,
 }
 
@@ -264,6 +313,9 @@ struct PageState {
 }
 
 impl Reencrypt<'_> {
+    /// Scans, rewrites every object not on its resource's write key, saves progress as it goes,
+    /// then reads etcd again and reports what remains. Stops early (saving) when `opts.stop` is
+    /// set.
     pub async fn run(
         &mut self,
         progress: &mut dyn Progress,

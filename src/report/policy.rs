@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+/// What `atrest report` holds the cluster to; `--policy FILE` overrides any field.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Policy {
@@ -49,10 +50,13 @@ impl Default for Policy {
     }
 }
 
+/// A policy file that could not be read or has unknown fields or wrong types.
 #[derive(Debug, thiserror::Error)]
 #[error("policy {path}: {message}")]
 pub struct PolicyError {
+    /// The policy file.
     pub path: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
