@@ -45,15 +45,6 @@ impl KeyProvider {
             KeyProvider::Secretbox => "k8s:enc:secretbox:v1:",
         }
     }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "aescbc" => Some(KeyProvider::Aescbc),
-            "aesgcm" => Some(KeyProvider::Aesgcm),
-            "secretbox" => Some(KeyProvider::Secretbox),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for KeyProvider {
