@@ -171,17 +171,17 @@ pub(crate) async fn connect_plugins(
     config: &atrest::config::EncryptionConfig,
     required: bool,
 ) -> Result<Option<atrest::kms::KmsPlugins>> {
-    if atrest::kms::KmsPlugins::providers(config).is_empty() {
-        return Ok(None);
+    use atrest::kms::Unreachable;
+    let unreachable = if required {
+        Unreachable::Fatal
+    } else {
+        Unreachable::Warn
+    };
+    let connected = atrest::kms::connect_plugins(config, unreachable).await?;
+    for e in connected.warnings {
+        eprintln!("atrest: warning: {e}\n  KMS values are still classified by provider and key ID");
     }
-    let (plugins, errors) = atrest::kms::KmsPlugins::connect(config).await;
-    for e in errors {
-        if required {
-            return Err(e.into());
-        }
-        eprintln!("atrest: warning: {e}");
-    }
-    Ok(Some(plugins))
+    Ok(connected.plugins)
 }
 
 /// Loads the config, connects to etcd and scans: the shared core of scan, status and report.
@@ -294,7 +294,7 @@ async fn status_cmd(a: args::StatusArgs) -> Result<i32> {
     let convergence =
         match atrest::kube::connect(s.kubeconfig.as_ref().map(|k| k.value.as_path())).await {
             Ok(api) => {
-                let aps = atrest::rotate::Apiservers {
+                let aps = atrest::kube::Apiservers {
                     base: api,
                     explicit: a.cluster.apiservers.clone(),
                 };
@@ -369,25 +369,31 @@ fn stop_on_signal() -> Arc<AtomicBool> {
 /// Refuses to write when the apiserver reports another config than the file: its writes would
 /// use another write key.
 pub(crate) async fn check_loaded(
-    apiservers: &atrest::rotate::Apiservers,
+    apiservers: &atrest::kube::Apiservers,
     loaded: &LoadedConfig,
 ) -> Result<()> {
-    let c = apiservers.survey(&loaded.hash).await;
-    let lagging: Vec<String> = c
-        .apiservers
-        .iter()
-        .filter(|a| a.config_hash.as_ref().is_some_and(|h| *h != loaded.hash))
-        .map(|a| format!("  - {}: reports {}", a.name(), a.reported()))
-        .collect();
-    if !lagging.is_empty() {
-        return Err(anyhow!(
+    use atrest::kube::converge::{Agreement, require_config};
+    let c = require_config(
+        apiservers,
+        &loaded.hash,
+        Agreement::NoneDiffers,
+        Duration::ZERO,
+        &mut |_| {},
+    )
+    .await
+    .map_err(|e| {
+        anyhow!(
             "{} is {}, but not every apiserver has loaded it yet:\n{}\n  \
              With --encryption-provider-config-automatic-reload an apiserver reloads within about a minute; without it, restart it. Then run again.",
             loaded.path.display(),
             loaded.hash,
-            lagging.join("\n")
-        ));
-    }
+            e.lagging
+                .iter()
+                .map(|l| format!("  - {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
     for a in c.apiservers.iter().filter(|a| a.config_hash.is_none()) {
         tracing::warn!(
             "{}: {}; the result is still proven in etcd",
@@ -398,26 +404,25 @@ pub(crate) async fn check_loaded(
     Ok(())
 }
 
-/// Refuses to rewrite KMS values before the apiserver has seen the plugin's current key ID
-/// (it would not consider the old ones stale, and write nothing).
+/// Refuses to rewrite KMS values before the apiservers have seen the plugin's current key ID
+/// (they would not consider the old ones stale, and write nothing).
 async fn check_kms_key_ids(
-    api: &atrest::kube::Api,
+    apiservers: &atrest::kube::Apiservers,
     plugins: &atrest::kms::KmsPlugins,
 ) -> Result<()> {
-    let seen = atrest::kube::metrics::kms_key_id_hashes(api)
-        .await
-        .unwrap_or_default();
-    for (provider, key_id) in plugins.current_key_ids() {
-        let want = atrest::rotate::converge::id_hash(&key_id);
-        if seen.get(&provider).is_some_and(|h| *h != want) {
-            return Err(anyhow!(
-                "the apiserver at {} has not seen KMS provider {provider}'s current key ID yet (its last Status gave {}, the plugin now reports a key ID hashing to {want}); kube-apiserver asks about once a minute: wait, then run again",
-                api.url,
-                seen[&provider]
-            ));
-        }
-    }
-    Ok(())
+    use atrest::kube::converge::{Agreement, require_kms_key_ids};
+    require_kms_key_ids(
+        apiservers,
+        &plugins.current_key_ids(),
+        Agreement::NoneDiffers,
+        Duration::ZERO,
+    )
+    .await
+    .map_err(|e| {
+        anyhow!(
+            "{e}\n  kube-apiserver asks the KMS plugin about once a minute: wait, then run again"
+        )
+    })
 }
 
 /// What a command that reads etcd and writes through the apiserver starts from.
@@ -484,18 +489,18 @@ async fn reencrypt_cmd(a: args::ReencryptArgs) -> Result<i32> {
     let plugins = connect_plugins(&loaded.config, true).await?;
     // Before the first write (never when there is nothing to rewrite): every apiserver runs
     // this config, and has seen the KMS plugins' current key IDs.
-    let apiservers = atrest::rotate::Apiservers {
+    let apiservers = atrest::kube::Apiservers {
         base: api.clone(),
         explicit: a.cluster.apiservers.clone(),
     };
     let preflight = {
-        let (apiservers, loaded, api, plugins) = (&apiservers, &loaded, &api, plugins.as_ref());
+        let (apiservers, loaded, plugins) = (&apiservers, &loaded, plugins.as_ref());
         Box::pin(async move {
             check_loaded(apiservers, loaded)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             if let Some(p) = plugins {
-                check_kms_key_ids(api, p)
+                check_kms_key_ids(apiservers, p)
                     .await
                     .map_err(|e| format!("{e:#}"))?;
             }
@@ -565,7 +570,7 @@ async fn rotate_cmd(c: args::RotateCommand) -> Result<i32> {
         state_dir: state_dir(common.cluster.state_dir.as_ref(), &loaded),
         etcd: &etcd,
         etcd_prefix: target.prefix.clone(),
-        apiservers: atrest::rotate::Apiservers {
+        apiservers: atrest::kube::Apiservers {
             base: api,
             explicit: common.cluster.apiservers.clone(),
         },
@@ -634,7 +639,7 @@ async fn rotate_cmd(c: args::RotateCommand) -> Result<i32> {
             let st = atrest::rotate::State::load(&rotator.state_dir, &rotator.config_path)?;
             match &st.rotation {
                 Some(r) => println!(
-                    "rotation to {}: stage {:?}; next: {}",
+                    "rotation to {}: stage {}; next: {}",
                     r.target,
                     r.stage,
                     r.stage.next_command()
@@ -646,8 +651,8 @@ async fn rotate_cmd(c: args::RotateCommand) -> Result<i32> {
             }
             Ok(EXIT_OK)
         }
-        Err(atrest::rotate::RotateError::NothingToDo(m)) if matches!(c, R::Run(_)) => {
-            println!("{m}");
+        Err(e @ atrest::rotate::RotateError::NothingToDo { .. }) if matches!(c, R::Run(_)) => {
+            println!("{e}");
             Ok(EXIT_OK)
         }
         Err(atrest::rotate::RotateError::Interrupted) => {
@@ -772,7 +777,7 @@ async fn report_cmd(a: args::ReportArgs) -> Result<i32> {
     let convergence =
         match atrest::kube::connect(s.kubeconfig.as_ref().map(|k| k.value.as_path())).await {
             Ok(api) => Some(
-                atrest::rotate::Apiservers {
+                atrest::kube::Apiservers {
                     base: api,
                     explicit: a.cluster.apiservers.clone(),
                 }

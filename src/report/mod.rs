@@ -17,7 +17,8 @@ pub use policy::{Policy, PolicyError};
 use crate::GroupResource;
 use crate::config::{Finding, LoadedConfig, Provider, Severity};
 use crate::etcd::scan::{ResourceReport, ScanReport};
-use crate::rotate::{ApiserverStatus, Convergence, State};
+use crate::kube::{ApiserverStatus, Convergence};
+use crate::rotate::State;
 
 /// The JSON schema name and version; fields are stable within a version.
 pub const SCHEMA: &str = "atrest.report/v1";
@@ -352,7 +353,7 @@ fn checks(
 
     // C01: the apiserver runs with an encryption config.
     let mut ev = Vec::new();
-    let reported: Vec<&crate::rotate::ApiserverStatus> = inp
+    let reported: Vec<&ApiserverStatus> = inp
         .convergence
         .map(|c| {
             c.apiservers

@@ -2,12 +2,157 @@
 //! the endpoints of `default/kubernetes`, else the kubeconfig's server), read its `/metrics`,
 //! and compare `last_config_info{hash}` with the file's hash; the identity Leases say how many
 //! apiservers there are, so one that atrest cannot reach is never silently skipped.
+//!
+//! Two guards every writer uses: [`require_config`] (no apiserver runs another config than the
+//! file) and [`require_kms_key_ids`] (the apiservers have seen each KMS plugin's current key ID).
 
+use std::collections::HashMap;
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::kube::{Api, KubeError, metrics};
+
+/// How far the apiservers must agree before atrest writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Agreement {
+    /// Every apiserver reports the wanted value, and every identity Lease was reached.
+    Every,
+    /// No apiserver reports another value; one that reports none is let through (what is
+    /// written is proven in etcd afterwards).
+    NoneDiffers,
+}
+
+/// What atrest waited for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Awaited {
+    /// Every apiserver runs the config with this hash.
+    Config { hash: String },
+    /// Every apiserver has seen each KMS plugin's current key ID.
+    KmsKeyIds,
+}
+
+impl fmt::Display for Awaited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Awaited::Config { hash } => write!(f, "runs {hash}"),
+            Awaited::KmsKeyIds => f.write_str("has seen the KMS plugins' current key IDs"),
+        }
+    }
+}
+
+/// The apiservers did not agree in time: who lags, and what each reports.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error(
+    "not every apiserver {awaited} after {waited:?}:\n{}",
+    .lagging.iter().map(|l| format!("  - {l}")).collect::<Vec<_>>().join("\n")
+)]
+pub struct NotConverged {
+    pub awaited: Awaited,
+    pub waited: Duration,
+    /// One line per apiserver (or unreached identity Lease) that is not there yet.
+    pub lagging: Vec<String>,
+    /// Identity Leases of apiservers atrest did not reach.
+    pub unreached: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvergeError {
+    #[error(transparent)]
+    NotConverged(#[from] NotConverged),
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+}
+
+/// Refuses to go on while an apiserver runs another config than `want` (the file's hash): its
+/// writes would use another write key. Surveys every `2s` until `timeout` (zero: once), calling
+/// `update` with each survey.
+pub async fn require_config(
+    apiservers: &Apiservers,
+    want: &str,
+    agreement: Agreement,
+    timeout: Duration,
+    update: &mut (dyn FnMut(&Convergence) + Send),
+) -> Result<Convergence, NotConverged> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let c = apiservers.survey(want).await;
+        update(&c);
+        if c.agrees(agreement) {
+            return Ok(c);
+        }
+        if Instant::now() >= deadline {
+            return Err(NotConverged {
+                awaited: Awaited::Config {
+                    hash: want.to_string(),
+                },
+                waited: timeout,
+                lagging: c.lagging(agreement),
+                unreached: match agreement {
+                    Agreement::Every => c.unreached.clone(),
+                    Agreement::NoneDiffers => Vec::new(),
+                },
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Refuses to go on until the apiservers have seen each KMS v2 plugin's current key ID
+/// (`current`: provider → key ID); before that, an apiserver does not consider values on the
+/// old key ID stale. With [`Agreement::Every`] an apiserver whose metrics cannot be read is an
+/// error; with [`Agreement::NoneDiffers`] it is let through.
+pub async fn require_kms_key_ids(
+    apiservers: &Apiservers,
+    current: &HashMap<String, String>,
+    agreement: Agreement,
+    timeout: Duration,
+) -> Result<(), ConvergeError> {
+    let mut want: Vec<(&String, String)> = current.iter().map(|(p, k)| (p, id_hash(k))).collect();
+    want.sort();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut lagging = Vec::new();
+        for url in apiservers.urls().await {
+            let seen = match apiservers.base.for_url(&url) {
+                Ok(api) => metrics::kms_key_id_hashes(&api).await,
+                Err(e) => Err(e),
+            };
+            let seen = match (seen, agreement) {
+                (Ok(s), _) => s,
+                (Err(e), Agreement::Every) => return Err(e.into()),
+                (Err(_), Agreement::NoneDiffers) => Default::default(),
+            };
+            for (provider, hash) in &want {
+                let reported = seen.get(*provider);
+                let lags = match agreement {
+                    Agreement::Every => reported != Some(hash),
+                    Agreement::NoneDiffers => reported.is_some_and(|h| h != hash),
+                };
+                if lags {
+                    lagging.push(format!(
+                        "{url}: KMS provider {provider} last reported key ID hash {}; the plugin's current key ID hashes to {hash}",
+                        reported.map(String::as_str).unwrap_or("none")
+                    ));
+                }
+            }
+        }
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(NotConverged {
+                awaited: Awaited::KmsKeyIds,
+                waited: timeout,
+                lagging,
+                unreached: Vec::new(),
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
 
 /// What one apiserver reports.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -50,25 +195,45 @@ pub struct Convergence {
 }
 
 impl Convergence {
+    /// Every apiserver reports `want`, and every identity Lease was reached.
     pub fn converged(&self) -> bool {
-        !self.apiservers.is_empty()
-            && self.unreached.is_empty()
-            && self
-                .apiservers
-                .iter()
-                .all(|a| a.config_hash.as_deref() == Some(self.want.as_str()))
+        self.agrees(Agreement::Every)
+    }
+
+    pub fn agrees(&self, agreement: Agreement) -> bool {
+        match agreement {
+            Agreement::Every => {
+                !self.apiservers.is_empty()
+                    && self.unreached.is_empty()
+                    && self.apiservers.iter().all(|a| self.reports_want(a))
+            }
+            Agreement::NoneDiffers => !self.apiservers.iter().any(|a| self.differs(a)),
+        }
+    }
+
+    fn reports_want(&self, a: &ApiserverStatus) -> bool {
+        a.config_hash.as_deref() == Some(self.want.as_str())
+    }
+
+    fn differs(&self, a: &ApiserverStatus) -> bool {
+        a.config_hash.as_ref().is_some_and(|h| *h != self.want)
     }
 
     /// One line per apiserver that is not there yet, saying what it reports.
-    pub fn lagging(&self) -> Vec<String> {
+    pub fn lagging(&self, agreement: Agreement) -> Vec<String> {
         let mut out: Vec<String> = self
             .apiservers
             .iter()
-            .filter(|a| a.config_hash.as_deref() != Some(self.want.as_str()))
+            .filter(|a| match agreement {
+                Agreement::Every => !self.reports_want(a),
+                Agreement::NoneDiffers => self.differs(a),
+            })
             .map(|a| format!("{}: reports {}", a.name(), a.reported()))
             .collect();
-        for l in &self.unreached {
-            out.push(format!("apiserver with identity lease {l}: not reached (pass --apiserver URL for every apiserver)"));
+        if agreement == Agreement::Every {
+            for l in &self.unreached {
+                out.push(format!("apiserver with identity lease {l}: not reached"));
+            }
         }
         out
     }
@@ -206,27 +371,6 @@ impl Apiservers {
             apiservers,
             leases,
             unreached,
-        }
-    }
-
-    /// Waits until every apiserver reports `want`, calling `update` with each survey.
-    pub async fn wait(
-        &self,
-        want: &str,
-        timeout: Duration,
-        update: &mut dyn FnMut(&Convergence),
-    ) -> Result<Convergence, Convergence> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let c = self.survey(want).await;
-            update(&c);
-            if c.converged() {
-                return Ok(c);
-            }
-            if Instant::now() >= deadline {
-                return Err(c);
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
 }
