@@ -151,6 +151,90 @@ struct Plugin {
     client: Client,
 }
 
+impl Plugin {
+    /// One `Decrypt` of a DEK (v1, `key.2`) or DEK source (v2, `v2`). `None` when the plugin
+    /// speaks the other API version. The plugin refusing is a result; the plugin down is an
+    /// error.
+    async fn decrypt(
+        &self,
+        provider: &str,
+        key: &SourceKey,
+        v2: Option<EncryptedObject>,
+    ) -> Result<Option<Unwrapped>, KmsError> {
+        let failed = |s: tonic::Status| {
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            ) {
+                Err(KmsError::Unreachable {
+                    provider: provider.into(),
+                    endpoint: self.endpoint.clone(),
+                    message: s.message().to_string(),
+                })
+            } else {
+                Ok(Some(Err(UnwrapError::Refused {
+                    provider: provider.into(),
+                    message: s.message().to_string(),
+                })))
+            }
+        };
+        match (&self.client, v2) {
+            (Client::V2(c), Some(obj)) => {
+                let req = DecryptRequest {
+                    ciphertext: obj.encrypted_dek_source,
+                    uid: String::new(),
+                    key_id: obj.key_id,
+                    annotations: obj.annotations,
+                };
+                match c.clone().decrypt(req).await {
+                    Ok(r) => Ok(Some(Ok(Zeroizing::new(r.into_inner().plaintext)))),
+                    Err(s) => failed(s),
+                }
+            }
+            (Client::V1(c), None) => {
+                let req = v1pb::DecryptRequest {
+                    version: "v1beta1".into(),
+                    cipher: key.2.clone(),
+                };
+                match c.clone().decrypt(req).await {
+                    Ok(r) => Ok(Some(Ok(Zeroizing::new(r.into_inner().plain)))),
+                    Err(s) => failed(s),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The cache key of a stored KMS value (after `k8s:enc:kms:vN:<provider>:`), and for v2 the
+/// parsed object the `Decrypt` request needs. `None` when the value does not parse.
+fn source_key(
+    provider: &str,
+    version: KmsVersion,
+    rest: &[u8],
+) -> Option<(SourceKey, Option<EncryptedObject>)> {
+    match version {
+        KmsVersion::V2 => {
+            let obj = parse_v2(rest).ok()?;
+            let key = (
+                provider.to_string(),
+                obj.key_id.clone(),
+                obj.encrypted_dek_source.clone(),
+            );
+            Some((key, Some(obj)))
+        }
+        KmsVersion::V1 => {
+            let env = parse_v1(rest).ok()?;
+            let key = (
+                provider.to_string(),
+                String::new(),
+                env.encrypted_dek.to_vec(),
+            );
+            Some((key, None))
+        }
+    }
+}
+
 /// (provider, key ID — empty for v1, encrypted DEK or DEK source) → the unwrapped bytes, or why
 /// the plugin refused.
 type SourceKey = (String, String, Vec<u8>);
@@ -351,33 +435,8 @@ impl KmsPlugins {
         let Some((provider, version, rest)) = self.provider_of(value) else {
             return Ok(());
         };
-        let (key, dek_request) = match version {
-            KmsVersion::V2 => {
-                let Ok(obj) = parse_v2(rest) else {
-                    return Ok(());
-                };
-                (
-                    (
-                        provider.to_string(),
-                        obj.key_id.clone(),
-                        obj.encrypted_dek_source.clone(),
-                    ),
-                    Some(obj),
-                )
-            }
-            KmsVersion::V1 => {
-                let Ok(env) = parse_v1(rest) else {
-                    return Ok(());
-                };
-                (
-                    (
-                        provider.to_string(),
-                        String::new(),
-                        env.encrypted_dek.to_vec(),
-                    ),
-                    None,
-                )
-            }
+        let Some((key, v2)) = source_key(provider, version, rest) else {
+            return Ok(());
         };
         if self
             .cache
@@ -399,47 +458,8 @@ impl KmsPlugins {
                 _ => Ok(()),
             };
         };
-        let unreachable = |s: &tonic::Status| KmsError::Unreachable {
-            provider: provider.into(),
-            endpoint: plugin.endpoint.clone(),
-            message: s.message().to_string(),
-        };
-        let refused = |s: &tonic::Status| UnwrapError::Refused {
-            provider: provider.into(),
-            message: s.message().to_string(),
-        };
-        let is_down = |s: &tonic::Status| {
-            matches!(
-                s.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-            )
-        };
-        let result = match (&plugin.client, dek_request) {
-            (Client::V2(c), Some(obj)) => {
-                let req = DecryptRequest {
-                    ciphertext: obj.encrypted_dek_source,
-                    uid: String::new(),
-                    key_id: obj.key_id,
-                    annotations: obj.annotations,
-                };
-                match c.clone().decrypt(req).await {
-                    Ok(r) => Ok(Zeroizing::new(r.into_inner().plaintext)),
-                    Err(s) if is_down(&s) => return Err(unreachable(&s)),
-                    Err(s) => Err(refused(&s)),
-                }
-            }
-            (Client::V1(c), None) => {
-                let req = v1pb::DecryptRequest {
-                    version: "v1beta1".into(),
-                    cipher: key.2.clone(),
-                };
-                match c.clone().decrypt(req).await {
-                    Ok(r) => Ok(Zeroizing::new(r.into_inner().plain)),
-                    Err(s) if is_down(&s) => return Err(unreachable(&s)),
-                    Err(s) => Err(refused(&s)),
-                }
-            }
-            _ => return Ok(()),
+        let Some(result) = plugin.decrypt(provider, &key, v2).await? else {
+            return Ok(());
         };
         if let Ok(mut c) = self.cache.lock() {
             c.insert(key, result);
