@@ -204,7 +204,10 @@ pub(crate) async fn scan_cluster(
         ));
     }
     let plan = scan::plan(&loaded.config, &target.prefix, &only);
-    let plugins = connect_plugins(&loaded.config, verify).await?;
+    // Fatal only with --verify (status never verifies).
+    let plugins = connect_plugins(&loaded.config, verify).await.map_err(|e| {
+        anyhow!("{e:#}\n  without --verify, KMS values are still classified by provider and key ID")
+    })?;
     let archive = match key_archive {
         Some(p) => atrest::keys::archive::load(p)?,
         None => Vec::new(),
@@ -659,8 +662,56 @@ async fn rotate_cmd(c: args::RotateCommand) -> Result<i32> {
             eprintln!("atrest: interrupted; run the same command again to continue");
             Ok(EXIT_INTERRUPTED)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(
+            match rotate_hint(&e, rotator.automatic_reload, &rotator.config_path) {
+                Some(hint) => anyhow!("{e}\n  {hint}"),
+                None => e.into(),
+            },
+        ),
     }
+}
+
+/// What the admin can do about a rotation step that stopped.
+fn rotate_hint(
+    e: &atrest::rotate::RotateError,
+    automatic_reload: Option<bool>,
+    config: &std::path::Path,
+) -> Option<String> {
+    use atrest::kube::converge::Awaited;
+    use atrest::rotate::{JournalError, RotateError as E};
+    Some(match e {
+        E::NoRotation { .. } => "start one with `atrest rotate prepare`".into(),
+        E::WrongStage { found, .. } => format!("the next step is `{}`", found.next_command()),
+        E::AlreadyRotating { stage, .. } => {
+            format!("run `{}` (or `atrest rotate abort`)", stage.next_command())
+        }
+        E::KeyNameTaken { .. } => "choose another --key-name".into(),
+        E::PruneRefused { .. } => {
+            "Run `atrest rotate reencrypt` again (or `atrest reencrypt`), then prune.".into()
+        }
+        E::Journal(JournalError::Changed(c)) => format!(
+            "atrest stops rather than overwrite it. If the change is intended, finish or abort the rotation from a file atrest wrote (the backups are in {}), or move {} away to start over from the current file.",
+            c.backups.display(),
+            c.state.display()
+        ),
+        E::NotConverged(n) => {
+            let unreached = if n.unreached.is_empty() {
+                ""
+            } else {
+                "Pass --apiserver URL for every apiserver that atrest does not find by itself.\n  "
+            };
+            let then = match (&n.awaited, automatic_reload) {
+                (Awaited::KmsKeyIds, _) => "kube-apiserver asks the plugin's Status about once a minute; wait, then run the same command again.".to_string(),
+                (Awaited::Config { .. }, Some(false)) => "Restart the lagging kube-apiservers so they load the file, then run the same command again.".to_string(),
+                (Awaited::Config { .. }, _) => format!(
+                    "Make sure {} is the same on every control-plane node; a reload failure shows in apiserver_encryption_config_controller_automatic_reloads_total{{status=\"failure\"}}. Then run the same command again.",
+                    config.display()
+                ),
+            };
+            format!("{unreached}{then}")
+        }
+        _ => return None,
+    })
 }
 
 async fn etcd_cluster_info(

@@ -2,7 +2,7 @@
 //! expected and found, which provider or apiserver.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::journal::JournalError;
 use super::state::{self, Stage};
@@ -12,7 +12,7 @@ use crate::fsutil;
 use crate::keys::{self, archive};
 use crate::kube::KubeError;
 use crate::kube::canary::CanaryError;
-use crate::kube::converge::{Awaited, ConvergeError, NotConverged};
+use crate::kube::converge::{ConvergeError, NotConverged};
 use crate::migrate::MigrateError;
 
 /// A rotation command.
@@ -49,11 +49,10 @@ pub enum RotateError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("no rotation in progress (state {}): `atrest rotate {step}` continues one", .state.display())]
+    #[error("no rotation in progress (state {})", .state.display())]
     NoRotation { step: Step, state: PathBuf },
     #[error(
-        "`atrest rotate {step}` needs stage {expected}, but the rotation to {target} is at {found}: the next step is `{}`",
-        .found.next_command()
+        "`atrest rotate {step}` needs stage {expected}, but the rotation to {target} is at {found}"
     )]
     WrongStage {
         step: Step,
@@ -61,10 +60,7 @@ pub enum RotateError {
         found: Stage,
         target: String,
     },
-    #[error(
-        "a rotation to {target} is already at stage {stage}: its next step is `{}`",
-        .stage.next_command()
-    )]
+    #[error("a rotation to {target} is already at stage {stage}")]
     AlreadyRotating { target: String, stage: Stage },
     /// The requested end state is already there (a re-run after the rotation finished).
     #[error("{label} is already the write key of every rule it would touch: nothing to rotate")]
@@ -85,16 +81,10 @@ pub enum RotateError {
         status: u16,
         body: String,
     },
-    #[error("{}", not_converged(.source, *.automatic_reload, .config_path))]
-    NotConverged {
-        #[source]
-        source: NotConverged,
-        /// From the manifest: whether the apiservers reload the config by themselves.
-        automatic_reload: Option<bool>,
-        config_path: PathBuf,
-    },
+    #[error(transparent)]
+    NotConverged(NotConverged),
     #[error(
-        "prune refused: {count} stored objects are not on their write key, so their keys are still needed:\n{}\n  Run `atrest rotate reencrypt` again (or `atrest reencrypt`), then prune.",
+        "prune refused: {count} stored objects are not on their write key, so their keys are still needed:\n{}",
         .objects.iter().map(|o| format!("  - {o}")).collect::<Vec<_>>().join("\n")
     )]
     PruneRefused { count: u64, objects: Vec<String> },
@@ -153,38 +143,19 @@ impl From<CanaryError> for RotateError {
     }
 }
 
-impl RotateError {
-    pub(super) fn from_converge(
-        e: ConvergeError,
-        automatic_reload: Option<bool>,
-        config_path: &Path,
-    ) -> Self {
+impl From<ConvergeError> for RotateError {
+    fn from(e: ConvergeError) -> Self {
         match e {
             ConvergeError::Kube(k) => RotateError::Kube(k),
-            ConvergeError::NotConverged(source) => RotateError::NotConverged {
-                source,
-                automatic_reload,
-                config_path: config_path.to_path_buf(),
-            },
+            ConvergeError::NotConverged(n) => RotateError::NotConverged(n),
         }
     }
 }
 
-/// The wait's outcome and what to do about it.
-fn not_converged(e: &NotConverged, automatic_reload: Option<bool>, path: &Path) -> String {
-    let mut out = e.to_string();
-    if !e.unreached.is_empty() {
-        out.push_str(
-            "\n  Pass --apiserver URL for every apiserver that atrest does not find by itself.",
-        );
+impl From<NotConverged> for RotateError {
+    fn from(e: NotConverged) -> Self {
+        RotateError::NotConverged(e)
     }
-    out.push('\n');
-    out.push_str(&match (&e.awaited, automatic_reload) {
-        (Awaited::KmsKeyIds, _) => "  kube-apiserver asks the plugin's Status about once a minute; wait, then run the same command again.".to_string(),
-        (Awaited::Config { .. }, Some(false)) => "  Restart the lagging kube-apiservers so they load the file, then run the same command again.".to_string(),
-        (Awaited::Config { .. }, _) => format!("  Make sure {} is the same on every control-plane node; a reload failure shows in apiserver_encryption_config_controller_automatic_reloads_total{{status=\"failure\"}}. Then run the same command again.", path.display()),
-    });
-    out
 }
 
 #[cfg(test)]
@@ -192,7 +163,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wrong_stage_names_the_step_both_stages_and_the_next_command() {
+    fn wrong_stage_names_the_step_and_both_stages() {
         let e = RotateError::WrongStage {
             step: Step::Prune,
             expected: Stage::Reencrypted,
@@ -201,7 +172,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "`atrest rotate prune` needs stage reencrypted, but the rotation to aescbc:k2 is at promoted: the next step is `atrest rotate reencrypt`"
+            "`atrest rotate prune` needs stage reencrypted, but the rotation to aescbc:k2 is at promoted"
         );
     }
 }

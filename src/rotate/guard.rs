@@ -46,8 +46,7 @@ impl Rotator<'_> {
             self.wait_timeout,
             &mut update,
         )
-        .await
-        .map_err(|e| self.not_converged(e.into()))?;
+        .await?;
         (self.say)(&format!(
             "every apiserver ({}) runs {want}",
             c.apiservers.len()
@@ -67,10 +66,6 @@ impl Rotator<'_> {
                 self.wait_timeout
             )),
         }
-    }
-
-    fn not_converged(&self, e: converge::ConvergeError) -> RotateError {
-        RotateError::from_converge(e, self.automatic_reload, &self.config_path)
     }
 
     /// The KMS plugins of a config (none without KMS providers); unreachable is an error.
@@ -126,8 +121,8 @@ impl Rotator<'_> {
             Agreement::Every,
             self.wait_timeout,
         )
-        .await
-        .map_err(|e| self.not_converged(e))
+        .await?;
+        Ok(())
     }
 
     /// Writes a canary secret through each apiserver and checks etcd stores it with the write key.

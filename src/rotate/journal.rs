@@ -27,7 +27,8 @@ pub enum JournalError {
 /// The config file is not the one atrest last wrote: what differs, by key name and provider.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{path} changed behind atrest's back (it expected {expected}, the file is {found}):\n{}\n  atrest stops rather than overwrite it. If the change is intended, finish or abort the rotation from a file atrest wrote (the backups are in {backups}), or move {state} away to start over from the current file.",
+    "{} changed behind atrest's back (it expected {expected}, the file is {found}):\n{}",
+    .path.display(),
     .diff.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n")
 )]
 pub struct ConfigChanged {
