@@ -379,6 +379,79 @@ impl Apiservers {
 mod tests {
     use super::*;
 
+    fn apiserver(url: &str, hash: Option<&str>, error: Option<&str>) -> ApiserverStatus {
+        ApiserverStatus {
+            url: url.into(),
+            lease: None,
+            config_hash: hash.map(str::to_string),
+            error: error.map(str::to_string),
+        }
+    }
+
+    fn survey(apiservers: Vec<ApiserverStatus>, unreached: &[&str]) -> Convergence {
+        Convergence {
+            want: "k8s:enc:v1:new".into(),
+            apiservers,
+            leases: Vec::new(),
+            unreached: unreached.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_needs_each_apiserver_on_the_hash_and_every_lease_reached() {
+        let on = apiserver("https://a", Some("k8s:enc:v1:new"), None);
+        assert!(survey(vec![on.clone()], &[]).agrees(Agreement::Every));
+        assert!(
+            !survey(vec![], &[]).agrees(Agreement::Every),
+            "nobody answered"
+        );
+        let c = survey(vec![on.clone()], &["kube-apiserver-b"]);
+        assert!(!c.agrees(Agreement::Every));
+        assert_eq!(
+            c.lagging(Agreement::Every),
+            ["apiserver with identity lease kube-apiserver-b: not reached"]
+        );
+        let silent = apiserver("https://b", None, Some("connection refused"));
+        let c = survey(vec![on, silent], &[]);
+        assert!(!c.agrees(Agreement::Every));
+        assert_eq!(
+            c.lagging(Agreement::Every),
+            ["https://b: reports unreachable: connection refused"]
+        );
+    }
+
+    #[test]
+    fn none_differs_lets_silent_apiservers_through_but_not_another_config() {
+        let on = apiserver("https://a", Some("k8s:enc:v1:new"), None);
+        let silent = apiserver("https://b", None, Some("forbidden"));
+        let c = survey(vec![on.clone(), silent.clone()], &["lease-c"]);
+        assert!(c.agrees(Agreement::NoneDiffers));
+        assert!(c.lagging(Agreement::NoneDiffers).is_empty());
+        let old = apiserver("https://c", Some("k8s:enc:v1:old"), None);
+        let c = survey(vec![on, silent, old], &[]);
+        assert!(!c.agrees(Agreement::NoneDiffers));
+        assert_eq!(
+            c.lagging(Agreement::NoneDiffers),
+            ["https://c: reports k8s:enc:v1:old"]
+        );
+    }
+
+    #[test]
+    fn not_converged_says_what_was_awaited_and_who_lags() {
+        let e = NotConverged {
+            awaited: Awaited::Config {
+                hash: "k8s:enc:v1:new".into(),
+            },
+            waited: Duration::from_secs(3),
+            lagging: vec!["https://c: reports k8s:enc:v1:old".into()],
+            unreached: Vec::new(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "not every apiserver runs k8s:enc:v1:new after 3s:\n  - https://c: reports k8s:enc:v1:old"
+        );
+    }
+
     #[test]
     fn apiserver_id_hash_matches_the_upstream_vector() {
         // metrics_test.go: ID "testAPIServerID".
