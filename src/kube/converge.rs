@@ -45,11 +45,13 @@ impl fmt::Display for Awaited {
 /// The apiservers did not agree in time: who lags, and what each reports.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error(
-    "not every apiserver {awaited} after {waited:?}:\n{}",
+    "not every apiserver {awaited}{}:\n{}",
+    if .waited.is_zero() { String::new() } else { format!(" after {:?}", .waited) },
     .lagging.iter().map(|l| format!("  - {l}")).collect::<Vec<_>>().join("\n")
 )]
 pub struct NotConverged {
     pub awaited: Awaited,
+    /// How long atrest waited (zero: it asked once).
     pub waited: Duration,
     /// One line per apiserver (or unreached identity Lease) that is not there yet.
     pub lagging: Vec<String>,
@@ -449,6 +451,16 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "not every apiserver runs k8s:enc:v1:new after 3s:\n  - https://c: reports k8s:enc:v1:old"
+        );
+        let once = NotConverged {
+            awaited: Awaited::KmsKeyIds,
+            waited: Duration::ZERO,
+            ..e
+        };
+        assert!(
+            once.to_string()
+                .starts_with("not every apiserver has seen the KMS plugins' current key IDs:\n"),
+            "{once}"
         );
     }
 
