@@ -72,17 +72,6 @@ impl KeyProvider {
             KeyProvider::Secretbox => "k8s:enc:secretbox:v1:",
         }
     }
-
-    /// The provider of a config key like `aescbc`; `None` for anything else (identity and KMS hold
-    /// no local keys).
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "aescbc" => Some(KeyProvider::Aescbc),
-            "aesgcm" => Some(KeyProvider::Aesgcm),
-            "secretbox" => Some(KeyProvider::Secretbox),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for KeyProvider {

@@ -3,7 +3,7 @@
 //! each distinct DEK source once (`Decrypt`); a KMS v1 plugin that still answers the v1beta1 API
 //! unwraps v1 DEKs the same way. The data itself is decrypted locally.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,16 +27,68 @@ use v1pb::key_management_service_client::KeyManagementServiceClient as V1Client;
 pub const V2_PREFIX: &[u8] = b"k8s:enc:kms:v2:";
 pub const V1_PREFIX: &[u8] = b"k8s:enc:kms:v1:";
 
+/// At most this many unwrapped DEKs (or DEK sources) are kept. A scan prefetches a page's DEKs
+/// before classifying it, so the cap stays above the scan's largest page (5000 keys): every
+/// DEK of the page being classified is still cached, and each is unwrapped once per page at most.
+pub const DEK_CACHE_ENTRIES: usize = 8192;
+
 #[derive(Debug, thiserror::Error)]
 pub enum KmsError {
-    #[error(
-        "the KMS plugin of provider {provider:?} at {endpoint} is unreachable: {message}\n  without --verify, KMS values are still classified by provider and key ID"
-    )]
+    #[error("the KMS plugin of provider {provider:?} at {endpoint} is unreachable: {message}")]
     Unreachable {
         provider: String,
         endpoint: String,
         message: String,
     },
+}
+
+/// Why a stored KMS value's DEK is not available to decrypt it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnwrapError {
+    /// The plugin answered `Decrypt` with an error for this DEK.
+    #[error("the KMS plugin of provider {provider:?} refused to decrypt the DEK: {message}")]
+    Refused { provider: String, message: String },
+    /// No `Decrypt` was made for it (not prefetched, or evicted before use).
+    #[error("the DEK of provider {provider:?} was not unwrapped")]
+    NotUnwrapped { provider: String },
+}
+
+/// Whether a KMS plugin that cannot be reached stops the command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Values must be opened: an unreachable plugin is an error.
+    Fatal,
+    /// KMS values are classified by provider and key ID without it: a warning.
+    Warn,
+}
+
+/// The KMS plugins of a config, connected.
+pub struct Connected {
+    /// `None` when the config has no KMS provider.
+    pub plugins: Option<KmsPlugins>,
+    /// Plugins that could not be reached (only with [`Unreachable::Warn`]).
+    pub warnings: Vec<KmsError>,
+}
+
+/// Connects the config's KMS plugins; an unreachable one is an error or a warning, as asked.
+pub async fn connect_plugins(
+    config: &EncryptionConfig,
+    unreachable: Unreachable,
+) -> Result<Connected, KmsError> {
+    if KmsPlugins::providers(config).is_empty() {
+        return Ok(Connected {
+            plugins: None,
+            warnings: Vec::new(),
+        });
+    }
+    let (plugins, mut errors) = KmsPlugins::connect(config).await;
+    if unreachable == Unreachable::Fatal && !errors.is_empty() {
+        return Err(errors.swap_remove(0));
+    }
+    Ok(Connected {
+        plugins: Some(plugins),
+        warnings: errors,
+    })
 }
 
 /// What a KMS v2 plugin's `Status` said.
@@ -99,10 +151,148 @@ struct Plugin {
     client: Client,
 }
 
+impl Plugin {
+    /// One `Decrypt` of a DEK (v1, `key.2`) or DEK source (v2, `v2`). `None` when the plugin
+    /// speaks the other API version. The plugin refusing is a result; the plugin down is an
+    /// error.
+    async fn decrypt(
+        &self,
+        provider: &str,
+        key: &SourceKey,
+        v2: Option<EncryptedObject>,
+    ) -> Result<Option<Unwrapped>, KmsError> {
+        let failed = |s: tonic::Status| {
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            ) {
+                Err(KmsError::Unreachable {
+                    provider: provider.into(),
+                    endpoint: self.endpoint.clone(),
+                    message: s.message().to_string(),
+                })
+            } else {
+                Ok(Some(Err(UnwrapError::Refused {
+                    provider: provider.into(),
+                    message: s.message().to_string(),
+                })))
+            }
+        };
+        match (&self.client, v2) {
+            (Client::V2(c), Some(obj)) => {
+                let req = DecryptRequest {
+                    ciphertext: obj.encrypted_dek_source,
+                    uid: String::new(),
+                    key_id: obj.key_id,
+                    annotations: obj.annotations,
+                };
+                match c.clone().decrypt(req).await {
+                    Ok(r) => Ok(Some(Ok(Zeroizing::new(r.into_inner().plaintext)))),
+                    Err(s) => failed(s),
+                }
+            }
+            (Client::V1(c), None) => {
+                let req = v1pb::DecryptRequest {
+                    version: "v1beta1".into(),
+                    cipher: key.2.clone(),
+                };
+                match c.clone().decrypt(req).await {
+                    Ok(r) => Ok(Some(Ok(Zeroizing::new(r.into_inner().plain)))),
+                    Err(s) => failed(s),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The cache key of a stored KMS value (after `k8s:enc:kms:vN:<provider>:`), and for v2 the
+/// parsed object the `Decrypt` request needs. `None` when the value does not parse.
+fn source_key(
+    provider: &str,
+    version: KmsVersion,
+    rest: &[u8],
+) -> Option<(SourceKey, Option<EncryptedObject>)> {
+    match version {
+        KmsVersion::V2 => {
+            let obj = parse_v2(rest).ok()?;
+            let key = (
+                provider.to_string(),
+                obj.key_id.clone(),
+                obj.encrypted_dek_source.clone(),
+            );
+            Some((key, Some(obj)))
+        }
+        KmsVersion::V1 => {
+            let env = parse_v1(rest).ok()?;
+            let key = (
+                provider.to_string(),
+                String::new(),
+                env.encrypted_dek.to_vec(),
+            );
+            Some((key, None))
+        }
+    }
+}
+
 /// (provider, key ID — empty for v1, encrypted DEK or DEK source) → the unwrapped bytes, or why
 /// the plugin refused.
 type SourceKey = (String, String, Vec<u8>);
-type Unwrapped = Result<Zeroizing<Vec<u8>>, String>;
+type Unwrapped = Result<Zeroizing<Vec<u8>>, UnwrapError>;
+
+/// A least-recently-used map of unwrapped DEKs, bounded by count. Evicted material is wiped
+/// (the values are [`Zeroizing`]).
+struct DekCache {
+    cap: usize,
+    tick: u64,
+    entries: HashMap<SourceKey, (Unwrapped, u64)>,
+    /// Last use → key, oldest first.
+    order: BTreeMap<u64, SourceKey>,
+}
+
+impl DekCache {
+    fn new(cap: usize) -> Self {
+        DekCache {
+            cap: cap.max(1),
+            tick: 0,
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The entry, marked as used now.
+    fn get(&mut self, key: &SourceKey) -> Option<&Unwrapped> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (value, used) = self.entries.get_mut(key)?;
+        if let Some(k) = self.order.remove(used) {
+            self.order.insert(tick, k);
+        }
+        *used = tick;
+        Some(value)
+    }
+
+    fn insert(&mut self, key: SourceKey, value: Unwrapped) {
+        self.tick += 1;
+        if let Some((_, used)) = self.entries.remove(&key) {
+            self.order.remove(&used);
+        }
+        while self.entries.len() >= self.cap {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            // Dropping the value wipes the DEK.
+            self.entries.remove(&oldest);
+        }
+        self.order.insert(self.tick, key.clone());
+        self.entries.insert(key, (value, self.tick));
+    }
+}
 
 /// Every KMS plugin of a config that answered, with a cache of unwrapped DEKs.
 pub struct KmsPlugins {
@@ -110,7 +300,7 @@ pub struct KmsPlugins {
     /// Provider → (API version, endpoint), also for plugins that could not be reached.
     endpoints: HashMap<String, (KmsVersion, String)>,
     status: HashMap<String, PluginStatus>,
-    cache: Mutex<HashMap<SourceKey, Unwrapped>>,
+    cache: Mutex<DekCache>,
 }
 
 impl KmsPlugins {
@@ -202,7 +392,7 @@ impl KmsPlugins {
                 plugins,
                 endpoints,
                 status,
-                cache: Mutex::new(HashMap::new()),
+                cache: Mutex::new(DekCache::new(DEK_CACHE_ENTRIES)),
             },
             errors,
         )
@@ -245,38 +435,13 @@ impl KmsPlugins {
         let Some((provider, version, rest)) = self.provider_of(value) else {
             return Ok(());
         };
-        let (key, dek_request) = match version {
-            KmsVersion::V2 => {
-                let Ok(obj) = parse_v2(rest) else {
-                    return Ok(());
-                };
-                (
-                    (
-                        provider.to_string(),
-                        obj.key_id.clone(),
-                        obj.encrypted_dek_source.clone(),
-                    ),
-                    Some(obj),
-                )
-            }
-            KmsVersion::V1 => {
-                let Ok(env) = parse_v1(rest) else {
-                    return Ok(());
-                };
-                (
-                    (
-                        provider.to_string(),
-                        String::new(),
-                        env.encrypted_dek.to_vec(),
-                    ),
-                    None,
-                )
-            }
+        let Some((key, v2)) = source_key(provider, version, rest) else {
+            return Ok(());
         };
         if self
             .cache
             .lock()
-            .map(|c| c.contains_key(&key))
+            .map(|mut c| c.get(&key).is_some())
             .unwrap_or(false)
         {
             return Ok(());
@@ -293,43 +458,8 @@ impl KmsPlugins {
                 _ => Ok(()),
             };
         };
-        let unreachable = |s: &tonic::Status| KmsError::Unreachable {
-            provider: provider.into(),
-            endpoint: plugin.endpoint.clone(),
-            message: s.message().to_string(),
-        };
-        let is_down = |s: &tonic::Status| {
-            matches!(
-                s.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-            )
-        };
-        let result = match (&plugin.client, dek_request) {
-            (Client::V2(c), Some(obj)) => {
-                let req = DecryptRequest {
-                    ciphertext: obj.encrypted_dek_source,
-                    uid: String::new(),
-                    key_id: obj.key_id,
-                    annotations: obj.annotations,
-                };
-                match c.clone().decrypt(req).await {
-                    Ok(r) => Ok(Zeroizing::new(r.into_inner().plaintext)),
-                    Err(s) if is_down(&s) => return Err(unreachable(&s)),
-                    Err(s) => Err(s.message().to_string()),
-                }
-            }
-            (Client::V1(c), None) => {
-                let req = v1pb::DecryptRequest {
-                    version: "v1beta1".into(),
-                    cipher: key.2.clone(),
-                };
-                match c.clone().decrypt(req).await {
-                    Ok(r) => Ok(Zeroizing::new(r.into_inner().plain)),
-                    Err(s) if is_down(&s) => return Err(unreachable(&s)),
-                    Err(s) => Err(s.message().to_string()),
-                }
-            }
-            _ => return Ok(()),
+        let Some(result) = plugin.decrypt(provider, &key, v2).await? else {
+            return Ok(());
         };
         if let Ok(mut c) = self.cache.lock() {
             c.insert(key, result);
@@ -338,29 +468,113 @@ impl KmsPlugins {
     }
 
     fn cached(&self, key: SourceKey) -> Unwrapped {
-        match self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        let provider = key.0.clone();
+        match self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&key).cloned())
+        {
             Some(r) => r,
-            None => Err("the DEK was not unwrapped".into()),
+            None => Err(UnwrapError::NotUnwrapped { provider }),
         }
     }
 }
 
 impl KmsUnwrap for KmsPlugins {
-    fn unwrap_v2(&self, provider: &str, obj: &EncryptedObject) -> Unwrapped {
+    fn unwrap_v2(
+        &self,
+        provider: &str,
+        obj: &EncryptedObject,
+    ) -> Result<Zeroizing<Vec<u8>>, String> {
         self.cached((
             provider.to_string(),
             obj.key_id.clone(),
             obj.encrypted_dek_source.clone(),
         ))
+        .map_err(|e| e.to_string())
     }
 
-    fn unwrap_v1(&self, provider: &str, encrypted_dek: &[u8]) -> Option<Unwrapped> {
+    fn unwrap_v1(
+        &self,
+        provider: &str,
+        encrypted_dek: &[u8],
+    ) -> Option<Result<Zeroizing<Vec<u8>>, String>> {
         match self.plugins.get(provider).map(|p| &p.client) {
-            Some(Client::V1(_)) => {
-                Some(self.cached((provider.to_string(), String::new(), encrypted_dek.to_vec())))
-            }
+            Some(Client::V1(_)) => Some(
+                self.cached((provider.to_string(), String::new(), encrypted_dek.to_vec()))
+                    .map_err(|e| e.to_string()),
+            ),
             // No plugin answering the v1beta1 API: the value stays unverified (state kms).
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> SourceKey {
+        ("p".into(), String::new(), i.to_be_bytes().to_vec())
+    }
+
+    fn dek(i: usize) -> Unwrapped {
+        Ok(Zeroizing::new(vec![i as u8; 32]))
+    }
+
+    #[test]
+    fn dek_cache_stays_at_its_cap_and_forgets_the_least_recently_used() {
+        let mut c = DekCache::new(4);
+        for i in 0..4 {
+            c.insert(key(i), dek(i));
+        }
+        // Entry 0 is used again, so 1 is now the least recently used.
+        assert!(c.get(&key(0)).is_some());
+        for i in 4..10 {
+            c.insert(key(i), dek(i));
+            assert_eq!(c.len(), 4, "never more than the cap");
+        }
+        assert_eq!(c.order.len(), 4);
+        // The evicted entries miss, so the next prefetch asks the plugin for them again.
+        for i in 0..6 {
+            assert!(c.get(&key(i)).is_none(), "{i} was evicted");
+        }
+        for i in 6..10 {
+            assert_eq!(c.get(&key(i)), Some(&dek(i)));
+        }
+        // Fetched again after eviction, it is cached again (and evicts the oldest).
+        c.insert(key(0), dek(0));
+        assert_eq!(c.get(&key(0)), Some(&dek(0)));
+        assert!(c.get(&key(6)).is_none());
+        assert_eq!(c.len(), 4);
+    }
+
+    #[test]
+    fn dek_cache_keeps_every_dek_of_a_full_scan_page() {
+        // Every DEK prefetched for one page is still there when the page is classified.
+        let page = 5000;
+        assert!(DEK_CACHE_ENTRIES >= page);
+        let mut c = DekCache::new(DEK_CACHE_ENTRIES);
+        for i in 0..DEK_CACHE_ENTRIES {
+            c.insert(key(i), dek(i));
+        }
+        let first = DEK_CACHE_ENTRIES;
+        for i in first..first + page {
+            c.insert(key(i), dek(i));
+        }
+        assert_eq!(c.len(), DEK_CACHE_ENTRIES);
+        assert!((first..first + page).all(|i| c.get(&key(i)).is_some()));
+    }
+
+    #[test]
+    fn a_refused_dek_names_its_provider() {
+        let mut c = DekCache::new(2);
+        let refused = UnwrapError::Refused {
+            provider: "p".into(),
+            message: "no such key".into(),
+        };
+        c.insert(key(1), Err(refused.clone()));
+        assert_eq!(c.get(&key(1)), Some(&Err(refused)));
     }
 }

@@ -120,7 +120,13 @@ fn good_values_on_each_key() {
                 },
             );
             assert_eq!(
-                (c.state, c.label.to_string().as_str(), c.write_key, c.stale, c.verified),
+                (
+                    c.state,
+                    c.label.to_string().as_str(),
+                    c.write_key,
+                    c.stale,
+                    c.verified
+                ),
                 (State::EncryptedOk, *label, *write, !*write, verify),
                 "{label} (verify: {verify})"
             );
@@ -334,7 +340,12 @@ fn cbc_plaintext_that_is_not_a_kubernetes_payload_is_undecryptable() {
         },
     );
     assert_eq!(
-        (c.state, c.label.to_string().as_str(), c.verified, c.apiserver_readable),
+        (
+            c.state,
+            c.label.to_string().as_str(),
+            c.verified,
+            c.apiserver_readable
+        ),
         (State::Undecryptable, "aescbc:c", false, false)
     );
     assert_eq!(

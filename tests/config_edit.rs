@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use atrest::GroupResource;
 use atrest::config::{
-    EncryptionConfig, RotationTarget, add_read_key, parse_str, promote, remove, render_yaml,
-    rules_for,
+    EditError, EncryptionConfig, RotationTarget, add_read_key, parse_str, promote, remove,
+    render_yaml, rules_for,
 };
 use atrest::keys::{Key, KeyProvider};
 
@@ -99,6 +99,22 @@ fn turn_encryption_on_switch_provider_and_turn_it_off() {
 fn refuses_to_remove_the_write_key_or_promote_an_unknown_key() {
     let c = cfg("[{aescbc: {keys: [{name: k1, secret: K}]}}, {identity: {}}]");
     let rules = rules_for(&c, &[GroupResource::secrets()]);
-    assert!(remove(&c, &rules, &set(&["aescbc:k1"])).is_err());
-    assert!(promote(&c, &rules, &new_key(KeyProvider::Aesgcm).label()).is_err());
+    assert_eq!(
+        remove(&c, &rules, &set(&["aescbc:k1"])).unwrap_err(),
+        EditError::RemovesWriteKey {
+            rule: 0,
+            label: "aescbc:k1".into()
+        }
+    );
+    assert_eq!(
+        promote(&c, &rules, &new_key(KeyProvider::Aesgcm).label()).unwrap_err(),
+        EditError::NotAReadKey {
+            rule: 0,
+            label: "aesgcm:new".into()
+        }
+    );
+    assert_eq!(
+        promote(&c, &[7], "identity").unwrap_err(),
+        EditError::NoSuchRule { rule: 7 }
+    );
 }

@@ -45,6 +45,10 @@ pub fn with_hint(e: &anyhow::Error) -> String {
         Some(ClusterError::NoConfig { .. }) => {
             "\n  hint: pass --config FILE (or ATREST_CONFIG), or --apiserver-manifest FILE naming --encryption-provider-config"
         }
+        // Only scan and report make an unreachable plugin fatal, and only with --verify.
+        Some(ClusterError::Kms(_)) => {
+            "\n  without --verify, KMS values are still classified by provider and key ID"
+        }
         _ => "",
     };
     format!("{e:#}{hint}")

@@ -10,7 +10,11 @@ use crate::config::{self, ConfigError, LoadedConfig};
 use crate::etcd::scan::{self, ClassifyConfig, Progress, ReportBuilder, ScanOptions, ScanReport};
 use crate::etcd::{EtcdError, EtcdTarget};
 use crate::keys::archive::{self, ArchiveError};
-use crate::kms::{KmsError, KmsPlugins};
+use crate::kms::{self, KmsError, KmsPlugins, Unreachable};
+use crate::kube::Apiservers;
+use crate::kube::converge::{
+    Agreement, ConvergeError, NotConverged, require_config, require_kms_key_ids,
+};
 pub mod settings;
 
 use settings::{Flags, Settings, SettingsError};
@@ -112,23 +116,85 @@ pub fn load_config(s: &Settings) -> Result<LoadedConfig, ClusterError> {
     Ok(config::load(&path)?)
 }
 
-/// The config's KMS plugins. Unreachable plugins are fatal when values must be opened
-/// (`required`), and otherwise a warning: KMS values are then classified without them.
-pub async fn connect_plugins(
+/// The config's KMS plugins: unreachable ones are fatal when values must be opened
+/// (`required`), and otherwise a warning (KMS values are then classified by provider and key ID).
+pub async fn plugins(
     config: &config::EncryptionConfig,
     required: bool,
 ) -> Result<Option<KmsPlugins>, KmsError> {
-    if KmsPlugins::providers(config).is_empty() {
-        return Ok(None);
-    }
-    let (plugins, errors) = KmsPlugins::connect(config).await;
-    for e in errors {
+    let connected = kms::connect_plugins(
+        config,
         if required {
-            return Err(e);
-        }
-        tracing::warn!("{e}");
+            Unreachable::Fatal
+        } else {
+            Unreachable::Warn
+        },
+    )
+    .await?;
+    for e in connected.warnings {
+        tracing::warn!("{e}; KMS values are still classified by provider and key ID");
     }
-    Ok(Some(plugins))
+    Ok(connected.plugins)
+}
+
+/// Why a write was refused before it started.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    /// An apiserver runs another config than the file: its writes would use another write key.
+    #[error("{path} is {hash}, but not every apiserver has loaded it yet: {source}")]
+    ConfigNotLoaded {
+        /// The config file.
+        path: PathBuf,
+        /// Its hash.
+        hash: String,
+        /// Which apiservers lag.
+        #[source]
+        source: NotConverged,
+    },
+    /// An apiserver has not seen a KMS plugin's current key ID: it would not consider values
+    /// on the old one stale, and write nothing.
+    #[error(transparent)]
+    KmsKeyIds(#[from] ConvergeError),
+}
+
+/// The one check before the first rewrite: no apiserver reports another config than the
+/// file, and none has missed a KMS plugin's current key ID. Apiservers that report nothing are
+/// let through (the result is proven in etcd afterwards).
+pub async fn write_preflight(
+    apiservers: &Apiservers,
+    loaded: &LoadedConfig,
+    plugins: Option<&KmsPlugins>,
+) -> Result<(), PreflightError> {
+    let c = require_config(
+        apiservers,
+        &loaded.hash,
+        Agreement::NoneDiffers,
+        Duration::ZERO,
+        &mut |_| {},
+    )
+    .await
+    .map_err(|source| PreflightError::ConfigNotLoaded {
+        path: loaded.path.clone(),
+        hash: loaded.hash.clone(),
+        source,
+    })?;
+    for a in c.apiservers.iter().filter(|a| a.config_hash.is_none()) {
+        tracing::warn!(
+            "{}: {}; the result is still proven in etcd",
+            a.name(),
+            a.reported()
+        );
+    }
+    if let Some(p) = plugins {
+        require_kms_key_ids(
+            apiservers,
+            &p.current_key_ids(),
+            Agreement::NoneDiffers,
+            Duration::ZERO,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 impl Context {
@@ -181,7 +247,7 @@ impl Context {
         progress: &mut dyn Progress,
     ) -> Result<ScanReport, ClusterError> {
         let plan = scan::plan(&self.config.config, &self.target.prefix, &req.resources);
-        let plugins = connect_plugins(&self.config.config, req.verify).await?;
+        let plugins = plugins(&self.config.config, req.verify).await?;
         let archive = match &req.key_archive {
             Some(p) => archive::load(p)?,
             None => Vec::new(),

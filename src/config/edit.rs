@@ -7,10 +7,15 @@ use zeroize::Zeroizing;
 
 use super::{EncryptionConfig, Provider, Schema};
 
-#[derive(Debug, thiserror::Error)]
+/// Why an edit of the config was refused; `rule` is the index in `resources`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EditError {
-    #[error("{0}")]
-    Refused(String),
+    #[error("the config has no resources[{rule}]")]
+    NoSuchRule { rule: usize },
+    #[error("resources[{rule}] cannot promote {label}: it is not a read key there")]
+    NotAReadKey { rule: usize, label: String },
+    #[error("resources[{rule}]: {label} is the write key and cannot be removed")]
+    RemovesWriteKey { rule: usize, label: String },
 }
 
 fn q(s: &str) -> String {
@@ -149,8 +154,10 @@ pub fn promote(
     let mut out = config.clone();
     for &r in rules {
         let providers = &mut rule_mut(&mut out, r)?.providers;
-        let (i, j) = find(providers, label)
-            .ok_or_else(|| EditError::Refused(format!("resources[{r}] cannot promote {label}: it is not a read key there yet (run prepare first)")))?;
+        let (i, j) = find(providers, label).ok_or_else(|| EditError::NotAReadKey {
+            rule: r,
+            label: label.to_string(),
+        })?;
         if let Provider::Keys { keys, .. } = &mut providers[i] {
             let k = keys.remove(j);
             keys.insert(0, k);
@@ -177,9 +184,10 @@ pub fn remove(
             .map(|p| p.write_label())
             .unwrap_or_default();
         if labels.contains(&write) {
-            return Err(EditError::Refused(format!(
-                "resources[{r}]: {write} is the write key and cannot be removed"
-            )));
+            return Err(EditError::RemovesWriteKey {
+                rule: r,
+                label: write,
+            });
         }
         for p in &mut rule.providers {
             if let Provider::Keys { provider, keys } = p {
@@ -201,7 +209,7 @@ fn rule_mut(
     config
         .rules
         .get_mut(r)
-        .ok_or_else(|| EditError::Refused(format!("the config has no resources[{r}]")))
+        .ok_or(EditError::NoSuchRule { rule: r })
 }
 
 /// Every provider label of each rule, in order, for diffs and state records (no material).
@@ -246,6 +254,7 @@ pub fn describe_diff(expected: &[RuleLayout], found: &[RuleLayout]) -> Vec<Strin
         match (expected.get(i), found.get(i)) {
             (Some(e), Some(f)) if e == f => {}
             (Some(e), Some(f)) => {
+                let before = out.len();
                 if e.resources != f.resources {
                     out.push(format!(
                         "resources[{i}]: resources {:?} became {:?}",
@@ -258,7 +267,7 @@ pub fn describe_diff(expected: &[RuleLayout], found: &[RuleLayout]) -> Vec<Strin
                 for k in f.keys.iter().filter(|k| !e.keys.contains(k)) {
                     out.push(format!("resources[{i}]: {k} was added"));
                 }
-                if out.is_empty() {
+                if out.len() == before {
                     out.push(format!(
                         "resources[{i}]: provider order changed: {:?} became {:?}",
                         e.keys, f.keys
@@ -280,4 +289,47 @@ pub fn describe_diff(expected: &[RuleLayout], found: &[RuleLayout]) -> Vec<Strin
         out.push("the key layout is the same; only formatting or comments differ".into());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(resources: &[&str], keys: &[&str]) -> RuleLayout {
+        RuleLayout {
+            resources: resources.iter().map(|s| s.to_string()).collect(),
+            keys: keys.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn describe_diff_reports_a_write_key_change_in_a_later_rule() {
+        let expected = [
+            rule(&["secrets"], &["aescbc:a (fp-a)"]),
+            rule(&["configmaps"], &["aescbc:b (fp-b)", "identity"]),
+        ];
+        let found = [
+            // The first rule differs too: a key was added.
+            rule(&["secrets"], &["aescbc:a (fp-a)", "aescbc:x (fp-x)"]),
+            // The second rule's write key changed: same keys, another order.
+            rule(&["configmaps"], &["identity", "aescbc:b (fp-b)"]),
+        ];
+        let diff = describe_diff(&expected, &found);
+        assert_eq!(
+            diff,
+            [
+                "resources[0]: aescbc:x (fp-x) was added",
+                "resources[1]: provider order changed: [\"aescbc:b (fp-b)\", \"identity\"] became [\"identity\", \"aescbc:b (fp-b)\"]",
+            ]
+        );
+    }
+
+    #[test]
+    fn describe_diff_of_equal_layouts_says_only_formatting_differs() {
+        let l = [rule(&["secrets"], &["identity"])];
+        assert_eq!(
+            describe_diff(&l, &l),
+            ["the key layout is the same; only formatting or comments differ"]
+        );
+    }
 }

@@ -1,8 +1,13 @@
 //! The Kubernetes API side: a client from kubeconfig, finding a group resource's API path,
-//! the minimal write that makes the apiserver re-encrypt, and reading what each apiserver loaded.
+//! the minimal write that makes the apiserver re-encrypt, reading what each apiserver loaded
+//! (convergence), and the canary that proves which key an apiserver writes with.
 
+pub mod canary;
+pub mod converge;
 pub mod metrics;
 pub mod rewrite;
+
+pub use converge::{Agreement, ApiserverStatus, Apiservers, Convergence, NotConverged};
 
 use std::path::Path;
 

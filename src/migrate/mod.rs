@@ -40,8 +40,8 @@ pub enum MigrateError {
     Checkpoint(#[from] CheckpointError),
     /// The check before the first write refused, for example because an apiserver has not loaded
     /// the config.
-    #[error("{0}")]
-    Preflight(String),
+    #[error(transparent)]
+    Preflight(PreflightRefusal),
     /// The apiserver's RBAC does not let atrest PATCH this resource; the message names the rule to
     /// grant.
     #[error(
@@ -283,7 +283,10 @@ struct Shared {
 /// A check run once, just before the first write (so a run with nothing to rewrite asks the
 /// apiservers nothing): for example that every apiserver has loaded the config.
 pub type Preflight<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PreflightRefusal>> + Send + 'a>>;
+
+/// Why a preflight refused: the caller's own error type.
+pub type PreflightRefusal = Box<dyn std::error::Error + Send + Sync>;
 
 /// A re-encryption run: everything it needs from the caller.
 pub struct Reencrypt<'a> {

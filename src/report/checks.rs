@@ -447,16 +447,13 @@ mod tests {
                     r.needs_rewrite += 1;
                 }
                 if *v != Verdict::OnWriteKey {
-                    r.samples
-                        .entry(*v)
-                        .or_default()
-                        .push(1000, || ObjectRef {
-                            name: format!("ns/{v}-{i}"),
-                            key: format!("/registry/secrets/ns/{v}-{i}"),
-                            mod_revision: 7,
-                            stored_as: label.clone(),
-                            detail: None,
-                        });
+                    r.samples.entry(*v).or_default().push(1000, || ObjectRef {
+                        name: format!("ns/{v}-{i}"),
+                        key: format!("/registry/secrets/ns/{v}-{i}"),
+                        mod_revision: 7,
+                        stored_as: label.clone(),
+                        detail: None,
+                    });
                 }
             }
         }

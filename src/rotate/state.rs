@@ -23,12 +23,28 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The name as serialized in the state file and reports: `prepared`, `promoted`,
+    /// `reencrypted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Prepared => "prepared",
+            Stage::Promoted => "promoted",
+            Stage::Reencrypted => "reencrypted",
+        }
+    }
+
     pub fn next_command(self) -> &'static str {
         match self {
             Stage::Prepared => "atrest rotate promote",
             Stage::Promoted => "atrest rotate reencrypt",
             Stage::Reencrypted => "atrest rotate prune",
         }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -155,5 +171,21 @@ impl State {
         })?;
         fsutil::write_atomic(&Self::path(dir), &text, 0o600)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_names_are_its_serde_names() {
+        for stage in [Stage::Prepared, Stage::Promoted, Stage::Reencrypted] {
+            assert_eq!(
+                serde_json::to_value(stage).unwrap(),
+                serde_json::Value::from(stage.as_str())
+            );
+            assert_eq!(stage.to_string(), stage.as_str());
+        }
     }
 }

@@ -65,7 +65,7 @@ pub async fn run(a: args::ReportArgs) -> Result<i32> {
     let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
     let apiservers = match atrest::kube::connect(kubeconfig).await {
         Ok(api) => {
-            let c = atrest::rotate::Apiservers {
+            let c = atrest::kube::Apiservers {
                 base: api,
                 explicit: a.cluster.apiservers.clone(),
             }
@@ -158,10 +158,7 @@ fn rotation_info(s: &atrest::rotate::State, state_file: PathBuf) -> RotationInfo
     let current = s.rotation.as_ref().or(s.history.last());
     RotationInfo {
         state_file,
-        stage: s
-            .rotation
-            .as_ref()
-            .map(|r| format!("{:?}", r.stage).to_lowercase()),
+        stage: s.rotation.as_ref().map(|r| r.stage.to_string()),
         target: s.rotation.as_ref().map(|r| r.target.clone()),
         last_finished: s.history.last().and_then(|r| r.finished_at.clone()),
         snapshot: current.and_then(|r| r.snapshot.as_ref()).map(|x| {

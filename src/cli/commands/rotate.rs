@@ -65,7 +65,7 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
         state_dir: ctx.state_dir(common.cluster.state_dir.as_deref()),
         etcd: &etcd,
         etcd_prefix: ctx.target.prefix.clone(),
-        apiservers: atrest::rotate::Apiservers {
+        apiservers: atrest::kube::Apiservers {
             base: api,
             explicit: common.cluster.apiservers.clone(),
         },
@@ -95,7 +95,7 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
             let st = atrest::rotate::State::load(&rotator.state_dir, &rotator.config_path)?;
             match &st.rotation {
                 Some(r) => println!(
-                    "rotation to {}: stage {:?}; next: {}",
+                    "rotation to {}: stage {}; next: {}",
                     r.target,
                     r.stage,
                     r.stage.next_command()
@@ -107,14 +107,62 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
             }
             Ok(EXIT_OK)
         }
-        Err(atrest::rotate::RotateError::NothingToDo(m)) if matches!(c, R::Run(_)) => {
-            println!("{m}");
+        Err(e @ atrest::rotate::RotateError::NothingToDo { .. }) if matches!(c, R::Run(_)) => {
+            println!("{e}");
             Ok(EXIT_OK)
         }
         Err(atrest::rotate::RotateError::Interrupted) => {
             eprintln!("atrest: interrupted; run the same command again to continue");
             Ok(EXIT_INTERRUPTED)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(
+            match rotate_hint(&e, rotator.automatic_reload, &rotator.config_path) {
+                Some(hint) => anyhow!("{e}\n  {hint}"),
+                None => e.into(),
+            },
+        ),
     }
+}
+
+/// What the admin can do about a rotation step that stopped.
+fn rotate_hint(
+    e: &atrest::rotate::RotateError,
+    automatic_reload: Option<bool>,
+    config: &std::path::Path,
+) -> Option<String> {
+    use atrest::kube::converge::Awaited;
+    use atrest::rotate::{JournalError, RotateError as E};
+    Some(match e {
+        E::NoRotation { .. } => "start one with `atrest rotate prepare`".into(),
+        E::WrongStage { found, .. } => format!("the next step is `{}`", found.next_command()),
+        E::AlreadyRotating { stage, .. } => {
+            format!("run `{}` (or `atrest rotate abort`)", stage.next_command())
+        }
+        E::KeyNameTaken { .. } => "choose another --key-name".into(),
+        E::PruneRefused { .. } => {
+            "Run `atrest rotate reencrypt` again (or `atrest reencrypt`), then prune.".into()
+        }
+        E::Journal(JournalError::Changed(c)) => format!(
+            "atrest stops rather than overwrite it. If the change is intended, finish or abort the rotation from a file atrest wrote (the backups are in {}), or move {} away to start over from the current file.",
+            c.backups.display(),
+            c.state.display()
+        ),
+        E::NotConverged(n) => {
+            let unreached = if n.unreached.is_empty() {
+                ""
+            } else {
+                "Pass --apiserver URL for every apiserver that atrest does not find by itself.\n  "
+            };
+            let then = match (&n.awaited, automatic_reload) {
+                (Awaited::KmsKeyIds, _) => "kube-apiserver asks the plugin's Status about once a minute; wait, then run the same command again.".to_string(),
+                (Awaited::Config { .. }, Some(false)) => "Restart the lagging kube-apiservers so they load the file, then run the same command again.".to_string(),
+                (Awaited::Config { .. }, _) => format!(
+                    "Make sure {} is the same on every control-plane node; a reload failure shows in apiserver_encryption_config_controller_automatic_reloads_total{{status=\"failure\"}}. Then run the same command again.",
+                    config.display()
+                ),
+            };
+            format!("{unreached}{then}")
+        }
+        _ => return None,
+    })
 }

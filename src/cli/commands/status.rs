@@ -54,7 +54,7 @@ pub async fn run(a: args::StatusArgs) -> Result<i32> {
     let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
     let convergence = match atrest::kube::connect(kubeconfig).await {
         Ok(api) => {
-            let aps = atrest::rotate::Apiservers {
+            let aps = atrest::kube::Apiservers {
                 base: api,
                 explicit: a.cluster.apiservers.clone(),
             };

@@ -37,7 +37,7 @@ pub struct StatusExtra {
     pub state_path: std::path::PathBuf,
     pub state: Option<atrest::rotate::State>,
     pub archived: Vec<atrest::keys::archive::ArchivedKey>,
-    pub convergence: Result<atrest::rotate::Convergence, String>,
+    pub convergence: Result<atrest::kube::Convergence, String>,
 }
 
 fn rotation_table(out: &mut String, extra: &StatusExtra) {

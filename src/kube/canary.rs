@@ -1,0 +1,128 @@
+//! The canary: a Secret written through each apiserver, read back from etcd, to prove which key
+//! that apiserver writes with. It is deleted again whatever the outcome.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::KubeError;
+use super::converge::Apiservers;
+use crate::GroupResource;
+use crate::codec::{Options, ProviderTable};
+use crate::config::EncryptionConfig;
+use crate::etcd::{EtcdError, layout};
+
+/// The label atrest puts on what it creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "atrest");
+
+#[derive(Debug, thiserror::Error)]
+pub enum CanaryError {
+    #[error(
+        "canary secret written through {url} is stored as {got}, not the write key {want}: that apiserver does not write with it"
+    )]
+    WrongKey {
+        url: String,
+        got: String,
+        want: String,
+    },
+    #[error("creating canary secret {namespace}/{name} through {url} failed")]
+    Create {
+        url: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: ::kube::Error,
+    },
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+}
+
+/// One canary that etcd stored as expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanaryWrite {
+    pub url: String,
+    /// The key label of the stored value (the secrets' write key).
+    pub stored_as: String,
+}
+
+/// Writes a canary Secret in `namespace` through every apiserver and checks that etcd (under
+/// `etcd_prefix`) stores it with the write key `config` gives secrets.
+pub async fn check_write_key(
+    apiservers: &Apiservers,
+    namespace: &str,
+    etcd: &etcd_client::Client,
+    etcd_prefix: &str,
+    config: &EncryptionConfig,
+) -> Result<Vec<CanaryWrite>, CanaryError> {
+    let resolved = config.resolve(&GroupResource::secrets());
+    let want = resolved.write_label();
+    let table = ProviderTable::new(&resolved);
+    let secrets_prefix = layout::resource_prefix(etcd_prefix, &GroupResource::secrets());
+    let mut out = Vec::new();
+    for (i, url) in apiservers.urls().await.into_iter().enumerate() {
+        let api = apiservers.base.for_url(&url)?;
+        let secrets: ::kube::Api<Secret> = ::kube::Api::namespaced(api.client.clone(), namespace);
+        let name = format!(
+            "atrest-canary-{}-{i}",
+            chrono::Utc::now().format("%H%M%S%3f")
+        );
+        secrets
+            .create(&Default::default(), &canary(&name))
+            .await
+            .map_err(|source| CanaryError::Create {
+                url: url.clone(),
+                namespace: namespace.to_string(),
+                name: name.clone(),
+                source,
+            })?;
+        let stored = etcd
+            .kv_client()
+            .get(format!("{secrets_prefix}{namespace}/{name}"), None)
+            .await;
+        let _ = secrets.delete(&name, &Default::default()).await;
+        let stored = stored.map_err(|e| EtcdError::Request {
+            message: crate::etcd::explain(&e),
+            hint: "",
+        })?;
+        let got = stored
+            .kvs()
+            .first()
+            .map(|v| {
+                table
+                    .classify(v.key(), v.value(), &Options::default())
+                    .label
+                    .to_string()
+            })
+            .unwrap_or_else(|| "nothing".into());
+        if got != want {
+            return Err(CanaryError::WrongKey { url, got, want });
+        }
+        out.push(CanaryWrite {
+            url,
+            stored_as: got,
+        });
+    }
+    Ok(out)
+}
+
+fn canary(name: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY.0.to_string(),
+                MANAGED_BY.1.to_string(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "canary".to_string(),
+            ByteString(b"atrest".to_vec()),
+        )])),
+        ..Default::default()
+    }
+}

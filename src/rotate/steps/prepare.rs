@@ -1,0 +1,224 @@
+//! Step 1: a new key (or KMS provider, or identity) becomes a read key everywhere the rotation
+//! touches. An etcd snapshot is taken first (unless skipped), and the new key material reaches
+//! the disk through the journal before anything uses it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::GroupResource;
+use crate::config::{
+    self, EncryptionConfig, KmsProvider, KmsVersion, Provider, ResourceRule, RotationTarget,
+};
+use crate::keys::{self, Key};
+use crate::rotate::journal::now;
+use crate::rotate::{
+    PrepareRequest, RotateError, Rotation, Rotator, SnapshotChoice, SnapshotRecord, Stage, State,
+    TargetSpec, snapshot,
+};
+
+/// The rules a rotation edits and every resource they name.
+#[derive(Clone)]
+struct Scope {
+    rules: Vec<usize>,
+    resources: Vec<String>,
+    /// Rule index → its write key before the rotation.
+    previous: BTreeMap<usize, String>,
+}
+
+impl Rotator<'_> {
+    pub async fn prepare(&self, req: &PrepareRequest) -> Result<(), RotateError> {
+        let mut st = self.load_state()?;
+        if let Some(r) = &st.rotation {
+            return Err(RotateError::AlreadyRotating {
+                target: r.target.clone(),
+                stage: r.stage,
+            });
+        }
+        let loaded = self.load_checked(&mut st)?;
+        let cfg = self.cover_secrets(&loaded.config);
+        let target = target(req)?;
+        let label = target.label();
+        let scope = scope(&cfg, &req.resources);
+        check_target(&cfg, &scope, &target)?;
+        let id = format!("{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+        let snapshot = self.snapshot(&req.snapshot, &id).await?;
+        record(&mut st, id, &target, scope.clone(), snapshot);
+        let new = config::add_read_key(&cfg, &scope.rules, &target)?;
+        let hash = self.write_config(&mut st, &new, Some(Stage::Prepared))?;
+        (self.say)(&format!(
+            "prepared: {label} is a read key for {}",
+            scope.resources.join(", ")
+        ));
+        self.wait_converged(&hash).await?;
+        Ok(())
+    }
+
+    /// Secrets must be covered: an explicit identity rule changes nothing the apiserver does.
+    fn cover_secrets(&self, config: &EncryptionConfig) -> EncryptionConfig {
+        let mut cfg = config.clone();
+        if cfg.resolve(&GroupResource::secrets()).entries.is_empty() {
+            cfg.rules.insert(
+                0,
+                ResourceRule {
+                    resources: vec!["secrets".into()],
+                    providers: vec![Provider::Identity],
+                },
+            );
+            (self.say)(
+                "secrets were not covered by any rule: adding `secrets` (identity, as before) to rotate them too",
+            );
+        }
+        cfg
+    }
+
+    async fn snapshot(
+        &self,
+        choice: &SnapshotChoice,
+        id: &str,
+    ) -> Result<Option<SnapshotRecord>, RotateError> {
+        let path = match choice {
+            SnapshotChoice::Skip => {
+                (self.say)("no etcd snapshot (--no-snapshot): recorded in the rotation state");
+                return Ok(None);
+            }
+            SnapshotChoice::Path(p) => p.clone(),
+            SnapshotChoice::Default => self
+                .state_dir
+                .join("snapshots")
+                .join(format!("etcd-{id}.db")),
+        };
+        let s = snapshot::take(self.etcd, &path).await?;
+        (self.say)(&format!(
+            "etcd snapshot {} ({} bytes, {}, revision {})",
+            s.path.display(),
+            s.size,
+            s.sha256,
+            s.revision
+        ));
+        Ok(Some(s))
+    }
+}
+
+/// The rules deciding how the requested resources (always with secrets; none: every resource
+/// the config names) are written. Every resource of such a rule is rotated too: they share keys.
+fn scope(cfg: &EncryptionConfig, requested: &[GroupResource]) -> Scope {
+    let requested: Vec<GroupResource> = if requested.is_empty() {
+        cfg.named_resources()
+    } else {
+        let mut v = requested.to_vec();
+        if !v.contains(&GroupResource::secrets()) {
+            v.push(GroupResource::secrets());
+        }
+        v
+    };
+    let rules = config::rules_for(cfg, &requested);
+    let mut resources: Vec<String> = Vec::new();
+    for &r in &rules {
+        for name in &cfg.rules[r].resources {
+            if !resources.contains(name) {
+                resources.push(name.clone());
+            }
+        }
+    }
+    let previous = rules
+        .iter()
+        .map(|&r| {
+            let write = cfg.rules[r].providers.first().map(|p| p.write_label());
+            (r, write.unwrap_or_default())
+        })
+        .collect();
+    Scope {
+        rules,
+        resources,
+        previous,
+    }
+}
+
+fn target(req: &PrepareRequest) -> Result<RotationTarget, RotateError> {
+    Ok(match &req.target {
+        TargetSpec::Key(p) => {
+            let name = req
+                .key_name
+                .clone()
+                .unwrap_or_else(|| keys::new_key_name(chrono::Utc::now()));
+            RotationTarget::Key(Arc::new(Key::generate(name, *p)?))
+        }
+        TargetSpec::KmsV2 {
+            name,
+            endpoint,
+            timeout,
+        } => RotationTarget::Kms(KmsProvider {
+            version: KmsVersion::V2,
+            name: name.clone(),
+            endpoint: endpoint.clone(),
+            cachesize: None,
+            timeout: timeout.clone(),
+        }),
+        TargetSpec::Identity => RotationTarget::Identity,
+    })
+}
+
+/// Refuses a rotation to what already writes everywhere, and a new key whose name is taken.
+fn check_target(
+    cfg: &EncryptionConfig,
+    scope: &Scope,
+    target: &RotationTarget,
+) -> Result<(), RotateError> {
+    let label = target.label();
+    if scope.previous.values().all(|w| *w == label) {
+        return Err(RotateError::NothingToDo { label });
+    }
+    if let RotationTarget::Key(k) = target
+        && scope.rules.iter().any(|&r| {
+            cfg.rules[r]
+                .providers
+                .iter()
+                .flat_map(|p| p.read_labels())
+                .any(|l| l == label)
+        })
+    {
+        return Err(RotateError::KeyNameTaken {
+            name: k.name().to_string(),
+            label,
+        });
+    }
+    Ok(())
+}
+
+/// The rotation's record in the state (saved with the journal's intent).
+fn record(
+    st: &mut State,
+    id: String,
+    target: &RotationTarget,
+    scope: Scope,
+    snapshot: Option<SnapshotRecord>,
+) {
+    let label = target.label();
+    let fingerprint = match target {
+        RotationTarget::Key(k) => Some(k.fingerprint().to_string()),
+        _ => None,
+    };
+    st.rotation = Some(Rotation {
+        id,
+        target: label.clone(),
+        target_fingerprint: fingerprint.clone(),
+        rules: scope.rules,
+        resources: scope.resources,
+        previous_write_keys: scope.previous,
+        stage: Stage::Prepared,
+        started: now(),
+        prepared_at: None,
+        promoted_at: None,
+        reencrypted_at: None,
+        finished_at: None,
+        snapshot_skipped: snapshot.is_none(),
+        snapshot,
+        aborted: false,
+        retired: Vec::new(),
+    });
+    let key = st.keys.entry(label).or_default();
+    key.added = Some(now());
+    if fingerprint.is_some() {
+        key.fingerprint = fingerprint;
+    }
+}

@@ -1,0 +1,27 @@
+//! Step 2: the new key becomes the write key, once every apiserver can read it; a canary
+//! written through each apiserver proves it writes with it.
+
+use crate::config;
+use crate::rotate::journal::now;
+use crate::rotate::{RotateError, Rotator, Stage, Step};
+
+impl Rotator<'_> {
+    pub async fn promote(&self) -> Result<(), RotateError> {
+        let mut st = self.load_state()?;
+        let loaded = self.load_checked(&mut st)?;
+        self.require_stage(&st, Step::Promote, Stage::Prepared)?;
+        self.wait_converged(&loaded.hash).await?;
+        let r = self.rotation(&st, Step::Promote)?.clone();
+        if r.target.starts_with("kms:") {
+            self.kms_healthy(&loaded.config).await?;
+        }
+        let new = config::promote(&loaded.config, &r.rules, &r.target)?;
+        let hash = self.write_config(&mut st, &new, Some(Stage::Promoted))?;
+        st.keys.entry(r.target.clone()).or_default().promoted = Some(now());
+        st.save(&self.state_dir)?;
+        self.wait_converged(&hash).await?;
+        self.canary().await?;
+        (self.say)(&format!("promoted: {} is the write key", r.target));
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! Step 4: keys no stored value uses are removed from the rules (and archived), after a fresh
+//! scan proves it. There is no way to skip the proof.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::config::{self, LoadedConfig, Provider};
+use crate::keys::{Key, archive};
+use crate::rotate::journal::now;
+use crate::rotate::{ARCHIVE_FILE, CHECKPOINT_FILE, RotateError, Rotation, Rotator, Stage, Step};
+
+/// What prune removes: labels, and the local keys among them (to archive).
+struct Retired {
+    labels: BTreeSet<String>,
+    keys: Vec<Arc<Key>>,
+}
+
+impl Rotator<'_> {
+    pub async fn prune(&self) -> Result<Vec<String>, RotateError> {
+        let mut st = self.load_state()?;
+        let loaded = self.load_checked(&mut st)?;
+        self.require_stage(&st, Step::Prune, Stage::Reencrypted)?;
+        self.wait_converged(&loaded.hash).await?;
+        let r = self.rotation(&st, Step::Prune)?.clone();
+        let found = self.not_on_write_key(&loaded, &r).await?;
+        if found.count > 0 {
+            return Err(RotateError::PruneRefused {
+                count: found.count,
+                objects: found.names,
+            });
+        }
+        let retired = retired(&loaded, &r);
+        self.archive(&retired.keys)?;
+        let remove = retired.labels;
+        let new = config::remove(&loaded.config, &r.rules, &remove)?;
+        if let Some(rot) = st.rotation.as_mut() {
+            rot.retired = remove.iter().cloned().collect();
+        }
+        for label in &remove {
+            st.keys.entry(label.clone()).or_default().retired = Some(now());
+        }
+        let hash = self.write_config(&mut st, &new, None)?;
+        (self.say)(&format!(
+            "pruned: removed {}",
+            if remove.is_empty() {
+                "nothing".to_string()
+            } else {
+                remove.iter().cloned().collect::<Vec<_>>().join(", ")
+            }
+        ));
+        self.wait_converged(&hash).await?;
+        let _ = std::fs::remove_file(self.state_dir.join(CHECKPOINT_FILE));
+        Ok(remove.into_iter().collect())
+    }
+
+    /// Retired local keys go to the key archive (0600) before the config forgets them.
+    fn archive(&self, keys: &[Arc<Key>]) -> Result<(), RotateError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let path = self.state_dir.join(ARCHIVE_FILE);
+        archive::append(&path, keys, &now())?;
+        (self.say)(&format!(
+            "archived {} retired keys in {} (0600)",
+            keys.len(),
+            path.display()
+        ));
+        Ok(())
+    }
+}
+
+/// Every key and provider of the rotation's rules other than each rule's write key.
+fn retired(loaded: &LoadedConfig, r: &Rotation) -> Retired {
+    let mut out = Retired {
+        labels: BTreeSet::new(),
+        keys: Vec::new(),
+    };
+    for &i in &r.rules {
+        let rule = &loaded.config.rules[i];
+        let write = rule
+            .providers
+            .first()
+            .map(|p| p.write_label())
+            .unwrap_or_default();
+        for p in &rule.providers {
+            match p {
+                Provider::Keys { provider, keys } => {
+                    for k in keys {
+                        let label = config::key_label(*provider, k.name());
+                        if label != write {
+                            out.labels.insert(label);
+                            out.keys.push(Arc::clone(k));
+                        }
+                    }
+                }
+                other if other.write_label() != write => {
+                    out.labels.insert(other.write_label());
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
