@@ -230,9 +230,14 @@ mod tests {
     #[test]
     fn wrong_length_is_refused_without_echoing() {
         let err = Key::new("k", KeyProvider::Secretbox, Zeroizing::new(vec![7u8; 16])).unwrap_err();
-        let msg = err.to_string();
+        let msg = format!("{err} {err:?}");
         assert!(msg.contains("got 16"), "{msg}");
         assert!(msg.contains("[32]"), "{msg}");
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+        for form in [b64.as_str(), &b64[..12], "07070707"] {
+            assert!(!msg.contains(form), "key material {form} in {msg}");
+        }
     }
 }
 

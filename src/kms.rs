@@ -482,6 +482,18 @@ impl KmsPlugins {
 }
 
 impl KmsUnwrap for KmsPlugins {
+    fn current_key_ids(&self) -> HashMap<String, String> {
+        KmsPlugins::current_key_ids(self)
+    }
+
+    fn prefetch<'a>(&'a self, value: &'a [u8]) -> crate::codec::Prefetch<'a> {
+        Box::pin(async move {
+            KmsPlugins::prefetch(self, value)
+                .await
+                .map_err(crate::codec::KmsFailure::from)
+        })
+    }
+
     fn unwrap_v2(
         &self,
         provider: &str,

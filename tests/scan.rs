@@ -470,6 +470,11 @@ async fn manifest_discovery_tls_and_clear_connection_errors() {
         &[],
     );
     assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot connect to etcd at {}", cp.etcd_endpoint))
+            && stderr.contains("--cert/--key"),
+        "the error names the endpoint and the client certificate flags: {stderr}"
+    );
 
     // An explicit manifest that does not exist is an error, not a silent default.
     let (code, _, stderr) = support::atrest(

@@ -20,9 +20,28 @@ use crate::model::{KeyLabel, Verdict};
 /// Every encrypted value starts with this; identity refuses to read it.
 pub const ENCRYPTED_PREFIX: &[u8] = b"k8s:enc:";
 
+/// Why a KMS plugin could not be asked: the caller's own error type, kept whole.
+pub type KmsFailure = Box<dyn std::error::Error + Send + Sync>;
+
+/// A future returned by [`KmsUnwrap::prefetch`].
+pub type Prefetch<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), KmsFailure>> + Send + 'a>>;
+
 /// Asks a KMS plugin to unwrap a DEK (or seed). Implemented by the KMS client; the codec only
 /// needs the answer.
 pub trait KmsUnwrap: Send + Sync {
+    /// KMS v2 provider name → the key ID its plugin reports now (values on another are stale).
+    /// None known by default.
+    fn current_key_ids(&self) -> HashMap<String, String> {
+        HashMap::new()
+    }
+    /// Asks the plugin for this value's DEK (or DEK source) ahead of classification, once per
+    /// DEK, so that classifying stays synchronous. Connection failures are errors; a plugin
+    /// refusing one DEK is not (that value is reported undecryptable). Nothing to fetch by
+    /// default.
+    fn prefetch<'a>(&'a self, _value: &'a [u8]) -> Prefetch<'a> {
+        Box::pin(async { Ok(()) })
+    }
     /// Unwraps a KMS v2 DEK or seed through the provider's plugin; the error is the plugin's
     /// message.
     fn unwrap_v2(

@@ -6,7 +6,9 @@ pub mod kms;
 pub mod object;
 
 pub use cipher::OpenError;
-pub use classify::{Classification, KmsDetail, KmsUnwrap, Options, ProviderTable, State};
+pub use classify::{
+    Classification, KmsDetail, KmsFailure, KmsUnwrap, Options, Prefetch, ProviderTable, State,
+};
 pub use object::{ObjectInfo, PayloadKind, object_info, payload_kind};
 
 use crate::keys::Key;

@@ -55,7 +55,7 @@ pub enum EtcdError {
     },
     /// A KMS plugin failed while values were being classified.
     #[error(transparent)]
-    Kms(#[from] crate::kms::KmsError),
+    Kms(crate::codec::KmsFailure),
     /// etcd stayed unreachable for longer than the scan's patience; the scan stopped part way.
     #[error(
         "etcd did not answer for {waited:?} (last error: {message}); the scan stopped at {resource}"

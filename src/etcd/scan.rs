@@ -12,10 +12,9 @@ use tokio::sync::mpsc;
 use super::layout::{normalize_prefix, prefix_end, resource_of_key, resource_prefix};
 use super::{EtcdError, explain, is_transient};
 use crate::GroupResource;
-use crate::codec::{Classification, Options, ProviderTable};
+use crate::codec::{Classification, KmsUnwrap, Options, ProviderTable};
 use crate::config::{EncryptionConfig, Resolved};
 use crate::keys::Key;
-use crate::kms::KmsPlugins;
 use crate::model::{KeyCounts, KeyLabel, Sample, Verdict, VerdictCounts, covered_resources};
 
 /// Pages aim at this many bytes; the number of keys per page adapts to the value sizes.
@@ -143,25 +142,26 @@ pub struct ClassifyConfig<'a> {
     pub options: Options<'a>,
     /// Retired keys tried last (`--key-archive`).
     pub archive: Vec<Arc<Key>>,
-    /// KMS v2 plugins to unwrap DEK sources with when verifying.
-    pub plugins: Option<&'a KmsPlugins>,
+    /// KMS plugins to unwrap DEK sources with when verifying.
+    pub plugins: Option<&'a dyn KmsUnwrap>,
 }
 
 impl<'a> ClassifyConfig<'a> {
     /// Options consistent with `plugins`: their current key IDs (for the stale rule) and, when
     /// verifying, the plugins as the unwrapper.
-    pub fn new(
+    pub fn new<K: KmsUnwrap>(
         verify: bool,
         want_info: bool,
-        plugins: Option<&'a KmsPlugins>,
+        plugins: Option<&'a K>,
         archive: Vec<Arc<Key>>,
     ) -> Self {
+        let plugins = plugins.map(|p| p as &dyn KmsUnwrap);
         Self {
             options: Options {
                 verify,
                 want_info,
                 kms_key_ids: plugins.map(|p| p.current_key_ids()).unwrap_or_default(),
-                kms: plugins.map(|p| p as &dyn crate::codec::KmsUnwrap),
+                kms: plugins,
             },
             archive,
             plugins,
@@ -316,7 +316,7 @@ impl<'s> Scan<'s> {
         if let (true, Some(plugins)) = (classify.options.verify, classify.plugins) {
             // Unwrap each distinct KMS v2 DEK source once, before classifying the page.
             for kv in &page.kvs {
-                plugins.prefetch(kv.value()).await?;
+                plugins.prefetch(kv.value()).await.map_err(EtcdError::Kms)?;
             }
         }
         for kv in &page.kvs {
