@@ -1,0 +1,205 @@
+//! What a scan found: exact counts per resource, key and verdict, with capped samples of names.
+
+use std::collections::BTreeMap;
+
+use super::{Item, Visitor};
+use crate::GroupResource;
+use crate::config::Resolved;
+use crate::model::{KeyCounts, KeyLabel, Sample, Verdict, VerdictCounts};
+
+/// An object that needs attention, by name (never its data).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// `namespace/name`, or `name` when cluster-scoped.
+    pub name: String,
+    /// The full etcd key.
+    pub key: String,
+    /// The etcd revision it was last written at (its resourceVersion).
+    pub mod_revision: i64,
+    /// The key it is stored under (`aescbc:key1`, `identity`).
+    pub stored_as: KeyLabel,
+    /// Why it did not open, when it did not; never key material.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Exact counts, and capped samples of names, for one resource.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResourceReport {
+    /// The group resource (`secrets`, `foos.example.com`).
+    pub resource: String,
+    /// The rule that covers it (`secrets`, `*.*`), or none.
+    pub rule: Option<String>,
+    /// What new writes of this resource get.
+    pub write_key: KeyLabel,
+    /// Every key the apiserver can read it with, in the order it tries them.
+    pub read_keys: Vec<KeyLabel>,
+    /// The write key encrypts (the first provider is not identity).
+    pub encrypts: bool,
+    /// Stored values read.
+    pub total: u64,
+    /// Values an unchanged write through the apiserver would rewrite (what `reencrypt`
+    /// targets): stale ones, and plaintext where the config encrypts.
+    pub needs_rewrite: u64,
+    /// Encrypted values that were not decrypted here (no `--verify`, or a KMS v1 plugin that
+    /// cannot be asked): classified by prefix, key name and shape only.
+    pub unverified: u64,
+    /// Exact count per verdict.
+    pub verdicts: VerdictCounts,
+    /// Exact count per stored key and verdict.
+    pub keys: KeyCounts,
+    /// KMS v2 key ID → number of stored values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kms_key_ids: BTreeMap<String, u64>,
+    /// Names of the objects not on the write key, per verdict: `total` is exact, `objects`
+    /// holds at most the list cap.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub samples: BTreeMap<Verdict, Sample<ObjectRef>>,
+}
+
+impl ResourceReport {
+    fn new(resolved: &Resolved) -> Self {
+        Self {
+            resource: resolved.resource.to_string(),
+            rule: resolved.rule_name.clone(),
+            write_key: resolved.write_key(),
+            read_keys: resolved.read_keys(),
+            encrypts: resolved.encrypts(),
+            total: 0,
+            needs_rewrite: 0,
+            unverified: 0,
+            verdicts: VerdictCounts::default(),
+            keys: KeyCounts::new(),
+            kms_key_ids: BTreeMap::new(),
+            samples: BTreeMap::new(),
+        }
+    }
+
+    /// Nothing to rewrite and nothing unreadable: what makes `scan` exit 0.
+    pub fn clean(&self) -> bool {
+        self.needs_rewrite == 0 && self.verdicts.unreadable() == 0
+    }
+
+    /// The sample of one verdict (empty when there is none).
+    pub fn sample(&self, v: Verdict) -> Option<&Sample<ObjectRef>> {
+        self.samples.get(&v)
+    }
+}
+
+/// The JSON schema of `atrest scan -o json`; fields are stable within a version.
+pub const SCAN_SCHEMA: &str = "atrest.scan/v2";
+
+/// The whole answer of a scan.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ScanReport {
+    /// [`SCAN_SCHEMA`].
+    pub schema: String,
+    /// The etcd revision every value was read at.
+    pub revision: i64,
+    /// Every value was decrypted (`--verify`).
+    pub verified: bool,
+    /// Per covered resource, `secrets` first.
+    pub resources: Vec<ResourceReport>,
+    /// KMS v2 provider → the key ID its plugin reports now (values on another are stale).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kms_current_key_ids: BTreeMap<String, String>,
+}
+
+impl ScanReport {
+    /// Everything on its write key, nothing unreadable.
+    pub fn clean(&self) -> bool {
+        self.resources.iter().all(ResourceReport::clean)
+    }
+
+    /// Counts over every resource.
+    pub fn totals(&self) -> VerdictCounts {
+        let mut t = VerdictCounts::default();
+        for r in &self.resources {
+            t.merge(&r.verdicts);
+        }
+        t
+    }
+}
+
+/// A [`Visitor`] that builds a [`ScanReport`]; samples hold at most `list_limit` names each,
+/// counts are exact.
+pub struct ReportBuilder {
+    by_resource: BTreeMap<GroupResource, ResourceReport>,
+    list_limit: usize,
+}
+
+impl ReportBuilder {
+    /// Samples capped at `list_limit` names per resource and verdict.
+    pub fn new(list_limit: usize) -> Self {
+        Self {
+            by_resource: BTreeMap::new(),
+            list_limit,
+        }
+    }
+
+    /// The report, `secrets` first, then by name.
+    pub fn finish(self, revision: i64, verified: bool) -> ScanReport {
+        let mut resources: Vec<ResourceReport> = self.by_resource.into_values().collect();
+        resources.sort_by_key(|r| (r.resource != "secrets", r.resource.clone()));
+        ScanReport {
+            schema: SCAN_SCHEMA.to_string(),
+            revision,
+            verified,
+            resources,
+            kms_current_key_ids: BTreeMap::new(),
+        }
+    }
+}
+
+impl Visitor for ReportBuilder {
+    fn resource(&mut self, resolved: &Resolved) {
+        self.by_resource
+            .entry(resolved.resource.clone())
+            .or_insert_with(|| ResourceReport::new(resolved));
+    }
+
+    fn visit(&mut self, item: &Item<'_>) {
+        let Some(r) = self.by_resource.get_mut(item.resource) else {
+            return;
+        };
+        let class = item.class;
+        let verdict = class.verdict();
+        r.total += 1;
+        r.verdicts.add(verdict);
+        match r.keys.get_mut(class.label.as_ref()) {
+            Some(c) => c.add(verdict),
+            None => {
+                let mut c = VerdictCounts::default();
+                c.add(verdict);
+                r.keys.insert(class.label.clone().into_owned(), c);
+            }
+        }
+        if class.needs_rewrite() {
+            r.needs_rewrite += 1;
+        }
+        if !class.verified && matches!(verdict, Verdict::OnWriteKey | Verdict::Stale) {
+            r.unverified += 1;
+        }
+        if let Some(id) = class.kms.as_ref().and_then(|k| k.key_id.as_ref()) {
+            match r.kms_key_ids.get_mut(id) {
+                Some(n) => *n += 1,
+                None => {
+                    r.kms_key_ids.insert(id.clone(), 1);
+                }
+            }
+        }
+        if verdict == Verdict::OnWriteKey {
+            return;
+        }
+        r.samples
+            .entry(verdict)
+            .or_default()
+            .push(self.list_limit, || ObjectRef {
+                name: item.object.to_string(),
+                key: item.key.to_string(),
+                mod_revision: item.mod_revision,
+                stored_as: class.label.clone().into_owned(),
+                detail: class.detail.clone(),
+            });
+    }
+}

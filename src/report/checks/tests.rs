@@ -1,0 +1,317 @@
+//! Every check with fixture inputs: no cluster needed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::*;
+use crate::config::{FileInfo, LoadedConfig, parse_str};
+use crate::etcd::scan::{ObjectRef, ResourceReport, ScanReport};
+use crate::model::VerdictCounts;
+use crate::report::{ApiserverSurvey, ApiserverView, EtcdInfo, KeyAge, Policy, build};
+
+const KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+
+fn loaded(providers: &str, mode: u32) -> LoadedConfig {
+    let yaml = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers: {providers}\n"
+    );
+    LoadedConfig {
+        path: "/etc/kubernetes/enc.yaml".into(),
+        hash: "sha256:file".into(),
+        config: parse_str(Path::new("enc.yaml"), &yaml).unwrap(),
+        file: FileInfo {
+            mode,
+            uid: 0,
+            gid: 0,
+            size: 1,
+        },
+    }
+}
+
+fn secretbox() -> String {
+    format!("[{{secretbox: {{keys: [{{name: sb1, secret: {KEY}}}]}}}}, {{identity: {{}}}}]")
+}
+
+/// A secrets result: `(label, verdict, count)` rows; samples hold every name.
+fn secrets(write: &str, encrypts: bool, rows: &[(&str, Verdict, u64)]) -> ResourceReport {
+    let mut r = ResourceReport {
+        resource: "secrets".into(),
+        rule: Some("secrets".into()),
+        write_key: write.parse().unwrap(),
+        read_keys: vec![write.parse().unwrap()],
+        encrypts,
+        total: 0,
+        needs_rewrite: 0,
+        unverified: 0,
+        verdicts: VerdictCounts::default(),
+        keys: BTreeMap::new(),
+        kms_key_ids: BTreeMap::new(),
+        samples: BTreeMap::new(),
+    };
+    for (label, v, n) in rows {
+        let label: KeyLabel = label.parse().unwrap();
+        for i in 0..*n {
+            r.total += 1;
+            r.verdicts.add(*v);
+            r.keys.entry(label.clone()).or_default().add(*v);
+            if *v == Verdict::Stale || (*v == Verdict::Plaintext && encrypts) {
+                r.needs_rewrite += 1;
+            }
+            if *v != Verdict::OnWriteKey {
+                r.samples.entry(*v).or_default().push(1000, || ObjectRef {
+                    name: format!("ns/{v}-{i}"),
+                    key: format!("/registry/secrets/ns/{v}-{i}"),
+                    mod_revision: 7,
+                    stored_as: label.clone(),
+                    detail: None,
+                });
+            }
+        }
+    }
+    r
+}
+
+struct Fixture {
+    config: LoadedConfig,
+    scan: ScanReport,
+    apiservers: Option<ApiserverSurvey>,
+    manifest: Option<bool>,
+    ages: BTreeMap<String, KeyAge>,
+    policy: Policy,
+}
+
+impl Fixture {
+    fn new(config: LoadedConfig, resource: ResourceReport) -> Self {
+        Fixture {
+            config,
+            scan: ScanReport {
+                schema: crate::etcd::scan::SCAN_SCHEMA.into(),
+                revision: 42,
+                verified: true,
+                resources: vec![resource],
+                kms_current_key_ids: BTreeMap::new(),
+            },
+            apiservers: Some(ApiserverSurvey {
+                apiservers: vec![ApiserverView {
+                    name: "https://10.0.0.1:6443".into(),
+                    config_hash: Some("sha256:file".into()),
+                    reported: "sha256:file".into(),
+                }],
+                leases: vec!["apiserver-a".into()],
+                converged: true,
+            }),
+            manifest: Some(true),
+            ages: BTreeMap::new(),
+            policy: Policy::default(),
+        }
+    }
+
+    /// Status and evidence (one string) of every check, by id.
+    fn run(&self) -> BTreeMap<String, (Status, String)> {
+        let report = build(&Inputs {
+            config: &self.config,
+            scan: &self.scan,
+            etcd: EtcdInfo::default(),
+            apiservers: self.apiservers.clone(),
+            manifest_sets_config: self.manifest,
+            rotation: None,
+            key_ages: self.ages.clone(),
+            policy: &self.policy,
+            now: "2026-06-01T00:00:00Z".parse().unwrap(),
+        });
+        report
+            .checks
+            .into_iter()
+            .map(|c| (c.id, (c.status, c.evidence.join(" | "))))
+            .collect()
+    }
+}
+
+fn compliant() -> Fixture {
+    let mut f = Fixture::new(
+        loaded(&secretbox(), 0o600),
+        secrets(
+            "secretbox:sb1",
+            true,
+            &[("secretbox:sb1", Verdict::OnWriteKey, 5)],
+        ),
+    );
+    f.ages.insert(
+        "secretbox:sb1".into(),
+        KeyAge {
+            added: Some("2026-05-01T00:00:00Z".into()),
+            promoted: Some("2026-05-02T00:00:00Z".into()),
+        },
+    );
+    f
+}
+
+#[test]
+fn a_compliant_cluster_passes_every_check() {
+    let got = compliant().run();
+    for (id, (st, ev)) in &got {
+        assert_eq!(*st, Status::Pass, "{id}: {ev}");
+    }
+    assert_eq!(got.len(), 9, "C10 applies only when KMS v2 values exist");
+}
+
+#[test]
+fn c01_and_c03_follow_the_apiservers_and_manifest() {
+    let mut f = compliant();
+    f.apiservers = None;
+    f.manifest = None;
+    let got = f.run();
+    assert_eq!(got["ATR-C01"].0, Status::Warn);
+    assert_eq!(got["ATR-C03"].0, Status::Warn);
+    f.manifest = Some(false);
+    assert_eq!(f.run()["ATR-C01"].0, Status::Fail);
+    let mut f = compliant();
+    if let Some(s) = f.apiservers.as_mut() {
+        s.converged = false;
+        s.apiservers[0].config_hash = Some("sha256:other".into());
+        s.apiservers[0].reported = "sha256:other".into();
+    }
+    let got = f.run();
+    assert_eq!(got["ATR-C03"].0, Status::Fail);
+    assert!(
+        got["ATR-C03"].1.contains("sha256:other"),
+        "{}",
+        got["ATR-C03"].1
+    );
+}
+
+#[test]
+fn identity_write_key_with_plaintext_fails_c02_c04_c05_c08_with_exact_counts() {
+    let f = Fixture::new(
+        loaded("[{identity: {}}]", 0o600),
+        secrets("identity", false, &[("identity", Verdict::Plaintext, 1500)]),
+    );
+    let got = f.run();
+    for id in ["ATR-C02", "ATR-C04", "ATR-C05", "ATR-C08"] {
+        assert_eq!(got[id].0, Status::Fail, "{id}: {}", got[id].1);
+    }
+    assert!(
+        got["ATR-C05"]
+            .1
+            .contains("secrets: 1500 stored as plaintext")
+    );
+    assert!(got["ATR-C05"].1.contains("(showing 20 of 1500)"));
+    assert!(
+        got["ATR-C04"]
+            .1
+            .contains("secrets: 0/1500 encrypted with the write key identity (0 stale, 1500 plaintext, 0 unreadable)"),
+        "{}",
+        got["ATR-C04"].1
+    );
+}
+
+#[test]
+fn plaintext_of_a_resource_neither_encrypted_nor_required_is_not_a_finding() {
+    let mut f = Fixture::new(
+        loaded("[{identity: {}}]", 0o600),
+        secrets("identity", false, &[("identity", Verdict::Plaintext, 3)]),
+    );
+    f.policy.required_resources = vec!["configmaps".into()];
+    let got = f.run();
+    assert_eq!(got["ATR-C04"].0, Status::Pass, "{}", got["ATR-C04"].1);
+    assert_eq!(got["ATR-C05"].0, Status::Pass, "{}", got["ATR-C05"].1);
+}
+
+#[test]
+fn stale_values_fail_c04_only() {
+    let f = Fixture::new(
+        loaded(&secretbox(), 0o600),
+        secrets(
+            "secretbox:sb1",
+            true,
+            &[
+                ("secretbox:sb1", Verdict::OnWriteKey, 2),
+                ("secretbox:old", Verdict::Stale, 30),
+            ],
+        ),
+    );
+    let got = f.run();
+    assert_eq!(got["ATR-C04"].0, Status::Fail);
+    assert!(
+        got["ATR-C04"]
+            .1
+            .contains("secrets: 2/32 encrypted with the write key")
+    );
+    assert!(got["ATR-C04"].1.contains("(showing 20 of 30)"));
+    assert_eq!(got["ATR-C05"].0, Status::Pass);
+    assert_eq!(got["ATR-C06"].0, Status::Pass);
+}
+
+#[test]
+fn unreadable_values_fail_c06_with_names() {
+    let f = Fixture::new(
+        loaded(&secretbox(), 0o600),
+        secrets(
+            "secretbox:sb1",
+            true,
+            &[
+                ("secretbox:sb1", Verdict::Undecryptable, 1),
+                ("aescbc:k9", Verdict::UnknownKey, 2),
+                ("secretbox:sb1", Verdict::Corrupt, 1),
+            ],
+        ),
+    );
+    let got = f.run();
+    let (st, ev) = &got["ATR-C06"];
+    assert_eq!(*st, Status::Fail);
+    for want in [
+        "secrets: 1 undecryptable: ns/undecryptable-0",
+        "secrets: 2 under an unknown key",
+        "secrets: 1 corrupt",
+    ] {
+        assert!(ev.contains(want), "{want} in {ev}");
+    }
+}
+
+#[test]
+fn c07_key_age_against_the_policy() {
+    let mut f = compliant();
+    f.policy.max_key_age_days = 10;
+    let got = f.run();
+    assert_eq!(got["ATR-C07"].0, Status::Fail, "{}", got["ATR-C07"].1);
+    assert!(
+        got["ATR-C07"]
+            .1
+            .contains("secretbox:sb1: write key for 30 days (maximum 10)")
+    );
+    f.ages.clear();
+    assert_eq!(f.run()["ATR-C07"].0, Status::Warn);
+}
+
+#[test]
+fn c02_warns_for_a_discouraged_provider_and_c09_for_lint() {
+    let f = Fixture::new(
+        loaded(
+            &format!("[{{aescbc: {{keys: [{{name: k1, secret: {KEY}}}]}}}}]"),
+            0o644,
+        ),
+        secrets("aescbc:k1", true, &[("aescbc:k1", Verdict::OnWriteKey, 1)]),
+    );
+    let got = f.run();
+    assert_eq!(got["ATR-C02"].0, Status::Warn, "{}", got["ATR-C02"].1);
+    assert_ne!(got["ATR-C09"].0, Status::Pass, "{}", got["ATR-C09"].1);
+    assert!(got["ATR-C09"].1.contains("config file mode 0644"));
+}
+
+#[test]
+fn c10_kms_key_ids() {
+    let mut f = compliant();
+    f.scan.resources[0].kms_key_ids = BTreeMap::from([("k-1".into(), 3), ("k-2".into(), 1)]);
+    assert_eq!(f.run()["ATR-C10"].0, Status::Warn, "plugin not reachable");
+    f.scan.kms_current_key_ids = BTreeMap::from([("vault".into(), "k-2".into())]);
+    let got = f.run();
+    assert_eq!(got["ATR-C10"].0, Status::Fail);
+    assert!(
+        got["ATR-C10"]
+            .1
+            .contains("3 values on a key ID other than the current one")
+    );
+    f.policy.allow_old_kms_key_ids = true;
+    assert_eq!(f.run()["ATR-C10"].0, Status::Pass);
+}
+
