@@ -25,6 +25,7 @@ use v1pb::key_management_service_client::KeyManagementServiceClient as V1Client;
 
 /// The stored-value prefixes of KMS providers (the provider name and `:` follow).
 pub const V2_PREFIX: &[u8] = b"k8s:enc:kms:v2:";
+/// The KMS v1 counterpart of [`V2_PREFIX`].
 pub const V1_PREFIX: &[u8] = b"k8s:enc:kms:v1:";
 
 /// At most this many unwrapped DEKs (or DEK sources) are kept. A scan prefetches a page's DEKs
@@ -32,12 +33,18 @@ pub const V1_PREFIX: &[u8] = b"k8s:enc:kms:v1:";
 /// DEK of the page being classified is still cached, and each is unwrapped once per page at most.
 pub const DEK_CACHE_ENTRIES: usize = 8192;
 
+/// Why a KMS plugin could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KmsError {
+    /// The plugin's socket does not connect, or the plugin does not answer (`Status`, `Version`,
+    /// or `Decrypt` unavailable or timed out): its values cannot be checked.
     #[error("the KMS plugin of provider {provider:?} at {endpoint} is unreachable: {message}")]
     Unreachable {
+        /// The KMS provider name in the config.
         provider: String,
+        /// The plugin's socket, as the config names it.
         endpoint: String,
+        /// What the connection or call said.
         message: String,
     },
 }
@@ -47,10 +54,18 @@ pub enum KmsError {
 pub enum UnwrapError {
     /// The plugin answered `Decrypt` with an error for this DEK.
     #[error("the KMS plugin of provider {provider:?} refused to decrypt the DEK: {message}")]
-    Refused { provider: String, message: String },
+    Refused {
+        /// The KMS provider name in the config.
+        provider: String,
+        /// The plugin's error message.
+        message: String,
+    },
     /// No `Decrypt` was made for it (not prefetched, or evicted before use).
     #[error("the DEK of provider {provider:?} was not unwrapped")]
-    NotUnwrapped { provider: String },
+    NotUnwrapped {
+        /// The KMS provider name in the config.
+        provider: String,
+    },
 }
 
 /// Whether a KMS plugin that cannot be reached stops the command.
@@ -94,10 +109,15 @@ pub async fn connect_plugins(
 /// What a KMS v2 plugin's `Status` said.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PluginStatus {
+    /// The KMS provider name in the config.
     pub provider: String,
+    /// The plugin's socket.
     pub endpoint: String,
+    /// The API version its `Status` reports.
     pub version: String,
+    /// `ok` when the plugin is healthy; anything else blocks promoting it.
     pub healthz: String,
+    /// The key ID it encrypts new DEKs with now; values on another one are stale.
     pub key_id: String,
 }
 
@@ -406,6 +426,7 @@ impl KmsPlugins {
             .collect()
     }
 
+    /// What each KMS v2 plugin's `Status` said at connection, sorted by provider.
     pub fn status(&self) -> Vec<PluginStatus> {
         let mut v: Vec<PluginStatus> = self.status.values().cloned().collect();
         v.sort_by(|a, b| a.provider.cmp(&b.provider));

@@ -6,6 +6,7 @@
 //! `config` → `keys`, with `model` (the words every layer shares) below them all.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cluster;
 pub mod codec;

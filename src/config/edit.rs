@@ -10,12 +10,29 @@ use super::{EncryptionConfig, Provider, Schema};
 /// Why an edit of the config was refused; `rule` is the index in `resources`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EditError {
+    /// A rule the rotation recorded is not in the config (fewer rules than when it started).
     #[error("the config has no resources[{rule}]")]
-    NoSuchRule { rule: usize },
+    NoSuchRule {
+        /// The missing index.
+        rule: usize,
+    },
+    /// Promote found a rule where the new key is not a read key, so the apiservers may not be
+    /// able to read what it would write.
     #[error("resources[{rule}] cannot promote {label}: it is not a read key there")]
-    NotAReadKey { rule: usize, label: String },
+    NotAReadKey {
+        /// The rule's index.
+        rule: usize,
+        /// The key label that was to be promoted.
+        label: String,
+    },
+    /// A removal would take away a rule's write key, which would change what new writes use.
     #[error("resources[{rule}]: {label} is the write key and cannot be removed")]
-    RemovesWriteKey { rule: usize, label: String },
+    RemovesWriteKey {
+        /// The rule's index.
+        rule: usize,
+        /// Its write key.
+        label: String,
+    },
 }
 
 fn q(s: &str) -> String {
@@ -70,8 +87,11 @@ pub fn render_yaml(config: &EncryptionConfig) -> Zeroizing<String> {
 /// What a rotation moves to: a new local key, a KMS provider, or plaintext.
 #[derive(Clone, Debug)]
 pub enum RotationTarget {
+    /// A new aescbc, aesgcm or secretbox key, with its material.
     Key(std::sync::Arc<crate::keys::Key>),
+    /// A KMS provider (its plugin does the encryption).
     Kms(super::KmsProvider),
+    /// No encryption: new writes are plaintext.
     Identity,
 }
 
@@ -243,7 +263,10 @@ pub fn layout(config: &EncryptionConfig) -> Vec<RuleLayout> {
 /// A rule's resources and its keys in order, with fingerprints.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RuleLayout {
+    /// The rule's resources, as written in the config.
     pub resources: Vec<String>,
+    /// Its key labels in the order the apiserver tries them, the write key first; local keys
+    /// with their fingerprint, so a changed secret under the same name shows.
     pub keys: Vec<String>,
 }
 

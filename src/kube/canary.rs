@@ -17,26 +17,40 @@ use crate::etcd::{EtcdError, layout};
 /// The label atrest puts on what it creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "atrest");
 
+/// Why the canary did not prove the write key.
 #[derive(Debug, thiserror::Error)]
 pub enum CanaryError {
+    /// etcd stores the canary with another key than the config's write key for secrets (or not
+    /// at all): that apiserver has not loaded the config, or writes with another one.
     #[error(
         "canary secret written through {url} is stored as {got}, not the write key {want}: that apiserver does not write with it"
     )]
     WrongKey {
+        /// The apiserver the canary was written through.
         url: String,
+        /// The key label etcd shows for it (`nothing` when it was not found).
         got: String,
+        /// The write key the config gives secrets.
         want: String,
     },
+    /// Creating the canary secret failed: refused (RBAC, a missing namespace, admission) or the
+    /// apiserver did not answer.
     #[error("creating canary secret {namespace}/{name} through {url} failed")]
     Create {
+        /// The apiserver asked.
         url: String,
+        /// The canary namespace.
         namespace: String,
+        /// The canary's name.
         name: String,
+        /// The apiserver's answer.
         #[source]
         source: ::kube::Error,
     },
+    /// An apiserver could not be reached directly.
     #[error(transparent)]
     Kube(#[from] KubeError),
+    /// The canary could not be read back from etcd.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
 }
@@ -44,6 +58,7 @@ pub enum CanaryError {
 /// One canary that etcd stored as expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CanaryWrite {
+    /// The apiserver it was written through.
     pub url: String,
     /// The key label of the stored value (the secrets' write key).
     pub stored_as: String,

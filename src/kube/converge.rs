@@ -28,7 +28,10 @@ pub enum Agreement {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Awaited {
     /// Every apiserver runs the config with this hash.
-    Config { hash: String },
+    Config {
+        /// `sha256:<hex>` of the config file.
+        hash: String,
+    },
     /// Every apiserver has seen each KMS plugin's current key ID.
     KmsKeyIds,
 }
@@ -50,6 +53,7 @@ impl fmt::Display for Awaited {
     .lagging.iter().map(|l| format!("  - {l}")).collect::<Vec<_>>().join("\n")
 )]
 pub struct NotConverged {
+    /// What atrest waited for: a config hash, or the KMS key IDs.
     pub awaited: Awaited,
     /// How long atrest waited (zero: it asked once).
     pub waited: Duration,
@@ -59,10 +63,13 @@ pub struct NotConverged {
     pub unreached: Vec<String>,
 }
 
+/// Why waiting for the apiservers failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvergeError {
+    /// They did not agree before the timeout.
     #[error(transparent)]
     NotConverged(#[from] NotConverged),
+    /// An apiserver's metrics could not be read, where every one must be.
     #[error(transparent)]
     Kube(#[from] KubeError),
 }
@@ -159,10 +166,14 @@ pub async fn require_kms_key_ids(
 /// What one apiserver reports.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ApiserverStatus {
+    /// The URL atrest reads its `/metrics` from.
     pub url: String,
     /// Its identity Lease name, when its id hash matched one.
     pub lease: Option<String>,
+    /// `sha256:<hex>` of the config it loaded last; `None` when its metrics show none (before
+    /// 1.34, or no encryption config).
     pub config_hash: Option<String>,
+    /// Why its metrics could not be read, when they could not.
     pub error: Option<String>,
 }
 
@@ -185,10 +196,13 @@ impl ApiserverStatus {
     }
 }
 
+/// One survey of the apiservers: what each reports, and which identity Leases none of them
+/// answered for.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Convergence {
     /// The hash every apiserver should report.
     pub want: String,
+    /// Every apiserver atrest reached (or tried to), with what it reports.
     pub apiservers: Vec<ApiserverStatus>,
     /// Identity Leases of kube-apiservers (one per running apiserver).
     pub leases: Vec<String>,
@@ -202,6 +216,7 @@ impl Convergence {
         self.agrees(Agreement::Every)
     }
 
+    /// Whether the survey shows the apiservers agree as far as `agreement` asks.
     pub fn agrees(&self, agreement: Agreement) -> bool {
         match agreement {
             Agreement::Every => {
@@ -252,6 +267,7 @@ pub fn id_hash(lease_name: &str) -> String {
 /// Where to find the apiservers.
 #[derive(Clone)]
 pub struct Apiservers {
+    /// The kubeconfig's client; its credentials reach each apiserver directly.
     pub base: Api,
     /// `--apiserver` URLs; empty to discover.
     pub explicit: Vec<String>,

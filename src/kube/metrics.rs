@@ -12,7 +12,9 @@ pub struct ConfigReport {
     pub config_hash: Option<String>,
     /// `sha256:<hex>` of its apiserver ID (the identity Lease name).
     pub apiserver_id_hash: Option<String>,
+    /// Automatic reloads that succeeded since it started, if it reports them.
     pub reload_successes: Option<f64>,
+    /// Automatic reloads that failed: a file it refused to load (it keeps the previous one).
     pub reload_failures: Option<f64>,
 }
 

@@ -16,29 +16,50 @@ use kube::Client;
 
 use crate::GroupResource;
 
+/// Why the Kubernetes API could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
+    /// The kubeconfig given (or the kubeadm admin.conf) cannot be read or used.
     #[error("cannot load kubeconfig {path}: {message}")]
-    Kubeconfig { path: String, message: String },
+    Kubeconfig {
+        /// The kubeconfig file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// No kubeconfig was found anywhere atrest looks, or its client (or an apiserver URL)
+    /// cannot be built.
     #[error(
         "no Kubernetes API access: {0}\n  hint: pass --kubeconfig (or KUBECONFIG); on a kubeadm control-plane node /etc/kubernetes/admin.conf works"
     )]
     NoConfig(String),
+    /// API discovery does not find the resource in any served version, so atrest cannot write it.
     #[error("the apiserver at {url} does not serve {resource}: {message}")]
     Discovery {
+        /// The apiserver asked.
         url: String,
+        /// The group resource looked for.
         resource: String,
+        /// What discovery answered.
         message: String,
     },
+    /// A request failed on the way (connection, TLS, credentials) or was refused.
     #[error("request to the apiserver at {url} failed: {message}")]
-    Request { url: String, message: String },
+    Request {
+        /// The apiserver asked.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// A client plus the URL it talks to (for messages) and its config (to reach one apiserver of
 /// several directly with the same credentials).
 #[derive(Clone)]
 pub struct Api {
+    /// The client, with the kubeconfig's credentials.
     pub client: Client,
+    /// The apiserver URL, without a trailing `/`; names the apiserver in messages.
     pub url: String,
     config: kube::Config,
 }
@@ -127,9 +148,13 @@ impl Api {
 /// Where a group resource lives in the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiPath {
+    /// The API group; empty for the core group (`/api`).
     pub group: String,
+    /// The version atrest writes through: the group's preferred one when it serves the resource.
     pub version: String,
+    /// The resource name in the URL (`secrets`).
     pub plural: String,
+    /// Whether objects live in a namespace (and the URL names it).
     pub namespaced: bool,
 }
 

@@ -14,7 +14,10 @@ use super::{Api, ApiPath};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Written again: the resourceVersion moved.
-    Rewritten { resource_version: i64 },
+    Rewritten {
+        /// The object's new resourceVersion (the etcd revision of the write).
+        resource_version: i64,
+    },
     /// Accepted without a write: the apiserver did not consider the stored value stale.
     Unchanged,
     /// The object changed since it was read (resourceVersion precondition), or was replaced
@@ -26,7 +29,9 @@ pub enum Outcome {
     Forbidden(String),
     /// Worth retrying (429, 5xx, connection errors), after `after` when the server said so.
     Retry {
+        /// How long the server asked to wait (`Retry-After`), if it did.
         after: Option<Duration>,
+        /// What went wrong: the status and message, or the connection error.
         reason: String,
     },
     /// Refused for another reason (admission webhook, validation): not retried.

@@ -15,17 +15,23 @@ use crate::kube::canary::CanaryError;
 use crate::kube::converge::{ConvergeError, NotConverged};
 use crate::migrate::MigrateError;
 
-/// A rotation command.
+/// A rotation command, named in errors so the admin knows which step refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// `atrest rotate prepare`: the new key becomes a read key everywhere.
     Prepare,
+    /// `atrest rotate promote`: the new key becomes the write key.
     Promote,
+    /// `atrest rotate reencrypt`: every object is rewritten with the write key.
     Reencrypt,
+    /// `atrest rotate prune`: keys no stored value uses are removed and archived.
     Prune,
+    /// `atrest rotate abort`: the rotation is undone as far as it safely can be.
     Abort,
 }
 
 impl Step {
+    /// The subcommand name, as typed after `atrest rotate`.
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Prepare => "prepare",
@@ -43,90 +49,165 @@ impl fmt::Display for Step {
     }
 }
 
+/// Why a rotation step stopped. Config writes go through the journal, so the config and the
+/// state stay consistent: once the cause is fixed, the same command can be run again.
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
+    /// The encryption config cannot be read, or the apiserver would refuse it.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Loading or writing the config through the journal failed; this includes a config file
+    /// changed behind atrest's back since it last wrote it.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A step other than prepare ran while the state file records no rotation in progress.
     #[error("no rotation in progress (state {})", .state.display())]
-    NoRotation { step: Step, state: PathBuf },
+    NoRotation {
+        /// The command that was run.
+        step: Step,
+        /// The state file that was read.
+        state: PathBuf,
+    },
+    /// A step was run out of order: the rotation is at another stage than the step needs.
     #[error(
         "`atrest rotate {step}` needs stage {expected}, but the rotation to {target} is at {found}"
     )]
     WrongStage {
+        /// The command that was run.
         step: Step,
+        /// The stage that command starts from.
         expected: Stage,
+        /// The stage the rotation is at; its next command is the one to run.
         found: Stage,
+        /// What the rotation moves to, as a key label.
         target: String,
     },
+    /// `prepare` ran while another rotation is in progress: finish or abort that one first.
     #[error("a rotation to {target} is already at stage {stage}")]
-    AlreadyRotating { target: String, stage: Stage },
+    AlreadyRotating {
+        /// What the rotation in progress moves to, as a key label.
+        target: String,
+        /// The stage it is at.
+        stage: Stage,
+    },
     /// The requested end state is already there (a re-run after the rotation finished).
     #[error("{label} is already the write key of every rule it would touch: nothing to rotate")]
-    NothingToDo { label: String },
+    NothingToDo {
+        /// The key label the rotation would move to.
+        label: String,
+    },
+    /// `prepare` was asked for a new key whose name a rule it edits already has for that
+    /// provider; two keys with one name could not be told apart in stored values.
     #[error("a key named {name} already exists for {label}")]
-    KeyNameTaken { name: String, label: String },
+    KeyNameTaken {
+        /// The requested key name.
+        name: String,
+        /// Its key label, already in the config.
+        label: String,
+    },
+    /// Before a KMS provider is promoted, its plugin's `Status` did not answer healthz `ok`:
+    /// writes through it would fail.
     #[error(
         "KMS plugin {provider} at {endpoint} reports healthz {healthz:?}, not \"ok\": not promoting"
     )]
     KmsUnhealthy {
+        /// The KMS provider name in the config.
         provider: String,
+        /// The plugin's socket.
         endpoint: String,
+        /// What the plugin answered.
         healthz: String,
     },
+    /// Before a KMS provider is promoted, an apiserver's `/readyz/kms-providers` check did not
+    /// pass: that apiserver cannot use the plugin yet.
     #[error("{url}/readyz/kms-providers answers {status}: {body}: not promoting")]
     KmsNotReady {
+        /// The apiserver asked.
         url: String,
+        /// Its HTTP status.
         status: u16,
+        /// Its answer, trimmed: which KMS check failed.
         body: String,
     },
+    /// Within the wait timeout, not every apiserver loaded the config atrest wrote (or saw the
+    /// KMS plugins' current key IDs); it names the ones that lag.
     #[error(transparent)]
     NotConverged(NotConverged),
+    /// `prune` found stored objects not on their write key: the keys it would remove still
+    /// open them. Reencrypt again, then prune.
     #[error(
         "prune refused: {count} stored objects are not on their write key, so their keys are still needed:\n{}",
         .objects.iter().map(|o| format!("  - {o}")).collect::<Vec<_>>().join("\n")
     )]
-    PruneRefused { count: u64, objects: Vec<String> },
+    PruneRefused {
+        /// How many objects the scan found (all are counted).
+        count: u64,
+        /// The first of them, with their key and state.
+        objects: Vec<String>,
+    },
+    /// `abort` of a prepared rotation found objects already stored with the new key; removing
+    /// it would leave them unreadable.
     #[error(
         "abort refused: {count} stored objects already use {target}, so it cannot be removed: {}",
         .objects.join("; ")
     )]
     TargetInUse {
+        /// The new key's label.
         target: String,
+        /// How many objects use it (all are counted).
         count: u64,
+        /// The first of them, by name.
         objects: Vec<String>,
     },
+    /// `reencrypt` finished its pass, but some objects were given up (refused, or still failing
+    /// after retries) or etcd still shows objects not on their write key.
     #[error(
         "reencrypt did not finish: {given_up} objects given up, {remaining} still not on their write key: {}",
         .sample.join("; ")
     )]
     Incomplete {
+        /// Objects the pass stopped retrying.
         given_up: u64,
+        /// Objects etcd still shows not on their write key after the pass.
         remaining: u64,
         /// At most 20 of them.
         sample: Vec<String>,
     },
+    /// `reencrypt` was stopped (a signal such as Ctrl-C) before it finished; the checkpoint lets
+    /// the same command continue where it stopped.
     #[error("interrupted; run the same command again to continue")]
     Interrupted,
+    /// After promote, a canary written through an apiserver was not stored with the new write
+    /// key, or could not be written at all.
     #[error(transparent)]
     Canary(Box<CanaryError>),
+    /// The config edit a step needs was refused (a rule that is gone, a key that is not a read
+    /// key, or a write key that would be removed).
     #[error(transparent)]
     Edit(#[from] EditError),
+    /// Reading etcd failed: a proof scan, the snapshot, or a canary read-back.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
+    /// A request to the Kubernetes API failed.
     #[error(transparent)]
     Kube(#[from] KubeError),
+    /// The re-encryption pass failed before it could finish.
     #[error(transparent)]
     Migrate(Box<MigrateError>),
+    /// The rotation state file cannot be read or written.
     #[error(transparent)]
     State(#[from] state::StateError),
+    /// Retired keys could not be added to the key archive; prune stops before the config
+    /// forgets them.
     #[error(transparent)]
     Archive(#[from] archive::ArchiveError),
+    /// A KMS plugin the config names cannot be reached.
     #[error(transparent)]
     Kms(#[from] crate::kms::KmsError),
+    /// A file atrest writes could not be written.
     #[error(transparent)]
     Write(#[from] fsutil::WriteError),
+    /// The new key could not be generated.
     #[error(transparent)]
     Key(#[from] keys::KeyError),
 }

@@ -10,16 +10,24 @@ use super::state::{PendingWrite, Stage, State, StateError};
 use crate::config::{self, ConfigError, EncryptionConfig, LoadedConfig, RuleLayout};
 use crate::fsutil;
 
+/// The subfolder of the state folder that keeps a timestamped copy of every config atrest replaced.
 pub const BACKUP_DIR: &str = "backups";
 
+/// Why the config could not be loaded or written safely.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
+    /// The config file cannot be read, or the new one would not be loaded by the apiserver (it
+    /// is then never written).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The state file could not be read, or the intent or commit could not be recorded.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The backup or the new config file could not be written; the previous config is still in
+    /// place.
     #[error(transparent)]
     Write(#[from] fsutil::WriteError),
+    /// The config file is not the one atrest last wrote: someone edited it meanwhile.
     #[error(transparent)]
     Changed(Box<ConfigChanged>),
 }
@@ -32,17 +40,24 @@ pub enum JournalError {
     .diff.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n")
 )]
 pub struct ConfigChanged {
+    /// The config file.
     pub path: PathBuf,
+    /// The hash atrest last wrote (or accepted).
     pub expected: String,
+    /// The hash of the file now.
     pub found: String,
+    /// What differs, one line per change, in words an admin can act on.
     pub diff: Vec<String>,
+    /// Where the configs atrest wrote before are kept, to restore one.
     pub backups: PathBuf,
+    /// The state file; moving it away starts over from the current config.
     pub state: PathBuf,
 }
 
 /// A config write that reached the disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
+    /// `sha256:<hex>` of the new file: what every apiserver must report before the step goes on.
     pub hash: String,
     /// Where the previous file was copied (none when there was no file).
     pub backup: Option<PathBuf>,
@@ -51,7 +66,9 @@ pub struct Written {
 /// The config file and the state folder that records what atrest wrote to it.
 #[derive(Clone, Copy, Debug)]
 pub struct Journal<'a> {
+    /// The encryption config file the apiservers load.
     pub config_path: &'a Path,
+    /// The state folder: `rotation.json`, backups, snapshots, the key archive.
     pub state_dir: &'a Path,
 }
 
@@ -60,10 +77,13 @@ pub(super) fn now() -> String {
 }
 
 impl Journal<'_> {
+    /// The rotation state (fresh when there is none yet), as it is on disk: a write a crash
+    /// interrupted is only completed by [`Journal::load_checked`].
     pub fn load_state(&self) -> Result<State, StateError> {
         State::load(self.state_dir, self.config_path)
     }
 
+    /// The folder of config backups ([`BACKUP_DIR`] in the state folder).
     pub fn backups(&self) -> PathBuf {
         self.state_dir.join(BACKUP_DIR)
     }

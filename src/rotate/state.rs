@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 use crate::config::RuleLayout;
 use crate::fsutil;
 
+/// The state file's name in the state folder.
 pub const STATE_FILE: &str = "rotation.json";
+/// The state file format this atrest reads and writes; another version is refused rather than
+/// guessed at.
 pub const STATE_VERSION: u32 = 1;
 
+/// The stage a rotation is in; each step refuses to run out of order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
@@ -33,6 +37,7 @@ impl Stage {
         }
     }
 
+    /// The command that moves a rotation at this stage on, as the admin would type it.
     pub fn next_command(self) -> &'static str {
         match self {
             Stage::Prepared => "atrest rotate promote",
@@ -51,10 +56,15 @@ impl std::fmt::Display for Stage {
 /// An etcd snapshot taken before the first change of a rotation.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotRecord {
+    /// Where the snapshot file was written (0600).
     pub path: PathBuf,
+    /// Its size in bytes.
     pub size: u64,
+    /// `sha256:<hex>` of the file, to check it before a restore.
     pub sha256: String,
+    /// The etcd revision when it was taken: it holds at least every write up to this one.
     pub revision: i64,
+    /// When it was taken (RFC 3339, UTC).
     pub taken: String,
 }
 
@@ -62,29 +72,45 @@ pub struct SnapshotRecord {
 /// it, the next run finds the file at `hash` and completes the step.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PendingWrite {
+    /// `sha256:<hex>` of the file being written.
     pub hash: String,
+    /// The stage the write completes (`None`: it finishes the rotation).
     pub stage: Option<Stage>,
+    /// The new file's keys per rule, expected once the write is committed.
     pub layout: Vec<RuleLayout>,
 }
 
+/// One rotation, from prepare until prune (or abort) finishes it; then it moves to the history.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rotation {
+    /// When it started, `YYYYMMDDTHHMMSSZ`; also names its default snapshot file.
     pub id: String,
     /// What the rotation moves to: `aescbc:key-…`, `kms:v2:name`, `identity`.
     pub target: String,
+    /// The new key's fingerprint (local keys only), to recognise it later without its material.
     pub target_fingerprint: Option<String>,
     /// The rules (`resources[i]`) it edits, and every resource those rules name.
     pub rules: Vec<usize>,
+    /// Every resource those rules name: they share keys, so all of them are rewritten.
     pub resources: Vec<String>,
     /// Rule index → its write key before the rotation (for abort).
     pub previous_write_keys: BTreeMap<usize, String>,
+    /// Where it stands; the next step must start from here.
     pub stage: Stage,
+    /// When prepare began (RFC 3339, UTC), as are the times below.
     pub started: String,
+    /// When the new key became a read key.
     pub prepared_at: Option<String>,
+    /// When the new key became the write key.
     pub promoted_at: Option<String>,
+    /// When every object was proven rewritten.
     pub reencrypted_at: Option<String>,
+    /// When the last config write of the rotation (prune, or abort before promote) was
+    /// committed.
     pub finished_at: Option<String>,
+    /// The etcd snapshot taken before the first change, to restore from if all else fails.
     pub snapshot: Option<SnapshotRecord>,
+    /// The admin chose `--no-snapshot`; reports show there was nothing to restore from.
     pub snapshot_skipped: bool,
     /// Abort demoted the target again; finishing removes it.
     pub aborted: bool,
@@ -95,35 +121,56 @@ pub struct Rotation {
 /// When a key was added, promoted and retired (for key-age checks in reports).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyRecord {
+    /// The key's fingerprint (local keys only; KMS and identity have none).
     pub fingerprint: Option<String>,
+    /// When a rotation added it as a read key (RFC 3339, UTC), as are the times below.
     pub added: Option<String>,
+    /// When it became the write key.
     pub promoted: Option<String>,
+    /// When prune removed it from the config.
     pub retired: Option<String>,
 }
 
+/// Everything `rotation.json` records: the config atrest expects, the rotation in progress,
+/// the finished ones, and each key's dates.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct State {
+    /// The file format ([`STATE_VERSION`]).
     pub version: u32,
+    /// The encryption config file this state belongs to.
     pub config_path: PathBuf,
     /// The hash of the config file as atrest last wrote (or accepted) it.
     pub expected_hash: Option<String>,
+    /// The keys per rule of that file, to tell the admin what differs when it changed.
     pub expected_layout: Vec<RuleLayout>,
+    /// A config write started but not yet committed; the next run completes or drops it.
     pub pending: Option<PendingWrite>,
+    /// The rotation in progress, if any.
     pub rotation: Option<Rotation>,
+    /// Finished and aborted rotations, oldest first.
     pub history: Vec<Rotation>,
     /// Key label → record.
     pub keys: BTreeMap<String, KeyRecord>,
 }
 
+/// Why the rotation state could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// The state file is unreadable, not valid JSON, or of another format version.
     #[error("cannot read rotation state {path}: {message}")]
-    Read { path: PathBuf, message: String },
+    Read {
+        /// The state file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The state folder or file could not be written.
     #[error(transparent)]
     Write(#[from] fsutil::WriteError),
 }
 
 impl State {
+    /// The state file of the state folder `dir`.
     pub fn path(dir: &Path) -> PathBuf {
         dir.join(STATE_FILE)
     }
@@ -160,6 +207,7 @@ impl State {
         }
     }
 
+    /// Writes the state to `dir` atomically (0600), creating the folder if needed.
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
         std::fs::create_dir_all(dir).map_err(|source| fsutil::WriteError {
             path: dir.to_path_buf(),

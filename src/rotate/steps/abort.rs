@@ -8,6 +8,9 @@ use crate::config::{self, LoadedConfig};
 use crate::rotate::{RotateError, Rotation, Rotator, Stage, State, Step};
 
 impl Rotator<'_> {
+    /// Undoes the rotation in progress. Before promote the new key is removed, refused while any
+    /// stored object uses it; after promote the previous write keys write again, and the
+    /// rotation stays at promoted so reencrypt and prune finish removing the new key.
     pub async fn abort(&self) -> Result<(), RotateError> {
         let mut st = self.load_state()?;
         let loaded = self.load_checked(&mut st)?;

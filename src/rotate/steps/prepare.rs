@@ -26,6 +26,9 @@ struct Scope {
 }
 
 impl Rotator<'_> {
+    /// Starts a rotation: takes the etcd snapshot (unless skipped), adds the new key as a read
+    /// key to every rule the rotation touches, and waits until every apiserver loaded it.
+    /// Refused while another rotation is in progress.
     pub async fn prepare(&self, req: &PrepareRequest) -> Result<(), RotateError> {
         let mut st = self.load_state()?;
         if let Some(r) = &st.rotation {

@@ -6,6 +6,9 @@ use crate::rotate::journal::now;
 use crate::rotate::{RotateError, Rotator, Stage, Step};
 
 impl Rotator<'_> {
+    /// Makes the prepared key the write key, once every apiserver runs the prepared config (and
+    /// a KMS plugin is healthy and ready on each); then a canary through each apiserver proves
+    /// it writes with it.
     pub async fn promote(&self) -> Result<(), RotateError> {
         let mut st = self.load_state()?;
         let loaded = self.load_checked(&mut st)?;

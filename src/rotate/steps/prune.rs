@@ -16,6 +16,9 @@ struct Retired {
 }
 
 impl Rotator<'_> {
+    /// Finishes the rotation: after a fresh scan proves no stored object needs them, removes
+    /// every key but the write key from the rotation's rules, archiving local ones first.
+    /// Returns the key labels removed.
     pub async fn prune(&self) -> Result<Vec<String>, RotateError> {
         let mut st = self.load_state()?;
         let loaded = self.load_checked(&mut st)?;

@@ -9,6 +9,9 @@ use crate::rotate::journal::now;
 use crate::rotate::{CHECKPOINT_FILE, RotateError, Rotator, Stage, State, Step};
 
 impl Rotator<'_> {
+    /// Rewrites every object of the rotation's resources through the apiserver (resuming from the
+    /// checkpoint when the config is unchanged) and proves in etcd that none is left off its
+    /// write key. Without a rotation in progress, it covers every resource the config names.
     pub async fn reencrypt(
         &self,
         progress: &mut dyn scan::Progress,

@@ -4,6 +4,8 @@ use crate::etcd::scan;
 use crate::rotate::{PrepareRequest, RotateError, Rotator, Stage};
 
 impl Rotator<'_> {
+    /// Runs every step in order from where the rotation stands (prepare first when none is in
+    /// progress) until it is finished; it stops at the first step that refuses.
     pub async fn run(
         &self,
         req: &PrepareRequest,
