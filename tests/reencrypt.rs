@@ -1,7 +1,7 @@
 //! `atrest reencrypt` against a real control plane: the minimal PATCH, full migrations with
 //! byte-identical data, kill and resume, concurrent writers, a killed apiserver, RBAC refusal.
 
-mod support;
+use atrest_testbed as support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -362,11 +362,7 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
 
 /// `atrest reencrypt <extra>` with the admin kubeconfig and the test's state folder.
 fn reencrypt(cp: &ControlPlane, extra: &[&str]) -> (i32, String, String) {
-    let out = cp
-        .atrest_command(&["reencrypt"])
-        .args(extra)
-        .output()
-        .unwrap();
+    let out = cp.output(cp.atrest_command(&["reencrypt"]).args(extra));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -428,9 +424,7 @@ async fn sigkill_then_resume_completes_without_double_writes() {
         "no secret data in the checkpoint"
     );
 
-    let out = reencrypt_command(&cp, &["--resume", "-o", "json"])
-        .output()
-        .unwrap();
+    let out = cp.output(&mut reencrypt_command(&cp, &["--resume", "-o", "json"]));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -453,12 +447,11 @@ async fn sigkill_then_resume_completes_without_double_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_saves_a_checkpoint_and_exits_3() {
     let (mut cp, _) = plaintext_cluster(1500).await;
-    let child = reencrypt_command(&cp, &["--concurrency=1", "--qps=200"])
-        .spawn()
-        .unwrap();
+    let mut cmd = reencrypt_command(&cp, &["--concurrency=1", "--qps=200"]);
+    let child = cmd.spawn().unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
+    let out = cp.wait(&cmd, child);
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -482,7 +475,7 @@ async fn sigterm_saves_a_checkpoint_and_exits_3() {
     let text = std::fs::read_to_string(&cp.config_path).unwrap();
     cp.write_config(&(text + "\n"));
     cp.restart_apiserver(0).await;
-    let out = reencrypt_command(&cp, &["--resume"]).output().unwrap();
+    let out = cp.output(&mut reencrypt_command(&cp, &["--resume"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("was made for config"),
@@ -516,9 +509,10 @@ async fn a_concurrent_writer_never_loses_an_update() {
             }
         })
     };
-    let out = reencrypt_command(&cp, &["--concurrency=4", "--qps=300", "-o", "json"])
-        .output()
-        .unwrap();
+    let out = cp.output(&mut reencrypt_command(
+        &cp,
+        &["--concurrency=4", "--qps=300", "-o", "json"],
+    ));
     writer.await.unwrap();
     let code = out.status.code();
     let r = json(&String::from_utf8_lossy(&out.stdout));
@@ -544,7 +538,7 @@ async fn a_concurrent_writer_never_loses_an_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_apiserver_is_waited_for_or_resumed() {
     let (mut cp, _) = plaintext_cluster(1000).await;
-    let child = reencrypt_command(
+    let mut cmd = reencrypt_command(
         &cp,
         &[
             "--concurrency=4",
@@ -553,15 +547,14 @@ async fn a_killed_apiserver_is_waited_for_or_resumed() {
             "-o",
             "json",
         ],
-    )
-    .spawn()
-    .unwrap();
+    );
+    let child = cmd.spawn().unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pid = cp.apiserver_pid(0).unwrap();
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     tokio::time::sleep(Duration::from_secs(2)).await;
     cp.restart_apiserver(0).await;
-    let out = child.wait_with_output().unwrap();
+    let out = cp.wait(&cmd, child);
     let code = out.status.code().unwrap();
     if code != 0 {
         // Objects given up while the apiserver was down are listed; a resume (a new pass) finishes.
@@ -571,7 +564,7 @@ async fn a_killed_apiserver_is_waited_for_or_resumed() {
             "{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let again = reencrypt_command(&cp, &["-o", "json"]).output().unwrap();
+        let again = cp.output(&mut reencrypt_command(&cp, &["-o", "json"]));
         assert_eq!(
             again.status.code(),
             Some(0),

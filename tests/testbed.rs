@@ -1,7 +1,7 @@
 //! The test bed itself, proven against the real kube-apiserver and etcd: encryption config,
 //! stored prefixes, automatic reload seen through `/metrics`, and the apiserver's stale rule.
 
-mod support;
+use atrest_testbed as support;
 
 use std::time::Duration;
 
