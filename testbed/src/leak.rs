@@ -11,7 +11,8 @@
 //! has no business in another test's output either, and random keys never collide.
 //!
 //! Every run of atrest (`crate::cli`) is checked: stdout, stderr, the files named by `--out`,
-//! and the state folders ([`check_state_dir`]).
+//! and the state folders ([`check_state_dir`]). The one command whose job is to print a key
+//! (`atrest keys generate`) prints a key the list does not know yet, so its run passes.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
@@ -34,7 +35,8 @@ pub const BACKUPS_DIR: &str = "backups";
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 
 struct Needle {
-    /// What it is, never the secret itself (this text goes into panic messages).
+    /// What it is (this text goes into panic messages): never a key; a seeded value is named
+    /// as the test wrote it, to say which one leaked.
     label: String,
     bytes: Vec<u8>,
     /// A secret value (not searched in etcd snapshots) rather than a key.
@@ -192,7 +194,7 @@ pub fn register_state_dir_keys(dir: &Path) {
 }
 
 /// What the registered needles find in `haystack`: one line per needle found (label and first
-/// offset, never the secret). `values`: also search the secret values.
+/// offset, never a key). `values`: also search the secret values.
 pub fn find(haystack: &[u8], values: bool) -> Vec<String> {
     let r = registry();
     let needles: Vec<&Needle> = r.needles.iter().filter(|n| values || !n.value).collect();
