@@ -7,8 +7,7 @@
 //! SIGHUP restarts kube-apiserver (it then loads the config file at once, without waiting for
 //! the one-minute reload) and appends a line to ENV_FILE.restarts when it is ready again.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use atrest_testbed as support;
 
 use std::io::Write;
 

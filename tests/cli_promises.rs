@@ -2,7 +2,7 @@
 //! and its exit codes under `--fail-on`, `atrest keys generate`, and exit 2 when the apiserver
 //! cannot be reached.
 
-mod support;
+use atrest_testbed as support;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! atrest classifies and decrypts; what atrest encrypts (planted in etcd by the test, never by the
 //! product), the apiserver serves.
 
-mod support;
+use atrest_testbed as support;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,9 +1,8 @@
 //! atrest's config parser against the corpus, and the real kube-apiserver against the same
 //! corpus: both must accept and refuse the same files.
 
-#[path = "support/corpus.rs"]
-mod corpus;
-mod support;
+use atrest_testbed as support;
+use atrest_testbed::corpus;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -4,7 +4,7 @@
 //! is compared with an independent count of the raw etcd values read here; the coverage and the
 //! checks are asserted too, before encryption (identity write key) and after a key change.
 
-mod support;
+use atrest_testbed as support;
 
 use std::collections::BTreeMap;
 

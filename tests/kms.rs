@@ -1,7 +1,7 @@
 //! KMS v2 with the real kube-apiserver and the test plugin: rotating to and from KMS v2, key ID
 //! changes moving only the old values, verifying values through the plugin, and a stopped plugin.
 
-mod support;
+use atrest_testbed as support;
 
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! `atrest reencrypt` against a real control plane: the minimal PATCH, full migrations with
 //! byte-identical data, kill and resume, concurrent writers, a killed apiserver, RBAC refusal.
 
-mod support;
+use atrest_testbed as support;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -363,11 +363,7 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
 
 /// `atrest reencrypt <extra>` with the admin kubeconfig and the test's state folder.
 fn reencrypt(cp: &ControlPlane, extra: &[&str]) -> (i32, String, String) {
-    let out = cp
-        .atrest_command(&["reencrypt"])
-        .args(extra)
-        .output()
-        .unwrap();
+    let out = cp.output(cp.atrest_command(&["reencrypt"]).args(extra));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -469,9 +465,8 @@ async fn assert_versions(cp: &ControlPlane, prefix: &str, version: i64) {
 async fn sigkill_then_resume_completes_without_double_writes() {
     let (cp, _) = plaintext_cluster(1500).await;
     // 2 in flight, 150 writes per second: 10 s for the whole pass.
-    let mut child = reencrypt_command(&cp, &["--concurrency=2", "--qps=150"])
-        .spawn()
-        .unwrap();
+    let mut cmd = reencrypt_command(&cp, &["--concurrency=2", "--qps=150"]);
+    let mut child = cmd.spawn().unwrap();
     // Kill the moment a checkpoint recording progress has been saved.
     wait_for(&mut child, "a checkpoint with 100 rewrites", async || {
         checkpoint(&cp)
@@ -491,9 +486,7 @@ async fn sigkill_then_resume_completes_without_double_writes() {
         "no secret data in the checkpoint"
     );
 
-    let out = reencrypt_command(&cp, &["--resume", "-o", "json"])
-        .output()
-        .unwrap();
+    let out = cp.output(&mut reencrypt_command(&cp, &["--resume", "-o", "json"]));
     let (code, r) = code_and_json(&out);
     assert_eq!(code, Some(0), "{r:#}");
     assert_eq!(r["resumed"], true);
@@ -510,16 +503,15 @@ async fn sigkill_then_resume_completes_without_double_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_saves_a_checkpoint_and_exits_3() {
     let (mut cp, _) = plaintext_cluster(1500).await;
-    let mut child = reencrypt_command(&cp, &["--concurrency=1", "--qps=200"])
-        .spawn()
-        .unwrap();
+    let mut cmd = reencrypt_command(&cp, &["--concurrency=1", "--qps=200"]);
+    let mut child = cmd.spawn().unwrap();
     // Past the first page of 256 keys, so that the checkpoint has a cursor to save.
     wait_for(&mut child, "300 objects rewritten", async || {
         on_key1(&cp, BIG).await >= 300
     })
     .await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
+    let out = cp.wait(&cmd, child);
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -549,7 +541,7 @@ async fn sigterm_saves_a_checkpoint_and_exits_3() {
     let text = std::fs::read_to_string(&cp.config_path).unwrap();
     cp.write_config(&(text + "\n"));
     cp.restart_apiserver(0).await;
-    let out = reencrypt_command(&cp, &["--resume"]).output().unwrap();
+    let out = cp.output(&mut reencrypt_command(&cp, &["--resume"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("was made for config"),
@@ -563,9 +555,8 @@ async fn a_concurrent_writer_never_loses_an_update() {
     let (cp, all) = plaintext_cluster(200).await;
     let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(cp.client().await, "big");
     // One write at a time, 20 per second, in key order: about 10 s from s-00000 to s-00199.
-    let mut child = reencrypt_command(&cp, &["--concurrency=1", "--qps=20", "-o", "json"])
-        .spawn()
-        .unwrap();
+    let mut cmd = reencrypt_command(&cp, &["--concurrency=1", "--qps=20", "-o", "json"]);
+    let mut child = cmd.spawn().unwrap();
     // The targeting scan is pinned and writes have begun.
     wait_for(&mut child, "5 objects rewritten", async || {
         on_key1(&cp, BIG).await >= 5
@@ -595,7 +586,7 @@ async fn a_concurrent_writer_never_loses_an_update() {
         "the writer got ahead of atrest on {} objects only",
         written.len()
     );
-    let out = child.wait_with_output().unwrap();
+    let out = cp.wait(&cmd, child);
     let (code, r) = code_and_json(&out);
     assert_eq!(code, Some(0), "{r:#}");
     let t = &r["total"];
@@ -638,7 +629,7 @@ async fn a_concurrent_writer_never_loses_an_update() {
 async fn a_killed_apiserver_is_waited_for() {
     let (mut cp, _) = plaintext_cluster(1000).await;
     // Enough attempts (backoff up to ~13 s each) to outlast an apiserver restart.
-    let mut child = reencrypt_command(
+    let mut cmd = reencrypt_command(
         &cp,
         &[
             "--concurrency=4",
@@ -647,9 +638,8 @@ async fn a_killed_apiserver_is_waited_for() {
             "-o",
             "json",
         ],
-    )
-    .spawn()
-    .unwrap();
+    );
+    let mut child = cmd.spawn().unwrap();
     wait_for(&mut child, "100 objects rewritten", async || {
         on_key1(&cp, BIG).await >= 100
     })
@@ -658,7 +648,7 @@ async fn a_killed_apiserver_is_waited_for() {
     let done = on_key1(&cp, BIG).await;
     assert!(done < 1000, "killed mid-run ({done} of 1000 done)");
     cp.start_apiserver(0).await;
-    let out = child.wait_with_output().unwrap();
+    let out = cp.wait(&cmd, child);
     let (code, r) = code_and_json(&out);
     assert_eq!(code, Some(0), "{r:#}");
     let t = &r["total"];
@@ -687,7 +677,7 @@ async fn a_killed_apiserver_is_waited_for() {
 async fn objects_given_up_while_the_apiserver_is_down_exit_1_and_a_rerun_finishes() {
     let (mut cp, _) = plaintext_cluster(600).await;
     // One attempt per object: while the apiserver is down every object is given up at once.
-    let mut child = reencrypt_command(
+    let mut cmd = reencrypt_command(
         &cp,
         &[
             "--concurrency=4",
@@ -696,16 +686,15 @@ async fn objects_given_up_while_the_apiserver_is_down_exit_1_and_a_rerun_finishe
             "-o",
             "json",
         ],
-    )
-    .spawn()
-    .unwrap();
+    );
+    let mut child = cmd.spawn().unwrap();
     wait_for(&mut child, "100 objects rewritten", async || {
         on_key1(&cp, BIG).await >= 100
     })
     .await;
     cp.stop_apiserver(0);
     // The apiserver stays down until atrest has finished its pass.
-    let out = child.wait_with_output().unwrap();
+    let out = cp.wait(&cmd, child);
     let (code, r) = code_and_json(&out);
     assert_eq!(code, Some(1), "{r:#}");
     let t = &r["total"];
@@ -732,7 +721,7 @@ async fn objects_given_up_while_the_apiserver_is_down_exit_1_and_a_rerun_finishe
 
     // With the apiserver back, a new pass targets exactly what was left, and finishes.
     cp.start_apiserver(0).await;
-    let out = reencrypt_command(&cp, &["-o", "json"]).output().unwrap();
+    let out = cp.output(&mut reencrypt_command(&cp, &["-o", "json"]));
     let (code, again) = code_and_json(&out);
     assert_eq!(code, Some(0), "{again:#}");
     assert_eq!(

@@ -2,7 +2,7 @@
 //! apiservers that must both follow, SIGKILL at every stage, the prune proof, and a pre-rotation
 //! snapshot that still opens with the key archive.
 
-mod support;
+use atrest_testbed as support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -529,14 +529,10 @@ async fn two_apiservers_must_both_follow_before_promote() {
         "{}",
         text(&out)
     );
-    let status = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(["status", "--no-scan", "-o", "json"])
-        .args(cp.atrest_flags())
-        .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
-        .arg(format!("--state-dir={}", cp.path().join("state").display()))
-        .args(&urls)
-        .output()
-        .unwrap();
+    let status = cp.output(
+        cp.atrest_command(&["status", "--no-scan", "-o", "json"])
+            .args(&urls),
+    );
     let doc: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(doc["converged"], true, "{doc:#}");
     assert_eq!(doc["apiservers"]["apiservers"].as_array().unwrap().len(), 2);
@@ -573,7 +569,7 @@ async fn without_automatic_reload_atrest_says_what_to_restart() {
     )
     .unwrap();
     // Nothing restarts the apiserver here: the wait times out and says what to restart.
-    let out = rotate(
+    let out = cp.output(&mut rotate(
         &cp,
         "prepare",
         &[
@@ -582,9 +578,7 @@ async fn without_automatic_reload_atrest_says_what_to_restart() {
             "--timeout=3",
             &format!("--apiserver-manifest={}", manifest.display()),
         ],
-    )
-    .output()
-    .unwrap();
+    ));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("runs without --encryption-provider-config-automatic-reload: restart every kube-apiserver"), "{}", text(&out));

@@ -1,7 +1,7 @@
 //! `atrest scan` and `atrest status` against a real control plane: counts and lists must match
 //! exactly what the test wrote, through every provider and key change.
 
-mod support;
+use atrest_testbed as support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

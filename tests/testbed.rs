@@ -1,7 +1,7 @@
 //! The test bed itself, proven against the real kube-apiserver and etcd: encryption config,
 //! stored prefixes, automatic reload seen through `/metrics`, and the apiserver's stale rule.
 
-mod support;
+use atrest_testbed as support;
 
 use std::time::Duration;
 
@@ -117,4 +117,48 @@ async fn restart_loads_config_at_once_and_tls_etcd_works() {
     assert!(value.starts_with(b"k8s:enc:aescbc:v1:k:with:colons:"));
     // And /metrics reports the new file's hash (what atrest's convergence checks read).
     cp.wait_config_loaded(0, LOAD_CAP).await;
+}
+
+/// The leak check end to end: the keys of the config the test bed wrote and the values it
+/// seeded are known, and the check after a real atrest run walks the state folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_atrest_run_is_checked_for_the_keys_and_values_in_scope() {
+    use base64::Engine;
+    let key = random_key_b64();
+    let cp = ControlPlane::start(Options {
+        config_yaml: Some(secrets_config(
+            &(aescbc_block(&[("key1", &key)]) + "      - identity: {}\n"),
+        )),
+        ..Default::default()
+    })
+    .await;
+    let value = "a-distinctive-secret-value";
+    support::create_secrets(&cp.client().await, "default", &["s".into()], value).await;
+    let (code, _, stderr) = cp.atrest(&["scan", "--verify"]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // Something that should not be there, in a file of the state folder: the next run fails.
+    let material = base64::engine::general_purpose::STANDARD
+        .decode(&key)
+        .unwrap();
+    let state = cp.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    for planted in [hex::encode(&material), value.to_string()] {
+        std::fs::write(state.join("rotation.json"), &planted).unwrap();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cp.atrest(&["scan", "--verify"])
+        }));
+        let msg = run.expect_err("the leak check fails the run");
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            msg.contains("rotation.json") && msg.contains("leak check"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains(&hex::encode(&material)) && !msg.contains(&key),
+            "the check never prints a key"
+        );
+    }
+    std::fs::remove_file(state.join("rotation.json")).unwrap();
+    cp.check_state_dirs();
 }

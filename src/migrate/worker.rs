@@ -254,7 +254,11 @@ pub(super) async fn recheck(shared: &Shared, table: &ProviderTable, key: &str) -
 }
 
 /// After a successful write: the label etcd shows when it is still not the write key.
-pub(super) async fn still_stale(shared: &Shared, table: &ProviderTable, key: &str) -> Option<String> {
+pub(super) async fn still_stale(
+    shared: &Shared,
+    table: &ProviderTable,
+    key: &str,
+) -> Option<String> {
     match stored_now(shared, table, key).await {
         Ok(Some((false, label, _))) => Some(label),
         _ => None,

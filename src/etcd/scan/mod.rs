@@ -2,12 +2,11 @@
 //! classification, memory bounded by the page size. Range reads are ordered by key, so the last
 //! key seen is a cursor that survives an etcd restart (and a checkpoint).
 
-
 mod report;
 
 pub use report::{ObjectRef, ReportBuilder, ResourceReport, SCAN_SCHEMA, ScanReport};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 

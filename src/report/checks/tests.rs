@@ -314,4 +314,3 @@ fn c10_kms_key_ids() {
     f.policy.allow_old_kms_key_ids = true;
     assert_eq!(f.run()["ATR-C10"].0, Status::Pass);
 }
-

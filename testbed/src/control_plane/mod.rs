@@ -1,0 +1,163 @@
+//! The control plane: a real etcd and real kube-apiservers (built by `scripts/k8s/build.sh`) on
+//! loopback, one per test, in its own temporary folder with its own ports. Processes are killed
+//! when the [`ControlPlane`] is dropped (also on panic; the folder and its logs are then kept)
+//! and when the test process dies. Nothing here imitates etcd or the apiserver.
+//!
+//! One concern per file, each with at most one `impl ControlPlane`: this file (the struct,
+//! start, teardown), `etcd.rs`, `apiserver.rs`, `config.rs` (the encryption config the
+//! apiservers load), `access.rs` (kubeconfigs, clients, kubectl) and `run.rs` (atrest aimed at
+//! this cluster, with the leak check after every run).
+
+mod access;
+mod apiserver;
+mod config;
+mod etcd;
+mod run;
+
+use std::path::{Path, PathBuf};
+
+use crate::files::write_private;
+use crate::leak;
+use crate::proc::{Proc, bin_dir, free_port};
+use crate::tls::{EtcdTls, make_etcd_tls, make_serving_tls};
+
+pub use apiserver::ApiServer;
+
+pub const ETCD_PREFIX: &str = "/registry";
+
+pub const IDENTITY_CONFIG: &str = "apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources: [secrets]
+    providers:
+      - identity: {}
+";
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Encryption config to start with; `None` for `identity` on secrets.
+    pub config_yaml: Option<String>,
+    /// Serve etcd over TLS with client-certificate authentication.
+    pub etcd_tls: bool,
+    /// Extra kube-apiserver flags.
+    pub apiserver_args: Vec<String>,
+}
+
+pub struct ControlPlane {
+    pub dir: tempfile::TempDir,
+    pub bins: PathBuf,
+    pub etcd_endpoint: String,
+    pub etcd_prefix: String,
+    pub etcd_tls: Option<EtcdTls>,
+    pub config_path: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub readonly_kubeconfig: PathBuf,
+    pub admin_token: String,
+    pub readonly_token: String,
+    pub apiservers: Vec<ApiServer>,
+    etcd_args: Vec<String>,
+    etcd: Option<Proc>,
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).unwrap();
+    hex::encode(b)
+}
+
+impl ControlPlane {
+    pub async fn start(opts: Options) -> ControlPlane {
+        let bins = bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("atrest-cp.")
+            .tempdir()
+            .unwrap();
+        let d = dir.path().to_path_buf();
+        let config_path = d.join("encryption-config.yaml");
+        let config_yaml = opts.config_yaml.as_deref().unwrap_or(IDENTITY_CONFIG);
+        leak::register_config(config_yaml, "the initial encryption config");
+        write_private(&config_path, config_yaml.as_bytes());
+
+        // Service-account signing key (ECDSA P-256; the apiserver signs tokens with ES256).
+        let sa = rcgen::KeyPair::generate().unwrap();
+        write_private(&d.join("sa.key"), sa.serialize_pem().as_bytes());
+        write_private(&d.join("sa.pub"), sa.public_key_pem().as_bytes());
+
+        let admin_token = random_token();
+        let readonly_token = random_token();
+        write_private(
+            &d.join("tokens.csv"),
+            format!(
+                "{admin_token},atrest-admin,uid-admin,system:masters\n{readonly_token},atrest-readonly,uid-readonly\n"
+            )
+            .as_bytes(),
+        );
+
+        let etcd_tls = opts.etcd_tls.then(|| make_etcd_tls(&d));
+        make_serving_tls(&d);
+        let (client_port, peer_port) = (free_port(), free_port());
+        let scheme = if etcd_tls.is_some() { "https" } else { "http" };
+        let etcd_endpoint = format!("{scheme}://127.0.0.1:{client_port}");
+        let mut etcd_args: Vec<String> = vec![
+            "--name=atrest-test".into(),
+            format!("--data-dir={}", d.join("etcd").display()),
+            format!("--listen-client-urls={etcd_endpoint}"),
+            format!("--advertise-client-urls={etcd_endpoint}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster=atrest-test=http://127.0.0.1:{peer_port}"),
+            "--log-level=warn".into(),
+            "--quota-backend-bytes=8589934592".into(),
+        ];
+        if let Some(t) = &etcd_tls {
+            etcd_args.extend([
+                format!("--cert-file={}", d.join("etcd-server.crt").display()),
+                format!("--key-file={}", d.join("etcd-server.key").display()),
+                format!("--trusted-ca-file={}", t.ca.display()),
+                "--client-cert-auth=true".into(),
+            ]);
+        }
+        let mut cp = ControlPlane {
+            dir,
+            bins,
+            etcd_endpoint,
+            etcd_prefix: ETCD_PREFIX.to_string(),
+            etcd_tls,
+            config_path,
+            kubeconfig: d.join("kubeconfig"),
+            readonly_kubeconfig: d.join("kubeconfig-readonly"),
+            admin_token,
+            readonly_token,
+            apiservers: Vec::new(),
+            etcd_args,
+            etcd: None,
+        };
+        cp.start_etcd().await;
+        cp.add_apiserver("127.0.0.1", &opts.apiserver_args).await;
+        cp.write_kubeconfigs();
+        cp.grant_readonly().await;
+        cp
+    }
+
+    /// The test folder (configs, certificates, logs, etcd data, atrest's state folders).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for a in &mut self.apiservers {
+            if let Some(mut p) = a.proc.take() {
+                p.kill();
+            }
+        }
+        self.stop_etcd();
+        if std::thread::panicking() {
+            // Keep the logs of a failed test where they can be read.
+            let keep = self.dir.path().to_path_buf();
+            eprintln!("test bed logs kept in {}", keep.display());
+            let _ = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! What tests seed: random keys, configs, namespaces and secrets, and names. Every key of a
+//! config reaches the leak check when the control plane writes the config; every secret value
+//! seeded here is registered with it at once.
+
+use crate::leak;
+
+/// A random 32-byte key in base64, for configs written by tests.
+pub fn random_key_b64() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).unwrap();
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// `secrets` with the given providers (YAML list items, already indented by 6) then identity.
+pub fn secrets_config(providers_yaml: &str) -> String {
+    format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{providers_yaml}"
+    )
+}
+
+/// An aescbc provider block with the named keys, in order.
+pub fn aescbc_block(keys: &[(&str, &str)]) -> String {
+    let mut s = String::from("      - aescbc:\n          keys:\n");
+    for (name, secret) in keys {
+        s.push_str(&format!(
+            "            - name: {name:?}\n              secret: {secret}\n"
+        ));
+    }
+    s
+}
+
+/// `prefix-00000`, `prefix-00001`, …
+pub fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
+}
+
+/// Creates secrets `names` in `ns` through the API, 16 at a time; each holds `data` under
+/// key `value`. `data` joins the leak check's values (when long enough to mean something:
+/// [`leak::MIN_VALUE_LEN`]).
+pub async fn create_secrets(client: &kube::Client, ns: &str, names: &[String], data: &str) {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Secret;
+    leak::register_value(data);
+    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), ns);
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let api = api.clone();
+            let body: Secret = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name}, "stringData": {"value": data}
+            }))
+            .unwrap();
+            async move {
+                api.create(&Default::default(), &body)
+                    .await
+                    .unwrap_or_else(|e| panic!("create secret {name}: {e}"));
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+pub async fn create_namespace(client: &kube::Client, ns: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let body: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+    api.create(&Default::default(), &body).await.unwrap();
+}

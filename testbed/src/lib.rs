@@ -1,0 +1,41 @@
+//! atrest's test bed: a real etcd and real kube-apiservers per test (never imitations), the one
+//! way to run the atrest binary, and the leak check every run goes through.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`proc`] | the real binaries, free ports, [`Proc`] (killed on drop, on panic, with the test process) |
+//! | [`files`] | private (0600) atomic writes |
+//! | [`tls`] | apiserver and etcd certificates |
+//! | [`control_plane`] | [`ControlPlane`]: etcd, apiservers, config, access, atrest runs |
+//! | [`kms`] | the KMS v2 test plugin |
+//! | [`fixtures`] | keys, configs, namespaces, secrets, names |
+//! | [`cli`] | finding and running atrest: one environment scrub, one check after each run |
+//! | [`leak`] | keys and secret values that must never appear in atrest's output or files |
+//! | [`corpus`] | config cases shared by the parser tests and the apiserver-as-oracle test |
+//!
+//! Run atrest with `ControlPlane::atrest` (config and etcd flags), `ControlPlane::atrest_command`
+//! (plus kubeconfig and state folder) then `output`/`wait`/`run_restarting`, or, for runs not
+//! aimed at a control plane, [`atrest()`](cli::atrest). Each checks stdout, stderr, `--out`
+//! files and the state folders against [`leak`]'s list.
+
+pub mod cli;
+pub mod control_plane;
+pub mod corpus;
+pub mod files;
+pub mod fixtures;
+pub mod kms;
+pub mod leak;
+pub mod proc;
+pub mod scan_json;
+pub mod tls;
+
+pub use cli::{atrest, resource, text};
+pub use control_plane::{ApiServer, ControlPlane, ETCD_PREFIX, IDENTITY_CONFIG, Options};
+pub use files::write_private;
+pub use fixtures::{
+    aescbc_block, create_namespace, create_secrets, names, random_key_b64, secrets_config,
+};
+pub use kms::KmsPlugin;
+pub use leak::{check_file, check_state_dir, register_key, register_key_bytes, register_value};
+pub use proc::{K8S_VERSION, Proc, bin_dir, free_port};
+pub use tls::EtcdTls;

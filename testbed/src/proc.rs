@@ -1,0 +1,110 @@
+//! Processes of the test bed: the real binaries, free ports, and [`Proc`], a child that dies with
+//! its guard (also on panic) and with the test process (`PR_SET_PDEATHSIG`), its output in a log
+//! file that outlives it.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+pub const K8S_VERSION: &str = "v1.37.2";
+
+/// The folder holding the built binaries, or a panic that says how to build them.
+pub fn bin_dir() -> PathBuf {
+    let dir = match std::env::var_os("ATREST_K8S_BIN") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            cache.join("atrest/k8s").join(K8S_VERSION)
+        }
+    };
+    for b in [
+        "kube-apiserver",
+        "kubectl",
+        "etcd",
+        "etcdctl",
+        "etcdutl",
+        "kms-plugin",
+    ] {
+        if !dir.join(b).is_file() {
+            panic!(
+                "the test bed needs the real Kubernetes binaries, but {} is missing.\n\
+                 Build them with: scripts/k8s/build.sh   (or run scripts/test.sh, which does it)",
+                dir.join(b).display()
+            );
+        }
+    }
+    dir
+}
+
+/// A free TCP port on 127.0.0.1. The listener is dropped just before use; the random pick
+/// by the kernel keeps parallel tests apart.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process that dies with its guard and with the test process.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The last 30 lines of its log, for a panic message.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
