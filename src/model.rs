@@ -477,11 +477,20 @@ impl<T> Sample<T> {
 
     /// `showing N of M` when capped, empty otherwise: the words every output uses.
     pub fn showing(&self) -> String {
-        if self.truncated() {
-            format!(" (showing {} of {})", self.objects.len(), self.total)
-        } else {
-            String::new()
-        }
+        showing(self.objects.len(), self.total, "")
+    }
+}
+
+/// ` (showing N of M[; more])` when `shown` names stand for `total` objects, empty when every
+/// one is shown: how every output says that a list is a sample.
+pub fn showing(shown: usize, total: u64, more: &str) -> String {
+    if (shown as u64) >= total {
+        return String::new();
+    }
+    if more.is_empty() {
+        format!(" (showing {shown} of {total})")
+    } else {
+        format!(" (showing {shown} of {total}; {more})")
     }
 }
 

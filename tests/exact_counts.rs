@@ -99,32 +99,6 @@ fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{id}"))
 }
 
-/// Runs the report in all three formats; returns the JSON, the Markdown and the HTML text.
-fn report(cp: &ControlPlane, name: &str) -> (i32, Value, String, String) {
-    let dir = cp.path().join("reports");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut code = -1;
-    let mut texts = Vec::new();
-    for format in ["json", "md", "html"] {
-        let out = dir.join(format!("{name}.{format}"));
-        let (c, _, stderr) = cp.atrest(&[
-            "report",
-            "--verify",
-            "--format",
-            format,
-            "--out",
-            out.to_str().unwrap(),
-            "--kubeconfig",
-            cp.kubeconfig.to_str().unwrap(),
-        ]);
-        assert!(c == 0 || c == 1, "report {format}: {stderr}");
-        code = c;
-        texts.push(std::fs::read_to_string(&out).unwrap());
-    }
-    let json = serde_json::from_str(&texts[0]).unwrap();
-    (code, json, texts.remove(1), texts.remove(1))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_number_is_exact_beyond_the_list_caps() {
     let (k1, k2, kc) = (random_key_b64(), random_key_b64(), random_key_b64());
@@ -144,7 +118,13 @@ async fn every_number_is_exact_beyond_the_list_caps() {
     let raw = raw_counts(&cp, "secrets").await;
     let n_secrets = raw["identity"];
     assert!(n_secrets >= SECRETS as u64, "{raw:?}");
-    let (code, r, md, html) = report(&cp, "before");
+    let support::Reports {
+        code,
+        json: r,
+        md,
+        html,
+        ..
+    } = cp.reports("before", &[]);
     assert_eq!(code, 1);
     let s = resource(&r, "secrets");
     assert_eq!(s["total"], n_secrets);
@@ -273,7 +253,13 @@ async fn every_number_is_exact_beyond_the_list_caps() {
     }
 
     // The report: exact counts in every format, coverage and checks.
-    let (code, r, md, html) = report(&cp, "after");
+    let support::Reports {
+        code,
+        json: r,
+        md,
+        html,
+        ..
+    } = cp.reports("after", &[]);
     assert_eq!(code, 1);
     assert_eq!(r["schema"], "atrest.report/v2");
     let s = resource(&r, "secrets");

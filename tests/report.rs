@@ -35,43 +35,6 @@ fn secretbox(keys: &[(&str, &[u8])]) -> String {
     format!("{{secretbox: {{keys: [{}]}}}}", list.join(", "))
 }
 
-struct Produced {
-    code: i32,
-    json: Value,
-    files: Vec<PathBuf>,
-}
-
-/// Writes the report in all three formats; returns the JSON and the files.
-fn report(cp: &ControlPlane, name: &str, extra: &[&str]) -> Produced {
-    let dir = cp.path().join("reports");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut files = Vec::new();
-    let mut code = -1;
-    let mut json = Value::Null;
-    for format in ["json", "md", "html"] {
-        let out = dir.join(format!("{name}.{format}"));
-        let mut args = vec![
-            "report",
-            "--verify",
-            "--format",
-            format,
-            "--out",
-            out.to_str().unwrap(),
-            "--kubeconfig",
-            cp.kubeconfig.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let (c, _, stderr) = cp.atrest(&args);
-        assert!(c == 0 || c == 1, "report {name} {format}: {stderr}");
-        code = c;
-        if format == "json" {
-            json = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-        }
-        files.push(out);
-    }
-    Produced { code, json, files }
-}
-
 fn check<'a>(r: &'a Value, id: &str) -> &'a Value {
     r["checks"]
         .as_array()
@@ -151,7 +114,7 @@ async fn compliant_cluster_passes_and_renders_in_chromium() {
     let names: Vec<String> = (0..5).map(|i| format!("db-{i}")).collect();
     create_secrets(&client, "audit", &names, "s3cr3t-value-one").await;
 
-    let p = report(&cp, "pass", &[]);
+    let p = cp.reports("pass", &[]);
     assert_eq!(p.code, 0, "{:#}", p.json["checks"]);
     assert_eq!(p.json["verdict"], "PASS");
     assert_eq!(p.json["schema"], "atrest.report/v2");
@@ -266,7 +229,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
     cp.restart_apiserver(0).await;
     let client = cp.client().await;
     create_secrets(&client, "audit", &["on-sb1".to_string()], "value-on-sb1").await;
-    let a = report(&cp, "plaintext", &[]);
+    let a = cp.reports("plaintext", &[]);
     assert_eq!((a.code, a.json["verdict"].as_str()), (1, Some("FAIL")));
     assert_eq!(status(&a.json, "ATR-C05"), "FAIL");
     assert!(
@@ -283,7 +246,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
         secretbox(&[("sb2", &k2), ("sb1", &k1)])
     )));
     cp.restart_apiserver(0).await;
-    let b = report(&cp, "stale", &[]);
+    let b = cp.reports("stale", &[]);
     assert_eq!(status(&b.json, "ATR-C04"), "FAIL");
     let ev = evidence(&b.json, "ATR-C04");
     assert!(ev.contains("audit/on-sb1") && ev.contains("stale"), "{ev}");
@@ -296,7 +259,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
         atrest::codec::encrypt_value(&stranger, b"/registry/secrets/audit/foreign", b"k8s\x00x"),
     )
     .await;
-    let c = report(&cp, "unknown", &[]);
+    let c = cp.reports("unknown", &[]);
     assert_eq!(status(&c.json, "ATR-C06"), "FAIL");
     assert!(
         evidence(&c.json, "ATR-C06").contains("audit/foreign"),
@@ -315,7 +278,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
         secretbox(&[("sb2", &k2), ("sb1", &k1)])
     )));
     cp.restart_apiserver(0).await;
-    let d = report(&cp, "identity-first", &[]);
+    let d = cp.reports("identity-first", &[]);
     assert_eq!(status(&d.json, "ATR-C02"), "FAIL");
     assert!(
         evidence(&d.json, "ATR-C02").contains("secrets: writes with identity"),
@@ -353,7 +316,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
         .await;
     let a1 = format!("--apiserver={}", cp.apiservers[0].url);
     let a2 = format!("--apiserver={}", cp.apiservers[second].url);
-    let e = report(&cp, "split", &[&a1, &a2]);
+    let e = cp.reports("split", &[&a1, &a2]);
     assert_eq!(status(&e.json, "ATR-C03"), "FAIL");
     let ev = evidence(&e.json, "ATR-C03");
     assert!(
@@ -397,8 +360,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
         "allowedProviders: [kms-v2]\ndiscouragedProviders: []\n",
     )
     .unwrap();
-    let f = report(
-        &cp,
+    let f = cp.reports(
         "from-scan",
         &[
             "--from-scan",

@@ -461,12 +461,7 @@ pub fn build(inp: &Inputs<'_>) -> Report {
 pub(crate) fn sample_evidence(r: &ResourceReport, v: Verdict, what: &str) -> Option<String> {
     let s = r.sample(v).filter(|s| s.total > 0)?;
     let names: Vec<&str> = s.objects.iter().take(20).map(|o| o.name.as_str()).collect();
-    let shown = names.len() as u64;
-    let more = if shown < s.total {
-        format!(" (showing {shown} of {})", s.total)
-    } else {
-        String::new()
-    };
+    let more = crate::model::showing(names.len(), s.total, "");
     Some(format!(
         "{}: {} {what}: {}{more}",
         r.resource,

@@ -26,6 +26,7 @@ pub mod fixtures;
 pub mod kms;
 pub mod leak;
 pub mod proc;
+pub mod reports;
 pub mod scan_json;
 pub mod tls;
 
@@ -38,4 +39,5 @@ pub use fixtures::{
 pub use kms::KmsPlugin;
 pub use leak::{check_file, check_state_dir, register_key, register_key_bytes, register_value};
 pub use proc::{K8S_VERSION, Proc, bin_dir, free_port};
+pub use reports::Reports;
 pub use tls::EtcdTls;

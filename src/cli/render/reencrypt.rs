@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use atrest::model::showing;
+
 /// The counters of a run and the proof read back from etcd.
 pub fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
     let mut out = String::new();
@@ -12,13 +14,9 @@ pub fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
             "dry run at etcd revision {}: {} objects would be rewritten",
             r.revision, t.targeted
         );
-        if (r.would_rewrite.len() as u64) < t.targeted {
-            let _ = writeln!(
-                out,
-                "  (showing {} of {})",
-                r.would_rewrite.len(),
-                t.targeted
-            );
+        let showing = showing(r.would_rewrite.len(), t.targeted, "");
+        if !showing.is_empty() {
+            let _ = writeln!(out, " {}", showing.trim_start());
         }
         for name in &r.would_rewrite {
             let _ = writeln!(out, "  {name}");
@@ -54,13 +52,9 @@ pub fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
             t.unchanged
         );
     }
-    if (r.given_up.len() as u64) < t.given_up {
-        let _ = writeln!(
-            out,
-            "  given up (showing {} of {}):",
-            r.given_up.len(),
-            t.given_up
-        );
+    let sample = showing(r.given_up.len(), t.given_up, "");
+    if !sample.is_empty() {
+        let _ = writeln!(out, "  given up{sample}:");
     }
     for g in &r.given_up {
         let _ = writeln!(out, "  given up: {g}");
@@ -79,15 +73,7 @@ pub fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
             "proof: etcd read again: every object is on its write key"
         );
     } else {
-        let showing = if (r.remaining_objects.len() as u64) < r.remaining {
-            format!(
-                " (showing {} of {})",
-                r.remaining_objects.len(),
-                r.remaining
-            )
-        } else {
-            String::new()
-        };
+        let showing = showing(r.remaining_objects.len(), r.remaining, "");
         let _ = writeln!(
             out,
             "proof: etcd read again: {} objects are still not on their write key{showing}:",

@@ -163,11 +163,7 @@ fn attention_rows(out: &mut String, r: &ResourceReport, hints: &Hints) {
             other => other.describe(),
         };
         let shown = s.objects.len().min(TABLE_NAMES);
-        let showing = if (shown as u64) < s.total {
-            format!(" (showing {shown} of {}; {})", s.total, hints.more_names)
-        } else {
-            String::new()
-        };
+        let showing = atrest::model::showing(shown, s.total, hints.more_names);
         let _ = writeln!(out, "  {} — {} {what}{showing}:", r.resource, s.total);
         for o in s.objects.iter().take(TABLE_NAMES) {
             let _ = writeln!(out, "    {} ({})", o.name, o.stored_as);
