@@ -159,7 +159,7 @@ fn converged(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
         inp.config.path.display(),
         inp.config.hash
     ));
-    ev.push(format!("{} identity leases", s.leases.len()));
+    ev.push(format!("apiserver identity leases: {}", s.leases.len()));
     Some((
         if s.converged {
             Status::Pass
