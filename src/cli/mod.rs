@@ -37,13 +37,28 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
-/// The error with its causes, and a hint for the errors a flag can fix. Every command that
-/// can raise these errors has the flags the hints name.
+/// The error with its causes (each said once: a cause whose text the message already holds is
+/// not repeated), and a hint for the errors a flag can fix. Every command that can raise these
+/// errors has the flags the hints name.
 pub fn with_hint(e: &anyhow::Error) -> String {
     use atrest::cluster::ClusterError;
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
     let hint = match e.downcast_ref::<ClusterError>() {
         Some(ClusterError::NoConfig { .. }) => {
             "\n  hint: pass --config FILE (or ATREST_CONFIG), or --apiserver-manifest FILE naming --encryption-provider-config"
+        }
+        Some(ClusterError::MappedConfig { .. }) => {
+            "\n  hint: pass --config FILE to name the host file directly"
         }
         // Only scan and report make an unreachable plugin fatal, and only with --verify.
         Some(ClusterError::Kms(_)) => {
@@ -51,5 +66,5 @@ pub fn with_hint(e: &anyhow::Error) -> String {
         }
         _ => "",
     };
-    format!("{e:#}{hint}")
+    format!("{message}{hint}")
 }

@@ -36,6 +36,23 @@ pub enum ClusterError {
     /// The config file is unreadable or invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The config path came from the manifest through a hostPath volume, and the host file
+    /// cannot be read.
+    #[error(
+        "cannot read the encryption provider configuration {host}: {source}\n  the apiserver reads it as {container}; {manifest} maps that through hostPath volume {volume}"
+    )]
+    MappedConfig {
+        /// The host path atrest tried.
+        host: PathBuf,
+        /// The path the apiserver container sees.
+        container: PathBuf,
+        /// The manifest.
+        manifest: PathBuf,
+        /// The volume that maps it.
+        volume: String,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
     /// etcd could not be reached or read.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
@@ -102,18 +119,30 @@ pub fn parse_resources(names: &[String]) -> Result<Vec<GroupResource>, ClusterEr
 
 /// The config path the settings name, loaded and validated.
 pub fn load_config(s: &Settings) -> Result<LoadedConfig, ClusterError> {
-    let path =
-        s.config
+    let setting = s.config.as_ref().ok_or_else(|| ClusterError::NoConfig {
+        manifest: s
+            .manifest
             .as_ref()
-            .map(|c| c.value.clone())
-            .ok_or_else(|| ClusterError::NoConfig {
-                manifest: s
-                    .manifest
-                    .as_ref()
-                    .map(|m| m.display().to_string())
-                    .unwrap_or_else(|| settings::DEFAULT_MANIFEST.to_string()),
-            })?;
-    Ok(config::load(&path)?)
+            .map(|m| m.display().to_string())
+            .unwrap_or_else(|| settings::DEFAULT_MANIFEST.to_string()),
+    })?;
+    match (config::load(&setting.value), &setting.source) {
+        (
+            Err(ConfigError::Read { path, source }),
+            settings::Source::ManifestVolume {
+                manifest,
+                container,
+                volume,
+            },
+        ) => Err(ClusterError::MappedConfig {
+            host: path,
+            container: container.clone(),
+            manifest: manifest.clone(),
+            volume: volume.clone(),
+            source,
+        }),
+        (result, _) => Ok(result?),
+    }
 }
 
 /// The config's KMS plugins: unreachable ones are fatal when values must be opened

@@ -22,6 +22,16 @@ pub enum Source {
     Env(String),
     /// A flag of the kube-apiserver found in this static-pod manifest.
     Manifest(PathBuf),
+    /// A path flag of the kube-apiserver in this static-pod manifest, mapped from the path the
+    /// container sees to the host path through the pod's `volumeMounts` and `hostPath` volumes.
+    ManifestVolume {
+        /// The manifest.
+        manifest: PathBuf,
+        /// The path as the apiserver container sees it (what the flag says).
+        container: PathBuf,
+        /// The volume that maps it.
+        volume: String,
+    },
     /// Nothing was given; atrest's built-in default (the same as the apiserver's or etcdctl's).
     Default,
 }
@@ -32,6 +42,16 @@ impl fmt::Display for Source {
             Source::Flag(name) => write!(f, "flag {name}"),
             Source::Env(name) => write!(f, "environment {name}"),
             Source::Manifest(p) => write!(f, "manifest {}", p.display()),
+            Source::ManifestVolume {
+                manifest,
+                container,
+                volume,
+            } => write!(
+                f,
+                "manifest {} ({} in the container, hostPath volume {volume})",
+                manifest.display(),
+                container.display()
+            ),
             Source::Default => f.write_str("default"),
         }
     }
@@ -139,6 +159,44 @@ pub struct ManifestFlags {
     /// `--encryption-provider-config-automatic-reload`: whether the apiserver re-reads the config
     /// file by itself (polled once a minute) instead of needing a restart.
     pub automatic_reload: Option<bool>,
+    /// The container's `hostPath` mounts: where the paths above are on the host.
+    pub mounts: Vec<HostMount>,
+}
+
+/// One `volumeMounts` entry of the apiserver container backed by a `hostPath` volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostMount {
+    /// The volume's name.
+    pub volume: String,
+    /// `mountPath`: where the container sees it.
+    pub mount_path: PathBuf,
+    /// The volume's `hostPath.path`, joined with the mount's `subPath` when it has one.
+    pub host_path: PathBuf,
+}
+
+impl ManifestFlags {
+    /// Maps a path the apiserver container sees to the host path, through the mount whose
+    /// `mountPath` is the longest leading part of it (nested mounts: the inner one wins). `None`
+    /// when no hostPath mount covers it (the path is then taken as it is).
+    pub fn host_path(&self, container: &Path) -> Option<(PathBuf, &HostMount)> {
+        self.mounts
+            .iter()
+            .filter_map(|m| {
+                container
+                    .strip_prefix(&m.mount_path)
+                    .ok()
+                    .map(|rest| (m, rest.to_path_buf()))
+            })
+            .max_by_key(|(m, _)| m.mount_path.components().count())
+            .map(|(m, rest)| {
+                let host = if rest.as_os_str().is_empty() {
+                    m.host_path.clone()
+                } else {
+                    m.host_path.join(rest)
+                };
+                (host, m)
+            })
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -149,6 +207,8 @@ struct Pod {
 struct PodSpec {
     #[serde(default)]
     containers: Vec<Container>,
+    #[serde(default)]
+    volumes: Vec<Volume>,
 }
 #[derive(serde::Deserialize)]
 struct Container {
@@ -158,6 +218,26 @@ struct Container {
     command: Vec<String>,
     #[serde(default)]
     args: Vec<String>,
+    #[serde(default, rename = "volumeMounts")]
+    volume_mounts: Vec<VolumeMount>,
+}
+#[derive(serde::Deserialize)]
+struct VolumeMount {
+    name: String,
+    #[serde(rename = "mountPath")]
+    mount_path: String,
+    #[serde(default, rename = "subPath")]
+    sub_path: Option<String>,
+}
+#[derive(serde::Deserialize)]
+struct Volume {
+    name: String,
+    #[serde(default, rename = "hostPath")]
+    host_path: Option<HostPathSource>,
+}
+#[derive(serde::Deserialize)]
+struct HostPathSource {
+    path: String,
 }
 
 /// Reads the apiserver's flags out of its static-pod manifest.
@@ -173,7 +253,7 @@ pub fn read_manifest(path: &Path) -> Result<ManifestFlags, SettingsError> {
     let container = pod
         .spec
         .containers
-        .into_iter()
+        .iter()
         .find(|c| {
             c.name == "kube-apiserver" || c.command.iter().any(|a| a.ends_with("kube-apiserver"))
         })
@@ -181,12 +261,32 @@ pub fn read_manifest(path: &Path) -> Result<ManifestFlags, SettingsError> {
             path: path.to_path_buf(),
             message: "no kube-apiserver container".into(),
         })?;
+    let mounts = container
+        .volume_mounts
+        .iter()
+        .filter_map(|vm| {
+            let volume = pod.spec.volumes.iter().find(|v| v.name == vm.name)?;
+            let host = PathBuf::from(&volume.host_path.as_ref()?.path);
+            Some(HostMount {
+                volume: vm.name.clone(),
+                mount_path: PathBuf::from(&vm.mount_path),
+                host_path: match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                    Some(sub) => host.join(sub),
+                    None => host,
+                },
+            })
+        })
+        .collect();
     let argv: Vec<String> = container
         .command
-        .into_iter()
-        .chain(container.args)
+        .iter()
+        .chain(&container.args)
+        .cloned()
         .collect();
-    let mut out = ManifestFlags::default();
+    let mut out = ManifestFlags {
+        mounts,
+        ..Default::default()
+    };
     let mut i = 0;
     while i < argv.len() {
         let arg = &argv[i];
@@ -264,12 +364,32 @@ pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
     };
     let mp = manifest_path.as_deref();
     let from_manifest = |v: &Option<String>| v.clone().zip(mp);
+    // A path flag of the manifest, on the host: mapped through the pod's hostPath mounts.
+    let manifest_path_setting = |v: &Option<String>| -> Option<Setting<PathBuf>> {
+        let (value, manifest) = from_manifest(v)?;
+        let container = PathBuf::from(value);
+        Some(match m.host_path(&container) {
+            Some((host, mount)) => Setting {
+                value: host,
+                source: Source::ManifestVolume {
+                    manifest: manifest.to_path_buf(),
+                    container,
+                    volume: mount.volume.clone(),
+                },
+            },
+            None => Setting {
+                value: container,
+                source: Source::Manifest(manifest.to_path_buf()),
+            },
+        })
+    };
 
     let config = pick(
         flags.config.clone().map(|v| (v, "--config")),
         env("ATREST_CONFIG").map(|v| (PathBuf::from(v), "ATREST_CONFIG")),
-        from_manifest(&m.encryption_provider_config).map(|(v, p)| (PathBuf::from(v), p)),
-    );
+        None,
+    )
+    .or_else(|| manifest_path_setting(&m.encryption_provider_config));
     let endpoints = pick(
         flags
             .endpoints
@@ -289,8 +409,9 @@ pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
         pick(
             flag.clone().map(|v| (v, flag_name)),
             env(env_name).map(|v| (PathBuf::from(v), env_name)),
-            from_manifest(man).map(|(v, p)| (PathBuf::from(v), p)),
+            None,
         )
+        .or_else(|| manifest_path_setting(man))
     };
     let cacert = path_setting(&flags.cacert, "--cacert", "ETCDCTL_CACERT", &m.etcd_cafile);
     let cert = path_setting(&flags.cert, "--cert", "ETCDCTL_CERT", &m.etcd_certfile);
@@ -394,5 +515,54 @@ mod tests {
         assert_eq!(s.etcd_prefix.value, "/flag");
         assert_eq!(s.etcd_prefix.source, Source::Flag("--etcd-prefix".into()));
         assert_eq!(s.cacert.unwrap().source, Source::Manifest(p));
+    }
+
+    #[test]
+    fn manifest_paths_map_through_hostpath_volumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kube-apiserver.yaml");
+        std::fs::write(
+            &p,
+            "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    command:\n    - kube-apiserver\n    - --encryption-provider-config=/etc/kubernetes/enc/enc.yaml\n    - --etcd-cafile=/etc/kubernetes/pki/etcd/ca.crt\n    - --etcd-certfile=/etc/kubernetes/pki/apiserver-etcd-client.crt\n    - --etcd-keyfile=/srv/client.key\n    volumeMounts:\n    - {name: enc, mountPath: /etc/kubernetes/enc, readOnly: true}\n    - {name: pki, mountPath: /etc/kubernetes/pki}\n    - {name: etcd-pki, mountPath: /etc/kubernetes/pki/etcd}\n    - {name: key, mountPath: /srv/client.key, subPath: tls.key}\n    - {name: empty, mountPath: /tmp}\n  volumes:\n  - {name: enc, hostPath: {path: /etc/kubernetes/encryption, type: DirectoryOrCreate}}\n  - {name: pki, hostPath: {path: /host/pki}}\n  - {name: etcd-pki, hostPath: {path: /host/etcd-pki}}\n  - {name: key, hostPath: {path: /host/keys}}\n  - {name: empty, emptyDir: {}}\n",
+        )
+        .unwrap();
+        let s = resolve(&Flags {
+            apiserver_manifest: Some(p.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        let config = s.config.unwrap();
+        assert_eq!(
+            config.value,
+            PathBuf::from("/etc/kubernetes/encryption/enc.yaml")
+        );
+        assert_eq!(
+            config.source,
+            Source::ManifestVolume {
+                manifest: p.clone(),
+                container: "/etc/kubernetes/enc/enc.yaml".into(),
+                volume: "enc".into(),
+            }
+        );
+        // The nested mount (etcd-pki inside pki) wins for the CA; the outer one for the cert.
+        assert_eq!(
+            s.cacert.unwrap().value,
+            PathBuf::from("/host/etcd-pki/ca.crt")
+        );
+        assert_eq!(
+            s.cert.unwrap().value,
+            PathBuf::from("/host/pki/apiserver-etcd-client.crt")
+        );
+        // A file mounted with subPath.
+        assert_eq!(s.key.unwrap().value, PathBuf::from("/host/keys/tls.key"));
+        // Not under any hostPath mount: taken as written.
+        let m = read_manifest(&p).unwrap();
+        assert!(m.host_path(Path::new("/var/run/x")).is_none());
+        assert!(
+            m.host_path(Path::new("/tmp/x")).is_none(),
+            "emptyDir is not on the host"
+        );
+        // A prefix that is not a whole path component does not match.
+        assert!(m.host_path(Path::new("/etc/kubernetes/encx/y")).is_none());
     }
 }
