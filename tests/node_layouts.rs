@@ -117,4 +117,26 @@ async fn kubeadm_paths_are_found_through_hostpath_volumes() {
         1,
         "the OS error once: {stderr}"
     );
+
+    // A garbled certificate is named, with what it should hold (not "transport error").
+    let garbage = cp.path().join("garbage.crt");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let (code, _, stderr) = support::atrest(
+        &[
+            "scan",
+            "--apiserver-manifest",
+            m,
+            "--cert",
+            garbage.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "client certificate (--cert) {} does not hold PEM certificates",
+            garbage.display()
+        )),
+        "{stderr}"
+    );
 }

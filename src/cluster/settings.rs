@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
 /// etcdctl's default endpoint.
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
+/// The admin kubeconfig kubeadm writes on control-plane nodes.
+pub const DEFAULT_ADMIN_KUBECONFIG: &str = "/etc/kubernetes/admin.conf";
 /// kube-apiserver's default `--etcd-prefix`.
 pub const DEFAULT_PREFIX: &str = "/registry";
 
@@ -457,7 +459,8 @@ pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
         flags.kubeconfig.clone().map(|v| (v, "--kubeconfig")),
         env("KUBECONFIG").map(|v| (PathBuf::from(v), "KUBECONFIG")),
         None,
-    );
+    )
+    .or_else(default_kubeconfig);
     Ok(Settings {
         config,
         manifest: manifest_path,
@@ -470,6 +473,19 @@ pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
         etcd_prefix,
         kubeconfig,
     })
+}
+
+/// kubectl's default (`~/.kube/config`), else the admin kubeconfig kubeadm writes, when present:
+/// the file the API client would use, so that `status` can say which one it is.
+fn default_kubeconfig() -> Option<Setting<PathBuf>> {
+    let home = env("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
+    home.into_iter()
+        .chain([PathBuf::from(DEFAULT_ADMIN_KUBECONFIG)])
+        .find(|p| p.is_file())
+        .map(|value| Setting {
+            value,
+            source: Source::Default,
+        })
 }
 
 fn split_endpoints(s: &str) -> Vec<String> {

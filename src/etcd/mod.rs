@@ -53,6 +53,16 @@ pub enum EtcdError {
         /// The revision the scan was pinned at.
         revision: i64,
     },
+    /// A TLS file does not hold what it should.
+    #[error("{what} {path} does not hold {expected}")]
+    NotPem {
+        /// Which file (`client certificate (--cert)`).
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What it should hold.
+        expected: &'static str,
+    },
     /// A KMS plugin failed while values were being classified.
     #[error(transparent)]
     Kms(crate::codec::KmsFailure),
@@ -177,12 +187,32 @@ impl EtcdTarget {
     }
 }
 
+/// Reads a PEM file and checks that it holds what it should (`CERTIFICATE` or a `PRIVATE KEY`),
+/// so that a wrong or garbled file is named here rather than failing later as a TLS error.
 fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, EtcdError> {
-    std::fs::read(path).map_err(|source| EtcdError::File {
+    let bytes = std::fs::read(path).map_err(|source| EtcdError::File {
         what,
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let expected = if what.contains("key") {
+        "PRIVATE KEY-----"
+    } else {
+        "-----BEGIN CERTIFICATE-----"
+    };
+    if !text.contains(expected) {
+        return Err(EtcdError::NotPem {
+            what,
+            path: path.to_path_buf(),
+            expected: if what.contains("key") {
+                "a PEM private key (-----BEGIN ... PRIVATE KEY-----)"
+            } else {
+                "PEM certificates (-----BEGIN CERTIFICATE-----)"
+            },
+        });
+    }
+    Ok(bytes)
 }
 
 /// A message an admin can act on, from an etcd client error.

@@ -69,17 +69,10 @@ pub struct Api {
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<Api, KubeError> {
     let config = match kubeconfig {
         Some(p) => load_kubeconfig(p).await?,
-        None => match kube::Config::infer().await {
-            Ok(c) => c,
-            Err(e) => {
-                let admin = Path::new("/etc/kubernetes/admin.conf");
-                if admin.exists() {
-                    load_kubeconfig(admin).await?
-                } else {
-                    return Err(KubeError::NoConfig(e.to_string()));
-                }
-            }
-        },
+        // No file: in-cluster config (settings already looked for the usual kubeconfig files).
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| KubeError::NoConfig(e.to_string()))?,
     };
     let url = config
         .cluster_url

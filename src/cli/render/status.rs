@@ -52,14 +52,21 @@ fn rotation_table(out: &mut String, extra: &StatusExtra) {
         Some(r) => {
             let _ = writeln!(
                 out,
-                "  to {} (rules {:?}: {}), stage {:?}{}",
+                "  to {} (rules {:?}: {}), stage {}",
                 r.target,
                 r.rules,
                 r.resources.join(", "),
                 r.stage,
-                if r.aborted { " (aborted)" } else { "" }
             );
-            let _ = writeln!(out, "  next: {}", r.stage.next_command());
+            if r.aborted {
+                let _ = writeln!(
+                    out,
+                    "  ABORTED: the previous write key writes again; atrest is undoing the rotation. To finish the undo: {}",
+                    r.stage.next_command()
+                );
+            } else {
+                let _ = writeln!(out, "  next: {}", r.stage.next_command());
+            }
             match &r.snapshot {
                 Some(snap) => {
                     let _ = writeln!(
