@@ -344,11 +344,24 @@ async fn each_failure_fails_the_right_check_with_evidence() {
         ],
         &[],
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 1, "a check went to FAIL: a regression\n{stdout}");
     assert!(
-        stdout.contains("ATR-C03") && stdout.contains("key added: secretbox:sb2"),
+        stdout.contains("REGRESSION check ATR-C03") && stdout.contains("key added: secretbox:sb2"),
         "{stdout}"
     );
+    // Nothing regressed (the same report): exit 0; --fail-on-change still passes when equal.
+    for extra in [&[][..], &["--fail-on-change"][..]] {
+        let mut args = vec![
+            "report",
+            "diff",
+            e.files[0].to_str().unwrap(),
+            e.files[0].to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = support::atrest(&args, &[]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(stdout.contains("no differences"), "{stdout}");
+    }
 
     // From a finished scan, without scanning again; a policy file changes the verdict inputs.
     let scan_file = cp.path().join("scan.json");

@@ -67,8 +67,12 @@ the rotation state, lint findings, and checks with evidence:
   ATR-C01 encryption config set        ATR-C06 nothing undecryptable / unknown key / corrupt
   ATR-C02 providers allowed by policy  ATR-C07 write keys younger than the maximum age
   ATR-C03 every apiserver on the file  ATR-C08 required resources covered
-  ATR-C04 every object on its write key ATR-C09 config lint and file mode
-  ATR-C05 no plaintext where encryption is configured   (ATR-C10 KMS v2 key IDs, when used)
+  ATR-C04 every object of an encrypted or  ATR-C09 config lint and file mode
+          required resource encrypted with its write key
+  ATR-C05 no plaintext where encryption is configured or required
+  (ATR-C10 KMS v2 key IDs, when used)
+Coverage per resource: encrypted with an allowed provider (the headline; plaintext counts
+against it), with a discouraged one, or not at all; and encrypted with the write key.
 It never contains a key or a secret value: only labels, fingerprints, hashes, counts and names.
 
 Policy file (YAML; absent fields keep these defaults):
@@ -78,7 +82,8 @@ Policy file (YAML; absent fields keep these defaults):
   requiredResources: [secrets]
 
 Exit codes: 0 PASS, 1 FAIL, 2 could not complete.
-`atrest report diff A.json B.json` prints what changed between two audits.";
+`atrest report diff A.json B.json` prints what changed between two audits; it exits 1 only on a
+regression (see `atrest report diff --help`).";
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
@@ -108,12 +113,20 @@ pub struct ReportArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ReportSub {
-    /// What changed between two JSON reports.
+    /// What changed between two JSON reports (atrest.report/v1 or /v2).
+    ///
+    /// Exit codes: 0 when nothing regressed (the same, or better), 1 on a regression (the
+    /// verdict or a check moved towards FAIL, or a resource has more objects that need a
+    /// rewrite or are unreadable), 2 when a file cannot be read. With --fail-on-change, any
+    /// difference exits 1.
     Diff {
         /// The earlier report.
         a: PathBuf,
         /// The later report.
         b: PathBuf,
+        /// Exit 1 on any difference, not only on a regression.
+        #[arg(long)]
+        fail_on_change: bool,
     },
 }
 

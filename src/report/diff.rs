@@ -35,6 +35,8 @@ pub struct Stored {
     pub total: u64,
     /// On the write key.
     pub on_write_key: u64,
+    /// Objects that need attention: to rewrite, or unreadable (v2); not on the write key (v1).
+    pub findings: u64,
     /// Key label → stored values under it.
     pub by_key: BTreeMap<String, u64>,
 }
@@ -88,6 +90,11 @@ impl View {
                 Stored {
                     total: num(&r["total"]),
                     on_write_key: num(&r["coverage"]["on_write_key"]),
+                    findings: num(&r["needs_rewrite"])
+                        + ["undecryptable", "unknown_key", "corrupt"]
+                            .iter()
+                            .map(|v| num(&r["verdicts"][v]))
+                            .sum::<u64>(),
                     by_key: r["keys"]
                         .as_object()
                         .into_iter()
@@ -107,6 +114,7 @@ impl View {
                 Stored {
                     total: num(&r["total"]),
                     on_write_key: num(&r["on_write_key"]),
+                    findings: num(&r["total"]).saturating_sub(num(&r["on_write_key"])),
                     by_key: r["counts"]
                         .as_object()
                         .into_iter()
@@ -119,6 +127,58 @@ impl View {
         }
         Ok(view)
     }
+}
+
+/// One difference between two reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// What changed, in one line.
+    pub line: String,
+    /// It is worse than before: the verdict or a check went towards FAIL, or more objects need
+    /// attention.
+    pub regression: bool,
+}
+
+/// PASS < WARN < FAIL, for "did it get worse".
+fn rank(status: &str) -> u8 {
+    match status {
+        "PASS" => 0,
+        "WARN" => 1,
+        _ => 2,
+    }
+}
+
+/// Every difference, in the order an auditor reads them, each marked when it is a regression.
+pub fn changes(a: &View, b: &View) -> Vec<Change> {
+    let lines = diff(a, b);
+    let mut out: Vec<Change> = lines
+        .into_iter()
+        .map(|line| Change {
+            line,
+            regression: false,
+        })
+        .collect();
+    let mut mark = |prefix: String| {
+        for c in out.iter_mut().filter(|c| c.line.starts_with(&prefix)) {
+            c.regression = true;
+        }
+    };
+    if rank(&b.verdict) > rank(&a.verdict) {
+        mark("verdict:".into());
+    }
+    for (id, (_, status)) in &b.checks {
+        let before = a.checks.get(id).map(|(_, s)| rank(s)).unwrap_or(0);
+        if rank(status) > before {
+            mark(format!("check {id} "));
+        }
+    }
+    for (resource, r) in &b.resources {
+        let before = a.resources.get(resource).map(|o| o.findings).unwrap_or(0);
+        if r.findings > before {
+            mark(format!("{resource}: on write key"));
+        }
+    }
+    out
 }
 
 /// One line per difference, in the order an auditor reads them.
@@ -222,6 +282,20 @@ mod tests {
             assert!(lines.iter().any(|l| l == want), "{want} not in {lines:#?}");
         }
         assert!(diff(&b, &b).is_empty());
+        // v1 FAIL -> v2 PASS is an improvement; the other way round is a regression.
+        assert!(
+            changes(&a, &b).iter().all(|c| !c.regression),
+            "{:#?}",
+            changes(&a, &b)
+        );
+        let back = changes(&b, &a);
+        for want in ["verdict:", "check ATR-C04 ", "secrets: on write key"] {
+            assert!(
+                back.iter()
+                    .any(|c| c.regression && c.line.starts_with(want)),
+                "{want} is a regression in {back:#?}"
+            );
+        }
         assert!(View::from_json(&serde_json::json!({"schema": "x"})).is_err());
     }
 }

@@ -20,9 +20,10 @@ pub async fn run(a: args::ReportArgs) -> Result<i32> {
     if let Some(args::ReportSub::Diff {
         a: first,
         b: second,
+        fail_on_change,
     }) = &a.diff
     {
-        return diff(first, second);
+        return diff(first, second, *fail_on_change);
     }
     let ctx = Context::resolve(&super::flags(
         &a.source,
@@ -173,7 +174,7 @@ fn rotation_info(s: &atrest::rotate::State, state_file: PathBuf) -> RotationInfo
     }
 }
 
-fn diff(first: &PathBuf, second: &PathBuf) -> Result<i32> {
+fn diff(first: &PathBuf, second: &PathBuf, fail_on_change: bool) -> Result<i32> {
     let read = |p: &PathBuf| -> Result<report::diff::View> {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -182,8 +183,8 @@ fn diff(first: &PathBuf, second: &PathBuf) -> Result<i32> {
         report::diff::View::from_json(&doc).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
     };
     let (ra, rb) = (read(first)?, read(second)?);
-    let lines = report::diff::diff(&ra, &rb);
-    if lines.is_empty() {
+    let changes = report::diff::changes(&ra, &rb);
+    if changes.is_empty() {
         println!(
             "no differences between {} ({}) and {} ({})",
             first.display(),
@@ -200,10 +201,20 @@ fn diff(first: &PathBuf, second: &PathBuf) -> Result<i32> {
         second.display(),
         rb.generated_at
     );
-    for l in lines {
-        println!("  {l}");
+    for c in &changes {
+        println!(
+            "  {}{}",
+            if c.regression { "REGRESSION " } else { "" },
+            c.line
+        );
     }
-    Ok(EXIT_FINDINGS)
+    let regressions = changes.iter().filter(|c| c.regression).count();
+    println!("{} differences, {regressions} regressions", changes.len());
+    Ok(if regressions > 0 || fail_on_change {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    })
 }
 
 async fn etcd_cluster_info(client: &etcd_client::Client, target: &EtcdTarget) -> EtcdInfo {
