@@ -381,6 +381,10 @@ pub struct ScanArgs {
     /// check a restored snapshot.
     #[arg(long, value_name = "FILE")]
     pub key_archive: Option<PathBuf>,
+    /// Progress on stderr: a bar on a terminal and a line every 10 s otherwise (auto), or
+    /// always bar, lines, json (one object per line), none.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::cli::progress::ProgressMode::Auto)]
+    pub progress: crate::cli::progress::ProgressMode,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -459,6 +463,10 @@ pub struct RewriteArgs {
     /// the run.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_attempts: u32,
+    /// Progress on stderr: a bar on a terminal and a line every 10 s otherwise (auto), or
+    /// always bar, lines, json (one object per line), none.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::cli::progress::ProgressMode::Auto)]
+    pub progress: crate::cli::progress::ProgressMode,
 }
 
 impl RewriteArgs {

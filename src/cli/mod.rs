@@ -3,7 +3,7 @@
 
 pub mod args;
 mod commands;
-mod progress;
+pub mod progress;
 mod render;
 
 use args::{Cli, Command, ConfigCommand, KeysCommand};

@@ -336,7 +336,10 @@ impl Reencrypt<'_> {
                         break p;
                     }
                     match tasks.join_next().await {
-                        Some(Ok(r)) => self.handle(r, &mut cp, &mut pages, &mut fatal, &paths),
+                        Some(Ok(r)) => {
+                            self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
+                            report_rewrites(&cp, progress);
+                        }
                         Some(Err(e)) => tracing::error!("a rewrite task failed: {e}"),
                         None => {}
                     }
@@ -357,12 +360,14 @@ impl Reencrypt<'_> {
                 self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
             }
             progress.advance(page.count);
+            report_rewrites(&cp, progress);
             self.save_if_due(&mut cp, &mut last_save)?;
         }
         // Finish the writes in flight, whatever stopped the loop.
         while let Some(r) = tasks.join_next().await {
             if let Ok(r) = r {
                 self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
+                report_rewrites(&cp, progress);
             }
         }
         let interrupted = opts.stop.load(Ordering::SeqCst);
@@ -494,6 +499,13 @@ impl Reencrypt<'_> {
 }
 
 /// One target of page `seq` is finished.
+/// Tells `progress` how many objects are targeted and finished so far.
+fn report_rewrites(cp: &Checkpoint, progress: &mut dyn Progress) {
+    let t = cp.total();
+    let done = t.rewritten + t.already_current + t.gone + t.unchanged + t.given_up;
+    progress.rewrites(t.targeted, done);
+}
+
 fn settle(pages: &mut VecDeque<PageState>, seq: u64) {
     if let Some(p) = pages.iter_mut().find(|p| p.seq == seq) {
         p.pending = p.pending.saturating_sub(1);

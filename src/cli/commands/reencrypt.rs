@@ -60,11 +60,14 @@ pub async fn run(a: args::ReencryptArgs) -> Result<i32> {
         api: &api,
         opts,
     };
-    let mut bar = Bar::new(if a.dry_run {
-        "scanning (dry run)"
-    } else {
-        "re-encrypting"
-    });
+    let mut bar = Bar::new(
+        if a.dry_run {
+            "scanning (dry run)"
+        } else {
+            "re-encrypting"
+        },
+        a.rewrite.progress,
+    );
     let report = engine.run(&mut bar).await;
     bar.finish();
     let report = report.map_err(|e| {

@@ -79,7 +79,7 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
         },
         say: &say,
     };
-    let mut bar = Bar::new("re-encrypting");
+    let mut bar = Bar::new("re-encrypting", common.rewrite.progress);
     let result = match (&c, &prepare) {
         (R::Prepare(_), Some(req)) => rotator.prepare(req).await,
         (R::Run(_), Some(req)) => rotator.run(req, &mut bar).await,

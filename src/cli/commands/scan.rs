@@ -24,11 +24,14 @@ pub async fn run(a: args::ScanArgs) -> Result<i32> {
         key_archive: a.key_archive.clone(),
         patience: Duration::from_secs(a.etcd.etcd_patience),
     };
-    let mut bar = Bar::new(if a.verify {
-        "scanning (verify)"
-    } else {
-        "scanning"
-    });
+    let mut bar = Bar::new(
+        if a.verify {
+            "scanning (verify)"
+        } else {
+            "scanning"
+        },
+        a.progress,
+    );
     let report = ctx.scan(&client, &req, &mut bar).await;
     bar.finish();
     let report = report?;

@@ -32,7 +32,7 @@ pub async fn run(a: args::StatusArgs) -> Result<i32> {
             patience: Duration::from_secs(a.etcd.etcd_patience),
             ..Default::default()
         };
-        let mut bar = Bar::new("scanning");
+        let mut bar = Bar::new("scanning", crate::cli::progress::ProgressMode::Auto);
         let result = match ctx.etcd().await {
             Ok(client) => ctx
                 .scan(&client, &req, &mut bar)

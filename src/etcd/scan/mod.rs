@@ -179,6 +179,9 @@ pub trait Progress {
     fn total(&mut self, _n: u64) {}
     /// Called after each page with the number of keys it held.
     fn advance(&mut self, _n: u64) {}
+    /// A rewrite run: objects targeted so far, and how many of them are finished (rewritten,
+    /// found current, gone or given up).
+    fn rewrites(&mut self, _targeted: u64, _done: u64) {}
 }
 
 impl Progress for () {}
