@@ -18,7 +18,7 @@ pub use edit::{
 };
 pub use lint::{Finding, Severity, lint, lint_file_mode};
 pub use parse::{parse_bytes, parse_str};
-pub use resolve::{MatchedBy, ProviderEntry, Resolved};
+pub use resolve::{ConfiguredKey, MatchedBy, ProviderEntry, Resolved};
 pub use validate::FieldError;
 
 use crate::keys::{Key, KeyProvider};

@@ -31,6 +31,33 @@ pub struct ProviderEntry {
     pub index: usize,
 }
 
+/// One configured key as it is shown: label, provider, fingerprint (local keys) or endpoint
+/// (KMS).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConfiguredKey {
+    /// `aescbc:key1`, `kms:v2:vault`, `identity`.
+    pub label: KeyLabel,
+    /// `aescbc`, `aesgcm`, `secretbox`, `kms` or `identity`.
+    pub provider: &'static str,
+    /// `sha256:` + 16 hex digits of the key bytes (local keys only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The plugin's socket (KMS only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+impl ConfiguredKey {
+    fn plain(label: KeyLabel, provider: &'static str) -> Self {
+        ConfiguredKey {
+            label,
+            provider,
+            fingerprint: None,
+            endpoint: None,
+        }
+    }
+}
+
 /// The ordered provider list for one group resource, as the apiserver walks it.
 #[derive(Clone, Debug)]
 pub struct Resolved {
@@ -77,6 +104,37 @@ impl Resolved {
             return vec![KeyLabel::Identity];
         }
         self.providers().flat_map(|p| p.read_keys()).collect()
+    }
+
+    /// Every key in the order the apiserver tries them, with what an admin needs to recognise
+    /// it (never the key itself): the one list that `config check`, `status` and the report show.
+    pub fn keys_in_order(&self) -> Vec<ConfiguredKey> {
+        if self.entries.is_empty() {
+            return vec![ConfiguredKey::plain(KeyLabel::Identity, "identity")];
+        }
+        let mut out = Vec::new();
+        for p in self.providers() {
+            match p {
+                Provider::Identity => {
+                    out.push(ConfiguredKey::plain(KeyLabel::Identity, "identity"))
+                }
+                Provider::Keys { provider, keys } => {
+                    out.extend(keys.iter().map(|k| ConfiguredKey {
+                        label: KeyLabel::key(*provider, k.name()),
+                        provider: provider.name(),
+                        fingerprint: Some(k.fingerprint().to_string()),
+                        endpoint: None,
+                    }))
+                }
+                Provider::Kms(k) => out.push(ConfiguredKey {
+                    label: p.write_key(),
+                    provider: "kms",
+                    fingerprint: None,
+                    endpoint: Some(k.endpoint.clone()),
+                }),
+            }
+        }
+        out
     }
 
     /// [`Resolved::read_keys`] as text.

@@ -16,9 +16,9 @@ use chrono::{DateTime, Utc};
 pub use policy::{Policy, PolicyError};
 
 use crate::GroupResource;
-use crate::config::{LoadedConfig, Provider, Severity};
+use crate::config::{LoadedConfig, Severity};
 use crate::etcd::scan::{ResourceReport, ScanReport};
-use crate::model::{KeyLabel, Verdict, covered_resources};
+use crate::model::{Verdict, covered_resources};
 
 /// The JSON schema name and version; fields are stable within a version. v2 (atrest 0.2)
 /// replaced v1's per-state name lists with exact counts per verdict and key plus capped samples,
@@ -344,41 +344,21 @@ fn config_views(inp: &Inputs<'_>) -> Vec<ResourceConfigView> {
         .iter()
         .map(|gr| {
             let r = cfg.resolve(gr);
-            let mut keys = Vec::new();
-            for p in r.providers() {
-                let entries: Vec<(KeyLabel, Option<String>)> = match p {
-                    Provider::Keys { provider, keys } => keys
-                        .iter()
-                        .map(|k| {
-                            (
-                                KeyLabel::key(*provider, k.name()),
-                                Some(k.fingerprint().to_string()),
-                            )
-                        })
-                        .collect(),
-                    other => vec![(other.write_key(), None)],
-                };
-                for (label, fingerprint) in entries {
-                    let label = label.to_string();
+            let keys = r
+                .keys_in_order()
+                .into_iter()
+                .map(|k| {
+                    let label = k.label.to_string();
                     let age = inp.key_ages.get(&label);
-                    keys.push(KeyView {
-                        provider: p.kind().to_string(),
-                        fingerprint,
+                    KeyView {
+                        provider: k.provider.to_string(),
+                        fingerprint: k.fingerprint,
                         added: age.and_then(|a| a.added.clone()),
                         promoted: age.and_then(|a| a.promoted.clone()),
                         label,
-                    });
-                }
-            }
-            if keys.is_empty() {
-                keys.push(KeyView {
-                    label: "identity".into(),
-                    provider: "identity".into(),
-                    fingerprint: None,
-                    added: None,
-                    promoted: None,
-                });
-            }
+                    }
+                })
+                .collect();
             ResourceConfigView {
                 resource: gr.config_name(),
                 rule: r.rule_name.clone(),

@@ -2,55 +2,8 @@
 
 use std::fmt::Write;
 
-use atrest::config::{Finding, LoadedConfig, Provider, Resolved};
-use atrest::model::{KeyLabel, covered_resources};
-
-#[derive(serde::Serialize)]
-pub struct KeyView {
-    /// `aescbc:key1`, `identity`, `kms:v2:name`.
-    pub label: String,
-    pub provider: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-}
-
-/// Every key a resource can read, in the order the apiserver tries them.
-pub fn key_views(resolved: &Resolved) -> Vec<KeyView> {
-    if resolved.entries.is_empty() {
-        return vec![KeyView {
-            label: "identity".into(),
-            provider: "identity",
-            fingerprint: None,
-            endpoint: None,
-        }];
-    }
-    let mut out = Vec::new();
-    for p in resolved.providers() {
-        match p {
-            Provider::Identity => out.push(KeyView {
-                label: "identity".into(),
-                provider: "identity",
-                fingerprint: None,
-                endpoint: None,
-            }),
-            Provider::Keys { provider, keys } => out.extend(keys.iter().map(|k| KeyView {
-                label: KeyLabel::key(*provider, k.name()).to_string(),
-                provider: provider.name(),
-                fingerprint: Some(k.fingerprint().to_string()),
-                endpoint: None,
-            })),
-            Provider::Kms(k) => out.push(KeyView {
-                label: p.write_label(),
-                provider: "kms",
-                fingerprint: None,
-                endpoint: Some(k.endpoint.clone()),
-            }),
-        }
-    }
-    out
-}
+use atrest::config::{Finding, LoadedConfig};
+use atrest::model::covered_resources;
 
 /// The resources a summary lists: the ones a scan covers.
 fn summary_resources(loaded: &LoadedConfig) -> Vec<atrest::GroupResource> {
@@ -68,7 +21,7 @@ pub fn config_json(loaded: &LoadedConfig, findings: &[Finding]) -> serde_json::V
                 "matched_by": r.matched_by,
                 "write_key": r.write_label(),
                 "providers": r.providers().map(|p| p.kind()).collect::<Vec<_>>(),
-                "read_keys": key_views(&r),
+                "read_keys": r.keys_in_order(),
             })
         })
         .collect();
@@ -93,11 +46,12 @@ pub fn config_table(loaded: &LoadedConfig, findings: &[Finding]) -> String {
     );
     for gr in summary_resources(loaded) {
         let r = loaded.config.resolve(&gr);
-        let reads: Vec<String> = key_views(&r)
+        let reads: Vec<String> = r
+            .keys_in_order()
             .into_iter()
             .map(|k| match k.fingerprint {
                 Some(f) => format!("{} ({f})", k.label),
-                None => k.label,
+                None => k.label.to_string(),
             })
             .collect();
         let name = match &r.rule_name {
