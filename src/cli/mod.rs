@@ -41,7 +41,6 @@ pub async fn run(cli: Cli) -> i32 {
 /// not repeated), and a hint for the errors a flag can fix. Every command that can raise these
 /// errors has the flags the hints name.
 pub fn with_hint(e: &anyhow::Error) -> String {
-    use atrest::cluster::ClusterError;
     let mut message = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
@@ -53,18 +52,47 @@ pub fn with_hint(e: &anyhow::Error) -> String {
         }
         message.push_str(&text);
     }
-    let hint = match e.downcast_ref::<ClusterError>() {
-        Some(ClusterError::NoConfig { .. }) => {
-            "\n  hint: pass --config FILE (or ATREST_CONFIG), or --apiserver-manifest FILE naming --encryption-provider-config"
-        }
-        Some(ClusterError::MappedConfig { .. }) => {
-            "\n  hint: pass --config FILE to name the host file directly"
-        }
-        // Only scan and report make an unreachable plugin fatal, and only with --verify.
-        Some(ClusterError::Kms(_)) => {
-            "\n  without --verify, KMS values are still classified by provider and key ID"
-        }
-        _ => "",
-    };
+    // The first error in the chain that a flag can fix decides the hint.
+    let hint = e.chain().find_map(hint_for).unwrap_or("");
     format!("{message}{hint}")
+}
+
+/// What the admin can do about an error, when a flag fixes it. Every command that can raise
+/// these errors has the flags the hints name.
+fn hint_for(cause: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use atrest::cluster::ClusterError;
+    use atrest::etcd::EtcdError;
+    use atrest::kube::KubeError;
+    if let Some(e) = cause.downcast_ref::<ClusterError>() {
+        return match e {
+            ClusterError::NoConfig { .. } => Some(
+                "\n  hint: pass --config FILE (or ATREST_CONFIG), or --apiserver-manifest FILE naming --encryption-provider-config",
+            ),
+            ClusterError::MappedConfig { .. } => {
+                Some("\n  hint: pass --config FILE to name the host file directly")
+            }
+            // Only scan and report make an unreachable plugin fatal, and only with --verify.
+            ClusterError::Kms(_) => {
+                Some("\n  without --verify, KMS values are still classified by provider and key ID")
+            }
+            // Transparent: the inner error is not a separate link of the chain.
+            ClusterError::Etcd(inner) => hint_for(inner),
+            _ => None,
+        };
+    }
+    match cause.downcast_ref::<EtcdError>() {
+        Some(EtcdError::Connect { .. }) => {
+            return Some(
+                "\n  hint: check --endpoints (or ETCDCTL_ENDPOINTS), and for TLS --cacert/--cert/--key; on a control-plane node atrest reads them from the kube-apiserver manifest",
+            );
+        }
+        Some(_) => return None,
+        None => {}
+    }
+    match cause.downcast_ref::<KubeError>() {
+        Some(KubeError::NoConfig(_)) => Some(
+            "\n  hint: pass --kubeconfig (or KUBECONFIG); on a kubeadm control-plane node /etc/kubernetes/admin.conf works",
+        ),
+        _ => None,
+    }
 }

@@ -27,9 +27,7 @@ pub enum EtcdError {
     #[error("--cert and --key must be given together (client certificate authentication)")]
     HalfIdentity,
     /// No endpoint answered, or TLS or authentication failed; nothing was read yet.
-    #[error(
-        "cannot connect to etcd at {endpoints}: {message}\n  hint: check --endpoints (or ETCDCTL_ENDPOINTS), and for TLS --cacert/--cert/--key; on a control-plane node atrest reads them from the kube-apiserver manifest"
-    )]
+    #[error("cannot connect to etcd at {endpoints}: {message}")]
     Connect {
         /// The endpoint URLs tried, comma-separated.
         endpoints: String,

@@ -29,9 +29,7 @@ pub enum KubeError {
     },
     /// No kubeconfig was found anywhere atrest looks, or its client (or an apiserver URL)
     /// cannot be built.
-    #[error(
-        "no Kubernetes API access: {0}\n  hint: pass --kubeconfig (or KUBECONFIG); on a kubeadm control-plane node /etc/kubernetes/admin.conf works"
-    )]
+    #[error("no Kubernetes API access: {0}")]
     NoConfig(String),
     /// API discovery does not find the resource in any served version, so atrest cannot write it.
     #[error("the apiserver at {url} does not serve {resource}: {message}")]
