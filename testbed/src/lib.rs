@@ -26,6 +26,7 @@ pub mod fixtures;
 pub mod kms;
 pub mod leak;
 pub mod proc;
+pub mod promises_a;
 pub mod reports;
 pub mod scan_json;
 pub mod tls;
