@@ -60,6 +60,9 @@ pub fn with_hint(e: &anyhow::Error) -> String {
         Some(ClusterError::MappedConfig { .. }) => {
             "\n  hint: pass --config FILE to name the host file directly"
         }
+        Some(ClusterError::ManagedConfig { .. }) => {
+            "\n  hint: atrest scan, status and report still read this cluster; run the rotation with the distribution's command, then `atrest scan` to prove the result"
+        }
         // Only scan and report make an unreachable plugin fatal, and only with --verify.
         Some(ClusterError::Kms(_)) => {
             "\n  without --verify, KMS values are still classified by provider and key ID"
