@@ -384,3 +384,22 @@ async fn k3s_layout_is_found_with_no_flags_and_rotation_is_left_to_k3s() {
 
     rotate_prepare_refuses(root.path(), &env, "k3s secrets-encrypt rotate-keys");
 }
+
+#[test]
+fn k3s_without_secrets_encryption_names_the_missing_file_and_the_k3s_command() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("var/lib/rancher/k3s/server/tls/etcd")).unwrap();
+    let (code, _, stderr) =
+        support::atrest(&["scan"], &[(HOST_ROOT, root.path().to_str().unwrap())]);
+    assert_eq!(code, 2, "{stderr}");
+    let missing = root
+        .path()
+        .join("var/lib/rancher/k3s/server/cred/encryption-config.json");
+    for want in [
+        missing.to_str().unwrap(),
+        "k3s secrets-encrypt status",
+        "--config",
+    ] {
+        assert!(stderr.contains(want), "{want:?} not in {stderr}");
+    }
+}

@@ -57,7 +57,7 @@ pub fn with_hint(e: &anyhow::Error) -> String {
         Some(ClusterError::NoConfig { .. }) => {
             "\n  hint: pass --config FILE (or ATREST_CONFIG), or --apiserver-manifest FILE naming --encryption-provider-config"
         }
-        Some(ClusterError::MappedConfig { .. }) => {
+        Some(ClusterError::MappedConfig { .. } | ClusterError::DistributionConfig { .. }) => {
             "\n  hint: pass --config FILE to name the host file directly"
         }
         Some(ClusterError::ManagedConfig { .. }) => {

@@ -53,6 +53,19 @@ pub enum ClusterError {
         /// Why reading failed.
         source: std::io::Error,
     },
+    /// The config path is the distribution's default, and the file cannot be read: most often
+    /// secrets encryption is not turned on.
+    #[error(
+        "cannot read {path}, where {distribution} writes its encryption provider configuration once secrets encryption is on (`{distribution} secrets-encrypt status` tells): {source}"
+    )]
+    DistributionConfig {
+        /// The file atrest tried.
+        path: PathBuf,
+        /// The distribution whose default it is.
+        distribution: settings::Distribution,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
     /// etcd could not be reached or read.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
@@ -166,6 +179,13 @@ pub fn load_config(s: &Settings) -> Result<LoadedConfig, ClusterError> {
             volume: volume.clone(),
             source,
         }),
+        (Err(ConfigError::Read { path, source }), settings::Source::Distribution(distribution)) => {
+            Err(ClusterError::DistributionConfig {
+                path,
+                distribution: *distribution,
+                source,
+            })
+        }
         (result, _) => Ok(result?),
     }
 }

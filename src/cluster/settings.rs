@@ -471,7 +471,10 @@ fn pick<T>(
 /// Merges flags, `ETCDCTL_*`/`KUBECONFIG` and the manifest. An explicit `--apiserver-manifest`
 /// must exist; the default one is used only when present.
 pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
-    let root = HostRoot::from_env();
+    resolve_in(flags, HostRoot::from_env())
+}
+
+fn resolve_in(flags: &Flags, root: HostRoot) -> Result<Settings, SettingsError> {
     let manifest_path = match &flags.apiserver_manifest {
         Some(p) => Some(p.clone()),
         None => [DEFAULT_MANIFEST, RKE2_MANIFEST]
@@ -755,5 +758,99 @@ mod tests {
         );
         // A prefix that is not a whole path component does not match.
         assert!(m.host_path(Path::new("/etc/kubernetes/encx/y")).is_none());
+    }
+
+    fn write(root: &Path, node_path: &str, text: &str) -> PathBuf {
+        let p = root.join(node_path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn rke2_manifest_is_probed_after_kubeadms_and_its_paths_are_below_the_host_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot(Some(dir.path().to_path_buf()));
+        let manifest = write(
+            dir.path(),
+            RKE2_MANIFEST,
+            "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    command:\n    - kube-apiserver\n    - --encryption-provider-config=/var/lib/rancher/rke2/server/cred/encryption-config.json\n    - --etcd-servers=https://127.0.0.1:2379\n    - --etcd-cafile=/var/lib/rancher/rke2/server/tls/etcd/server-ca.crt\n    volumeMounts:\n    - {name: dir0, mountPath: /var/lib/rancher/rke2/server/cred}\n  volumes:\n  - {name: dir0, hostPath: {path: /var/lib/rancher/rke2/server/cred}}\n",
+        );
+        let kubeconfig = write(dir.path(), RKE2_KUBECONFIG, "apiVersion: v1\n");
+        let s = resolve_in(&Flags::default(), root.clone()).unwrap();
+        assert_eq!(s.distribution, Some(Distribution::Rke2));
+        assert_eq!(s.manifest.as_deref(), Some(manifest.as_path()));
+        let config = s.config.clone().unwrap();
+        assert_eq!(config.value, root.join(RKE2_CONFIG));
+        assert!(matches!(config.source, Source::ManifestVolume { .. }));
+        // Not under a hostPath mount: the path as written, on the node.
+        assert_eq!(
+            s.cacert.clone().unwrap().value,
+            root.join("/var/lib/rancher/rke2/server/tls/etcd/server-ca.crt")
+        );
+        let k = s.kubeconfig.clone().unwrap();
+        assert_eq!(
+            (k.value, k.source.to_string()),
+            (kubeconfig, "rke2 default".to_string())
+        );
+        assert_eq!(s.config_managed_by(), Some(Distribution::Rke2));
+
+        // kubeadm's manifest wins when both are there.
+        write(
+            dir.path(),
+            DEFAULT_MANIFEST,
+            "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    command: [kube-apiserver]\n",
+        );
+        let s = resolve_in(&Flags::default(), root).unwrap();
+        assert_eq!(s.distribution, None);
+        assert!(s.config.is_none());
+    }
+
+    #[test]
+    fn k3s_server_folder_gives_k3s_defaults_and_flags_still_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot(Some(dir.path().to_path_buf()));
+        let config = write(dir.path(), K3S_CONFIG, "{}");
+        let s = resolve_in(&Flags::default(), root.clone()).unwrap();
+        assert_eq!(s.distribution, Some(Distribution::K3s));
+        assert!(s.manifest.is_none());
+        let k3s = Source::Distribution(Distribution::K3s);
+        assert_eq!(s.config.clone().unwrap().value, config);
+        assert_eq!(s.endpoints.value, [K3S_ENDPOINT]);
+        for (setting, file) in [
+            (&s.cacert, "server-ca.crt"),
+            (&s.cert, "client.crt"),
+            (&s.key, "client.key"),
+        ] {
+            let setting = setting.clone().unwrap();
+            assert_eq!(
+                setting.value,
+                root.join(format!("{K3S_ETCD_TLS_DIR}/{file}"))
+            );
+            assert_eq!(setting.source, k3s);
+        }
+        assert_eq!(k3s.to_string(), "k3s default");
+        assert!(s.kubeconfig.is_none(), "k3s.yaml is absent");
+        assert_eq!(s.config_managed_by(), Some(Distribution::K3s));
+
+        // Another file by flag is the admin's own: atrest may edit it. The same file by flag
+        // is still k3s's.
+        let other = dir.path().join("mine.yaml");
+        std::fs::write(&other, "{}").unwrap();
+        let flags = Flags {
+            config: Some(other.clone()),
+            endpoints: Some("https://10.0.0.1:2379".into()),
+            ..Default::default()
+        };
+        let s = resolve_in(&flags, root.clone()).unwrap();
+        assert_eq!(s.config.clone().unwrap().value, other);
+        assert_eq!(s.endpoints.value, ["https://10.0.0.1:2379"]);
+        assert_eq!(s.config_managed_by(), None);
+        let flags = Flags {
+            config: Some(config),
+            ..Default::default()
+        };
+        let s = resolve_in(&flags, root).unwrap();
+        assert_eq!(s.config_managed_by(), Some(Distribution::K3s));
     }
 }
