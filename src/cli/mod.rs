@@ -68,9 +68,12 @@ fn hint_for(cause: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
             ClusterError::NoConfig { .. } => Some(
                 "\n  hint: pass --config FILE (or ATREST_CONFIG), or --apiserver-manifest FILE naming --encryption-provider-config",
             ),
-            ClusterError::MappedConfig { .. } => {
+            ClusterError::MappedConfig { .. } | ClusterError::DistributionConfig { .. } => {
                 Some("\n  hint: pass --config FILE to name the host file directly")
             }
+            ClusterError::ManagedConfig { .. } => Some(
+                "\n  hint: atrest scan, status and report still read this cluster; run the rotation with the distribution's command, then `atrest scan` to prove the result",
+            ),
             // Only scan and report make an unreachable plugin fatal, and only with --verify.
             ClusterError::Kms(_) => {
                 Some("\n  without --verify, KMS values are still classified by provider and key ID")

@@ -53,6 +53,19 @@ pub enum ClusterError {
         /// Why reading failed.
         source: std::io::Error,
     },
+    /// The config path is the distribution's default, and the file cannot be read: most often
+    /// secrets encryption is not turned on.
+    #[error(
+        "cannot read {path}, where {distribution} writes its encryption provider configuration once secrets encryption is on (`{distribution} secrets-encrypt status` tells): {source}"
+    )]
+    DistributionConfig {
+        /// The file atrest tried.
+        path: PathBuf,
+        /// The distribution whose default it is.
+        distribution: settings::Distribution,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
     /// etcd could not be reached or read.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
@@ -74,6 +87,31 @@ pub enum ClusterError {
     /// A wildcard where one resource is expected.
     #[error("{0} is a wildcard; name a resource such as secrets or foos.example.com")]
     Wildcard(String),
+    /// A step would edit a config file that the distribution writes and tracks itself.
+    #[error(
+        "{path} is managed by {distribution}: atrest does not edit it; rotate its keys with `{}`",
+        distribution.rotate_command()
+    )]
+    ManagedConfig {
+        /// The distribution that writes the file.
+        distribution: settings::Distribution,
+        /// The config file.
+        path: PathBuf,
+    },
+}
+
+/// Refuses a step that would edit the config file when a distribution manages it (RKE2, k3s):
+/// the distribution rewrites the file from its own state and would undo atrest's edit or lose
+/// a key, so the admin must use the distribution's command. Reading (scan, status, report) is
+/// never refused.
+pub fn refuse_managed_config(s: &Settings) -> Result<(), ClusterError> {
+    match (s.config_managed_by(), &s.config) {
+        (Some(distribution), Some(config)) => Err(ClusterError::ManagedConfig {
+            distribution,
+            path: config.value.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Resolved settings, the config they name, and how to reach etcd.
@@ -141,6 +179,13 @@ pub fn load_config(s: &Settings) -> Result<LoadedConfig, ClusterError> {
             volume: volume.clone(),
             source,
         }),
+        (Err(ConfigError::Read { path, source }), settings::Source::Distribution(distribution)) => {
+            Err(ClusterError::DistributionConfig {
+                path,
+                distribution: *distribution,
+                source,
+            })
+        }
         (result, _) => Ok(result?),
     }
 }

@@ -13,6 +13,92 @@ pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
 pub const DEFAULT_ADMIN_KUBECONFIG: &str = "/etc/kubernetes/admin.conf";
 /// kube-apiserver's default `--etcd-prefix`.
 pub const DEFAULT_PREFIX: &str = "/registry";
+/// Where the node's filesystem is, when it is not `/`: every default path atrest probes (the
+/// manifests, the distributions' files, the default kubeconfigs) and every host path a manifest
+/// names is taken below it, so a node layout can be tested as a directory tree. Paths given by
+/// flag or environment are taken as they are.
+pub const HOST_ROOT_ENV: &str = "ATREST_HOST_ROOT";
+/// The static pod RKE2 writes for its apiserver; probed when kubeadm's is absent.
+pub const RKE2_MANIFEST: &str = "/var/lib/rancher/rke2/agent/pod-manifests/kube-apiserver.yaml";
+/// Where RKE2 keeps the config it writes (`rke2 secrets-encrypt`); the manifest names it.
+pub const RKE2_CONFIG: &str = "/var/lib/rancher/rke2/server/cred/encryption-config.json";
+/// The admin kubeconfig RKE2 writes.
+pub const RKE2_KUBECONFIG: &str = "/etc/rancher/rke2/rke2.yaml";
+/// A k3s server's data folder: its presence (with no apiserver manifest) marks a k3s server,
+/// whose apiserver runs inside the k3s process and has no manifest to read.
+pub const K3S_SERVER_DIR: &str = "/var/lib/rancher/k3s/server";
+/// The config k3s writes (`k3s secrets-encrypt`) and passes to its apiserver.
+pub const K3S_CONFIG: &str = "/var/lib/rancher/k3s/server/cred/encryption-config.json";
+/// Where k3s's embedded etcd listens for clients.
+pub const K3S_ENDPOINT: &str = "https://127.0.0.1:2379";
+/// The folder of the etcd client certificate k3s's apiserver uses.
+pub const K3S_ETCD_TLS_DIR: &str = "/var/lib/rancher/k3s/server/tls/etcd";
+/// The admin kubeconfig k3s writes.
+pub const K3S_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+
+/// A Kubernetes distribution whose layout differs from kubeadm's and that manages its own
+/// encryption config file: atrest reads there, but leaves editing the file to the distribution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    /// RKE2: the apiserver is a static pod under `/var/lib/rancher/rke2/agent/pod-manifests`.
+    Rke2,
+    /// k3s with embedded etcd: the apiserver runs inside the k3s process, with no manifest.
+    K3s,
+}
+
+impl Distribution {
+    /// The distribution's own command for rotating the keys of the file it manages.
+    pub fn rotate_command(self) -> &'static str {
+        match self {
+            Distribution::Rke2 => "rke2 secrets-encrypt rotate-keys",
+            Distribution::K3s => "k3s secrets-encrypt rotate-keys",
+        }
+    }
+
+    /// The config file the distribution writes, on a node whose filesystem is at `root`.
+    fn config_path(self, root: &HostRoot) -> PathBuf {
+        root.join(match self {
+            Distribution::Rke2 => RKE2_CONFIG,
+            Distribution::K3s => K3S_CONFIG,
+        })
+    }
+
+    fn kubeconfig(self) -> &'static str {
+        match self {
+            Distribution::Rke2 => RKE2_KUBECONFIG,
+            Distribution::K3s => K3S_KUBECONFIG,
+        }
+    }
+}
+
+impl fmt::Display for Distribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Distribution::Rke2 => "rke2",
+            Distribution::K3s => "k3s",
+        })
+    }
+}
+
+/// The node's filesystem root ([`HOST_ROOT_ENV`]); `/` when unset.
+#[derive(Clone, Debug, Default)]
+struct HostRoot(Option<PathBuf>);
+
+impl HostRoot {
+    fn from_env() -> HostRoot {
+        HostRoot(env(HOST_ROOT_ENV).map(PathBuf::from))
+    }
+
+    /// `path` (absolute, on the node) as this process sees it.
+    fn join(&self, path: impl AsRef<Path>) -> PathBuf {
+        let path = path.as_ref();
+        match &self.0 {
+            Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+            None => path.to_path_buf(),
+        }
+    }
+}
 
 /// Where a setting's value came from, so `atrest status` can show why it used a path or endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -36,6 +122,8 @@ pub enum Source {
     },
     /// Nothing was given; atrest's built-in default (the same as the apiserver's or etcdctl's).
     Default,
+    /// Nothing was given; where this distribution puts it.
+    Distribution(Distribution),
 }
 
 impl fmt::Display for Source {
@@ -55,6 +143,7 @@ impl fmt::Display for Source {
                 container.display()
             ),
             Source::Default => f.write_str("default"),
+            Source::Distribution(d) => write!(f, "{d} default"),
         }
     }
 }
@@ -117,6 +206,32 @@ pub struct Settings {
     pub etcd_prefix: Setting<String>,
     /// The kubeconfig used to talk to the apiserver.
     pub kubeconfig: Option<Setting<PathBuf>>,
+    /// The distribution whose layout was found (RKE2's manifest, a k3s server folder); `None`
+    /// on kubeadm and hand-made nodes, and when a manifest is named by flag elsewhere.
+    pub distribution: Option<Distribution>,
+    /// [`HOST_ROOT_ENV`], when set: the folder every default and manifest path was taken below.
+    pub host_root: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The distribution that writes the config file in use, if one does: the file came from
+    /// its manifest or its default, or the flag names that same file. atrest must then not
+    /// edit the file (the distribution would overwrite it, or lose track of its keys).
+    pub fn config_managed_by(&self) -> Option<Distribution> {
+        let d = self.distribution?;
+        let config = self.config.as_ref()?;
+        match &config.source {
+            Source::Flag(_) | Source::Env(_) => {
+                let root = HostRoot(self.host_root.clone());
+                let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => a == b,
+                };
+                same(&config.value, &d.config_path(&root)).then_some(d)
+            }
+            _ => Some(d),
+        }
+    }
 }
 
 /// Why the settings could not be resolved.
@@ -356,9 +471,35 @@ fn pick<T>(
 /// Merges flags, `ETCDCTL_*`/`KUBECONFIG` and the manifest. An explicit `--apiserver-manifest`
 /// must exist; the default one is used only when present.
 pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
+    resolve_in(flags, HostRoot::from_env())
+}
+
+fn resolve_in(flags: &Flags, root: HostRoot) -> Result<Settings, SettingsError> {
     let manifest_path = match &flags.apiserver_manifest {
         Some(p) => Some(p.clone()),
-        None => Some(PathBuf::from(DEFAULT_MANIFEST)).filter(|p| p.exists()),
+        None => [DEFAULT_MANIFEST, RKE2_MANIFEST]
+            .into_iter()
+            .map(|p| root.join(p))
+            .find(|p| p.exists()),
+    };
+    let distribution = match &manifest_path {
+        // RKE2 keeps its static pods in `<data-dir>/agent/pod-manifests`, kubeadm in
+        // `/etc/kubernetes/manifests`; the folder tells them apart, also for a custom data-dir.
+        Some(p) if p.ends_with("agent/pod-manifests/kube-apiserver.yaml") => {
+            Some(Distribution::Rke2)
+        }
+        Some(_) => None,
+        None => root
+            .join(K3S_SERVER_DIR)
+            .is_dir()
+            .then_some(Distribution::K3s),
+    };
+    let k3s = distribution == Some(Distribution::K3s);
+    let k3s_default = |path: &str| {
+        k3s.then(|| Setting {
+            value: root.join(path),
+            source: Source::Distribution(Distribution::K3s),
+        })
     };
     let m = match &manifest_path {
         Some(p) => read_manifest(p)?,
@@ -372,7 +513,7 @@ pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
         let container = PathBuf::from(value);
         Some(match m.host_path(&container) {
             Some((host, mount)) => Setting {
-                value: host,
+                value: root.join(host),
                 source: Source::ManifestVolume {
                     manifest: manifest.to_path_buf(),
                     container,
@@ -380,7 +521,7 @@ pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
                 },
             },
             None => Setting {
-                value: container,
+                value: root.join(&container),
                 source: Source::Manifest(manifest.to_path_buf()),
             },
         })
@@ -391,7 +532,8 @@ pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
         env("ATREST_CONFIG").map(|v| (PathBuf::from(v), "ATREST_CONFIG")),
         None,
     )
-    .or_else(|| manifest_path_setting(&m.encryption_provider_config));
+    .or_else(|| manifest_path_setting(&m.encryption_provider_config))
+    .or_else(|| k3s_default(K3S_CONFIG));
     let endpoints = pick(
         flags
             .endpoints
@@ -400,24 +542,50 @@ pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
         env("ETCDCTL_ENDPOINTS").map(|v| (split_endpoints(&v), "ETCDCTL_ENDPOINTS")),
         from_manifest(&m.etcd_servers).map(|(v, p)| (split_endpoints(&v), p)),
     )
-    .unwrap_or(Setting {
-        value: vec![DEFAULT_ENDPOINT.to_string()],
-        source: Source::Default,
+    .unwrap_or_else(|| match k3s {
+        true => Setting {
+            value: vec![K3S_ENDPOINT.to_string()],
+            source: Source::Distribution(Distribution::K3s),
+        },
+        false => Setting {
+            value: vec![DEFAULT_ENDPOINT.to_string()],
+            source: Source::Default,
+        },
     });
     let path_setting = |flag: &Option<PathBuf>,
                         flag_name: &'static str,
                         env_name: &'static str,
-                        man: &Option<String>| {
+                        man: &Option<String>,
+                        k3s_file: &str| {
         pick(
             flag.clone().map(|v| (v, flag_name)),
             env(env_name).map(|v| (PathBuf::from(v), env_name)),
             None,
         )
         .or_else(|| manifest_path_setting(man))
+        .or_else(|| k3s_default(&format!("{K3S_ETCD_TLS_DIR}/{k3s_file}")))
     };
-    let cacert = path_setting(&flags.cacert, "--cacert", "ETCDCTL_CACERT", &m.etcd_cafile);
-    let cert = path_setting(&flags.cert, "--cert", "ETCDCTL_CERT", &m.etcd_certfile);
-    let key = path_setting(&flags.key, "--key", "ETCDCTL_KEY", &m.etcd_keyfile);
+    let cacert = path_setting(
+        &flags.cacert,
+        "--cacert",
+        "ETCDCTL_CACERT",
+        &m.etcd_cafile,
+        "server-ca.crt",
+    );
+    let cert = path_setting(
+        &flags.cert,
+        "--cert",
+        "ETCDCTL_CERT",
+        &m.etcd_certfile,
+        "client.crt",
+    );
+    let key = path_setting(
+        &flags.key,
+        "--key",
+        "ETCDCTL_KEY",
+        &m.etcd_keyfile,
+        "client.key",
+    );
     let etcd_prefix = pick(
         flags.etcd_prefix.clone().map(|v| (v, "--etcd-prefix")),
         None,
@@ -460,7 +628,7 @@ pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
         env("KUBECONFIG").map(|v| (PathBuf::from(v), "KUBECONFIG")),
         None,
     )
-    .or_else(default_kubeconfig);
+    .or_else(|| default_kubeconfig(&root, distribution));
     Ok(Settings {
         config,
         manifest: manifest_path,
@@ -472,19 +640,29 @@ pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
         user,
         etcd_prefix,
         kubeconfig,
+        distribution,
+        host_root: root.0,
     })
 }
 
-/// kubectl's default (`~/.kube/config`), else the admin kubeconfig kubeadm writes, when present:
-/// the file the API client would use, so that `status` can say which one it is.
-fn default_kubeconfig() -> Option<Setting<PathBuf>> {
-    let home = env("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
+/// kubectl's default (`~/.kube/config`), else the admin kubeconfig the distribution (or
+/// kubeadm) writes, when present: the file the API client would use, so that `status` can say
+/// which one it is.
+fn default_kubeconfig(
+    root: &HostRoot,
+    distribution: Option<Distribution>,
+) -> Option<Setting<PathBuf>> {
+    let home = env("HOME").map(|h| (root.join(PathBuf::from(h).join(".kube/config")), None));
+    let admin = match distribution {
+        Some(d) => (root.join(d.kubeconfig()), Some(d)),
+        None => (root.join(DEFAULT_ADMIN_KUBECONFIG), None),
+    };
     home.into_iter()
-        .chain([PathBuf::from(DEFAULT_ADMIN_KUBECONFIG)])
-        .find(|p| p.is_file())
-        .map(|value| Setting {
+        .chain([admin])
+        .find(|(p, _)| p.is_file())
+        .map(|(value, d)| Setting {
             value,
-            source: Source::Default,
+            source: d.map_or(Source::Default, Source::Distribution),
         })
 }
 
@@ -580,5 +758,99 @@ mod tests {
         );
         // A prefix that is not a whole path component does not match.
         assert!(m.host_path(Path::new("/etc/kubernetes/encx/y")).is_none());
+    }
+
+    fn write(root: &Path, node_path: &str, text: &str) -> PathBuf {
+        let p = root.join(node_path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn rke2_manifest_is_probed_after_kubeadms_and_its_paths_are_below_the_host_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot(Some(dir.path().to_path_buf()));
+        let manifest = write(
+            dir.path(),
+            RKE2_MANIFEST,
+            "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    command:\n    - kube-apiserver\n    - --encryption-provider-config=/var/lib/rancher/rke2/server/cred/encryption-config.json\n    - --etcd-servers=https://127.0.0.1:2379\n    - --etcd-cafile=/var/lib/rancher/rke2/server/tls/etcd/server-ca.crt\n    volumeMounts:\n    - {name: dir0, mountPath: /var/lib/rancher/rke2/server/cred}\n  volumes:\n  - {name: dir0, hostPath: {path: /var/lib/rancher/rke2/server/cred}}\n",
+        );
+        let kubeconfig = write(dir.path(), RKE2_KUBECONFIG, "apiVersion: v1\n");
+        let s = resolve_in(&Flags::default(), root.clone()).unwrap();
+        assert_eq!(s.distribution, Some(Distribution::Rke2));
+        assert_eq!(s.manifest.as_deref(), Some(manifest.as_path()));
+        let config = s.config.clone().unwrap();
+        assert_eq!(config.value, root.join(RKE2_CONFIG));
+        assert!(matches!(config.source, Source::ManifestVolume { .. }));
+        // Not under a hostPath mount: the path as written, on the node.
+        assert_eq!(
+            s.cacert.clone().unwrap().value,
+            root.join("/var/lib/rancher/rke2/server/tls/etcd/server-ca.crt")
+        );
+        let k = s.kubeconfig.clone().unwrap();
+        assert_eq!(
+            (k.value, k.source.to_string()),
+            (kubeconfig, "rke2 default".to_string())
+        );
+        assert_eq!(s.config_managed_by(), Some(Distribution::Rke2));
+
+        // kubeadm's manifest wins when both are there.
+        write(
+            dir.path(),
+            DEFAULT_MANIFEST,
+            "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    command: [kube-apiserver]\n",
+        );
+        let s = resolve_in(&Flags::default(), root).unwrap();
+        assert_eq!(s.distribution, None);
+        assert!(s.config.is_none());
+    }
+
+    #[test]
+    fn k3s_server_folder_gives_k3s_defaults_and_flags_still_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot(Some(dir.path().to_path_buf()));
+        let config = write(dir.path(), K3S_CONFIG, "{}");
+        let s = resolve_in(&Flags::default(), root.clone()).unwrap();
+        assert_eq!(s.distribution, Some(Distribution::K3s));
+        assert!(s.manifest.is_none());
+        let k3s = Source::Distribution(Distribution::K3s);
+        assert_eq!(s.config.clone().unwrap().value, config);
+        assert_eq!(s.endpoints.value, [K3S_ENDPOINT]);
+        for (setting, file) in [
+            (&s.cacert, "server-ca.crt"),
+            (&s.cert, "client.crt"),
+            (&s.key, "client.key"),
+        ] {
+            let setting = setting.clone().unwrap();
+            assert_eq!(
+                setting.value,
+                root.join(format!("{K3S_ETCD_TLS_DIR}/{file}"))
+            );
+            assert_eq!(setting.source, k3s);
+        }
+        assert_eq!(k3s.to_string(), "k3s default");
+        assert!(s.kubeconfig.is_none(), "k3s.yaml is absent");
+        assert_eq!(s.config_managed_by(), Some(Distribution::K3s));
+
+        // Another file by flag is the admin's own: atrest may edit it. The same file by flag
+        // is still k3s's.
+        let other = dir.path().join("mine.yaml");
+        std::fs::write(&other, "{}").unwrap();
+        let flags = Flags {
+            config: Some(other.clone()),
+            endpoints: Some("https://10.0.0.1:2379".into()),
+            ..Default::default()
+        };
+        let s = resolve_in(&flags, root.clone()).unwrap();
+        assert_eq!(s.config.clone().unwrap().value, other);
+        assert_eq!(s.endpoints.value, ["https://10.0.0.1:2379"]);
+        assert_eq!(s.config_managed_by(), None);
+        let flags = Flags {
+            config: Some(config),
+            ..Default::default()
+        };
+        let s = resolve_in(&flags, root).unwrap();
+        assert_eq!(s.config_managed_by(), Some(Distribution::K3s));
     }
 }

@@ -56,6 +56,10 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
         Some(&common.etcd),
         common.cluster.kubeconfig.clone(),
     ))?;
+    if !matches!(c, R::Reencrypt(_)) {
+        // Every step but reencrypt edits the config file.
+        atrest::cluster::refuse_managed_config(&ctx.settings)?;
+    }
     let etcd = ctx.etcd().await?;
     let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
     let api = atrest::kube::connect(kubeconfig).await?;
