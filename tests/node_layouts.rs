@@ -235,6 +235,10 @@ fn scan_status_report_work(env: &[(&str, &str)], distribution: &str) -> String {
         status.contains("every apiserver runs the file"),
         "the kubeconfig reached the apiserver, and it runs the very file: {status}"
     );
+    assert!(
+        status.contains(&format!("distribution     {distribution} (it manages the encryption config itself: rotate with `{distribution} secrets-encrypt rotate-keys`)")),
+        "status names the distribution: {status}"
+    );
     let (code, stdout, stderr) = support::atrest(&["status", "-o", "json", "--no-scan"], env);
     assert_eq!(code, 0, "{stderr}");
     let doc: Value = serde_json::from_str(&stdout).unwrap();

@@ -140,6 +140,14 @@ pub fn status_table(
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Settings:");
+    if let Some(d) = &s.distribution {
+        let _ = writeln!(
+            out,
+            "  {:<16} {d} (it manages the encryption config itself: rotate with `{}`)",
+            "distribution",
+            d.rotate_command()
+        );
+    }
     provenance(&mut out, "config", s.config.as_ref(), |p| {
         p.display().to_string()
     });
