@@ -57,6 +57,10 @@ pub enum KubeError {
 pub struct Api {
     /// The client, with the kubeconfig's credentials.
     pub client: Client,
+    /// The same credentials without the client's own retries of 429/503/504: rewrites retry in
+    /// atrest's engine, which counts every attempt, honours `Retry-After`, paces with `--qps` and
+    /// stops at `--max-attempts`.
+    pub writer: Client,
     /// The apiserver URL, without a trailing `/`; names the apiserver in messages.
     pub url: String,
     config: kube::Config,
@@ -79,11 +83,20 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Api, KubeError> {
         .to_string();
     let client =
         Client::try_from(config.clone()).map_err(|e| KubeError::NoConfig(e.to_string()))?;
+    let writer = writer(&config)?;
     Ok(Api {
         client,
+        writer,
         url,
         config,
     })
+}
+
+/// A client for rewrites: no retries of its own (the engine's count and pace every attempt).
+fn writer(config: &kube::Config) -> Result<Client, KubeError> {
+    let mut c = config.clone();
+    c.default_retry = false;
+    Client::try_from(c).map_err(|e| KubeError::NoConfig(e.to_string()))
 }
 
 async fn load_kubeconfig(path: &Path) -> Result<kube::Config, KubeError> {
@@ -105,8 +118,10 @@ impl Api {
             .parse()
             .map_err(|e: http::uri::InvalidUri| KubeError::NoConfig(format!("{url}: {e}")))?;
         let client = Client::try_from(c.clone()).map_err(|e| KubeError::NoConfig(e.to_string()))?;
+        let writer = writer(&c)?;
         Ok(Api {
             client,
+            writer,
             url: url.trim_end_matches('/').to_string(),
             config: c,
         })

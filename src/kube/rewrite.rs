@@ -65,7 +65,7 @@ pub async fn patch(
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("cannot build request for {url}: {e}")),
     };
-    let resp = match api.client.send(req).await {
+    let resp = match api.writer.send(req).await {
         Ok(r) => r,
         Err(e) => {
             return Outcome::Retry {
