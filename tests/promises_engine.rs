@@ -371,6 +371,11 @@ async fn one_decrypt_per_dek_when_verifying_kms_v2() {
     assert_eq!(support::scan_json::verdict(s, "on_write_key"), 600, "{s:#}");
     assert_eq!(support::scan_json::verdict(s, "undecryptable"), 0, "{s:#}");
     let calls: Vec<String> = kms_decrypts(&cp, "vault")[before..].to_vec();
+    assert!(
+        !calls.is_empty(),
+        "the KMS test plugin logged no Decrypt: one built before it kept decrypts.log? \
+         run scripts/k8s/build.sh (it rebuilds the plugin when its source changed)"
+    );
     let mut called = calls.clone();
     called.sort();
     let expected: Vec<String> = sources.keys().cloned().collect();
