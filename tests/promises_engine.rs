@@ -283,10 +283,12 @@ async fn retry_after_is_honoured_when_the_apiserver_answers_429() {
     // rest: the apiserver itself answers 429 with a Retry-After.
     throttle_patches(&cp, "atrest-operator", "big").await;
     let rejected_before = throttled_rejections(&cp, 0).await;
+    // 16 in flight, first attempts paced at 200 a second: a steady trickle of 429s rather than
+    // one burst of 15, which makes APF raise its Retry-After (up to 32 s) and the run long.
     let mut cmd = atrest_command_as(
         &cp,
         &kubeconfig,
-        &["reencrypt", "--concurrency=16", "-o", "json"],
+        &["reencrypt", "--concurrency=16", "--qps=200", "-o", "json"],
     );
     let out = cp.output(&mut cmd);
     let (code, r) = code_and_json(&out);
