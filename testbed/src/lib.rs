@@ -12,6 +12,7 @@
 //! | [`cli`] | finding and running atrest: one environment scrub, one check after each run |
 //! | [`leak`] | keys and secret values that must never appear in atrest's output or files |
 //! | [`corpus`] | config cases shared by the parser tests and the apiserver-as-oracle test |
+//! | [`promises_b`] | the engine promises: stored labels, APF throttling (real 429s), KMS `Decrypt` counts |
 //!
 //! Run atrest with `ControlPlane::atrest` (config and etcd flags), `ControlPlane::atrest_command`
 //! (plus kubeconfig and state folder) then `output`/`wait`/`run_restarting`, or, for runs not
@@ -27,6 +28,7 @@ pub mod kms;
 pub mod leak;
 pub mod proc;
 pub mod promises_a;
+pub mod promises_b;
 pub mod reports;
 pub mod scan_json;
 pub mod tls;

@@ -5,6 +5,9 @@
 // The current key ID is read from --key-id-file on every Status and Encrypt, so a test rotates
 // the "KMS key" by rewriting that file. Each key ID's wrapping key is created on first use in
 // --state-dir and kept, so values wrapped under an older key ID still decrypt.
+//
+// Every v2 Decrypt appends one line to decrypts.log in --state-dir (the key ID and a short
+// hash of the wrapped DEK or seed, nothing secret), so that a test can count the calls.
 package main
 
 import (
@@ -98,7 +101,26 @@ func (p *plugin) Encrypt(_ context.Context, _ string, data []byte) (*service.Enc
 	}, nil
 }
 
+// logDecrypt appends "<key ID> <sha256 prefix of the wrapped DEK or seed>" to decrypts.log.
+func (p *plugin) logDecrypt(keyID string, ciphertext []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, err := os.OpenFile(filepath.Join(p.stateDir, "decrypts.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(ciphertext)
+	_, err = fmt.Fprintf(f, "%s %s\n", keyID, hex.EncodeToString(sum[:8]))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 func (p *plugin) Decrypt(_ context.Context, _ string, req *service.DecryptRequest) ([]byte, error) {
+	if err := p.logDecrypt(req.KeyID, req.Ciphertext); err != nil {
+		return nil, err
+	}
 	aead, err := p.kek(req.KeyID, false)
 	if err != nil {
 		return nil, err
