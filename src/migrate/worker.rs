@@ -198,8 +198,8 @@ impl Health {
 /// jittered backoff (Retry-After when given); give up after `max_attempts`.
 ///
 /// A transient failure counts as an attempt only when the apiserver answered some other request
-/// since this object's previous failure (or its first send): the object fails while others
-/// succeed. When nothing was answered meanwhile, the apiserver is down or refusing everything:
+/// since this object's previous failure (or its first send), or says it is ready: the object
+/// fails while others succeed. Otherwise the apiserver is down or refusing everything:
 /// the failure is not counted, and the worker waits (backoff) until the apiserver answers again,
 /// or stops with [`Done::Outage`] once nothing has been answered for `apiserver_patience`.
 pub(super) async fn rewrite_one(
@@ -285,8 +285,13 @@ pub(super) async fn rewrite_one(
                 let answers = shared.health.answers();
                 let others_answered = answers != answers_seen;
                 answers_seen = answers;
-                if others_answered {
-                    // The apiserver answers others: this object's own failure.
+                // With no other request answered meanwhile (the last objects of a run, or one
+                // in flight), ask the apiserver whether it is ready: a ready apiserver failing
+                // this object is this object's failure too. Overload (429) never is.
+                if others_answered
+                    || (!reason.starts_with("429:") && apiserver_ready(&shared.api).await)
+                {
+                    // The apiserver answers: this object's own failure.
                     if attempt >= shared.max_attempts {
                         break Done::GivenUp(format!("gave up after {attempt} attempts: {reason}"));
                     }
@@ -338,6 +343,14 @@ pub(super) async fn rewrite_one(
         writes,
         conflicts,
     }
+}
+
+/// Whether the apiserver says it is ready (`GET /readyz` answered 200 within 5 s).
+async fn apiserver_ready(api: &Api) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), api.get_text("/readyz")).await,
+        Ok(Ok((200, _)))
+    )
 }
 
 pub(super) async fn backoff(attempt: u32, after: Option<Duration>) {
