@@ -674,15 +674,15 @@ async fn a_killed_apiserver_is_waited_for() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn objects_given_up_while_the_apiserver_is_down_exit_1_and_a_rerun_finishes() {
-    let (mut cp, _) = plaintext_cluster(600).await;
-    // One attempt per object: while the apiserver is down every object is given up at once.
+async fn an_apiserver_down_past_the_patience_exits_2_gives_up_nothing_and_resume_finishes() {
+    const N: usize = 600;
+    let (mut cp, _) = plaintext_cluster(N).await;
     let mut cmd = reencrypt_command(
         &cp,
         &[
             "--concurrency=4",
             "--qps=100",
-            "--max-attempts=1",
+            "--apiserver-patience=10",
             "-o",
             "json",
         ],
@@ -692,47 +692,146 @@ async fn objects_given_up_while_the_apiserver_is_down_exit_1_and_a_rerun_finishe
         on_key1(&cp, BIG).await >= 100
     })
     .await;
-    cp.stop_apiserver(0);
-    // The apiserver stays down until atrest has finished its pass.
+    cp.stop_apiserver(0); // SIGKILL, and reaped; it stays down until atrest has stopped
     let out = cp.wait(&cmd, child);
-    let (code, r) = code_and_json(&out);
-    assert_eq!(code, Some(1), "{r:#}");
-    let t = &r["total"];
-    let given_up = t["given_up"].as_u64().unwrap();
-    let remaining = r["remaining"].as_u64().unwrap();
-    assert!(given_up >= 1, "{r:#}");
-    assert_eq!(
-        t["rewritten"].as_u64().unwrap() + t["already_current"].as_u64().unwrap() + given_up,
-        600,
-        "{r:#}"
-    );
-    // etcd, read again at the end, shows what is left (a PATCH applied as the apiserver died is
-    // given up yet stored on key1, so remaining can be lower).
-    assert!(remaining >= 1 && remaining <= given_up, "{r:#}");
-    assert_eq!(remaining as usize, 600 - on_key1(&cp, BIG).await, "{r:#}");
-    let listed = r["given_up"].as_array().unwrap();
-    assert_eq!(listed.len() as u64, given_up, "{r:#}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        listed
-            .iter()
-            .all(|g| g.as_str().unwrap().starts_with("secrets big/s-")),
+        stderr.contains("apiserver unreachable")
+            && stderr.contains("No object was given up")
+            && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    let done = on_key1(&cp, BIG).await;
+    assert!(done < N, "stopped mid-run ({done} of {N} done)");
+    let saved = checkpoint(&cp).expect("the checkpoint is saved");
+    assert_eq!(saved["finished"], false, "{saved:#}");
+    let c = &saved["counters"]["secrets"];
+    assert_eq!(c["given_up"], 0, "{saved:#}");
+    assert_eq!(saved["given_up"].as_array().map(Vec::len), Some(0));
+    // Every object etcd shows on key1 is counted once, as rewritten or (a PATCH applied as the
+    // apiserver died, whose answer was lost, re-checked in etcd) already current.
+    let finished = c["rewritten"].as_u64().unwrap() + c["already_current"].as_u64().unwrap();
+    assert_eq!(finished, done as u64, "{saved:#}");
+
+    // The apiserver is back: --resume targets everything not on key1, and counts each object
+    // once across both runs.
+    cp.start_apiserver(0).await;
+    let out = cp.output(&mut reencrypt_command(&cp, &["--resume", "-o", "json"]));
+    let (code, r) = code_and_json(&out);
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(r["resumed"], true);
+    let t = &r["total"];
+    assert_eq!(t["given_up"], 0, "{r:#}");
+    assert_eq!(r["remaining"], 0, "{r:#}");
+    assert_eq!(t["targeted"].as_u64(), Some(N as u64), "{r:#}");
+    assert_eq!(
+        t["rewritten"].as_u64().unwrap() + t["already_current"].as_u64().unwrap(),
+        N as u64,
         "{r:#}"
     );
-
-    // With the apiserver back, a new pass targets exactly what was left, and finishes.
-    cp.start_apiserver(0).await;
-    let out = cp.output(&mut reencrypt_command(&cp, &["-o", "json"]));
-    let (code, again) = code_and_json(&out);
-    assert_eq!(code, Some(0), "{again:#}");
-    assert_eq!(
-        again["total"]["targeted"].as_u64(),
-        Some(remaining),
-        "{again:#}"
-    );
-    assert_eq!(again["remaining"], 0);
     assert!(all_start_with(
         &stored(&cp, BIG).await,
         "k8s:enc:aescbc:v1:key1"
     ));
     assert_versions(&cp, BIG, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_failing_while_others_succeed_are_given_up_exit_1_and_resume_retargets_them() {
+    const N: usize = 200;
+    let mut cp = ControlPlane::start(Options {
+        config_yaml: Some(config(IDENTITY, IDENTITY, IDENTITY)),
+        ..Default::default()
+    })
+    .await;
+    let client = cp.client().await;
+    create_namespace(&client, "big").await;
+    let all = names("s", N);
+    create_secrets(&client, "big", &all, "initial").await;
+    // Every 20th secret is refused by a webhook that cannot be reached (failurePolicy Fail: the
+    // apiserver answers 500 for those only).
+    let failing: Vec<String> = all.iter().step_by(20).cloned().collect();
+    let mut args = vec!["label", "secrets", "-n", "big"];
+    args.extend(failing.iter().map(String::as_str));
+    args.push("atrest-test=refuse");
+    let out = cp.kubectl(&args);
+    assert!(out.status.success(), "{out:?}");
+    let k1 = random_key_b64();
+    cp.write_config(&config(
+        &format!("[{}, {{identity: {{}}}}]", aescbc(&[("key1", &k1)])),
+        IDENTITY,
+        IDENTITY,
+    ));
+    cp.restart_apiserver(0).await;
+    cp.kubectl_apply(&serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "atrest-test-refuse"},
+        "webhooks": [{"name": "refuse.atrest.test", "failurePolicy": "Fail",
+            "sideEffects": "None", "admissionReviewVersions": ["v1"], "timeoutSeconds": 2,
+            "clientConfig": {"url": "https://127.0.0.1:1/refuse"},
+            "objectSelector": {"matchLabels": {"atrest-test": "refuse"}},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
+                "resources": ["secrets"]}]}]
+    }));
+
+    let out = cp.output(&mut reencrypt_command(
+        &cp,
+        &["--concurrency=4", "--max-attempts=2", "-o", "json"],
+    ));
+    let (code, r) = code_and_json(&out);
+    assert_eq!(code, Some(1), "{r:#}");
+    let t = &r["total"];
+    assert_eq!(t["targeted"].as_u64(), Some(N as u64), "{r:#}");
+    assert_eq!(t["given_up"].as_u64(), Some(failing.len() as u64), "{r:#}");
+    assert_eq!(
+        t["rewritten"].as_u64(),
+        Some((N - failing.len()) as u64),
+        "{r:#}"
+    );
+    assert_eq!(r["remaining"].as_u64(), Some(failing.len() as u64), "{r:#}");
+    let mut listed: Vec<String> = r["given_up"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let g = g.as_str().unwrap();
+            assert!(g.contains("500") || g.contains("webhook"), "{g}");
+            g.strip_prefix("secrets big/")
+                .and_then(|g| g.split(':').next())
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed, failing, "{r:#}");
+
+    // The webhook removed, --resume targets exactly the objects given up, and counts each
+    // object once across both runs.
+    let out = cp.kubectl(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        "atrest-test-refuse",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cp.output(&mut reencrypt_command(&cp, &["--resume", "-o", "json"]));
+    let (code, again) = code_and_json(&out);
+    assert_eq!(code, Some(0), "{again:#}");
+    let t = &again["total"];
+    assert_eq!(t["targeted"].as_u64(), Some(N as u64), "{again:#}");
+    assert_eq!(t["rewritten"].as_u64(), Some(N as u64), "{again:#}");
+    assert_eq!(t["given_up"], 0, "{again:#}");
+    assert_eq!(again["remaining"], 0, "{again:#}");
+    let s = stored(&cp, BIG).await;
+    assert!(all_start_with(&s, "k8s:enc:aescbc:v1:key1"), "{s:?}");
+    // Created once, labelled once (the failing ones), rewritten once.
+    for (key, (_, version)) in &s {
+        let name = key.strip_prefix(BIG).unwrap();
+        let want = if failing.iter().any(|f| f == name) {
+            3
+        } else {
+            2
+        };
+        assert_eq!(*version, want, "{key}");
+    }
 }

@@ -463,6 +463,10 @@ pub struct RewriteArgs {
     /// the run.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_attempts: u32,
+    /// Re-encryption: how long the apiserver may answer no request at all (unreachable, or
+    /// 429/5xx for everything) before the run stops (exit 2, progress saved, nothing given up).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub apiserver_patience: u64,
     /// Progress on stderr: a bar on a terminal and a line every 10 s otherwise (auto), or
     /// always bar, lines, json (one object per line), none.
     #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::cli::progress::ProgressMode::Auto)]
@@ -476,6 +480,7 @@ impl RewriteArgs {
             concurrency: self.concurrency,
             qps: self.qps,
             max_attempts: self.max_attempts,
+            apiserver_patience: std::time::Duration::from_secs(self.apiserver_patience),
             ..Default::default()
         }
     }

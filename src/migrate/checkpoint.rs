@@ -169,6 +169,19 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Before a resumed run: keeps what earlier runs finished (rewritten, already current, gone)
+    /// and forgets the objects they did not (given up, in flight at a stop, accepted without a
+    /// write). The cursor never passed those, so the resumed run targets and counts them again;
+    /// `targeted` counts each object once. `writes` and `conflicts` keep adding up.
+    pub fn forget_unfinished(&mut self) {
+        for c in self.counters.values_mut() {
+            c.targeted = c.rewritten + c.already_current + c.gone;
+            c.given_up = 0;
+            c.unchanged = 0;
+        }
+        self.given_up.clear();
+    }
+
     /// The counters of all resources added up.
     pub fn total(&self) -> Counters {
         let mut t = Counters::default();

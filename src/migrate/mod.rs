@@ -84,6 +84,23 @@ pub enum MigrateError {
         /// The `sha256:` hash of that file, which every apiserver should report.
         file_hash: String,
     },
+    /// The apiserver answered no request (connection errors, 429, 5xx) for the whole patience:
+    /// an outage, not a failure of the objects, so none was given up. The objects not finished
+    /// are left for the next run, and the checkpoint's cursor stops before them.
+    #[error(
+        "apiserver unreachable: {url} answered no request for {} s (last error: {last_error}).\n  No object was given up; progress is saved in {checkpoint}.",
+        .waited.as_secs()
+    )]
+    ApiserverUnreachable {
+        /// The apiserver written to.
+        url: String,
+        /// How long nothing was answered before the run stopped.
+        waited: Duration,
+        /// The last failure seen.
+        last_error: String,
+        /// Where progress was saved, so the next run resumes there.
+        checkpoint: PathBuf,
+    },
 }
 
 /// How a re-encryption run behaves: scope, pace, retries and where progress is kept.
@@ -95,8 +112,13 @@ pub struct ReencryptOptions {
     pub concurrency: usize,
     /// Client-side requests per second; 0 for no client-side limit.
     pub qps: f64,
-    /// PATCH attempts per object before giving up on it.
+    /// PATCH attempts per object before giving up on it. Only attempts that fail while the
+    /// apiserver answers other requests count; see `apiserver_patience`.
     pub max_attempts: u32,
+    /// How long the apiserver may answer no request at all (connection errors, 429, 5xx for
+    /// everything) before the run stops with [`MigrateError::ApiserverUnreachable`]. Meanwhile
+    /// nothing is counted against the objects.
+    pub apiserver_patience: Duration,
     /// Scan and count what would be rewritten, but write nothing (and save no checkpoint).
     pub dry_run: bool,
     /// Where progress is saved; also what `resume` reads.
@@ -124,6 +146,7 @@ impl Default for ReencryptOptions {
             concurrency: 16,
             qps: 0.0,
             max_attempts: 5,
+            apiserver_patience: Duration::from_secs(60),
             dry_run: false,
             checkpoint: PathBuf::from("reencrypt-checkpoint.json"),
             resume: false,
@@ -143,7 +166,10 @@ pub struct ReencryptReport {
     pub dry_run: bool,
     /// A stop signal ended the run early; the checkpoint lets the next run resume.
     pub interrupted: bool,
-    /// The run continued an earlier checkpoint, so the counters include that run's work.
+    /// The run continued an earlier checkpoint, so the counters include the work earlier runs
+    /// finished: each object is counted once. Objects they did not finish (given up, not
+    /// answered, or still stale after an accepted PATCH) are targeted again and counted by this
+    /// run only; `writes` and `conflicts` add up every run's requests.
     pub resumed: bool,
     /// The revision the targeting scan was pinned at.
     pub revision: i64,
@@ -219,8 +245,9 @@ impl Reencrypt<'_> {
         let opts = &self.opts;
         let plan = scan::plan(&self.config.config, self.etcd_prefix, &opts.resources);
         let mut cp = if opts.resume {
-            let cp = Checkpoint::load(&opts.checkpoint)?;
+            let mut cp = Checkpoint::load(&opts.checkpoint)?;
             cp.check_config(&opts.checkpoint, &self.config.path, &self.config.hash)?;
+            cp.forget_unfinished();
             cp
         } else {
             let now = chrono::Utc::now().to_rfc3339();
@@ -266,6 +293,10 @@ impl Reencrypt<'_> {
                 .plugins
                 .map(|p| p.current_key_ids())
                 .unwrap_or_default(),
+            health: Default::default(),
+            apiserver_patience: opts.apiserver_patience,
+            abort: AtomicBool::new(false),
+            stop: Arc::clone(&opts.stop),
         });
         let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
         let mut tasks: JoinSet<TaskResult> = JoinSet::new();
@@ -457,14 +488,30 @@ impl Reencrypt<'_> {
             Done::Rewritten => c.rewritten += 1,
             Done::AlreadyCurrent => c.already_current += 1,
             Done::Gone => c.gone += 1,
-            Done::Unchanged => c.unchanged += 1,
+            // Not proven on the write key: counted, but the cursor must not pass it, so that
+            // --resume targets it again.
+            Done::Unchanged => {
+                c.unchanged += 1;
+                return;
+            }
             Done::GivenUp(why) => {
                 c.given_up += 1;
                 if cp.given_up.len() < self.opts.max_list {
                     cp.given_up
                         .push(format!("{resource} {}: {why}", r.target.object));
                 }
+                return;
             }
+            Done::Outage { waited, last_error } => {
+                fatal.get_or_insert(MigrateError::ApiserverUnreachable {
+                    url: self.api.url.clone(),
+                    waited,
+                    last_error,
+                    checkpoint: self.opts.checkpoint.clone(),
+                });
+                return;
+            }
+            Done::Abandoned => return,
             Done::Forbidden(message) => {
                 let path = paths.get(&r.target.resource);
                 fatal.get_or_insert(MigrateError::Forbidden {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -103,6 +103,15 @@ pub(super) enum Done {
     Forbidden(String),
     /// Written, but etcd still shows a non-write key.
     Lagging(String),
+    /// No request got an answer from the apiserver for the whole patience: not this object's
+    /// failure, so it is neither counted nor finished.
+    Outage {
+        waited: Duration,
+        last_error: String,
+    },
+    /// Stopped waiting out an outage (another worker declared it, or a stop signal): neither
+    /// counted nor finished.
+    Abandoned,
 }
 
 pub(super) struct TaskResult {
@@ -121,10 +130,78 @@ pub(super) struct Shared {
     pub(super) rewrites_seen: AtomicU64,
     /// KMS v2 provider → current key ID, for re-checks in etcd.
     pub(super) kms_key_ids: HashMap<String, String>,
+    /// Whether the apiserver answers at all, across every worker.
+    pub(super) health: Health,
+    /// How long the apiserver may answer nothing before the run stops.
+    pub(super) apiserver_patience: Duration,
+    /// Set when a worker declared an outage: the others stop waiting.
+    pub(super) abort: AtomicBool,
+    /// The run's stop signal: a worker waiting out an outage stops waiting.
+    pub(super) stop: Arc<AtomicBool>,
+}
+
+/// Whether the apiserver answers: a count of answers (any status but 429/5xx) and, while no
+/// request has been answered, since when and why. Shared by every worker, so that one object
+/// failing while others succeed is told apart from an apiserver that answers nobody.
+#[derive(Default)]
+pub(super) struct Health {
+    answers: AtomicU64,
+    failing: std::sync::Mutex<Failing>,
+}
+
+#[derive(Default)]
+struct Failing {
+    /// The first failure since the last answer.
+    since: Option<Instant>,
+    /// A warning was logged for this outage.
+    warned: bool,
+}
+
+impl Health {
+    /// The apiserver answered a request.
+    pub(super) fn answered(&self) {
+        self.answers.fetch_add(1, Ordering::SeqCst);
+        let mut f = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        if f.warned {
+            tracing::warn!("the apiserver answers again");
+        }
+        *f = Failing::default();
+    }
+
+    /// A request failed with no answer (connection error, 429, 5xx): since when nothing has been
+    /// answered.
+    pub(super) fn failed(&self) -> Instant {
+        let mut f = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        *f.since.get_or_insert_with(Instant::now)
+    }
+
+    /// Logs once per outage that the apiserver has answered nothing for a while.
+    fn warn(&self, waited: Duration, patience: Duration, reason: &str) {
+        let mut f = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        if !f.warned && waited >= Duration::from_secs(5) {
+            f.warned = true;
+            tracing::warn!(
+                "the apiserver has answered no request for {} s ({reason}); waiting up to {} s for it",
+                waited.as_secs(),
+                patience.as_secs()
+            );
+        }
+    }
+
+    /// Answers so far.
+    pub(super) fn answers(&self) -> u64 {
+        self.answers.load(Ordering::SeqCst)
+    }
 }
 
 /// Rewrites one object: PATCH; on conflict re-check etcd; retry transient failures with
 /// jittered backoff (Retry-After when given); give up after `max_attempts`.
+///
+/// A transient failure counts as an attempt only when the apiserver answered some other request
+/// since this object's previous failure (or its first send), or says it is ready: the object
+/// fails while others succeed. Otherwise the apiserver is down or refusing everything:
+/// the failure is not counted, and the worker waits (backoff) until the apiserver answers again,
+/// or stops with [`Done::Outage`] once nothing has been answered for `apiserver_patience`.
 pub(super) async fn rewrite_one(
     shared: &Shared,
     path: &ApiPath,
@@ -139,8 +216,13 @@ pub(super) async fn rewrite_one(
     let mut writes = 0u64;
     let mut conflicts = 0u64;
     let mut attempt = 0u32;
+    let mut outage_waits = 0u32;
+    let mut answers_seen = shared.health.answers();
     let done = loop {
         attempt += 1;
+        if attempt + outage_waits > 1 && shared.abort.load(Ordering::SeqCst) {
+            break Done::Abandoned;
+        }
         if let Some(l) = &shared.limiter {
             l.wait().await;
         }
@@ -154,6 +236,9 @@ pub(super) async fn rewrite_one(
             target.uid.as_deref(),
         )
         .await;
+        if !matches!(outcome, Outcome::Retry { .. }) {
+            shared.health.answered();
+        }
         match outcome {
             Outcome::Rewritten { .. } => {
                 let n = shared.rewrites_seen.fetch_add(1, Ordering::Relaxed);
@@ -196,12 +281,60 @@ pub(super) async fn rewrite_one(
                 }
             }
             Outcome::Retry { after, reason } => {
-                if attempt >= shared.max_attempts {
-                    break Done::GivenUp(format!("gave up after {attempt} attempts: {reason}"));
+                let since = shared.health.failed();
+                let answers = shared.health.answers();
+                let others_answered = answers != answers_seen;
+                answers_seen = answers;
+                // With no other request answered meanwhile (the last objects of a run, or one
+                // in flight), ask the apiserver whether it is ready: a ready apiserver failing
+                // this object is this object's failure too. Overload (429) never is.
+                if others_answered
+                    || (!reason.starts_with("429:") && apiserver_ready(&shared.api).await)
+                {
+                    // The apiserver answers: this object's own failure.
+                    if attempt >= shared.max_attempts {
+                        break Done::GivenUp(format!("gave up after {attempt} attempts: {reason}"));
+                    }
+                    backoff(attempt, after).await;
+                    continue;
                 }
-                backoff(attempt, after).await;
+                // Nothing answered since this object's last try: not counted against it.
+                attempt -= 1;
+                outage_waits += 1;
+                let waited = since.elapsed();
+                let patience = shared.apiserver_patience;
+                if waited >= patience || shared.abort.load(Ordering::SeqCst) {
+                    shared.abort.store(true, Ordering::SeqCst);
+                    break Done::Outage {
+                        waited,
+                        last_error: reason,
+                    };
+                }
+                if shared.stop.load(Ordering::SeqCst) {
+                    break Done::Abandoned;
+                }
+                shared.health.warn(waited, patience, &reason);
+                // Short waits, so that the apiserver's return is noticed soon; never past the
+                // patience, so that the last try is made when it runs out.
+                let base = Duration::from_millis(250) * 2u32.saturating_pow(outage_waits.min(5));
+                let wait = after
+                    .unwrap_or(base)
+                    .min(Duration::from_secs(5))
+                    .mul_f64(rand::rng().random_range(0.5..1.5))
+                    .min(patience - waited + Duration::from_millis(10));
+                tokio::time::sleep(wait).await;
             }
         }
+    };
+    // Not finished because of an outage or a stop: what etcd holds decides. A PATCH applied just
+    // before the apiserver died, whose answer was lost, is on the write key now.
+    let done = match done {
+        Done::Outage { .. } | Done::Abandoned => match recheck(shared, table, &target.key).await {
+            Recheck::Current => Done::AlreadyCurrent,
+            Recheck::Gone => Done::Gone,
+            Recheck::Stale { .. } | Recheck::Unreadable(_) => done,
+        },
+        done => done,
     };
     TaskResult {
         page,
@@ -210,6 +343,14 @@ pub(super) async fn rewrite_one(
         writes,
         conflicts,
     }
+}
+
+/// Whether the apiserver says it is ready (`GET /readyz` answered 200 within 5 s).
+async fn apiserver_ready(api: &Api) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), api.get_text("/readyz")).await,
+        Ok(Ok((200, _)))
+    )
 }
 
 pub(super) async fn backoff(attempt: u32, after: Option<Duration>) {

@@ -11,7 +11,8 @@ use crate::cli::{EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK};
 use atrest::cluster::{Context, PreflightError, parse_resources, plugins, write_preflight};
 
 /// Exit 0 when everything targeted is proven on its write key, 1 when objects were given up or
-/// remain, 3 when interrupted (the checkpoint is saved).
+/// remain, 2 when the run could not complete (an apiserver that answered nothing for the
+/// patience among others), 3 when interrupted (the checkpoint is saved).
 pub async fn run(a: args::ReencryptArgs) -> Result<i32> {
     let ctx = Context::resolve(&super::flags(
         &a.source,
@@ -76,6 +77,9 @@ pub async fn run(a: args::ReencryptArgs) -> Result<i32> {
             M::Forbidden { .. } | M::NotLoaded { .. } => {
                 Some("progress is saved: run again with --resume to continue")
             }
+            M::ApiserverUnreachable { .. } => Some(
+                "once the apiserver answers again, run again with --resume: it targets every object not yet on its write key (--apiserver-patience SECONDS waits longer)",
+            ),
             M::Preflight(p) => p.downcast_ref::<PreflightError>().map(preflight_hint),
             _ => None,
         };
