@@ -14,16 +14,31 @@ Exit codes:
   2  could not complete: bad input, unreachable etcd or apiserver, refused step
   3  interrupted (SIGINT/SIGTERM); a checkpoint was written where the command keeps one";
 
+/// `atrest --version`: the version, the commit it was built from (build.rs; "unknown" outside
+/// git) and the Kubernetes and etcd releases the tests run against.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ATREST_GIT_COMMIT"),
+    "; tested against Kubernetes ",
+    "v1.37.2",
+    ", etcd ",
+    "3.7.0",
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "atrest",
-    version,
+    version = VERSION,
     about = "Prove how Kubernetes stores its Secrets in etcd, and rotate encryption keys safely",
     long_about = "atrest reads the kube-apiserver EncryptionConfiguration and etcd itself to prove how every \
 Secret (and every other configured resource) is stored: plaintext, aescbc, aesgcm, secretbox or KMS, \
 and with which key. It never writes etcd; every change to stored data goes through the apiserver.\n\n\
 On a control-plane node it needs no flags: the config path, etcd endpoints, certificates and prefix \
-come from the kube-apiserver static-pod manifest. Flags and ETCDCTL_* variables override it.",
+come from the kube-apiserver static-pod manifest. Flags and ETCDCTL_* variables override it.\n\n\
+It is also a kubectl plugin: installed (or symlinked) as `kubectl-atrest` on PATH, `kubectl atrest …` \
+runs it with the same commands and flags.",
     after_help = EXIT_CODES
 )]
 pub struct Cli {
@@ -57,6 +72,46 @@ pub enum Command {
     /// Write a compliance audit report (JSON, Markdown or self-contained HTML).
     #[command(after_help = REPORT_HELP, args_conflicts_with_subcommands = true)]
     Report(ReportArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell) to stdout.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout, or write one page per command into a folder.
+    #[command(after_help = MAN_HELP)]
+    Man(ManArgs),
+}
+
+const COMPLETIONS_HELP: &str = "\
+Reads nothing; writes the script to stdout only. Install it where your shell looks, e.g.
+  atrest completions bash > /etc/bash_completion.d/atrest
+  atrest completions zsh  > \"${fpath[1]}/_atrest\"
+  atrest completions fish > ~/.config/fish/completions/atrest.fish
+  atrest completions powershell >> $PROFILE
+
+Exit codes:
+  0  written
+  2  could not write (stdout closed)";
+
+const MAN_HELP: &str = "\
+Reads nothing. Without --dir the page of `atrest` goes to stdout (man -l <(atrest man));
+with --dir it writes atrest.1 and one page per subcommand (atrest-scan.1, atrest-rotate-run.1, …)
+into that folder, creating it, e.g. --dir /usr/local/share/man/man1.
+
+Exit codes:
+  0  written
+  2  could not write";
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write every page (atrest.1, atrest-<command>.1, …) into this folder instead.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 const REPORT_HELP: &str = "\
