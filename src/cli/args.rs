@@ -14,23 +14,28 @@ Exit codes:
   2  could not complete: bad input, unreachable etcd or apiserver, refused step
   3  interrupted (SIGINT/SIGTERM); a checkpoint was written where the command keeps one";
 
+/// The Kubernetes release the tests run against (the test bed's kube-apiserver and kubectl).
+pub const TESTED_KUBERNETES: &str = "v1.37.2";
+/// The etcd release the tests run against.
+pub const TESTED_ETCD: &str = "3.7.0";
+
 /// `atrest --version`: the version, the commit it was built from (build.rs; "unknown" outside
 /// git) and the Kubernetes and etcd releases the tests run against.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("ATREST_GIT_COMMIT"),
-    "; tested against Kubernetes ",
-    "v1.37.2",
-    ", etcd ",
-    "3.7.0",
-    ")"
-);
+pub fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (commit {}; tested against Kubernetes {TESTED_KUBERNETES}, etcd {TESTED_ETCD})",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("ATREST_GIT_COMMIT").unwrap_or("unknown"),
+        )
+    })
+}
 
 #[derive(Parser, Debug)]
 #[command(
     name = "atrest",
-    version = VERSION,
+    version = version(),
     about = "Prove how Kubernetes stores its Secrets in etcd, and rotate encryption keys safely",
     long_about = "atrest reads the kube-apiserver EncryptionConfiguration and etcd itself to prove how every \
 Secret (and every other configured resource) is stored: plaintext, aescbc, aesgcm, secretbox or KMS, \
