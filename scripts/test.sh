@@ -7,12 +7,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
-# Debian packages: protoc (prost-build), util-linux (unshare, for a second apiserver identity)
-# and chromium (the HTML report is checked in a real headless browser).
+# Debian packages: protoc (prost-build), util-linux (unshare, for a second apiserver identity),
+# chromium (the HTML report is checked in a real headless browser) and binutils (objdump reads
+# the release binary's glibc symbol versions).
 missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v objdump >/dev/null || missing+=(binutils)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   sudo_cmd=""
@@ -37,6 +39,9 @@ cargo fmt --all -- --check
 
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+
+log "release tarball: scripts/release.sh (tests/release.rs checks what it puts in dist/)"
+scripts/release.sh
 
 log "cargo test"
 start=$(date +%s)

@@ -2,10 +2,15 @@
 
 mod cli;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 fn main() {
-    let args = cli::args::Cli::parse();
+    // As `kubectl-atrest` (a kubectl plugin) usage and help say `kubectl atrest`.
+    let matches = cli::command().get_matches();
+    let args = match cli::args::Cli::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     let filter = match args.verbose {
         0 => "warn",
         1 => "info",

@@ -14,16 +14,36 @@ Exit codes:
   2  could not complete: bad input, unreachable etcd or apiserver, refused step
   3  interrupted (SIGINT/SIGTERM); a checkpoint was written where the command keeps one";
 
+/// The Kubernetes release the tests run against (the test bed's kube-apiserver and kubectl).
+pub const TESTED_KUBERNETES: &str = "v1.37.2";
+/// The etcd release the tests run against.
+pub const TESTED_ETCD: &str = "3.7.0";
+
+/// `atrest --version`: the version, the commit it was built from (build.rs; "unknown" outside
+/// git) and the Kubernetes and etcd releases the tests run against.
+pub fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (commit {}; tested against Kubernetes {TESTED_KUBERNETES}, etcd {TESTED_ETCD})",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("ATREST_GIT_COMMIT").unwrap_or("unknown"),
+        )
+    })
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "atrest",
-    version,
+    version = version(),
     about = "Prove how Kubernetes stores its Secrets in etcd, and rotate encryption keys safely",
     long_about = "atrest reads the kube-apiserver EncryptionConfiguration and etcd itself to prove how every \
 Secret (and every other configured resource) is stored: plaintext, aescbc, aesgcm, secretbox or KMS, \
 and with which key. It never writes etcd; every change to stored data goes through the apiserver.\n\n\
 On a control-plane node it needs no flags: the config path, etcd endpoints, certificates and prefix \
-come from the kube-apiserver static-pod manifest. Flags and ETCDCTL_* variables override it.",
+come from the kube-apiserver static-pod manifest. Flags and ETCDCTL_* variables override it.\n\n\
+It is also a kubectl plugin: installed (or symlinked) as `kubectl-atrest` on PATH, `kubectl atrest …` \
+runs it with the same commands and flags.",
     after_help = EXIT_CODES
 )]
 pub struct Cli {
@@ -47,6 +67,7 @@ pub enum Command {
     #[command(after_help = SCAN_HELP)]
     Scan(ScanArgs),
     /// Config summary, lint findings, a scan summary, and where each setting came from.
+    #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
     /// Rewrite, through the apiserver, every object etcd shows is not on its write key.
     #[command(after_help = REENCRYPT_HELP)]
@@ -57,9 +78,63 @@ pub enum Command {
     /// Write a compliance audit report (JSON, Markdown or self-contained HTML).
     #[command(after_help = REPORT_HELP, args_conflicts_with_subcommands = true)]
     Report(ReportArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell) to stdout.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout, or write one page per command into a folder.
+    #[command(after_help = MAN_HELP)]
+    Man(ManArgs),
 }
 
+const COMPLETIONS_HELP: &str = "\
+Reads nothing; writes the script to stdout only. Install it where your shell looks, e.g.
+  atrest completions bash > /etc/bash_completion.d/atrest
+  atrest completions zsh  > \"${fpath[1]}/_atrest\"
+  atrest completions fish > ~/.config/fish/completions/atrest.fish
+  atrest completions powershell >> $PROFILE
+
+Exit codes:
+  0  written
+  2  could not write (stdout closed)";
+
+const MAN_HELP: &str = "\
+Reads nothing. Without --dir the page of `atrest` goes to stdout (man -l <(atrest man));
+with --dir it writes atrest.1 and one page per subcommand (atrest-scan.1, atrest-rotate-run.1, …)
+into that folder, creating it, e.g. --dir /usr/local/share/man/man1.
+
+Exit codes:
+  0  written
+  2  could not write";
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write every page (atrest.1, atrest-<command>.1, …) into this folder instead.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+const STATUS_HELP: &str = "\
+Reads: the apiserver manifest, the config file, etcd (a scan, unless --no-scan), each apiserver's
+/metrics and default/kubernetes endpoints (through the kubeconfig), and the state folder (the
+rotation stage, archived keys). Writes nothing: the summary goes to stdout.
+
+Exit codes:
+  0  every stored object is on its write key (or --no-scan)
+  1  the scan found objects not on their write key, undecryptable, unknown-key or corrupt
+  2  could not complete (no or invalid config, etcd unreachable, the scan failed)";
+
 const REPORT_HELP: &str = "\
+Reads: the config file (and the apiserver manifest), etcd (a scan, or --from-scan FILE), each
+apiserver's /metrics, the state folder (rotation state, archived keys) and --policy. Writes: the
+report to --out FILE or stdout, nothing else.
+
 The report states when and by which atrest it was made, the etcd cluster (ID, members, version,
 the revision the scan was pinned at), each apiserver and the config hash it reports, the config
 file (path, sha256, mode, owner) with every resource's keys in order (names and fingerprints),
@@ -115,6 +190,8 @@ pub struct ReportArgs {
 pub enum ReportSub {
     /// What changed between two JSON reports (atrest.report/v1 or /v2).
     ///
+    /// Reads the two files only; writes the differences to stdout.
+    ///
     /// Exit codes: 0 when nothing regressed (the same, or better), 1 on a regression (the
     /// verdict or a check moved towards FAIL, or a resource has more objects that need a
     /// rewrite or are unreadable), 2 when a file cannot be read. With --fail-on-change, any
@@ -145,6 +222,12 @@ The runbook, one guarded step at a time (each refuses what would lose data):
   reencrypt  every object rewritten through the apiserver, proven in etcd
   prune      after a fresh scan shows nothing uses them: old keys removed (and archived)
   run        all of the above in order;  abort  undo safely before prune
+
+Reads: the config file (and the apiserver manifest), etcd, each apiserver's /metrics, the state
+folder. Writes: the config file (rotate is the only command that does; a backup first, into
+the state folder), the state folder (rotation.json, backups/, the etcd snapshot, the reencrypt
+checkpoint, key-archive.yaml), canary secrets and object rewrites through the
+apiserver. Never etcd.
 
 Each step waits until every apiserver reports the new config hash on /metrics
 (apiserver_encryption_config_controller_last_config_info). With several control-plane nodes,
@@ -248,6 +331,10 @@ Progress is saved to the checkpoint every few seconds and on SIGINT/SIGTERM (in-
 finish first); --resume continues where it stopped, and refuses if the config changed. At the end
 etcd is read again: the result counts what is still not on its write key.
 
+Reads: the config file (and the apiserver manifest), etcd, the apiservers' /metrics, the checkpoint.
+Writes: objects, through the apiserver only (never etcd); the checkpoint in the state folder
+(--checkpoint); nothing with --dry-run.
+
 RBAC: patch on every resource rewritten (get/list are not needed); /metrics for the config check.
 
 Exit codes:
@@ -260,6 +347,9 @@ const SCAN_HELP: &str = "\
 What is read: for every resource the config names (and secrets always), the etcd key range the
 apiserver stores it under; with a wildcard (*.*, *.<group>) every key under the prefix, each mapped
 back to its resource. All pages are read at one pinned revision, so counts are a consistent snapshot.
+
+Reads the config file (and the apiserver manifest), etcd, and --key-archive. Writes nothing:
+the result goes to stdout, progress to stderr; etcd is only read.
 
 Without --verify values are classified by prefix, key name and shape; with it every value is
 decrypted too (and a value no configured key opens is reported as undecryptable).
@@ -274,7 +364,8 @@ Exit codes:
 pub enum ConfigCommand {
     /// Validate with the apiserver's rules, lint, and print a per-resource summary.
     #[command(
-        after_help = "Exit codes:\n  0  valid (no finding at or above --fail-on)\n  1  valid, with findings at or above --fail-on\n  2  invalid (the apiserver would refuse to start)"
+        after_help = "Reads the config file (found through the apiserver manifest without --config). Writes \
+nothing: the summary goes to stdout, and it never prints a key.\n\nExit codes:\n  0  valid (no finding at or above --fail-on)\n  1  valid, with findings at or above --fail-on\n  2  invalid (the apiserver would refuse to start)"
     )]
     Check(ConfigCheckArgs),
 }
@@ -297,6 +388,10 @@ pub enum KeysCommand {
     /// This is the one command that prints key material, because you asked for it: the entry
     /// goes to stdout only, ready to paste under `keys:`. Keep it out of shell history and logs.
     /// `atrest rotate prepare` generates and writes keys without ever showing them.
+    #[command(
+        after_help = "Reads nothing but the OS random generator; writes the entry to stdout only.\n\n\
+Exit codes:\n  0  printed\n  2  could not complete (no randomness, stdout closed)"
+    )]
     Generate(KeysGenerateArgs),
 }
 

@@ -3,6 +3,7 @@
 
 pub mod args;
 mod commands;
+pub use commands::ship::command;
 pub mod progress;
 mod render;
 
@@ -27,6 +28,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Reencrypt(a) => commands::reencrypt::run(a).await,
         Command::Rotate(c) => commands::rotate::run(c).await,
         Command::Report(a) => commands::report::run(a).await,
+        Command::Completions(a) => commands::ship::completions(a),
+        Command::Man(a) => commands::ship::man(a),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,7 @@ pub mod reencrypt;
 pub mod report;
 pub mod rotate;
 pub mod scan;
+pub mod ship;
 pub mod status;
 
 use std::path::PathBuf;

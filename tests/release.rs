@@ -1,0 +1,349 @@
+//! What ships: the release tarball `scripts/release.sh` builds (a binary that runs on glibc
+//! 2.17, scans a real control plane, its checksums, man pages and completions), `atrest` as the
+//! kubectl plugin found by the real `kubectl plugin list`, and the completion scripts and man
+//! pages generated from the one clap definition.
+//!
+//! The tarball tests read `dist/`; `scripts/test.sh` runs `scripts/release.sh` before
+//! `cargo test`. A missing tarball fails them, naming the script.
+
+use atrest_testbed as support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+use support::{ControlPlane, Options, create_namespace, create_secrets, names, random_key_b64};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const ETCD_VERSION: &str = "3.7.0";
+const MAX_SIZE: u64 = 15_000_000;
+
+fn tarball_name() -> String {
+    format!("atrest-{VERSION}-x86_64-linux")
+}
+
+fn dist() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("dist")
+}
+
+/// The tarball, unpacked into a temporary folder: (the folder, the unpacked top folder).
+fn unpacked() -> (tempfile::TempDir, PathBuf) {
+    let tarball = dist().join(format!("{}.tar.gz", tarball_name()));
+    assert!(
+        tarball.is_file(),
+        "{} is missing: run scripts/release.sh first (scripts/test.sh does)",
+        tarball.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar: {}", support::text(&out));
+    let top = tmp.path().join(tarball_name());
+    (tmp, top)
+}
+
+fn sha256_hex(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Checks a `sha256sum` file: every line's file exists in `dir` and has that digest. Returns the
+/// names listed.
+fn check_sums(sums: &Path, dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(sums)
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/release.sh writes it)", sums.display()));
+    let mut listed = Vec::new();
+    for line in text.lines() {
+        let (digest, name) = line
+            .split_once("  ")
+            .unwrap_or_else(|| panic!("not a sha256sum line in {}: {line:?}", sums.display()));
+        assert_eq!(
+            sha256_hex(&dir.join(name)),
+            digest,
+            "{name} does not match {}",
+            sums.display()
+        );
+        listed.push(name.to_string());
+    }
+    listed
+}
+
+/// The highest `GLIBC_x.y` symbol version the binary needs, as read by binutils' objdump.
+fn highest_glibc(bin: &Path) -> (u32, u32) {
+    let out = Command::new("objdump").arg("-T").arg(bin).output().unwrap();
+    assert!(out.status.success(), "objdump -T: {}", support::text(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut versions: Vec<(u32, u32)> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .filter_map(|w| w.strip_prefix("GLIBC_"))
+        .filter_map(|v| {
+            let mut parts = v.split('.');
+            let major = parts.next()?.parse().ok()?;
+            let minor = parts.next().unwrap_or("0").parse().ok()?;
+            Some((major, minor))
+        })
+        .collect();
+    versions.sort();
+    *versions
+        .last()
+        .expect("the binary names no GLIBC_ symbol version: is it dynamically linked?")
+}
+
+/// Runs `cmd` and returns (exit code, stdout, stderr).
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("run {:?}: {e}", cmd.get_program()));
+    support::cli::split(out)
+}
+
+fn assert_version_line(stdout: &str) {
+    let prefix = format!("atrest {VERSION} (commit ");
+    assert!(stdout.starts_with(&prefix), "--version said {stdout:?}");
+    let commit = stdout[prefix.len()..].split(';').next().unwrap();
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "--version names no commit: {stdout:?}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "tested against Kubernetes {}, etcd {ETCD_VERSION})",
+            support::K8S_VERSION
+        )),
+        "--version names no tested versions: {stdout:?}"
+    );
+}
+
+#[test]
+fn release_tarball_is_portable_complete_and_checksummed() {
+    let (_tmp, top) = unpacked();
+
+    // dist/SHA256SUMS covers the tarball (as `sha256sum -c SHA256SUMS` in dist/ checks it).
+    let listed = check_sums(&dist().join("SHA256SUMS"), &dist());
+    assert_eq!(listed, [format!("{}.tar.gz", tarball_name())]);
+    // The SHA256SUMS inside covers every other file in the tarball.
+    let inner = check_sums(&top.join("SHA256SUMS"), &top);
+    for f in [
+        "atrest",
+        "LICENSE",
+        "README.md",
+        "man/atrest.1",
+        "man/atrest-scan.1",
+        "man/atrest-rotate-run.1",
+        "man/atrest-completions.1",
+        "completions/atrest.bash",
+        "completions/_atrest",
+        "completions/atrest.fish",
+        "completions/atrest.ps1",
+    ] {
+        assert!(
+            inner.iter().any(|n| n == f),
+            "{f} is not in the tarball's SHA256SUMS: {inner:?}"
+        );
+        let len = std::fs::metadata(top.join(f)).unwrap().len();
+        assert!(len > 0, "{f} is empty");
+    }
+    let license = std::fs::read_to_string(top.join("LICENSE")).unwrap();
+    assert!(license.contains("Apache License") && license.contains("Version 2.0"));
+    let man = std::fs::read_to_string(top.join("man/atrest.1")).unwrap();
+    assert!(man.contains(".TH atrest 1"), "not a man page: {man:.200}");
+    for (f, marker) in [
+        ("completions/atrest.bash", "complete -F"),
+        ("completions/_atrest", "#compdef atrest"),
+        ("completions/atrest.fish", "complete -c atrest"),
+        ("completions/atrest.ps1", "Register-ArgumentCompleter"),
+    ] {
+        let text = std::fs::read_to_string(top.join(f)).unwrap();
+        assert!(
+            text.contains(marker) && text.contains("rotate"),
+            "{f} is not a completion script for atrest: {text:.200}"
+        );
+    }
+
+    // The krew manifest scripts/release.sh filled in names this tarball and its digest.
+    let krew = std::fs::read_to_string(dist().join("atrest.yaml")).unwrap();
+    let tarball = dist().join(format!("{}.tar.gz", tarball_name()));
+    assert!(
+        krew.contains(&format!("sha256: {}", sha256_hex(&tarball))),
+        "dist/atrest.yaml has not the tarball's sha256:\n{krew}"
+    );
+    assert!(krew.contains(&format!("from: {}/atrest", tarball_name())));
+    assert!(krew.contains(&format!("version: v{VERSION}")));
+
+    // Small, stripped, and needing nothing newer than glibc 2.17.
+    let bin = top.join("atrest");
+    let size = std::fs::metadata(&bin).unwrap().len();
+    assert!(
+        size <= MAX_SIZE,
+        "the binary is {size} bytes, over {MAX_SIZE}"
+    );
+    let (major, minor) = highest_glibc(&bin);
+    assert!(
+        (major, minor) <= (2, 17),
+        "the binary needs GLIBC_{major}.{minor}, newer than 2.17"
+    );
+    let (_, sections, _) = run(Command::new("objdump").arg("-h").arg(&bin));
+    assert!(
+        !sections.contains(".debug_info") && !sections.contains(".symtab"),
+        "the binary is not stripped"
+    );
+
+    let (code, stdout, stderr) = run(Command::new(&bin).arg("--version"));
+    assert_eq!(code, 0, "{stderr}");
+    assert_version_line(&stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_binary_scans_a_real_control_plane() {
+    let (_tmp, top) = unpacked();
+    let key = random_key_b64();
+    let cp = ControlPlane::start(Options {
+        config_yaml: Some(support::fixtures::secrets_config(&format!(
+            "      - secretbox:\n          keys:\n            - name: k1\n              secret: {key}\n      - identity: {{}}\n"
+        ))),
+        ..Default::default()
+    })
+    .await;
+    let client = cp.client().await;
+    create_namespace(&client, "release").await;
+    let created = names("shipped", 3);
+    create_secrets(&client, "release", &created, "value").await;
+
+    // The tarball's binary, with the environment scrubbed as for every atrest run, and the
+    // output leak-checked.
+    let mut cmd = Command::new(top.join("atrest"));
+    cmd.args(["scan", "-o", "json", "--resource", "secrets"]);
+    for v in support::cli::SCRUBBED_ENV {
+        cmd.env_remove(v);
+    }
+    cmd.args(cp.atrest_flags());
+    let out = cp.output(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Exactly the secrets written, all on the one key.
+    let secrets = support::resource(&doc, "secrets");
+    assert_eq!(secrets["total"], created.len() as u64, "{doc:#}");
+    assert_eq!(
+        support::scan_json::verdict(secrets, "on_write_key"),
+        created.len() as u64,
+        "{doc:#}"
+    );
+    assert_eq!(secrets["write_key"], "secretbox:k1", "{doc:#}");
+}
+
+#[test]
+fn kubectl_finds_the_plugin_and_runs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugin = tmp.path().join("kubectl-atrest");
+    std::os::unix::fs::symlink(support::cli::atrest_bin(), &plugin).unwrap();
+    let kubectl = support::bin_dir().join("kubectl");
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", tmp.path().display());
+
+    let (code, stdout, stderr) = run(Command::new(&kubectl)
+        .args(["plugin", "list"])
+        .env("PATH", &path));
+    assert_eq!(code, 0, "kubectl plugin list: {stdout}{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.trim() == plugin.display().to_string()),
+        "kubectl plugin list does not list {}:\n{stdout}{stderr}",
+        plugin.display()
+    );
+
+    let (code, stdout, stderr) = run(Command::new(&kubectl)
+        .args(["atrest", "--version"])
+        .env("PATH", &path));
+    assert_eq!(code, 0, "kubectl atrest --version: {stderr}");
+    assert_version_line(&stdout);
+
+    // Its help names it as it is run.
+    let (code, stdout, stderr) = run(Command::new(&kubectl)
+        .args(["atrest", "scan", "--help"])
+        .env("PATH", &path));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("Usage: kubectl atrest scan"), "{stdout}");
+    let (_, stdout, _) = run(Command::new(&plugin).arg("--help"));
+    assert!(
+        stdout.contains("Usage: kubectl atrest [OPTIONS] <COMMAND>"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("kubectl plugin"), "{stdout}");
+    // Under its own name nothing changes.
+    let (_, stdout, _) = support::atrest(&["--help"], &[]);
+    assert!(
+        stdout.contains("Usage: atrest [OPTIONS] <COMMAND>"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_clap_definition() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef atrest"),
+        ("fish", "complete -c atrest"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let (code, stdout, stderr) = support::atrest(&["completions", shell], &[]);
+        assert_eq!(code, 0, "completions {shell}: {stderr}");
+        for word in [marker, "rotate", "reencrypt", "--etcd-prefix"] {
+            assert!(stdout.contains(word), "completions {shell} lacks {word:?}");
+        }
+    }
+    let (code, _, stderr) = support::atrest(&["completions", "tcsh"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+
+    let (code, stdout, stderr) = support::atrest(&["man"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(".TH atrest 1"), "{stdout:.300}");
+    assert!(stdout.contains("rotate"), "{stdout:.300}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("man1");
+    let (code, _, stderr) = support::atrest(&["man", "--dir", dir.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let page = std::fs::read_to_string(dir.join("atrest-rotate-prepare.1")).unwrap();
+    assert!(page.contains("\\-\\-provider"), "{page:.300}");
+}
+
+/// Every command's `--help` says what it reads, what it writes and how it exits.
+#[test]
+fn every_command_help_states_reads_writes_and_exit_codes() {
+    let commands: &[&[&str]] = &[
+        &["config", "check"],
+        &["keys", "generate"],
+        &["scan"],
+        &["status"],
+        &["reencrypt"],
+        &["rotate", "prepare"],
+        &["rotate", "promote"],
+        &["rotate", "reencrypt"],
+        &["rotate", "prune"],
+        &["rotate", "run"],
+        &["rotate", "abort"],
+        &["report"],
+        &["report", "diff"],
+        &["completions"],
+        &["man"],
+    ];
+    for c in commands {
+        let mut args = c.to_vec();
+        args.push("--help");
+        let (code, stdout, stderr) = support::atrest(&args, &[]);
+        assert_eq!(code, 0, "{c:?} --help: {stderr}");
+        let lower = stdout.to_lowercase();
+        for word in ["reads", "writes", "exit codes"] {
+            assert!(
+                lower.contains(word),
+                "`atrest {} --help` does not say what it {word}:\n{stdout}",
+                c.join(" ")
+            );
+        }
+    }
+}
