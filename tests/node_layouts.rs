@@ -14,10 +14,10 @@ use support::{ControlPlane, Options, resource};
 /// A kubeadm-style manifest for `cp`'s apiserver: the config is passed as
 /// `/etc/kubernetes/enc/<file>` and the etcd TLS files as `/etc/kubernetes/pki/etcd/<file>`,
 /// each folder a hostPath volume of the folder the file really is in (`enc_host`).
-fn kubeadm_manifest(cp: &ControlPlane, enc_host: &Path) -> String {
+fn kubeadm_manifest(cp: &ControlPlane, enc_host: &Path, pki_host: Option<&Path>) -> String {
     let tls = cp.etcd_tls.as_ref().expect("etcd with client certificates");
     let config_name = cp.config_path.file_name().unwrap().to_str().unwrap();
-    let pki_host = tls.ca.parent().unwrap();
+    let pki_host = pki_host.unwrap_or_else(|| tls.ca.parent().unwrap());
     let container = |flag: &str, dir: &str, file: &Path| {
         format!(
             "{flag}={dir}/{}",
@@ -61,7 +61,7 @@ async fn kubeadm_paths_are_found_through_hostpath_volumes() {
     let manifest = cp.path().join("kube-apiserver.yaml");
     std::fs::write(
         &manifest,
-        kubeadm_manifest(&cp, cp.config_path.parent().unwrap()),
+        kubeadm_manifest(&cp, cp.config_path.parent().unwrap(), None),
     )
     .unwrap();
     let m = manifest.to_str().unwrap();
@@ -101,7 +101,7 @@ async fn kubeadm_paths_are_found_through_hostpath_volumes() {
     // the OS error once.
     let broken = cp.path().join("broken.yaml");
     let missing = cp.path().join("no-such-folder");
-    std::fs::write(&broken, kubeadm_manifest(&cp, &missing)).unwrap();
+    std::fs::write(&broken, kubeadm_manifest(&cp, &missing, None)).unwrap();
     let (code, _, stderr) = support::atrest(
         &["scan", "--apiserver-manifest", broken.to_str().unwrap()],
         &[],
@@ -119,6 +119,32 @@ async fn kubeadm_paths_are_found_through_hostpath_volumes() {
         stderr.matches("No such file or directory").count(),
         1,
         "the OS error once: {stderr}"
+    );
+
+    // The same for an etcd client certificate folder.
+    let broken_pki = cp.path().join("broken-pki.yaml");
+    std::fs::write(
+        &broken_pki,
+        kubeadm_manifest(&cp, cp.config_path.parent().unwrap(), Some(&missing)),
+    )
+    .unwrap();
+    let (code, _, stderr) = support::atrest(
+        &["scan", "--apiserver-manifest", broken_pki.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    for want in [
+        missing.to_str().unwrap(),
+        "/etc/kubernetes/pki/etcd/",
+        "hostPath volume etcd-certs",
+        "--cacert, --cert and --key",
+    ] {
+        assert!(stderr.contains(want), "{want:?} not in {stderr}");
+    }
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
     );
 
     // A garbled certificate is named, with what it should hold (not "transport error").

@@ -71,6 +71,9 @@ fn hint_for(cause: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
             ClusterError::NoConfig { .. } => Some(
                 "\n  hint: pass --config FILE (or ATREST_CONFIG), or --apiserver-manifest FILE naming --encryption-provider-config",
             ),
+            ClusterError::MappedEtcdFile { .. } => {
+                Some("\n  hint: pass --cacert, --cert and --key to name the host files directly")
+            }
             ClusterError::MappedConfig { .. } | ClusterError::DistributionConfig { .. } => {
                 Some("\n  hint: pass --config FILE to name the host file directly")
             }

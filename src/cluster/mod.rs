@@ -66,6 +66,24 @@ pub enum ClusterError {
         /// Why reading failed.
         source: std::io::Error,
     },
+    /// An etcd TLS file the manifest names through a hostPath volume cannot be read on the host.
+    #[error(
+        "cannot read the {what} {host}: {source}\n  the apiserver reads it as {container}; {manifest} maps that through hostPath volume {volume}"
+    )]
+    MappedEtcdFile {
+        /// Which file (`client certificate (--cert)`).
+        what: &'static str,
+        /// The host path atrest tried.
+        host: PathBuf,
+        /// The path the apiserver container sees.
+        container: PathBuf,
+        /// The manifest.
+        manifest: PathBuf,
+        /// The volume that maps it.
+        volume: String,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
     /// etcd could not be reached or read.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
@@ -290,8 +308,43 @@ impl Context {
     }
 
     /// A client for etcd.
-    pub async fn etcd(&self) -> Result<etcd_client::Client, EtcdError> {
-        self.target.connect().await
+    pub async fn etcd(&self) -> Result<etcd_client::Client, ClusterError> {
+        self.target
+            .connect()
+            .await
+            .map_err(|e| self.name_mapped_file(e))
+    }
+
+    /// An unreadable etcd TLS file that the manifest names through a hostPath volume is
+    /// reported with both paths.
+    fn name_mapped_file(&self, e: EtcdError) -> ClusterError {
+        let EtcdError::File { what, path, source } = e else {
+            return e.into();
+        };
+        let s = &self.settings;
+        let mapped = [&s.cacert, &s.cert, &s.key]
+            .into_iter()
+            .flatten()
+            .find(|setting| setting.value == path)
+            .and_then(|setting| match &setting.source {
+                settings::Source::ManifestVolume {
+                    manifest,
+                    container,
+                    volume,
+                } => Some((manifest.clone(), container.clone(), volume.clone())),
+                _ => None,
+            });
+        match mapped {
+            Some((manifest, container, volume)) => ClusterError::MappedEtcdFile {
+                what,
+                host: path,
+                container,
+                manifest,
+                volume,
+                source,
+            },
+            None => EtcdError::File { what, path, source }.into(),
+        }
     }
 
     /// The manifest's `--encryption-provider-config-automatic-reload`, when there is a manifest.
