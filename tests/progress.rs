@@ -37,6 +37,12 @@ async fn a_rewrite_without_a_terminal_prints_progress_lines() {
         .filter(|v| v["phase"] == "re-encrypting")
         .collect();
     assert!(!lines.is_empty(), "no JSON progress line in:\n{stderr}");
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (last["done"].as_u64(), last["targeted"].as_u64()),
+        (Some(targeted), Some(targeted)),
+        "the last line says where the run ended: {last}"
+    );
     for l in &lines {
         let (done, tgt) = (l["done"].as_u64().unwrap(), l["targeted"].as_u64().unwrap());
         assert!(done <= tgt && tgt <= targeted, "{l}");

@@ -75,10 +75,18 @@ impl Bar {
         }
     }
 
-    /// Removes the bar.
-    pub fn finish(&self) {
-        if let Sink::Bar(pb) = &self.sink {
-            pb.finish_and_clear();
+    /// Removes the bar; in line modes, says where the run ended (always after rewrites, and
+    /// after a scan long enough to have shown progress).
+    pub fn finish(&mut self) {
+        match &mut self.sink {
+            Sink::Bar(pb) => pb.finish_and_clear(),
+            Sink::Lines { next, .. } => {
+                if self.rewriting || self.started.elapsed() >= FIRST_LINE_AFTER {
+                    *next = Instant::now();
+                    self.show();
+                }
+            }
+            Sink::None => {}
         }
     }
 
