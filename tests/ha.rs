@@ -279,7 +279,15 @@ async fn a_failing_sync_command_stops_with_exit_2_and_a_rerun_completes() {
     let st = ha.state();
     assert_eq!(st["pending"]["step"], "prepare", "{st:#}");
     assert_eq!(st["pending"]["hash"], ha.hash(0).as_str(), "{st:#}");
-    assert_eq!(st["expected_hash"], old[0].as_str(), "{st:#}");
+    assert_ne!(
+        st["expected_hash"],
+        ha.hash(0).as_str(),
+        "not committed: {st:#}"
+    );
+    assert!(
+        st["rotation"]["prepared_at"].is_null(),
+        "not committed: {st:#}"
+    );
     let backups: Vec<String> = std::fs::read_dir(ha.cp.state_dir().join("backups"))
         .unwrap()
         .map(|e| atrest::config::config_hash(&std::fs::read(e.unwrap().path()).unwrap()))
@@ -307,6 +315,10 @@ async fn a_failing_sync_command_stops_with_exit_2_and_a_rerun_completes() {
     let st = ha.state();
     assert!(st["pending"].is_null(), "{st:#}");
     assert_eq!(st["rotation"]["stage"], "prepared", "{st:#}");
+    assert!(
+        st["rotation"]["prepared_at"].is_string(),
+        "committed: {st:#}"
+    );
     ha.assert_converged().await;
 
     // And the rest of the rotation.
