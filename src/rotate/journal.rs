@@ -163,6 +163,16 @@ impl Journal<'_> {
             }))
         } else {
             st.pending = None;
+            // A prepare whose first write never reached the file started no rotation: the new key
+            // is nowhere, and the next prepare starts over.
+            if p.step == Some(Step::Prepare)
+                && st
+                    .rotation
+                    .as_ref()
+                    .is_some_and(|r| r.stage == Stage::Prepared && r.prepared_at.is_none())
+            {
+                st.rotation = None;
+            }
             st.save(self.state_dir)?;
             Ok(Some(Recovered {
                 write: p,
@@ -514,6 +524,27 @@ mod tests {
         let (_, recovered) = f.journal_syncing(&never).load_recovering(&mut st).unwrap();
         assert!(!recovered.unwrap().completed);
         assert_eq!(st.pending, None);
+    }
+
+    #[test]
+    fn a_prepare_whose_write_never_happened_started_no_rotation() {
+        let f = Fixture::new();
+        let mut st = f.journal().load_state().unwrap();
+        let mut r = st.rotation.take().unwrap();
+        r.prepared_at = None;
+        st.rotation = Some(r);
+        f.journal()
+            .record_intent(
+                &mut st,
+                Step::Prepare,
+                &f.new_text(),
+                config::layout(&f.new),
+                Some(Stage::Prepared),
+            )
+            .unwrap();
+        let (st, loaded) = f.restart();
+        assert!(loaded.is_ok());
+        assert_eq!((st.pending, st.rotation), (None, None));
     }
 
     #[test]
