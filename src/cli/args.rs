@@ -231,7 +231,10 @@ apiserver. Never etcd.
 
 Each step waits until every apiserver reports the new config hash on /metrics
 (apiserver_encryption_config_controller_last_config_info). With several control-plane nodes,
-copy the config file to each node yourself; atrest waits until each apiserver has loaded it.
+give --sync-command to copy the file to the others after each write (e.g. 'for n in cp2 cp3; do
+scp \"$ATREST_CONFIG_FILE\" $n:/etc/kubernetes/enc.yaml || exit 1; done'), or copy it yourself;
+atrest waits until each apiserver has loaded it. A failed sync stops the step with the write
+not yet committed: run the same command again and the sync runs again first.
 State, backups, the snapshot, the checkpoint and the key archive live in the state folder
 (default: an `atrest` folder beside the config). Every step can be re-run after a crash.
 
@@ -276,6 +279,12 @@ pub struct RotateArgs {
     /// Namespace of the canary secrets written after promote.
     #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
     pub canary_namespace: String,
+    /// After every config write, run CMD (with `sh -c`, as given) to copy the file to the other
+    /// control-plane nodes; it finds the file in $ATREST_CONFIG_FILE and its sha256 in
+    /// $ATREST_CONFIG_SHA256, never key material. The step goes on only when CMD exits 0 (within
+    /// --timeout); otherwise it stops (exit 2) and the same command run again retries the sync.
+    #[arg(long, value_name = "CMD")]
+    pub sync_command: Option<String>,
     #[command(flatten)]
     pub rewrite: RewriteArgs,
 }

@@ -15,8 +15,10 @@ use crate::kube::canary::CanaryError;
 use crate::kube::converge::{ConvergeError, NotConverged};
 use crate::migrate::MigrateError;
 
-/// A rotation command, named in errors so the admin knows which step refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A rotation command, named in errors so the admin knows which step refused, and in a pending
+/// config write so that a rerun of that step finishes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Step {
     /// `atrest rotate prepare`: the new key becomes a read key everywhere.
     Prepare,

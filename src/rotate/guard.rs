@@ -15,13 +15,20 @@ impl Rotator<'_> {
         let mut last: Vec<String> = Vec::new();
         let mut told_copy = false;
         let say = self.say;
+        let synced = self.sync.is_some();
         let path = self.config_path.display().to_string();
         let mut update = |c: &Convergence| {
             if c.leases.len() > 1 && !told_copy {
-                say(&format!(
-                    "{} apiservers hold identity leases: copy {path} to the same path on every control-plane node (by your own means); atrest waits until each reports {want}",
-                    c.leases.len()
-                ));
+                say(&match synced {
+                    false => format!(
+                        "{} apiservers hold identity leases: copy {path} to the same path on every control-plane node (by your own means, or with --sync-command); atrest waits until each reports {want}",
+                        c.leases.len()
+                    ),
+                    true => format!(
+                        "{} apiservers hold identity leases: the sync command copied {path}; atrest waits until each reports {want}",
+                        c.leases.len()
+                    ),
+                });
                 told_copy = true;
             }
             let lines: Vec<String> = c

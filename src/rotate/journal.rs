@@ -1,12 +1,17 @@
 //! Crash-safe config writes. Every write goes: intent recorded in the state (the new file's
-//! hash, layout and the stage it completes) → timestamped backup of the previous file → atomic
-//! write → commit (the state expects the new hash, the stage advances). A run that finds an
-//! intent completes it when the file is the one intended, and drops it otherwise: the write never
-//! happened and the step is redone. The previous config is always either in place or in a backup.
+//! hash, layout, the step that writes it and the stage it completes) → timestamped backup of the
+//! previous file → atomic write → sync (the admin's `--sync-command` copies the file to the other
+//! control-plane nodes) → commit (the state expects the new hash, the stage advances). A run that
+//! finds an intent completes it when the file is the one intended — running the sync again, so a
+//! sync that failed or was interrupted is always retried before the rotation moves on — and drops
+//! it otherwise: the write never happened and the step is redone. The previous config is always
+//! either in place or in a backup.
 
 use std::path::{Path, PathBuf};
 
+use super::Step;
 use super::state::{PendingWrite, Stage, State, StateError};
+use super::sync::{SyncCommand, SyncFailed, SyncOutput};
 use crate::config::{self, ConfigError, EncryptionConfig, LoadedConfig, RuleLayout};
 use crate::fsutil;
 
@@ -30,6 +35,16 @@ pub enum JournalError {
     /// The config file is not the one atrest last wrote: someone edited it meanwhile.
     #[error(transparent)]
     Changed(Box<ConfigChanged>),
+    /// The sync command did not succeed: the file is written here, the write stays pending, and
+    /// the next run syncs again before anything else.
+    #[error(transparent)]
+    Sync(Box<SyncFailed>),
+}
+
+impl From<SyncFailed> for JournalError {
+    fn from(e: SyncFailed) -> Self {
+        JournalError::Sync(Box::new(e))
+    }
 }
 
 /// The config file is not the one atrest last wrote: what differs, by key name and provider.
@@ -61,6 +76,20 @@ pub struct Written {
     pub hash: String,
     /// Where the previous file was copied (none when there was no file).
     pub backup: Option<PathBuf>,
+    /// What the sync command printed (none without one).
+    pub synced: Option<SyncOutput>,
+}
+
+/// A write a previous run left pending, as the next run found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The intent that was found.
+    pub write: PendingWrite,
+    /// The file is the one intended: it was synced (when there is a sync command) and committed.
+    /// Otherwise the write never happened and the intent was dropped.
+    pub completed: bool,
+    /// What the sync command printed, when it ran.
+    pub synced: Option<SyncOutput>,
 }
 
 /// The config file and the state folder that records what atrest wrote to it.
@@ -70,6 +99,9 @@ pub struct Journal<'a> {
     pub config_path: &'a Path,
     /// The state folder: `rotation.json`, backups, snapshots, the key archive.
     pub state_dir: &'a Path,
+    /// Copies the file to the other control-plane nodes after each write, before its commit;
+    /// `None`: the admin copies it by other means.
+    pub sync: Option<&'a SyncCommand>,
 }
 
 pub(super) fn now() -> String {
@@ -89,10 +121,19 @@ impl Journal<'_> {
     }
 
     /// Loads the config and checks it is the file atrest last wrote; first completes (or drops)
-    /// a write that a crash interrupted.
+    /// a write that a crash or a failed sync interrupted.
     pub fn load_checked(&self, st: &mut State) -> Result<LoadedConfig, JournalError> {
+        self.load_recovering(st).map(|(loaded, _)| loaded)
+    }
+
+    /// [`Journal::load_checked`], also saying which interrupted write it found and what became of
+    /// it.
+    pub fn load_recovering(
+        &self,
+        st: &mut State,
+    ) -> Result<(LoadedConfig, Option<Recovered>), JournalError> {
         let loaded = config::load(self.config_path)?;
-        self.recover(st, &loaded.hash)?;
+        let recovered = self.recover(st, &loaded.hash)?;
         match &st.expected_hash {
             Some(h) if *h != loaded.hash => Err(JournalError::Changed(Box::new(ConfigChanged {
                 path: self.config_path.to_path_buf(),
@@ -102,52 +143,92 @@ impl Journal<'_> {
                 backups: self.backups(),
                 state: State::path(self.state_dir),
             }))),
-            _ => Ok(loaded),
+            _ => Ok((loaded, recovered)),
         }
     }
 
-    /// A recorded intent: committed when the file on disk (`found`) is the intended one,
-    /// dropped when the write never happened.
-    fn recover(&self, st: &mut State, found: &str) -> Result<(), StateError> {
+    /// A recorded intent: synced again and committed when the file on disk (`found`) is the
+    /// intended one, dropped when the write never happened. A failed sync leaves it pending.
+    fn recover(&self, st: &mut State, found: &str) -> Result<Option<Recovered>, JournalError> {
         let Some(p) = st.pending.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         if found == p.hash {
-            self.commit(st, p)
+            let synced = self.sync(&p)?;
+            self.commit(st, p.clone())?;
+            Ok(Some(Recovered {
+                write: p,
+                completed: true,
+                synced,
+            }))
         } else {
             st.pending = None;
-            st.save(self.state_dir)
+            // A prepare whose first write never reached the file started no rotation: the new key
+            // is nowhere, and the next prepare starts over.
+            if p.step == Some(Step::Prepare)
+                && st
+                    .rotation
+                    .as_ref()
+                    .is_some_and(|r| r.stage == Stage::Prepared && r.prepared_at.is_none())
+            {
+                st.rotation = None;
+            }
+            st.save(self.state_dir)?;
+            Ok(Some(Recovered {
+                write: p,
+                completed: false,
+                synced: None,
+            }))
         }
     }
 
-    /// Writes `new`, advancing the rotation to `stage` (`None`: the rotation is finished). The
-    /// new key material reaches the disk here, before any use.
+    /// Runs the sync command (if any) for the file of `p`, already on disk.
+    fn sync(&self, p: &PendingWrite) -> Result<Option<SyncOutput>, SyncFailed> {
+        let Some(sync) = self.sync else {
+            return Ok(None);
+        };
+        let step = p.step.map(Step::as_str).unwrap_or("unknown");
+        sync.run(self.config_path, &p.hash, step).map(Some)
+    }
+
+    /// Writes `new` for `step`, advancing the rotation to `stage` (`None`: the rotation is
+    /// finished). The new key material reaches the disk here, before any use. The write is
+    /// committed only once the sync command (if any) copied it; when the sync fails the file is
+    /// written, the intent stays recorded, and the next run syncs again before it goes on.
     pub fn write(
         &self,
         st: &mut State,
+        step: Step,
         new: &EncryptionConfig,
         stage: Option<Stage>,
     ) -> Result<Written, JournalError> {
         let text = config::render_yaml(new);
         // Refuse to write anything the apiserver would refuse to load.
         config::parse_str(self.config_path, &text)?;
-        let pending = self.record_intent(st, text.as_bytes(), config::layout(new), stage)?;
+        let pending = self.record_intent(st, step, text.as_bytes(), config::layout(new), stage)?;
         let backup = self.backup()?;
         fsutil::write_atomic(self.config_path, text.as_bytes(), 0o600)?;
+        let synced = self.sync(&pending)?;
         let hash = pending.hash.clone();
         self.commit(st, pending)?;
-        Ok(Written { hash, backup })
+        Ok(Written {
+            hash,
+            backup,
+            synced,
+        })
     }
 
     fn record_intent(
         &self,
         st: &mut State,
+        step: Step,
         text: &[u8],
         layout: Vec<RuleLayout>,
         stage: Option<Stage>,
     ) -> Result<PendingWrite, StateError> {
         let pending = PendingWrite {
             hash: config::config_hash(text),
+            step: Some(step),
             stage,
             layout,
         };
@@ -247,6 +328,14 @@ mod tests {
             Journal {
                 config_path: &self.config_path,
                 state_dir: &self.state_dir,
+                sync: None,
+            }
+        }
+
+        fn journal_syncing<'a>(&'a self, sync: &'a SyncCommand) -> Journal<'a> {
+            Journal {
+                sync: Some(sync),
+                ..self.journal()
             }
         }
 
@@ -277,7 +366,7 @@ mod tests {
             let mut st = self.journal().load_state().unwrap();
             let layout = config::layout(&self.new);
             self.journal()
-                .record_intent(&mut st, &self.new_text(), layout, stage)
+                .record_intent(&mut st, Step::Promote, &self.new_text(), layout, stage)
                 .unwrap();
             st
         }
@@ -307,7 +396,7 @@ mod tests {
     fn assert_write_redone(f: &Fixture, mut st: State) {
         let w = f
             .journal()
-            .write(&mut st, &f.new, Some(Stage::Promoted))
+            .write(&mut st, Step::Promote, &f.new, Some(Stage::Promoted))
             .unwrap();
         assert_eq!(w.hash, f.new_hash());
         let (st, loaded) = f.restart();
@@ -338,7 +427,7 @@ mod tests {
         let mut st = f.journal().load_state().unwrap();
         let w = f
             .journal()
-            .write(&mut st, &f.new, Some(Stage::Promoted))
+            .write(&mut st, Step::Promote, &f.new, Some(Stage::Promoted))
             .unwrap();
         assert_eq!(w.hash, f.new_hash());
         assert_eq!(std::fs::read(&f.config_path).unwrap(), f.new_text());
@@ -346,6 +435,116 @@ mod tests {
         assert_eq!(st.pending, None);
         assert!(st.rotation.as_ref().unwrap().promoted_at.is_some());
         assert_eq!(f.journal().load_state().unwrap(), st, "the commit is saved");
+    }
+
+    fn sync(command: String) -> SyncCommand {
+        SyncCommand {
+            command,
+            timeout: std::time::Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn the_sync_runs_after_the_write_and_before_the_commit() {
+        let f = Fixture::new();
+        let copy = f._dir.path().join("node-b.yaml");
+        // While it runs, the new file is in place and the intent is still recorded.
+        let sync = sync(format!(
+            "grep -q '\"step\": \"promote\"' {state} && cp \"$ATREST_CONFIG_FILE\" {copy}",
+            state = State::path(&f.state_dir).display(),
+            copy = copy.display()
+        ));
+        let mut st = f.journal().load_state().unwrap();
+        let w = f
+            .journal_syncing(&sync)
+            .write(&mut st, Step::Promote, &f.new, Some(Stage::Promoted))
+            .unwrap();
+        assert!(w.synced.is_some());
+        assert_eq!(std::fs::read(&copy).unwrap(), f.new_text());
+        assert_eq!(st.pending, None);
+        assert_eq!(st.rotation.as_ref().unwrap().stage, Stage::Promoted);
+    }
+
+    #[test]
+    fn a_failed_sync_leaves_the_write_pending_and_the_next_run_syncs_again() {
+        let f = Fixture::new();
+        let copy = f._dir.path().join("node-b.yaml");
+        let failing = sync("echo node-b unreachable >&2; exit 1".into());
+        let mut st = f.journal().load_state().unwrap();
+        let e = f
+            .journal_syncing(&failing)
+            .write(&mut st, Step::Promote, &f.new, Some(Stage::Promoted))
+            .unwrap_err();
+        match &e {
+            JournalError::Sync(s) => assert_eq!(s.stderr, "node-b unreachable"),
+            other => panic!("expected a sync failure, got {other}"),
+        }
+        // The file is written here, the previous one is backed up, the stage did not move.
+        assert_eq!(std::fs::read(&f.config_path).unwrap(), f.new_text());
+        assert_eq!(f.backups(), [f.old.as_str()]);
+        let on_disk = f.journal().load_state().unwrap();
+        let p = on_disk.pending.as_ref().expect("the write stays pending");
+        assert_eq!(
+            (p.step, p.hash.clone()),
+            (Some(Step::Promote), f.new_hash())
+        );
+        assert_eq!(on_disk.rotation.as_ref().unwrap().stage, Stage::Prepared);
+
+        // Still failing: still pending, nothing committed.
+        let mut st = f.journal().load_state().unwrap();
+        assert!(matches!(
+            f.journal_syncing(&failing).load_recovering(&mut st),
+            Err(JournalError::Sync(_))
+        ));
+        assert!(f.journal().load_state().unwrap().pending.is_some());
+
+        // A working command: synced, then committed.
+        let working = sync(format!("cp \"$ATREST_CONFIG_FILE\" {}", copy.display()));
+        let mut st = f.journal().load_state().unwrap();
+        let (loaded, recovered) = f
+            .journal_syncing(&working)
+            .load_recovering(&mut st)
+            .unwrap();
+        let recovered = recovered.unwrap();
+        assert!(recovered.completed && recovered.synced.is_some());
+        assert_eq!(recovered.write.step, Some(Step::Promote));
+        assert_eq!(loaded.hash, f.new_hash());
+        assert_eq!(std::fs::read(&copy).unwrap(), f.new_text());
+        assert_eq!(st.pending, None);
+        assert_eq!(st.rotation.as_ref().unwrap().stage, Stage::Promoted);
+        assert_eq!(f.journal().load_state().unwrap(), st, "the commit is saved");
+    }
+
+    #[test]
+    fn a_write_that_never_happened_is_dropped_without_a_sync() {
+        let f = Fixture::new();
+        f.crash_after_intent(Some(Stage::Promoted));
+        let never = sync("exit 1".into());
+        let mut st = f.journal().load_state().unwrap();
+        let (_, recovered) = f.journal_syncing(&never).load_recovering(&mut st).unwrap();
+        assert!(!recovered.unwrap().completed);
+        assert_eq!(st.pending, None);
+    }
+
+    #[test]
+    fn a_prepare_whose_write_never_happened_started_no_rotation() {
+        let f = Fixture::new();
+        let mut st = f.journal().load_state().unwrap();
+        let mut r = st.rotation.take().unwrap();
+        r.prepared_at = None;
+        st.rotation = Some(r);
+        f.journal()
+            .record_intent(
+                &mut st,
+                Step::Prepare,
+                &f.new_text(),
+                config::layout(&f.new),
+                Some(Stage::Prepared),
+            )
+            .unwrap();
+        let (st, loaded) = f.restart();
+        assert!(loaded.is_ok());
+        assert_eq!((st.pending, st.rotation), (None, None));
     }
 
     #[test]
@@ -423,7 +622,7 @@ mod tests {
         let mut st = f.journal().load_state().unwrap();
         assert!(
             f.journal()
-                .write(&mut st, &bad, Some(Stage::Promoted))
+                .write(&mut st, Step::Promote, &bad, Some(Stage::Promoted))
                 .is_err()
         );
         assert_eq!(std::fs::read_to_string(&f.config_path).unwrap(), f.old);

@@ -4,7 +4,8 @@
 //! that every apiserver runs the config it expects, records where it is, and can be re-run
 //! after a crash at any point.
 //!
-//! - [`state`]: the state file; [`journal`]: crash-safe config writes;
+//! - [`state`]: the state file; [`journal`]: crash-safe config writes; [`sync`]: the admin's
+//!   command that copies each write to the other control-plane nodes before it is committed;
 //! - [`steps`]: one module per step; [`guard`]: what the apiservers and KMS plugins must show
 //!   before a step goes on; [`proof`]: the etcd scans that prove what is stored where.
 
@@ -15,6 +16,7 @@ mod proof;
 pub mod snapshot;
 pub mod state;
 mod steps;
+pub mod sync;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +24,7 @@ use std::time::Duration;
 pub use error::{RotateError, Step};
 pub use journal::{ConfigChanged, Journal, JournalError};
 pub use state::{KeyRecord, PendingWrite, Rotation, SnapshotRecord, Stage, State};
+pub use sync::{SyncCommand, SyncFailed};
 
 use crate::GroupResource;
 use crate::config::EncryptionConfig;
@@ -98,6 +101,9 @@ pub struct Rotator<'a> {
     pub canary_namespace: String,
     /// Template for the re-encryption pass (concurrency, QPS, stop flag).
     pub reencrypt: ReencryptOptions,
+    /// Copies the config to the other control-plane nodes after each write (before it is
+    /// committed); `None`: the admin copies it by other means and atrest only waits.
+    pub sync: Option<SyncCommand>,
     /// Progress messages for the admin (stderr in the CLI).
     pub say: &'a (dyn Fn(&str) + Sync),
 }
@@ -107,6 +113,7 @@ impl Rotator<'_> {
         Journal {
             config_path: &self.config_path,
             state_dir: &self.state_dir,
+            sync: self.sync.as_ref(),
         }
     }
 
@@ -114,19 +121,59 @@ impl Rotator<'_> {
         Ok(self.journal().load_state()?)
     }
 
-    /// The config, checked to be the file atrest last wrote (see [`Journal::load_checked`]).
+    /// The config, checked to be the file atrest last wrote (see [`Journal::load_checked`]); a
+    /// write a previous run left pending is synced and committed first.
     fn load_checked(&self, st: &mut State) -> Result<crate::config::LoadedConfig, RotateError> {
-        Ok(self.journal().load_checked(st)?)
+        Ok(self.load_recovering(st)?.0)
     }
 
-    /// Writes a new config through the journal and says where the previous one went.
+    /// Like [`Rotator::load_checked`], and when a write a previous run of `step` left pending
+    /// (a failed sync, or a crash after the file was written) is now complete, its hash: that
+    /// step only has its waits left.
+    fn load_resuming(
+        &self,
+        st: &mut State,
+        step: Step,
+    ) -> Result<(crate::config::LoadedConfig, Option<String>), RotateError> {
+        let (loaded, recovered) = self.load_recovering(st)?;
+        let resumed = recovered
+            .filter(|r| r.completed && r.write.step == Some(step))
+            .map(|r| r.write.hash);
+        Ok((loaded, resumed))
+    }
+
+    fn load_recovering(
+        &self,
+        st: &mut State,
+    ) -> Result<(crate::config::LoadedConfig, Option<journal::Recovered>), RotateError> {
+        let (loaded, recovered) = self.journal().load_recovering(st)?;
+        if let Some(r) = &recovered {
+            let step = r.write.step.map(Step::as_str).unwrap_or("a previous step");
+            if r.completed {
+                self.said_synced(r.synced.as_ref());
+                (self.say)(&format!(
+                    "completed the config write of `{step}` that a previous run left unfinished ({})",
+                    r.write.hash
+                ));
+            } else {
+                (self.say)(&format!(
+                    "the config write of `{step}` that a previous run started never reached the file: dropped"
+                ));
+            }
+        }
+        Ok((loaded, recovered))
+    }
+
+    /// Writes a new config for `step` through the journal (synced to the other nodes when there
+    /// is a sync command) and says where the previous one went.
     fn write_config(
         &self,
         st: &mut State,
+        step: Step,
         new: &EncryptionConfig,
         stage: Option<Stage>,
     ) -> Result<String, RotateError> {
-        let w = self.journal().write(st, new, stage)?;
+        let w = self.journal().write(st, step, new, stage)?;
         if let Some(b) = &w.backup {
             (self.say)(&format!("backup of the previous config: {}", b.display()));
         }
@@ -135,7 +182,18 @@ impl Rotator<'_> {
             self.config_path.display(),
             w.hash
         ));
+        self.said_synced(w.synced.as_ref());
         Ok(w.hash)
+    }
+
+    fn said_synced(&self, synced: Option<&sync::SyncOutput>) {
+        let (Some(out), Some(cmd)) = (synced, &self.sync) else {
+            return;
+        };
+        (self.say)(&format!("sync command `{}` succeeded", cmd.command));
+        for line in out.output.lines() {
+            (self.say)(&format!("  sync: {line}"));
+        }
     }
 
     fn rotation<'s>(&self, st: &'s State, step: Step) -> Result<&'s Rotation, RotateError> {

@@ -69,11 +69,16 @@ pub struct SnapshotRecord {
 }
 
 /// A config write that was started: if atrest stops between writing the file and recording
-/// it, the next run finds the file at `hash` and completes the step.
+/// it (or the sync command failed in between), the next run finds the file at `hash`, runs the
+/// sync command again and completes the step.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PendingWrite {
     /// `sha256:<hex>` of the file being written.
     pub hash: String,
+    /// The step that writes it; a rerun of that step finishes it and goes on from there
+    /// (`None` in state files written before atrest recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<super::Step>,
     /// The stage the write completes (`None`: it finishes the rotation).
     pub stage: Option<Stage>,
     /// The new file's keys per rule, expected once the write is committed.

@@ -76,6 +76,13 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
         wait_timeout: Duration::from_secs(common.timeout),
         automatic_reload: ctx.manifest_reload(),
         canary_namespace: common.canary_namespace.clone(),
+        sync: common
+            .sync_command
+            .clone()
+            .map(|command| atrest::rotate::SyncCommand {
+                command,
+                timeout: Duration::from_secs(common.timeout),
+            }),
         reencrypt: atrest::migrate::ReencryptOptions {
             patience: Duration::from_secs(common.etcd.etcd_patience),
             stop: super::stop_on_signal(),
@@ -146,6 +153,10 @@ fn rotate_hint(
         E::PruneRefused { .. } => {
             "Run `atrest rotate reencrypt` again (or `atrest reencrypt`), then prune.".into()
         }
+        E::Journal(JournalError::Sync(f)) => format!(
+            "The write is not committed: fix the command (or the node it copies to), then run the same atrest command again; it runs the sync again before anything else. {} on this node is the file to copy.",
+            f.path.display()
+        ),
         E::Journal(JournalError::Changed(c)) => format!(
             "atrest stops rather than overwrite it. If the change is intended, finish or abort the rotation from a file atrest wrote (the backups are in {}), or move {} away to start over from the current file.",
             c.backups.display(),

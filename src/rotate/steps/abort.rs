@@ -11,9 +11,17 @@ impl Rotator<'_> {
     /// Undoes the rotation in progress. Before promote the new key is removed, refused while any
     /// stored object uses it; after promote the previous write keys write again, and the
     /// rotation stays at promoted so reencrypt and prune finish removing the new key.
+    ///
+    /// A rerun after its write was left pending (the sync command failed) syncs it again,
+    /// commits it and waits for the apiservers.
     pub async fn abort(&self) -> Result<(), RotateError> {
         let mut st = self.load_state()?;
-        let loaded = self.load_checked(&mut st)?;
+        let (loaded, resumed) = self.load_resuming(&mut st, Step::Abort)?;
+        if let Some(hash) = resumed {
+            (self.say)("aborted: the undo written by the previous run is now committed");
+            self.wait_converged(&hash).await?;
+            return Ok(());
+        }
         let r = self.rotation(&st, Step::Abort)?.clone();
         match r.stage {
             Stage::Prepared => self.abort_prepared(&mut st, &loaded, &r).await,
@@ -45,7 +53,7 @@ impl Rotator<'_> {
         if let Some(rot) = st.rotation.as_mut() {
             rot.aborted = true;
         }
-        let hash = self.write_config(st, &new, None)?;
+        let hash = self.write_config(st, Step::Abort, &new, None)?;
         (self.say)(&format!(
             "aborted: {} removed; the config is as before the rotation",
             r.target
@@ -67,7 +75,7 @@ impl Rotator<'_> {
         if let Some(rot) = st.rotation.as_mut() {
             rot.aborted = true;
         }
-        let hash = self.write_config(st, &new, Some(Stage::Promoted))?;
+        let hash = self.write_config(st, Step::Abort, &new, Some(Stage::Promoted))?;
         (self.say)(&format!(
             "aborted: the previous write keys write again; {} stays readable for objects already written with it. Finish with `atrest rotate reencrypt` and `atrest rotate prune` to remove it.",
             r.target

@@ -13,7 +13,7 @@ use crate::keys::{self, Key};
 use crate::rotate::journal::now;
 use crate::rotate::{
     PrepareRequest, RotateError, Rotation, Rotator, SnapshotChoice, SnapshotRecord, Stage, State,
-    TargetSpec, snapshot,
+    Step, TargetSpec, snapshot,
 };
 
 /// The rules a rotation edits and every resource they name.
@@ -29,15 +29,22 @@ impl Rotator<'_> {
     /// Starts a rotation: takes the etcd snapshot (unless skipped), adds the new key as a read
     /// key to every rule the rotation touches, and waits until every apiserver loaded it.
     /// Refused while another rotation is in progress.
+    ///
+    /// A rerun after its write was left pending (the sync command failed) syncs that write
+    /// again, commits it and waits, instead of starting another rotation.
     pub async fn prepare(&self, req: &PrepareRequest) -> Result<(), RotateError> {
         let mut st = self.load_state()?;
+        let (loaded, resumed) = self.load_resuming(&mut st, Step::Prepare)?;
+        if let Some(hash) = resumed {
+            self.wait_converged(&hash).await?;
+            return Ok(());
+        }
         if let Some(r) = &st.rotation {
             return Err(RotateError::AlreadyRotating {
                 target: r.target.clone(),
                 stage: r.stage,
             });
         }
-        let loaded = self.load_checked(&mut st)?;
         let cfg = self.cover_secrets(&loaded.config);
         let target = target(req)?;
         let label = target.label();
@@ -47,7 +54,7 @@ impl Rotator<'_> {
         let snapshot = self.snapshot(&req.snapshot, &id).await?;
         record(&mut st, id, &target, scope.clone(), snapshot);
         let new = config::add_read_key(&cfg, &scope.rules, &target)?;
-        let hash = self.write_config(&mut st, &new, Some(Stage::Prepared))?;
+        let hash = self.write_config(&mut st, Step::Prepare, &new, Some(Stage::Prepared))?;
         (self.say)(&format!(
             "prepared: {label} is a read key for {}",
             scope.resources.join(", ")

@@ -8,18 +8,24 @@ use crate::rotate::{RotateError, Rotator, Stage, Step};
 impl Rotator<'_> {
     /// Makes the prepared key the write key, once every apiserver runs the prepared config (and
     /// a KMS plugin is healthy and ready on each); then a canary through each apiserver proves
-    /// it writes with it.
+    /// it writes with it. A rerun after its write was left pending (the sync command failed)
+    /// syncs it again, commits it, and goes on with the waits and the canary.
     pub async fn promote(&self) -> Result<(), RotateError> {
         let mut st = self.load_state()?;
-        let loaded = self.load_checked(&mut st)?;
-        self.require_stage(&st, Step::Promote, Stage::Prepared)?;
-        self.wait_converged(&loaded.hash).await?;
+        let (loaded, resumed) = self.load_resuming(&mut st, Step::Promote)?;
         let r = self.rotation(&st, Step::Promote)?.clone();
-        if r.target.starts_with("kms:") {
-            self.kms_healthy(&loaded.config).await?;
-        }
-        let new = config::promote(&loaded.config, &r.rules, &r.target)?;
-        let hash = self.write_config(&mut st, &new, Some(Stage::Promoted))?;
+        let hash = match resumed {
+            Some(hash) => hash,
+            None => {
+                self.require_stage(&st, Step::Promote, Stage::Prepared)?;
+                self.wait_converged(&loaded.hash).await?;
+                if r.target.starts_with("kms:") {
+                    self.kms_healthy(&loaded.config).await?;
+                }
+                let new = config::promote(&loaded.config, &r.rules, &r.target)?;
+                self.write_config(&mut st, Step::Promote, &new, Some(Stage::Promoted))?
+            }
+        };
         st.keys.entry(r.target.clone()).or_default().promoted = Some(now());
         st.save(&self.state_dir)?;
         self.wait_converged(&hash).await?;

@@ -19,9 +19,20 @@ impl Rotator<'_> {
     /// Finishes the rotation: after a fresh scan proves no stored object needs them, removes
     /// every key but the write key from the rotation's rules, archiving local ones first.
     /// Returns the key labels removed.
+    ///
+    /// A rerun after its write was left pending (the sync command failed) syncs it again,
+    /// commits it (the rotation is then finished) and waits for the apiservers.
     pub async fn prune(&self) -> Result<Vec<String>, RotateError> {
         let mut st = self.load_state()?;
-        let loaded = self.load_checked(&mut st)?;
+        let (loaded, resumed) = self.load_resuming(&mut st, Step::Prune)?;
+        if let Some(hash) = resumed {
+            let removed = st
+                .history
+                .last()
+                .map(|r| r.retired.clone())
+                .unwrap_or_default();
+            return self.pruned(&hash, removed).await;
+        }
         self.require_stage(&st, Step::Prune, Stage::Reencrypted)?;
         self.wait_converged(&loaded.hash).await?;
         let r = self.rotation(&st, Step::Prune)?.clone();
@@ -42,18 +53,23 @@ impl Rotator<'_> {
         for label in &remove {
             st.keys.entry(label.clone()).or_default().retired = Some(now());
         }
-        let hash = self.write_config(&mut st, &new, None)?;
+        let hash = self.write_config(&mut st, Step::Prune, &new, None)?;
+        self.pruned(&hash, remove.into_iter().collect()).await
+    }
+
+    /// After prune's write: says what it removed, waits for the apiservers, drops the checkpoint.
+    async fn pruned(&self, hash: &str, removed: Vec<String>) -> Result<Vec<String>, RotateError> {
         (self.say)(&format!(
             "pruned: removed {}",
-            if remove.is_empty() {
+            if removed.is_empty() {
                 "nothing".to_string()
             } else {
-                remove.iter().cloned().collect::<Vec<_>>().join(", ")
+                removed.join(", ")
             }
         ));
-        self.wait_converged(&hash).await?;
+        self.wait_converged(hash).await?;
         let _ = std::fs::remove_file(self.state_dir.join(CHECKPOINT_FILE));
-        Ok(remove.into_iter().collect())
+        Ok(removed)
     }
 
     /// Retired local keys go to the key archive (0600) before the config forgets them.

@@ -11,7 +11,11 @@ impl Rotator<'_> {
         req: &PrepareRequest,
         progress: &mut dyn scan::Progress,
     ) -> Result<(), RotateError> {
-        if self.load_state()?.rotation.is_none() {
+        // A write a previous run left pending is completed (or dropped) first: it decides
+        // whether a rotation is in progress.
+        let mut st = self.load_state()?;
+        self.load_checked(&mut st)?;
+        if st.rotation.is_none() {
             self.prepare(req).await?;
         }
         loop {

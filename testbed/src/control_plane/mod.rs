@@ -10,6 +10,7 @@
 
 mod access;
 mod apiserver;
+pub mod cluster3;
 mod config;
 mod etcd;
 mod run;
