@@ -423,10 +423,13 @@ async fn config_edits_keep_mode_and_owner_and_leave_timestamped_backups() {
     let journal = atrest::rotate::Journal {
         config_path: &new_path,
         state_dir: &scratch.path().join("state"),
+        sync: None,
     };
     let mut st = journal.load_state().unwrap();
     let cfg = atrest::config::parse_str(&new_path, support::IDENTITY_CONFIG).unwrap();
-    let w = journal.write(&mut st, &cfg, None).unwrap();
+    let w = journal
+        .write(&mut st, atrest::rotate::Step::Prepare, &cfg, None)
+        .unwrap();
     assert_eq!(w.backup, None);
     assert_eq!(std::fs::metadata(&new_path).unwrap().mode() & 0o7777, 0o600);
 }
