@@ -386,6 +386,7 @@ pub struct ConfigCheckArgs {
     /// Lowest lint severity that makes the exit code 1.
     #[arg(long, value_enum, default_value_t = Severity::Error)]
     pub fail_on: Severity,
+    /// table for people, json for scripts (stable schema, see the README).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -489,6 +490,7 @@ pub struct ScanArgs {
     /// always bar, lines, json (one object per line), none.
     #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::cli::progress::ProgressMode::Auto)]
     pub progress: crate::cli::progress::ProgressMode,
+    /// table for people, json for scripts (stable schema, see the README).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -504,6 +506,7 @@ pub struct StatusArgs {
     /// Skip the etcd scan (config and settings only).
     #[arg(long)]
     pub no_scan: bool,
+    /// table for people, json for scripts (stable schema, see the README).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -533,6 +536,7 @@ pub struct ReencryptArgs {
     /// At most this many names per list in the result.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_list: usize,
+    /// table for people, json for scripts (stable schema, see the README).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
