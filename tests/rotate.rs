@@ -314,7 +314,22 @@ async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
             &[],
         );
         if code != 2 {
-            result = Some((code, stdout));
+            // The same snapshot without the archive: the old key's values do not open.
+            let (code, bare, stderr) = support::atrest(
+                &[
+                    "scan",
+                    "--verify",
+                    "-o",
+                    "json",
+                    "--config",
+                    &config,
+                    "--endpoints",
+                    &endpoint,
+                ],
+                &[],
+            );
+            assert_eq!(code, 1, "findings without the archive: {stderr}");
+            result = Some((stdout, bare));
             break;
         }
         assert!(stderr.contains("cannot connect"), "{stderr}");
@@ -322,7 +337,7 @@ async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
     }
     let _ = scratch.kill();
     let _ = scratch.wait();
-    let (_, stdout) = result.expect("the scratch etcd answered");
+    let (stdout, bare) = result.expect("the scratch etcd answered");
     let doc: Value = serde_json::from_str(&stdout).unwrap();
     for name in ["secrets", "configmaps"] {
         let r = resource(&doc, name);
@@ -336,6 +351,13 @@ async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
         "the old key from the archive opens them"
     );
     // Without the archive, those values are unreadable: the archive is what keeps snapshots useful.
+    let bare: Value = serde_json::from_str(&bare).unwrap();
+    let s = resource(&bare, "secrets");
+    assert_eq!(
+        verdict(s, "unknown_key") + verdict(s, "undecryptable"),
+        30,
+        "without the archive the old key's values do not open: {s:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
