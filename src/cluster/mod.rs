@@ -15,6 +15,7 @@ use crate::kube::Apiservers;
 use crate::kube::converge::{
     Agreement, ConvergeError, NotConverged, require_config, require_kms_key_ids,
 };
+mod manifest;
 pub mod settings;
 
 use settings::{Flags, Settings, SettingsError};
