@@ -43,6 +43,9 @@ pub struct Bar {
     targeted: u64,
     done: u64,
     rewriting: bool,
+    /// When the first rewrite was reported: rewrite rates are measured from here, not from the
+    /// start of a `rotate run` that first waited for the apiservers.
+    rewrites_since: Option<Instant>,
 }
 
 impl Bar {
@@ -72,6 +75,7 @@ impl Bar {
             targeted: 0,
             done: 0,
             rewriting: false,
+            rewrites_since: None,
         }
     }
 
@@ -92,7 +96,11 @@ impl Bar {
 
     /// Whole objects per second of what this run counts (rewrites, else keys scanned).
     fn rate(&self) -> u64 {
-        let secs = self.started.elapsed().as_secs_f64();
+        let since = match (self.rewriting, self.rewrites_since) {
+            (true, Some(t)) => t,
+            _ => self.started,
+        };
+        let secs = since.elapsed().as_secs_f64();
         let n = if self.rewriting {
             self.done
         } else {
@@ -190,6 +198,7 @@ impl Progress for Bar {
     }
     fn rewrites(&mut self, targeted: u64, done: u64) {
         self.rewriting = true;
+        self.rewrites_since.get_or_insert_with(Instant::now);
         self.targeted = targeted;
         self.done = done;
         self.show();
