@@ -486,6 +486,18 @@ pub struct ScanArgs {
     /// check a restored snapshot.
     #[arg(long, value_name = "FILE")]
     pub key_archive: Option<PathBuf>,
+    /// Read this etcd data file offline instead of a live etcd: a snapshot
+    /// (`etcdctl snapshot save`, atrest's own under <state dir>/snapshots/) or a member's
+    /// `member/snap/db`. No etcd process, no restore; the file is opened read-only. Copy a
+    /// running member's db first: etcd keeps writing it.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// Also look for old copies: every older revision etcd still keeps (live: since the last
+    /// compaction; in a file: all of it), each member's db size against its size in use, and a
+    /// file's free pages. Plaintext where the config encrypts, or values under a key the config
+    /// no longer has, count as residue (exit 1).
+    #[arg(long)]
+    pub history: bool,
     /// Progress on stderr: a bar on a terminal and a line every 10 s otherwise (auto), or
     /// always bar, lines, json (one object per line), none.
     #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::cli::progress::ProgressMode::Auto)]

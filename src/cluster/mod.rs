@@ -23,6 +23,9 @@ use settings::{Flags, Settings, SettingsError};
 /// Why a command could not get its bearings.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
+    /// An etcd data file (`--snapshot`) could not be read; it was not changed.
+    #[error(transparent)]
+    DbFile(#[from] crate::etcd::dbfile::DbError),
     /// Flags, environment or manifest could not be resolved.
     #[error(transparent)]
     Settings(#[from] SettingsError),
@@ -157,6 +160,9 @@ pub struct ScanRequest {
     pub key_archive: Option<PathBuf>,
     /// How long etcd may stay unreachable mid-scan.
     pub patience: Duration,
+    /// Also read the older values etcd keeps (and, live, each member's db size; in a file, its
+    /// free pages).
+    pub history: bool,
 }
 
 /// Parses `--resource` values, refusing wildcards (a scan of one resource names it).
@@ -407,9 +413,93 @@ impl Context {
             );
         }
         let mut report = builder.finish(run.revision, req.verify);
+        if req.history {
+            let history = crate::etcd::history::live(
+                client,
+                &self.config.config,
+                &self.target.prefix,
+                &plan,
+                &opts,
+                run.revision,
+                req.max_list,
+            )
+            .await
+            .map_err(|source| ClusterError::ScanStopped {
+                target: self.target.describe(),
+                source,
+            })?;
+            report.history = Some(history);
+            report.members = Some(
+                crate::etcd::residue::member_sizes(client, &self.target)
+                    .await
+                    .map_err(|e| self.name_mapped_file(e))?,
+            );
+        }
         if let Some(p) = &plugins {
             report.kms_current_key_ids = p.current_key_ids().into_iter().collect();
         }
+        Ok(report)
+    }
+
+    /// Scans an etcd data file offline (a snapshot or a member's `member/snap/db`): the same
+    /// classification and counts as a live scan at the file's revision, plus the file's identity
+    /// and the keys it needs; with `history`, every older revision in it and its free pages.
+    /// The file is opened read-only.
+    pub async fn scan_file(
+        &self,
+        path: &Path,
+        req: &ScanRequest,
+        progress: &mut dyn Progress,
+    ) -> Result<ScanReport, ClusterError> {
+        let plan = scan::plan(&self.config.config, &self.target.prefix, &req.resources);
+        let plugins = plugins(&self.config.config, req.verify).await?;
+        let archive = match &req.key_archive {
+            Some(p) => archive::load(p)?,
+            None => Vec::new(),
+        };
+        let opts = ScanOptions {
+            classify: ClassifyConfig::new(req.verify, false, plugins.as_ref(), archive.clone()),
+            ..Default::default()
+        };
+        let mut db = crate::etcd::dbfile::DbFile::open(path, &self.target.prefix)?;
+        let mut builder = ReportBuilder::new(req.max_list);
+        db.scan(
+            &self.config.config,
+            &self.target.prefix,
+            &plan,
+            &opts,
+            &mut builder,
+            progress,
+        )
+        .await?;
+        let mut report = builder.finish(db.info.revision, req.verify);
+        if req.history {
+            report.history = Some(
+                crate::etcd::history::offline(
+                    &db,
+                    &self.config.config,
+                    &self.target.prefix,
+                    &plan,
+                    &opts,
+                    req.max_list,
+                )
+                .await?,
+            );
+            report.free_pages = Some(crate::etcd::dbfile::free::census(
+                &mut db,
+                &self.config.config,
+                &self.target.prefix,
+                &plan,
+            )?);
+        }
+        if let Some(p) = &plugins {
+            report.kms_current_key_ids = p.current_key_ids().into_iter().collect();
+        }
+        let keys_needed = crate::etcd::residue::keys_needed(&report, &self.config.config, &archive);
+        report.snapshot = Some(crate::etcd::residue::SnapshotSection {
+            file: db.info.clone(),
+            keys_needed,
+        });
         Ok(report)
     }
 }

@@ -1,7 +1,12 @@
 //! Reading etcd: connection (etcdctl's flags and `ETCDCTL_*`), the key layout, and the
 //! read-only scan. atrest never writes etcd.
 
+pub mod bolt;
+pub mod dbfile;
+pub mod history;
 pub mod layout;
+pub mod mvcc;
+pub mod residue;
 pub mod scan;
 
 use std::fmt;

@@ -217,7 +217,9 @@ impl<'de> serde::Deserialize<'de> for KeyLabel {
 }
 
 /// What a stored value is, as the classifier read it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
     /// Stored unencrypted.
@@ -244,6 +246,42 @@ impl State {
             State::UnknownKey => "unknown-key",
             State::Corrupt => "corrupt",
             State::Kms => "kms",
+        }
+    }
+}
+
+/// Why an old copy of a value (a superseded revision in etcd's history, a free page of a db
+/// file, a backup) matters to an auditor: it holds data the current config would not leave
+/// there. The one definition every residue count uses.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Residue {
+    /// Stored unencrypted, and the config now encrypts the resource.
+    Plaintext,
+    /// Encrypted under a key the config does not have for the resource (retired, or never
+    /// configured): whoever holds that key still reads it.
+    RetiredKey,
+}
+
+impl Residue {
+    /// The residue a copy is, from how it is stored and whether its resource's write provider
+    /// encrypts; `None` for a copy the config could have written (or that nobody can read).
+    pub fn of(state: State, apiserver_readable: bool, encrypts: bool) -> Option<Residue> {
+        match state {
+            State::Plaintext => encrypts.then_some(Residue::Plaintext),
+            State::UnknownKey | State::Undecryptable => Some(Residue::RetiredKey),
+            State::EncryptedOk | State::Kms => (!apiserver_readable).then_some(Residue::RetiredKey),
+            State::Corrupt => None,
+        }
+    }
+
+    /// `plaintext` or `retired-key`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Residue::Plaintext => "plaintext",
+            Residue::RetiredKey => "retired-key",
         }
     }
 }

@@ -55,6 +55,7 @@ pub async fn run(a: args::ReportArgs) -> Result<i32> {
                 verify: a.verify,
                 max_list: REPORT_NAMES,
                 patience: Duration::from_secs(a.etcd.etcd_patience),
+                history: false,
                 ..Default::default()
             };
             let scan = ctx.scan(&client, &req, &mut ()).await?;

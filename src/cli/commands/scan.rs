@@ -16,13 +16,13 @@ use atrest::cluster::{Context, ScanRequest, parse_resources};
 /// Exit 0 when every value is on its write key and readable, 1 otherwise.
 pub async fn run(a: args::ScanArgs) -> Result<i32> {
     let ctx = Context::resolve(&super::flags(&a.source, Some(&a.etcd), None))?;
-    let client = ctx.etcd().await?;
     let req = ScanRequest {
         resources: parse_resources(&a.resources)?,
         verify: a.verify,
         max_list: a.max_list,
         key_archive: a.key_archive.clone(),
         patience: Duration::from_secs(a.etcd.etcd_patience),
+        history: a.history,
     };
     let mut bar = Bar::new(
         if a.verify {
@@ -32,7 +32,13 @@ pub async fn run(a: args::ScanArgs) -> Result<i32> {
         },
         a.progress,
     );
-    let report = ctx.scan(&client, &req, &mut bar).await;
+    let report = match &a.snapshot {
+        Some(file) => ctx.scan_file(file, &req, &mut bar).await,
+        None => {
+            let client = ctx.etcd().await?;
+            ctx.scan(&client, &req, &mut bar).await
+        }
+    };
     bar.finish();
     let report = report?;
     match a.output {

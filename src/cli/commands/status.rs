@@ -30,6 +30,7 @@ pub async fn run(a: args::StatusArgs) -> Result<i32> {
         let req = ScanRequest {
             max_list: STATUS_NAMES,
             patience: Duration::from_secs(a.etcd.etcd_patience),
+            history: false,
             ..Default::default()
         };
         let mut bar = Bar::new("scanning", crate::cli::progress::ProgressMode::Auto);

@@ -227,14 +227,10 @@ pub struct PageDone {
 /// A scan in progress, pulled page by page, so that a consumer (the re-encryption engine) can
 /// act on each page before the next one is classified. The fetcher stays one page ahead.
 pub struct Scan<'s> {
-    config: &'s EncryptionConfig,
-    etcd_prefix: &'s str,
-    plan: &'s ScanPlan,
     opts: &'s ScanOptions<'s>,
+    classifier: Classifier<'s>,
     rx: mpsc::Receiver<Result<Page, EtcdError>>,
     fetcher: tokio::task::JoinHandle<u64>,
-    ctxs: HashMap<GroupResource, ResourceCtx>,
-    skipped: HashSet<GroupResource>,
     /// The revision every page is read at.
     pub revision: i64,
     /// How many keys the planned ranges hold at that revision (after any resume cursor).
@@ -296,14 +292,10 @@ impl<'s> Scan<'s> {
             .await
         });
         Ok(Scan {
-            config,
-            etcd_prefix,
-            plan,
             opts,
+            classifier: Classifier::new(config, etcd_prefix, plan, &opts.classify),
             rx,
             fetcher,
-            ctxs: HashMap::new(),
-            skipped: HashSet::new(),
             revision,
             total,
         })
@@ -318,7 +310,6 @@ impl<'s> Scan<'s> {
             return Ok(None);
         };
         let page = page?;
-        let range = &self.plan.ranges[page.range];
         let classify = &self.opts.classify;
         if let (true, Some(plugins)) = (classify.options.verify, classify.plugins) {
             // Unwrap each distinct KMS v2 DEK source once, before classifying the page.
@@ -327,45 +318,8 @@ impl<'s> Scan<'s> {
             }
         }
         for kv in &page.kvs {
-            let Ok(key) = std::str::from_utf8(kv.key()) else {
-                continue;
-            };
-            let (gr, object) = match &range.resource {
-                Some(gr) => (gr.clone(), key.get(range.start.len()..).unwrap_or("")),
-                None => match resource_of_key(self.etcd_prefix, key) {
-                    Some(found) => found,
-                    None => continue,
-                },
-            };
-            if self.skipped.contains(&gr) {
-                continue;
-            }
-            if !self.ctxs.contains_key(&gr) {
-                let resolved = self.config.resolve(&gr);
-                if self.plan.wildcard
-                    && resolved.rule_name.is_none()
-                    && gr != GroupResource::secrets()
-                {
-                    self.skipped.insert(gr);
-                    continue;
-                }
-                visitor.resource(&resolved);
-                let table = ProviderTable::with_archive(&resolved, &classify.archive);
-                self.ctxs
-                    .insert(gr.clone(), ResourceCtx { resolved, table });
-            }
-            let ctx = &self.ctxs[&gr];
-            let class = ctx.table.classify(kv.key(), kv.value(), &classify.options);
-            visitor.visit(&Item {
-                resource: &ctx.resolved.resource,
-                key,
-                object,
-                mod_revision: kv.mod_revision(),
-                value_len: kv.value().len(),
-                class: &class,
-                encrypts: ctx.resolved.encrypts(),
-                write_key: ctx.table.write_key(),
-            });
+            self.classifier
+                .value(page.range, kv.key(), kv.value(), kv.mod_revision(), visitor);
         }
         Ok(Some(PageDone {
             range: page.range,
@@ -380,17 +334,149 @@ impl<'s> Scan<'s> {
 
     /// Ends the scan: resources the plan names without any stored object still get an entry.
     pub async fn finish(self, visitor: &mut dyn Visitor) -> ScanRun {
-        for gr in self.plan.ranges.iter().filter_map(|r| r.resource.as_ref()) {
-            if !self.ctxs.contains_key(gr) {
-                visitor.resource(&self.config.resolve(gr));
-            }
-        }
+        self.classifier.finish(visitor);
         // Dropping the receiver first lets a fetcher blocked on a full channel end (early stop).
         drop(self.rx);
         let retries = self.fetcher.await.unwrap_or(0);
         ScanRun {
             revision: self.revision,
             retries,
+        }
+    }
+}
+
+/// Classifies stored values of a plan's ranges, resource by resource, the same way whether they
+/// come from a live range read or from a db file.
+pub(crate) struct Classifier<'s> {
+    config: &'s EncryptionConfig,
+    etcd_prefix: &'s str,
+    plan: &'s ScanPlan,
+    classify: &'s ClassifyConfig<'s>,
+    ctxs: HashMap<GroupResource, ResourceCtx>,
+    skipped: HashSet<GroupResource>,
+}
+
+/// What [`Classifier::class_of`] knows of a value beyond its classification.
+pub(crate) struct ValueInfo<'a> {
+    /// Its group resource.
+    pub resource: &'a GroupResource,
+    /// The resource's write provider encrypts.
+    pub encrypts: bool,
+}
+
+impl<'s> Classifier<'s> {
+    pub(crate) fn new(
+        config: &'s EncryptionConfig,
+        etcd_prefix: &'s str,
+        plan: &'s ScanPlan,
+        classify: &'s ClassifyConfig<'s>,
+    ) -> Self {
+        Self {
+            config,
+            etcd_prefix,
+            plan,
+            classify,
+            ctxs: HashMap::new(),
+            skipped: HashSet::new(),
+        }
+    }
+
+    /// The range of the plan that holds `key`, if any.
+    pub(crate) fn range_of(&self, key: &[u8]) -> Option<usize> {
+        self.plan
+            .ranges
+            .iter()
+            .position(|r| key >= r.start.as_slice() && key < r.end.as_slice())
+    }
+
+    /// The group resource and object name of `key` in range `range`, meeting the resource (and
+    /// telling `visitor`) the first time; `None` for a key no reported resource owns.
+    fn locate<'k>(
+        &mut self,
+        range: usize,
+        key: &'k str,
+        visitor: &mut dyn Visitor,
+    ) -> Option<(GroupResource, &'k str)> {
+        let range = self.plan.ranges.get(range)?;
+        let (gr, object) = match &range.resource {
+            Some(gr) => (gr.clone(), key.get(range.start.len()..).unwrap_or("")),
+            None => resource_of_key(self.etcd_prefix, key)?,
+        };
+        if self.skipped.contains(&gr) {
+            return None;
+        }
+        if !self.ctxs.contains_key(&gr) {
+            let resolved = self.config.resolve(&gr);
+            if self.plan.wildcard && resolved.rule_name.is_none() && gr != GroupResource::secrets()
+            {
+                self.skipped.insert(gr);
+                return None;
+            }
+            visitor.resource(&resolved);
+            let table = ProviderTable::with_archive(&resolved, &self.classify.archive);
+            self.ctxs
+                .insert(gr.clone(), ResourceCtx { resolved, table });
+        }
+        Some((gr, object))
+    }
+
+    /// Classifies one value of range `range` and hands the result to `f`; `None` for a key that
+    /// no reported resource owns.
+    pub(crate) fn class_of<R>(
+        &mut self,
+        range: usize,
+        key: &[u8],
+        value: &[u8],
+        options: &Options<'_>,
+        visitor: &mut dyn Visitor,
+        f: impl FnOnce(&ValueInfo<'_>, &str, &Classification<'_>) -> R,
+    ) -> Option<R> {
+        let key_str = std::str::from_utf8(key).ok()?;
+        let (gr, _) = self.locate(range, key_str, visitor)?;
+        let ctx = &self.ctxs[&gr];
+        let class = ctx.table.classify(key, value, options);
+        let info = ValueInfo {
+            resource: &ctx.resolved.resource,
+            encrypts: ctx.resolved.encrypts(),
+        };
+        Some(f(&info, key_str, &class))
+    }
+
+    /// Classifies one value of range `range` into `visitor`.
+    pub(crate) fn value(
+        &mut self,
+        range: usize,
+        key: &[u8],
+        value: &[u8],
+        mod_revision: i64,
+        visitor: &mut dyn Visitor,
+    ) {
+        let Ok(key_str) = std::str::from_utf8(key) else {
+            return;
+        };
+        let Some((gr, object)) = self.locate(range, key_str, visitor) else {
+            return;
+        };
+        let ctx = &self.ctxs[&gr];
+        let class = ctx.table.classify(key, value, &self.classify.options);
+        visitor.visit(&Item {
+            resource: &ctx.resolved.resource,
+            key: key_str,
+            object,
+            mod_revision,
+            value_len: value.len(),
+            class: &class,
+            encrypts: ctx.resolved.encrypts(),
+            write_key: ctx.table.write_key(),
+        });
+    }
+
+    /// Resources the plan names without any stored object still get an entry.
+    pub(crate) fn finish(&self, visitor: &mut dyn Visitor) {
+        for gr in self.plan.ranges.iter().filter_map(|r| r.resource.as_ref()) {
+            if !self.ctxs.contains_key(gr) {
+                visitor.resource(&self.config.resolve(gr));
+            }
         }
     }
 }

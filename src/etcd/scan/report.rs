@@ -103,12 +103,32 @@ pub struct ScanReport {
     /// KMS v2 provider → the key ID its plugin reports now (values on another are stale).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kms_current_key_ids: BTreeMap<String, String>,
+    /// The db file read instead of a live etcd (`scan --snapshot`), and the keys it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::etcd::residue::SnapshotSection>,
+    /// Older revisions still kept (`--history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::etcd::history::HistoryReport>,
+    /// What the free pages of the db file still hold (`--snapshot` with `--history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_pages: Option<crate::etcd::dbfile::free::FreePages>,
+    /// Each member's db size against its size in use (live `--history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<crate::etcd::residue::MemberDb>>,
 }
 
 impl ScanReport {
-    /// Everything on its write key, nothing unreadable.
+    /// Everything on its write key, nothing unreadable, and no residue in what was read of
+    /// history and free pages.
     pub fn clean(&self) -> bool {
-        self.resources.iter().all(ResourceReport::clean)
+        self.resources.iter().all(ResourceReport::clean) && self.residue() == 0
+    }
+
+    /// Old copies that are residue ([`crate::model::Residue`]): in history and free pages, when
+    /// they were read.
+    pub fn residue(&self) -> u64 {
+        self.history.as_ref().map_or(0, |h| h.residue)
+            + self.free_pages.as_ref().map_or(0, |f| f.residue)
     }
 
     /// Counts over every resource.
@@ -147,6 +167,10 @@ impl ReportBuilder {
             verified,
             resources,
             kms_current_key_ids: BTreeMap::new(),
+            snapshot: None,
+            history: None,
+            free_pages: None,
+            members: None,
         }
     }
 }

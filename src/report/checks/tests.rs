@@ -90,6 +90,10 @@ impl Fixture {
                 verified: true,
                 resources: vec![resource],
                 kms_current_key_ids: BTreeMap::new(),
+                snapshot: None,
+                history: None,
+                free_pages: None,
+                members: None,
             },
             apiservers: Some(ApiserverSurvey {
                 apiservers: vec![ApiserverView {

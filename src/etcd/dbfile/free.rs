@@ -1,0 +1,226 @@
+//! Free pages of a db file: bbolt never clears a page it frees, so a page outside the current
+//! tree keeps the values it last held until the file is rewritten (`etcdctl defrag`, or a
+//! snapshot restore). This census counts the stored Kubernetes values such pages still hold, by
+//! resource and key where a page still parses as a leaf, by byte pattern otherwise; it never
+//! shows their content.
+
+use std::collections::BTreeMap;
+
+use super::{DbError, DbFile};
+use crate::codec::Options;
+use crate::config::EncryptionConfig;
+use crate::etcd::bolt::{is_leaf, leaf_elem, page_header};
+use crate::etcd::mvcc::{Revision, StoredKeyValue};
+use crate::etcd::scan::{Classifier, ClassifyConfig, ScanPlan, Visitor};
+use crate::model::{KeyLabel, Residue, State};
+
+/// Copies of stored values of one resource under one key, in one state, found in free pages.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FreeGroup {
+    /// The group resource.
+    pub resource: String,
+    /// The key the copies are under (`identity` for plaintext).
+    pub stored_as: KeyLabel,
+    /// How they are stored (read by prefix and key name; never decrypted).
+    pub state: State,
+    /// Why they matter, when they do ([`Residue::of`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub residue: Option<Residue>,
+    /// Copies found (a value freed several times is counted each time).
+    pub copies: u64,
+}
+
+/// What the free pages of a db file still hold.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FreePages {
+    /// Pages in the file (bbolt's high-water mark).
+    pub pages: u64,
+    /// Pages outside the current tree: what `etcdctl defrag` would give back.
+    pub free_pages: u64,
+    /// Free pages that still parse as leaf pages of etcd's `key` bucket.
+    pub leaf_pages: u64,
+    /// Value copies in those leaf pages, per resource, key and state.
+    pub values: Vec<FreeGroup>,
+    /// Of those copies, residue: plaintext where the config encrypts, or under a key the config
+    /// does not have.
+    pub residue: u64,
+    /// In the other free pages: how often byte patterns of stored values occur
+    /// (`plaintext-protobuf` for `k8s\0`, `encrypted:<provider>` for `k8s:enc:<provider>:`,
+    /// `json:<kind>` for a JSON object's kind).
+    pub patterns: BTreeMap<String, u64>,
+}
+
+/// Counts what the free pages of `db` hold, for the resources of `plan`. Reads every page once.
+pub fn census(
+    db: &mut DbFile,
+    config: &EncryptionConfig,
+    etcd_prefix: &str,
+    plan: &ScanPlan,
+) -> Result<FreePages, DbError> {
+    let prefix = db.prefix.clone();
+    let bolt = db.bolt_mut();
+    let reachable = bolt.reachable()?;
+    let pages = bolt.meta().pgid;
+    let classify = ClassifyConfig::default();
+    let options = Options::default();
+    let mut classifier = Classifier::new(config, etcd_prefix, plan, &classify);
+    let mut out = FreePages {
+        pages,
+        ..FreePages::default()
+    };
+    let mut groups: BTreeMap<(String, String, State), FreeGroup> = BTreeMap::new();
+    let mut id = 2;
+    while id < pages {
+        if reachable.contains(id) {
+            id += 1;
+            continue;
+        }
+        out.free_pages += 1;
+        let Some(mut bytes) = bolt.raw_page(id)? else {
+            break;
+        };
+        let mut span = 1;
+        let header = page_header(&bytes);
+        let self_id = bytes
+            .get(0..8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+        if let (Some((flags, count, overflow)), Some(true)) = (header, self_id.map(|s| s == id))
+            && is_leaf(flags)
+            && count > 0
+        {
+            // A freed value larger than a page spans the following (also free) pages.
+            let overflow = u64::from(overflow);
+            if overflow > 0
+                && id + overflow < pages
+                && (id + 1..=id + overflow).all(|p| !reachable.contains(p))
+            {
+                for p in id + 1..=id + overflow {
+                    if let Some(more) = bolt.raw_page(p)? {
+                        bytes.extend_from_slice(&more);
+                    }
+                }
+                span += overflow;
+                out.free_pages += overflow;
+            }
+            let mut parsed = 0;
+            for i in 0..count {
+                let Some((_, k, v)) = leaf_elem(&bytes, i) else {
+                    break;
+                };
+                let (Some(_), Some(kv)) = (Revision::parse(k), StoredKeyValue::decode(v)) else {
+                    continue;
+                };
+                parsed += 1;
+                if !kv.key.starts_with(&prefix) || kv.value.is_empty() {
+                    continue;
+                }
+                let Some(range) = classifier.range_of(&kv.key) else {
+                    continue;
+                };
+                let found = classifier.class_of(
+                    range,
+                    &kv.key,
+                    &kv.value,
+                    &options,
+                    &mut Ignore,
+                    |info, _, c| {
+                        (
+                            info.resource.to_string(),
+                            c.label.clone().into_owned(),
+                            c.state,
+                            Residue::of(c.state, c.apiserver_readable, info.encrypts),
+                        )
+                    },
+                );
+                if let Some((resource, label, state, residue)) = found {
+                    let g = groups
+                        .entry((resource.clone(), label.to_string(), state))
+                        .or_insert_with(|| FreeGroup {
+                            resource,
+                            stored_as: label,
+                            state,
+                            residue,
+                            copies: 0,
+                        });
+                    g.copies += 1;
+                }
+            }
+            if parsed > 0 {
+                out.leaf_pages += 1;
+                id += span;
+                continue;
+            }
+        }
+        count_patterns(&bytes, &mut out.patterns);
+        id += span;
+    }
+    let mut values: Vec<FreeGroup> = groups.into_values().collect();
+    values.sort_by_key(|g| g.resource != "secrets");
+    out.residue = values
+        .iter()
+        .filter(|g| g.residue.is_some())
+        .map(|g| g.copies)
+        .sum();
+    out.values = values;
+    Ok(out)
+}
+
+/// Counts the byte patterns of stored values in `bytes`.
+pub fn count_patterns(bytes: &[u8], out: &mut BTreeMap<String, u64>) {
+    const PROTO: &[u8] = b"k8s\0";
+    const ENC: &[u8] = b"k8s:enc:";
+    const JSON_KIND: &[u8] = b"{\"kind\":\"";
+    let mut i = 0;
+    while i + 4 <= bytes.len() {
+        let rest = &bytes[i..];
+        if rest.starts_with(PROTO) {
+            *out.entry("plaintext-protobuf".into()).or_default() += 1;
+            i += PROTO.len();
+        } else if rest.starts_with(ENC) {
+            let name: String = rest[ENC.len()..]
+                .iter()
+                .take(16)
+                .take_while(|b| b.is_ascii_alphanumeric())
+                .map(|b| *b as char)
+                .collect();
+            let name = if name.is_empty() { "?".into() } else { name };
+            *out.entry(format!("encrypted:{name}")).or_default() += 1;
+            i += ENC.len();
+        } else if rest.starts_with(JSON_KIND) {
+            let kind: String = rest[JSON_KIND.len()..]
+                .iter()
+                .take(64)
+                .take_while(|b| b.is_ascii_alphanumeric())
+                .map(|b| *b as char)
+                .collect();
+            *out.entry(format!("json:{kind}")).or_default() += 1;
+            i += JSON_KIND.len();
+        } else {
+            i += 1;
+        }
+    }
+}
+
+struct Ignore;
+
+impl Visitor for Ignore {
+    fn visit(&mut self, _item: &crate::etcd::scan::Item<'_>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_are_counted_by_kind_without_content() {
+        let mut out = BTreeMap::new();
+        let mut page = b"xxk8s\0\x0a\x02v1k8s:enc:aescbc:v1:key1:zzzz".to_vec();
+        page.extend_from_slice(b"{\"kind\":\"Secret\",\"apiVersion\":\"v1\"} k8s:enc:kms:v2:x");
+        count_patterns(&page, &mut out);
+        assert_eq!(out.get("plaintext-protobuf"), Some(&1));
+        assert_eq!(out.get("encrypted:aescbc"), Some(&1));
+        assert_eq!(out.get("encrypted:kms"), Some(&1));
+        assert_eq!(out.get("json:Secret"), Some(&1));
+        assert_eq!(out.len(), 4);
+    }
+}

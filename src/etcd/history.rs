@@ -1,0 +1,428 @@
+//! etcd's history: every older revision it still keeps. etcd keeps each superseded value until a
+//! compaction passes it (the apiserver compacts every 5 minutes by default; not every cluster
+//! keeps that default), so plaintext written before encryption was turned on, or values under a
+//! key since removed, can still be read with `etcdctl get --rev`. This module classifies those
+//! older values, live (from the compaction revision to now) or in a db file (every revision in
+//! it), and says which compaction would drop them. atrest never compacts.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+
+use super::layout::{normalize_prefix, prefix_end};
+use super::scan::{Classifier, ScanOptions, ScanPlan, Visitor};
+use super::{EtcdError, explain};
+use crate::config::{EncryptionConfig, Resolved};
+use crate::model::{KeyLabel, Residue, Sample, State};
+
+/// Older values classified between KMS prefetches.
+const BATCH: usize = 256;
+
+/// An older revision of an object, by name (never its data).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryRef {
+    /// The etcd key.
+    pub key: String,
+    /// The revision of this copy.
+    pub revision: i64,
+}
+
+/// Older values of one resource under one key, in one state.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryGroup {
+    /// The group resource.
+    pub resource: String,
+    /// The key the copies are under (`identity` for plaintext).
+    pub stored_as: KeyLabel,
+    /// How they are stored.
+    pub state: State,
+    /// Why they matter, when they do ([`Residue::of`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub residue: Option<Residue>,
+    /// How many older values (exact).
+    pub values: u64,
+    /// The oldest of their revisions.
+    pub first_revision: i64,
+    /// The newest of their revisions.
+    pub last_revision: i64,
+    /// `etcdctl compact` at this revision (or later) drops every one of them: each was
+    /// superseded, by a newer write or a delete, at or before it.
+    pub dropped_by_compaction_at: i64,
+    /// Which objects, capped; `total` equals `values`.
+    pub sample: Sample<HistoryRef>,
+}
+
+/// What etcd's history holds besides the current values.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryReport {
+    /// The oldest revision read: etcd's compaction revision live (0: never compacted), the
+    /// oldest revision of a db file.
+    pub from_revision: i64,
+    /// The revision the history was read up to.
+    pub to_revision: i64,
+    /// Older values (superseded by a newer write or a delete) of the covered resources.
+    pub older_values: u64,
+    /// Of those, copies that are residue: plaintext where the config encrypts, or under a key
+    /// the config no longer has.
+    pub residue: u64,
+    /// The smallest compaction revision that drops every residue copy; `None` without residue.
+    pub compact_to_drop_residue: Option<i64>,
+    /// Per resource, key and state.
+    pub groups: Vec<HistoryGroup>,
+}
+
+impl HistoryReport {
+    /// The residue groups only.
+    pub fn residue_groups(&self) -> impl Iterator<Item = &HistoryGroup> {
+        self.groups.iter().filter(|g| g.residue.is_some())
+    }
+}
+
+struct Pending {
+    revision: i64,
+    group: Option<usize>,
+}
+
+/// Collects revisions key by key (each key's revisions in increasing order; keys interleaved
+/// freely) and counts every value a newer revision supersedes.
+pub struct HistoryBuilder {
+    pending: HashMap<Vec<u8>, Pending>,
+    groups: Vec<HistoryGroup>,
+    index: HashMap<(String, KeyLabel, State), usize>,
+    list_limit: usize,
+}
+
+impl HistoryBuilder {
+    /// Samples hold at most `list_limit` names per group; counts are exact.
+    pub fn new(list_limit: usize) -> Self {
+        Self {
+            pending: HashMap::new(),
+            groups: Vec::new(),
+            index: HashMap::new(),
+            list_limit,
+        }
+    }
+
+    fn group(
+        &mut self,
+        resource: &str,
+        label: &KeyLabel,
+        state: State,
+        residue: Option<Residue>,
+    ) -> usize {
+        let id = (resource.to_string(), label.clone(), state);
+        if let Some(i) = self.index.get(&id) {
+            return *i;
+        }
+        self.groups.push(HistoryGroup {
+            resource: resource.to_string(),
+            stored_as: label.clone(),
+            state,
+            residue,
+            values: 0,
+            first_revision: i64::MAX,
+            last_revision: 0,
+            dropped_by_compaction_at: 0,
+            sample: Sample::default(),
+        });
+        self.index.insert(id, self.groups.len() - 1);
+        self.groups.len() - 1
+    }
+
+    /// Records `key` at `revision`: a value in `group`, or a delete (`None`). The key's previous
+    /// revision, if any, becomes an older value superseded at `revision`.
+    fn record(&mut self, key: &[u8], revision: i64, group: Option<usize>) {
+        let previous = match self.pending.get_mut(key) {
+            Some(p) if p.revision >= revision => return,
+            Some(p) => Some(std::mem::replace(p, Pending { revision, group })),
+            None => {
+                self.pending
+                    .insert(key.to_vec(), Pending { revision, group });
+                None
+            }
+        };
+        if let Some(Pending {
+            revision: old,
+            group: Some(g),
+        }) = previous
+        {
+            let limit = self.list_limit;
+            let g = &mut self.groups[g];
+            g.values += 1;
+            g.first_revision = g.first_revision.min(old);
+            g.last_revision = g.last_revision.max(old);
+            g.dropped_by_compaction_at = g.dropped_by_compaction_at.max(revision);
+            g.sample.push(limit, || HistoryRef {
+                key: String::from_utf8_lossy(key).into_owned(),
+                revision: old,
+            });
+        }
+    }
+
+    /// Classifies `value` (or records a delete) of `key` at `revision`; keys outside the plan's
+    /// resources are skipped.
+    pub(crate) fn add(
+        &mut self,
+        classifier: &mut Classifier<'_>,
+        options: &crate::codec::Options<'_>,
+        key: &[u8],
+        revision: i64,
+        value: Option<&[u8]>,
+    ) {
+        let Some(range) = classifier.range_of(key) else {
+            return;
+        };
+        let Some(value) = value else {
+            self.record(key, revision, None);
+            return;
+        };
+        let found = classifier.class_of(range, key, value, options, &mut Ignore, |info, _, c| {
+            (
+                info.resource.to_string(),
+                c.label.clone().into_owned(),
+                c.state,
+                Residue::of(c.state, c.apiserver_readable, info.encrypts),
+            )
+        });
+        if let Some((resource, label, state, residue)) = found {
+            let g = self.group(&resource, &label, state, residue);
+            self.record(key, revision, Some(g));
+        }
+    }
+
+    /// The report: groups by resource (`secrets` first), key and state.
+    pub fn finish(self, from_revision: i64, to_revision: i64) -> HistoryReport {
+        let mut groups: Vec<HistoryGroup> =
+            self.groups.into_iter().filter(|g| g.values > 0).collect();
+        groups.sort_by(|a, b| {
+            (
+                a.resource != "secrets",
+                &a.resource,
+                a.stored_as.to_string(),
+                a.state,
+            )
+                .cmp(&(
+                    b.resource != "secrets",
+                    &b.resource,
+                    b.stored_as.to_string(),
+                    b.state,
+                ))
+        });
+        let older_values = groups.iter().map(|g| g.values).sum();
+        let residue = groups
+            .iter()
+            .filter(|g| g.residue.is_some())
+            .map(|g| g.values)
+            .sum();
+        let compact_to_drop_residue = groups
+            .iter()
+            .filter(|g| g.residue.is_some())
+            .map(|g| g.dropped_by_compaction_at)
+            .max();
+        HistoryReport {
+            from_revision,
+            to_revision,
+            older_values,
+            residue,
+            compact_to_drop_residue,
+            groups,
+        }
+    }
+}
+
+/// A visitor for classification alone: history values are counted by the builder, not shown.
+struct Ignore;
+
+impl Visitor for Ignore {
+    fn resource(&mut self, _resolved: &Resolved) {}
+    fn visit(&mut self, _item: &super::scan::Item<'_>) {}
+}
+
+/// Reads etcd's retained history live: every key as of the compaction revision, then every
+/// change after it up to `revision` (a watch from the compaction revision), classified into a
+/// [`HistoryReport`]. Only reads.
+pub async fn live(
+    client: &Client,
+    config: &EncryptionConfig,
+    etcd_prefix: &str,
+    plan: &ScanPlan,
+    opts: &ScanOptions<'_>,
+    revision: i64,
+    list_limit: usize,
+) -> Result<HistoryReport, EtcdError> {
+    let prefix = normalize_prefix(etcd_prefix).into_bytes();
+    let end = prefix_end(&prefix);
+    let request = |e: etcd_client::Error| EtcdError::Request {
+        message: explain(&e),
+        hint: "",
+    };
+    let mut watch = client.watch_client();
+    // A watch from revision 1 is refused with the compaction revision when etcd has compacted.
+    let mut probe = watch
+        .watch(
+            prefix.clone(),
+            Some(
+                WatchOptions::new()
+                    .with_range(end.clone())
+                    .with_start_revision(1),
+            ),
+        )
+        .await
+        .map_err(request)?;
+    let mut compacted = 0i64;
+    while let Some(resp) = probe.message().await.map_err(request)? {
+        if resp.compact_revision() > 0 {
+            compacted = resp.compact_revision();
+            break;
+        }
+        if resp.created() || !resp.events().is_empty() || resp.canceled() {
+            break;
+        }
+    }
+    drop(probe);
+    let mut classifier = Classifier::new(config, etcd_prefix, plan, &opts.classify);
+    let options = &opts.classify.options;
+    let mut builder = HistoryBuilder::new(list_limit);
+    let mut kv = client.kv_client().max_decoding_message_size(512 << 20);
+    let mut batch: Vec<(Vec<u8>, i64, Option<Vec<u8>>)> = Vec::new();
+    if compacted > 0 {
+        for range in &plan.ranges {
+            let mut start = range.start.clone();
+            loop {
+                let o = GetOptions::new()
+                    .with_range(range.end.clone())
+                    .with_revision(compacted)
+                    .with_limit(1000);
+                let mut resp = kv.get(start.clone(), Some(o)).await.map_err(request)?;
+                let more = resp.more();
+                let kvs = resp.take_kvs();
+                let Some(last) = kvs.last() else { break };
+                start = last.key().to_vec();
+                start.push(0);
+                for k in kvs {
+                    batch.push((k.key().to_vec(), k.mod_revision(), Some(k.value().to_vec())));
+                }
+                flush(&mut batch, &mut builder, &mut classifier, opts, options).await?;
+                if !more {
+                    break;
+                }
+            }
+        }
+    }
+    let from = if compacted > 0 { compacted + 1 } else { 1 };
+    let mut stream = watch
+        .watch(
+            prefix,
+            Some(
+                WatchOptions::new()
+                    .with_range(end)
+                    .with_start_revision(from),
+            ),
+        )
+        .await
+        .map_err(request)?;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    'read: loop {
+        tokio::select! {
+            msg = stream.message() => {
+                let Some(resp) = msg.map_err(request)? else { break 'read };
+                if resp.canceled() {
+                    return Err(if resp.compact_revision() > 0 {
+                        EtcdError::Compacted { revision: from }
+                    } else {
+                        EtcdError::Request { message: resp.cancel_reason().to_string(), hint: "" }
+                    });
+                }
+                let mut past = false;
+                for ev in resp.events() {
+                    let Some(k) = ev.kv() else { continue };
+                    if k.mod_revision() > revision {
+                        past = true;
+                        continue;
+                    }
+                    let value = (ev.event_type() == EventType::Put).then(|| k.value().to_vec());
+                    batch.push((k.key().to_vec(), k.mod_revision(), value));
+                }
+                flush(&mut batch, &mut builder, &mut classifier, opts, options).await?;
+                let progress = !resp.created() && resp.events().is_empty();
+                let at = resp.header().map(|h| h.revision()).unwrap_or(0);
+                if past || (progress && at >= revision) {
+                    break 'read;
+                }
+            }
+            _ = tick.tick() => {
+                // etcd answers a progress request only once the watcher has caught up.
+                stream.request_progress().await.map_err(request)?;
+            }
+        }
+    }
+    Ok(builder.finish(compacted, revision))
+}
+
+async fn flush(
+    batch: &mut Vec<(Vec<u8>, i64, Option<Vec<u8>>)>,
+    builder: &mut HistoryBuilder,
+    classifier: &mut Classifier<'_>,
+    opts: &ScanOptions<'_>,
+    options: &crate::codec::Options<'_>,
+) -> Result<(), EtcdError> {
+    if let (true, Some(plugins)) = (options.verify, opts.classify.plugins) {
+        for (_, _, v) in batch.iter() {
+            if let Some(v) = v {
+                plugins.prefetch(v).await.map_err(EtcdError::Kms)?;
+            }
+        }
+    }
+    for (key, rev, value) in batch.drain(..) {
+        builder.add(classifier, options, &key, rev, value.as_deref());
+    }
+    Ok(())
+}
+
+/// Every revision of a db file, classified into a [`HistoryReport`]: all of them are retained.
+pub async fn offline(
+    db: &super::dbfile::DbFile,
+    config: &EncryptionConfig,
+    etcd_prefix: &str,
+    plan: &ScanPlan,
+    opts: &ScanOptions<'_>,
+    list_limit: usize,
+) -> Result<HistoryReport, super::dbfile::DbError> {
+    let mut classifier = Classifier::new(config, etcd_prefix, plan, &opts.classify);
+    let options = &opts.classify.options;
+    let mut builder = HistoryBuilder::new(list_limit);
+    let mut walk = db.revisions();
+    loop {
+        let mut batch = Vec::with_capacity(BATCH);
+        while batch.len() < BATCH {
+            match db.next_revision(&mut walk)? {
+                Some(r) => batch.push(r),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        if let (true, Some(plugins)) = (options.verify, opts.classify.plugins) {
+            for r in &batch {
+                if let Some(v) = &r.value {
+                    plugins
+                        .prefetch(v)
+                        .await
+                        .map_err(super::dbfile::DbError::Kms)?;
+                }
+            }
+        }
+        for r in batch {
+            builder.add(
+                &mut classifier,
+                options,
+                &r.key,
+                r.revision.main,
+                r.value.as_deref(),
+            );
+        }
+    }
+    Ok(builder.finish(db.info.oldest_revision, db.info.revision))
+}

@@ -1,0 +1,179 @@
+//! Where old copies of values live besides the current ones, and what opens a db file: the
+//! keys a backup needs, and each member's db size against the size in use (the defragmentation
+//! indicator: freed pages keep old values until `etcdctl defrag`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::dbfile::DbInfo;
+use super::scan::ScanReport;
+use super::{EtcdError, EtcdTarget, explain};
+use crate::GroupResource;
+use crate::config::EncryptionConfig;
+use crate::keys::Key;
+use crate::model::{KeyLabel, State};
+
+/// Where a key that values of a db file are stored under can be found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeySource {
+    /// In the EncryptionConfiguration given.
+    Config,
+    /// Only in the key archive given (`--key-archive`).
+    Archive,
+    /// In neither: the values under it cannot be opened with what was given.
+    Missing,
+    /// Held by a KMS plugin (ask the KMS for it).
+    Kms,
+    /// Plaintext: no key.
+    None,
+}
+
+/// A key a db file needs to be read, by label and fingerprint (never its material).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeyNeeded {
+    /// `aescbc:key1`, `identity`, `kms:v2:vault`.
+    pub label: KeyLabel,
+    /// Fingerprints of the local keys with that provider and name (`sha256:…`), from the config
+    /// or the archive; empty when missing or not a local key.
+    pub fingerprints: Vec<String>,
+    /// Where it was found.
+    pub source: KeySource,
+    /// Current values stored under it.
+    pub current_values: u64,
+    /// Older values (history) stored under it, when history was read.
+    pub older_values: u64,
+}
+
+/// The db file section of an offline scan.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotSection {
+    /// Which file, its sha256 and revision.
+    pub file: DbInfo,
+    /// Every key its values are stored under, and where that key was found.
+    pub keys_needed: Vec<KeyNeeded>,
+}
+
+/// The keys the values of `report` (current and, when read, history) are stored under.
+pub fn keys_needed(
+    report: &ScanReport,
+    config: &EncryptionConfig,
+    archive: &[Arc<Key>],
+) -> Vec<KeyNeeded> {
+    let mut counts: BTreeMap<String, (KeyLabel, u64, u64, bool)> = BTreeMap::new();
+    let mut configured: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in &report.resources {
+        let resolved = config.resolve(&GroupResource::parse(&r.resource));
+        for k in resolved.keys_in_order() {
+            let e = configured.entry(k.label.to_string()).or_default();
+            if let Some(f) = k.fingerprint
+                && !e.contains(&f)
+            {
+                e.push(f);
+            }
+        }
+        for (label, c) in &r.keys {
+            let e = counts
+                .entry(label.to_string())
+                .or_insert_with(|| (label.clone(), 0, 0, false));
+            e.1 += c.total();
+            e.3 |= c.unknown_key > 0;
+        }
+    }
+    if let Some(h) = &report.history {
+        for g in &h.groups {
+            let e = counts
+                .entry(g.stored_as.to_string())
+                .or_insert_with(|| (g.stored_as.clone(), 0, 0, false));
+            e.2 += g.values;
+            e.3 |= g.state == State::UnknownKey;
+        }
+    }
+    counts
+        .into_values()
+        .map(|(label, current, older, unknown)| {
+            let archived: Vec<String> = match &label {
+                KeyLabel::Key { provider, name } => archive
+                    .iter()
+                    .filter(|k| k.provider() == *provider && k.name() == name)
+                    .map(|k| k.fingerprint().to_string())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let in_config = configured.get(&label.to_string());
+            let (source, fingerprints) = match &label {
+                KeyLabel::Identity => (KeySource::None, Vec::new()),
+                KeyLabel::Kms { .. } => (KeySource::Kms, Vec::new()),
+                _ if in_config.is_some() && !unknown => {
+                    (KeySource::Config, in_config.cloned().unwrap_or_default())
+                }
+                _ if !archived.is_empty() => (KeySource::Archive, archived),
+                _ => (KeySource::Missing, Vec::new()),
+            };
+            KeyNeeded {
+                label,
+                fingerprints,
+                source,
+                current_values: current,
+                older_values: older,
+            }
+        })
+        .collect()
+}
+
+/// One etcd member's db file: its size and the part in use.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemberDb {
+    /// The member's name.
+    pub name: String,
+    /// The client URL asked.
+    pub endpoint: String,
+    /// Bytes of its db file.
+    pub db_size: i64,
+    /// Bytes in use by the current tree; the rest is free pages that may still hold old
+    /// values until `etcdctl defrag`.
+    pub db_size_in_use: i64,
+}
+
+impl MemberDb {
+    /// Bytes a defragmentation gives back (and old copies it wipes).
+    pub fn free_bytes(&self) -> i64 {
+        (self.db_size - self.db_size_in_use).max(0)
+    }
+}
+
+/// Every member's db size and size in use, asked of each member through its client URL with
+/// the same TLS settings (`Status` is a read).
+pub async fn member_sizes(
+    client: &etcd_client::Client,
+    target: &EtcdTarget,
+) -> Result<Vec<MemberDb>, EtcdError> {
+    let request = |e: etcd_client::Error| EtcdError::Request {
+        message: explain(&e),
+        hint: "",
+    };
+    let members = client
+        .cluster_client()
+        .member_list()
+        .await
+        .map_err(request)?;
+    let mut out = Vec::new();
+    for m in members.members() {
+        let Some(url) = m.client_urls().first() else {
+            continue;
+        };
+        let one = EtcdTarget {
+            endpoints: vec![url.clone()],
+            ..target.clone()
+        };
+        let c = one.connect().await?;
+        let s = c.maintenance_client().status().await.map_err(request)?;
+        out.push(MemberDb {
+            name: m.name().to_string(),
+            endpoint: url.clone(),
+            db_size: s.db_size(),
+            db_size_in_use: s.raft_used_db_size(),
+        });
+    }
+    Ok(out)
+}
