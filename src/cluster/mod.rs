@@ -428,12 +428,13 @@ impl Context {
                 target: self.target.describe(),
                 source,
             })?;
+            let members = crate::etcd::residue::member_sizes(client, &self.target)
+                .await
+                .map_err(|e| self.name_mapped_file(e))?;
+            report.cleanup =
+                crate::etcd::residue::cleanup_commands(&self.target, Some(&history), &members);
             report.history = Some(history);
-            report.members = Some(
-                crate::etcd::residue::member_sizes(client, &self.target)
-                    .await
-                    .map_err(|e| self.name_mapped_file(e))?,
-            );
+            report.members = Some(members);
         }
         if let Some(p) = &plugins {
             report.kms_current_key_ids = p.current_key_ids().into_iter().collect();

@@ -177,3 +177,41 @@ pub async fn member_sizes(
     }
     Ok(out)
 }
+
+/// The etcdctl commands that drop residue from a live cluster: one compaction past every
+/// residue revision (cluster-wide, `--physical` so that its pages are freed before the next
+/// step), then a defragmentation of each member with free pages, one member at a time (it
+/// blocks that member while it runs). atrest prints them and never runs them.
+pub fn cleanup_commands(
+    target: &EtcdTarget,
+    history: Option<&super::history::HistoryReport>,
+    members: &[MemberDb],
+) -> Vec<String> {
+    let mut flags = String::new();
+    for (flag, path) in [
+        ("--cacert", &target.cacert),
+        ("--cert", &target.cert),
+        ("--key", &target.key),
+    ] {
+        if let Some(p) = path {
+            flags.push_str(&format!(" {flag}={}", p.display()));
+        }
+    }
+    if let Some(c) = &target.credentials {
+        flags.push_str(&format!(" --user={}", c.user));
+    }
+    let mut out = Vec::new();
+    let compact = history.and_then(|h| h.compact_to_drop_residue);
+    if let Some(rev) = compact {
+        out.push(format!(
+            "etcdctl --endpoints={}{flags} compact {rev} --physical",
+            target.describe()
+        ));
+    }
+    for m in members {
+        if compact.is_some() || m.free_bytes() > 0 {
+            out.push(format!("etcdctl --endpoints={}{flags} defrag", m.endpoint));
+        }
+    }
+    out
+}

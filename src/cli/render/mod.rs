@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 pub mod config;
 pub mod reencrypt;
+pub mod residue;
 pub mod scan;
 pub mod status;
 

@@ -32,6 +32,12 @@ pub const STATUS_HINTS: Hints = Hints {
 /// The scan as a table: per resource its write key, exact counts per stored key and verdict,
 /// then the objects that need attention (capped, always with `showing N of M`).
 pub fn scan_table(report: &ScanReport, hints: &Hints) -> String {
+    let mut out = current_table(report, hints);
+    out.push_str(&super::residue::residue_sections(report));
+    out
+}
+
+fn current_table(report: &ScanReport, hints: &Hints) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

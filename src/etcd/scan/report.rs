@@ -115,6 +115,10 @@ pub struct ScanReport {
     /// Each member's db size against its size in use (live `--history`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<crate::etcd::residue::MemberDb>>,
+    /// The etcdctl commands that would drop the residue found (live `--history`); atrest never
+    /// runs them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup: Vec<String>,
 }
 
 impl ScanReport {
@@ -171,6 +175,7 @@ impl ReportBuilder {
             history: None,
             free_pages: None,
             members: None,
+            cleanup: Vec::new(),
         }
     }
 }

@@ -94,6 +94,7 @@ impl Fixture {
                 history: None,
                 free_pages: None,
                 members: None,
+                cleanup: Vec::new(),
             },
             apiservers: Some(ApiserverSurvey {
                 apiservers: vec![ApiserverView {

@@ -1,0 +1,179 @@
+//! The old-copies part of a scan table: the db file and the keys it needs, history, free pages,
+//! members' db sizes, and the etcdctl commands that drop what was found.
+
+use std::fmt::Write;
+
+use atrest::etcd::residue::KeySource;
+use atrest::etcd::scan::ScanReport;
+use atrest::model::showing;
+
+/// How many names of each residue group a table lists (JSON has the whole sample).
+const TABLE_NAMES: usize = 10;
+
+/// The sections for what `report` holds beyond current values; empty when it holds none.
+pub fn residue_sections(report: &ScanReport) -> String {
+    let mut out = String::new();
+    if let Some(s) = &report.snapshot {
+        let f = &s.file;
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Data file {} — {} bytes, {}", f.path, f.size, f.sha256);
+        let compacted = if f.compact_revision > 0 {
+            format!("compacted at {}", f.compact_revision)
+        } else {
+            "never compacted".to_string()
+        };
+        let _ = writeln!(
+            out,
+            "  revision {}; revisions {}..{} in the file ({} in all), {compacted}",
+            f.revision, f.oldest_revision, f.revision, f.revisions
+        );
+        let _ = writeln!(out, "Keys its values are stored under:");
+        for k in &s.keys_needed {
+            let where_ = match k.source {
+                KeySource::Config => "in the config",
+                KeySource::Archive => "only in the key archive",
+                KeySource::Missing => "MISSING: neither in the config nor in a key archive given",
+                KeySource::Kms => "held by the KMS plugin",
+                KeySource::None => "plaintext, no key",
+            };
+            let fp = if k.fingerprints.is_empty() {
+                "-".to_string()
+            } else {
+                k.fingerprints.join(" ")
+            };
+            let older = if report.history.is_some() {
+                format!(", {} older", k.older_values)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "  {:<28} {:<24} {} current{older} — {where_}",
+                k.label.to_string(),
+                fp,
+                k.current_values
+            );
+        }
+    }
+    if let Some(h) = &report.history {
+        let _ = writeln!(out);
+        let from = if report.snapshot.is_some() {
+            format!(
+                "every revision in the file, {}..{}",
+                h.from_revision, h.to_revision
+            )
+        } else if h.from_revision > 0 {
+            format!(
+                "compacted at {}, read up to {}",
+                h.from_revision, h.to_revision
+            )
+        } else {
+            format!("never compacted, read up to {}", h.to_revision)
+        };
+        let _ = writeln!(
+            out,
+            "History ({from}): {} older values, {} of them residue.",
+            h.older_values, h.residue
+        );
+        for g in &h.groups {
+            let why = match g.residue {
+                Some(r) => format!(" — RESIDUE ({})", r.as_str()),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  {} {} {}: {} older values, revisions {}..{}, dropped by a compaction at {}{why}",
+                g.resource,
+                g.stored_as,
+                g.state.as_str(),
+                g.values,
+                g.first_revision,
+                g.last_revision,
+                g.dropped_by_compaction_at
+            );
+            if g.residue.is_some() {
+                let shown = g.sample.objects.len().min(TABLE_NAMES);
+                let _ = writeln!(
+                    out,
+                    "    {}",
+                    g.sample
+                        .objects
+                        .iter()
+                        .take(TABLE_NAMES)
+                        .map(|o| format!("{}@{}", o.key, o.revision))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let more = showing(shown, g.sample.total, "-o json lists up to --max-list");
+                if !more.is_empty() {
+                    let _ = writeln!(out, "   {more}");
+                }
+            }
+        }
+    }
+    if let Some(f) = &report.free_pages {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Free pages: {} of {} pages are free; {} still read as pages of stored values, with {} value copies, {} of them residue.",
+            f.free_pages,
+            f.pages,
+            f.leaf_pages,
+            f.values.iter().map(|g| g.copies).sum::<u64>(),
+            f.residue
+        );
+        for g in &f.values {
+            let why = match g.residue {
+                Some(r) => format!(" — RESIDUE ({})", r.as_str()),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  {} {} {}: {} copies{why}",
+                g.resource,
+                g.stored_as,
+                g.state.as_str(),
+                g.copies
+            );
+        }
+        if !f.patterns.is_empty() {
+            let p: Vec<String> = f.patterns.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let _ = writeln!(out, "  other free pages, by byte pattern: {}", p.join(", "));
+        }
+    }
+    if let Some(members) = &report.members {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "etcd members (free pages may hold old values until defragmented):"
+        );
+        for m in members {
+            let _ = writeln!(
+                out,
+                "  {:<20} {:<28} db {} bytes, {} in use, {} free",
+                m.name,
+                m.endpoint,
+                m.db_size,
+                m.db_size_in_use,
+                m.free_bytes()
+            );
+        }
+    }
+    if report.snapshot.is_some() && report.residue() > 0 {
+        let _ = writeln!(
+            out,
+            "This file keeps its residue for as long as it exists: once the cluster is clean (compact, defrag), take a new snapshot and delete this one."
+        );
+    }
+    if !report.cleanup.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "To drop old copies (atrest never runs these; defragment one member at a time, it blocks that member while it runs):"
+        );
+        for c in &report.cleanup {
+            let _ = writeln!(out, "  {c}");
+        }
+    }
+    out
+}
