@@ -256,7 +256,7 @@ pub enum RotateCommand {
     Reencrypt(RotateArgs),
     /// Remove keys no stored value uses (proven by a fresh scan), archiving them.
     #[command(after_help = ROTATE_HELP)]
-    Prune(RotateArgs),
+    Prune(RotatePruneArgs),
     /// prepare, promote, reencrypt and prune in order, waiting for the apiservers at each step.
     #[command(after_help = ROTATE_HELP)]
     Run(RotatePrepareArgs),
@@ -287,6 +287,17 @@ pub struct RotateArgs {
     pub sync_command: Option<String>,
     #[command(flatten)]
     pub rewrite: RewriteArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RotatePruneArgs {
+    #[command(flatten)]
+    pub common: RotateArgs,
+    /// After a successful prune, delete atrest's own snapshots of finished rotations (listed
+    /// first). They still hold the data as it was stored before (plaintext, retired keys);
+    /// copy any you must keep first. The snapshot of a rotation in progress is never removed.
+    #[arg(long)]
+    pub remove_snapshots: bool,
 }
 
 #[derive(Args, Debug, Clone)]

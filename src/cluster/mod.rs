@@ -16,6 +16,7 @@ use crate::kube::converge::{
     Agreement, ConvergeError, NotConverged, require_config, require_kms_key_ids,
 };
 mod manifest;
+pub mod residue;
 pub mod settings;
 
 use settings::{Flags, Settings, SettingsError};
@@ -23,6 +24,17 @@ use settings::{Flags, Settings, SettingsError};
 /// Why a command could not get its bearings.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
+    /// One of atrest's own snapshots could not be removed.
+    #[error("cannot remove snapshot {path}: {source}")]
+    RemoveSnapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The rotation state could not be read or written.
+    #[error(transparent)]
+    State(#[from] crate::rotate::state::StateError),
     /// An etcd data file (`--snapshot`) could not be read; it was not changed.
     #[error(transparent)]
     DbFile(#[from] crate::etcd::dbfile::DbError),

@@ -68,5 +68,6 @@ pub async fn take(client: &etcd_client::Client, path: &Path) -> Result<SnapshotR
         sha256: format!("sha256:{}", hex::encode(hasher.finalize())),
         revision,
         taken: chrono::Utc::now().to_rfc3339(),
+        removed: None,
     })
 }

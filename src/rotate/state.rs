@@ -66,6 +66,9 @@ pub struct SnapshotRecord {
     pub revision: i64,
     /// When it was taken (RFC 3339, UTC).
     pub taken: String,
+    /// When `rotate prune --remove-snapshots` deleted it (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<String>,
 }
 
 /// A config write that was started: if atrest stops between writing the file and recording

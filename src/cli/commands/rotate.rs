@@ -49,7 +49,8 @@ fn request(p: &args::RotatePrepareArgs) -> Result<PrepareRequest> {
 pub async fn run(c: args::RotateCommand) -> Result<i32> {
     let (common, prepare) = match &c {
         R::Prepare(p) | R::Run(p) => (p.common.clone(), Some(request(p)?)),
-        R::Promote(a) | R::Reencrypt(a) | R::Prune(a) | R::Abort(a) => (a.clone(), None),
+        R::Promote(a) | R::Reencrypt(a) | R::Abort(a) => (a.clone(), None),
+        R::Prune(p) => (p.common.clone(), None),
     };
     let ctx = Context::resolve(&super::flags(
         &common.source,
@@ -91,7 +92,13 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
         say: &say,
     };
     let mut bar = Bar::new("re-encrypting", common.rewrite.progress);
+    // `prune --remove-snapshots` after a finished rotation only removes snapshots.
+    let only_remove = matches!(&c, R::Prune(p) if p.remove_snapshots)
+        && atrest::rotate::State::load(&rotator.state_dir, &rotator.config_path)?
+            .rotation
+            .is_none();
     let result = match (&c, &prepare) {
+        (R::Prune(_), _) if only_remove => Ok(()),
         (R::Prepare(_), Some(req)) => rotator.prepare(req).await,
         (R::Run(_), Some(req)) => rotator.run(req, &mut bar).await,
         (R::Promote(_), _) => rotator.promote().await,
@@ -116,6 +123,11 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
                     st.expected_hash.as_deref().unwrap_or("-")
                 ),
             }
+            let finished = st.rotation.is_none() && st.history.last().is_some_and(|r| !r.aborted);
+            if finished && matches!(c, R::Prune(_) | R::Run(_)) {
+                let remove = matches!(&c, R::Prune(p) if p.remove_snapshots);
+                after_prune(&ctx, &etcd, &rotator.state_dir, remove).await?;
+            }
             Ok(EXIT_OK)
         }
         Err(e @ atrest::rotate::RotateError::NothingToDo { .. }) if matches!(c, R::Run(_)) => {
@@ -133,6 +145,33 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
             },
         ),
     }
+}
+
+/// After a finished rotation: what old copies are left and how to drop them; with
+/// `--remove-snapshots`, atrest's own snapshots of finished rotations are listed, then deleted.
+async fn after_prune(
+    ctx: &Context,
+    etcd: &etcd_client::Client,
+    state_dir: &std::path::Path,
+    remove_snapshots: bool,
+) -> Result<()> {
+    eprintln!("atrest: looking for old copies (etcd history, members' free pages, snapshots)…");
+    let survey = ctx.residue_survey(etcd, state_dir, 10).await?;
+    print!(
+        "{}",
+        crate::cli::render::residue::after_rotation(&survey, remove_snapshots)
+    );
+    if remove_snapshots {
+        let removed =
+            atrest::cluster::residue::remove_finished_snapshots(state_dir, &ctx.config.path)?;
+        if removed.is_empty() {
+            println!("No snapshot of a finished rotation to remove.");
+        }
+        for p in removed {
+            println!("removed {}", p.display());
+        }
+    }
+    Ok(())
 }
 
 /// What the admin can do about a rotation step that stopped.

@@ -177,3 +177,110 @@ pub fn residue_sections(report: &ScanReport) -> String {
     }
     out
 }
+
+/// What is left after a rotation, and the commands that drop it.
+pub fn after_rotation(survey: &atrest::cluster::residue::ResidueSurvey, removing: bool) -> String {
+    let mut out = String::new();
+    let live = &survey.live;
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Old copies left after the rotation (atrest never compacts or defragments etcd):"
+    );
+    if let Some(h) = &live.history {
+        let since = if h.from_revision > 0 {
+            format!("compacted at {}", h.from_revision)
+        } else {
+            "never compacted".to_string()
+        };
+        let _ = writeln!(
+            out,
+            "  etcd history ({since}, read up to {}): {} older values, {} of them residue",
+            h.to_revision, h.older_values, h.residue
+        );
+        for g in h.residue_groups() {
+            let _ = writeln!(
+                out,
+                "    {} {} {}: {} values, revisions {}..{} ({})",
+                g.resource,
+                g.stored_as,
+                g.state.as_str(),
+                g.values,
+                g.first_revision,
+                g.last_revision,
+                g.residue.map(|r| r.as_str()).unwrap_or("")
+            );
+        }
+    }
+    for m in live.members.iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  etcd member {} ({}): db {} bytes, {} in use, {} free — free pages may still hold old values until defragmented",
+            m.name,
+            m.endpoint,
+            m.db_size,
+            m.db_size_in_use,
+            m.free_bytes()
+        );
+    }
+    if survey.snapshots.is_empty() {
+        let _ = writeln!(out, "  atrest's snapshots: none recorded");
+    }
+    for s in &survey.snapshots {
+        let what = if !s.exists {
+            "no longer on disk".to_string()
+        } else if let Some(e) = &s.error {
+            format!("could not be read: {e}")
+        } else {
+            format!(
+                "{} values stored as plaintext where the config now encrypts, {} under keys the config no longer has",
+                s.plaintext, s.retired_key
+            )
+        };
+        let whose = if s.rotation_finished {
+            if removing && s.exists {
+                "of a finished rotation; removing it"
+            } else {
+                "of a finished rotation"
+            }
+        } else {
+            "restore point of the rotation in progress"
+        };
+        let _ = writeln!(
+            out,
+            "  snapshot {} (revision {}, taken {}): {what} — {whose}",
+            s.path.display(),
+            s.revision,
+            s.taken
+        );
+    }
+    let removable = survey
+        .snapshots
+        .iter()
+        .any(|s| s.exists && s.rotation_finished);
+    if live.cleanup.is_empty() && !removable {
+        let _ = writeln!(out, "Nothing to drop.");
+        return out;
+    }
+    let _ = writeln!(out, "To drop them:");
+    for c in &live.cleanup {
+        let _ = writeln!(out, "  {c}");
+    }
+    if !live.cleanup.is_empty() {
+        let _ = writeln!(
+            out,
+            "  (defragment one member at a time: it blocks that member while it runs)"
+        );
+    }
+    if removable && !removing {
+        let _ = writeln!(
+            out,
+            "  atrest rotate prune --remove-snapshots   # deletes atrest's snapshots of finished rotations; copy any you must keep first"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Backups taken elsewhere before the rotation hold the same old data: check them with `atrest scan --snapshot FILE --history`."
+    );
+    out
+}

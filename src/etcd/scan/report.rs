@@ -5,7 +5,11 @@ use std::collections::BTreeMap;
 use super::{Item, Visitor};
 use crate::GroupResource;
 use crate::config::Resolved;
-use crate::model::{KeyCounts, KeyLabel, Sample, Verdict, VerdictCounts};
+use crate::model::{KeyCounts, KeyLabel, Residue, Sample, Verdict, VerdictCounts};
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 /// An object that needs attention, by name (never its data).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -48,6 +52,11 @@ pub struct ResourceReport {
     pub verdicts: VerdictCounts,
     /// Exact count per stored key and verdict.
     pub keys: KeyCounts,
+    /// Values that would be residue if this were an old copy ([`crate::model::Residue`]):
+    /// plaintext where the config encrypts, or under a key the config does not have. What a
+    /// backup (`scan --snapshot`) holds that the current config would not leave there.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub residue: u64,
     /// KMS v2 key ID → number of stored values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kms_key_ids: BTreeMap<String, u64>,
@@ -70,6 +79,7 @@ impl ResourceReport {
             unverified: 0,
             verdicts: VerdictCounts::default(),
             keys: KeyCounts::new(),
+            residue: 0,
             kms_key_ids: BTreeMap::new(),
             samples: BTreeMap::new(),
         }
@@ -129,9 +139,15 @@ impl ScanReport {
     }
 
     /// Old copies that are residue ([`crate::model::Residue`]): in history and free pages, when
-    /// they were read.
+    /// they were read, and for a db file (a backup) its current values too.
     pub fn residue(&self) -> u64 {
-        self.history.as_ref().map_or(0, |h| h.residue)
+        let backup: u64 = if self.snapshot.is_some() {
+            self.resources.iter().map(|r| r.residue).sum()
+        } else {
+            0
+        };
+        backup
+            + self.history.as_ref().map_or(0, |h| h.residue)
             + self.free_pages.as_ref().map_or(0, |f| f.residue)
     }
 
@@ -205,6 +221,9 @@ impl Visitor for ReportBuilder {
         }
         if class.needs_rewrite() {
             r.needs_rewrite += 1;
+        }
+        if Residue::of(class.state, class.apiserver_readable, item.encrypts).is_some() {
+            r.residue += 1;
         }
         if !class.verified && matches!(verdict, Verdict::OnWriteKey | Verdict::Stale) {
             r.unverified += 1;

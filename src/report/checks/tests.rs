@@ -45,6 +45,7 @@ fn secrets(write: &str, encrypts: bool, rows: &[(&str, Verdict, u64)]) -> Resour
         unverified: 0,
         verdicts: VerdictCounts::default(),
         keys: BTreeMap::new(),
+        residue: 0,
         kms_key_ids: BTreeMap::new(),
         samples: BTreeMap::new(),
     };

@@ -104,7 +104,8 @@ pub struct Journal<'a> {
     pub sync: Option<&'a SyncCommand>,
 }
 
-pub(super) fn now() -> String {
+/// Now, as every record of the state writes it (RFC 3339, UTC, seconds).
+pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
