@@ -79,6 +79,9 @@ impl HistoryReport {
     }
 }
 
+/// A key's revision as read live: (key, revision, value; `None` for a delete).
+type Change = (Vec<u8>, i64, Option<Vec<u8>>);
+
 struct Pending {
     revision: i64,
     group: Option<usize>,
@@ -257,35 +260,13 @@ pub async fn live(
         message: explain(&e),
         hint: "",
     };
+    let compacted = compaction_revision(client, &prefix, revision).await?;
     let mut watch = client.watch_client();
-    // A watch from revision 1 is refused with the compaction revision when etcd has compacted.
-    let mut probe = watch
-        .watch(
-            prefix.clone(),
-            Some(
-                WatchOptions::new()
-                    .with_range(end.clone())
-                    .with_start_revision(1),
-            ),
-        )
-        .await
-        .map_err(request)?;
-    let mut compacted = 0i64;
-    while let Some(resp) = probe.message().await.map_err(request)? {
-        if resp.compact_revision() > 0 {
-            compacted = resp.compact_revision();
-            break;
-        }
-        if resp.created() || !resp.events().is_empty() || resp.canceled() {
-            break;
-        }
-    }
-    drop(probe);
     let mut classifier = Classifier::new(config, etcd_prefix, plan, &opts.classify);
     let options = &opts.classify.options;
     let mut builder = HistoryBuilder::new(list_limit);
     let mut kv = client.kv_client().max_decoding_message_size(512 << 20);
-    let mut batch: Vec<(Vec<u8>, i64, Option<Vec<u8>>)> = Vec::new();
+    let mut batch: Vec<Change> = Vec::new();
     if compacted > 0 {
         for range in &plan.ranges {
             let mut start = range.start.clone();
@@ -360,8 +341,49 @@ pub async fn live(
     Ok(builder.finish(compacted, revision))
 }
 
+/// etcd's compaction revision: the smallest revision a read may still ask for. etcd does not
+/// report it, so it is found by bisection with single-key count reads (a read below it is
+/// refused as compacted); 0 when nothing was compacted.
+async fn compaction_revision(client: &Client, key: &[u8], current: i64) -> Result<i64, EtcdError> {
+    let kv = client.kv_client();
+    let readable = |rev: i64| {
+        let mut kv = kv.clone();
+        let key = key.to_vec();
+        async move {
+            match kv
+                .get(
+                    key,
+                    Some(GetOptions::new().with_revision(rev).with_count_only()),
+                )
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if e.to_string().contains("compacted") => Ok(false),
+                Err(e) => Err(EtcdError::Request {
+                    message: explain(&e),
+                    hint: "",
+                }),
+            }
+        }
+    };
+    if readable(1).await? {
+        return Ok(0);
+    }
+    // Invariant: `lo` is compacted, `hi` is readable.
+    let (mut lo, mut hi) = (1i64, current.max(1));
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if readable(mid).await? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
+}
+
 async fn flush(
-    batch: &mut Vec<(Vec<u8>, i64, Option<Vec<u8>>)>,
+    batch: &mut Vec<Change>,
     builder: &mut HistoryBuilder,
     classifier: &mut Classifier<'_>,
     opts: &ScanOptions<'_>,
