@@ -144,6 +144,52 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
         "one plaintext revision per seeded secret in the file: {:#}",
         off["history"]
     );
+    // The audit of that backup: its identity, the keys it needs, and the residue check, which
+    // warns by default and fails when the policy says so.
+    let (code, stdout, stderr) = cp.atrest(&[
+        "report",
+        "--snapshot",
+        snap1.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{stderr}"));
+    let check = |r: &Value, id: &str| -> Option<String> {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        check(&report, "ATR-C11").as_deref(),
+        Some("WARN"),
+        "{report:#}"
+    );
+    assert_eq!(
+        check(&report, "ATR-C03"),
+        None,
+        "a backup has no apiservers to compare"
+    );
+    assert_eq!(report["backup"]["file"]["sha256"], sha256(&snap1));
+    assert!(report["residue"]["total"].as_u64().unwrap() >= N as u64);
+    assert_eq!(code, 0, "{report:#}");
+    let policy = cp.path().join("policy.yaml");
+    std::fs::write(&policy, "residue: fail\n").unwrap();
+    let (code, stdout, _) = cp.atrest(&[
+        "report",
+        "--snapshot",
+        snap1.to_str().unwrap(),
+        "--format",
+        "json",
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(check(&report, "ATR-C11").as_deref(), Some("FAIL"));
+    assert_eq!(code, 1);
+
     let (code, live) = scan(&cp, &["--history"]);
     assert_eq!(code, 1);
     assert_eq!(

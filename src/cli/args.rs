@@ -179,8 +179,16 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Use a finished scan (`atrest scan -o json > FILE`) instead of scanning again.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "snapshot")]
     pub from_scan: Option<PathBuf>,
+    /// Audit a backup: an etcd snapshot or member db file, read offline (no etcd, no
+    /// apiserver). The report names the file's sha256 and the keys needed to open it, and gets
+    /// a Backup section; its history and free pages are read too.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// Also read etcd's history and each member's db size (check ATR-C11, Residue section).
+    #[arg(long)]
+    pub history: bool,
     /// Decrypt every value while scanning (proves each one opens).
     #[arg(long)]
     pub verify: bool,

@@ -29,6 +29,19 @@ pub enum KeySource {
     None,
 }
 
+impl KeySource {
+    /// The words every output uses.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeySource::Config => "in the config",
+            KeySource::Archive => "only in the key archive",
+            KeySource::Missing => "MISSING: neither in the config nor in a key archive given",
+            KeySource::Kms => "held by the KMS plugin",
+            KeySource::None => "plaintext, no key",
+        }
+    }
+}
+
 /// A key a db file needs to be read, by label and fingerprint (never its material).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KeyNeeded {

@@ -223,6 +223,13 @@ pub fn render(r: &Report) -> String {
             }
         );
     }
+    for (heading, lines) in super::old_copies_sections(r) {
+        let _ = writeln!(o, "<h2>{}</h2><ul>", esc(heading));
+        for l in lines {
+            let _ = writeln!(o, "<li>{}</li>", esc(&l));
+        }
+        let _ = writeln!(o, "</ul>");
+    }
     if !r.lint.is_empty() {
         let _ = writeln!(o, "<h2>Lint</h2><ul>");
         for f in &r.lint {

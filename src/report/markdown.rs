@@ -134,6 +134,12 @@ pub fn render(r: &Report) -> String {
             counts.join(", ")
         );
     }
+    for (heading, lines) in super::old_copies_sections(r) {
+        let _ = writeln!(o, "\n## {heading}\n");
+        for l in lines {
+            let _ = writeln!(o, "- {l}");
+        }
+    }
     if !r.lint.is_empty() {
         let _ = writeln!(o, "\n## Lint\n");
         for f in &r.lint {

@@ -308,6 +308,33 @@ pub struct Report {
     pub kms_current_key_ids: BTreeMap<String, String>,
     /// Per covered resource.
     pub resources: Vec<ResourceResult>,
+    /// The db file audited instead of a live etcd (`report --snapshot`): which file, and the
+    /// keys needed to open it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::etcd::residue::SnapshotSection>,
+    /// Old copies (`--history`): etcd history, free pages, members' db sizes, and the etcdctl
+    /// commands that drop them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residue: Option<ResidueView>,
+}
+
+/// The old copies a report found, as the scan read them.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResidueView {
+    /// Residue in all ([`ScanReport::residue`]).
+    pub total: u64,
+    /// Older revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::etcd::history::HistoryReport>,
+    /// Free pages of the db file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_pages: Option<crate::etcd::dbfile::free::FreePages>,
+    /// Each member's db size against its size in use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<crate::etcd::residue::MemberDb>,
+    /// The commands that drop it; atrest never runs them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup: Vec<String>,
 }
 
 /// Everything a report is made from: plain values, gathered by the caller.
@@ -434,6 +461,14 @@ pub fn build(inp: &Inputs<'_>) -> Report {
         verified: inp.scan.verified,
         kms_current_key_ids: inp.scan.kms_current_key_ids.clone(),
         resources,
+        backup: inp.scan.snapshot.clone(),
+        residue: (inp.scan.history.is_some() || inp.scan.snapshot.is_some()).then(|| ResidueView {
+            total: inp.scan.residue(),
+            history: inp.scan.history.clone(),
+            free_pages: inp.scan.free_pages.clone(),
+            members: inp.scan.members.clone().unwrap_or_default(),
+            cleanup: inp.scan.cleanup.clone(),
+        }),
     }
 }
 
@@ -448,6 +483,80 @@ pub(crate) fn sample_evidence(r: &ResourceReport, v: Verdict, what: &str) -> Opt
         s.total,
         names.join(", ")
     ))
+}
+
+/// The backup and residue sections as (heading, lines), the same words in every format.
+pub(crate) fn old_copies_sections(r: &Report) -> Vec<(&'static str, Vec<String>)> {
+    let mut out = Vec::new();
+    if let Some(b) = &r.backup {
+        let f = &b.file;
+        let compacted = match f.compact_revision {
+            0 => "never compacted".to_string(),
+            c => format!("compacted at {c}"),
+        };
+        let mut lines = vec![format!(
+            "{}: {} bytes, {}, revision {} (revisions {}..{} in the file; {compacted})",
+            f.path, f.size, f.sha256, f.revision, f.oldest_revision, f.revision
+        )];
+        for k in &b.keys_needed {
+            let fp = if k.fingerprints.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", k.fingerprints.join(" "))
+            };
+            let source = k.source.describe();
+            lines.push(format!(
+                "key {}{fp}: {source}; {} current values, {} older values",
+                k.label, k.current_values, k.older_values
+            ));
+        }
+        out.push(("Backup", lines));
+    }
+    if let Some(res) = &r.residue {
+        let mut lines = vec![format!("{} residue copies in all", res.total)];
+        if let Some(h) = &res.history {
+            lines.push(format!(
+                "history, revisions {}..{}: {} older values, {} residue",
+                h.from_revision, h.to_revision, h.older_values, h.residue
+            ));
+            for g in &h.groups {
+                lines.push(format!(
+                    "{} {} {}: {} older values, revisions {}..{}, dropped by a compaction at {}{}",
+                    g.resource,
+                    g.stored_as,
+                    g.state.as_str(),
+                    g.values,
+                    g.first_revision,
+                    g.last_revision,
+                    g.dropped_by_compaction_at,
+                    g.residue
+                        .map(|x| format!(" — residue ({})", x.as_str()))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        if let Some(f) = &res.free_pages {
+            lines.push(format!(
+                "free pages: {} of {} free, {} value copies that are residue",
+                f.free_pages, f.pages, f.residue
+            ));
+        }
+        for m in &res.members {
+            lines.push(format!(
+                "member {} ({}): db {} bytes, {} in use, {} free until defragmented",
+                m.name,
+                m.endpoint,
+                m.db_size,
+                m.db_size_in_use,
+                m.free_bytes()
+            ));
+        }
+        for c in &res.cleanup {
+            lines.push(format!("to drop: {c}"));
+        }
+        out.push(("Residue", lines));
+    }
+    out
 }
 
 /// The exit code of a report: 0 PASS, 1 FAIL.

@@ -23,6 +23,22 @@ pub struct Policy {
     /// KMS v2 values may stay on an older key ID than the plugin's current one.
     #[serde(default)]
     pub allow_old_kms_key_ids: bool,
+    /// What residue (plaintext or retired-key copies in etcd history, free pages or a backup)
+    /// makes of check ATR-C11: `warn` (the default: history lasts until the next compaction) or
+    /// `fail`.
+    #[serde(default)]
+    pub residue: ResidueAction,
+}
+
+/// How check ATR-C11 treats residue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResidueAction {
+    /// Residue warns.
+    #[default]
+    Warn,
+    /// Residue fails the report.
+    Fail,
 }
 
 fn default_allowed() -> Vec<String> {
@@ -46,6 +62,7 @@ impl Default for Policy {
             max_key_age_days: default_max_age(),
             required_resources: default_required(),
             allow_old_kms_key_ids: false,
+            residue: ResidueAction::Warn,
         }
     }
 }

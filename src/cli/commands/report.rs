@@ -34,8 +34,24 @@ pub async fn run(a: args::ReportArgs) -> Result<i32> {
         Some(p) => report::Policy::load(p)?,
         None => report::Policy::default(),
     };
-    let (scan, etcd_info) = match &a.from_scan {
-        Some(path) => {
+    let (scan, etcd_info) = match (&a.from_scan, &a.snapshot) {
+        (_, Some(file)) => {
+            let req = ScanRequest {
+                verify: a.verify,
+                max_list: REPORT_NAMES,
+                history: true,
+                ..Default::default()
+            };
+            let scan = ctx.scan_file(file, &req, &mut ()).await?;
+            let info = EtcdInfo {
+                endpoints: vec![format!("file {}", file.display())],
+                cluster_id: "offline: a db file".into(),
+                revision: scan.revision,
+                ..Default::default()
+            };
+            (scan, info)
+        }
+        (Some(path), None) => {
             let scan = read_scan(path)?;
             let mut info = match ctx.etcd().await {
                 Ok(c) => etcd_cluster_info(&c, &ctx.target).await,
@@ -48,14 +64,14 @@ pub async fn run(a: args::ReportArgs) -> Result<i32> {
             info.revision = scan.revision;
             (scan, info)
         }
-        None => {
+        (None, None) => {
             let client = ctx.etcd().await?;
             let mut info = etcd_cluster_info(&client, &ctx.target).await;
             let req = ScanRequest {
                 verify: a.verify,
                 max_list: REPORT_NAMES,
                 patience: Duration::from_secs(a.etcd.etcd_patience),
-                history: false,
+                history: a.history,
                 ..Default::default()
             };
             let scan = ctx.scan(&client, &req, &mut ()).await?;
@@ -66,6 +82,8 @@ pub async fn run(a: args::ReportArgs) -> Result<i32> {
     let loaded = &ctx.config;
     let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
     let apiservers = match atrest::kube::connect(kubeconfig).await {
+        // A backup's audit is about the file alone.
+        _ if a.snapshot.is_some() => None,
         Ok(api) => {
             let c = atrest::kube::Apiservers {
                 base: api,

@@ -3,7 +3,6 @@
 
 use std::fmt::Write;
 
-use atrest::etcd::residue::KeySource;
 use atrest::etcd::scan::ScanReport;
 use atrest::model::showing;
 
@@ -29,13 +28,7 @@ pub fn residue_sections(report: &ScanReport) -> String {
         );
         let _ = writeln!(out, "Keys its values are stored under:");
         for k in &s.keys_needed {
-            let where_ = match k.source {
-                KeySource::Config => "in the config",
-                KeySource::Archive => "only in the key archive",
-                KeySource::Missing => "MISSING: neither in the config nor in a key archive given",
-                KeySource::Kms => "held by the KMS plugin",
-                KeySource::None => "plaintext, no key",
-            };
+            let where_ = k.source.describe();
             let fp = if k.fingerprints.is_empty() {
                 "-".to_string()
             } else {

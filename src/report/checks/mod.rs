@@ -74,6 +74,11 @@ pub const CHECKS: &[(&str, &str, CheckFn)] = &[
         "KMS v2 values are on the plugin's current key ID",
         kms_key_ids,
     ),
+    (
+        "ATR-C11",
+        "No plaintext or retired-key copies left in etcd history, free pages or the backup",
+        residue,
+    ),
 ];
 
 /// Runs every check that applies, in id order.
@@ -93,6 +98,8 @@ pub fn run(c: &CheckInput<'_>) -> Vec<Check> {
 
 fn config_in_use(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
     let inp = c.inp;
+    // A backup's audit is about the file, not about a running apiserver.
+    inp.scan.snapshot.as_ref().map_or(Some(()), |_| None)?;
     let mut ev = Vec::new();
     let reported: Vec<_> = inp
         .apiservers
@@ -143,6 +150,7 @@ fn required_write_provider(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> 
 
 fn converged(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
     let inp = c.inp;
+    inp.scan.snapshot.as_ref().map_or(Some(()), |_| None)?;
     let Some(s) = &inp.apiservers else {
         return Some((
             Status::Warn,
@@ -389,3 +397,61 @@ fn kms_key_ids(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
 
 #[cfg(test)]
 mod tests;
+
+/// Applies when history (or a db file) was read: residue warns or fails as the policy says.
+fn residue(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let scan = c.inp.scan;
+    if scan.history.is_none() && scan.snapshot.is_none() {
+        return None;
+    }
+    let mut ev = Vec::new();
+    if let Some(s) = &scan.snapshot {
+        let backup: u64 = scan.resources.iter().map(|r| r.residue).sum();
+        ev.push(format!(
+            "backup {} ({}, revision {}): {backup} current values are plaintext where the config encrypts or under a key it no longer has",
+            s.file.path, s.file.sha256, s.file.revision
+        ));
+    }
+    if let Some(h) = &scan.history {
+        ev.push(format!(
+            "history (revisions {}..{}): {} older values, {} residue",
+            h.from_revision, h.to_revision, h.older_values, h.residue
+        ));
+        for g in h.residue_groups() {
+            ev.push(format!(
+                "{}: {} older values {} ({}) at revisions {}..{}; dropped by a compaction at {}",
+                g.resource,
+                g.values,
+                g.stored_as,
+                g.residue.map(|r| r.as_str()).unwrap_or(""),
+                g.first_revision,
+                g.last_revision,
+                g.dropped_by_compaction_at
+            ));
+        }
+    }
+    if let Some(f) = &scan.free_pages {
+        ev.push(format!(
+            "free pages: {} of {} pages free, {} value copies that are residue",
+            f.free_pages, f.pages, f.residue
+        ));
+    }
+    for m in scan.members.iter().flatten() {
+        ev.push(format!(
+            "member {}: db {} bytes, {} in use ({} free until defragmented)",
+            m.name,
+            m.db_size,
+            m.db_size_in_use,
+            m.free_bytes()
+        ));
+    }
+    for cmd in &scan.cleanup {
+        ev.push(format!("to drop: {cmd}"));
+    }
+    let status = match (scan.residue(), c.inp.policy.residue) {
+        (0, _) => Status::Pass,
+        (_, super::policy::ResidueAction::Warn) => Status::Warn,
+        (_, super::policy::ResidueAction::Fail) => Status::Fail,
+    };
+    Some((status, ev))
+}
