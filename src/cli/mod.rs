@@ -1,6 +1,43 @@
 //! The command line: flags (`args`), one file per command (`commands`), output (`render`,
 //! `progress`). This file dispatches and turns errors into messages with hints.
 
+/// `print!` to stdout that ends the process quietly (exit 0) when stdout was closed, as in
+/// `atrest scan | head`, instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::emit(&format!($($t)*))
+    };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => {
+        $crate::cli::emit("\n")
+    };
+    ($($t:tt)*) => {
+        $crate::cli::emit(&format!("{}\n", format_args!($($t)*)))
+    };
+}
+
+pub(crate) use {out, outln};
+
+/// Writes `text` to stdout; a closed pipe ends the process with exit 0 (the reader has what it
+/// wanted), any other write error with exit 2.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(2);
+    }
+}
+
 pub mod args;
 mod commands;
 pub use commands::ship::command;

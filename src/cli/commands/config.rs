@@ -42,7 +42,7 @@ pub fn check(a: args::ConfigCheckArgs) -> Result<i32> {
     findings.extend(config::lint_file_mode(loaded.file.mode));
     match a.output {
         Output::Json => render::print_json(&view::config_json(&loaded, &findings)),
-        Output::Table => print!("{}", view::config_table(&loaded, &findings)),
+        Output::Table => crate::cli::out!("{}", view::config_table(&loaded, &findings)),
     }
     Ok(if findings.iter().any(|f| f.severity >= a.fail_on) {
         EXIT_FINDINGS
@@ -63,7 +63,7 @@ pub fn generate_key(a: args::KeysGenerateArgs) -> Result<i32> {
         .unwrap_or_else(|| atrest::keys::new_key_name(chrono::Utc::now()));
     let key = Key::generate(name, provider)?;
     let secret = key.secret_base64();
-    println!(
+    crate::cli::outln!(
         "# {} key {} ({}): add under {}.keys; first key = write key\n- name: {}\n  secret: {}",
         provider,
         key.name(),

@@ -90,7 +90,7 @@ pub async fn run(a: args::ReencryptArgs) -> Result<i32> {
     })?;
     match a.output {
         Output::Json => render::print_json(&report),
-        Output::Table => print!("{}", reencrypt_table(&report)),
+        Output::Table => crate::cli::out!("{}", reencrypt_table(&report)),
     }
     Ok(if report.interrupted {
         EXIT_INTERRUPTED

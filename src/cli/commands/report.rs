@@ -157,7 +157,7 @@ pub async fn run(a: args::ReportArgs) -> Result<i32> {
                 report.verdict.as_str()
             );
         }
-        None => println!("{text}"),
+        None => crate::cli::outln!("{text}"),
     }
     Ok(report::exit_code(&report))
 }
@@ -204,7 +204,7 @@ fn diff(first: &PathBuf, second: &PathBuf, fail_on_change: bool) -> Result<i32> 
     let (ra, rb) = (read(first)?, read(second)?);
     let changes = report::diff::changes(&ra, &rb);
     if changes.is_empty() {
-        println!(
+        crate::cli::outln!(
             "no differences between {} ({}) and {} ({})",
             first.display(),
             ra.generated_at,
@@ -213,7 +213,7 @@ fn diff(first: &PathBuf, second: &PathBuf, fail_on_change: bool) -> Result<i32> 
         );
         return Ok(EXIT_OK);
     }
-    println!(
+    crate::cli::outln!(
         "{} ({}) -> {} ({}):",
         first.display(),
         ra.generated_at,
@@ -221,14 +221,14 @@ fn diff(first: &PathBuf, second: &PathBuf, fail_on_change: bool) -> Result<i32> 
         rb.generated_at
     );
     for c in &changes {
-        println!(
+        crate::cli::outln!(
             "  {}{}",
             if c.regression { "REGRESSION " } else { "" },
             c.line
         );
     }
     let regressions = changes.iter().filter(|c| c.regression).count();
-    println!("{} differences, {regressions} regressions", changes.len());
+    crate::cli::outln!("{} differences, {regressions} regressions", changes.len());
     Ok(if regressions > 0 || fail_on_change {
         EXIT_FINDINGS
     } else {

@@ -112,13 +112,13 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
         Ok(()) => {
             let st = atrest::rotate::State::load(&rotator.state_dir, &rotator.config_path)?;
             match &st.rotation {
-                Some(r) => println!(
+                Some(r) => crate::cli::outln!(
                     "rotation to {}: stage {}; next: {}",
                     r.target,
                     r.stage,
                     r.stage.next_command()
                 ),
-                None => println!(
+                None => crate::cli::outln!(
                     "no rotation in progress; config {}",
                     st.expected_hash.as_deref().unwrap_or("-")
                 ),
@@ -131,7 +131,7 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Err(e @ atrest::rotate::RotateError::NothingToDo { .. }) if matches!(c, R::Run(_)) => {
-            println!("{e}");
+            crate::cli::outln!("{e}");
             Ok(EXIT_OK)
         }
         Err(atrest::rotate::RotateError::Interrupted) => {
@@ -157,7 +157,7 @@ async fn after_prune(
 ) -> Result<()> {
     eprintln!("atrest: looking for old copies (etcd history, members' free pages, snapshots)…");
     let survey = ctx.residue_survey(etcd, state_dir, 10).await?;
-    print!(
+    crate::cli::out!(
         "{}",
         crate::cli::render::residue::after_rotation(&survey, remove_snapshots)
     );
@@ -165,10 +165,10 @@ async fn after_prune(
         let removed =
             atrest::cluster::residue::remove_finished_snapshots(state_dir, &ctx.config.path)?;
         if removed.is_empty() {
-            println!("No snapshot of a finished rotation to remove.");
+            crate::cli::outln!("No snapshot of a finished rotation to remove.");
         }
         for p in removed {
-            println!("removed {}", p.display());
+            crate::cli::outln!("removed {}", p.display());
         }
     }
     Ok(())

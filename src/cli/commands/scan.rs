@@ -43,7 +43,7 @@ pub async fn run(a: args::ScanArgs) -> Result<i32> {
     let report = report?;
     match a.output {
         Output::Json => render::print_json(&report),
-        Output::Table => print!("{}", scan_table(&report, &SCAN_HINTS)),
+        Output::Table => crate::cli::out!("{}", scan_table(&report, &SCAN_HINTS)),
     }
     Ok(if report.clean() {
         EXIT_OK

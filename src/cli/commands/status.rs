@@ -77,7 +77,7 @@ pub async fn run(a: args::StatusArgs) -> Result<i32> {
             scan.as_ref(),
             &extra,
         )),
-        Output::Table => print!(
+        Output::Table => crate::cli::out!(
             "{}",
             view::status_table(&ctx.settings, loaded, &findings, scan.as_ref(), &extra)
         ),

@@ -11,7 +11,7 @@ pub mod status;
 
 pub fn print_json<T: serde::Serialize>(v: &T) {
     match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => crate::cli::outln!("{s}"),
         Err(e) => eprintln!("error: cannot render JSON: {e}"),
     }
 }
