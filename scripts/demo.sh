@@ -56,3 +56,14 @@ report_file=${DEMO_REPORT:-$root/target/atrest-demo-report.html}
 env -u ATREST_CONFIG -u ETCDCTL_ENDPOINTS "$atrest" report --verify --format html --out "$report_file" \
   --apiserver-manifest "$ATREST_APISERVER_MANIFEST" --state-dir "$work/state" || true
 echo "report: $report_file"
+
+say "the snapshot atrest took before the rotation, scanned offline: it still holds the plaintext"
+snapshot=$(ls -t "$work"/state/snapshots/*.db 2>/dev/null | tail -1 || true)
+if [ -z "$snapshot" ]; then
+  echo "no snapshot found in $work/state/snapshots" >&2
+  exit 1
+fi
+# Exit 1 is expected here: plaintext in a backup is a finding.
+env -u ATREST_CONFIG -u ETCDCTL_ENDPOINTS "$atrest" scan --snapshot "$snapshot" --history \
+  --apiserver-manifest "$ATREST_APISERVER_MANIFEST" --resource secrets --max-list 5 | tail -n 20 || true
+echo "(delete it once the cluster is compacted and defragmented: atrest rotate prune --remove-snapshots)"

@@ -6,6 +6,8 @@
 mod common;
 #[path = "../fuzz/fuzz_targets/config_props.rs"]
 mod config_props;
+#[path = "../fuzz/fuzz_targets/db_props.rs"]
+mod db_props;
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +53,7 @@ fn every_regression_input_of_every_target_is_replayed() {
             match target.as_str() {
                 "config_parse" => replay_config_parse(&name, &data),
                 "classify" => common::classify_all(&common::table(), &data),
+                "db_file" => db_props::check(&data),
                 other => panic!(
                     "fuzz/regressions/{other}/{name}: no replay for fuzz target {other:?}; add it here"
                 ),

@@ -70,6 +70,7 @@ pub struct DbInfo {
 }
 
 /// Where each key's newest revision is, for the keys under the apiserver's prefix.
+#[derive(Default)]
 pub struct Index {
     latest: HashMap<Vec<u8>, Revision>,
 }
@@ -227,15 +228,30 @@ impl DbFile {
         visitor: &mut dyn Visitor,
         progress: &mut dyn Progress,
     ) -> Result<(), DbError> {
-        let current: Vec<(Vec<u8>, Revision)> = self
-            .index
-            .current()
-            .into_iter()
-            .map(|(k, r)| (k.to_vec(), r))
-            .collect();
+        // The index is lent out while values are read (reads borrow the file mutably).
+        let index = std::mem::take(&mut self.index);
+        let result = self
+            .scan_current(&index, config, etcd_prefix, plan, opts, visitor, progress)
+            .await;
+        self.index = index;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn scan_current(
+        &mut self,
+        index: &Index,
+        config: &EncryptionConfig,
+        etcd_prefix: &str,
+        plan: &ScanPlan,
+        opts: &ScanOptions<'_>,
+        visitor: &mut dyn Visitor,
+        progress: &mut dyn Progress,
+    ) -> Result<(), DbError> {
+        let current = index.current();
         let in_range = |r: &super::scan::PlannedRange| {
-            let lo = current.partition_point(|(k, _)| k.as_slice() < r.start.as_slice());
-            let hi = current.partition_point(|(k, _)| k.as_slice() < r.end.as_slice());
+            let lo = current.partition_point(|(k, _)| *k < r.start.as_slice());
+            let hi = current.partition_point(|(k, _)| *k < r.end.as_slice());
             lo..hi
         };
         progress.total(plan.ranges.iter().map(|r| in_range(r).len() as u64).sum());
