@@ -67,7 +67,7 @@ pub async fn take(client: &etcd_client::Client, path: &Path) -> Result<SnapshotR
         size,
         sha256: format!("sha256:{}", hex::encode(hasher.finalize())),
         revision,
-        taken: chrono::Utc::now().to_rfc3339(),
+        taken: super::journal::now(),
         removed: None,
     })
 }

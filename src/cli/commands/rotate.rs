@@ -52,11 +52,12 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
         R::Promote(a) | R::Reencrypt(a) | R::Abort(a) => (a.clone(), None),
         R::Prune(p) => (p.common.clone(), None),
     };
-    let ctx = Context::resolve(&super::flags(
+    let flags = super::flags(
         &common.source,
         Some(&common.etcd),
         common.cluster.kubeconfig.clone(),
-    ))?;
+    );
+    let ctx = Context::resolve(&flags)?;
     if !matches!(c, R::Reencrypt(_)) {
         // Every step but reencrypt edits the config file.
         atrest::cluster::refuse_managed_config(&ctx.settings)?;
@@ -126,7 +127,9 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
             let finished = st.rotation.is_none() && st.history.last().is_some_and(|r| !r.aborted);
             if finished && matches!(c, R::Prune(_) | R::Run(_)) {
                 let remove = matches!(&c, R::Prune(p) if p.remove_snapshots);
-                after_prune(&ctx, &etcd, &rotator.state_dir, remove).await?;
+                // The rotation changed the config: judge what is left by the new one.
+                let now = Context::resolve(&flags)?;
+                after_prune(&now, &etcd, &rotator.state_dir, remove).await?;
             }
             Ok(EXIT_OK)
         }

@@ -152,6 +152,24 @@ pub fn residue_sections(report: &ScanReport) -> String {
             );
         }
     }
+    if report.snapshot.is_some() {
+        let current: u64 = report.resources.iter().map(|r| r.residue).sum();
+        let _ = writeln!(
+            out,
+            "\nResidue in this file: {} copies in all; {current} current values stored as plaintext where the config encrypts or under a key it does not have{}{}.",
+            report.residue(),
+            report
+                .history
+                .as_ref()
+                .map(|h| format!(", {} older values", h.residue))
+                .unwrap_or_default(),
+            report
+                .free_pages
+                .as_ref()
+                .map(|f| format!(", {} copies in free pages", f.residue))
+                .unwrap_or_default(),
+        );
+    }
     if report.snapshot.is_some() && report.residue() > 0 {
         let _ = writeln!(
             out,
