@@ -32,9 +32,14 @@ restore_and_read() {
     --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
     --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
     --initial-cluster "restored=http://127.0.0.1:$((port + 1))" >"$work/restored.log" 2>&1 &
-  local pid=$!
-  until etcdctl --endpoints "127.0.0.1:$port" endpoint health >/dev/null 2>&1; do sleep 0.05; done
-  etcdctl --endpoints "127.0.0.1:$port" get /registry/secrets --prefix -w protobuf >/dev/null
+  local pid=$! tries=0
+  # The test bed's ETCDCTL_* point at the live etcd; this read is of the restored one.
+  until ETCDCTL_ENDPOINTS="127.0.0.1:$port" etcdctl endpoint health >/dev/null 2>&1; do
+    tries=$((tries + 1))
+    [ $tries -lt 1200 ] || { echo "restored etcd did not start: $(tail -3 "$work/restored.log")" >&2; kill $pid; return 1; }
+    sleep 0.05
+  done
+  ETCDCTL_ENDPOINTS="127.0.0.1:$port" etcdctl get /registry/secrets --prefix -w protobuf >/dev/null
   kill $pid
   wait $pid 2>/dev/null || true
 }
