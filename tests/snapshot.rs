@@ -131,7 +131,7 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         said.contains("Old copies left after the rotation")
-            && said.contains(&format!("secrets identity plaintext: {N} values"))
+            && said.contains(&format!("secrets identity plaintext: {N} older values"))
             && snapshot_plaintext(&said) >= N as u64
             && said.contains("compact")
             && said.contains("defrag"),
@@ -242,7 +242,7 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
     };
     assert_eq!(code, 1);
     assert!(
-        table.contains("Free pages:") && table.contains("RESIDUE (plaintext)"),
+        table.contains("Free pages:") && table.contains("copies — residue (plaintext)"),
         "{table}"
     );
     let (_, live) = scan(&cp, &["--history"]);

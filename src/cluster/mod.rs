@@ -384,6 +384,28 @@ impl Context {
             .and_then(|m| settings::read_manifest(m).ok())
     }
 
+    /// What every scan starts from: the key ranges, the KMS plugins (when verifying) and the
+    /// archived keys.
+    async fn scan_inputs(
+        &self,
+        req: &ScanRequest,
+    ) -> Result<
+        (
+            scan::ScanPlan,
+            Option<KmsPlugins>,
+            Vec<std::sync::Arc<crate::keys::Key>>,
+        ),
+        ClusterError,
+    > {
+        let plan = scan::plan(&self.config.config, &self.target.prefix, &req.resources);
+        let plugins = plugins(&self.config.config, req.verify).await?;
+        let archive = match &req.key_archive {
+            Some(p) => archive::load(p)?,
+            None => Vec::new(),
+        };
+        Ok((plan, plugins, archive))
+    }
+
     /// Scans the covered (or requested) resources at one revision: the scan of `scan`,
     /// `status` and `report`.
     pub async fn scan(
@@ -392,12 +414,7 @@ impl Context {
         req: &ScanRequest,
         progress: &mut dyn Progress,
     ) -> Result<ScanReport, ClusterError> {
-        let plan = scan::plan(&self.config.config, &self.target.prefix, &req.resources);
-        let plugins = plugins(&self.config.config, req.verify).await?;
-        let archive = match &req.key_archive {
-            Some(p) => archive::load(p)?,
-            None => Vec::new(),
-        };
+        let (plan, plugins, archive) = self.scan_inputs(req).await?;
         let opts = ScanOptions {
             classify: ClassifyConfig::new(req.verify, false, plugins.as_ref(), archive),
             patience: req.patience,
@@ -464,12 +481,7 @@ impl Context {
         req: &ScanRequest,
         progress: &mut dyn Progress,
     ) -> Result<ScanReport, ClusterError> {
-        let plan = scan::plan(&self.config.config, &self.target.prefix, &req.resources);
-        let plugins = plugins(&self.config.config, req.verify).await?;
-        let archive = match &req.key_archive {
-            Some(p) => archive::load(p)?,
-            None => Vec::new(),
-        };
+        let (plan, plugins, archive) = self.scan_inputs(req).await?;
         let opts = ScanOptions {
             classify: ClassifyConfig::new(req.verify, false, plugins.as_ref(), archive.clone()),
             ..Default::default()

@@ -53,6 +53,31 @@ pub struct HistoryGroup {
     pub sample: Sample<HistoryRef>,
 }
 
+impl HistoryGroup {
+    /// `secrets identity plaintext: 120 older values, revisions 213..332, dropped by a
+    /// compaction at 461 — residue (plaintext)`: the one line every output shows for a group.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {} {}: {} older values, revisions {}..{}, dropped by a compaction at {}{}",
+            self.resource,
+            self.stored_as,
+            self.state.as_str(),
+            self.values,
+            self.first_revision,
+            self.last_revision,
+            self.dropped_by_compaction_at,
+            residue_tag(self.residue)
+        )
+    }
+}
+
+/// ` — residue (plaintext)`, or nothing: how every line marks residue.
+pub fn residue_tag(residue: Option<Residue>) -> String {
+    residue
+        .map(|r| format!(" — residue ({})", r.as_str()))
+        .unwrap_or_default()
+}
+
 /// What etcd's history holds besides the current values.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HistoryReport {
@@ -389,13 +414,10 @@ async fn flush(
     opts: &ScanOptions<'_>,
     options: &crate::codec::Options<'_>,
 ) -> Result<(), EtcdError> {
-    if let (true, Some(plugins)) = (options.verify, opts.classify.plugins) {
-        for (_, _, v) in batch.iter() {
-            if let Some(v) = v {
-                plugins.prefetch(v).await.map_err(EtcdError::Kms)?;
-            }
-        }
-    }
+    opts.classify
+        .prefetch(batch.iter().filter_map(|(_, _, v)| v.as_deref()))
+        .await
+        .map_err(EtcdError::Kms)?;
     for (key, rev, value) in batch.drain(..) {
         builder.add(classifier, options, &key, rev, value.as_deref());
     }
@@ -426,16 +448,10 @@ pub async fn offline(
         if batch.is_empty() {
             break;
         }
-        if let (true, Some(plugins)) = (options.verify, opts.classify.plugins) {
-            for r in &batch {
-                if let Some(v) = &r.value {
-                    plugins
-                        .prefetch(v)
-                        .await
-                        .map_err(super::dbfile::DbError::Kms)?;
-                }
-            }
-        }
+        opts.classify
+            .prefetch(batch.iter().filter_map(|r| r.value.as_deref()))
+            .await
+            .map_err(super::dbfile::DbError::Kms)?;
         for r in batch {
             builder.add(
                 &mut classifier,

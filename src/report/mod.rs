@@ -519,21 +519,7 @@ pub(crate) fn old_copies_sections(r: &Report) -> Vec<(&'static str, Vec<String>)
                 "history, revisions {}..{}: {} older values, {} residue",
                 h.from_revision, h.to_revision, h.older_values, h.residue
             ));
-            for g in &h.groups {
-                lines.push(format!(
-                    "{} {} {}: {} older values, revisions {}..{}, dropped by a compaction at {}{}",
-                    g.resource,
-                    g.stored_as,
-                    g.state.as_str(),
-                    g.values,
-                    g.first_revision,
-                    g.last_revision,
-                    g.dropped_by_compaction_at,
-                    g.residue
-                        .map(|x| format!(" — residue ({})", x.as_str()))
-                        .unwrap_or_default()
-                ));
-            }
+            lines.extend(h.groups.iter().map(|g| g.summary()));
         }
         if let Some(f) = &res.free_pages {
             lines.push(format!(

@@ -69,21 +69,7 @@ pub fn residue_sections(report: &ScanReport) -> String {
             h.older_values, h.residue
         );
         for g in &h.groups {
-            let why = match g.residue {
-                Some(r) => format!(" — RESIDUE ({})", r.as_str()),
-                None => String::new(),
-            };
-            let _ = writeln!(
-                out,
-                "  {} {} {}: {} older values, revisions {}..{}, dropped by a compaction at {}{why}",
-                g.resource,
-                g.stored_as,
-                g.state.as_str(),
-                g.values,
-                g.first_revision,
-                g.last_revision,
-                g.dropped_by_compaction_at
-            );
+            let _ = writeln!(out, "  {}", g.summary());
             if g.residue.is_some() {
                 let shown = g.sample.objects.len().min(TABLE_NAMES);
                 let _ = writeln!(
@@ -116,18 +102,7 @@ pub fn residue_sections(report: &ScanReport) -> String {
             f.residue
         );
         for g in &f.values {
-            let why = match g.residue {
-                Some(r) => format!(" — RESIDUE ({})", r.as_str()),
-                None => String::new(),
-            };
-            let _ = writeln!(
-                out,
-                "  {} {} {}: {} copies{why}",
-                g.resource,
-                g.stored_as,
-                g.state.as_str(),
-                g.copies
-            );
+            let _ = writeln!(out, "  {}", g.summary());
         }
         if !f.patterns.is_empty() {
             let p: Vec<String> = f.patterns.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -210,17 +185,7 @@ pub fn after_rotation(survey: &atrest::cluster::residue::ResidueSurvey, removing
             h.to_revision, h.older_values, h.residue
         );
         for g in h.residue_groups() {
-            let _ = writeln!(
-                out,
-                "    {} {} {}: {} values, revisions {}..{} ({})",
-                g.resource,
-                g.stored_as,
-                g.state.as_str(),
-                g.values,
-                g.first_revision,
-                g.last_revision,
-                g.residue.map(|r| r.as_str()).unwrap_or("")
-            );
+            let _ = writeln!(out, "    {}", g.summary());
         }
     }
     for m in live.members.iter().flatten() {

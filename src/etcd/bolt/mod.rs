@@ -285,6 +285,16 @@ impl BoltFile {
         }
     }
 
+    /// Fills `buf` from the file at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BoltError> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|source| BoltError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
     /// Reads page `id` with its overflow pages.
     fn read_page(&self, id: u64) -> Result<Page, BoltError> {
         if id < 2 || id >= self.meta.pgid {
@@ -292,12 +302,7 @@ impl BoltFile {
         }
         let ps = u64::from(self.meta.page_size);
         let mut bytes = vec![0u8; ps as usize];
-        self.file
-            .read_exact_at(&mut bytes, id * ps)
-            .map_err(|source| BoltError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        self.read_at(&mut bytes, id * ps)?;
         let stored = u64_at(&bytes, 0).unwrap_or(0);
         if stored != id {
             return Err(self.corrupt(id, format!("the page says it is page {stored}")));
@@ -312,12 +317,7 @@ impl BoltFile {
             }
             let total = ((overflow + 1) * ps) as usize;
             bytes.resize(total, 0);
-            self.file
-                .read_exact_at(&mut bytes[ps as usize..], (id + 1) * ps)
-                .map_err(|source| BoltError::Io {
-                    path: self.path.clone(),
-                    source,
-                })?;
+            self.read_at(&mut bytes[ps as usize..], (id + 1) * ps)?;
         }
         Ok(Page {
             id,
@@ -333,12 +333,7 @@ impl BoltFile {
         }
         let ps = u64::from(self.meta.page_size);
         let mut bytes = vec![0u8; ps as usize];
-        self.file
-            .read_exact_at(&mut bytes, id * ps)
-            .map_err(|source| BoltError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        self.read_at(&mut bytes, id * ps)?;
         Ok(Some(bytes))
     }
 
@@ -449,12 +444,7 @@ impl BoltFile {
             return Ok(u16_at(p, 8).unwrap_or(0));
         }
         let mut head = [0u8; PAGE_HEADER];
-        self.file
-            .read_exact_at(&mut head, id * u64::from(self.meta.page_size))
-            .map_err(|source| BoltError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        self.read_at(&mut head, id * u64::from(self.meta.page_size))?;
         Ok(u16_at(&head, 8).unwrap_or(0))
     }
 
@@ -558,12 +548,7 @@ impl BoltFile {
 
     fn overflow_of(&self, id: u64) -> Result<u64, BoltError> {
         let mut head = [0u8; PAGE_HEADER];
-        self.file
-            .read_exact_at(&mut head, id * u64::from(self.meta.page_size))
-            .map_err(|source| BoltError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        self.read_at(&mut head, id * u64::from(self.meta.page_size))?;
         Ok(u64::from(u32_at(&head, 12).unwrap_or(0)))
     }
 

@@ -30,6 +30,20 @@ pub struct FreeGroup {
     pub copies: u64,
 }
 
+impl FreeGroup {
+    /// `secrets identity plaintext: 40 copies — residue (plaintext)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {} {}: {} copies{}",
+            self.resource,
+            self.stored_as,
+            self.state.as_str(),
+            self.copies,
+            crate::etcd::history::residue_tag(self.residue)
+        )
+    }
+}
+
 /// What the free pages of a db file still hold.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FreePages {

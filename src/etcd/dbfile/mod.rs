@@ -272,12 +272,10 @@ impl DbFile {
                     })?;
                     batch.push((key, rev.main, kv.value));
                 }
-                let classify = &opts.classify;
-                if let (true, Some(plugins)) = (classify.options.verify, classify.plugins) {
-                    for (_, _, value) in &batch {
-                        plugins.prefetch(value).await.map_err(DbError::Kms)?;
-                    }
-                }
+                opts.classify
+                    .prefetch(batch.iter().map(|(_, _, v)| v.as_slice()))
+                    .await
+                    .map_err(DbError::Kms)?;
                 for (key, rev, value) in &batch {
                     classifier.value(i, key, value, *rev, visitor);
                 }

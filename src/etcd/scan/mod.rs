@@ -151,6 +151,20 @@ pub struct ClassifyConfig<'a> {
 }
 
 impl<'a> ClassifyConfig<'a> {
+    /// When verifying with KMS plugins: unwraps each distinct KMS v2 DEK source among `values`
+    /// once, before they are classified one by one.
+    pub async fn prefetch<'v>(
+        &self,
+        values: impl IntoIterator<Item = &'v [u8]>,
+    ) -> Result<(), crate::codec::KmsFailure> {
+        if let (true, Some(plugins)) = (self.options.verify, self.plugins) {
+            for v in values {
+                plugins.prefetch(v).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Options consistent with `plugins`: their current key IDs (for the stale rule) and, when
     /// verifying, the plugins as the unwrapper.
     pub fn new<K: KmsUnwrap>(
@@ -310,13 +324,11 @@ impl<'s> Scan<'s> {
             return Ok(None);
         };
         let page = page?;
-        let classify = &self.opts.classify;
-        if let (true, Some(plugins)) = (classify.options.verify, classify.plugins) {
-            // Unwrap each distinct KMS v2 DEK source once, before classifying the page.
-            for kv in &page.kvs {
-                plugins.prefetch(kv.value()).await.map_err(EtcdError::Kms)?;
-            }
-        }
+        self.opts
+            .classify
+            .prefetch(page.kvs.iter().map(|kv| kv.value()))
+            .await
+            .map_err(EtcdError::Kms)?;
         for kv in &page.kvs {
             self.classifier
                 .value(page.range, kv.key(), kv.value(), kv.mod_revision(), visitor);

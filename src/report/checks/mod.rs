@@ -417,18 +417,7 @@ fn residue(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
             "history (revisions {}..{}): {} older values, {} residue",
             h.from_revision, h.to_revision, h.older_values, h.residue
         ));
-        for g in h.residue_groups() {
-            ev.push(format!(
-                "{}: {} older values {} ({}) at revisions {}..{}; dropped by a compaction at {}",
-                g.resource,
-                g.values,
-                g.stored_as,
-                g.residue.map(|r| r.as_str()).unwrap_or(""),
-                g.first_revision,
-                g.last_revision,
-                g.dropped_by_compaction_at
-            ));
-        }
+        ev.extend(h.residue_groups().map(|g| g.summary()));
     }
     if let Some(f) = &scan.free_pages {
         ev.push(format!(
