@@ -183,3 +183,14 @@ pub async fn run(listen: &str, opts: Options) -> Result<(), ExporterError> {
         publish(&last, &extras, &first_seen, failures, false);
     }
 }
+
+/// The file `atrest scan --textfile DIR` writes in DIR (node_exporter reads `*.prom`).
+pub const TEXTFILE: &str = "atrest.prom";
+
+/// Writes `text` to `dir/atrest.prom` atomically (temporary file in `dir`, fsync, rename), so
+/// node_exporter never reads half a file; 0644 when new.
+pub fn write_textfile(dir: &Path, text: &str) -> Result<PathBuf, crate::fsutil::WriteError> {
+    let path = dir.join(TEXTFILE);
+    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
+    Ok(path)
+}
