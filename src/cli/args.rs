@@ -305,11 +305,15 @@ The runbook, one guarded step at a time (each refuses what would lose data):
   reencrypt  every object rewritten through the apiserver, proven in etcd
   prune      after a fresh scan shows nothing uses them: old keys removed (and archived)
   run        all of the above in order;  abort  undo safely before prune
+  run --if-older-than 28d   for a timer: exit 0 doing nothing while the write key is younger
+             (and, for aesgcm, below the policy's aesgcmMaxWrites); a rotation in progress
+             is resumed. One step at a time per state folder (rotate.lock): a second run while
+             one is under way is refused (exit 2), never started twice.
 
 Reads: the config file (and the apiserver manifest), etcd, each apiserver's /metrics, the state
 folder. Writes: the config file (rotate is the only command that does; a backup first, into
 the state folder), the state folder (rotation.json, backups/, the etcd snapshot, the reencrypt
-checkpoint, key-archive.yaml), canary secrets and object rewrites through the
+checkpoint, key-archive.yaml, rotate.lock), canary secrets and object rewrites through the
 apiserver. Never etcd.
 
 Each step waits until every apiserver reports the new config hash on /metrics
@@ -449,7 +453,9 @@ apiserver stores it under; with a wildcard (*.*, *.<group>) every key under the 
 back to its resource. All pages are read at one pinned revision, so counts are a consistent snapshot.
 
 Reads the config file (and the apiserver manifest), etcd, and --key-archive. Writes nothing:
-the result goes to stdout, progress to stderr; etcd is only read.
+the result goes to stdout, progress to stderr; etcd is only read. With --textfile DIR it also
+writes the exporter's series to DIR/atrest.prom (atomically; with --state-dir, --policy and
+--kubeconfig for key ages, limits and apiserver hashes), for node_exporter's textfile collector.
 
 Without --verify values are classified by prefix, key name and shape; with it every value is
 decrypted too (and a value no configured key opens is reported as undecryptable).
