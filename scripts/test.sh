@@ -15,6 +15,9 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v objdump >/dev/null || missing+=(binutils)
+# prometheus and promtool: the alert rules are checked and unit-tested, and the exporter test
+# scrapes atrest with a real Prometheus (started by the test bed on loopback).
+{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   sudo_cmd=""
@@ -36,6 +39,10 @@ echo "$ATREST_K8S_BIN" >&2
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+
+log "alert rules: promtool check rules, promtool test rules"
+promtool check rules deploy/prometheus/atrest-alerts.yaml
+(cd deploy/prometheus && promtool test rules atrest-alerts.test.yaml)
 
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings

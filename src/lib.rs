@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod etcd;
+pub mod exporter;
 pub mod fsutil;
 pub mod keys;
 pub mod kms;

@@ -329,6 +329,7 @@ fn every_command_help_states_reads_writes_and_exit_codes() {
         &["rotate", "abort"],
         &["report"],
         &["report", "diff"],
+        &["exporter"],
         &["completions"],
         &["man"],
     ];

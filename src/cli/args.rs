@@ -75,6 +75,9 @@ pub enum Command {
     /// Rotate keys (or switch provider, or turn encryption on or off) step by guarded step.
     #[command(subcommand)]
     Rotate(RotateCommand),
+    /// Scan etcd on an interval and serve the result as Prometheus metrics (/metrics, /healthz).
+    #[command(after_help = EXPORTER_HELP)]
+    Exporter(ExporterArgs),
     /// Write a compliance audit report (JSON, Markdown or self-contained HTML).
     #[command(after_help = REPORT_HELP, args_conflicts_with_subcommands = true)]
     Report(ReportArgs),
@@ -105,6 +108,86 @@ into that folder, creating it, e.g. --dir /usr/local/share/man/man1.
 Exit codes:
   0  written
   2  could not write";
+
+const EXPORTER_HELP: &str = "\
+Scans every --interval (one scan at a time, never per scrape) and serves the last good result from
+memory on /metrics (Prometheus text format) and /healthz; a failed scan raises
+atrest_scan_failures_total and leaves the last good values served. The config file and the
+rotation state are re-read before each scan. Series: atrest_stored_objects{resource,key,state}
+(the counts of `atrest scan -o json`), atrest_write_key_info, atrest_encryption_expected,
+atrest_key_age_seconds, atrest_aesgcm_writes_estimate, atrest_apiserver_config_info,
+atrest_apiservers_converged, atrest_scan_* (see the README). Alert rules: deploy/prometheus/.
+
+Reads the config file (and the apiserver manifest), etcd, the rotation state in the state folder,
+--policy, and with a kubeconfig each apiserver's /metrics. Writes nothing.
+
+Exit codes:
+  2  could not start (bad flags, address in use, unreadable config or policy); otherwise it runs
+     until stopped";
+
+/// A duration such as `30s`, `5m`, `1h30m`, `7d` or `2w` (a bare number is seconds).
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration (examples: 30s, 5m, 1h30m, 7d, 2w)");
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(n));
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return Err(bad()),
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        num.clear();
+    }
+    if !num.is_empty() || s.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
+#[derive(Args, Debug)]
+pub struct ExporterArgs {
+    #[command(flatten)]
+    pub source: ConfigSource,
+    #[command(flatten)]
+    pub etcd: EtcdFlags,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Address to serve /metrics and /healthz on (HOST:PORT, or :PORT for every address).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9725")]
+    pub listen: String,
+    /// Time from the start of one scan to the start of the next (30s, 5m, 1h).
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "5m")]
+    pub interval: std::time::Duration,
+    /// Audit policy file (required resources, maxKeyAgeDays, aesgcmMaxWrites); default: the
+    /// built-in policy of `atrest report`.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Only these resources (`secrets`, `configmaps`, `foos.example.com`); repeatable.
+    #[arg(long = "resource", value_name = "RESOURCE")]
+    pub resources: Vec<String>,
+    /// Decrypt every value on every scan (slower; proves every value opens).
+    #[arg(long)]
+    pub verify: bool,
+    /// Do not ask the apiservers which config they loaded (no kubeconfig needed; the
+    /// atrest_apiserver_* series are then absent).
+    #[arg(long)]
+    pub no_apiservers: bool,
+}
 
 #[derive(Args, Debug)]
 pub struct CompletionsArgs {
@@ -230,11 +313,15 @@ The runbook, one guarded step at a time (each refuses what would lose data):
   reencrypt  every object rewritten through the apiserver, proven in etcd
   prune      after a fresh scan shows nothing uses them: old keys removed (and archived)
   run        all of the above in order;  abort  undo safely before prune
+  run --if-older-than 28d   for a timer: exit 0 doing nothing while the write key is younger
+             (and, for aesgcm, below the policy's aesgcmMaxWrites); a rotation in progress
+             is resumed. One step at a time per state folder (rotate.lock): a second run while
+             one is under way is refused (exit 2), never started twice.
 
 Reads: the config file (and the apiserver manifest), etcd, each apiserver's /metrics, the state
 folder. Writes: the config file (rotate is the only command that does; a backup first, into
 the state folder), the state folder (rotation.json, backups/, the etcd snapshot, the reencrypt
-checkpoint, key-archive.yaml), canary secrets and object rewrites through the
+checkpoint, key-archive.yaml, rotate.lock), canary secrets and object rewrites through the
 apiserver. Never etcd.
 
 Each step waits until every apiserver reports the new config hash on /metrics
@@ -337,6 +424,14 @@ pub struct RotatePrepareArgs {
     /// Skip the snapshot (recorded in the state and shown in reports).
     #[arg(long)]
     pub no_snapshot: bool,
+    /// `rotate run` only: do nothing (exit 0) while the write key is younger than this (7d,
+    /// 28d, 90d) and, for aesgcm, below the policy's aesgcmMaxWrites; a rotation already in
+    /// progress is resumed. For timers.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub if_older_than: Option<std::time::Duration>,
+    /// With --if-older-than: the audit policy file giving aesgcmMaxWrites (default 200000).
+    #[arg(long, value_name = "FILE", requires = "if_older_than")]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -377,7 +472,9 @@ apiserver stores it under; with a wildcard (*.*, *.<group>) every key under the 
 back to its resource. All pages are read at one pinned revision, so counts are a consistent snapshot.
 
 Reads the config file (and the apiserver manifest), etcd, and --key-archive. Writes nothing:
-the result goes to stdout, progress to stderr; etcd is only read.
+the result goes to stdout, progress to stderr; etcd is only read. With --textfile DIR it also
+writes the exporter's series to DIR/atrest.prom (atomically; with --state-dir, --policy and
+--kubeconfig for key ages, limits and apiserver hashes), for node_exporter's textfile collector.
 
 Without --verify values are classified by prefix, key name and shape; with it every value is
 decrypted too (and a value no configured key opens is reported as undecryptable).
@@ -524,6 +621,23 @@ pub struct ScanArgs {
     /// table for people, json for scripts (stable schema, see the README).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Also write the exporter's series to DIR/atrest.prom (atomically), for node_exporter's
+    /// textfile collector; on a failed scan the previous file is left as it was.
+    #[arg(long, value_name = "DIR")]
+    pub textfile: Option<PathBuf>,
+    /// With --textfile: the audit policy file (required resources, maxKeyAgeDays,
+    /// aesgcmMaxWrites).
+    #[arg(long, value_name = "FILE", requires = "textfile")]
+    pub policy: Option<PathBuf>,
+    /// With --textfile: the state folder whose rotation state gives key ages.
+    #[arg(long, value_name = "DIR", requires = "textfile")]
+    pub state_dir: Option<PathBuf>,
+    /// With --textfile: a kubeconfig to ask each apiserver which config it loaded.
+    #[arg(long, value_name = "FILE", requires = "textfile")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With --textfile: an apiserver to ask directly (repeat for each).
+    #[arg(long = "apiserver", value_name = "URL", requires = "textfile")]
+    pub apiservers: Vec<String>,
 }
 
 #[derive(Args, Debug)]

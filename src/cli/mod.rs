@@ -65,6 +65,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Reencrypt(a) => commands::reencrypt::run(a).await,
         Command::Rotate(c) => commands::rotate::run(c).await,
         Command::Report(a) => commands::report::run(a).await,
+        Command::Exporter(a) => commands::exporter::run(a).await,
         Command::Completions(a) => commands::ship::completions(a),
         Command::Man(a) => commands::ship::man(a),
     };

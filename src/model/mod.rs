@@ -390,6 +390,14 @@ pub fn needs_rewrite(state: State, on_write_key: bool) -> bool {
     matches!(state, State::Plaintext | State::EncryptedOk | State::Kms) && !on_write_key
 }
 
+/// The one definition of "plaintext here is a finding" (report checks ATR-C04/C05, the
+/// exporter's `atrest_encryption_expected`): the resource's write key encrypts, or the audit
+/// policy requires the resource encrypted. Plaintext under an identity write key that no policy
+/// requires is what the admin configured.
+pub fn plaintext_is_finding(write_key_encrypts: bool, required_by_policy: bool) -> bool {
+    write_key_encrypts || required_by_policy
+}
+
 /// Exact counts per verdict.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VerdictCounts {

@@ -15,7 +15,6 @@ use chrono::{DateTime, Utc};
 
 pub use policy::{Policy, PolicyError};
 
-use crate::GroupResource;
 use crate::config::{LoadedConfig, Severity};
 use crate::etcd::scan::{ResourceReport, ScanReport};
 use crate::model::{Verdict, covered_resources};
@@ -184,6 +183,25 @@ pub struct ApiserverSurvey {
     pub converged: bool,
 }
 
+impl ApiserverSurvey {
+    /// What every apiserver reported, as reports and the exporter show it.
+    pub fn of(c: &crate::kube::converge::Convergence) -> Self {
+        Self {
+            apiservers: c
+                .apiservers
+                .iter()
+                .map(|s| ApiserverView {
+                    name: s.name(),
+                    config_hash: s.config_hash.clone(),
+                    reported: s.reported(),
+                })
+                .collect(),
+            leases: c.leases.clone(),
+            converged: c.converged(),
+        }
+    }
+}
+
 /// How a resource's stored values stand against the policy: the report's headline measure
 /// is `allowed` (encrypted with an allowed provider); plaintext always counts against it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -248,7 +266,7 @@ pub struct ResourceResult {
 impl ResourceResult {
     /// Plaintext here is a finding: the config encrypts it, or the policy requires it.
     pub fn plaintext_is_finding(&self) -> bool {
-        self.scan.encrypts || self.required
+        crate::model::plaintext_is_finding(self.scan.encrypts, self.required)
     }
 }
 
@@ -401,18 +419,12 @@ pub fn build(inp: &Inputs<'_>) -> Report {
     let resources_cfg = config_views(inp);
     let mut lint = crate::config::lint(&inp.config.config);
     lint.extend(crate::config::lint_file_mode(inp.config.file.mode));
-    let required: Vec<GroupResource> = inp
-        .policy
-        .required_resources
-        .iter()
-        .map(|r| GroupResource::parse(r))
-        .collect();
     let resources: Vec<ResourceResult> = inp
         .scan
         .resources
         .iter()
         .map(|r| ResourceResult {
-            required: required.contains(&GroupResource::parse(&r.resource)),
+            required: inp.policy.requires(&r.resource),
             coverage: Coverage::of(r, inp.policy),
             scan: r.clone(),
         })

@@ -23,6 +23,11 @@ pub struct Policy {
     /// KMS v2 values may stay on an older key ID than the plugin's current one.
     #[serde(default)]
     pub allow_old_kms_key_ids: bool,
+    /// An aesgcm write key is due for rotation after this many writes (the Kubernetes docs:
+    /// every 200,000 writes, for the random 96-bit nonces). Used by the exporter's alert and by
+    /// `atrest rotate run --if-older-than`.
+    #[serde(default = "default_aesgcm_max_writes")]
+    pub aesgcm_max_writes: u64,
     /// What residue (plaintext or retired-key copies in etcd history, free pages or a backup)
     /// makes of check ATR-C11: `warn` (the default: history lasts until the next compaction) or
     /// `fail`.
@@ -50,6 +55,9 @@ fn default_discouraged() -> Vec<String> {
 fn default_max_age() -> u32 {
     90
 }
+fn default_aesgcm_max_writes() -> u64 {
+    200_000
+}
 fn default_required() -> Vec<String> {
     vec!["secrets".to_string()]
 }
@@ -62,6 +70,7 @@ impl Default for Policy {
             max_key_age_days: default_max_age(),
             required_resources: default_required(),
             allow_old_kms_key_ids: false,
+            aesgcm_max_writes: default_aesgcm_max_writes(),
             residue: ResidueAction::Warn,
         }
     }
@@ -91,6 +100,14 @@ impl Policy {
         } else {
             super::Status::Fail
         }
+    }
+
+    /// The policy requires `resource` (`secrets`, `foos.example.com`) to be encrypted.
+    pub fn requires(&self, resource: &str) -> bool {
+        let gr = crate::GroupResource::parse(resource);
+        self.required_resources
+            .iter()
+            .any(|r| crate::GroupResource::parse(r) == gr)
     }
 
     /// Reads a policy file; absent fields keep their defaults, unknown fields are errors.

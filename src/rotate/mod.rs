@@ -13,6 +13,7 @@ mod error;
 mod guard;
 pub mod journal;
 mod proof;
+pub mod schedule;
 pub mod snapshot;
 pub mod state;
 mod steps;

@@ -17,17 +17,7 @@ pub async fn take(client: &etcd_client::Client, path: &Path) -> Result<SnapshotR
         source: e,
     };
     // The snapshot holds at least every revision up to this one (its stream carries none).
-    let revision = client
-        .clone()
-        .status()
-        .await
-        .map_err(|e| EtcdError::Request {
-            message: crate::etcd::explain(&e),
-            hint: "",
-        })?
-        .header()
-        .map(|h| h.revision())
-        .unwrap_or(0);
+    let revision = current_revision(client).await?;
     let mut maintenance = client.maintenance_client();
     let mut stream = maintenance
         .snapshot()
@@ -70,4 +60,19 @@ pub async fn take(client: &etcd_client::Client, path: &Path) -> Result<SnapshotR
         taken: super::journal::now(),
         removed: None,
     })
+}
+
+/// etcd's current revision (0 when its answer carries no header).
+pub async fn current_revision(client: &etcd_client::Client) -> Result<i64, EtcdError> {
+    Ok(client
+        .clone()
+        .status()
+        .await
+        .map_err(|e| EtcdError::Request {
+            message: crate::etcd::explain(&e),
+            hint: "",
+        })?
+        .header()
+        .map(|h| h.revision())
+        .unwrap_or(0))
 }

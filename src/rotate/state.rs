@@ -137,6 +137,30 @@ pub struct KeyRecord {
     pub promoted: Option<String>,
     /// When prune removed it from the config.
     pub retired: Option<String>,
+    /// etcd's revision when promote wrote the config that made it the write key: every write
+    /// since then has a higher revision (the basis of the aesgcm write estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_revision: Option<i64>,
+}
+
+impl KeyRecord {
+    /// Since when the key has been in use: see [`key_in_use_since`].
+    pub fn in_use_since(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        key_in_use_since(self.promoted.as_deref(), self.added.as_deref())
+    }
+}
+
+/// The one rule for a key's age (report check ATR-C07, the exporter's `atrest_key_age_seconds`,
+/// `rotate run --if-older-than`): measured from when it became the write key, else from when it
+/// was added. Times are RFC 3339; an unreadable one counts as unknown.
+pub fn key_in_use_since(
+    promoted: Option<&str>,
+    added: Option<&str>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    promoted
+        .or(added)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// Everything `rotation.json` records: the config atrest expects, the rotation in progress,

@@ -10,6 +10,7 @@
 //! | [`kms`] | the KMS v2 test plugin |
 //! | [`fixtures`] | keys, configs, namespaces, secrets, names |
 //! | [`cli`] | finding and running atrest: one environment scrub, one check after each run |
+//! | [`prometheus`] | a real Prometheus on loopback, and a plain HTTP GET |
 //! | [`leak`] | keys and secret values that must never appear in atrest's output or files |
 //! | [`corpus`] | config cases shared by the parser tests and the apiserver-as-oracle test |
 //! | [`promises_b`] | the engine promises: stored labels, APF throttling (real 429s), KMS `Decrypt` counts |
@@ -27,6 +28,7 @@ pub mod fixtures;
 pub mod kms;
 pub mod leak;
 pub mod proc;
+pub mod prometheus;
 pub mod promises_a;
 pub mod promises_b;
 pub mod reports;

@@ -1,6 +1,7 @@
 //! One file per command: resolve settings, call the library, render, pick the exit code.
 
 pub mod config;
+pub mod exporter;
 pub mod reencrypt;
 pub mod report;
 pub mod rotate;

@@ -10,7 +10,7 @@ use crate::cli::{EXIT_FINDINGS, EXIT_OK};
 use atrest::cluster::{Context, ScanRequest};
 use atrest::etcd::EtcdTarget;
 use atrest::etcd::scan::ScanReport;
-use atrest::report::{self, ApiserverSurvey, ApiserverView, EtcdInfo, KeyAge, RotationInfo};
+use atrest::report::{self, ApiserverSurvey, EtcdInfo, KeyAge, RotationInfo};
 
 /// Names kept per resource and verdict in a report (counts stay exact).
 const REPORT_NAMES: usize = 1000;
@@ -91,19 +91,7 @@ pub async fn run(a: args::ReportArgs) -> Result<i32> {
             }
             .survey(&loaded.hash)
             .await;
-            Some(ApiserverSurvey {
-                apiservers: c
-                    .apiservers
-                    .iter()
-                    .map(|s| ApiserverView {
-                        name: s.name(),
-                        config_hash: s.config_hash.clone(),
-                        reported: s.reported(),
-                    })
-                    .collect(),
-                leases: c.leases.clone(),
-                converged: c.converged(),
-            })
+            Some(ApiserverSurvey::of(&c))
         }
         Err(e) => {
             tracing::warn!("apiservers not checked: {e}");

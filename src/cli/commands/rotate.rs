@@ -92,6 +92,15 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
         },
         say: &say,
     };
+    // One rotate step at a time per state folder: a timer firing while another run (or an
+    // admin's step) is under way is refused, never started twice. Held until this process ends.
+    let _lock = atrest::rotate::schedule::RotationLock::acquire(&rotator.state_dir)?;
+    if let R::Run(p) = &c
+        && let Some(max_age) = p.if_older_than
+        && !rotation_due(&rotator, &ctx, p, max_age).await?
+    {
+        return Ok(EXIT_OK);
+    }
     let mut bar = Bar::new("re-encrypting", common.rewrite.progress);
     // `prune --remove-snapshots` after a finished rotation only removes snapshots.
     let only_remove = matches!(&c, R::Prune(p) if p.remove_snapshots)
@@ -222,4 +231,56 @@ fn rotate_hint(
         }
         _ => return None,
     })
+}
+
+/// `rotate run --if-older-than`: a rotation in progress is resumed; otherwise the rotation runs
+/// only when a write key it would replace is past the age (or, for aesgcm, the write) limit.
+async fn rotation_due(
+    rotator: &Rotator<'_>,
+    ctx: &Context,
+    p: &args::RotatePrepareArgs,
+    max_age: Duration,
+) -> Result<bool> {
+    let st = atrest::rotate::State::load(&rotator.state_dir, &rotator.config_path)?;
+    if let Some(r) = &st.rotation {
+        crate::cli::outln!(
+            "a rotation to {} is in progress (stage {}): resuming it",
+            r.target,
+            r.stage
+        );
+        return Ok(true);
+    }
+    let policy = match &p.policy {
+        Some(f) => atrest::report::Policy::load(f)?,
+        None => atrest::report::Policy::default(),
+    };
+    let revision = atrest::rotate::snapshot::current_revision(rotator.etcd).await?;
+    let resources: Vec<GroupResource> = p
+        .resources
+        .iter()
+        .map(|r| GroupResource::parse(r))
+        .collect();
+    let s = atrest::rotate::schedule::schedule(
+        &ctx.config.config,
+        &resources,
+        &st,
+        atrest::rotate::schedule::Limits {
+            max_age,
+            aesgcm_max_writes: policy.aesgcm_max_writes,
+        },
+        chrono::Utc::now(),
+        revision,
+    );
+    for k in &s.keys {
+        crate::cli::outln!(
+            "{}: {}{}",
+            k.label,
+            k.why,
+            if k.due { " — due" } else { "" }
+        );
+    }
+    if !s.due() {
+        crate::cli::outln!("no write key is due for rotation: nothing to do");
+    }
+    Ok(s.due())
 }

@@ -12,6 +12,8 @@ use crate::cli::render::{
 };
 use crate::cli::{EXIT_FINDINGS, EXIT_OK};
 use atrest::cluster::{Context, ScanRequest, parse_resources};
+use atrest::etcd::scan::ScanReport;
+use atrest::exporter::{self, metrics, metrics::GoodScan};
 
 /// Exit 0 when every value is on its write key and readable, 1 otherwise.
 pub async fn run(a: args::ScanArgs) -> Result<i32> {
@@ -32,6 +34,7 @@ pub async fn run(a: args::ScanArgs) -> Result<i32> {
         },
         a.progress,
     );
+    let started = std::time::Instant::now();
     let report = match &a.snapshot {
         Some(file) => ctx.scan_file(file, &req, &mut bar).await,
         None => {
@@ -41,9 +44,59 @@ pub async fn run(a: args::ScanArgs) -> Result<i32> {
     };
     bar.finish();
     let report = report?;
+    if let Some(dir) = &a.textfile {
+        let good = GoodScan {
+            report,
+            config_hash: ctx.config.hash.clone(),
+            duration_seconds: started.elapsed().as_secs_f64(),
+            finished: chrono::Utc::now(),
+        };
+        write_textfile(&ctx, &a, dir, &good).await?;
+        return finish(&a, &good.report);
+    }
+    finish(&a, &report)
+}
+
+/// The exporter's series for this scan, written atomically for node_exporter's textfile
+/// collector. Key ages come from the rotation state only (a one-shot run has no first sight).
+async fn write_textfile(
+    ctx: &Context,
+    a: &args::ScanArgs,
+    dir: &std::path::Path,
+    good: &GoodScan,
+) -> Result<()> {
+    let policy = match &a.policy {
+        Some(p) => atrest::report::Policy::load(p)?,
+        None => atrest::report::Policy::default(),
+    };
+    let apiservers = match (&a.kubeconfig, a.apiservers.is_empty()) {
+        (None, true) => None,
+        (kubeconfig, _) => Some(atrest::kube::Apiservers {
+            base: atrest::kube::connect(kubeconfig.as_deref()).await?,
+            explicit: a.apiservers.clone(),
+        }),
+    };
+    let state_dir = ctx.state_dir(a.state_dir.as_deref());
+    let x = exporter::extras(&state_dir, &ctx.config, apiservers.as_ref()).await;
+    let first_seen = Default::default();
+    let text = metrics::render(&metrics::Inputs {
+        scan: Some(good),
+        apiservers: x.apiservers.as_ref(),
+        keys: &x.keys,
+        first_seen: &first_seen,
+        policy: &policy,
+        scan_failures: None,
+        scan_in_progress: None,
+    });
+    let path = exporter::write_textfile(dir, &text)?;
+    eprintln!("atrest: metrics written to {}", path.display());
+    Ok(())
+}
+
+fn finish(a: &args::ScanArgs, report: &ScanReport) -> Result<i32> {
     match a.output {
-        Output::Json => render::print_json(&report),
-        Output::Table => crate::cli::out!("{}", scan_table(&report, &SCAN_HINTS)),
+        Output::Json => render::print_json(report),
+        Output::Table => crate::cli::out!("{}", scan_table(report, &SCAN_HINTS)),
     }
     Ok(if report.clean() {
         EXIT_OK

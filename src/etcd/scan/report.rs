@@ -132,6 +132,22 @@ pub struct ScanReport {
 }
 
 impl ScanReport {
+    /// A report of these resources, with no KMS key IDs and none of the optional sections.
+    pub fn new(revision: i64, verified: bool, resources: Vec<ResourceReport>) -> Self {
+        ScanReport {
+            schema: SCAN_SCHEMA.to_string(),
+            revision,
+            verified,
+            resources,
+            kms_current_key_ids: BTreeMap::new(),
+            snapshot: None,
+            history: None,
+            free_pages: None,
+            members: None,
+            cleanup: Vec::new(),
+        }
+    }
+
     /// Everything on its write key, nothing unreadable, and no residue in what was read of
     /// history and free pages.
     pub fn clean(&self) -> bool {
@@ -181,18 +197,7 @@ impl ReportBuilder {
     pub fn finish(self, revision: i64, verified: bool) -> ScanReport {
         let mut resources: Vec<ResourceReport> = self.by_resource.into_values().collect();
         resources.sort_by_key(|r| (r.resource != "secrets", r.resource.clone()));
-        ScanReport {
-            schema: SCAN_SCHEMA.to_string(),
-            revision,
-            verified,
-            resources,
-            kms_current_key_ids: BTreeMap::new(),
-            snapshot: None,
-            history: None,
-            free_pages: None,
-            members: None,
-            cleanup: Vec::new(),
-        }
+        ScanReport::new(revision, verified, resources)
     }
 }
 

@@ -1,8 +1,6 @@
 //! The audit's checks: one function each, run in id order from one table. Every check reads
 //! exact counts; names are samples and say so (`showing N of M`).
 
-use chrono::{DateTime, Utc};
-
 use super::{Check, Inputs, ResourceConfigView, ResourceResult, Status, sample_evidence};
 use crate::GroupResource;
 use crate::config::{Finding, Severity};
@@ -282,14 +280,11 @@ fn key_age(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
         if k.provider == "identity" || !seen.insert(k.label.clone()) {
             continue;
         }
-        let since = k
-            .promoted
-            .as_ref()
-            .or(k.added.as_ref())
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        let since =
+            crate::rotate::state::key_in_use_since(k.promoted.as_deref(), k.added.as_deref());
         match since {
             Some(t) => {
-                let days = (c.inp.now - t.with_timezone(&Utc)).num_days();
+                let days = (c.inp.now - t).num_days();
                 if days > policy.max_key_age_days as i64 {
                     st = Status::Fail;
                 }

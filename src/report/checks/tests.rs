@@ -85,18 +85,7 @@ impl Fixture {
     fn new(config: LoadedConfig, resource: ResourceReport) -> Self {
         Fixture {
             config,
-            scan: ScanReport {
-                schema: crate::etcd::scan::SCAN_SCHEMA.into(),
-                revision: 42,
-                verified: true,
-                resources: vec![resource],
-                kms_current_key_ids: BTreeMap::new(),
-                snapshot: None,
-                history: None,
-                free_pages: None,
-                members: None,
-                cleanup: Vec::new(),
-            },
+            scan: ScanReport::new(42, true, vec![resource]),
             apiservers: Some(ApiserverSurvey {
                 apiservers: vec![ApiserverView {
                     name: "https://10.0.0.1:6443".into(),

@@ -26,7 +26,13 @@ impl Rotator<'_> {
                 self.write_config(&mut st, Step::Promote, &new, Some(Stage::Promoted))?
             }
         };
-        st.keys.entry(r.target.clone()).or_default().promoted = Some(now());
+        // Every write with the new key comes after this revision (the aesgcm write estimate).
+        let revision = crate::rotate::snapshot::current_revision(self.etcd)
+            .await
+            .ok();
+        let record = st.keys.entry(r.target.clone()).or_default();
+        record.promoted = Some(now());
+        record.promoted_revision = revision;
         st.save(&self.state_dir)?;
         self.wait_converged(&hash).await?;
         self.canary().await?;
