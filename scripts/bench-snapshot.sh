@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: `atrest scan --snapshot` (offline, read-only) against what an admin would otherwise
 # do to read a backup (`etcdutl snapshot restore` + start an etcd on it + `etcdctl get --prefix`),
-# and against the machine's ceiling for the same file (one sequential read: `cat FILE`), in one
+# and against the machine's ceiling for the same file (one sequential read: `cat FILE`; and
+# `sha256sum FILE`, since atrest also hashes the whole file for the report), in one
 # run on the same snapshot. Seeds N secrets of 1 KiB through the real apiserver under aescbc,
 # takes `etcdctl snapshot save`, and prints wall-time ratios and peak RSS.
 #
@@ -50,6 +51,7 @@ flags=(--config "$ATREST_CONFIG" --snapshot "$snap")
 {
   measure "restore+etcd+etcdctl-get" "$RUNS" bash -c restore_and_read
   measure "cat-file(ceiling)" "$RUNS" sh -c "cat '$snap' > /dev/null"
+  measure "sha256sum-file" "$RUNS" sha256sum "$snap"
   measure "atrest-scan-snapshot" "$RUNS" "$atrest" scan "${flags[@]}" --progress none
   measure "atrest-scan-snapshot-verify" "$RUNS" "$atrest" scan "${flags[@]}" --verify --progress none
   measure "atrest-scan-snapshot-history" "$RUNS" "$atrest" scan "${flags[@]}" --history --progress none

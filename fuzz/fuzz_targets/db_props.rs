@@ -56,6 +56,8 @@ pub fn check_file(path: &Path) {
             return;
         }
     };
+    let sum = db.sha256().expect("a file that opened hashes").to_string();
+    assert!(sum.starts_with("sha256:") && sum.len() == 7 + 64, "{sum}");
     let mut builder = ReportBuilder::new(10);
     let scanned = futures::executor::block_on(db.scan(
         &config,

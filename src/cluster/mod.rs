@@ -520,6 +520,7 @@ impl Context {
         if let Some(p) = &plugins {
             report.kms_current_key_ids = p.current_key_ids().into_iter().collect();
         }
+        db.sha256()?;
         let keys_needed = crate::etcd::residue::keys_needed(&report, &self.config.config, &archive);
         report.snapshot = Some(crate::etcd::residue::SnapshotSection {
             file: db.info.clone(),

@@ -131,6 +131,7 @@ pub struct BoltFile {
     len: u64,
     meta: Meta,
     branches: HashMap<u64, Arc<Vec<u8>>>,
+    last_leaf: Option<(u64, Arc<Vec<u8>>)>,
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -259,6 +260,7 @@ impl BoltFile {
             len,
             meta,
             branches: HashMap::new(),
+            last_leaf: None,
         })
     }
 
@@ -335,6 +337,25 @@ impl BoltFile {
         let mut bytes = vec![0u8; ps as usize];
         self.read_at(&mut bytes, id * ps)?;
         Ok(Some(bytes))
+    }
+
+    /// Element `index` of leaf page `page` (a [`Cursor::location`]): (key, value). The last leaf
+    /// read is kept, so reading the values of one page in a row reads it once.
+    pub fn element_at(&mut self, page: u64, index: usize) -> Result<(Vec<u8>, Vec<u8>), BoltError> {
+        let bytes = match &self.last_leaf {
+            Some((id, bytes)) if *id == page => bytes.clone(),
+            _ => {
+                let p = self.read_page(page)?;
+                if p.flags() & LEAF == 0 {
+                    return Err(self.corrupt(page, "expected a leaf page"));
+                }
+                self.last_leaf = Some((page, p.bytes.clone()));
+                p.bytes
+            }
+        };
+        let (_, k, v) = leaf_elem(&bytes, index)
+            .ok_or_else(|| self.corrupt(page, format!("leaf element {index} is past the page")))?;
+        Ok((k.to_vec(), v.to_vec()))
     }
 
     /// Finds a top-level bucket.
@@ -416,17 +437,18 @@ impl BoltFile {
                 if n == 0 {
                     return Err(self.corrupt(id, "an empty branch page"));
                 }
-                // The last child whose first key is <= key.
-                let mut child = None;
-                for i in 0..n {
-                    let (k, pgid) = self.branch_elem(&page, i)?;
-                    if i == 0 || k <= key {
-                        child = Some(pgid);
-                    }
-                    if k > key {
-                        break;
+                // The last child whose first key is <= key (the first child when none is):
+                // binary search over the sorted separator keys.
+                let (mut lo, mut hi) = (1, n);
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    if self.branch_elem(&page, mid)?.0 <= key {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
                     }
                 }
+                let child = Some(self.branch_elem(&page, lo - 1)?.1);
                 id = child.unwrap_or(0);
                 continue;
             }
@@ -588,6 +610,15 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// Where the element `next` returned last is: its leaf page and index; `None` inside an
+    /// inline bucket (no page of its own).
+    pub fn location(&self) -> Option<(u64, usize)> {
+        match &self.leaf {
+            Some((_, id, i)) if *id >= 2 && *i > 0 => Some((*id, *i - 1)),
+            _ => None,
+        }
+    }
+
     /// The next element, or `None` at the end.
     pub fn next(&mut self, db: &BoltFile) -> Result<Option<Entry>, BoltError> {
         loop {

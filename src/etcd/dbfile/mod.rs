@@ -72,17 +72,25 @@ pub struct DbInfo {
 /// Where each key's newest revision is, for the keys under the apiserver's prefix.
 #[derive(Default)]
 pub struct Index {
-    latest: HashMap<Vec<u8>, Revision>,
+    latest: HashMap<Vec<u8>, Latest>,
+}
+
+/// A key's newest revision, and where its value is in the file (leaf page and element), so
+/// that reading it needs no tree descent.
+#[derive(Clone, Copy, Debug)]
+struct Latest {
+    revision: Revision,
+    at: Option<(u64, usize)>,
 }
 
 impl Index {
     /// Keys whose newest revision is a value (not a delete), sorted.
-    fn current(&self) -> Vec<(&[u8], Revision)> {
-        let mut v: Vec<(&[u8], Revision)> = self
+    fn current(&self) -> Vec<(&[u8], Latest)> {
+        let mut v: Vec<(&[u8], Latest)> = self
             .latest
             .iter()
-            .filter(|(_, r)| !r.tombstone)
-            .map(|(k, r)| (k.as_slice(), *r))
+            .filter(|(_, l)| !l.revision.tombstone)
+            .map(|(k, l)| (k.as_slice(), *l))
             .collect();
         v.sort_unstable_by(|a, b| a.0.cmp(b.0));
         v
@@ -90,7 +98,7 @@ impl Index {
 
     /// The newest revision of `key`, if the file has it.
     pub fn latest(&self, key: &[u8]) -> Option<Revision> {
-        self.latest.get(key).copied()
+        self.latest.get(key).map(|l| l.revision)
     }
 }
 
@@ -117,6 +125,8 @@ pub struct DbFile {
     pub info: DbInfo,
     pub(crate) prefix: Vec<u8>,
     index: Index,
+    /// The file's sha256, computed on another thread while the file is read.
+    hashing: Option<std::thread::JoinHandle<Result<String, BoltError>>>,
 }
 
 /// `sha256:` + hex of the file, read in 1 MiB chunks.
@@ -143,6 +153,8 @@ impl DbFile {
     /// every key under `etcd_prefix` (one pass over bucket `key`; values are not kept).
     pub fn open(path: &Path, etcd_prefix: &str) -> Result<Self, DbError> {
         let mut bolt = BoltFile::open(path)?;
+        let hashed = path.to_path_buf();
+        let hashing = std::thread::spawn(move || file_sha256(&hashed));
         let not_etcd = |reason: &str| DbError::NotEtcd {
             path: path.to_path_buf(),
             reason: reason.to_string(),
@@ -181,13 +193,15 @@ impl DbFile {
             }
             newest = newest.max(rev.main);
             if kv.key.starts_with(&prefix) {
-                latest.insert(kv.key, rev);
+                let at = cursor.location();
+                latest.insert(kv.key, Latest { revision: rev, at });
             }
         }
         let info = DbInfo {
             path: path.display().to_string(),
             size: bolt.len(),
-            sha256: file_sha256(path)?,
+            // Filled in by [`DbFile::sha256`].
+            sha256: String::new(),
             revision: newest.max(compact_revision),
             oldest_revision: oldest,
             compact_revision,
@@ -201,7 +215,21 @@ impl DbFile {
             info,
             prefix,
             index: Index { latest },
+            hashing: Some(hashing),
         })
+    }
+
+    /// The file's sha256 (`sha256:` + hex), also recorded in [`DbFile::info`]; waits for the
+    /// hashing thread started by [`DbFile::open`].
+    pub fn sha256(&mut self) -> Result<&str, DbError> {
+        if let Some(h) = self.hashing.take() {
+            let sum = h.join().map_err(|_| DbError::NotEtcd {
+                path: PathBuf::from(&self.info.path),
+                reason: "the thread hashing it stopped".into(),
+            })??;
+            self.info.sha256 = sum;
+        }
+        Ok(&self.info.sha256)
     }
 
     /// The index of newest revisions.
@@ -209,11 +237,19 @@ impl DbFile {
         &self.index
     }
 
-    /// The stored value at `rev`, decoded.
-    fn value_at(&mut self, rev: Revision) -> Result<Option<StoredKeyValue>, DbError> {
+    /// The stored value of a key's newest revision, decoded: read where the index saw it (the
+    /// element's key is checked), else looked up.
+    fn value_at(&mut self, latest: Latest) -> Result<Option<StoredKeyValue>, DbError> {
+        let want = latest.revision.key_bytes();
+        if let Some((page, index)) = latest.at {
+            let (k, v) = self.bolt.element_at(page, index)?;
+            if k == want {
+                return Ok(StoredKeyValue::decode(&v));
+            }
+        }
         Ok(self
             .bolt
-            .get(&self.keys, &rev.key_bytes())?
+            .get(&self.keys, &want)?
             .and_then(|v| StoredKeyValue::decode(&v)))
     }
 
@@ -259,10 +295,11 @@ impl DbFile {
         for (i, range) in plan.ranges.iter().enumerate() {
             for chunk in current[in_range(range)].chunks(BATCH) {
                 let mut batch = Vec::with_capacity(chunk.len());
-                for (key, rev) in chunk {
+                for (key, latest) in chunk {
                     // The index was built from this file; a value that is gone now means the
                     // file changed under us, which a read-only reader reports as damage.
-                    let kv = self.value_at(*rev)?.ok_or_else(|| DbError::NotEtcd {
+                    let rev = latest.revision;
+                    let kv = self.value_at(*latest)?.ok_or_else(|| DbError::NotEtcd {
                         path: PathBuf::from(&self.info.path),
                         reason: format!(
                             "revision {} of {} is listed but cannot be read",
