@@ -448,8 +448,7 @@ impl BoltFile {
                         hi = mid;
                     }
                 }
-                let child = Some(self.branch_elem(&page, lo - 1)?.1);
-                id = child.unwrap_or(0);
+                id = self.branch_elem(&page, lo - 1)?.1;
                 continue;
             }
             let page = self.read_page(id)?;
