@@ -63,7 +63,8 @@ pub enum Command {
     /// Generate keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Read every stored value of the covered resources from etcd and say how each is stored.
+    /// Read every stored value of the covered resources from etcd (or an etcd snapshot) and say
+    /// how each is stored.
     #[command(after_help = SCAN_HELP)]
     Scan(ScanArgs),
     /// Config summary, lint findings, a scan summary, and where each setting came from.
@@ -349,7 +350,9 @@ pub enum RotateCommand {
     /// Rewrite every object of the rotated resources with the new write key.
     #[command(after_help = ROTATE_HELP)]
     Reencrypt(RotateArgs),
-    /// Remove keys no stored value uses (proven by a fresh scan), archiving them.
+    /// Remove keys no stored value uses (proven by a fresh scan), archiving them; then show the
+    /// old copies left (etcd history, members' free pages, atrest's snapshots) and how to drop
+    /// them.
     #[command(after_help = ROTATE_HELP)]
     Prune(RotatePruneArgs),
     /// prepare, promote, reencrypt and prune in order, waiting for the apiservers at each step.
@@ -471,7 +474,8 @@ What is read: for every resource the config names (and secrets always), the etcd
 apiserver stores it under; with a wildcard (*.*, *.<group>) every key under the prefix, each mapped
 back to its resource. All pages are read at one pinned revision, so counts are a consistent snapshot.
 
-Reads the config file (and the apiserver manifest), etcd, and --key-archive. Writes nothing:
+Reads the config file (and the apiserver manifest), etcd (or the --snapshot file), and
+--key-archive. Writes nothing:
 the result goes to stdout, progress to stderr; etcd is only read. With --textfile DIR it also
 writes the exporter's series to DIR/atrest.prom (atomically; with --state-dir, --policy and
 --kubeconfig for key ages, limits and apiserver hashes), for node_exporter's textfile collector.
@@ -479,11 +483,25 @@ writes the exporter's series to DIR/atrest.prom (atomically; with --state-dir, -
 Without --verify values are classified by prefix, key name and shape; with it every value is
 decrypted too (and a value no configured key opens is reported as undecryptable).
 
+Backups and old copies: --snapshot FILE reads an etcd snapshot or a member's db file instead of
+etcd (read-only, no restore) and names its sha256 and every key its values need; --history also
+reads etcd's older revisions (and a file's free pages, or live each member's db size) and prints
+the etcdctl compact/defrag commands that would drop what it finds. atrest never runs them.
+
+Examples:
+  atrest scan                                   on a control-plane node: settings from the manifest
+  atrest scan --verify -o json > scan.json      decrypt every value; a stable JSON document
+  atrest scan --history                         also plaintext left in etcd's history
+  atrest scan --snapshot backup.db --config encryption.yaml --key-archive key-archive.yaml
+                                                is this backup encrypted, and which keys open it?
+
 Exit codes:
-  0  every stored object is on its resource's write key
+  0  every stored object is on its resource's write key (and, with --history or --snapshot, no
+     residue: no plaintext or retired-key copy)
   1  findings: plaintext where encryption is configured, stale (on a read key), undecryptable,
-     unknown key, or corrupt values — listed by namespace/name
-  2  the scan could not complete (bad config, etcd unreachable or refusing)";
+     unknown key, or corrupt values — listed by namespace/name; residue
+  2  the scan could not complete (bad config, etcd unreachable or refusing, a damaged or
+     unreadable --snapshot file)";
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
