@@ -12,12 +12,7 @@ N=${1:-100000}
 DURATION=${2:-60}
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-setup
-aescbc_config >"$work/config.yaml"
-testbed_start "$work/config.yaml"
-
-echo "seeding $N secrets" >&2
-"$seed" "$KUBECONFIG" bench "$N" 1024 0
+seeded_cluster "$N"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$atrest" exporter --config "$ATREST_CONFIG" --endpoints "$ETCDCTL_ENDPOINTS" --no-apiservers \
   --listen "127.0.0.1:$port" --interval 1s 2>"$work/exporter.log" &

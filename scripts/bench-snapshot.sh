@@ -12,12 +12,7 @@ N=${1:-100000}
 RUNS=${2:-3}
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-setup
-aescbc_config >"$work/config.yaml"
-testbed_start "$work/config.yaml"
-
-echo "seeding $N secrets" >&2
-"$seed" "$KUBECONFIG" bench "$N" 1024 0
+seeded_cluster "$N"
 snap=$work/snapshot.db
 etcdctl snapshot save "$snap" >/dev/null
 ls -l "$snap" >&2

@@ -79,3 +79,13 @@ testbed_restart_apiserver() {
 identity_config() {
   printf 'apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - identity: {}\n'
 }
+
+# seeded_cluster N: builds, starts a control plane under aescbc and seeds N secrets of 1 KiB
+# (namespace bench) through the apiserver.
+seeded_cluster() {
+  setup
+  aescbc_config >"$work/config.yaml"
+  testbed_start "$work/config.yaml"
+  echo "seeding $1 secrets" >&2
+  "$seed" "$KUBECONFIG" bench "$1" 1024 0
+}
