@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Benchmark: every read-side command of atrest at N (default 1,000,000) small secrets, against
+# `etcdctl get --prefix -w protobuf` on the same data, with peak RSS. The secrets are written
+# straight into etcd in the apiserver's storage format (protobuf, plaintext) by
+# examples/seed_etcd.rs, since a million through the API would take too long; the config is
+# aescbc, so every one of them is a finding (plaintext where encryption is configured).
+#
+#   scripts/bench-million.sh [N=1000000] [RUNS=1]
+set -euo pipefail
+N=${1:-1000000}
+RUNS=${2:-1}
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+setup
+cargo build --release --quiet --example seed_etcd
+aescbc_config >"$work/config.yaml"
+testbed_start "$work/config.yaml"
+"$root/target/release/examples/seed_etcd" "$ETCDCTL_ENDPOINTS" million "$N" 64
+etcdctl get /registry/secrets --prefix --count-only -w fields | grep -i count >&2
+
+flags=(--config "$ATREST_CONFIG" --endpoints "$ETCDCTL_ENDPOINTS")
+api=(--kubeconfig "$KUBECONFIG" --state-dir "$work/state")
+{
+  measure "etcdctl-get-prefix-protobuf" "$RUNS" sh -c "etcdctl get /registry/secrets --prefix -w protobuf > /dev/null"
+  measure "atrest-scan" "$RUNS" "$atrest" scan "${flags[@]}" --progress none
+  measure "atrest-scan-verify" "$RUNS" "$atrest" scan --verify "${flags[@]}" --progress none
+  measure "atrest-status" "$RUNS" "$atrest" status "${flags[@]}" "${api[@]}"
+  measure "atrest-report-json" "$RUNS" "$atrest" report --format json "${flags[@]}" "${api[@]}"
+  measure "atrest-reencrypt-dry-run" "$RUNS" "$atrest" reencrypt --dry-run "${flags[@]}" "${api[@]}" --progress none
+} | tee "$work/results.txt" >&2
+ls -l "$work/state" >&2 2>/dev/null || true
+
+awk -v n="$N" '
+  { label[NR]=$1; t[NR]=$2; rss[NR]=$3; if ($1=="etcdctl-get-prefix-protobuf") base=$2 }
+  END {
+    printf "\n%d secrets of 64 B of data (plaintext protobuf, config aescbc):\n", n
+    printf "| command | wall s | vs etcdctl get --prefix | peak RSS MiB |\n|---|---:|---:|---:|\n"
+    for (i=1;i<=NR;i++) printf "| %s | %.2f | %.2f | %.1f |\n", label[i], t[i], (base>0? t[i]/base : 0), rss[i]/1024
+  }' "$work/results.txt"
