@@ -16,12 +16,12 @@ cargo build --release --quiet --example seed_etcd
 aescbc_config >"$work/config.yaml"
 testbed_start "$work/config.yaml"
 "$root/target/release/examples/seed_etcd" "$ETCDCTL_ENDPOINTS" million "$N" 64
-etcdctl get /registry/secrets --prefix --count-only -w fields | grep -i count >&2
+etcdctl --command-timeout=600s get /registry/secrets --prefix --count-only -w fields | grep -i count >&2
 
 flags=(--config "$ATREST_CONFIG" --endpoints "$ETCDCTL_ENDPOINTS")
 api=(--kubeconfig "$KUBECONFIG" --state-dir "$work/state")
 {
-  measure "etcdctl-get-prefix-protobuf" "$RUNS" sh -c "etcdctl get /registry/secrets --prefix -w protobuf > /dev/null"
+  measure "etcdctl-get-prefix-protobuf" "$RUNS" sh -c "etcdctl --command-timeout=600s get /registry/secrets --prefix -w protobuf > /dev/null"
   measure "atrest-scan" "$RUNS" "$atrest" scan "${flags[@]}" --progress none
   measure "atrest-scan-verify" "$RUNS" "$atrest" scan --verify "${flags[@]}" --progress none
   measure "atrest-status" "$RUNS" "$atrest" status "${flags[@]}" "${api[@]}"
