@@ -13,30 +13,20 @@
 //! root is 0 (an inline bucket). Every read is bounds-checked: a truncated, zeroed or random file
 //! gives an error, never a panic.
 
+mod cursor;
+mod page;
 #[cfg(test)]
 mod tests;
+
+pub use cursor::{Cursor, Entry};
+use page::*;
+pub use page::{Meta, Visited, is_leaf, leaf_elem, page_header};
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-const PAGE_HEADER: usize = 16;
-const ELEMENT: usize = 16;
-const MAGIC: u32 = 0xED0C_DAED;
-const VERSION: u32 = 2;
-const BRANCH: u16 = 0x01;
-const LEAF: u16 = 0x02;
-const META: u16 = 0x04;
-const FREELIST: u16 = 0x10;
-const BUCKET_LEAF: u32 = 0x01;
-/// bbolt writes no freelist page when `NoFreelistSync` is set; its meta then names this pgid.
-const NO_FREELIST: u64 = u64::MAX;
-/// Trees deeper than this are corrupt (a bbolt tree of a billion keys is about 6 levels).
-const MAX_DEPTH: usize = 64;
-/// Branch pages kept in memory for lookups; leaf pages are read and dropped.
-const BRANCH_CACHE_PAGES: usize = 4096;
 
 /// Why a bbolt file could not be read. Nothing was written in any case.
 #[derive(Debug, thiserror::Error)]
@@ -85,21 +75,6 @@ pub enum BoltError {
     },
 }
 
-/// The current meta page: where the tree starts and how big the file is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Meta {
-    /// Bytes per page.
-    pub page_size: u32,
-    /// Root page of the root bucket (whose keys are the top-level bucket names).
-    pub root: u64,
-    /// The freelist page, or `u64::MAX` when none is written.
-    pub freelist: u64,
-    /// The high-water mark: pages `0..pgid` are in use or free.
-    pub pgid: u64,
-    /// The transaction that wrote this meta page.
-    pub txid: u64,
-}
-
 /// Where a bucket's tree is.
 #[derive(Clone, Debug)]
 pub enum Bucket {
@@ -107,21 +82,6 @@ pub enum Bucket {
     Root(u64),
     /// A small bucket stored inside its parent's leaf: the bytes of its single leaf page.
     Inline(Vec<u8>),
-}
-
-/// A page read from the file, with its overflow pages.
-struct Page {
-    id: u64,
-    bytes: Arc<Vec<u8>>,
-}
-
-impl Page {
-    fn flags(&self) -> u16 {
-        u16_at(&self.bytes, 8).unwrap_or(0)
-    }
-    fn count(&self) -> usize {
-        u16_at(&self.bytes, 10).unwrap_or(0) as usize
-    }
 }
 
 /// An open bbolt file.
@@ -132,60 +92,6 @@ pub struct BoltFile {
     meta: Meta,
     branches: HashMap<u64, Arc<Vec<u8>>>,
     last_leaf: Option<(u64, Arc<Vec<u8>>)>,
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
-/// FNV-1a 64, bbolt's meta checksum.
-fn fnv64a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// Parses the meta struct that starts at `b[PAGE_HEADER..]`; `Err` says why it is not valid.
-fn parse_meta(b: &[u8]) -> Result<Meta, String> {
-    let m = b
-        .get(PAGE_HEADER..PAGE_HEADER + 64)
-        .ok_or_else(|| "shorter than a meta page".to_string())?;
-    let flags = u16_at(b, 8).unwrap_or(0);
-    let magic = u32_at(m, 0).unwrap_or(0);
-    if magic != MAGIC {
-        return Err(format!("magic {magic:#010x}, expected {MAGIC:#010x}"));
-    }
-    if flags & META == 0 {
-        return Err(format!("page flags {flags:#x} are not a meta page's"));
-    }
-    let version = u32_at(m, 4).unwrap_or(0);
-    if version != VERSION {
-        return Err(format!("format version {version}, expected {VERSION}"));
-    }
-    let checksum = u64_at(m, 56).unwrap_or(0);
-    if fnv64a(&m[..56]) != checksum {
-        return Err("meta checksum mismatch".to_string());
-    }
-    let page_size = u32_at(m, 8).unwrap_or(0);
-    if !(1024..=65536).contains(&page_size) || !page_size.is_power_of_two() {
-        return Err(format!("page size {page_size} is not a bbolt page size"));
-    }
-    Ok(Meta {
-        page_size,
-        root: u64_at(m, 16).unwrap_or(0),
-        freelist: u64_at(m, 32).unwrap_or(0),
-        pgid: u64_at(m, 40).unwrap_or(0),
-        txid: u64_at(m, 48).unwrap_or(0),
-    })
 }
 
 impl BoltFile {
@@ -576,201 +482,5 @@ impl BoltFile {
     /// Whether a page id's header says freelist (used by tests and the free-page census).
     pub fn is_freelist_page(bytes: &[u8]) -> bool {
         u16_at(bytes, 8).is_some_and(|f| f & FREELIST != 0)
-    }
-}
-
-/// One element of a bucket.
-pub struct Entry {
-    /// Element flags (1: a nested bucket).
-    pub flags: u32,
-    /// The key.
-    pub key: Vec<u8>,
-    /// The value (for a nested bucket, its header).
-    pub value: Vec<u8>,
-}
-
-impl Entry {
-    /// The element is a nested bucket, not a value.
-    pub fn is_bucket(&self) -> bool {
-        self.flags & BUCKET_LEAF != 0
-    }
-}
-
-/// Walks a bucket's tree in key order, one element at a time; every page it reads is recorded,
-/// so a page reached twice (a cycle or a shared subtree, both corrupt) is an error, not a loop.
-pub struct Cursor {
-    root: Bucket,
-    started: bool,
-    /// Branch pages on the path: (bytes, id, next child).
-    stack: Vec<(Arc<Vec<u8>>, u64, usize)>,
-    /// The leaf being read: (bytes, id, next element).
-    leaf: Option<(Arc<Vec<u8>>, u64, usize)>,
-    seen: Visited,
-}
-
-impl Cursor {
-    /// Where the element `next` returned last is: its leaf page and index; `None` inside an
-    /// inline bucket (no page of its own).
-    pub fn location(&self) -> Option<(u64, usize)> {
-        match &self.leaf {
-            Some((_, id, i)) if *id >= 2 && *i > 0 => Some((*id, *i - 1)),
-            _ => None,
-        }
-    }
-
-    /// The next element, or `None` at the end.
-    pub fn next(&mut self, db: &BoltFile) -> Result<Option<Entry>, BoltError> {
-        loop {
-            if let Some((bytes, id, i)) = &mut self.leaf {
-                let count = page_header(bytes).map(|h| h.1).unwrap_or(0);
-                if *i < count {
-                    let (flags, k, v) = leaf_elem(bytes, *i).ok_or_else(|| {
-                        db.corrupt(*id, format!("leaf element {i} is past the page"))
-                    })?;
-                    *i += 1;
-                    return Ok(Some(Entry {
-                        flags,
-                        key: k.to_vec(),
-                        value: v.to_vec(),
-                    }));
-                }
-                self.leaf = None;
-            }
-            if !self.started {
-                self.started = true;
-                match &self.root {
-                    Bucket::Inline(bytes) => {
-                        let flags = page_header(bytes).map(|h| h.0).unwrap_or(0);
-                        if flags & LEAF == 0 {
-                            return Err(db.corrupt(0, "an inline bucket is not a leaf page"));
-                        }
-                        self.leaf = Some((Arc::new(bytes.clone()), 0, 0));
-                    }
-                    Bucket::Root(id) => self.enter(db, *id)?,
-                }
-                continue;
-            }
-            let Some((bytes, id, next)) = self.stack.last_mut() else {
-                return Ok(None);
-            };
-            let count = page_header(bytes).map(|h| h.1).unwrap_or(0);
-            if *next >= count {
-                self.stack.pop();
-                continue;
-            }
-            let page = Page {
-                id: *id,
-                bytes: bytes.clone(),
-            };
-            let (_, child) = db.branch_elem(&page, *next)?;
-            *next += 1;
-            self.enter(db, child)?;
-        }
-    }
-
-    fn enter(&mut self, db: &BoltFile, id: u64) -> Result<(), BoltError> {
-        if self.stack.len() >= MAX_DEPTH {
-            return Err(db.corrupt(id, format!("the tree is deeper than {MAX_DEPTH} levels")));
-        }
-        if !self.seen.insert(id) {
-            return Err(db.corrupt(id, "the page is reached twice in the tree"));
-        }
-        let page = db.read_page(id)?;
-        let flags = page.flags();
-        if flags & BRANCH != 0 {
-            self.stack.push((page.bytes, id, 0));
-        } else if flags & LEAF != 0 {
-            self.leaf = Some((page.bytes, id, 0));
-        } else {
-            return Err(db.corrupt(
-                id,
-                format!("flags {flags:#x}: neither a branch nor a leaf page"),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// A bucket header (root u64, sequence u64), and an inline page after it when root is 0.
-fn bucket_of(value: &[u8]) -> Option<Bucket> {
-    let root = u64_at(value, 0)?;
-    if root == 0 {
-        Some(Bucket::Inline(value.get(16..)?.to_vec()))
-    } else {
-        Some(Bucket::Root(root))
-    }
-}
-
-/// Element `i` of a leaf page's bytes: (flags, key, value), or `None` when it runs off the page.
-pub fn leaf_elem(bytes: &[u8], i: usize) -> Option<(u32, &[u8], &[u8])> {
-    let at = PAGE_HEADER.checked_add(i.checked_mul(ELEMENT)?)?;
-    let e = bytes.get(at..at.checked_add(ELEMENT)?)?;
-    let flags = u32_at(e, 0)?;
-    let pos = u32_at(e, 4)? as usize;
-    let ksize = u32_at(e, 8)? as usize;
-    let vsize = u32_at(e, 12)? as usize;
-    let kstart = at.checked_add(pos)?;
-    let kend = kstart.checked_add(ksize)?;
-    let vend = kend.checked_add(vsize)?;
-    Some((flags, bytes.get(kstart..kend)?, bytes.get(kend..vend)?))
-}
-
-/// A page's header fields: (flags, count, overflow), for pages read with [`BoltFile::raw_page`].
-pub fn page_header(bytes: &[u8]) -> Option<(u16, usize, u32)> {
-    Some((
-        u16_at(bytes, 8)?,
-        u16_at(bytes, 10)? as usize,
-        u32_at(bytes, 12)?,
-    ))
-}
-
-/// Whether flags name a leaf page.
-pub fn is_leaf(flags: u16) -> bool {
-    flags & LEAF != 0 && flags & (BRANCH | META | FREELIST) == 0
-}
-
-/// A set of page ids over `0..n`, one bit each.
-pub struct Visited {
-    bits: Vec<u64>,
-    n: u64,
-}
-
-impl Visited {
-    fn new(n: u64) -> Self {
-        Self {
-            bits: vec![0; n.div_ceil(64) as usize],
-            n,
-        }
-    }
-
-    /// Adds `id`; false when it was already there (or is out of range).
-    fn insert(&mut self, id: u64) -> bool {
-        if id >= self.n {
-            return false;
-        }
-        let (w, b) = ((id / 64) as usize, id % 64);
-        let had = self.bits[w] & (1 << b) != 0;
-        self.bits[w] |= 1 << b;
-        !had
-    }
-
-    /// Whether `id` is in the set.
-    pub fn contains(&self, id: u64) -> bool {
-        id < self.n && self.bits[(id / 64) as usize] & (1 << (id % 64)) != 0
-    }
-
-    /// The ids in the set, ascending.
-    pub fn ids(&self) -> Vec<u64> {
-        (0..self.n).filter(|i| self.contains(*i)).collect()
-    }
-
-    /// How many ids are in the set.
-    pub fn len(&self) -> u64 {
-        self.bits.iter().map(|w| u64::from(w.count_ones())).sum()
-    }
-
-    /// Whether the set is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

@@ -1,18 +1,15 @@
 //! The command line as parsed, nothing more. `settings::resolve` turns the connection flags into
 //! the settings commands run on.
 
+mod help;
+pub use help::EXIT_CODES;
+use help::*;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use atrest::config::Severity;
-
-pub const EXIT_CODES: &str = "\
-Exit codes:
-  0  success: valid / everything on its write key / step done
-  1  findings: the command ran and found something to act on
-  2  could not complete: bad input, unreachable etcd or apiserver, refused step
-  3  interrupted (SIGINT/SIGTERM); a checkpoint was written where the command keeps one";
 
 /// The Kubernetes release the tests run against (the test bed's kube-apiserver and kubectl).
 pub const TESTED_KUBERNETES: &str = "v1.37.2";
@@ -89,42 +86,6 @@ pub enum Command {
     #[command(after_help = MAN_HELP)]
     Man(ManArgs),
 }
-
-const COMPLETIONS_HELP: &str = "\
-Reads nothing; writes the script to stdout only. Install it where your shell looks, e.g.
-  atrest completions bash > /etc/bash_completion.d/atrest
-  atrest completions zsh  > \"${fpath[1]}/_atrest\"
-  atrest completions fish > ~/.config/fish/completions/atrest.fish
-  atrest completions powershell >> $PROFILE
-
-Exit codes:
-  0  written
-  2  could not write (stdout closed)";
-
-const MAN_HELP: &str = "\
-Reads nothing. Without --dir the page of `atrest` goes to stdout (man -l <(atrest man));
-with --dir it writes atrest.1 and one page per subcommand (atrest-scan.1, atrest-rotate-run.1, …)
-into that folder, creating it, e.g. --dir /usr/local/share/man/man1.
-
-Exit codes:
-  0  written
-  2  could not write";
-
-const EXPORTER_HELP: &str = "\
-Scans every --interval (one scan at a time, never per scrape) and serves the last good result from
-memory on /metrics (Prometheus text format) and /healthz; a failed scan raises
-atrest_scan_failures_total and leaves the last good values served. The config file and the
-rotation state are re-read before each scan. Series: atrest_stored_objects{resource,key,state}
-(the counts of `atrest scan -o json`), atrest_write_key_info, atrest_encryption_expected,
-atrest_key_age_seconds, atrest_aesgcm_writes_estimate, atrest_apiserver_config_info,
-atrest_apiservers_converged, atrest_scan_* (see the README). Alert rules: deploy/prometheus/.
-
-Reads the config file (and the apiserver manifest), etcd, the rotation state in the state folder,
---policy, and with a kubeconfig each apiserver's /metrics. Writes nothing.
-
-Exit codes:
-  2  could not start (bad flags, address in use, unreadable config or policy); otherwise it runs
-     until stopped";
 
 /// A duration such as `30s`, `5m`, `1h30m`, `7d` or `2w` (a bare number is seconds).
 pub fn duration(s: &str) -> Result<std::time::Duration, String> {
@@ -204,46 +165,6 @@ pub struct ManArgs {
     pub dir: Option<PathBuf>,
 }
 
-const STATUS_HELP: &str = "\
-Reads: the apiserver manifest, the config file, etcd (a scan, unless --no-scan), each apiserver's
-/metrics and default/kubernetes endpoints (through the kubeconfig), and the state folder (the
-rotation stage, archived keys). Writes nothing: the summary goes to stdout.
-
-Exit codes:
-  0  every stored object is on its write key (or --no-scan)
-  1  the scan found objects not on their write key, undecryptable, unknown-key or corrupt
-  2  could not complete (no or invalid config, etcd unreachable, the scan failed)";
-
-const REPORT_HELP: &str = "\
-Reads: the config file (and the apiserver manifest), etcd (a scan, or --from-scan FILE), each
-apiserver's /metrics, the state folder (rotation state, archived keys) and --policy. Writes: the
-report to --out FILE or stdout, nothing else.
-
-The report states when and by which atrest it was made, the etcd cluster (ID, members, version,
-the revision the scan was pinned at), each apiserver and the config hash it reports, the config
-file (path, sha256, mode, owner) with every resource's keys in order (names and fingerprints),
-the rotation state, lint findings, and checks with evidence:
-  ATR-C01 encryption config set        ATR-C06 nothing undecryptable / unknown key / corrupt
-  ATR-C02 providers allowed by policy  ATR-C07 write keys younger than the maximum age
-  ATR-C03 every apiserver on the file  ATR-C08 required resources covered
-  ATR-C04 every object of an encrypted or  ATR-C09 config lint and file mode
-          required resource encrypted with its write key
-  ATR-C05 no plaintext where encryption is configured or required
-  (ATR-C10 KMS v2 key IDs, when used)
-Coverage per resource: encrypted with an allowed provider (the headline; plaintext counts
-against it), with a discouraged one, or not at all; and encrypted with the write key.
-It never contains a key or a secret value: only labels, fingerprints, hashes, counts and names.
-
-Policy file (YAML; absent fields keep these defaults):
-  allowedProviders: [kms-v2, secretbox, aesgcm]
-  discouragedProviders: [aescbc, kms-v1]     # WARN instead of FAIL
-  maxKeyAgeDays: 90
-  requiredResources: [secrets]
-
-Exit codes: 0 PASS, 1 FAIL, 2 could not complete.
-`atrest report diff A.json B.json` prints what changed between two audits; it exits 1 only on a
-regression (see `atrest report diff --help`).";
-
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     #[command(subcommand)]
@@ -305,39 +226,6 @@ pub enum ReportFormat {
     Md,
     Html,
 }
-
-const ROTATE_HELP: &str = "\
-The runbook, one guarded step at a time (each refuses what would lose data):
-  prepare    a new key becomes a read key everywhere (after an etcd snapshot)
-  promote    once every apiserver runs that config: the new key becomes the write key,
-             then a canary secret through each apiserver proves it writes with it
-  reencrypt  every object rewritten through the apiserver, proven in etcd
-  prune      after a fresh scan shows nothing uses them: old keys removed (and archived)
-  run        all of the above in order;  abort  undo safely before prune
-  run --if-older-than 28d   for a timer: exit 0 doing nothing while the write key is younger
-             (and, for aesgcm, below the policy's aesgcmMaxWrites); a rotation in progress
-             is resumed. One step at a time per state folder (rotate.lock): a second run while
-             one is under way is refused (exit 2), never started twice.
-
-Reads: the config file (and the apiserver manifest), etcd, each apiserver's /metrics, the state
-folder. Writes: the config file (rotate is the only command that does; a backup first, into
-the state folder), the state folder (rotation.json, backups/, the etcd snapshot, the reencrypt
-checkpoint, key-archive.yaml, rotate.lock), canary secrets and object rewrites through the
-apiserver. Never etcd.
-
-Each step waits until every apiserver reports the new config hash on /metrics
-(apiserver_encryption_config_controller_last_config_info). With several control-plane nodes,
-give --sync-command to copy the file to the others after each write (e.g. 'for n in cp2 cp3; do
-scp \"$ATREST_CONFIG_FILE\" $n:/etc/kubernetes/enc.yaml || exit 1; done'), or copy it yourself;
-atrest waits until each apiserver has loaded it. A failed sync stops the step with the write
-not yet committed: run the same command again and the sync runs again first.
-State, backups, the snapshot, the checkpoint and the key archive live in the state folder
-(default: an `atrest` folder beside the config). Every step can be re-run after a crash.
-
-Exit codes:
-  0  the step is done
-  2  refused or could not complete (the message says why and what to do)
-  3  interrupted during reencrypt; run the same command again";
 
 #[derive(Subcommand, Debug)]
 pub enum RotateCommand {
@@ -445,63 +333,6 @@ pub enum TargetArg {
     Kms,
     Identity,
 }
-
-const REENCRYPT_HELP: &str = "\
-How: the etcd scan finds each object not on its resource's write key (stale, or plaintext where the
-config wants encryption); for each, atrest sends a JSON merge PATCH carrying only
-metadata.resourceVersion (and uid) as preconditions. The apiserver rewrites a stale object with the
-current write key and leaves a current one untouched; a concurrent change gets 409 and etcd is
-re-checked, so no write is ever overwritten. Nothing is listed through the apiserver.
-
-Progress is saved to the checkpoint every few seconds and on SIGINT/SIGTERM (in-flight writes
-finish first); --resume continues where it stopped, and refuses if the config changed. At the end
-etcd is read again: the result counts what is still not on its write key.
-
-Reads: the config file (and the apiserver manifest), etcd, the apiservers' /metrics, the checkpoint.
-Writes: objects, through the apiserver only (never etcd); the checkpoint in the state folder
-(--checkpoint); nothing with --dry-run.
-
-RBAC: patch on every resource rewritten (get/list are not needed); /metrics for the config check.
-
-Exit codes:
-  0  every object is now on its write key (proven in etcd)
-  1  some objects were given up or are still not on their write key (listed)
-  2  could not complete (bad config, etcd/apiserver unreachable, RBAC refused, apiserver lagging)
-  3  interrupted by SIGINT/SIGTERM; the checkpoint is saved: run again with --resume";
-
-const SCAN_HELP: &str = "\
-What is read: for every resource the config names (and secrets always), the etcd key range the
-apiserver stores it under; with a wildcard (*.*, *.<group>) every key under the prefix, each mapped
-back to its resource. All pages are read at one pinned revision, so counts are a consistent snapshot.
-
-Reads the config file (and the apiserver manifest), etcd (or the --snapshot file), and
---key-archive. Writes nothing:
-the result goes to stdout, progress to stderr; etcd is only read. With --textfile DIR it also
-writes the exporter's series to DIR/atrest.prom (atomically; with --state-dir, --policy and
---kubeconfig for key ages, limits and apiserver hashes), for node_exporter's textfile collector.
-
-Without --verify values are classified by prefix, key name and shape; with it every value is
-decrypted too (and a value no configured key opens is reported as undecryptable).
-
-Backups and old copies: --snapshot FILE reads an etcd snapshot or a member's db file instead of
-etcd (read-only, no restore) and names its sha256 and every key its values need; --history also
-reads etcd's older revisions (and a file's free pages, or live each member's db size) and prints
-the etcdctl compact/defrag commands that would drop what it finds. atrest never runs them.
-
-Examples:
-  atrest scan                                   on a control-plane node: settings from the manifest
-  atrest scan --verify -o json > scan.json      decrypt every value; a stable JSON document
-  atrest scan --history                         also plaintext left in etcd's history
-  atrest scan --snapshot backup.db --config encryption.yaml --key-archive key-archive.yaml
-                                                is this backup encrypted, and which keys open it?
-
-Exit codes:
-  0  every stored object is on its resource's write key (and, with --history or --snapshot, no
-     residue: no plaintext or retired-key copy)
-  1  findings: plaintext where encryption is configured, stale (on a read key), undecryptable,
-     unknown key, or corrupt values — listed by namespace/name; residue
-  2  the scan could not complete (bad config, etcd unreachable or refusing, a damaged or
-     unreadable --snapshot file)";
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
