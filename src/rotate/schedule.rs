@@ -320,6 +320,18 @@ mod tests {
             "{second}"
         );
         drop(first);
-        RotationLock::acquire(dir.path()).unwrap();
+        // Another test of this process forking a command can hold an inherited copy of the
+        // descriptor until its exec closes it: wait for that, not for a fixed time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match RotationLock::acquire(dir.path()) {
+                Ok(_) => break,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("the lock was not released: {e}"),
+            }
+        }
     }
 }
