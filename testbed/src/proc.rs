@@ -2,10 +2,12 @@
 //! its guard (also on panic) and with the test process (`PR_SET_PDEATHSIG`), its output in a log
 //! file that outlives it.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
 pub const K8S_VERSION: &str = "v1.37.2";
 
@@ -41,14 +43,46 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// A free TCP port on 127.0.0.1. The listener is dropped just before use; the random pick
-/// by the kernel keeps parallel tests apart.
+/// A free TCP port on 127.0.0.1, picked outside the kernel's ephemeral range.
+///
+/// A port from `bind(0)` comes from that range, which every outgoing connection (the
+/// apiserver's own to etcd, a test's to the apiserver) also draws from: between the pick and the
+/// server's bind, one of them could take it (CI saw `bind: address already in use`). A random
+/// port below the range is never handed to a connection; the bind check and the set of ports
+/// already given out keep parallel tests apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let (low, high) = ephemeral_range();
+    // Ports [10000, low) when the range starts high enough, else above it.
+    let (from, to) = if low > 12_000 {
+        (10_000u32, u32::from(low))
+    } else {
+        (u32::from(high) + 1, 65_535)
+    };
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let mut b = [0u8; 4];
+        getrandom::fill(&mut b).unwrap();
+        let port = (from + u32::from_le_bytes(b) % (to - from)) as u16;
+        if given.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        given.insert(port);
+        return port;
+    }
+    panic!("no free port on 127.0.0.1 in {from}..{to} after 1000 tries");
+}
+
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), Linux's default if
+/// unreadable.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
 }
 
 /// A child process that dies with its guard and with the test process.
