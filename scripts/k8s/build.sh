@@ -35,7 +35,7 @@ if [ "${1:-}" = "--matrix" ]; then
   args=()
   [ $where = 1 ] && args=(--where)
   "$0" "${args[@]}" || status=1
-  while read -r kube etcd; do
+  while read -r kube etcd _; do
     case $kube in '' | '#'*) continue ;; esac
     "$0" "${args[@]}" "$kube" "$etcd" || status=1
   done <"$here/matrix"
