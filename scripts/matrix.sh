@@ -56,6 +56,14 @@ cargo test --locked --no-run "${bins[@]}" >&2
 
 # Build every pair first (one Go build at a time), and check each folder holds the pinned
 # releases: the tests read the versions from the binaries.
+# One Go build cache for every build of this run (the releases share most packages), deleted
+# at the end; see scripts/k8s/build.sh.
+if [ -z "${ATREST_GOCACHE:-}" ]; then
+  mkdir -p "${XDG_CACHE_HOME:-$HOME/.cache}/atrest/k8s"
+  ATREST_GOCACHE=$(mktemp -d "${XDG_CACHE_HOME:-$HOME/.cache}/atrest/k8s/.gocache.XXXXXX")
+  export ATREST_GOCACHE
+  trap 'rm -rf "$ATREST_GOCACHE"' EXIT
+fi
 dirs=()
 for p in "${pairs[@]}"; do
   read -r kube etcd mark <<<"$p"
