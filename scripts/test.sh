@@ -34,6 +34,12 @@ if command -v rustup >/dev/null; then
 fi
 
 log "Kubernetes test binaries"
+# One Go build cache for every Kubernetes and etcd build of this run (the newest pair and the
+# matrix share most packages), deleted at the end (scripts/k8s/build.sh).
+mkdir -p "${XDG_CACHE_HOME:-$HOME/.cache}/atrest/k8s"
+ATREST_GOCACHE=$(mktemp -d "${XDG_CACHE_HOME:-$HOME/.cache}/atrest/k8s/.gocache.XXXXXX")
+export ATREST_GOCACHE
+trap 'rm -rf "$ATREST_GOCACHE"' EXIT
 ATREST_K8S_BIN=$(scripts/k8s/build.sh)
 export ATREST_K8S_BIN
 echo "$ATREST_K8S_BIN" >&2
