@@ -54,8 +54,6 @@ fi
 select_tests "${core[@]}"
 cargo test --locked --no-run "${bins[@]}" >&2
 
-# Build every pair first (one Go build at a time), and check each folder holds the pinned
-# releases: the tests read the versions from the binaries.
 # One Go build cache for every build of this run (the releases share most packages), deleted
 # at the end; see scripts/k8s/build.sh.
 if [ -z "${ATREST_GOCACHE:-}" ]; then
@@ -64,6 +62,8 @@ if [ -z "${ATREST_GOCACHE:-}" ]; then
   export ATREST_GOCACHE
   trap 'rm -rf "$ATREST_GOCACHE"' EXIT
 fi
+# Build every pair first (one Go build at a time), and check each folder holds the pinned
+# releases: the tests read the versions from the binaries.
 dirs=()
 for p in "${pairs[@]}"; do
   read -r kube etcd mark <<<"$p"
