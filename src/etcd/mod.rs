@@ -18,6 +18,16 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 /// Why etcd could not be read. atrest only reads etcd, so none of these changed anything.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
+    /// The etcd server is older than the oldest release atrest is proven against.
+    #[error(
+        "etcd at {endpoints} runs {version}; atrest supports etcd 3.5 to 3.7 (the version matrix proves 3.5.21, 3.6.8 and 3.7.0): upgrade etcd first"
+    )]
+    TooOld {
+        /// The endpoint URLs asked, comma-separated.
+        endpoints: String,
+        /// The version etcd's status reported.
+        version: String,
+    },
     /// A TLS file given by flag, environment or manifest could not be read.
     #[error("cannot read {what} {path}: {source}")]
     File {
@@ -182,10 +192,16 @@ impl EtcdTarget {
                 endpoints: endpoints.clone(),
                 message: explain(&e),
             })?;
-        client.status().await.map_err(|e| EtcdError::Connect {
-            endpoints,
+        let status = client.status().await.map_err(|e| EtcdError::Connect {
+            endpoints: endpoints.clone(),
             message: explain(&e),
         })?;
+        if !supported_etcd(status.version()) {
+            return Err(EtcdError::TooOld {
+                endpoints,
+                version: status.version().to_string(),
+            });
+        }
         Ok(client)
     }
 }
@@ -251,5 +267,37 @@ pub(crate) fn is_transient(e: &etcd_client::Error) -> bool {
         }
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
+    }
+}
+
+/// Whether an etcd server version (`3.5.21`) is one atrest supports: 3.5 or newer. A version
+/// that does not parse is let through (a vendor build); what atrest reads is proven anyway.
+pub fn supported_etcd(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) >= (3, 5),
+        _ => true,
+    }
+}
+
+/// The version the etcd server behind `client` reports in its status.
+pub async fn server_version(client: &mut etcd_client::Client) -> Result<String, EtcdError> {
+    let s = client.status().await.map_err(|e| EtcdError::Request {
+        message: e.to_string(),
+        hint: "",
+    })?;
+    Ok(s.version().to_string())
+}
+
+#[cfg(test)]
+mod version_tests {
+    #[test]
+    fn etcd_3_5_and_newer_are_supported() {
+        assert!(super::supported_etcd("3.5.21"));
+        assert!(super::supported_etcd("3.6.8"));
+        assert!(super::supported_etcd("3.7.0"));
+        assert!(!super::supported_etcd("3.4.34"));
+        assert!(!super::supported_etcd("2.3.8"));
+        assert!(super::supported_etcd("vendor-build"));
     }
 }

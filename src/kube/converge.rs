@@ -91,12 +91,15 @@ pub async fn require_config(
         if c.agrees(agreement) {
             return Ok(c);
         }
-        if Instant::now() >= deadline {
+        // An apiserver too old to report its config never will: refuse now, not at the timeout.
+        let too_old =
+            agreement == Agreement::Every && c.apiservers.iter().any(|a| a.too_old().is_some());
+        if too_old || Instant::now() >= deadline {
             return Err(NotConverged {
                 awaited: Awaited::Config {
                     hash: want.to_string(),
                 },
-                waited: timeout,
+                waited: if too_old { Duration::ZERO } else { timeout },
                 lagging: c.lagging(agreement),
                 unreached: match agreement {
                     Agreement::Every => c.unreached.clone(),
@@ -175,6 +178,9 @@ pub struct ApiserverStatus {
     pub config_hash: Option<String>,
     /// Why its metrics could not be read, when they could not.
     pub error: Option<String>,
+    /// Its release (`gitVersion` of `GET /version`), when it answered.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 impl ApiserverStatus {
@@ -191,8 +197,21 @@ impl ApiserverStatus {
         match (&self.config_hash, &self.error) {
             (_, Some(e)) => format!("unreachable: {e}"),
             (Some(h), None) => h.clone(),
-            (None, None) => "no encryption config hash".into(),
+            (None, None) => match self.too_old() {
+                Some(why) => format!("no encryption config hash: {why}"),
+                None => "no encryption config hash".into(),
+            },
         }
+    }
+
+    /// Why this apiserver can never report a config hash (a release before the metric), if so.
+    pub fn too_old(&self) -> Option<String> {
+        if self.config_hash.is_some() {
+            return None;
+        }
+        self.version
+            .as_deref()
+            .and_then(super::version::config_info_missing_reason)
     }
 }
 
@@ -348,6 +367,7 @@ impl Apiservers {
                     lease: None,
                     config_hash: None,
                     error: Some(e.to_string()),
+                    version: None,
                 },
                 Ok(api) => match metrics::config_report(&api).await {
                     Ok(r) => ApiserverStatus {
@@ -358,12 +378,14 @@ impl Apiservers {
                         url,
                         config_hash: r.config_hash,
                         error: None,
+                        version: super::version::git_version(&api).await.ok(),
                     },
                     Err(e) => ApiserverStatus {
                         url,
                         lease: None,
                         config_hash: None,
                         error: Some(e.to_string()),
+                        version: None,
                     },
                 },
             };
@@ -403,6 +425,7 @@ mod tests {
             lease: None,
             config_hash: hash.map(str::to_string),
             error: error.map(str::to_string),
+            version: None,
         }
     }
 

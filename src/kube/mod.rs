@@ -6,6 +6,7 @@ pub mod canary;
 pub mod converge;
 pub mod metrics;
 pub mod rewrite;
+pub mod version;
 
 pub use converge::{Agreement, ApiserverStatus, Apiservers, Convergence, NotConverged};
 

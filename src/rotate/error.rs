@@ -131,6 +131,16 @@ pub enum RotateError {
         /// Its answer, trimmed: which KMS check failed.
         body: String,
     },
+    /// An apiserver runs a Kubernetes release atrest cannot prove a config on (before 1.34 it
+    /// does not export `last_config_info`); refused before anything is written.
+    #[error(
+        "refusing to rotate: {}",
+        .apiservers.join("; ")
+    )]
+    UnsupportedApiserver {
+        /// One line per such apiserver: its URL (and lease) and why.
+        apiservers: Vec<String>,
+    },
     /// Within the wait timeout, not every apiserver loaded the config atrest wrote (or saw the
     /// KMS plugins' current key IDs); it names the ones that lag.
     #[error(transparent)]

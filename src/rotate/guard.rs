@@ -35,8 +35,17 @@ impl Rotator<'_> {
                 .apiservers
                 .iter()
                 .map(|a| {
-                    let reported = a.config_hash.as_deref().or(a.error.as_deref());
-                    format!("  {} {}", a.url, reported.unwrap_or("no hash"))
+                    let version = a
+                        .version
+                        .as_deref()
+                        .map(|v| format!(" ({v})"))
+                        .unwrap_or_default();
+                    match (&a.config_hash, &a.error, a.too_old()) {
+                        (Some(h), _, _) => format!("  {}{version} {h}", a.url),
+                        (None, Some(e), _) => format!("  {} {e}", a.url),
+                        (None, None, Some(why)) => format!("  {}: {why}", a.url),
+                        (None, None, None) => format!("  {}{version} no hash", a.url),
+                    }
                 })
                 .collect();
             if lines != last {
@@ -59,6 +68,21 @@ impl Rotator<'_> {
             c.apiservers.len()
         ));
         Ok(c)
+    }
+
+    /// Refuses, before anything is written, when an apiserver runs a release that cannot report
+    /// the config it loaded (Kubernetes before 1.34, read from its `/version`).
+    pub(super) async fn refuse_unsupported_apiservers(&self) -> Result<(), RotateError> {
+        let c = self.apiservers.survey("").await;
+        let old: Vec<String> = c
+            .apiservers
+            .iter()
+            .filter_map(|a| a.too_old().map(|why| format!("{}: {why}", a.name())))
+            .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        Err(RotateError::UnsupportedApiserver { apiservers: old })
     }
 
     fn announce_wait(&self, want: &str) {

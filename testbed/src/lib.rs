@@ -43,6 +43,8 @@ pub use fixtures::{
 };
 pub use kms::KmsPlugin;
 pub use leak::{check_file, check_state_dir, register_key, register_key_bytes, register_value};
-pub use proc::{K8S_VERSION, Proc, bin_dir, free_port};
+pub use proc::{
+    K8S_VERSION, Proc, bin_dir, etcd_version, free_port, kube_apiserver_version, kube_minor,
+};
 pub use reports::Reports;
 pub use tls::EtcdTls;

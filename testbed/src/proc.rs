@@ -43,6 +43,44 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// The release the test bed's kube-apiserver was built as (`kube-apiserver --version`:
+/// `Kubernetes v1.34.4` gives `v1.34.4`): the version matrix points `ATREST_K8S_BIN` at
+/// folders of other releases, and tests that expect a release's behaviour ask this.
+pub fn kube_apiserver_version() -> String {
+    let out = std::process::Command::new(bin_dir().join("kube-apiserver"))
+        .arg("--version")
+        .output()
+        .expect("kube-apiserver --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find(|w| w.starts_with('v'))
+        .unwrap_or_else(|| panic!("no version in kube-apiserver --version: {text}"))
+        .to_string()
+}
+
+/// The Kubernetes minor of [`kube_apiserver_version`] (`34` for `v1.34.4`).
+pub fn kube_minor() -> u32 {
+    let v = kube_apiserver_version();
+    v.split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no minor in {v}"))
+}
+
+/// The release of the test bed's etcd (`etcd --version`: `etcd Version: 3.5.21`).
+pub fn etcd_version() -> String {
+    let out = std::process::Command::new(bin_dir().join("etcd"))
+        .arg("--version")
+        .output()
+        .expect("etcd --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("etcd Version: "))
+        .unwrap_or_else(|| panic!("no version in etcd --version: {text}"))
+        .trim()
+        .to_string()
+}
+
 /// A free TCP port on 127.0.0.1, picked outside the kernel's ephemeral range.
 ///
 /// A port from `bind(0)` comes from that range, which every outgoing connection (the

@@ -24,6 +24,7 @@ pub async fn run(a: args::StatusArgs) -> Result<i32> {
     let loaded = &ctx.config;
     let mut findings = atrest::config::lint(&loaded.config);
     findings.extend(atrest::config::lint_file_mode(loaded.file.mode));
+    let mut etcd_version = None;
     let scan = if a.no_scan {
         None
     } else {
@@ -35,10 +36,12 @@ pub async fn run(a: args::StatusArgs) -> Result<i32> {
         };
         let mut bar = Bar::new("scanning", crate::cli::progress::ProgressMode::Auto);
         let result = match ctx.etcd().await {
-            Ok(client) => ctx
-                .scan(&client, &req, &mut bar)
-                .await
-                .map_err(anyhow::Error::from),
+            Ok(mut client) => {
+                etcd_version = atrest::etcd::server_version(&mut client).await.ok();
+                ctx.scan(&client, &req, &mut bar)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
             Err(e) => Err(e.into()),
         };
         bar.finish();
@@ -68,6 +71,7 @@ pub async fn run(a: args::StatusArgs) -> Result<i32> {
         state,
         archived,
         convergence,
+        etcd_version,
     };
     match a.output {
         Output::Json => render::print_json(&view::status_json(

@@ -38,6 +38,8 @@ pub struct StatusExtra {
     pub state: Option<atrest::rotate::State>,
     pub archived: Vec<atrest::keys::archive::ArchivedKey>,
     pub convergence: Result<atrest::kube::Convergence, String>,
+    /// The etcd server's version, when the scan connected to it.
+    pub etcd_version: Option<String>,
 }
 
 fn rotation_table(out: &mut String, extra: &StatusExtra) {
@@ -98,7 +100,12 @@ fn rotation_table(out: &mut String, extra: &StatusExtra) {
                     Some(_) => format!(" (NOT the file: {})", c.want),
                     None => String::new(),
                 };
-                let _ = writeln!(out, "  {} {}{verdict}", a.name(), a.reported());
+                let version = a
+                    .version
+                    .as_deref()
+                    .map(|v| format!(" [{v}]"))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "  {}{version} {}{verdict}", a.name(), a.reported());
             }
             for l in &c.unreached {
                 let _ = writeln!(
@@ -165,6 +172,9 @@ pub fn status_table(
     });
     provenance(&mut out, "etcd user", s.user.as_ref(), |u| u.clone());
     provenance(&mut out, "etcd prefix", Some(&s.etcd_prefix), |p| p.clone());
+    if let Some(v) = &extra.etcd_version {
+        let _ = writeln!(out, "  etcd version: {v}");
+    }
     provenance(&mut out, "kubeconfig", s.kubeconfig.as_ref(), |p| {
         p.display().to_string()
     });
@@ -207,6 +217,7 @@ pub fn status_json(
         },
         "converged": extra.convergence.as_ref().map(|c| c.converged()).unwrap_or(false),
         "archived_keys": extra.archived,
+        "etcd_version": extra.etcd_version,
         "scan": match scan {
             None => serde_json::Value::Null,
             Some(Ok(r)) => serde_json::to_value(r).unwrap_or_default(),

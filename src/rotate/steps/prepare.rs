@@ -45,6 +45,7 @@ impl Rotator<'_> {
                 stage: r.stage,
             });
         }
+        self.refuse_unsupported_apiservers().await?;
         let cfg = self.cover_secrets(&loaded.config);
         let target = target(req)?;
         let label = target.label();
