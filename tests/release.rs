@@ -15,7 +15,6 @@ use sha2::{Digest, Sha256};
 use support::{ControlPlane, Options, create_namespace, create_secrets, names, random_key_b64};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-const ETCD_VERSION: &str = "3.7.0";
 const MAX_SIZE: u64 = 15_000_000;
 
 fn tarball_name() -> String {
@@ -110,13 +109,55 @@ fn assert_version_line(stdout: &str) {
             || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
         "--version names no commit: {stdout:?}"
     );
+    let (kube, etcd) = tested_pins();
     assert!(
         stdout.contains(&format!(
-            "tested against Kubernetes {}, etcd {ETCD_VERSION})",
-            support::K8S_VERSION
+            "tested against Kubernetes {}; etcd {})",
+            kube.join(", "),
+            etcd.join(", ")
         )),
-        "--version names no tested versions: {stdout:?}"
+        "--version names other releases than the test bed's pins {kube:?} {etcd:?}: {stdout:?}"
     );
+}
+
+/// The releases the test bed builds and tests, read from its pins: the newest pair
+/// (`scripts/k8s/kube`, `scripts/k8s/etcd`) and every supported pair of `scripts/k8s/matrix`,
+/// each sorted oldest first.
+fn tested_pins() -> (Vec<String>, Vec<String>) {
+    let k8s = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/k8s");
+    // The version a pin folder's go.mod requires of `module`.
+    let pin = |folder: &str, module: &str| -> String {
+        let go_mod = std::fs::read_to_string(k8s.join(folder).join("go.mod")).unwrap();
+        go_mod
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(module))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .find(|v| v.starts_with('v'))
+            .unwrap_or_else(|| panic!("scripts/k8s/{folder}/go.mod pins no {module}"))
+            .to_string()
+    };
+    let mut kube = vec![support::K8S_VERSION.to_string()];
+    let mut etcd = vec![pin("etcd", "go.etcd.io/etcd/server/v3 ")];
+    let matrix = std::fs::read_to_string(k8s.join("matrix")).unwrap();
+    for line in matrix.lines().filter(|l| !l.starts_with('#')) {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if let [k, e] = w[..] {
+            kube.push(pin(k, "k8s.io/kubernetes "));
+            etcd.push(pin(e, "go.etcd.io/etcd/server/v3 "));
+        }
+    }
+    for list in [&mut kube, &mut etcd] {
+        list.iter_mut()
+            .for_each(|v| *v = v.trim_start_matches('v').to_string());
+        list.sort_by_key(|v| {
+            v.split('.')
+                .map(|n| n.parse::<u32>().unwrap_or(0))
+                .collect::<Vec<_>>()
+        });
+        list.dedup();
+    }
+    kube.iter_mut().for_each(|v| v.insert(0, 'v'));
+    (kube, etcd)
 }
 
 #[test]

@@ -11,10 +11,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use atrest::config::Severity;
 
-/// The Kubernetes release the tests run against (the test bed's kube-apiserver and kubectl).
-pub const TESTED_KUBERNETES: &str = "v1.37.2";
-/// The etcd release the tests run against.
-pub const TESTED_ETCD: &str = "3.7.0";
+/// The Kubernetes releases the tests run against: the newest with the full suite, the others
+/// with the version matrix (`scripts/k8s/matrix`; `tests/release.rs` checks this list against
+/// those pins).
+pub const TESTED_KUBERNETES: &[&str] = &["v1.34.4", "v1.35.4", "v1.36.3", "v1.37.2"];
+/// The etcd releases the tests run against, in the same way.
+pub const TESTED_ETCD: &[&str] = &["3.5.21", "3.6.8", "3.7.0"];
 
 /// `atrest --version`: the version, the commit it was built from (build.rs; "unknown" outside
 /// git) and the Kubernetes and etcd releases the tests run against.
@@ -22,9 +24,11 @@ pub fn version() -> &'static str {
     static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     VERSION.get_or_init(|| {
         format!(
-            "{} (commit {}; tested against Kubernetes {TESTED_KUBERNETES}, etcd {TESTED_ETCD})",
+            "{} (commit {}; tested against Kubernetes {}; etcd {})",
             env!("CARGO_PKG_VERSION"),
             option_env!("ATREST_GIT_COMMIT").unwrap_or("unknown"),
+            TESTED_KUBERNETES.join(", "),
+            TESTED_ETCD.join(", "),
         )
     })
 }
