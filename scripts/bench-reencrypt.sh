@@ -4,7 +4,16 @@
 # `atrest reencrypt`, in one run on the same cluster. Before each tool the state is reset the
 # same way: identity config, delete every secret, seed N, switch to aescbc, restart the apiserver.
 #
+# The ceiling, in the same run: examples/ceiling.rs, the cheapest client the apiserver allows
+# (protobuf LIST, each item PUT back unchanged as protobuf with its resourceVersion), at the
+# concurrencies of CONCURRENCIES; atrest runs at the same ones. The summary is atrest's best time
+# as a fraction of the ceiling's best.
+#
 #   scripts/bench-reencrypt.sh [N=10000]
+#   CONCURRENCIES="8 16 32 64" TASKSET_CPUS=0 scripts/bench-reencrypt.sh
+#
+# TASKSET_CPUS pins the control plane (etcd and kube-apiserver) to those CPUs (taskset -a -p),
+# to see how the ratios move with the cores the control plane gets.
 set -euo pipefail
 N=${1:-10000}
 # shellcheck source=scripts/lib.sh
@@ -13,6 +22,14 @@ setup
 identity_config >"$work/identity.yaml"
 aescbc_config >"$work/aescbc.yaml"
 testbed_start "$work/identity.yaml"
+cargo build --release --quiet --example ceiling
+ceiling=$root/target/release/examples/ceiling
+concurrencies=${CONCURRENCIES:-8 16 32 64}
+pin_control_plane() {
+  [ -n "${TASKSET_CPUS:-}" ] || return 0
+  for p in $(pgrep -x etcd) $(pgrep -x kube-apiserver); do taskset -a -p -c "$TASKSET_CPUS" "$p" >/dev/null; done
+}
+pin_control_plane
 flags=(--config "$ATREST_CONFIG" --endpoints "$ETCDCTL_ENDPOINTS" --kubeconfig "$KUBECONFIG" --state-dir "$work/state")
 
 reset() {
@@ -24,6 +41,7 @@ reset() {
   "$seed" "$KUBECONFIG" bench "$N" 1024 0
   cp "$work/aescbc.yaml" "$ATREST_CONFIG"
   testbed_restart_apiserver
+  pin_control_plane
   rm -rf "$work/state"
 }
 
@@ -40,20 +58,35 @@ reset
 kubectl_line=$(NO_WARMUP=1 measure "kubectl-get-replace" 1 sh -c "kubectl get secrets -A -o json | kubectl replace -f -")
 echo "$kubectl_line; on key1 / total: $(on_key1)" >&2
 
-echo "== atrest reencrypt" >&2
-reset
-atrest_line=$(NO_WARMUP=1 measure "atrest-reencrypt" 1 "$atrest" reencrypt "${flags[@]}")
-echo "$atrest_line; on key1 / total: $(on_key1)" >&2
-cat "$work/stdout" >&2
+lines=("$kubectl_line")
+for c in $concurrencies; do
+  echo "== ceiling, concurrency $c" >&2
+  reset
+  line=$(NO_WARMUP=1 measure "ceiling-c$c" 1 "$ceiling" "$KUBECONFIG" bench "$c")
+  echo "$line; $(cat "$work/stdout"); on key1 / total: $(on_key1)" >&2
+  lines+=("$line")
+done
+for c in $concurrencies; do
+  echo "== atrest reencrypt --concurrency $c" >&2
+  reset
+  line=$(NO_WARMUP=1 measure "atrest-reencrypt-c$c" 1 "$atrest" reencrypt "${flags[@]}" --concurrency "$c")
+  echo "$line; on key1 / total: $(on_key1)" >&2
+  cat "$work/stdout" >&2
+  lines+=("$line")
+done
 
 echo "== re-run on the finished state, and a scan of it" >&2
-rerun_line=$(measure "atrest-reencrypt-rerun" 3 "$atrest" reencrypt "${flags[@]}")
-scan_line=$(measure "atrest-scan" 3 "$atrest" scan --config "$ATREST_CONFIG" --endpoints "$ETCDCTL_ENDPOINTS")
+lines+=("$(measure "atrest-reencrypt-rerun" 3 "$atrest" reencrypt "${flags[@]}")")
+lines+=("$(measure "atrest-scan" 3 "$atrest" scan --config "$ATREST_CONFIG" --endpoints "$ETCDCTL_ENDPOINTS")")
 
-printf '%s\n%s\n%s\n%s\n' "$kubectl_line" "$atrest_line" "$rerun_line" "$scan_line" | awk -v n="$N" '
-  { label[NR]=$1; t[NR]=$2; rss[NR]=$3; if ($1=="kubectl-get-replace") base=$2 }
+printf '%s\n' "${lines[@]}" | awk -v n="$N" -v cpus="${TASKSET_CPUS:-all}" '
+  { label[NR]=$1; t[NR]=$2; rss[NR]=$3
+    if ($1=="kubectl-get-replace") base=$2
+    if ($1 ~ /^ceiling-/ && (ceil=="" || $2<ceil)) { ceil=$2; ceil_label=$1 }
+    if ($1 ~ /^atrest-reencrypt-c/ && (best=="" || $2<best)) { best=$2; best_label=$1 } }
   END {
-    printf "\n%d secrets of 1 KiB, identity -> aescbc:\n", n
+    printf "\n%d secrets of 1 KiB, identity -> aescbc, control plane on CPUs %s:\n", n, cpus
     printf "| command | wall s | speed-up vs kubectl | peak RSS MiB |\n|---|---:|---:|---:|\n"
     for (i=1;i<=NR;i++) printf "| %s | %.2f | %.1fx | %.1f |\n", label[i], t[i], (t[i]>0? base/t[i] : 0), rss[i]/1024
+    printf "\nceiling (best: %s) %.2f s; atrest (best: %s) %.2f s = %.1f%% of the ceiling\n", ceil_label, ceil, best_label, best, (best>0? 100*ceil/best : 0)
   }'

@@ -209,9 +209,9 @@ async fn sigint_saves_the_checkpoint_and_exits_3() {
     let (cp, k1) = plaintext_cluster(1500, &[]).await;
     let mut cmd = reencrypt_command(&cp, &["--concurrency=1", "--qps=200"]);
     let mut child = cmd.spawn().unwrap();
-    // Past the first page of 256 keys, so that the checkpoint has a cursor to save.
-    wait_for(&mut child, "300 objects rewritten", async || {
-        count_labelled(&cp, BIG, KEY1).await >= 300
+    // Past the scan's first page (500 keys), so that the checkpoint has a cursor to save.
+    wait_for(&mut child, "600 objects rewritten", async || {
+        count_labelled(&cp, BIG, KEY1).await >= 600
     })
     .await;
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };

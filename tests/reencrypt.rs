@@ -1,5 +1,5 @@
-//! `atrest reencrypt` against a real control plane: the minimal PATCH, full migrations with
-//! byte-identical data, kill and resume, concurrent writers, a killed apiserver, RBAC refusal.
+//! `atrest reencrypt` against a real control plane: the minimal PATCH and the protobuf PUT, full
+//! migrations with byte-identical data, kill and resume, concurrent writers, a killed apiserver, RBAC refusal.
 
 use atrest_testbed as support;
 
@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use atrest::codec::ProviderTable;
+use atrest::codec::object::put_body;
 use atrest::kube::ApiPath;
-use atrest::kube::rewrite::{Outcome, patch};
+use atrest::kube::rewrite::{Outcome, patch, put};
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::Value;
@@ -199,6 +201,186 @@ async fn the_minimal_patch_rewrites_stale_and_leaves_current_untouched() {
     );
 }
 
+/// The PUT path (`kube::rewrite::put`) keeps the same promises as the PATCH: a current object
+/// is not written, resourceVersion and uid are preconditions, a deleted object is gone, and a
+/// rewrite stores the very same object bytes (managedFields, labels, annotations, finalizers,
+/// data) under the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protobuf_put_rewrites_stale_keeps_every_stored_byte_and_leaves_current_untouched() {
+    let k1 = random_key_b64();
+    let on_key1 = config(
+        &format!("[{}, {{identity: {{}}}}]", aescbc(&[("key1", &k1)])),
+        IDENTITY,
+        IDENTITY,
+    );
+    let mut cp = ControlPlane::start(Options {
+        config_yaml: Some(on_key1),
+        ..Default::default()
+    })
+    .await;
+    let client = cp.client().await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, "default");
+    for name in ["stale", "recreated"] {
+        let s = serde_json::json!({
+            "metadata": {"name": name, "labels": {"app": "web"},
+                         "annotations": {"note": "kept"}, "finalizers": ["atrest.test/keep"]},
+            "type": "Opaque", "immutable": true,
+            "data": {"password": "aHVudGVyMg=="}});
+        secrets
+            .create(&PostParams::default(), &serde_json::from_value(s).unwrap())
+            .await
+            .unwrap();
+    }
+    let k2 = random_key_b64();
+    let rotated = config(
+        &format!(
+            "[{}, {{identity: {{}}}}]",
+            aescbc(&[("key2", &k2), ("key1", &k1)])
+        ),
+        IDENTITY,
+        IDENTITY,
+    );
+    cp.write_config(&rotated);
+    cp.restart_apiserver(0).await;
+    let client = cp.client().await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    create_secrets(&client, "default", &["current".into()], "v").await;
+    let table = ProviderTable::new(
+        &atrest::config::parse_str(std::path::Path::new("c.yaml"), &rotated)
+            .unwrap()
+            .resolve(&atrest::GroupResource::parse("secrets")),
+    );
+    // The object as etcd holds it, opened: (plaintext, revision, stored prefix).
+    let read = async |name: &str| {
+        let key = format!("/registry/secrets/default/{name}");
+        let (value, rev) = cp.raw(&key).await.unwrap();
+        let plaintext = table.open(key.as_bytes(), &value).unwrap();
+        (plaintext.to_vec(), rev, value[..23].to_vec())
+    };
+    let api = atrest::kube::connect(Some(&cp.kubeconfig)).await.unwrap();
+    let path = ApiPath {
+        group: String::new(),
+        version: "v1".into(),
+        plural: "secrets".into(),
+        namespaced: true,
+    };
+    let body = |plaintext: &[u8], rev: i64| {
+        let (api_version, body) = put_body(plaintext, rev).unwrap();
+        assert_eq!(api_version, path.api_version());
+        body
+    };
+
+    let (plain, rev, _) = read("current").await;
+    assert_eq!(
+        put(
+            &api,
+            &path,
+            Some("default"),
+            "current",
+            rev,
+            body(&plain, rev)
+        )
+        .await,
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        read("current").await.1,
+        rev,
+        "a current object is not written"
+    );
+
+    let (plain, rev, prefix) = read("stale").await;
+    assert!(prefix.starts_with(b"k8s:enc:aescbc:v1:key1:"));
+    assert_eq!(
+        put(
+            &api,
+            &path,
+            Some("default"),
+            "stale",
+            rev - 1,
+            body(&plain, rev - 1)
+        )
+        .await,
+        Outcome::Conflict,
+        "resourceVersion is a precondition"
+    );
+    let outcome = put(
+        &api,
+        &path,
+        Some("default"),
+        "stale",
+        rev,
+        body(&plain, rev),
+    )
+    .await;
+    let (after, rev_new, prefix) = read("stale").await;
+    assert_eq!(
+        outcome,
+        Outcome::Rewritten {
+            resource_version: rev_new
+        }
+    );
+    assert!(prefix.starts_with(b"k8s:enc:aescbc:v1:key2:"));
+    assert!(
+        after == plain,
+        "the stored object is byte-identical: only the key changed"
+    );
+
+    // Deleted and created again under the same name: the old body (old uid) is refused even
+    // with the new object's resourceVersion.
+    let (old, old_rev, _) = read("recreated").await;
+    let finalizers_off = serde_json::json!({"metadata": {"finalizers": null}});
+    secrets
+        .patch(
+            "recreated",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&finalizers_off),
+        )
+        .await
+        .unwrap();
+    secrets
+        .delete("recreated", &Default::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cp
+        .raw("/registry/secrets/default/recreated")
+        .await
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "recreated was not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        put(
+            &api,
+            &path,
+            Some("default"),
+            "recreated",
+            old_rev,
+            body(&old, old_rev)
+        )
+        .await,
+        Outcome::Gone
+    );
+    create_secrets(&client, "default", &["recreated".into()], "new").await;
+    let (_, rev, _) = read("recreated").await;
+    assert_eq!(
+        put(
+            &api,
+            &path,
+            Some("default"),
+            "recreated",
+            rev,
+            body(&old, rev)
+        )
+        .await,
+        Outcome::Conflict,
+        "uid is a precondition"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
     let mut cp = ControlPlane::start(Options {
@@ -263,6 +445,15 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
         r["resources"]["configmaps"]["rewritten"].as_u64().unwrap()
     );
     assert_eq!(r["resources"]["gadgets.atrest.test"]["rewritten"], 5);
+    // Which request each resource took: built-in protobuf objects the stored object PUT back,
+    // the custom resource (stored as JSON) the merge PATCH.
+    for res in ["secrets", "configmaps"] {
+        assert_eq!(
+            r["resources"][res]["rewritten_by_put"], r["resources"][res]["rewritten"],
+            "{res}: {r:#}"
+        );
+    }
+    assert_eq!(r["resources"]["gadgets.atrest.test"]["rewritten_by_put"], 0);
     assert!(state.join("reencrypt-checkpoint.json").exists());
     for prefix in [
         "/registry/secrets/m/",
@@ -505,9 +696,9 @@ async fn sigterm_saves_a_checkpoint_and_exits_3() {
     let (mut cp, _) = plaintext_cluster(1500).await;
     let mut cmd = reencrypt_command(&cp, &["--concurrency=1", "--qps=200"]);
     let mut child = cmd.spawn().unwrap();
-    // Past the first page of 256 keys, so that the checkpoint has a cursor to save.
-    wait_for(&mut child, "300 objects rewritten", async || {
-        on_key1(&cp, BIG).await >= 300
+    // Past the scan's first page (500 keys), so that the checkpoint has a cursor to save.
+    wait_for(&mut child, "600 objects rewritten", async || {
+        on_key1(&cp, BIG).await >= 600
     })
     .await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -202,6 +202,28 @@ impl ProviderTable {
         &self.write_key
     }
 
+    /// The plaintext of a value the apiserver reads with this config without a KMS plugin:
+    /// stored as plaintext (identity), or under a local key (aescbc, aesgcm, secretbox). `None`
+    /// for KMS values, unknown keys and values that do not open. Re-encryption sends such a
+    /// value back unchanged; the apiserver decrypts and re-encrypts it the same way.
+    pub fn open(&self, etcd_key: &[u8], value: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        let c = self
+            .candidates
+            .iter()
+            .filter(|c| c.provider_index != usize::MAX)
+            .find(|c| match c.kind {
+                CandidateKind::Identity => !value.starts_with(ENCRYPTED_PREFIX),
+                _ => value.starts_with(&c.prefix),
+            })?;
+        let plaintext = match &c.kind {
+            CandidateKind::Identity => Zeroizing::new(value.to_vec()),
+            CandidateKind::Key(k) => cipher::open(k, etcd_key, &value[c.prefix.len()..]).ok()?,
+            CandidateKind::Kms { .. } => return None,
+        };
+        // CBC is unauthenticated: only a Kubernetes object counts as opened.
+        (payload_kind(&plaintext) != PayloadKind::Unknown).then_some(plaintext)
+    }
+
     /// Classifies one value. `etcd_key` is the full key: the AAD of aesgcm and KMS.
     pub fn classify(
         &self,

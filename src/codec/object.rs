@@ -161,6 +161,83 @@ fn json_info(plaintext: &[u8]) -> Option<ObjectInfo> {
     })
 }
 
+/// The body of an unchanged protobuf PUT of a stored object: the stored bytes with
+/// `metadata.resourceVersion` (which storage never holds) set to `resource_version`, and the
+/// `apiVersion` they are in (a PUT must name the URL's version). Every other byte of the object
+/// is copied, never decoded and re-encoded, so no field (one this build does not know
+/// included) can be lost. `None` for anything but a protobuf object with no (or an empty)
+/// resourceVersion.
+pub fn put_body(plaintext: &[u8], resource_version: i64) -> Option<(String, Vec<u8>)> {
+    let unknown = Unknown::decode(plaintext.strip_prefix(PROTOBUF_MAGIC)?).ok()?;
+    let api_version = unknown.type_meta.as_ref()?.api_version.clone()?;
+    // `metadata` is field 1 of every Kubernetes object, `resourceVersion` field 6 of it. The
+    // apiserver's encoder writes every string field, so storage holds an empty one.
+    let raw = replace_field(unknown.raw.as_deref()?, 1, false, |meta| {
+        replace_field(meta, 6, true, |rv| {
+            rv.is_empty()
+                .then(|| resource_version.to_string().into_bytes())
+        })
+    })?;
+    let mut body = PROTOBUF_MAGIC.to_vec();
+    Unknown {
+        raw: Some(raw),
+        ..unknown
+    }
+    .encode(&mut body)
+    .ok()?;
+    Some((api_version, body))
+}
+
+/// `message` with the first length-delimited field `tag` replaced by `f(its bytes)` (when
+/// absent: appended as `f(&[])` if `add`, else `None`); every other byte copied as it is.
+/// `None` when the message does not parse or `f` refuses.
+fn replace_field(
+    message: &[u8],
+    tag: u32,
+    add: bool,
+    f: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint};
+    let put = |out: &mut Vec<u8>, bytes: &[u8]| {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    };
+    let mut f = Some(f);
+    let mut rest = message;
+    let mut out = Vec::with_capacity(message.len() + 24);
+    while !rest.is_empty() {
+        let start = rest;
+        let (t, wire) = decode_key(&mut rest).ok()?;
+        let len = match wire {
+            WireType::Varint => {
+                decode_varint(&mut rest).ok()?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => usize::try_from(decode_varint(&mut rest).ok()?).ok()?,
+            WireType::StartGroup | WireType::EndGroup => return None,
+        };
+        let body = rest.get(..len)?;
+        rest = &rest[len..];
+        match (t == tag && wire == WireType::LengthDelimited, f.take()) {
+            (true, Some(f)) => put(&mut out, &f(body)?),
+            (_, f_back) => {
+                f = f_back;
+                out.extend_from_slice(&start[..start.len() - rest.len()]);
+            }
+        }
+    }
+    if let Some(f) = f {
+        if !add {
+            return None;
+        }
+        put(&mut out, &f(&[])?);
+    }
+    Some(out)
+}
+
 /// `metadata.resourceVersion` of an apiserver response in the protobuf envelope (responses
 /// carry it; stored values never do).
 pub fn response_resource_version(body: &[u8]) -> Option<String> {
@@ -184,6 +261,110 @@ mod tests {
     use k8s_pb::api::core::v1::Secret;
     use k8s_pb::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_pb::apimachinery::pkg::runtime::TypeMeta;
+
+    /// A stored Secret in the envelope, with a field this build does not know (tag 99).
+    fn stored_secret() -> Vec<u8> {
+        let secret = Secret {
+            metadata: Some(ObjectMeta {
+                name: Some("db".into()),
+                namespace: Some("prod".into()),
+                uid: Some("u-1".into()),
+                labels: [("app".to_string(), "web".to_string())].into(),
+                ..Default::default()
+            }),
+            data: [("password".to_string(), b"hunter2".to_vec())].into(),
+            r#type: Some("Opaque".into()),
+            ..Default::default()
+        };
+        let mut raw = secret.encode_to_vec();
+        prost::encoding::string::encode(99, &"from a newer release".to_string(), &mut raw);
+        let mut v = PROTOBUF_MAGIC.to_vec();
+        Unknown {
+            type_meta: Some(TypeMeta {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+            }),
+            raw: Some(raw),
+            content_encoding: Some(String::new()),
+            content_type: Some(String::new()),
+        }
+        .encode(&mut v)
+        .unwrap();
+        v
+    }
+
+    #[test]
+    fn put_body_adds_only_the_resource_version() {
+        let stored = stored_secret();
+        let (api_version, body) = put_body(&stored, 4242).unwrap();
+        assert_eq!(api_version, "v1");
+        let sent = Unknown::decode(body.strip_prefix(PROTOBUF_MAGIC).unwrap()).unwrap();
+        let orig = Unknown::decode(stored.strip_prefix(PROTOBUF_MAGIC).unwrap()).unwrap();
+        assert_eq!(sent.type_meta, orig.type_meta);
+        let secret = Secret::decode(sent.raw.as_deref().unwrap()).unwrap();
+        let meta = secret.metadata.clone().unwrap();
+        assert_eq!(meta.resource_version.as_deref(), Some("4242"));
+        assert_eq!(meta.uid.as_deref(), Some("u-1"));
+        assert_eq!(secret.data["password"], b"hunter2");
+        // Every other byte is the stored one: the unknown field 99 travels unchanged.
+        let (sent_raw, orig_raw) = (sent.raw.unwrap(), orig.raw.unwrap());
+        let tail = |raw: &[u8]| raw[raw.len() - 22..].to_vec();
+        assert_eq!(tail(&sent_raw), tail(&orig_raw));
+        assert_eq!(sent_raw.len(), orig_raw.len() + 6);
+    }
+
+    #[test]
+    fn put_body_fills_the_empty_resource_version_storage_holds_in_place() {
+        // The apiserver's encoder writes empty strings: storage holds `resourceVersion: ""`.
+        let mut stored =
+            Unknown::decode(stored_secret().strip_prefix(PROTOBUF_MAGIC).unwrap()).unwrap();
+        let mut secret = Secret::decode(stored.raw.as_deref().unwrap()).unwrap();
+        secret.metadata.as_mut().unwrap().resource_version = Some(String::new());
+        stored.raw = Some(secret.encode_to_vec());
+        let mut v = PROTOBUF_MAGIC.to_vec();
+        stored.encode(&mut v).unwrap();
+        let (_, body) = put_body(&v, 31).unwrap();
+        let sent = Unknown::decode(body.strip_prefix(PROTOBUF_MAGIC).unwrap()).unwrap();
+        let raw = sent.raw.unwrap();
+        let sent = Secret::decode(raw.as_slice()).unwrap();
+        assert_eq!(
+            sent.metadata.unwrap().resource_version.as_deref(),
+            Some("31")
+        );
+        // Replaced, not added: "31" is 2 bytes longer than "", nothing else grew.
+        assert_eq!(raw.len(), stored.raw.unwrap().len() + 2);
+    }
+
+    #[test]
+    fn put_body_refuses_what_storage_never_holds() {
+        assert_eq!(put_body(b"{\"kind\":\"Secret\"}", 1), None);
+        assert_eq!(put_body(b"k8s\x00\xff\xff", 1), None);
+        // An object that already carries a resourceVersion.
+        let (_, body) = put_body(&stored_secret(), 7).unwrap();
+        assert_eq!(put_body(&body, 8), None);
+        // No metadata.
+        let mut v = PROTOBUF_MAGIC.to_vec();
+        Unknown {
+            type_meta: Some(TypeMeta {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+            }),
+            raw: Some(Vec::new()),
+            ..Default::default()
+        }
+        .encode(&mut v)
+        .unwrap();
+        assert_eq!(put_body(&v, 1), None);
+        // No type meta, so no apiVersion to match the URL with.
+        let mut v = PROTOBUF_MAGIC.to_vec();
+        Unknown {
+            raw: Some(Secret::default().encode_to_vec()),
+            ..Default::default()
+        }
+        .encode(&mut v)
+        .unwrap();
+        assert_eq!(put_body(&v, 1), None);
+    }
 
     #[test]
     fn decodes_secret_metadata_without_data() {

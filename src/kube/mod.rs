@@ -166,6 +166,15 @@ pub struct ApiPath {
 }
 
 impl ApiPath {
+    /// The `apiVersion` objects at this path carry: `v1`, `apps/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
     /// `/api/v1/namespaces/ns/secrets/name` or `/apis/g/v/plural/name`.
     pub fn object_url(&self, namespace: Option<&str>, name: &str) -> String {
         let base = if self.group.is_empty() {

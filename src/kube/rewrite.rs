@@ -1,8 +1,16 @@
-//! The smallest write that makes the apiserver re-encrypt an object: a JSON merge PATCH that
-//! carries only `metadata.resourceVersion` (and `metadata.uid` when known). Both are
-//! preconditions, so a concurrent change gives 409 instead of being overwritten, and no field of
-//! the object travels in the request, so none can be dropped. The apiserver writes only when the
-//! stored value is stale (SPEC §4); a current object is left untouched (proven in the tests).
+//! The writes that make the apiserver re-encrypt an object without changing it. The apiserver
+//! writes only when the stored value is stale (SPEC §4); a current object is left untouched
+//! (proven in the tests). Two paths, both with `metadata.resourceVersion` as the precondition
+//! (a concurrent change gives 409, never an overwrite):
+//!
+//! - **PUT** ([`put`]): the stored protobuf object sent back as it is, with only the
+//!   resourceVersion added ([`crate::codec::object::put_body`]); its uid is the stored one. The
+//!   apiserver decodes it without converting to JSON and reading the object first, which
+//!   makes it the cheaper request. Only for protobuf objects atrest can open without a KMS
+//!   plugin, whose stored apiVersion is the one the URL names.
+//! - **PATCH** ([`patch`]): a JSON merge patch that carries only `metadata.resourceVersion`
+//!   (and `metadata.uid` when known); no field of the object travels. Everything else:
+//!   custom resources stored as JSON or CBOR, KMS values, other versions.
 
 use std::time::Duration;
 
@@ -10,7 +18,7 @@ use http_body_util::BodyExt;
 
 use super::{Api, ApiPath};
 
-/// What the apiserver did with one no-op PATCH.
+/// What the apiserver did with one no-op rewrite.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Written again: the resourceVersion moved.
@@ -25,7 +33,7 @@ pub enum Outcome {
     Conflict,
     /// Deleted since it was read.
     Gone,
-    /// RBAC refused the PATCH.
+    /// RBAC refused the write.
     Forbidden(String),
     /// Worth retrying (429, 5xx, connection errors), after `after` when the server said so.
     Retry {
@@ -36,6 +44,15 @@ pub enum Outcome {
     },
     /// Refused for another reason (admission webhook, validation): not retried.
     Failed(String),
+}
+
+/// Which request rewrote an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WritePath {
+    /// The stored protobuf object, PUT back unchanged.
+    Put,
+    /// The JSON merge patch of the preconditions only.
+    Patch,
 }
 
 /// Sends the no-op PATCH for one object.
@@ -53,24 +70,54 @@ pub async fn patch(
     }
     let body = serde_json::json!({ "metadata": meta }).to_string();
     let url = path.object_url(namespace, name);
-    let req = match http::Request::patch(&url)
+    let req = http::Request::patch(&url)
         .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
-        // Protobuf where the resource has it (cheaper for the apiserver to encode), else JSON.
-        .header(
-            http::header::ACCEPT,
-            "application/vnd.kubernetes.protobuf, application/json",
-        )
-        .body(kube::client::Body::from(body.into_bytes()))
-    {
+        .body(kube::client::Body::from(body.into_bytes()));
+    send(api, req, "PATCH", &url, resource_version).await
+}
+
+/// PUTs `body` ([`crate::codec::object::put_body`] of the stored object at
+/// `resource_version`) back to the object's URL.
+pub async fn put(
+    api: &Api,
+    path: &ApiPath,
+    namespace: Option<&str>,
+    name: &str,
+    resource_version: i64,
+    body: Vec<u8>,
+) -> Outcome {
+    let url = path.object_url(namespace, name);
+    let req = http::Request::put(&url)
+        .header(http::header::CONTENT_TYPE, PROTOBUF)
+        .body(kube::client::Body::from(body));
+    send(api, req, "PUT", &url, resource_version).await
+}
+
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+/// Sends one rewrite and tells what the apiserver did with it.
+async fn send(
+    api: &Api,
+    req: Result<http::Request<kube::client::Body>, http::Error>,
+    method: &str,
+    url: &str,
+    resource_version: i64,
+) -> Outcome {
+    let mut req = match req {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("cannot build request for {url}: {e}")),
     };
+    // Protobuf where the resource has it (cheaper for the apiserver to encode), else JSON.
+    req.headers_mut().insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static("application/vnd.kubernetes.protobuf, application/json"),
+    );
     let resp = match api.writer.send(req).await {
         Ok(r) => r,
         Err(e) => {
             return Outcome::Retry {
                 after: None,
-                reason: format!("PATCH {url}: {e}"),
+                reason: format!("{method} {url}: {e}"),
             };
         }
     };
@@ -86,7 +133,7 @@ pub async fn patch(
         Err(e) => {
             return Outcome::Retry {
                 after,
-                reason: format!("PATCH {url}: reading the response: {e}"),
+                reason: format!("{method} {url}: reading the response: {e}"),
             };
         }
     };
@@ -105,7 +152,9 @@ pub async fn patch(
                 resource_version: rv,
             },
             Some(_) => Outcome::Unchanged,
-            None => Outcome::Failed(format!("PATCH {url}: response without a resourceVersion")),
+            None => Outcome::Failed(format!(
+                "{method} {url}: response without a resourceVersion"
+            )),
         },
         404 => Outcome::Gone,
         409 => Outcome::Conflict,
@@ -121,7 +170,7 @@ pub async fn patch(
     }
 }
 
-/// The resourceVersion of a PATCH response, protobuf or JSON (only metadata is decoded; the
+/// The resourceVersion of a rewrite's response, protobuf or JSON (only metadata is decoded; the
 /// object's data is skipped).
 fn response_resource_version(body: &[u8]) -> Option<String> {
     if let Some(rv) = crate::codec::object::response_resource_version(body) {

@@ -17,10 +17,16 @@ pub const CHECKPOINT_VERSION: u32 = 1;
 pub struct Counters {
     /// Objects the scan found not on their write key.
     pub targeted: u64,
-    /// PATCH requests sent (each attempt).
+    /// Rewrite requests sent (each attempt), PUT or PATCH.
     pub writes: u64,
+    /// Of `writes`, the protobuf PUTs of the stored object (the rest are merge PATCHes).
+    #[serde(default)]
+    pub put_writes: u64,
     /// Rewritten by the apiserver (resourceVersion moved).
     pub rewritten: u64,
+    /// Of `rewritten`, by a protobuf PUT (the rest by a merge PATCH).
+    #[serde(default)]
+    pub rewritten_by_put: u64,
     /// Found already on the write key when re-checked after a conflict.
     pub already_current: u64,
     /// 409 answers, each re-checked in etcd.
@@ -38,7 +44,9 @@ impl Counters {
     pub fn add(&mut self, o: &Counters) {
         self.targeted += o.targeted;
         self.writes += o.writes;
+        self.put_writes += o.put_writes;
         self.rewritten += o.rewritten;
+        self.rewritten_by_put += o.rewritten_by_put;
         self.already_current += o.already_current;
         self.conflicts += o.conflicts;
         self.gone += o.gone;

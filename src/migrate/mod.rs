@@ -24,6 +24,7 @@ use crate::codec::ProviderTable;
 use crate::config::LoadedConfig;
 use crate::etcd::EtcdError;
 use crate::etcd::scan::{self, ClassifyConfig, Progress, Scan, ScanOptions};
+use crate::kube::rewrite::WritePath;
 use crate::kube::{self as k8s, Api, ApiPath, KubeError};
 
 /// Why a re-encryption run stopped. Progress up to the failure is in the checkpoint.
@@ -45,7 +46,7 @@ pub enum MigrateError {
     /// The apiserver's RBAC does not let atrest PATCH this resource; the message names the rule to
     /// grant.
     #[error(
-        "the apiserver refused to PATCH {resource} {object}: {message}\n  atrest needs this RBAC rule: apiGroups: [\"{group}\"], resources: [\"{plural}\"], verbs: [\"patch\"]\n  Progress is saved in {checkpoint}; grant the rule and run again."
+        "the apiserver refused to PATCH {resource} {object}: {message}\n  atrest needs this RBAC rule: apiGroups: [\"{group}\"], resources: [\"{plural}\"], verbs: [\"patch\"]\n  (with \"update\" as well, atrest rewrites built-in objects with the cheaper protobuf PUT)\n  Progress is saved in {checkpoint}; grant the rule and run again."
     )]
     Forbidden {
         /// The resource, as the config names it (`secrets`, `deployments.apps`).
@@ -126,8 +127,7 @@ pub struct ReencryptOptions {
     /// Continue from the checkpoint instead of starting over; refused if the config has changed
     /// since.
     pub resume: bool,
-    /// Keys per etcd range read; `None` for the scan's default. Small pages keep the checkpoint
-    /// close to the work done.
+    /// Keys per etcd range read; `None` for the scan's default (best at any size: see `run`).
     pub page_keys: Option<i64>,
     /// How long to keep retrying a transient etcd failure before giving up.
     pub patience: Duration,
@@ -270,15 +270,12 @@ impl Reencrypt<'_> {
                 .iter()
                 .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
                 .collect(),
-            // Small pages keep the checkpoint cursor close to the work done. A dry run saves no
-            // checkpoint, and etcd counts the whole rest of the range for every page it serves
-            // (at a million keys, 256-key pages made a dry run take 280 s), so it reads pages as
-            // large as a scan's.
-            page_keys: match (opts.page_keys, opts.dry_run) {
-                (Some(n), _) => Some(n),
-                (None, true) => None,
-                (None, false) => Some(256),
-            },
+            // The scan's pages (up to 4 MiB or 5000 keys). etcd counts the whole rest of the
+            // range for every page it serves, so small pages cost O(N²/page): at a million
+            // keys, 256-key pages took 280 s just to read. The checkpoint moves a page at a
+            // time, so a resumed run repeats at most one page of rewrites, each of which finds
+            // its object current.
+            page_keys: opts.page_keys,
         };
         let mut scan = Scan::start(
             self.etcd,
@@ -304,6 +301,7 @@ impl Reencrypt<'_> {
             apiserver_patience: opts.apiserver_patience,
             abort: AtomicBool::new(false),
             stop: Arc::clone(&opts.stop),
+            put_refused: AtomicBool::new(false),
         });
         let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
         let mut tasks: JoinSet<TaskResult> = JoinSet::new();
@@ -490,9 +488,13 @@ impl Reencrypt<'_> {
         let resource = r.target.resource.to_string();
         let c = cp.counters.entry(resource.clone()).or_default();
         c.writes += r.writes;
+        c.put_writes += r.put_writes;
         c.conflicts += r.conflicts;
         match r.done {
-            Done::Rewritten => c.rewritten += 1,
+            Done::Rewritten => {
+                c.rewritten += 1;
+                c.rewritten_by_put += u64::from(r.via == Some(WritePath::Put));
+            }
             Done::AlreadyCurrent => c.already_current += 1,
             Done::Gone => c.gone += 1,
             // Not proven on the write key: counted, but the cursor must not pass it, so that

@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 use crate::GroupResource;
 use crate::codec::{Options, ProviderTable};
 use crate::etcd::scan::{Item, Visitor};
-use crate::kube::rewrite::{self, Outcome};
+use crate::kube::rewrite::{self, Outcome, WritePath};
 use crate::kube::{Api, ApiPath};
 
 /// One object to rewrite.
@@ -23,6 +23,19 @@ pub(super) struct Target {
     pub(super) object: String,
     pub(super) mod_revision: i64,
     pub(super) uid: Option<String>,
+    /// The value as etcd held it at `mod_revision`, when it may open without a KMS plugin: what
+    /// a PUT sends back.
+    pub(super) value: Option<StoredValue>,
+}
+
+/// A stored value, which may be plaintext: zeroized on drop, never printed.
+#[derive(Clone)]
+pub(super) struct StoredValue(pub(super) zeroize::Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for StoredValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoredValue({} bytes)", self.0.len())
+    }
 }
 
 /// Collects, per page, the objects not on their write key.
@@ -40,6 +53,11 @@ impl Visitor for Collector {
                 object: item.object.to_string(),
                 mod_revision: item.mod_revision,
                 uid: item.class.info.as_ref().and_then(|i| i.uid.clone()),
+                value: item
+                    .class
+                    .kms
+                    .is_none()
+                    .then(|| StoredValue(zeroize::Zeroizing::new(item.value.to_vec()))),
             });
         }
     }
@@ -119,6 +137,10 @@ pub(super) struct TaskResult {
     pub(super) target: Target,
     pub(super) done: Done,
     pub(super) writes: u64,
+    /// Of `writes`, the protobuf PUTs.
+    pub(super) put_writes: u64,
+    /// The request of the write that rewrote it.
+    pub(super) via: Option<WritePath>,
     pub(super) conflicts: u64,
 }
 
@@ -138,6 +160,9 @@ pub(super) struct Shared {
     pub(super) abort: AtomicBool,
     /// The run's stop signal: a worker waiting out an outage stops waiting.
     pub(super) stop: Arc<AtomicBool>,
+    /// Set when RBAC refused a PUT (the `update` verb): from then on every object is PATCHed,
+    /// which needs only `patch`.
+    pub(super) put_refused: AtomicBool,
 }
 
 /// Whether the apiserver answers: a count of answers (any status but 429/5xx) and, while no
@@ -194,7 +219,16 @@ impl Health {
     }
 }
 
-/// Rewrites one object: PATCH; on conflict re-check etcd; retry transient failures with
+/// The PUT body for `target` when the PUT path applies ([`crate::kube::rewrite`]): the stored
+/// value opens without a KMS plugin, is a protobuf object, and is in the URL's apiVersion.
+fn put_body_for(table: &ProviderTable, path: &ApiPath, target: &Target) -> Option<Vec<u8>> {
+    let value = target.value.as_ref()?;
+    let plaintext = table.open(target.key.as_bytes(), &value.0)?;
+    let (api_version, body) = crate::codec::object::put_body(&plaintext, target.mod_revision)?;
+    (api_version == path.api_version()).then_some(body)
+}
+
+/// Rewrites one object: PUT where it applies, else PATCH; on conflict re-check etcd; retry transient failures with
 /// jittered backoff (Retry-After when given); give up after `max_attempts`.
 ///
 /// A transient failure counts as an attempt only when the apiserver answered some other request
@@ -214,7 +248,15 @@ pub(super) async fn rewrite_one(
         _ => (None, target.object.clone()),
     };
     let mut writes = 0u64;
+    let mut put_writes = 0u64;
     let mut conflicts = 0u64;
+    let mut put = if shared.put_refused.load(Ordering::Relaxed) {
+        None
+    } else {
+        put_body_for(table, path, &target)
+    };
+    target.value = None;
+    let mut via = None;
     let mut attempt = 0u32;
     let mut outage_waits = 0u32;
     let mut answers_seen = shared.health.answers();
@@ -227,20 +269,39 @@ pub(super) async fn rewrite_one(
             l.wait().await;
         }
         writes += 1;
-        let outcome = rewrite::patch(
-            &shared.api,
-            path,
-            ns.as_deref(),
-            &name,
-            target.mod_revision,
-            target.uid.as_deref(),
-        )
-        .await;
+        let (outcome, path_taken) = match &put {
+            Some(body) => {
+                put_writes += 1;
+                let outcome = rewrite::put(
+                    &shared.api,
+                    path,
+                    ns.as_deref(),
+                    &name,
+                    target.mod_revision,
+                    body.clone(),
+                )
+                .await;
+                (outcome, WritePath::Put)
+            }
+            None => {
+                let outcome = rewrite::patch(
+                    &shared.api,
+                    path,
+                    ns.as_deref(),
+                    &name,
+                    target.mod_revision,
+                    target.uid.as_deref(),
+                )
+                .await;
+                (outcome, WritePath::Patch)
+            }
+        };
         if !matches!(outcome, Outcome::Retry { .. }) {
             shared.health.answered();
         }
         match outcome {
             Outcome::Rewritten { .. } => {
+                via = Some(path_taken);
                 let n = shared.rewrites_seen.fetch_add(1, Ordering::Relaxed);
                 // Spot-check in etcd: the first few rewrites, then one in 500.
                 if (n < 5 || n.is_multiple_of(500))
@@ -252,6 +313,15 @@ pub(super) async fn rewrite_one(
             }
             Outcome::Unchanged => break Done::Unchanged,
             Outcome::Gone => break Done::Gone,
+            Outcome::Forbidden(m) if path_taken == WritePath::Put => {
+                // No `update` verb: PATCH this object and every other one (not an attempt).
+                tracing::info!(
+                    "PUT refused ({m}); rewriting with merge PATCH, which needs only the patch verb"
+                );
+                shared.put_refused.store(true, Ordering::Relaxed);
+                put = None;
+                attempt -= 1;
+            }
             Outcome::Forbidden(m) => break Done::Forbidden(m),
             Outcome::Failed(m) => break Done::GivenUp(m),
             Outcome::Conflict => {
@@ -266,6 +336,8 @@ pub(super) async fn rewrite_one(
                         // resourceVersion precondition still guards every write.
                         target.mod_revision = mod_revision;
                         target.uid = None;
+                        // The PUT body is the old object: the retry PATCHes what etcd holds.
+                        put = None;
                         if attempt >= shared.max_attempts {
                             break Done::GivenUp(format!(
                                 "still changing after {attempt} attempts"
@@ -341,6 +413,8 @@ pub(super) async fn rewrite_one(
         target,
         done,
         writes,
+        put_writes,
+        via,
         conflicts,
     }
 }

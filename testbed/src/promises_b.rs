@@ -168,7 +168,7 @@ pub const THROTTLE_FLOW_SCHEMA: &str = "a-atrest-throttle";
 /// The priority level [`throttle_patches`] creates.
 pub const THROTTLE_PRIORITY_LEVEL: &str = "atrest-throttled";
 
-/// Makes the real apiserver answer 429 to `user`'s PATCHes of secrets in `namespace` whenever
+/// Makes the real apiserver answer 429 to `user`'s rewrites (PATCH or PUT) of secrets in `namespace` whenever
 /// more than its priority level's few seats are busy: a FlowSchema ahead of every suggested one
 /// (precedence 50; only `exempt` may have 1, and it takes `system:masters` whatever follows, so
 /// `user` must not be in that group: see [`add_admin_user`]) maps them to a Limited priority
@@ -196,7 +196,7 @@ pub async fn throttle_patches(cp: &ControlPlane, user: &str, namespace: &str) {
             "rules": [{
                 "subjects": [{"kind": "User", "user": {"name": user}}],
                 "resourceRules": [{
-                    "verbs": ["patch"], "apiGroups": [""], "resources": ["secrets"],
+                    "verbs": ["patch", "update"], "apiGroups": [""], "resources": ["secrets"],
                     "namespaces": [namespace]
                 }]
             }]

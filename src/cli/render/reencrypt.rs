@@ -4,6 +4,18 @@ use std::fmt::Write;
 
 use atrest::model::showing;
 
+/// Which request rewrote how many: ` (10 by protobuf PUT, 2 by merge PATCH)`.
+fn by_path(c: &atrest::migrate::Counters) -> String {
+    if c.rewritten == 0 {
+        return String::new();
+    }
+    format!(
+        " ({} by protobuf PUT, {} by merge PATCH)",
+        c.rewritten_by_put,
+        c.rewritten - c.rewritten_by_put
+    )
+}
+
 /// The counters of a run and the proof read back from etcd.
 pub fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
     let mut out = String::new();
@@ -25,10 +37,11 @@ pub fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
     }
     let _ = writeln!(
         out,
-        "reencrypt{}: {} targeted, {} rewritten, {} already current, {} conflicts re-checked, {} gone, {} given up, {} PATCH requests ({:.1} s)",
+        "reencrypt{}: {} targeted, {} rewritten{}, {} already current, {} conflicts re-checked, {} gone, {} given up, {} requests ({:.1} s)",
         if r.resumed { " (resumed)" } else { "" },
         t.targeted,
         t.rewritten,
+        by_path(t),
         t.already_current,
         t.conflicts,
         t.gone,
@@ -40,8 +53,13 @@ pub fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
         for (res, c) in &r.resources {
             let _ = writeln!(
                 out,
-                "  {res}: {} targeted, {} rewritten, {} already current, {} gone, {} given up",
-                c.targeted, c.rewritten, c.already_current, c.gone, c.given_up
+                "  {res}: {} targeted, {} rewritten{}, {} already current, {} gone, {} given up",
+                c.targeted,
+                c.rewritten,
+                by_path(c),
+                c.already_current,
+                c.gone,
+                c.given_up
             );
         }
     }

@@ -95,6 +95,9 @@ pub struct Item<'a> {
     pub mod_revision: i64,
     /// Size of the stored value in bytes, as etcd holds it (after encryption).
     pub value_len: usize,
+    /// The stored value as etcd holds it (encrypted, or plaintext): re-encryption opens the
+    /// stale ones to send them back unchanged.
+    pub value: &'a [u8],
     /// How the value is stored (key label, state) and so its verdict.
     pub class: &'a Classification<'a>,
     /// The resource's write provider encrypts.
@@ -477,6 +480,7 @@ impl<'s> Classifier<'s> {
             object,
             mod_revision,
             value_len: value.len(),
+            value,
             class: &class,
             encrypts: ctx.resolved.encrypts(),
             write_key: ctx.table.write_key(),
