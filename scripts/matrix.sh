@@ -16,6 +16,7 @@ core=(
   "exact_counts every_number_is_exact_beyond_the_list_caps"
   "testbed secrets_are_stored_with_the_configured_key_and_rotate_on_an_unchanged_put"
   "reencrypt the_minimal_patch_rewrites_stale_and_leaves_current_untouched"
+  "reencrypt the_protobuf_put_rewrites_stale_keeps_every_stored_byte_and_leaves_current_untouched"
   "reencrypt a_concurrent_writer_never_loses_an_update"
   "rotate rotations_key_provider_on_and_off"
   "rotate prune_needs_proof_and_the_snapshot_still_opens_with_the_archive"

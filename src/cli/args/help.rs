@@ -111,10 +111,16 @@ Exit codes:
 
 pub(super) const REENCRYPT_HELP: &str = "\
 How: the etcd scan finds each object not on its resource's write key (stale, or plaintext where the
-config wants encryption); for each, atrest sends a JSON merge PATCH carrying only
-metadata.resourceVersion (and uid) as preconditions. The apiserver rewrites a stale object with the
-current write key and leaves a current one untouched; a concurrent change gets 409 and etcd is
-re-checked, so no write is ever overwritten. Nothing is listed through the apiserver.
+config wants encryption), and asks the apiserver for an unchanged write of it:
+  - built-in objects stored as protobuf that open without a KMS plugin (plaintext, aescbc, aesgcm,
+    secretbox) and are stored in the version atrest writes through: a protobuf PUT of the stored
+    object as it is, with only metadata.resourceVersion added (its uid is the stored one);
+  - everything else (custom resources stored as JSON, KMS values, other versions): a JSON merge
+    PATCH carrying only metadata.resourceVersion (and uid).
+Both are preconditions. The apiserver rewrites a stale object with the current write key and
+leaves a current one untouched; a concurrent change gets 409 and etcd is re-checked, so no write
+is ever overwritten. Nothing is listed through the apiserver. The counters say which request
+rewrote how many objects of each resource.
 
 Progress is saved to the checkpoint every few seconds and on SIGINT/SIGTERM (in-flight writes
 finish first); --resume continues where it stopped, and refuses if the config changed. At the end
@@ -124,7 +130,8 @@ Reads: the config file (and the apiserver manifest), etcd, the apiservers' /metr
 Writes: objects, through the apiserver only (never etcd); the checkpoint in the state folder
 (--checkpoint); nothing with --dry-run.
 
-RBAC: patch on every resource rewritten (get/list are not needed); /metrics for the config check.
+RBAC: patch on every resource rewritten (get/list are not needed); with update as well, the cheaper
+PUT is used (refused PUTs fall back to PATCH); /metrics for the config check.
 
 Exit codes:
   0  every object is now on its write key (proven in etcd)
