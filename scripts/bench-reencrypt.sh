@@ -6,8 +6,9 @@
 #
 # The ceiling, in the same run: examples/ceiling.rs, the cheapest client the apiserver allows
 # (protobuf LIST, each item PUT back unchanged as protobuf with its resourceVersion), at the
-# concurrencies of CONCURRENCIES; atrest runs at the same ones. The summary is atrest's best time
-# as a fraction of the ceiling's best.
+# concurrencies of CONCURRENCIES; atrest runs at the same ones, alternating with it, each after a
+# key rotation, ROUNDS (3) times. The summary is atrest's best median as a fraction of the
+# ceiling's best median.
 #
 #   scripts/bench-reencrypt.sh [N=10000]
 #   CONCURRENCIES="8 16 32 64" TASKSET_CPUS=0 scripts/bench-reencrypt.sh
@@ -59,21 +60,68 @@ kubectl_line=$(NO_WARMUP=1 measure "kubectl-get-replace" 1 sh -c "kubectl get se
 echo "$kubectl_line; on key1 / total: $(on_key1)" >&2
 
 lines=("$kubectl_line")
-for c in $concurrencies; do
-  echo "== ceiling, concurrency $c" >&2
-  reset
-  line=$(NO_WARMUP=1 measure "ceiling-c$c" 1 "$ceiling" "$KUBECONFIG" bench "$c")
-  echo "$line; $(cat "$work/stdout"); on key1 / total: $(on_key1)" >&2
-  lines+=("$line")
+echo "== atrest reencrypt, identity -> aescbc as above" >&2
+reset
+line=$(NO_WARMUP=1 measure "atrest-reencrypt" 1 "$atrest" reencrypt "${flags[@]}")
+echo "$line; on key1 / total: $(on_key1)" >&2
+cat "$work/stdout" >&2
+lines+=("$line")
+
+# The sweep: a key rotation before each run (a new write key, the previous one kept to read),
+# so that every run rewrites all N, alternating the ceiling and atrest at each concurrency,
+# ROUNDS times; the table shows each one's median.
+key_n=1
+prev_key=$(awk '/secret:/ {print $2; exit}' "$work/aescbc.yaml")
+rotate_key() {
+  local new
+  new=$(head -c 32 /dev/urandom | base64)
+  cat >"$ATREST_CONFIG" <<EOC
+apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources: [secrets]
+    providers:
+      - aescbc:
+          keys:
+            - name: key$((key_n + 1))
+              secret: $new
+            - name: key$key_n
+              secret: $prev_key
+      - identity: {}
+EOC
+  key_n=$((key_n + 1))
+  prev_key=$new
+  testbed_restart_apiserver
+  pin_control_plane
+  rm -rf "$work/state"
+}
+on_write_key() {
+  etcdctl get /registry/secrets/bench/ --prefix -w json | python3 -c '
+import json,sys,base64
+kvs=json.load(sys.stdin).get("kvs",[])
+n=sum(1 for kv in kvs if base64.b64decode(kv["value"]).startswith(b"k8s:enc:aescbc:v1:key'"$key_n"':"))
+print(n, len(kvs))'
+}
+sweep=()
+for round in $(seq 1 "${ROUNDS:-3}"); do
+  for c in $concurrencies; do
+    rotate_key
+    line=$(NO_WARMUP=1 measure "ceiling-c$c" 1 "$ceiling" "$KUBECONFIG" bench "$c")
+    echo "round $round: $line; $(cat "$work/stdout"); on key$key_n / total: $(on_write_key)" >&2
+    sweep+=("$line")
+    rotate_key
+    line=$(NO_WARMUP=1 measure "atrest-reencrypt-c$c" 1 "$atrest" reencrypt "${flags[@]}" --concurrency "$c")
+    echo "round $round: $line; $(head -1 "$work/stdout"); on key$key_n / total: $(on_write_key)" >&2
+    sweep+=("$line")
+  done
 done
-for c in $concurrencies; do
-  echo "== atrest reencrypt --concurrency $c" >&2
-  reset
-  line=$(NO_WARMUP=1 measure "atrest-reencrypt-c$c" 1 "$atrest" reencrypt "${flags[@]}" --concurrency "$c")
-  echo "$line; on key1 / total: $(on_key1)" >&2
-  cat "$work/stdout" >&2
-  lines+=("$line")
-done
+# Medians per label, in the order first seen.
+while read -r l; do lines+=("$l"); done < <(printf '%s\n' "${sweep[@]}" | awk '
+  { if (!($1 in n)) order[++k]=$1; n[$1]++; t[$1, n[$1]]=$2; if ($3>rss[$1]) rss[$1]=$3 }
+  END { for (i=1;i<=k;i++) { l=order[i]; m=n[l]
+          for (a=1;a<=m;a++) v[a]=t[l,a]
+          for (a=1;a<=m;a++) for (b=a+1;b<=m;b++) if (v[b]<v[a]) { x=v[a]; v[a]=v[b]; v[b]=x }
+          print l, v[int((m+1)/2)], rss[l] } }')
 
 echo "== re-run on the finished state, and a scan of it" >&2
 lines+=("$(measure "atrest-reencrypt-rerun" 3 "$atrest" reencrypt "${flags[@]}")")
@@ -85,7 +133,7 @@ printf '%s\n' "${lines[@]}" | awk -v n="$N" -v cpus="${TASKSET_CPUS:-all}" '
     if ($1 ~ /^ceiling-/ && (ceil=="" || $2<ceil)) { ceil=$2; ceil_label=$1 }
     if ($1 ~ /^atrest-reencrypt-c/ && (best=="" || $2<best)) { best=$2; best_label=$1 } }
   END {
-    printf "\n%d secrets of 1 KiB, identity -> aescbc, control plane on CPUs %s:\n", n, cpus
+    printf "\n%d secrets of 1 KiB, control plane on CPUs %s (kubectl and the first atrest row: identity -> aescbc; the sweep: a key rotation each, median of the rounds):\n", n, cpus
     printf "| command | wall s | speed-up vs kubectl | peak RSS MiB |\n|---|---:|---:|---:|\n"
     for (i=1;i<=NR;i++) printf "| %s | %.2f | %.1fx | %.1f |\n", label[i], t[i], (t[i]>0? base/t[i] : 0), rss[i]/1024
     printf "\nceiling (best: %s) %.2f s; atrest (best: %s) %.2f s = %.1f%% of the ceiling\n", ceil_label, ceil, best_label, best, (best>0? 100*ceil/best : 0)
