@@ -111,6 +111,9 @@ pub struct ReencryptOptions {
     pub resources: Vec<GroupResource>,
     /// Rewrites in flight at once.
     pub concurrency: usize,
+    /// PUT the stored object back where that applies ([`crate::kube::rewrite`]); `false`: always
+    /// the merge PATCH.
+    pub put: bool,
     /// Client-side requests per second; 0 for no client-side limit.
     pub qps: f64,
     /// PATCH attempts per object before giving up on it. Only attempts that fail while the
@@ -144,6 +147,7 @@ impl Default for ReencryptOptions {
         Self {
             resources: Vec::new(),
             concurrency: 16,
+            put: true,
             qps: 0.0,
             max_attempts: 5,
             apiserver_patience: Duration::from_secs(60),
@@ -276,6 +280,9 @@ impl Reencrypt<'_> {
             // time, so a resumed run repeats at most one page of rewrites, each of which finds
             // its object current.
             page_keys: opts.page_keys,
+            // A run of a large cluster outlasts the apiserver's 5-minute compaction of the
+            // revision it started at (at a million objects: stopped after 7 minutes).
+            follow_compaction: true,
         };
         let mut scan = Scan::start(
             self.etcd,
@@ -301,7 +308,7 @@ impl Reencrypt<'_> {
             apiserver_patience: opts.apiserver_patience,
             abort: AtomicBool::new(false),
             stop: Arc::clone(&opts.stop),
-            put_refused: AtomicBool::new(false),
+            patch_only: AtomicBool::new(!opts.put),
         });
         let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
         let mut tasks: JoinSet<TaskResult> = JoinSet::new();

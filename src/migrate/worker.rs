@@ -160,9 +160,9 @@ pub(super) struct Shared {
     pub(super) abort: AtomicBool,
     /// The run's stop signal: a worker waiting out an outage stops waiting.
     pub(super) stop: Arc<AtomicBool>,
-    /// Set when RBAC refused a PUT (the `update` verb): from then on every object is PATCHed,
-    /// which needs only `patch`.
-    pub(super) put_refused: AtomicBool,
+    /// Every object is PATCHed: asked for (`--request patch`), or RBAC refused a PUT (no
+    /// `update` verb; the PATCH needs only `patch`).
+    pub(super) patch_only: AtomicBool,
 }
 
 /// Whether the apiserver answers: a count of answers (any status but 429/5xx) and, while no
@@ -250,7 +250,7 @@ pub(super) async fn rewrite_one(
     let mut writes = 0u64;
     let mut put_writes = 0u64;
     let mut conflicts = 0u64;
-    let mut put = if shared.put_refused.load(Ordering::Relaxed) {
+    let mut put = if shared.patch_only.load(Ordering::Relaxed) {
         None
     } else {
         put_body_for(table, path, &target)
@@ -318,7 +318,7 @@ pub(super) async fn rewrite_one(
                 tracing::info!(
                     "PUT refused ({m}); rewriting with merge PATCH, which needs only the patch verb"
                 );
-                shared.put_refused.store(true, Ordering::Relaxed);
+                shared.patch_only.store(true, Ordering::Relaxed);
                 put = None;
                 attempt -= 1;
             }

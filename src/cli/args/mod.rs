@@ -573,10 +573,28 @@ pub struct RewriteArgs {
     /// 429/5xx for everything) before the run stops (exit 2, progress saved, nothing given up).
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub apiserver_patience: u64,
+    /// Re-encryption: the request that rewrites each object. auto: a protobuf PUT of the stored
+    /// object where it applies (built-in, protobuf, no KMS, stored in the version written
+    /// through), else a merge PATCH; patch: always the merge PATCH (needs only the patch verb).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = Request::Auto)]
+    pub request: Request,
+    /// Re-encryption: at most N keys per etcd read (default: pages of about 4 MiB, at most
+    /// 5000 keys). Smaller pages hold less in memory; the checkpoint moves a page at a time.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+    pub page_keys: Option<i64>,
     /// Progress on stderr: a bar on a terminal and a line every 10 s otherwise (auto), or
     /// always bar, lines, json (one object per line), none.
     #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::cli::progress::ProgressMode::Auto)]
     pub progress: crate::cli::progress::ProgressMode,
+}
+
+/// `--request`: which rewrite request atrest may send.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// The protobuf PUT where it applies, else the merge PATCH.
+    Auto,
+    /// Always the merge PATCH.
+    Patch,
 }
 
 impl RewriteArgs {
@@ -584,6 +602,8 @@ impl RewriteArgs {
     pub fn options(&self) -> atrest::migrate::ReencryptOptions {
         atrest::migrate::ReencryptOptions {
             concurrency: self.concurrency,
+            put: self.request == Request::Auto,
+            page_keys: self.page_keys,
             qps: self.qps,
             max_attempts: self.max_attempts,
             apiserver_patience: std::time::Duration::from_secs(self.apiserver_patience),

@@ -139,6 +139,11 @@ pub struct ScanOptions<'a> {
     pub resume_after: HashMap<Vec<u8>, Vec<u8>>,
     /// At most this many keys per page (default: adapts to about 4 MiB per page).
     pub page_keys: Option<i64>,
+    /// When etcd compacts past the pinned revision mid-run (the apiserver compacts every 5
+    /// minutes), read on from the same key at etcd's current revision instead of stopping.
+    /// For re-encryption, whose every write carries its own precondition and whose proof is a
+    /// fresh read; a scan's counts must come from one revision, so it stops instead.
+    pub follow_compaction: bool,
 }
 
 /// How values are classified: the codec options plus where keys beyond the config come from.
@@ -206,10 +211,13 @@ impl Progress for () {}
 /// What a finished scan read.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ScanRun {
-    /// The revision every page was read at.
+    /// The revision every page was read at (the last one when `repinned`).
     pub revision: i64,
     /// Reads retried after a transient etcd failure (restart, leader change).
     pub retries: u64,
+    /// Times etcd compacted past the revision mid-run and reading went on at a newer one
+    /// ([`ScanOptions::follow_compaction`]).
+    pub repinned: u64,
 }
 
 /// Reads every planned range at one revision and hands each classified value to `visitor`.
@@ -247,7 +255,7 @@ pub struct Scan<'s> {
     opts: &'s ScanOptions<'s>,
     classifier: Classifier<'s>,
     rx: mpsc::Receiver<Result<Page, EtcdError>>,
-    fetcher: tokio::task::JoinHandle<u64>,
+    fetcher: tokio::task::JoinHandle<ScanRun>,
     /// The revision every page is read at.
     pub revision: i64,
     /// How many keys the planned ranges hold at that revision (after any resume cursor).
@@ -296,6 +304,7 @@ impl<'s> Scan<'s> {
         };
         let fetch_client = client.clone();
         let max_keys = opts.page_keys.unwrap_or(MAX_PAGE_KEYS).max(1);
+        let follow_compaction = opts.follow_compaction;
         let fetcher = tokio::spawn(async move {
             fetch_all(
                 fetch_client,
@@ -304,6 +313,7 @@ impl<'s> Scan<'s> {
                 resume,
                 patience,
                 max_keys,
+                follow_compaction,
                 tx,
             )
             .await
@@ -352,11 +362,10 @@ impl<'s> Scan<'s> {
         self.classifier.finish(visitor);
         // Dropping the receiver first lets a fetcher blocked on a full channel end (early stop).
         drop(self.rx);
-        let retries = self.fetcher.await.unwrap_or(0);
-        ScanRun {
+        self.fetcher.await.unwrap_or(ScanRun {
             revision: self.revision,
-            retries,
-        }
+            ..Default::default()
+        })
     }
 }
 
@@ -509,9 +518,13 @@ async fn fetch_all(
     resume: HashMap<Vec<u8>, Vec<u8>>,
     patience: Duration,
     max_keys: i64,
+    follow_compaction: bool,
     tx: mpsc::Sender<Result<Page, EtcdError>>,
-) -> u64 {
-    let mut retries = 0u64;
+) -> ScanRun {
+    let mut end = ScanRun {
+        revision,
+        ..Default::default()
+    };
     let mut kv = client.kv_client().max_decoding_message_size(512 << 20);
     let mut limit = FIRST_PAGE_KEYS.min(max_keys);
     for (i, range) in ranges.iter().enumerate() {
@@ -520,23 +533,36 @@ async fn fetch_all(
             None => range.start.clone(),
         };
         loop {
-            let opts = GetOptions::new()
-                .with_range(range.end.clone())
-                .with_revision(revision)
-                .with_limit(limit);
             let mut waited = Duration::ZERO;
             let mut backoff = Duration::from_millis(100);
             let resp = loop {
-                match kv.get(start.clone(), Some(opts.clone())).await {
+                let opts = GetOptions::new()
+                    .with_range(range.end.clone())
+                    .with_revision(end.revision)
+                    .with_limit(limit);
+                match kv.get(start.clone(), Some(opts)).await {
                     Ok(r) => break r,
                     Err(e) if e.to_string().contains("compacted") => {
-                        let _ = tx.send(Err(EtcdError::Compacted { revision })).await;
-                        return retries;
+                        if follow_compaction && let Some(now) = current_revision(&mut kv).await {
+                            tracing::warn!(
+                                "etcd compacted past revision {} mid-run; reading on at revision {now}",
+                                end.revision
+                            );
+                            end.revision = now;
+                            end.repinned += 1;
+                            continue;
+                        }
+                        let _ = tx
+                            .send(Err(EtcdError::Compacted {
+                                revision: end.revision,
+                            }))
+                            .await;
+                        return end;
                     }
                     Err(e) if is_transient(&e) && waited < patience => {
                         tracing::warn!("etcd read failed, retrying in {backoff:?}: {e}");
                         tokio::time::sleep(backoff).await;
-                        retries += 1;
+                        end.retries += 1;
                         waited += backoff;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         kv = client.kv_client().max_decoding_message_size(512 << 20);
@@ -552,7 +578,7 @@ async fn fetch_all(
                             request_error(&e)
                         };
                         let _ = tx.send(Err(err)).await;
-                        return retries;
+                        return end;
                     }
                 }
             };
@@ -565,14 +591,23 @@ async fn fetch_all(
             limit = ((TARGET_PAGE_BYTES / avg) as i64).clamp(1, max_keys);
             start = next_key(last.key());
             if tx.send(Ok(Page { range: i, kvs })).await.is_err() {
-                return retries;
+                return end;
             }
             if !more {
                 break;
             }
         }
     }
-    retries
+    end
+}
+
+/// etcd's current revision, from a count-only read.
+async fn current_revision(kv: &mut etcd_client::KvClient) -> Option<i64> {
+    let r = kv
+        .get("/", Some(GetOptions::new().with_count_only()))
+        .await
+        .ok()?;
+    r.header().map(|h| h.revision())
 }
 
 /// The smallest key after `key`.
