@@ -306,17 +306,15 @@ impl<'s> Scan<'s> {
         let max_keys = opts.page_keys.unwrap_or(MAX_PAGE_KEYS).max(1);
         let follow_compaction = opts.follow_compaction;
         let fetcher = tokio::spawn(async move {
-            fetch_all(
-                fetch_client,
+            let fetch = Fetch {
                 ranges,
                 revision,
                 resume,
                 patience,
                 max_keys,
                 follow_compaction,
-                tx,
-            )
-            .await
+            };
+            fetch_all(fetch_client, fetch, tx).await
         });
         Ok(Scan {
             opts,
@@ -511,16 +509,29 @@ struct Page {
     kvs: Vec<KeyValue>,
 }
 
-async fn fetch_all(
-    client: Client,
+/// What [`fetch_all`] reads, and how.
+struct Fetch {
     ranges: Vec<PlannedRange>,
     revision: i64,
     resume: HashMap<Vec<u8>, Vec<u8>>,
     patience: Duration,
     max_keys: i64,
     follow_compaction: bool,
+}
+
+async fn fetch_all(
+    client: Client,
+    fetch: Fetch,
     tx: mpsc::Sender<Result<Page, EtcdError>>,
 ) -> ScanRun {
+    let Fetch {
+        ranges,
+        revision,
+        resume,
+        patience,
+        max_keys,
+        follow_compaction,
+    } = fetch;
     let mut end = ScanRun {
         revision,
         ..Default::default()
