@@ -5,7 +5,8 @@
 # examples/seed_etcd.rs, since a million through the API would take too long; the config is
 # aescbc, so every one of them is a finding (plaintext where encryption is configured).
 #
-#   scripts/bench-million.sh [N=1000000] [RUNS=1]      (SKIP_REENCRYPT=1: not the real run)
+#   scripts/bench-million.sh [N=1000000] [RUNS=1]      (SKIP_REENCRYPT=1: not the real run;
+#                                                       PAGE_SWEEP="1000 5000": dry runs per page size)
 #
 # Last, `atrest reencrypt` itself, once: every secret rewritten through the apiserver, and the
 # size of the checkpoint it leaves.
@@ -27,11 +28,18 @@ export MEASURE_OK_EXIT=1
 api=(--kubeconfig "$KUBECONFIG" --state-dir "$work/state")
 {
   measure "etcdctl-get-prefix-protobuf" "$RUNS" sh -c "etcdctl --command-timeout=600s get /registry/secrets --prefix -w protobuf > /dev/null"
+  # What etcd spends counting the range once: every paged read pays it for the rest of the range.
+  measure "etcdctl-count-only" "$RUNS" sh -c "etcdctl --command-timeout=600s get /registry/secrets --prefix --count-only -w fields > /dev/null"
   measure "atrest-scan" "$RUNS" "$atrest" scan "${flags[@]}" --progress none
   measure "atrest-scan-verify" "$RUNS" "$atrest" scan --verify "${flags[@]}" --progress none
   measure "atrest-status" "$RUNS" "$atrest" status "${flags[@]}" "${api[@]}"
   measure "atrest-report-json" "$RUNS" "$atrest" report --format json "${flags[@]}" "${api[@]}"
   measure "atrest-reencrypt-dry-run" "$RUNS" "$atrest" reencrypt --dry-run "${flags[@]}" "${api[@]}" --progress none
+  # PAGE_SWEEP="1000 5000 20000": the dry run's read at those page sizes (etcd counts the rest
+  # of the range for every page: time against memory).
+  for p in ${PAGE_SWEEP:-}; do
+    measure "atrest-reencrypt-dry-run-page-$p" "$RUNS" "$atrest" reencrypt --dry-run --page-keys "$p" "${flags[@]}" "${api[@]}" --progress none
+  done
   # The real run, once (it changes what the rows above would measure): every secret through the
   # apiserver, then etcd read again as the proof.
   [ -n "${SKIP_REENCRYPT:-}" ] || NO_WARMUP=1 MEASURE_OK_EXIT=0 measure "atrest-reencrypt" 1 "$atrest" reencrypt "${flags[@]}" "${api[@]}" --progress none

@@ -22,6 +22,8 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("atrest={filter}"))),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs and CI output stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

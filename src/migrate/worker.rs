@@ -42,6 +42,8 @@ impl std::fmt::Debug for StoredValue {
 #[derive(Default)]
 pub(super) struct Collector {
     pub(super) targets: Vec<Target>,
+    /// Keep each target's stored value, for the PUT (not in a dry run or with PATCH only).
+    pub(super) keep_values: bool,
 }
 
 impl Visitor for Collector {
@@ -53,10 +55,7 @@ impl Visitor for Collector {
                 object: item.object.to_string(),
                 mod_revision: item.mod_revision,
                 uid: item.class.info.as_ref().and_then(|i| i.uid.clone()),
-                value: item
-                    .class
-                    .kms
-                    .is_none()
+                value: (self.keep_values && item.class.kms.is_none())
                     .then(|| StoredValue(zeroize::Zeroizing::new(item.value.to_vec()))),
             });
         }

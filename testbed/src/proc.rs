@@ -47,15 +47,9 @@ pub fn bin_dir() -> PathBuf {
 /// `Kubernetes v1.34.4` gives `v1.34.4`): the version matrix points `ATREST_K8S_BIN` at
 /// folders of other releases, and tests that expect a release's behaviour ask this.
 pub fn kube_apiserver_version() -> String {
-    let out = std::process::Command::new(bin_dir().join("kube-apiserver"))
-        .arg("--version")
-        .output()
-        .expect("kube-apiserver --version");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .find(|w| w.starts_with('v'))
-        .unwrap_or_else(|| panic!("no version in kube-apiserver --version: {text}"))
-        .to_string()
+    version_of("kube-apiserver", |text| {
+        text.split_whitespace().find(|w| w.starts_with('v'))
+    })
 }
 
 /// The Kubernetes minor of [`kube_apiserver_version`] (`34` for `v1.34.4`).
@@ -69,15 +63,22 @@ pub fn kube_minor() -> u32 {
 
 /// The release of the test bed's etcd (`etcd --version`: `etcd Version: 3.5.21`).
 pub fn etcd_version() -> String {
-    let out = std::process::Command::new(bin_dir().join("etcd"))
+    version_of("etcd", |text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("etcd Version: "))
+            .map(str::trim)
+    })
+}
+
+/// What `find` picks out of `<bin> --version`, or a panic naming the binary.
+fn version_of(bin: &str, find: impl Fn(&str) -> Option<&str>) -> String {
+    let out = std::process::Command::new(bin_dir().join(bin))
         .arg("--version")
         .output()
-        .expect("etcd --version");
+        .unwrap_or_else(|e| panic!("{bin} --version: {e}"));
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("etcd Version: "))
-        .unwrap_or_else(|| panic!("no version in etcd --version: {text}"))
-        .trim()
+    find(&text)
+        .unwrap_or_else(|| panic!("no version in {bin} --version: {text}"))
         .to_string()
 }
 

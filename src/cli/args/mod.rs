@@ -578,8 +578,10 @@ pub struct RewriteArgs {
     /// through), else a merge PATCH; patch: always the merge PATCH (needs only the patch verb).
     #[arg(long, value_enum, value_name = "HOW", default_value_t = Request::Auto)]
     pub request: Request,
-    /// Re-encryption: at most N keys per etcd read (default: pages of about 4 MiB, at most
-    /// 5000 keys). Smaller pages hold less in memory; the checkpoint moves a page at a time.
+    /// Re-encryption: at most N keys per etcd read (default: pages of about 4 MiB and at most
+    /// 5000 keys; a dry run up to 10,000). Smaller pages hold less in memory but cost etcd
+    /// more (it counts the rest of the range for every page); the checkpoint moves a page at a
+    /// time.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
     pub page_keys: Option<i64>,
     /// Progress on stderr: a bar on a terminal and a line every 10 s otherwise (auto), or

@@ -23,7 +23,7 @@ use crate::model::{KeyLabel, covered_resources};
 
 /// Pages aim at this many bytes; the number of keys per page adapts to the value sizes.
 const TARGET_PAGE_BYTES: usize = 4 << 20;
-const MAX_PAGE_KEYS: i64 = 5000;
+const MAX_PAGE_KEYS: i64 = 10_000;
 const FIRST_PAGE_KEYS: i64 = 500;
 
 /// One key range to read. `resource` is fixed for a resource's own range; `None` under a
