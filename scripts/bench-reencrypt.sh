@@ -46,24 +46,25 @@ reset() {
   rm -rf "$work/state"
 }
 
-on_key1() {
+# on_key NAME: "<secrets on aescbc key NAME> <secrets>" in namespace bench, from etcd.
+on_key() {
   etcdctl get /registry/secrets/bench/ --prefix -w json | python3 -c '
 import json,sys,base64
 kvs=json.load(sys.stdin).get("kvs",[])
-n=sum(1 for kv in kvs if base64.b64decode(kv["value"]).startswith(b"k8s:enc:aescbc:v1:key1:"))
-print(n, len(kvs))'
+n=sum(1 for kv in kvs if base64.b64decode(kv["value"]).startswith(("k8s:enc:aescbc:v1:" + sys.argv[1] + ":").encode()))
+print(n, len(kvs))' "$1"
 }
 
 echo "== kubectl get secrets -A -o json | kubectl replace -f -" >&2
 reset
 kubectl_line=$(NO_WARMUP=1 measure "kubectl-get-replace" 1 sh -c "kubectl get secrets -A -o json | kubectl replace -f -")
-echo "$kubectl_line; on key1 / total: $(on_key1)" >&2
+echo "$kubectl_line; on key1 / total: $(on_key key1)" >&2
 
 lines=("$kubectl_line")
 echo "== atrest reencrypt, identity -> aescbc as above" >&2
 reset
 line=$(NO_WARMUP=1 measure "atrest-reencrypt" 1 "$atrest" reencrypt "${flags[@]}")
-echo "$line; on key1 / total: $(on_key1)" >&2
+echo "$line; on key1 / total: $(on_key key1)" >&2
 cat "$work/stdout" >&2
 lines+=("$line")
 
@@ -75,48 +76,28 @@ prev_key=$(awk '/secret:/ {print $2; exit}' "$work/aescbc.yaml")
 rotate_key() {
   local new
   new=$(head -c 32 /dev/urandom | base64)
-  cat >"$ATREST_CONFIG" <<EOC
-apiVersion: apiserver.config.k8s.io/v1
-kind: EncryptionConfiguration
-resources:
-  - resources: [secrets]
-    providers:
-      - aescbc:
-          keys:
-            - name: key$((key_n + 1))
-              secret: $new
-            - name: key$key_n
-              secret: $prev_key
-      - identity: {}
-EOC
+  aescbc_config "key$((key_n + 1))" "$new" "key$key_n" "$prev_key" >"$ATREST_CONFIG"
   key_n=$((key_n + 1))
   prev_key=$new
   testbed_restart_apiserver
   pin_control_plane
   rm -rf "$work/state"
 }
-on_write_key() {
-  etcdctl get /registry/secrets/bench/ --prefix -w json | python3 -c '
-import json,sys,base64
-kvs=json.load(sys.stdin).get("kvs",[])
-n=sum(1 for kv in kvs if base64.b64decode(kv["value"]).startswith(b"k8s:enc:aescbc:v1:key'"$key_n"':"))
-print(n, len(kvs))'
-}
 sweep=()
 for round in $(seq 1 "${ROUNDS:-3}"); do
   for c in $concurrencies; do
     rotate_key
     line=$(NO_WARMUP=1 measure "ceiling-c$c" 1 "$ceiling" "$KUBECONFIG" bench "$c")
-    echo "round $round: $line; $(cat "$work/stdout"); on key$key_n / total: $(on_write_key)" >&2
+    echo "round $round: $line; $(cat "$work/stdout"); on key$key_n / total: $(on_key "key$key_n")" >&2
     sweep+=("$line")
     rotate_key
     line=$(NO_WARMUP=1 measure "atrest-reencrypt-c$c" 1 "$atrest" reencrypt "${flags[@]}" --concurrency "$c")
-    echo "round $round: $line; $(head -1 "$work/stdout"); on key$key_n / total: $(on_write_key)" >&2
+    echo "round $round: $line; $(head -1 "$work/stdout"); on key$key_n / total: $(on_key "key$key_n")" >&2
     sweep+=("$line")
     # The merge PATCH atrest sends where the PUT does not apply, for comparison.
     rotate_key
     line=$(NO_WARMUP=1 measure "atrest-reencrypt-patch-c$c" 1 "$atrest" reencrypt "${flags[@]}" --concurrency "$c" --request patch)
-    echo "round $round: $line; $(head -1 "$work/stdout"); on key$key_n / total: $(on_write_key)" >&2
+    echo "round $round: $line; $(head -1 "$work/stdout"); on key$key_n / total: $(on_key "key$key_n")" >&2
     sweep+=("$line")
   done
 done

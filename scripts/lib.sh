@@ -32,19 +32,17 @@ testbed_start() {
   source "$work/env"
 }
 
+# aescbc_config [NAME SECRET]...: secrets under aescbc with these keys, the first writing
+# (default: key1 with a random secret), identity kept to read plaintext.
 aescbc_config() {
-  cat <<EOC
-apiVersion: apiserver.config.k8s.io/v1
-kind: EncryptionConfiguration
-resources:
-  - resources: [secrets]
-    providers:
-      - aescbc:
-          keys:
-            - name: key1
-              secret: $(head -c 32 /dev/urandom | base64)
-      - identity: {}
-EOC
+  [ $# -gt 0 ] || set -- key1 "$(head -c 32 /dev/urandom | base64)"
+  printf '%s\n' "apiVersion: apiserver.config.k8s.io/v1" "kind: EncryptionConfiguration" "resources:" \
+    "  - resources: [secrets]" "    providers:" "      - aescbc:" "          keys:"
+  while [ $# -ge 2 ]; do
+    printf '%s\n' "            - name: $1" "              secret: $2"
+    shift 2
+  done
+  printf '%s\n' "      - identity: {}"
 }
 
 # measure LABEL RUNS CMD...: runs CMD RUNS times (after one warm-up), prints "LABEL median_s max_rss_kib".
