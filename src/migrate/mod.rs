@@ -1,10 +1,11 @@
 //! The re-encryption engine. The etcd scan says which objects are not on their resource's write
-//! key; each gets the no-op PATCH of [`crate::kube::rewrite`], concurrently and rate-limited,
+//! key; each gets the no-op write (PUT or PATCH) of [`crate::kube::rewrite`], concurrently and rate-limited,
 //! while the scan streams on. Progress is a per-range cursor (the last key whose page is fully
 //! done), saved atomically every few seconds, so a run can stop anywhere and resume. Afterwards
 //! etcd is read again to prove the result.
 
 pub mod checkpoint;
+mod error;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -17,92 +18,15 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use checkpoint::{Checkpoint, CheckpointError, Counters};
+pub use error::MigrateError;
 use worker::{Collector, Done, RateLimiter, Remaining, Shared, TaskResult, rewrite_one};
 
 use crate::GroupResource;
 use crate::codec::ProviderTable;
 use crate::config::LoadedConfig;
-use crate::etcd::EtcdError;
 use crate::etcd::scan::{self, ClassifyConfig, Progress, Scan, ScanOptions};
 use crate::kube::rewrite::WritePath;
-use crate::kube::{self as k8s, Api, ApiPath, KubeError};
-
-/// Why a re-encryption run stopped. Progress up to the failure is in the checkpoint.
-#[derive(Debug, thiserror::Error)]
-pub enum MigrateError {
-    /// Reading etcd failed (after retrying transient errors for the run's patience).
-    #[error(transparent)]
-    Etcd(#[from] EtcdError),
-    /// Talking to the apiserver failed.
-    #[error(transparent)]
-    Kube(#[from] KubeError),
-    /// The checkpoint could not be read, does not match the config, or could not be saved.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    /// The check before the first write refused, for example because an apiserver has not loaded
-    /// the config.
-    #[error(transparent)]
-    Preflight(PreflightRefusal),
-    /// The apiserver's RBAC does not let atrest PATCH this resource; the message names the rule to
-    /// grant.
-    #[error(
-        "the apiserver refused to PATCH {resource} {object}: {message}\n  atrest needs this RBAC rule: apiGroups: [\"{group}\"], resources: [\"{plural}\"], verbs: [\"patch\"]\n  (with \"update\" as well, atrest rewrites built-in objects with the cheaper protobuf PUT)\n  Progress is saved in {checkpoint}; grant the rule and run again."
-    )]
-    Forbidden {
-        /// The resource, as the config names it (`secrets`, `deployments.apps`).
-        resource: String,
-        /// The object refused, `namespace/name`.
-        object: String,
-        /// The API group the RBAC rule must name (empty for the core group).
-        group: String,
-        /// The resource (plural, as in the URL) the RBAC rule must name.
-        plural: String,
-        /// The apiserver's own message.
-        message: String,
-        /// Where progress was saved, so the next run resumes there.
-        checkpoint: PathBuf,
-    },
-    /// An apiserver wrote the object with a key other than the write key: it is still on an older
-    /// config. Carrying on would only rewrite objects to the old key.
-    #[error(
-        "the apiserver at {url} wrote {resource} {object} but etcd still shows it under {stored_as}, not the write key {write_key}: that apiserver has not loaded this config (it reports config hash {reported}; the file {config} is {file_hash}).\n  Wait until every apiserver reports the file's hash (automatic reload polls once a minute; without it, restart them), then run again."
-    )]
-    NotLoaded {
-        /// The apiserver that handled the write.
-        url: String,
-        /// The resource, as the config names it (`secrets`, `deployments.apps`).
-        resource: String,
-        /// The object, `namespace/name`.
-        object: String,
-        /// The key label etcd shows after the write.
-        stored_as: String,
-        /// The key label the config says new writes use.
-        write_key: String,
-        /// The config hash that apiserver reports loading (from its metrics).
-        reported: String,
-        /// The config file atrest read.
-        config: PathBuf,
-        /// The `sha256:` hash of that file, which every apiserver should report.
-        file_hash: String,
-    },
-    /// The apiserver answered no request (connection errors, 429, 5xx) for the whole patience:
-    /// an outage, not a failure of the objects, so none was given up. The objects not finished
-    /// are left for the next run, and the checkpoint's cursor stops before them.
-    #[error(
-        "apiserver unreachable: {url} answered no request for {} s (last error: {last_error}).\n  No object was given up; progress is saved in {checkpoint}.",
-        .waited.as_secs()
-    )]
-    ApiserverUnreachable {
-        /// The apiserver written to.
-        url: String,
-        /// How long nothing was answered before the run stopped.
-        waited: Duration,
-        /// The last failure seen.
-        last_error: String,
-        /// Where progress was saved, so the next run resumes there.
-        checkpoint: PathBuf,
-    },
-}
+use crate::kube::{self as k8s, Api, ApiPath};
 
 /// Keys per etcd read of a real (not dry) run, unless asked otherwise; see [`Reencrypt::run`].
 const REWRITE_PAGE_KEYS: i64 = 5000;

@@ -220,15 +220,20 @@ impl Health {
 
 /// The PUT body for `target` when the PUT path applies ([`crate::kube::rewrite`]): the stored
 /// value opens without a KMS plugin, is a protobuf object, and is in the URL's apiVersion.
-fn put_body_for(table: &ProviderTable, path: &ApiPath, target: &Target) -> Option<Vec<u8>> {
+/// The body holds the object's data in plaintext: zeroized when the object is done.
+fn put_body_for(
+    table: &ProviderTable,
+    path: &ApiPath,
+    target: &Target,
+) -> Option<zeroize::Zeroizing<Vec<u8>>> {
     let value = target.value.as_ref()?;
     let plaintext = table.open(target.key.as_bytes(), &value.0)?;
     let (api_version, body) = crate::codec::object::put_body(&plaintext, target.mod_revision)?;
-    (api_version == path.api_version()).then_some(body)
+    (api_version == path.api_version()).then_some(zeroize::Zeroizing::new(body))
 }
 
-/// Rewrites one object: PUT where it applies, else PATCH; on conflict re-check etcd; retry transient failures with
-/// jittered backoff (Retry-After when given); give up after `max_attempts`.
+/// Rewrites one object: PUT where it applies, else PATCH; on conflict re-check etcd; retry
+/// transient failures with jittered backoff (Retry-After when given); give up after `max_attempts`.
 ///
 /// A transient failure counts as an attempt only when the apiserver answered some other request
 /// since this object's previous failure (or its first send), or says it is ready: the object
@@ -277,7 +282,7 @@ pub(super) async fn rewrite_one(
                     ns.as_deref(),
                     &name,
                     target.mod_revision,
-                    body.clone(),
+                    body.to_vec(),
                 )
                 .await;
                 (outcome, WritePath::Put)

@@ -1,7 +1,9 @@
 //! The command line as parsed, nothing more. `settings::resolve` turns the connection flags into
 //! the settings commands run on.
 
+mod flags;
 mod help;
+pub use flags::*;
 pub use help::EXIT_CODES;
 use help::*;
 
@@ -390,52 +392,6 @@ pub enum KeyProviderArg {
     Secretbox,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    Table,
-    Json,
-}
-
-/// Where the EncryptionConfiguration comes from.
-#[derive(Args, Debug, Clone, Default)]
-pub struct ConfigSource {
-    /// The EncryptionConfiguration file [env: ATREST_CONFIG] (default: the manifest's
-    /// --encryption-provider-config).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The kube-apiserver static-pod manifest to read settings from (default:
-    /// /etc/kubernetes/manifests/kube-apiserver.yaml, when it exists).
-    #[arg(long, value_name = "FILE")]
-    pub apiserver_manifest: Option<PathBuf>,
-}
-
-/// How to reach etcd: the flags etcdctl has, with the same `ETCDCTL_*` variables.
-#[derive(Args, Debug, Clone, Default)]
-pub struct EtcdFlags {
-    /// Comma-separated etcd endpoints [env: ETCDCTL_ENDPOINTS] (default: the manifest's
-    /// --etcd-servers, else 127.0.0.1:2379).
-    #[arg(long, value_name = "URLS")]
-    pub endpoints: Option<String>,
-    /// CA bundle to verify etcd's certificate [env: ETCDCTL_CACERT].
-    #[arg(long, value_name = "FILE")]
-    pub cacert: Option<PathBuf>,
-    /// Client certificate [env: ETCDCTL_CERT].
-    #[arg(long, value_name = "FILE")]
-    pub cert: Option<PathBuf>,
-    /// Client key [env: ETCDCTL_KEY].
-    #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
-    /// USER or USER:PASSWORD [env: ETCDCTL_USER, ETCDCTL_PASSWORD].
-    #[arg(long, value_name = "USER[:PASSWORD]")]
-    pub user: Option<String>,
-    /// The apiserver's --etcd-prefix (default: the manifest's, else /registry).
-    #[arg(long, value_name = "PREFIX")]
-    pub etcd_prefix: Option<String>,
-    /// How long etcd may stay unreachable mid-scan before atrest gives up (seconds).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    pub etcd_patience: u64,
-}
-
 #[derive(Args, Debug)]
 pub struct ScanArgs {
     #[command(flatten)]
@@ -537,79 +493,4 @@ pub struct ReencryptArgs {
     /// table for people, json for scripts (stable schema, see the README).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-}
-
-/// The Kubernetes API side, and atrest's state folder.
-#[derive(Args, Debug, Clone, Default)]
-pub struct ClusterArgs {
-    /// Kubeconfig for the apiserver [env: KUBECONFIG] (default: kube's usual chain, then
-    /// /etc/kubernetes/admin.conf).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// atrest's state folder (default: an `atrest` folder beside the config file).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// An apiserver to check directly (repeat for each); default: the endpoints of
-    /// default/kubernetes, else the kubeconfig's server.
-    #[arg(long = "apiserver", value_name = "URL")]
-    pub apiservers: Vec<String>,
-}
-
-/// How the re-encryption writes.
-#[derive(Args, Debug, Clone)]
-pub struct RewriteArgs {
-    /// Re-encryption: writes in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 16)]
-    pub concurrency: usize,
-    /// Re-encryption: client-side limit on requests per second (0: none; the apiserver's own
-    /// limits and its 429 Retry-After answers still apply).
-    #[arg(long, value_name = "QPS", default_value_t = 0.0)]
-    pub qps: f64,
-    /// Re-encryption: attempts per object before it is given up (and listed) — never fatal for
-    /// the run.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub max_attempts: u32,
-    /// Re-encryption: how long the apiserver may answer no request at all (unreachable, or
-    /// 429/5xx for everything) before the run stops (exit 2, progress saved, nothing given up).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    pub apiserver_patience: u64,
-    /// Re-encryption: the request that rewrites each object. auto: a protobuf PUT of the stored
-    /// object where it applies (built-in, protobuf, no KMS, stored in the version written
-    /// through), else a merge PATCH; patch: always the merge PATCH (needs only the patch verb).
-    #[arg(long, value_enum, value_name = "HOW", default_value_t = Request::Auto)]
-    pub request: Request,
-    /// Re-encryption: at most N keys per etcd read (default: pages of about 4 MiB and at most
-    /// 5000 keys; a dry run up to 10,000). Smaller pages hold less in memory but cost etcd
-    /// more (it counts the rest of the range for every page); the checkpoint moves a page at a
-    /// time.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
-    pub page_keys: Option<i64>,
-    /// Progress on stderr: a bar on a terminal and a line every 10 s otherwise (auto), or
-    /// always bar, lines, json (one object per line), none.
-    #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::cli::progress::ProgressMode::Auto)]
-    pub progress: crate::cli::progress::ProgressMode,
-}
-
-/// `--request`: which rewrite request atrest may send.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
-    /// The protobuf PUT where it applies, else the merge PATCH.
-    Auto,
-    /// Always the merge PATCH.
-    Patch,
-}
-
-impl RewriteArgs {
-    /// The engine's options with these set.
-    pub fn options(&self) -> atrest::migrate::ReencryptOptions {
-        atrest::migrate::ReencryptOptions {
-            concurrency: self.concurrency,
-            put: self.request == Request::Auto,
-            page_keys: self.page_keys,
-            qps: self.qps,
-            max_attempts: self.max_attempts,
-            apiserver_patience: std::time::Duration::from_secs(self.apiserver_patience),
-            ..Default::default()
-        }
-    }
 }
