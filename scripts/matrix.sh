@@ -54,6 +54,16 @@ fi
 # Compile the test binaries once, before any pair.
 select_tests "${core[@]}"
 cargo test --locked --no-run "${bins[@]}" >&2
+# Every listed test must exist before any pair runs (a renamed test would otherwise match nothing).
+for c in "${core[@]}" "${refused[@]}"; do
+  read -r bin name <<<"$c"
+  # (the list is read whole first: `grep -q` stopping early would break the pipe under pipefail)
+  listed=$(cargo test --locked -q --test "$bin" -- --list 2>/dev/null)
+  grep -qxF "$name: test" <<<"$listed" || {
+    echo "scripts/matrix.sh lists $bin $name, but tests/$bin.rs has no such test" >&2
+    exit 1
+  }
+done
 
 # One Go build cache for every build of this run (the releases share most packages), deleted
 # at the end; see scripts/k8s/build.sh.
@@ -95,10 +105,20 @@ run_pair() { # <index>
   ATREST_K8S_BIN=$dir RUST_TEST_THREADS="${ATREST_TEST_THREADS:-2}" \
     cargo test --locked "${bins[@]}" -- --exact "${names[@]}" >"$logs/$name.log" 2>&1 || status=$?
   local took=$(($(date +%s) - start)) verdict=passed what="${#names[@]} core tests"
-  [ $status -eq 0 ] || verdict=FAILED
   [ "$mark" = unsupported ] && what="${#names[@]} version tests (unsupported release: refused)"
-  local passed
-  passed=$(grep -c '^test .* ok$' "$logs/$name.log" || true)
+  # cargo exits 0 when an exact name matches nothing (a renamed test): every name of the list
+  # must have run and passed, and nothing else.
+  local passed n missing=()
+  passed=$(grep -c '^test .* \.\.\. ok$' "$logs/$name.log" || true)
+  for n in "${names[@]}"; do
+    grep -qxF "test $n ... ok" "$logs/$name.log" || missing+=("$n")
+  done
+  if [ ${#missing[@]} -gt 0 ] || [ "$passed" -ne "${#names[@]}" ]; then
+    printf 'matrix %s: %s of %s listed tests passed; not run or not passed: %s\n' \
+      "$name" "$passed" "${#names[@]}" "${missing[*]:-(none; extra tests ran)}" >>"$logs/$name.log"
+    [ $status -ne 0 ] || status=1
+  fi
+  [ $status -eq 0 ] || verdict=FAILED
   printf '\n== matrix: %s (%s)\n' "$name" "$dir" >&2
   cat "$logs/$name.log" >&2
   echo "$name: $what $verdict ($passed passed) in $took s" >"$logs/$name.result"

@@ -62,8 +62,10 @@ glibc=2.17
 
 log "cargo zigbuild --profile release-dist --target $triple.$glibc"
 start=$(date +%s)
-# zig keeps its cache under ~/.cache/zig unless told otherwise.
-cargo zigbuild --locked --profile release-dist --target "$triple.$glibc" --bin atrest
+# zig keeps its cache under ~/.cache/zig unless told otherwise. `-p atrest`: features are
+# unified across the packages a build selects, and the default members include the test bed,
+# which turns on `failpoints` (test-only crash points) in atrest; the release must not have them.
+cargo zigbuild --locked --profile release-dist --target "$triple.$glibc" -p atrest --bin atrest
 build_s=$(($(date +%s) - start))
 bin=$target_dir/$triple/release-dist/atrest
 

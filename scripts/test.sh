@@ -52,7 +52,7 @@ promtool check rules deploy/prometheus/atrest-alerts.yaml
 (cd deploy/prometheus && promtool test rules atrest-alerts.test.yaml)
 
 log "cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "release tarball: scripts/release.sh (tests/release.rs checks what it puts in dist/)"
 scripts/release.sh
@@ -60,8 +60,17 @@ scripts/release.sh
 log "cargo test"
 start=$(date +%s)
 # RUST_TEST_THREADS rather than --test-threads: the divan bench target (run once as a test) takes no libtest flags.
-RUST_TEST_THREADS="${ATREST_TEST_THREADS:-2}" cargo test --all-targets --locked
+RUST_TEST_THREADS="${ATREST_TEST_THREADS:-2}" cargo test --workspace --all-targets --locked
 echo "tests took $(($(date +%s) - start)) s" >&2
+
+# Each fuzz target for a short budget on nightly (the regressions are replayed by cargo test
+# above on stable): ATREST_FUZZ_SECONDS per target, 60 by default; 0 skips it.
+if [ "${ATREST_FUZZ_SECONDS:-60}" != 0 ]; then
+  log "fuzz: scripts/fuzz.sh (${ATREST_FUZZ_SECONDS:-60} s per target)"
+  start=$(date +%s)
+  scripts/fuzz.sh
+  echo "fuzzing took $(($(date +%s) - start)) s" >&2
+fi
 
 # The version matrix (README "Supported versions"): the core tests against every older pair of
 # scripts/k8s/matrix. Run when asked (ATREST_MATRIX=1, as .ci/run does; it builds what is

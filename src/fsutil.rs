@@ -6,6 +6,39 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// The environment variable that names the crash point to stop at (test builds only).
+pub const CRASH_AT_ENV: &str = "ATREST_CRASH_AT";
+
+/// A named point between two durable steps where a test build (cargo feature `failpoints`,
+/// which the test bed turns on) aborts the process when `ATREST_CRASH_AT` names it, as a
+/// power cut or SIGKILL would: no destructor runs, no temporary file is cleaned up. The tests
+/// walk every point of a rotation and a re-encryption and prove that a rerun finishes and
+/// loses nothing. Release builds compile this to nothing.
+pub fn crash_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if std::env::var_os(CRASH_AT_ENV).is_some_and(|v| v == name) {
+        eprintln!("crash point {name}: aborting (test build)");
+        std::process::abort();
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
+
+/// The crash-point name of a file atrest writes: its file name, or `backup` for a timestamped
+/// config backup.
+fn point_name(path: &Path) -> String {
+    let in_backups = path
+        .parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|d| d == "backups");
+    if in_backups {
+        return "backup".to_string();
+    }
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// A file atrest could not write (a config, a backup, a checkpoint); nothing was replaced.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {path}: {source}")]
@@ -52,7 +85,9 @@ pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<(), W
         let _ = std::os::unix::fs::fchown(tmp.as_file(), Some(m.uid()), Some(m.gid()));
     }
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    crash_point(&format!("write:{}:before-rename", point_name(path)));
     tmp.persist(path).map_err(|e| err(e.error))?;
+    crash_point(&format!("write:{}:after-rename", point_name(path)));
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
     }
@@ -79,6 +114,73 @@ pub fn backup(path: &Path, backup_dir: &Path) -> Result<PathBuf, WriteError> {
     let target = backup_dir.join(format!("{name}.{stamp}"));
     write_atomic(&target, &contents, 0o600)?;
     Ok(target)
+}
+
+/// Bytes free to this user in the filesystem of `dir` (its nearest existing ancestor).
+pub fn available_space(dir: &Path) -> std::io::Result<u64> {
+    let mut at = dir;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                at = Path::new(".");
+                break;
+            }
+        }
+    }
+    let s = rustix::fs::statvfs(at)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Too little room to write a file: the folder, what is needed and what is free.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "not enough free space in {} to write {what}: it needs about {} MiB ({reason}), {} MiB are free; free some room or choose another folder",
+    .dir.display(),
+    .needed.div_ceil(1 << 20),
+    .free / (1 << 20)
+)]
+pub struct NoRoom {
+    /// The folder.
+    pub dir: PathBuf,
+    /// What was to be written.
+    pub what: &'static str,
+    /// Bytes needed.
+    pub needed: u64,
+    /// Why that much.
+    pub reason: String,
+    /// Bytes free.
+    pub free: u64,
+}
+
+/// Refuses (before writing anything) when `dir` has less than `needed` bytes free.
+pub fn ensure_room(
+    dir: &Path,
+    what: &'static str,
+    needed: u64,
+    reason: String,
+) -> Result<(), NoRoom> {
+    match available_space(dir) {
+        Ok(free) if free < needed => Err(NoRoom {
+            dir: dir.to_path_buf(),
+            what,
+            needed,
+            reason,
+            free,
+        }),
+        // When the filesystem cannot tell, the write itself will.
+        _ => Ok(()),
+    }
+}
+
+/// What to do about a file this user may not read (kubeadm's are root-only); empty for any
+/// other error. Every "cannot read" message about a node's files ends with it.
+pub fn permission_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        "; run atrest as root (kubeadm's files are readable by root only), or give this user read access to it (README: minimal permissions)"
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]

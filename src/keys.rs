@@ -301,7 +301,8 @@ pub mod archive {
         _api_version: String,
         #[serde(rename = "kind")]
         _kind: String,
-        #[serde(default)]
+        // Required: atrest never writes an archive without its list, so a file cut before
+        // `keys:` is damaged, not an empty archive.
         keys: Vec<Entry>,
     }
 
@@ -322,11 +323,14 @@ pub mod archive {
         };
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
         let options = serde_saphyr::options! { with_snippet: false };
-        let file: File = serde_saphyr::from_str_with_options(&text, options).map_err(|e| {
-            err(format!(
-                "not a key archive ({})",
-                e.to_string().lines().next().unwrap_or("")
-            ))
+        // The parser's message may quote a damaged line, and a line of this file may hold a
+        // key: say only that it does not read.
+        let file: File = serde_saphyr::from_str_with_options(&text, options).map_err(|_| {
+            err(
+                "not a key archive atrest wrote (damaged or truncated?); restore it from a \
+                 copy of the state folder"
+                    .to_string(),
+            )
         })?;
         Ok(file.keys)
     }

@@ -3,11 +3,12 @@
 //! --if-older-than` on a schedule.
 
 use atrest_testbed as support;
+use support::proc::poll;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::GetOptions;
 use serde_json::Value;
@@ -91,17 +92,6 @@ fn value_in(page: &str, name: &str, must_contain: &[&str]) -> Option<f64> {
         .next()
 }
 
-async fn poll<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not seen in {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_sees_the_raw_etcd_counts_the_plaintext_alert_and_failed_scans() {
     let key1 = random_key_b64();
@@ -172,10 +162,14 @@ async fn prometheus_sees_the_raw_etcd_counts_the_plaintext_alert_and_failed_scan
         "no plaintext yet"
     );
 
-    // /metrics answers while a scan runs, with the last good values.
+    // /metrics answers while a scan runs, with the last good values. etcd is frozen (SIGSTOP)
+    // so that the next scan (every second) waits on it for its whole patience (2 s): the scrape
+    // sees it in progress by observed state, not by racing a 40-object scan.
+    let etcd = cp.etcd_pid().expect("etcd runs");
+    support::proc::signal(etcd, libc::SIGSTOP);
     let page = poll(
         "a scrape during a scan",
-        Duration::from_secs(120),
+        Duration::from_secs(30),
         async || {
             let (status, body) = http_get(&addr, "/metrics").await.ok()?;
             assert_eq!(status, 200);
@@ -183,6 +177,7 @@ async fn prometheus_sees_the_raw_etcd_counts_the_plaintext_alert_and_failed_scan
         },
     )
     .await;
+    support::proc::signal(etcd, libc::SIGCONT);
     assert_eq!(
         value_in(
             &page,
@@ -262,7 +257,11 @@ async fn prometheus_sees_the_raw_etcd_counts_the_plaintext_alert_and_failed_scan
         value_in(
             &page,
             "atrest_stored_objects",
-            &["key=\"identity\"", "state=\"plaintext\""]
+            &[
+                "key=\"identity\"",
+                "state=\"plaintext\"",
+                "resource=\"secrets\""
+            ]
         ),
         Some(1.0),
         "{page}"

@@ -6,7 +6,6 @@ use atrest_testbed as support;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use kube::api::{Api, ListParams};
 use serde_json::Value;
 use support::{ControlPlane, Options, create_namespace, create_secrets, random_key_b64, text};
 
@@ -16,20 +15,10 @@ fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
     cmd
 }
 
+/// Every secret of namespace `k`, whole, as the API serves it (`secrets/<name>`); the stored
+/// bytes need the plugin to open, so only the API form is compared here.
 async fn data(cp: &ControlPlane) -> BTreeMap<String, Value> {
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(cp.client().await, "k");
-    secrets
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| {
-            (
-                s.metadata.name.clone().unwrap(),
-                serde_json::to_value(&s.data).unwrap(),
-            )
-        })
-        .collect()
+    cp.objects("k", &[support::SECRETS]).await.api
 }
 
 fn scan(cp: &ControlPlane, verify: bool) -> (i32, Value, String) {
@@ -118,6 +107,13 @@ async fn to_kms_v2_key_id_change_and_back() {
     );
     assert_eq!(s["kms_key_ids"]["key-1"], 20);
     assert_eq!(doc["kms_current_key_ids"]["vault"], "key-1");
+    // The apiserver had the plugin wrap its DEK seed (32 bytes): the leak check knows it.
+    let wrapped = plugin.wrapped();
+    assert!(
+        !wrapped.is_empty() && wrapped.iter().all(|k| k.len() == 32),
+        "the plugin logs each seed it wraps: {} logged",
+        wrapped.len()
+    );
     assert_eq!(data(&cp).await, before);
 
     // The KMS rotates its key: new writes use key-2 (after the apiserver's next Status), the
@@ -145,7 +141,7 @@ async fn to_kms_v2_key_id_change_and_back() {
     );
     assert_eq!(verdict(s, "stale"), 20);
     assert_eq!(sample_names(s, "stale").len(), 20);
-    let c10 = |cp: &ControlPlane| -> Value {
+    let c10 = |cp: &ControlPlane, exit: i32| -> Value {
         let (code, stdout, stderr) = cp.atrest(&[
             "report",
             "--verify",
@@ -154,7 +150,7 @@ async fn to_kms_v2_key_id_change_and_back() {
             "--kubeconfig",
             cp.kubeconfig.to_str().unwrap(),
         ]);
-        assert!(code == 0 || code == 1, "{stderr}");
+        assert_eq!(code, exit, "{stderr}");
         let r: Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(r["kms_current_key_ids"]["vault"], "key-2");
         r["checks"]
@@ -165,7 +161,7 @@ async fn to_kms_v2_key_id_change_and_back() {
             .unwrap()
             .clone()
     };
-    let c = c10(&cp);
+    let c = c10(&cp, 1);
     assert_eq!(c["status"], "FAIL", "{c:#}");
     assert!(
         c["evidence"]
@@ -189,7 +185,24 @@ async fn to_kms_v2_key_id_change_and_back() {
         secrets(&doc)["kms_key_ids"],
         serde_json::json!({"key-2": 22})
     );
-    assert_eq!(c10(&cp)["status"], "PASS");
+    assert_eq!(c10(&cp, 0)["status"], "PASS");
+
+    // The plugin freezes (SIGSTOP: its socket accepts, nothing answers): --verify stops with
+    // exit 2 naming it and the wait, never calling its values undecryptable; without --verify
+    // the scan still classifies them.
+    let pid = plugin.pid().unwrap();
+    support::proc::signal(pid, libc::SIGSTOP);
+    let (code, _, stderr) = scan(&cp, true);
+    let (code_unverified, doc_unverified, _) = scan(&cp, false);
+    support::proc::signal(pid, libc::SIGCONT);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("KMS plugin of provider \"vault\"")
+            && stderr.contains("no answer within 10 s"),
+        "{stderr}"
+    );
+    assert_eq!(code_unverified, 0);
+    assert_eq!(secrets(&doc_unverified)["unverified"], 22);
 
     // The plugin stops: without --verify the scan still classifies; with --verify it says the
     // plugin is unreachable (exit 2) and writes nothing.
@@ -244,7 +257,8 @@ async fn to_kms_v2_key_id_change_and_back() {
     let mut expected = before.clone();
     for n in ["new-0", "new-1"] {
         let d = data(&cp).await;
-        expected.insert(n.to_string(), d[n].clone());
+        let n = format!("secrets/{n}");
+        expected.insert(n.clone(), d[&n].clone());
     }
     assert_eq!(data(&cp).await, expected);
 }

@@ -281,17 +281,39 @@ fn scan_status_report_work(env: &[(&str, &str)], distribution: &str) -> String {
     status
 }
 
-/// `rotate prepare` with `env` only exits 2, names the distribution's own command, and leaves
-/// every file of the node as it was.
-fn rotate_prepare_refuses(root: &Path, env: &[(&str, &str)], command: &str) {
+/// Every rotate step that writes (the config, a key, a backup, the state folder, a canary, a
+/// rewrite) with `env` only exits 2, names the distribution's own command, and leaves every file
+/// of the node as it was: the distribution rewrites the file from its own state, so no step of
+/// atrest's runbook may start there, not only `prepare`.
+fn every_rotate_step_refuses(root: &Path, env: &[(&str, &str)], command: &str) {
     let before = tree(root);
-    let (code, stdout, stderr) = support::atrest(&["rotate", "prepare"], env);
-    assert_eq!(code, 2, "{stdout}{stderr}");
-    assert!(stderr.contains(command), "{command:?} not in {stderr}");
-    assert_eq!(
-        tree(root),
-        before,
-        "a refused step writes nothing: no key, backup or state folder"
+    for step in [
+        "prepare",
+        "run",
+        "promote",
+        "reencrypt",
+        "prune",
+        "abort",
+        "adopt",
+    ] {
+        let (code, stdout, stderr) = support::atrest(&["rotate", step], env);
+        assert_eq!(code, 2, "rotate {step}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(command) && stderr.contains("`atrest reencrypt`"),
+            "rotate {step}: {command:?} (and the hint) not in {stderr}"
+        );
+        assert_eq!(
+            tree(root),
+            before,
+            "a refused `rotate {step}` writes nothing: no key, backup or state folder"
+        );
+    }
+    // What the refusal's hint offers instead still works there (nothing is stale here).
+    let (code, stdout, stderr) = support::atrest(&["reencrypt", "--progress=none"], env);
+    assert_eq!(code, 0, "atrest reencrypt: {stdout}{stderr}");
+    assert!(
+        stdout.contains("0 targeted") && stdout.contains("every object is on its write key"),
+        "{stdout}"
     );
 }
 
@@ -357,7 +379,7 @@ async fn rke2_layout_is_found_with_no_flags_and_rotation_is_left_to_rke2() {
         "{status}"
     );
 
-    rotate_prepare_refuses(root.path(), &env, "rke2 secrets-encrypt rotate-keys");
+    every_rotate_step_refuses(root.path(), &env, "rke2 secrets-encrypt rotate-keys");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,7 +434,7 @@ async fn k3s_layout_is_found_with_no_flags_and_rotation_is_left_to_k3s() {
     let doc: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(doc["file"], config.to_str().unwrap(), "{doc:#}");
 
-    rotate_prepare_refuses(root.path(), &env, "k3s secrets-encrypt rotate-keys");
+    every_rotate_step_refuses(root.path(), &env, "k3s secrets-encrypt rotate-keys");
 }
 
 #[test]

@@ -23,14 +23,17 @@ async fn stale_cluster() -> ControlPlane {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewrite_without_a_terminal_prints_progress_lines() {
     let cp = stale_cluster().await;
-    // 50 writes per second: about 4 s, past the first line (after 2 s).
+    // Every secret of the cluster is stale (the seeded ones and any the apiserver made).
+    let in_etcd = cp.count_prefix("/registry/secrets/").await as u64;
+    // At most 50 writes per second (the client's rate limit, a floor on the run's length, not
+    // a guess at the machine's speed): 200 writes take at least 4 s, past the first line (2 s).
     let mut cmd = cp.atrest_command(&["reencrypt", "--qps=50", "--progress=json", "-o", "json"]);
     let out = cp.output(&mut cmd);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let targeted = report["total"]["targeted"].as_u64().unwrap();
-    assert!(targeted >= N as u64, "{report:#}");
+    assert_eq!(targeted, in_etcd, "{report:#}");
     let lines: Vec<Value> = stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -48,6 +51,11 @@ async fn a_rewrite_without_a_terminal_prints_progress_lines() {
         assert!(done <= tgt && tgt <= targeted, "{l}");
         assert!(l["per_second"].as_u64().unwrap() > 0, "a whole rate: {l}");
     }
+    // A line while the run was under way, not only the final one.
+    assert!(
+        lines.iter().any(|l| l["done"].as_u64() < Some(targeted)),
+        "no progress line before the end:\n{stderr}"
+    );
 
     // The default without a terminal: plain lines, whole objects per second.
     let cp = stale_cluster().await;

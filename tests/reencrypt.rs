@@ -2,16 +2,16 @@
 //! migrations with byte-identical data, kill and resume, concurrent writers, a killed apiserver, RBAC refusal.
 
 use atrest_testbed as support;
+use support::promises_b::wait_for;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use atrest::codec::ProviderTable;
 use atrest::codec::object::put_body;
 use atrest::kube::ApiPath;
 use atrest::kube::rewrite::{Outcome, patch, put};
-use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::Value;
 use support::{ControlPlane, Options, create_namespace, create_secrets, names, random_key_b64};
@@ -35,35 +35,18 @@ fn aescbc(keys: &[(&str, &str)]) -> String {
 
 const IDENTITY: &str = "[{identity: {}}]";
 
-/// Every object's data as served by the apiserver: what must survive a migration byte for byte.
-async fn snapshot(cp: &ControlPlane, ns: &str) -> BTreeMap<String, Value> {
-    let client = cp.client().await;
-    let mut out = BTreeMap::new();
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
-    for s in secrets.list(&ListParams::default()).await.unwrap() {
-        out.insert(
-            format!("secret/{}", s.metadata.name.clone().unwrap()),
-            serde_json::to_value(&s.data).unwrap(),
-        );
-    }
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), ns);
-    for c in cms.list(&ListParams::default()).await.unwrap() {
-        out.insert(
-            format!("configmap/{}", c.metadata.name.clone().unwrap()),
-            serde_json::to_value(&c.data).unwrap(),
-        );
-    }
-    let gadgets: Api<DynamicObject> = Api::namespaced_with(client, ns, &gadget_ar());
-    if let Ok(list) = gadgets.list(&ListParams::default()).await {
-        for g in list {
-            out.insert(
-                format!("gadget/{}", g.metadata.name.clone().unwrap()),
-                g.data["spec"].clone(),
-            );
-        }
-    }
-    out
+/// Every object of namespace `ns`, whole (API and opened etcd bytes): what must survive a
+/// migration byte for byte.
+async fn snapshot(cp: &ControlPlane, ns: &str) -> support::Objects {
+    cp.objects(ns, &[support::SECRETS, support::CONFIGMAPS, GADGETS])
+        .await
 }
+
+const GADGETS: support::objects::Resource = support::objects::Resource {
+    group: "atrest.test",
+    version: "v1",
+    plural: "gadgets",
+};
 
 fn gadget_ar() -> ApiResource {
     ApiResource {
@@ -76,21 +59,7 @@ fn gadget_ar() -> ApiResource {
 }
 
 fn install_crd(cp: &ControlPlane) {
-    cp.kubectl_apply(&serde_json::json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "gadgets.atrest.test"},
-        "spec": {"group": "atrest.test", "scope": "Namespaced",
-            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
-            "versions": [{"name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
-    }));
-    let out = cp.kubectl(&[
-        "wait",
-        "--for=condition=established",
-        "crd/gadgets.atrest.test",
-        "--timeout=60s",
-    ]);
-    assert!(out.status.success());
+    cp.install_crd("atrest.test", "gadgets", "Gadget");
 }
 
 /// Every stored value under `prefix` with its etcd version (writes since creation).
@@ -407,8 +376,19 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
         let obj: DynamicObject = serde_json::from_value(serde_json::json!({"apiVersion": "atrest.test/v1", "kind": "Gadget", "metadata": {"name": n}, "spec": {"n": n}})).unwrap();
         gadgets.create(&PostParams::default(), &obj).await.unwrap();
     }
+    support::create_rich_objects(&client, "m", 12).await;
     let before = snapshot(&cp, "m").await;
-    assert_eq!(before.len(), 55);
+    assert_eq!(before.api.len(), 55 + 2 * 12);
+    assert!(before.stored.is_some(), "plaintext opens without a key");
+    // Everything the run targets, counted in etcd: every secret, configmap and gadget.
+    let mut in_etcd = 0;
+    for prefix in [
+        "/registry/secrets/",
+        "/registry/configmaps/",
+        "/registry/atrest.test/gadgets/",
+    ] {
+        in_etcd += cp.count_prefix(prefix).await as u64;
+    }
 
     // Turn encryption on: aescbc key1 first, identity kept to read the old values.
     let k1 = random_key_b64();
@@ -426,7 +406,7 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
     ]);
     assert_eq!(code, 1, "{stderr}");
     let dry = json(&stdout);
-    assert!(dry["total"]["targeted"].as_u64().unwrap() >= 55, "{dry:#}");
+    assert_eq!(dry["total"]["targeted"], in_etcd, "{dry:#}");
     assert_eq!(dry["total"]["writes"], 0);
     assert!(
         all_start_with(&stored(&cp, "/registry/secrets/m/").await, "plaintext"),
@@ -439,7 +419,11 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
     let r = json(&stdout);
     assert_eq!(r["remaining"], 0);
     assert_eq!(r["total"]["given_up"], 0);
-    assert!(r["resources"]["secrets"]["rewritten"].as_u64().unwrap() >= 40);
+    assert_eq!(
+        r["resources"]["secrets"]["rewritten"].as_u64(),
+        Some(cp.count_prefix("/registry/secrets/").await as u64),
+        "every secret of the cluster: {r:#}"
+    );
     assert_eq!(
         r["resources"]["configmaps"]["targeted"].as_u64().unwrap(),
         r["resources"]["configmaps"]["rewritten"].as_u64().unwrap()
@@ -465,10 +449,9 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
             "{prefix}"
         );
     }
-    assert_eq!(
-        snapshot(&cp, "m").await,
-        before,
-        "data byte-identical after identity -> aescbc"
+    before.assert_kept(
+        &snapshot(&cp, "m").await,
+        "whole objects byte-identical after identity -> aescbc",
     );
 
     // Rotate: key2 first, key1 still readable.
@@ -502,10 +485,9 @@ async fn identity_to_aescbc_then_key1_to_key2_keeps_every_byte() {
             "{prefix}: each object written exactly once per pass: {s:?}"
         );
     }
-    assert_eq!(
-        snapshot(&cp, "m").await,
-        before,
-        "data byte-identical after key1 -> key2"
+    before.assert_kept(
+        &snapshot(&cp, "m").await,
+        "whole objects byte-identical after key1 -> key2",
     );
 
     // A second run on the finished cluster writes nothing.
@@ -610,35 +592,6 @@ fn checkpoint(cp: &ControlPlane) -> Option<Value> {
     serde_json::from_str(&text).ok()
 }
 
-/// Polls until `reached` holds, so that a test acts on observed progress, never on a guess of
-/// how long something takes. Fails if `child` exits first, or if the state is never reached
-/// (the cap only catches a hang; it is not a timing requirement).
-async fn wait_for(
-    child: &mut std::process::Child,
-    what: &str,
-    mut reached: impl AsyncFnMut() -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        if reached().await {
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut out = String::new();
-            let mut err = String::new();
-            if let Some(o) = child.stdout.as_mut() {
-                let _ = o.read_to_string(&mut out);
-            }
-            if let Some(e) = child.stderr.as_mut() {
-                let _ = e.read_to_string(&mut err);
-            }
-            panic!("atrest exited ({status}) before {what}\n{out}\n{err}");
-        }
-        assert!(Instant::now() < deadline, "never reached: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn code_and_json(out: &std::process::Output) -> (Option<i32>, Value) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -667,7 +620,15 @@ async fn sigkill_then_resume_completes_without_double_writes() {
     })
     .await;
     child.kill().unwrap();
-    let _ = child.wait();
+    // The killed run's output goes through the leak check like any other.
+    let killed = cp.wait(&cmd, child);
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(
+        killed.status.signal(),
+        Some(9),
+        "{}",
+        support::text(&killed)
+    );
     let done = on_key1(&cp, BIG).await;
     assert!(
         (100..1500).contains(&done),
@@ -795,15 +756,17 @@ async fn a_concurrent_writer_never_loses_an_update() {
         on_key1(&cp, BIG).await >= 5
     })
     .await;
-    // The writer changes the last 20 objects, from the end, each while etcd shows atrest has not
-    // rewritten it yet: atrest's PATCH for it carries the scanned resourceVersion, so it must
-    // get 409, re-check etcd, and leave the writer's value alone.
+    // atrest frozen (SIGSTOP) while the writer changes the last 20 objects, from the end, each
+    // still plaintext in etcd: atrest's PATCH for it carries the scanned resourceVersion, so it
+    // must get 409, re-check etcd, and leave the writer's value alone.
+    support::proc::signal(child.id(), libc::SIGSTOP);
     let mut written = Vec::new();
     for n in all.iter().rev().take(20) {
         let (value, _) = cp.raw(&format!("{BIG}{n}")).await.unwrap();
-        if value.starts_with(b"k8s:enc:") {
-            break;
-        }
+        assert!(
+            !value.starts_with(b"k8s:enc:"),
+            "{n} rewritten while atrest was frozen"
+        );
         let patch = serde_json::json!({"stringData": {"value": format!("writer-{n}")}});
         api.patch(
             n,
@@ -814,16 +777,12 @@ async fn a_concurrent_writer_never_loses_an_update() {
         .unwrap();
         written.push(n.clone());
     }
-    assert!(
-        written.len() >= 10,
-        "the writer got ahead of atrest on {} objects only",
-        written.len()
-    );
+    support::proc::signal(child.id(), libc::SIGCONT);
+    assert_eq!(written.len(), 20);
     let out = cp.wait(&cmd, child);
     let (code, r) = code_and_json(&out);
     assert_eq!(code, Some(0), "{r:#}");
     let t = &r["total"];
-    assert!(t["conflicts"].as_u64().unwrap() >= 1, "{r:#}");
     // Each written object: one 409, then found on the write key (the writer's own write was
     // encrypted with key1), so atrest never wrote it.
     assert_eq!(t["conflicts"].as_u64(), Some(written.len() as u64), "{r:#}");

@@ -1,7 +1,7 @@
-//! What ships: the release tarball `scripts/release.sh` builds (a binary that runs on glibc
-//! 2.17, scans a real control plane, its checksums, man pages and completions), `atrest` as the
-//! kubectl plugin found by the real `kubectl plugin list`, and the completion scripts and man
-//! pages generated from the one clap definition.
+//! What ships: the release tarball `scripts/release.sh` builds (a binary that links only glibc,
+//! runs on glibc 2.17, holds no test crash point and scans a real control plane, its checksums,
+//! man pages and completions), `atrest` as the kubectl plugin found by the real `kubectl plugin
+//! list`, and the completion scripts and man pages generated from the one clap definition.
 //!
 //! The tarball tests read `dist/`; `scripts/test.sh` runs `scripts/release.sh` before
 //! `cargo test`. A missing tarball fails them, naming the script.
@@ -90,6 +90,30 @@ fn highest_glibc(bin: &Path) -> (u32, u32) {
     *versions
         .last()
         .expect("the binary names no GLIBC_ symbol version: is it dynamically linked?")
+}
+
+/// glibc's own shared objects on x86_64 (the C library, its split-off parts and the dynamic
+/// loader): what "links only glibc" allows. Not libgcc_s (GCC's runtime) nor anything else.
+const GLIBC_LIBRARIES: &[&str] = &[
+    "libc.so.6",
+    "libm.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libutil.so.1",
+    "libresolv.so.2",
+    "ld-linux-x86-64.so.2",
+];
+
+/// The binary's dynamic `NEEDED` entries, as read by binutils' objdump.
+fn needed_libraries(bin: &Path) -> Vec<String> {
+    let out = Command::new("objdump").arg("-p").arg(bin).output().unwrap();
+    assert!(out.status.success(), "objdump -p: {}", support::text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("NEEDED"))
+        .map(|lib| lib.trim().to_string())
+        .collect()
 }
 
 /// Runs `cmd` and returns (exit code, stdout, stderr).
@@ -237,6 +261,51 @@ fn release_tarball_is_portable_complete_and_checksummed() {
     let (code, stdout, stderr) = run(Command::new(&bin).arg("--version"));
     assert_eq!(code, 0, "{stderr}");
     assert_version_line(&stdout);
+}
+
+/// "The binary links only glibc": every library it asks the dynamic loader for is one of
+/// glibc's (an OpenSSL or libgcc_s dependency would break "it needs no other file").
+#[test]
+fn release_binary_needs_only_glibc_libraries() {
+    let (_tmp, top) = unpacked();
+    let needed = needed_libraries(&top.join("atrest"));
+    assert!(
+        needed.iter().any(|l| l == "libc.so.6"),
+        "not dynamically linked against glibc: NEEDED {needed:?}"
+    );
+    let others: Vec<&String> = needed
+        .iter()
+        .filter(|l| !GLIBC_LIBRARIES.contains(&l.as_str()))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "the release binary needs {others:?} besides glibc (NEEDED {needed:?})"
+    );
+}
+
+/// Test-only crash points (`ATREST_CRASH_AT`, the cargo feature `failpoints`) are not in a
+/// release build: the variable's name is nowhere in the shipped binary, while the binary the
+/// tests run (built with the feature) holds it, so the search does find it where it is.
+#[test]
+fn release_binary_has_no_test_crash_points() {
+    const NEEDLE: &[u8] = b"ATREST_CRASH_AT";
+    let holds = |bin: &Path| {
+        std::fs::read(bin)
+            .unwrap()
+            .windows(NEEDLE.len())
+            .any(|w| w == NEEDLE)
+    };
+    let test_build = support::cli::atrest_bin();
+    assert!(
+        holds(&test_build),
+        "{} (built with failpoints) does not name ATREST_CRASH_AT: the search is wrong",
+        test_build.display()
+    );
+    let (_tmp, top) = unpacked();
+    assert!(
+        !holds(&top.join("atrest")),
+        "the release binary names ATREST_CRASH_AT: it was built with the `failpoints` feature"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

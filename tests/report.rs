@@ -114,7 +114,7 @@ async fn compliant_cluster_passes_and_renders_in_chromium() {
     let names: Vec<String> = (0..5).map(|i| format!("db-{i}")).collect();
     create_secrets(&client, "audit", &names, "s3cr3t-value-one").await;
 
-    let p = cp.reports("pass", &[]);
+    let p = cp.reports("pass", 0, &[]);
     assert_eq!(p.code, 0, "{:#}", p.json["checks"]);
     assert_eq!(p.json["verdict"], "PASS");
     assert_eq!(p.json["schema"], "atrest.report/v2");
@@ -229,7 +229,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
     cp.restart_apiserver(0).await;
     let client = cp.client().await;
     create_secrets(&client, "audit", &["on-sb1".to_string()], "value-on-sb1").await;
-    let a = cp.reports("plaintext", &[]);
+    let a = cp.reports("plaintext", 1, &[]);
     assert_eq!((a.code, a.json["verdict"].as_str()), (1, Some("FAIL")));
     assert_eq!(status(&a.json, "ATR-C05"), "FAIL");
     assert!(
@@ -246,7 +246,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
         secretbox(&[("sb2", &k2), ("sb1", &k1)])
     )));
     cp.restart_apiserver(0).await;
-    let b = cp.reports("stale", &[]);
+    let b = cp.reports("stale", 1, &[]);
     assert_eq!(status(&b.json, "ATR-C04"), "FAIL");
     let ev = evidence(&b.json, "ATR-C04");
     assert!(ev.contains("audit/on-sb1") && ev.contains("stale"), "{ev}");
@@ -259,7 +259,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
         atrest::codec::encrypt_value(&stranger, b"/registry/secrets/audit/foreign", b"k8s\x00x"),
     )
     .await;
-    let c = cp.reports("unknown", &[]);
+    let c = cp.reports("unknown", 1, &[]);
     assert_eq!(status(&c.json, "ATR-C06"), "FAIL");
     assert!(
         evidence(&c.json, "ATR-C06").contains("audit/foreign"),
@@ -278,7 +278,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
         secretbox(&[("sb2", &k2), ("sb1", &k1)])
     )));
     cp.restart_apiserver(0).await;
-    let d = cp.reports("identity-first", &[]);
+    let d = cp.reports("identity-first", 1, &[]);
     assert_eq!(status(&d.json, "ATR-C02"), "FAIL");
     assert!(
         evidence(&d.json, "ATR-C02").contains("secrets: writes with identity"),
@@ -316,7 +316,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
         .await;
     let a1 = format!("--apiserver={}", cp.apiservers[0].url);
     let a2 = format!("--apiserver={}", cp.apiservers[second].url);
-    let e = cp.reports("split", &[&a1, &a2]);
+    let e = cp.reports("split", 1, &[&a1, &a2]);
     assert_eq!(status(&e.json, "ATR-C03"), "FAIL");
     let ev = evidence(&e.json, "ATR-C03");
     assert!(
@@ -375,6 +375,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
     .unwrap();
     let f = cp.reports(
         "from-scan",
+        1,
         &[
             "--from-scan",
             scan_file.to_str().unwrap(),

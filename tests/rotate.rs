@@ -4,11 +4,10 @@
 
 use atrest_testbed as support;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::Value;
 use support::{
     ControlPlane, Options, create_namespace, create_secrets, random_key_b64, resource, text,
@@ -46,46 +45,39 @@ async fn key1_cluster() -> ControlPlane {
     .await
 }
 
+/// Objects of every field seeded beside the plain ones (see `create_rich_objects`).
+const RICH: usize = 4;
+/// Secrets in the cluster after `seed`: 30 plain and the rich ones.
+const SEEDED_SECRETS: u64 = 30 + RICH as u64;
+
 async fn seed(cp: &ControlPlane) {
     let client = cp.client().await;
     create_namespace(&client, "r").await;
     let names: Vec<String> = (0..30).map(|i| format!("s-{i:03}")).collect();
     create_secrets(&client, "r", &names, "rotate-me").await;
+    support::create_rich_objects(&client, "r", RICH).await;
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "r");
     for i in 0..10 {
         cms.create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": format!("cm-{i}")}, "data": {"k": format!("v{i}")}})).unwrap()).await.unwrap();
     }
 }
 
-async fn data(cp: &ControlPlane) -> BTreeMap<String, Value> {
-    let client = cp.client().await;
-    let mut out = BTreeMap::new();
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "r");
-    for s in secrets.list(&ListParams::default()).await.unwrap() {
-        out.insert(
-            format!("secret/{}", s.metadata.name.clone().unwrap()),
-            serde_json::to_value(&s.data).unwrap(),
-        );
-    }
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "r");
-    for c in cms.list(&ListParams::default()).await.unwrap() {
-        out.insert(
-            format!("configmap/{}", c.metadata.name.clone().unwrap()),
-            serde_json::to_value(&c.data).unwrap(),
-        );
-    }
-    out
+/// Every secret and configmap of namespace `r`, whole (API and opened etcd bytes): what every
+/// rotation must keep byte for byte.
+async fn data(cp: &ControlPlane) -> support::Objects {
+    cp.objects("r", &[support::SECRETS, support::CONFIGMAPS])
+        .await
 }
 
 use support::scan_json::{stored, verdict};
 
-/// Scans with --verify and returns the JSON document (exit code checked by the caller).
-fn scan(cp: &ControlPlane, extra: &[&str]) -> (i32, Value) {
+/// Scans with --verify, checks the exit code is `exit` and returns the JSON document.
+fn scan(cp: &ControlPlane, extra: &[&str], exit: i32) -> Value {
     let mut args = vec!["scan", "--verify", "-o", "json"];
     args.extend_from_slice(extra);
     let (code, stdout, stderr) = cp.atrest(&args);
-    assert!(code == 0 || code == 1, "scan failed: {stderr}");
-    (code, serde_json::from_str(&stdout).unwrap())
+    assert_eq!(code, exit, "scan {extra:?}: {stderr}\n{stdout}");
+    serde_json::from_str(&stdout).unwrap()
 }
 
 /// Every value of secrets and configmaps is on `write_key`, and nothing is unreadable.
@@ -137,14 +129,27 @@ async fn rotations_key_provider_on_and_off() {
         let out = cp.run_restarting(rotate(&cp, "run", args)).await;
         assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
         assert_eq!(config_labels(&cp), [label], "only what is needed is left");
-        let (code, doc) = scan(&cp, &[]);
         if label == "identity" {
-            assert_eq!(stored(resource(&doc, "secrets"))["identity"], 30);
+            // Encryption turned off: every secret and configmap back to plaintext, and
+            // plaintext secrets are a finding (exit 1).
+            let doc = scan(&cp, &[], 1);
+            for name in ["secrets", "configmaps"] {
+                let r = resource(&doc, name);
+                assert_eq!(
+                    stored(r).into_keys().collect::<Vec<_>>(),
+                    ["identity"],
+                    "{name}: {r:#}"
+                );
+                assert_eq!(r["total"], r["verdicts"]["plaintext"], "{name}: {r:#}");
+            }
+            assert_eq!(
+                stored(resource(&doc, "secrets"))["identity"],
+                SEEDED_SECRETS
+            );
         } else {
-            assert_eq!(code, 0);
-            assert_all_on(&doc, label);
+            assert_all_on(&scan(&cp, &[], 0), label);
         }
-        assert_eq!(data(&cp).await, before, "{label}: data byte-identical");
+        before.assert_kept(&data(&cp).await, label);
         if label == "secretbox:sb1" {
             // The report knows when the write key was added and promoted, from the state file.
             let state_dir = cp.path().join("state");
@@ -204,6 +209,20 @@ async fn rotations_key_provider_on_and_off() {
     }
 }
 
+/// Prepare, promote and reencrypt to aescbc key2, each step exiting 0: the rotation waits for
+/// its prune.
+async fn to_reencrypted_on_key2(cp: &mut ControlPlane) {
+    for step in ["prepare", "promote", "reencrypt"] {
+        let extra: &[&str] = if step == "prepare" {
+            &["--provider=aescbc", "--key-name=key2"]
+        } else {
+            &[]
+        };
+        let out = cp.run_restarting(rotate(cp, step, extra)).await;
+        assert_eq!(out.status.code(), Some(0), "{step}: {}", text(&out));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
     let mut cp = key1_cluster().await;
@@ -211,15 +230,7 @@ async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
     let (old_value, _) = cp.raw("/registry/secrets/r/s-007").await.unwrap();
     assert!(old_value.starts_with(b"k8s:enc:aescbc:v1:key1:"));
 
-    for step in ["prepare", "promote", "reencrypt"] {
-        let extra: &[&str] = if step == "prepare" {
-            &["--provider=aescbc", "--key-name=key2"]
-        } else {
-            &[]
-        };
-        let out = cp.run_restarting(rotate(&cp, step, extra)).await;
-        assert_eq!(out.status.code(), Some(0), "{step}: {}", text(&out));
-    }
+    to_reencrypted_on_key2(&mut cp).await;
     // Steps out of order are refused and say what comes next.
     let out = cp.run_restarting(rotate(&cp, "promote", &[])).await;
     assert_eq!(out.status.code(), Some(2));
@@ -339,15 +350,23 @@ async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
     let _ = scratch.wait();
     let (stdout, bare) = result.expect("the scratch etcd answered");
     let doc: Value = serde_json::from_str(&stdout).unwrap();
+    // Today's config does not have the retired key (so the apiserver could not read these
+    // values: unknown key), but every one of them opens with the archive's copy of it.
     for name in ["secrets", "configmaps"] {
         let r = resource(&doc, name);
-        for v in ["undecryptable", "unknown_key", "corrupt"] {
+        for v in ["undecryptable", "corrupt"] {
             assert_eq!(verdict(r, v), 0, "{name}.{v}: {r:#}");
         }
+        assert_eq!(
+            r["outside_config"].as_u64().unwrap_or(0),
+            verdict(r, "unknown_key"),
+            "{name}: every value under a retired key opens with the archive: {r:#}"
+        );
     }
+    assert_eq!(resource(&doc, "secrets")["outside_config"], SEEDED_SECRETS);
     assert_eq!(
         stored(resource(&doc, "secrets"))["aescbc:key1"],
-        30,
+        SEEDED_SECRETS,
         "the old key from the archive opens them"
     );
     // Without the archive, those values are unreadable: the archive is what keeps snapshots useful.
@@ -355,7 +374,7 @@ async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
     let s = resource(&bare, "secrets");
     assert_eq!(
         verdict(s, "unknown_key") + verdict(s, "undecryptable"),
-        30,
+        SEEDED_SECRETS,
         "without the archive the old key's values do not open: {s:#}"
     );
 }
@@ -396,9 +415,10 @@ async fn sigkill_at_every_stage_then_rerun_completes() {
             dir.join("key-archive.yaml").exists()
         }),
     ];
-    let mut stages_killed_in = std::collections::BTreeSet::new();
+    // The stage the state file records right after each kill: the kill landed mid-rotation.
+    let mut stages_killed_in = Vec::new();
     for (rounds, (point, reached)) in points.iter().enumerate() {
-        let mut child = rotate(
+        let mut cmd = rotate(
             &cp,
             "run",
             &[
@@ -407,11 +427,10 @@ async fn sigkill_at_every_stage_then_rerun_completes() {
                 "--qps=10",
                 "--concurrency=1",
             ],
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        );
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
         let start = std::time::Instant::now();
         let mut seen = cp.config_hash();
         loop {
@@ -420,8 +439,10 @@ async fn sigkill_at_every_stage_then_rerun_completes() {
             }
             if reached(&state_dir, &read_state(&state_dir)) {
                 child.kill().unwrap();
-                let _ = child.wait();
-                stages_killed_in.insert(*point);
+                // The killed run's output goes through the leak check like any other.
+                cp.wait(&cmd, child);
+                let stage = read_state(&state_dir)["rotation"]["stage"].clone();
+                stages_killed_in.push((*point, stage));
                 break;
             }
             // A cap that only stops a hang; the kill above is triggered by the observed state.
@@ -439,20 +460,43 @@ async fn sigkill_at_every_stage_then_rerun_completes() {
             cp.restart_apiserver(0).await;
         }
         // Never unreadable: every value opens with the config on disk, and the apiserver serves all.
-        let (_, doc) = scan(&cp, &["--resource", "secrets"]);
+        // Exit 0: stale values only warn while the rotation that will rewrite them is open
+        // (the scan reads that from the rotation's state folder).
+        let doc = scan(
+            &cp,
+            &[
+                "--resource",
+                "secrets",
+                "--state-dir",
+                state_dir.to_str().unwrap(),
+            ],
+            0,
+        );
         let r = resource(&doc, "secrets");
         assert!(
             verdict(r, "undecryptable") == 0 && verdict(r, "unknown_key") == 0,
             "round {rounds} ({point}): {r:#}"
         );
-        assert_eq!(data(&cp).await, before, "round {rounds} ({point})");
+        before.assert_kept(&data(&cp).await, &format!("round {rounds} ({point})"));
     }
     eprintln!("killed at stages: {stages_killed_in:?}");
-    assert_eq!(
-        stages_killed_in.len(),
-        points.len(),
-        "a kill landed at every point: {stages_killed_in:?}"
-    );
+    // Each kill lands at the stage its point names. The first round's may come before or after
+    // prepare's state write, and the last one's before or after prune's commit (prune records
+    // the rotation finished, then waits for the apiservers: the run was still going). The exact
+    // windows between durable writes are hit by the crash points of tests/crash.rs.
+    let want = [
+        None,
+        Some("prepared"),
+        Some("promoted"),
+        Some("promoted"),
+        Some("reencrypted"),
+        None,
+    ];
+    for ((point, stage), want) in stages_killed_in.iter().zip(want) {
+        if let Some(want) = want {
+            assert_eq!(stage, want, "killed at {point}: {stages_killed_in:?}");
+        }
+    }
     let out = cp
         .run_restarting(rotate(
             &cp,
@@ -462,10 +506,8 @@ async fn sigkill_at_every_stage_then_rerun_completes() {
         .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(config_labels(&cp), ["aescbc:key2"]);
-    let (code, doc) = scan(&cp, &[]);
-    assert_eq!(code, 0);
-    assert_all_on(&doc, "aescbc:key2");
-    assert_eq!(data(&cp).await, before);
+    assert_all_on(&scan(&cp, &[], 0), "aescbc:key2");
+    before.assert_kept(&data(&cp).await, "after the rerun");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -620,4 +662,144 @@ async fn without_automatic_reload_atrest_says_what_to_restart() {
     .unwrap();
     assert_eq!(state["rotation"]["stage"], "prepared");
     assert_eq!(state["rotation"]["snapshot_skipped"], true);
+}
+
+/// Prune refuses while any value of the rotation's resources is not on the new write key,
+/// whoever holds it: a configmap or a custom resource on the old key, a value no key opens, a
+/// value under a key the config never had; and the prune inside `rotate run` refuses the same
+/// way. Nothing is removed from the config until every holder is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_refuses_for_every_kind_of_holder_and_inside_rotate_run() {
+    let k1 = random_key_b64();
+    let rule = |providers: &str| {
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets, configmaps, gadgets.atrest.test]\n  providers: {providers}\n"
+        )
+    };
+    let mut cp = ControlPlane::start(Options {
+        config_yaml: Some(rule(&format!(
+            "[{}, {{identity: {{}}}}]",
+            aescbc("key1", &k1)
+        ))),
+        ..Default::default()
+    })
+    .await;
+    cp.install_crd("atrest.test", "gadgets", "Gadget");
+    seed(&cp).await;
+    let gadgets: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        cp.client().await,
+        "r",
+        &kube::discovery::ApiResource {
+            group: "atrest.test".into(),
+            version: "v1".into(),
+            api_version: "atrest.test/v1".into(),
+            kind: "Gadget".into(),
+            plural: "gadgets".into(),
+        },
+    );
+    let g: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "atrest.test/v1", "kind": "Gadget",
+        "metadata": {"name": "g-0"}, "spec": {"token": "gadget-token-value-0"}
+    }))
+    .unwrap();
+    support::register_value("gadget-token-value-0");
+    gadgets.create(&PostParams::default(), &g).await.unwrap();
+    let cm_key = "/registry/configmaps/r/cm-3";
+    let gadget_key = "/registry/atrest.test/gadgets/r/g-0";
+    let (old_cm, _) = cp.raw(cm_key).await.unwrap();
+    let (old_gadget, _) = cp.raw(gadget_key).await.unwrap();
+    assert!(old_cm.starts_with(b"k8s:enc:aescbc:v1:key1:"));
+    assert!(old_gadget.starts_with(b"k8s:enc:aescbc:v1:key1:"));
+    let before = data(&cp).await;
+
+    to_reencrypted_on_key2(&mut cp).await;
+    let stranger = atrest::keys::Key::generate("key9", atrest::keys::KeyProvider::Aescbc).unwrap();
+    let broken_key = "/registry/secrets/r/broken";
+    let stranger_key = "/registry/secrets/r/stranger";
+    let mut broken = b"k8s:enc:aescbc:v1:key2:".to_vec();
+    broken.extend_from_slice(&[7u8; 48]);
+    // (what is planted, where, the name prune must give, the key the value is under)
+    let holders: Vec<(&str, &str, Vec<u8>, &str, &str)> = vec![
+        (
+            "an old-key configmap",
+            cm_key,
+            old_cm.clone(),
+            "r/cm-3",
+            "aescbc:key1",
+        ),
+        (
+            "an old-key custom resource",
+            gadget_key,
+            old_gadget,
+            "r/g-0",
+            "aescbc:key1",
+        ),
+        (
+            "a value no key opens",
+            broken_key,
+            broken,
+            "r/broken",
+            "aescbc:key2",
+        ),
+        (
+            "a value under an unknown key",
+            stranger_key,
+            atrest::codec::encrypt_value(&stranger, stranger_key.as_bytes(), b"k8s\x00x"),
+            "r/stranger",
+            "aescbc:key9",
+        ),
+    ];
+    for (what, key, value, name, label) in holders {
+        let current = cp.raw(key).await.map(|(v, _)| v);
+        cp.plant(key, value).await;
+        let out = cp.run_restarting(rotate(&cp, "prune", &[])).await;
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("prune refused") && err.contains(name) && err.contains(label),
+            "{what}: {}",
+            text(&out)
+        );
+        assert_eq!(
+            config_labels(&cp),
+            ["aescbc:key2", "aescbc:key1", "identity"],
+            "{what}: nothing removed"
+        );
+        match current {
+            Some(v) => cp.plant(key, v).await,
+            None => {
+                cp.etcd().await.delete(key, None).await.unwrap();
+            }
+        }
+    }
+
+    // The prune inside `rotate run` is the same step: refused while the configmap is back on
+    // the old key.
+    cp.plant(cm_key, old_cm).await;
+    let out = cp
+        .run_restarting(rotate(
+            &cp,
+            "run",
+            &["--provider=aescbc", "--key-name=key2"],
+        ))
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("prune refused") && err.contains("r/cm-3"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        config_labels(&cp),
+        ["aescbc:key2", "aescbc:key1", "identity"]
+    );
+
+    // Rewritten, the last holder is gone: prune removes key1 and identity.
+    let out = cp.run_restarting(rotate(&cp, "reencrypt", &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = cp.run_restarting(rotate(&cp, "prune", &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(config_labels(&cp), ["aescbc:key2"]);
+    before.assert_kept(&data(&cp).await, "after the refused prunes");
 }

@@ -47,27 +47,7 @@ async fn create_configmaps(cp: &ControlPlane, names: &[String]) {
 }
 
 fn install_crd(cp: &ControlPlane) {
-    cp.kubectl_apply(&serde_json::json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "widgets.atrest.test"},
-        "spec": {
-            "group": "atrest.test", "scope": "Namespaced",
-            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-            "versions": [{"name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
-        }
-    }));
-    let out = cp.kubectl(&[
-        "wait",
-        "--for=condition=established",
-        "crd/widgets.atrest.test",
-        "--timeout=60s",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cp.install_crd("atrest.test", "widgets", "Widget");
 }
 
 fn counts(r: &Value) -> BTreeMap<String, u64> {
@@ -543,7 +523,7 @@ async fn etcd_gone_for_good_stops_the_scan_after_its_patience() {
     }
     let msg = err.to_string();
     assert!(
-        msg.contains("etcd did not answer") && msg.contains("/registry/secrets/gone/"),
+        msg.contains("etcd did not answer") && msg.contains("the scan stopped at /registry/"),
         "{msg}"
     );
     cp.stop_etcd();

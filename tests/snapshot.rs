@@ -74,13 +74,28 @@ fn residue_keys(doc: &Value, residue: &str) -> Vec<String> {
         .collect()
 }
 
+/// A scan's resources without the samples' mod_revisions: the census includes objects the
+/// apiserver keeps rewriting (its identity lease every 10 s), whose counts stay put while their
+/// revisions move between two reads.
+fn comparable(resources: &Value) -> Value {
+    let mut v = resources.clone();
+    for r in v.as_array_mut().into_iter().flatten() {
+        for (_, sample) in r["samples"].as_object_mut().into_iter().flatten() {
+            for o in sample["objects"].as_array_mut().into_iter().flatten() {
+                o.as_object_mut().unwrap().remove("mod_revision");
+            }
+        }
+    }
+    v
+}
+
 fn assert_same_as_live(cp: &ControlPlane, file: &Path, stage: &str) {
     let (live_code, live) = scan(cp, &[]);
     let (code, off) = scan(cp, &["--snapshot", file.to_str().unwrap()]);
     assert_eq!(code, live_code, "{stage}: exit codes");
     assert_eq!(
-        off["resources"],
-        live["resources"],
+        comparable(&off["resources"]),
+        comparable(&live["resources"]),
         "{stage}: the offline scan of {} counts what the live scan counts",
         file.display()
     );
@@ -113,6 +128,11 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
     let snap0 = save_snapshot(&cp, "stage0");
     assert_same_as_live(&cp, &snap0, "plaintext");
 
+    // What the rule (secrets, configmaps) holds in plaintext before encryption is turned on,
+    // counted in etcd: what atrest's pre-rotation snapshot holds and each rewrite leaves behind.
+    let plain_stage0 = (cp.count_prefix("/registry/secrets/").await
+        + cp.count_prefix("/registry/configmaps/").await) as u64;
+
     // Stage 1: encryption turned on (aescbc key1).
     let out = cp
         .run_restarting({
@@ -132,7 +152,7 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
     assert!(
         said.contains("Old copies left after the rotation")
             && said.contains(&format!("secrets identity plaintext: {N} older values"))
-            && snapshot_plaintext(&said) >= N as u64
+            && snapshot_plaintext(&said) == plain_stage0
             && said.contains("compact")
             && said.contains("defrag"),
         "the runbook ends with the residue (judged by the new config) and the commands that drop it: {said}"
@@ -142,7 +162,16 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
 
     // History: every seeded secret's plaintext revision is still in etcd and in the snapshot.
     let (code, off) = scan(&cp, &["--snapshot", snap1.to_str().unwrap(), "--history"]);
-    assert_eq!(code, 1, "residue is a finding");
+    assert_eq!(code, 0, "residue warns by default: {:#}", off["findings"]);
+    assert!(
+        off["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == "residue" && f["level"] == "warn"),
+        "{:#}",
+        off["findings"]
+    );
     assert_eq!(
         residue_keys(&off, "plaintext").len(),
         N,
@@ -178,7 +207,19 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
         "a backup has no apiservers to compare"
     );
     assert_eq!(report["backup"]["file"]["sha256"], sha256(&snap1));
-    assert!(report["residue"]["total"].as_u64().unwrap() >= N as u64);
+    // Every plaintext value rewritten left its older revision: one history copy each, plus
+    // whatever the file's free pages hold, as the scan of the same file counts them.
+    assert_eq!(
+        off["history"]["residue"].as_u64(),
+        Some(plain_stage0),
+        "{:#}",
+        off["history"]
+    );
+    assert_eq!(
+        report["residue"]["total"].as_u64(),
+        Some(plain_stage0 + off["free_pages"]["residue"].as_u64().unwrap()),
+        "{report:#}"
+    );
     assert_eq!(code, 0, "{report:#}");
     let policy = cp.path().join("policy.yaml");
     std::fs::write(&policy, "residue: fail\n").unwrap();
@@ -196,7 +237,12 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
     assert_eq!(code, 1);
 
     let (code, live) = scan(&cp, &["--history"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 0, "residue warns by default");
+    let (code, _) = scan(&cp, &["--history", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(
+        code, 1,
+        "and is a finding when the policy says `residue: fail`"
+    );
     assert_eq!(
         residue_keys(&live, "plaintext").len(),
         N,
@@ -240,7 +286,11 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
         let (c, out, _) = cp.atrest(&["scan", "--snapshot", snap1c.to_str().unwrap(), "--history"]);
         (c, out)
     };
-    assert_eq!(code, 1);
+    assert_eq!(code, 0, "residue warns by default: {table}");
+    assert!(
+        table.contains("WARN free pages of the file:") && table.contains("Result: PASS with "),
+        "{table}"
+    );
     assert!(
         table.contains("Free pages:") && table.contains("copies — residue (plaintext)"),
         "{table}"
@@ -253,6 +303,8 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
     );
     etcdctl(&cp, &["defrag"]);
     let snap1d = save_snapshot(&cp, "stage1-defragmented");
+    // Every secret of that file is on key1.
+    let secrets_stage1 = cp.count_prefix("/registry/secrets/").await as u64;
     let (code, off) = scan(&cp, &["--snapshot", snap1d.to_str().unwrap(), "--history"]);
     assert_eq!(off["free_pages"]["residue"], 0, "{:#}", off["free_pages"]);
     assert_eq!(off["history"]["residue"], 0);
@@ -286,8 +338,8 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
     let (code, bare) = scan(&cp, &["--snapshot", snap1d.to_str().unwrap()]);
     assert_eq!(code, 1);
     let s = resource(&bare, "secrets");
-    assert!(verdict(s, "unknown_key") >= N as u64, "{s:#}");
-    assert!(stored(s)["aescbc:key1"] >= N as u64, "{s:#}");
+    assert_eq!(verdict(s, "unknown_key"), secrets_stage1, "{s:#}");
+    assert_eq!(stored(s)["aescbc:key1"], secrets_stage1, "{s:#}");
     let needed = bare["snapshot"]["keys_needed"].as_array().unwrap();
     let key1 = needed.iter().find(|k| k["label"] == "aescbc:key1").unwrap();
     assert_eq!(key1["source"], "missing", "{needed:#?}");
@@ -301,12 +353,17 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
             archive.to_str().unwrap(),
         ],
     );
+    // Today's config still lacks the key (unknown key for the apiserver), but every one of
+    // those values opens with the archive's copy of it.
     let s = resource(&opened, "secrets");
+    assert_eq!(verdict(s, "undecryptable"), 0, "{s:#}");
+    assert_eq!(verdict(s, "unknown_key"), secrets_stage1, "{s:#}");
     assert_eq!(
-        verdict(s, "unknown_key") + verdict(s, "undecryptable"),
-        0,
+        s["outside_config"].as_u64(),
+        Some(verdict(s, "unknown_key")),
         "{s:#}"
     );
+    assert_eq!(resource(&bare, "secrets").get("outside_config"), None);
     let needed = opened["snapshot"]["keys_needed"].as_array().unwrap();
     let key1 = needed.iter().find(|k| k["label"] == "aescbc:key1").unwrap();
     assert_eq!(key1["source"], "archive", "{needed:#?}");
@@ -327,7 +384,10 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
         std::fs::metadata(&db).unwrap().modified().unwrap(),
     );
     let (_, off) = scan(&cp, &["--snapshot", db.to_str().unwrap()]);
-    assert_eq!(off["resources"], live["resources"]);
+    assert_eq!(
+        comparable(&off["resources"]),
+        comparable(&live["resources"])
+    );
     assert_eq!(
         (
             sha256(&db),
@@ -350,9 +410,9 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
     let first = state["history"][0]["snapshot"]["path"].as_str().unwrap();
     let line = said
         .lines()
-        .find(|l| l.contains(first) && l.contains("snapshot "))
+        .find(|l| l.contains(first) && l.contains("backup "))
         .unwrap_or_else(|| panic!("{said}"));
-    assert!(snapshot_plaintext(line) >= N as u64, "{line}");
+    assert_eq!(snapshot_plaintext(line), plain_stage0, "{line}");
     assert!(said.contains(&format!("removed {first}")), "{said}");
     assert!(!Path::new(first).exists());
     assert!(state["history"][0]["snapshot"]["removed"].is_string());
@@ -416,11 +476,12 @@ async fn mutated_snapshots_never_panic_and_are_never_written() {
     create_secrets(&client, "m", &names, "mutate-me").await;
     let good = std::fs::read(save_snapshot(&cp, "mutate")).unwrap();
     let page = 4096;
-    let seed: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("mutation seed {seed} (a failure reproduces with this seed)");
+    // A fixed seed: the same 300 mutations on every run (ATREST_MUTATION_SEED tries others).
+    let seed: u64 = std::env::var("ATREST_MUTATION_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_203);
+    eprintln!("mutation seed {seed} (a failure reproduces with ATREST_MUTATION_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for round in 0..300 {
         let mut m = good.clone();

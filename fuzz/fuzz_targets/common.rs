@@ -116,11 +116,30 @@ pub fn classify_all(table: &ProviderTable, data: &[u8]) {
 
     // The raw parsers on the whole input and on the value part.
     for bytes in [data, value] {
-        if let Ok(obj) = kms::parse_v2(bytes) {
-            let _ = kms::open_v2(&obj, &obj.encrypted_dek_source, etcd_key);
+        // What opens has the plaintext length the format implies: the GCM payload is a
+        // 12-byte nonce, the text and a 16-byte tag (after a 32-byte info for the seed form);
+        // the CBC form is a 16-byte IV and whole blocks.
+        if let Ok(obj) = kms::parse_v2(bytes)
+            && let Ok(pt) = kms::open_v2(&obj, &obj.encrypted_dek_source, etcd_key)
+        {
+            let overhead = if obj.encrypted_dek_source_type == 1 {
+                32 + 28
+            } else {
+                28
+            };
+            assert_eq!(pt.len() + overhead, obj.encrypted_data.len(), "KMS v2 open");
         }
-        if let Ok(env) = kms::parse_v1(bytes) {
-            let _ = kms::open_v1(env.encrypted_dek, etcd_key, env.data);
+        if let Ok(env) = kms::parse_v1(bytes)
+            && let Ok((pt, cbc)) = kms::open_v1(env.encrypted_dek, etcd_key, env.data)
+        {
+            if cbc {
+                assert!(
+                    env.data.len() % 16 == 0 && pt.len() < env.data.len(),
+                    "KMS v1 CBC open"
+                );
+            } else {
+                assert_eq!(pt.len() + 28, env.data.len(), "KMS v1 GCM open");
+            }
         }
         std::hint::black_box(codec::object_info(bytes));
     }

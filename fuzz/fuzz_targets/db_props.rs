@@ -71,8 +71,15 @@ pub fn check_file(path: &Path) {
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
     }
     let report = builder.finish(db.info.revision, false);
-    let counted: u64 = report.resources.iter().map(|r| r.total).sum();
-    let _ = counted;
+    // Every value counted has exactly one verdict.
+    for r in &report.resources {
+        assert_eq!(
+            r.total,
+            r.verdicts.total(),
+            "{}: total vs verdicts",
+            r.resource
+        );
+    }
     let h = futures::executor::block_on(history::offline(
         &db,
         &config,

@@ -116,7 +116,7 @@ fn hint_for(cause: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
                 Some("\n  hint: pass --config FILE to name the host file directly")
             }
             ClusterError::ManagedConfig { .. } => Some(
-                "\n  hint: atrest scan, status and report still read this cluster; run the rotation with the distribution's command, then `atrest scan` to prove the result",
+                "\n  hint: atrest scan, status and report still read this cluster (and `atrest reencrypt` rewrites stale objects); run the rotation with the distribution's command, then `atrest scan` to prove the result",
             ),
             // Only scan and report make an unreachable plugin fatal, and only with --verify.
             ClusterError::Kms(_) => {
@@ -128,6 +128,13 @@ fn hint_for(cause: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
         };
     }
     match cause.downcast_ref::<EtcdError>() {
+        // A refused user or password already names the settings to check (--user,
+        // ETCDCTL_USER, ETCDCTL_PASSWORD): the endpoints and TLS files were right.
+        Some(EtcdError::Connect { message, .. })
+            if message.starts_with("authentication failed") =>
+        {
+            return None;
+        }
         Some(EtcdError::Connect { .. }) => {
             return Some(
                 "\n  hint: check --endpoints (or ETCDCTL_ENDPOINTS), and for TLS --cacert/--cert/--key; on a control-plane node atrest reads them from the kube-apiserver manifest",

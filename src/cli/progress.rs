@@ -25,6 +25,8 @@ pub enum ProgressMode {
 
 /// How often plain and JSON lines are written, and how long a run may be quiet at first.
 const LINE_EVERY: Duration = Duration::from_secs(10);
+/// The rate (and the ETA) follow this much of the recent past.
+const RATE_WINDOW: Duration = Duration::from_secs(15);
 const FIRST_LINE_AFTER: Duration = Duration::from_secs(2);
 
 enum Sink {
@@ -43,9 +45,11 @@ pub struct Bar {
     targeted: u64,
     done: u64,
     rewriting: bool,
-    /// When the first rewrite was reported: rewrite rates are measured from here, not from the
-    /// start of a `rotate run` that first waited for the apiservers.
-    rewrites_since: Option<Instant>,
+    /// When a stalled peer was last reported.
+    stall_said: Option<Instant>,
+    /// Recent (time, count) samples of what the rate is measured on: the rate, and so the ETA,
+    /// follow the last seconds, not the whole run.
+    window: std::collections::VecDeque<(Instant, u64)>,
 }
 
 impl Bar {
@@ -75,7 +79,8 @@ impl Bar {
             targeted: 0,
             done: 0,
             rewriting: false,
-            rewrites_since: None,
+            stall_said: None,
+            window: std::collections::VecDeque::new(),
         }
     }
 
@@ -94,30 +99,53 @@ impl Bar {
         }
     }
 
-    /// Whole objects per second of what this run counts (rewrites, else keys scanned).
-    fn rate(&self) -> u64 {
-        let since = match (self.rewriting, self.rewrites_since) {
-            (true, Some(t)) => t,
-            _ => self.started,
-        };
-        let secs = since.elapsed().as_secs_f64();
-        let n = if self.rewriting {
+    /// What the rate is measured on: rewrites finished, else keys scanned.
+    fn counted(&self) -> u64 {
+        if self.rewriting {
             self.done
         } else {
             self.scanned
-        };
-        if secs < 0.5 {
-            0
-        } else {
-            (n as f64 / secs).round() as u64
         }
     }
 
-    /// Seconds left at the current rate, when it can be told.
+    /// Records a sample of the count, keeping the last [`RATE_WINDOW`] of them.
+    fn sample(&mut self) {
+        let now = Instant::now();
+        let n = self.counted();
+        self.window.push_back((now, n));
+        while self
+            .window
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+        {
+            self.window.pop_front();
+        }
+    }
+
+    /// Whole objects per second over the last seconds (rewrites, else keys scanned).
+    fn rate(&self) -> u64 {
+        let (Some((t0, n0)), Some((t1, n1))) = (self.window.front(), self.window.back()) else {
+            return 0;
+        };
+        let secs = t1.duration_since(*t0).as_secs_f64();
+        if secs < 0.5 {
+            0
+        } else {
+            (n1.saturating_sub(*n0) as f64 / secs).round() as u64
+        }
+    }
+
+    /// Seconds left at the current rate, when it can be told. While the scan is still finding
+    /// objects to rewrite, their number is extrapolated from the part scanned so far.
     fn eta(&self) -> Option<u64> {
         let rate = self.rate();
         let left = if self.rewriting {
-            self.targeted.saturating_sub(self.done)
+            let expected = if self.scanned > 0 && self.scanned < self.to_scan {
+                (self.targeted as f64 * self.to_scan as f64 / self.scanned as f64).ceil() as u64
+            } else {
+                self.targeted
+            };
+            expected.saturating_sub(self.done)
         } else {
             self.to_scan.saturating_sub(self.scanned)
         };
@@ -187,20 +215,89 @@ fn bar(phase: &'static str) -> indicatif::ProgressBar {
     pb
 }
 
+/// How often a stalled peer is reported again.
+const STALL_EVERY: Duration = Duration::from_secs(10);
+
 impl Progress for Bar {
+    fn stalled(&mut self, peer: &str, silent: Duration, patience: Duration) {
+        if self.stall_said.is_some_and(|t| t.elapsed() < STALL_EVERY) {
+            return;
+        }
+        self.stall_said = Some(Instant::now());
+        let line = format!(
+            "atrest: {peer} has not answered for {} s; stopping at {} s (its patience), with progress saved",
+            silent.as_secs(),
+            patience.as_secs()
+        );
+        match &mut self.sink {
+            Sink::Bar(pb) => pb.println(line),
+            Sink::Lines { json: true, .. } => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{}",
+                    serde_json::json!({
+                        "phase": self.phase,
+                        "stalled": peer,
+                        "silent_seconds": silent.as_secs(),
+                        "patience_seconds": patience.as_secs(),
+                    })
+                );
+            }
+            Sink::Lines { json: false, .. } => {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+            Sink::None => {}
+        }
+    }
     fn total(&mut self, n: u64) {
         self.to_scan = n;
+        self.sample();
         self.show();
     }
     fn advance(&mut self, n: u64) {
         self.scanned += n;
+        self.sample();
         self.show();
     }
     fn rewrites(&mut self, targeted: u64, done: u64) {
+        if !self.rewriting {
+            // The rate of rewrites starts now, not from the keys scanned before.
+            self.window.clear();
+        }
         self.rewriting = true;
-        self.rewrites_since.get_or_insert_with(Instant::now);
         self.targeted = targeted;
         self.done = done;
+        self.sample();
         self.show();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eta_extrapolates_the_rewrites_still_to_be_found() {
+        let mut b = Bar::new("re-encrypting", ProgressMode::None);
+        b.total(42_852);
+        b.advance(1_600);
+        // 2,915 rewrites found in the first 1,600 keys: about 78,000 in all, not 16 left.
+        b.rewrites(1_600, 1_500);
+        b.window.clear();
+        let now = Instant::now();
+        b.window.push_back((now - Duration::from_secs(10), 500));
+        b.window.push_back((now, 1_500));
+        assert_eq!(b.rate(), 100);
+        let eta = b.eta().unwrap();
+        assert!(
+            eta > 400,
+            "{eta} s: the remaining keys hold about 41,000 more"
+        );
+        // The scan is done: what is left is what was found.
+        b.advance(41_252);
+        b.window.clear();
+        b.window.push_back((now - Duration::from_secs(10), 500));
+        b.window.push_back((now, 1_500));
+        assert_eq!(b.eta(), Some(1));
     }
 }

@@ -7,17 +7,19 @@ use std::time::Duration;
 
 use crate::GroupResource;
 use crate::config::{self, ConfigError, LoadedConfig};
-use crate::etcd::scan::{self, ClassifyConfig, Progress, ReportBuilder, ScanOptions, ScanReport};
 use crate::etcd::{EtcdError, EtcdTarget};
-use crate::keys::archive::{self, ArchiveError};
+use crate::keys::archive::ArchiveError;
 use crate::kms::{self, KmsError, KmsPlugins, Unreachable};
 use crate::kube::Apiservers;
 use crate::kube::converge::{
     Agreement, ConvergeError, NotConverged, require_config, require_kms_key_ids,
 };
+mod census;
+pub mod keybook;
 mod manifest;
 pub mod residue;
 pub mod settings;
+pub mod state_dir;
 
 use settings::{Flags, Settings, SettingsError};
 
@@ -35,6 +37,9 @@ pub enum ClusterError {
     /// The rotation state could not be read or written.
     #[error(transparent)]
     State(#[from] crate::rotate::state::StateError),
+    /// The state folder cannot be moved to, or chosen as, the one to write.
+    #[error(transparent)]
+    StateDir(#[from] state_dir::StateDirError),
     /// An etcd data file (`--snapshot`) could not be read; it was not changed.
     #[error(transparent)]
     DbFile(#[from] crate::etcd::dbfile::DbError),
@@ -168,8 +173,11 @@ pub struct ScanRequest {
     pub verify: bool,
     /// At most this many names per resource and verdict (counts stay exact).
     pub max_list: usize,
-    /// Retired keys to try last.
+    /// Retired keys to try last, besides the state folder's key archive.
     pub key_archive: Option<PathBuf>,
+    /// The state folder: its key archive, config backups and rotation state name the keys
+    /// that values are stored under when their resource's config does not have them.
+    pub state_dir: Option<PathBuf>,
     /// How long etcd may stay unreachable mid-scan.
     pub patience: Duration,
     /// Also read the older values etcd keeps (and, live, each member's db size; in a file, its
@@ -321,17 +329,46 @@ impl Context {
         })
     }
 
-    /// The state folder: `explicit`, else an `atrest` folder beside the config file.
-    pub fn state_dir(&self, explicit: Option<&Path>) -> PathBuf {
-        state_dir(explicit, &self.config)
+    /// The state folder: `explicit`, else the default (see [`state_dir`]).
+    pub fn state_dir(&self, explicit: Option<&Path>) -> state_dir::StateDir {
+        state_dir::StateDir::resolve(
+            explicit,
+            &self.config.path,
+            self.settings.host_root.as_deref(),
+        )
     }
 
     /// A client for etcd.
     pub async fn etcd(&self) -> Result<etcd_client::Client, ClusterError> {
-        self.target
-            .connect()
-            .await
-            .map_err(|e| self.name_mapped_file(e))
+        self.target.connect().await.map_err(|e| match e {
+            // Which setting each TLS file came from: a flag, the environment, the manifest.
+            EtcdError::Tls {
+                endpoints,
+                problem,
+                raw,
+            } => {
+                let s = &self.settings;
+                let from: Vec<String> = [
+                    ("--cacert", &s.cacert),
+                    ("--cert", &s.cert),
+                    ("--key", &s.key),
+                ]
+                .into_iter()
+                .filter_map(|(flag, v)| v.as_ref().map(|v| format!("{flag} from {}", v.source)))
+                .collect();
+                let problem = if from.is_empty() {
+                    problem
+                } else {
+                    format!("{problem}\n  ({})", from.join("; "))
+                };
+                ClusterError::Etcd(EtcdError::Tls {
+                    endpoints,
+                    problem,
+                    raw,
+                })
+            }
+            e => self.name_mapped_file(e),
+        })
     }
 
     /// An unreadable etcd TLS file that the manifest names through a hostPath volume is
@@ -383,163 +420,6 @@ impl Context {
             .as_ref()
             .and_then(|m| settings::read_manifest(m).ok())
     }
-
-    /// What every scan starts from: the key ranges, the KMS plugins (when verifying) and the
-    /// archived keys.
-    async fn scan_inputs(
-        &self,
-        req: &ScanRequest,
-    ) -> Result<
-        (
-            scan::ScanPlan,
-            Option<KmsPlugins>,
-            Vec<std::sync::Arc<crate::keys::Key>>,
-        ),
-        ClusterError,
-    > {
-        let plan = scan::plan(&self.config.config, &self.target.prefix, &req.resources);
-        let plugins = plugins(&self.config.config, req.verify).await?;
-        let archive = match &req.key_archive {
-            Some(p) => archive::load(p)?,
-            None => Vec::new(),
-        };
-        Ok((plan, plugins, archive))
-    }
-
-    /// Scans the covered (or requested) resources at one revision: the scan of `scan`,
-    /// `status` and `report`.
-    pub async fn scan(
-        &self,
-        client: &etcd_client::Client,
-        req: &ScanRequest,
-        progress: &mut dyn Progress,
-    ) -> Result<ScanReport, ClusterError> {
-        let (plan, plugins, archive) = self.scan_inputs(req).await?;
-        let opts = ScanOptions {
-            classify: ClassifyConfig::new(req.verify, false, plugins.as_ref(), archive),
-            patience: req.patience,
-            ..Default::default()
-        };
-        let mut builder = ReportBuilder::new(req.max_list);
-        let run = scan::run(
-            client,
-            &self.config.config,
-            &self.target.prefix,
-            &plan,
-            &opts,
-            &mut builder,
-            progress,
-        )
-        .await
-        .map_err(|source| ClusterError::ScanStopped {
-            target: self.target.describe(),
-            source,
-        })?;
-        if run.retries > 0 {
-            tracing::warn!(
-                "etcd was briefly unavailable; {} reads were retried",
-                run.retries
-            );
-        }
-        let mut report = builder.finish(run.revision, req.verify);
-        if req.history {
-            let history = crate::etcd::history::live(
-                client,
-                &self.config.config,
-                &self.target.prefix,
-                &plan,
-                &opts,
-                run.revision,
-                req.max_list,
-            )
-            .await
-            .map_err(|source| ClusterError::ScanStopped {
-                target: self.target.describe(),
-                source,
-            })?;
-            let members = crate::etcd::residue::member_sizes(client, &self.target)
-                .await
-                .map_err(|e| self.name_mapped_file(e))?;
-            report.cleanup =
-                crate::etcd::residue::cleanup_commands(&self.target, Some(&history), &members);
-            report.history = Some(history);
-            report.members = Some(members);
-        }
-        if let Some(p) = &plugins {
-            report.kms_current_key_ids = p.current_key_ids().into_iter().collect();
-        }
-        Ok(report)
-    }
-
-    /// Scans an etcd data file offline (a snapshot or a member's `member/snap/db`): the same
-    /// classification and counts as a live scan at the file's revision, plus the file's identity
-    /// and the keys it needs; with `history`, every older revision in it and its free pages.
-    /// The file is opened read-only.
-    pub async fn scan_file(
-        &self,
-        path: &Path,
-        req: &ScanRequest,
-        progress: &mut dyn Progress,
-    ) -> Result<ScanReport, ClusterError> {
-        let (plan, plugins, archive) = self.scan_inputs(req).await?;
-        let opts = ScanOptions {
-            classify: ClassifyConfig::new(req.verify, false, plugins.as_ref(), archive.clone()),
-            ..Default::default()
-        };
-        let mut db = crate::etcd::dbfile::DbFile::open(path, &self.target.prefix)?;
-        let mut builder = ReportBuilder::new(req.max_list);
-        db.scan(
-            &self.config.config,
-            &self.target.prefix,
-            &plan,
-            &opts,
-            &mut builder,
-            progress,
-        )
-        .await?;
-        let mut report = builder.finish(db.info.revision, req.verify);
-        if req.history {
-            report.history = Some(
-                crate::etcd::history::offline(
-                    &db,
-                    &self.config.config,
-                    &self.target.prefix,
-                    &plan,
-                    &opts,
-                    req.max_list,
-                )
-                .await?,
-            );
-            report.free_pages = Some(crate::etcd::dbfile::free::census(
-                &mut db,
-                &self.config.config,
-                &self.target.prefix,
-                &plan,
-            )?);
-        }
-        if let Some(p) = &plugins {
-            report.kms_current_key_ids = p.current_key_ids().into_iter().collect();
-        }
-        db.sha256()?;
-        let keys_needed = crate::etcd::residue::keys_needed(&report, &self.config.config, &archive);
-        report.snapshot = Some(crate::etcd::residue::SnapshotSection {
-            file: db.info.clone(),
-            keys_needed,
-        });
-        Ok(report)
-    }
-}
-
-/// The state folder: `explicit`, else an `atrest` folder beside the config file.
-pub fn state_dir(explicit: Option<&Path>, loaded: &LoadedConfig) -> PathBuf {
-    explicit.map(Path::to_path_buf).unwrap_or_else(|| {
-        loaded
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .join("atrest")
-    })
 }
 
 /// How to reach etcd, from resolved settings.

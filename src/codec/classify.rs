@@ -121,13 +121,13 @@ impl Classification<'_> {
 
     /// What the value means for its resource (the one place it is decided: [`Verdict::of`]).
     pub fn verdict(&self) -> Verdict {
-        Verdict::of(self.state, self.on_write_key())
+        Verdict::of(self.state, self.on_write_key(), self.apiserver_readable)
     }
 
     /// An unchanged write through the apiserver would rewrite it
     /// ([`crate::model::needs_rewrite`]).
     pub fn needs_rewrite(&self) -> bool {
-        crate::model::needs_rewrite(self.state, self.on_write_key())
+        crate::model::needs_rewrite(self.state, self.on_write_key(), self.apiserver_readable)
     }
 }
 

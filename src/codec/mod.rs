@@ -4,6 +4,7 @@ pub mod cipher;
 pub mod classify;
 pub mod kms;
 pub mod object;
+pub mod sensitive;
 
 pub use cipher::OpenError;
 pub use classify::{

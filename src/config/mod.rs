@@ -156,7 +156,10 @@ pub fn kms_label(version: KmsVersion, name: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read encryption provider configuration {path}: {source}")]
+    #[error(
+        "cannot read encryption provider configuration {path}: {source}{}",
+        crate::fsutil::permission_hint(source)
+    )]
     Read {
         /// The config file.
         path: PathBuf,

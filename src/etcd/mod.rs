@@ -8,6 +8,7 @@ pub mod layout;
 pub mod mvcc;
 pub mod residue;
 pub mod scan;
+mod tls;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -29,7 +30,10 @@ pub enum EtcdError {
         version: String,
     },
     /// A TLS file given by flag, environment or manifest could not be read.
-    #[error("cannot read {what} {path}: {source}")]
+    #[error(
+        "cannot read {what} {path}: {source}{}",
+        crate::fsutil::permission_hint(source)
+    )]
     File {
         /// Which file it is (`CA certificate (--cacert)`).
         what: &'static str,
@@ -38,9 +42,36 @@ pub enum EtcdError {
         /// Why reading failed.
         source: std::io::Error,
     },
+    /// A file atrest writes (its etcd snapshot) could not be written; nothing partial is left.
+    #[error(
+        "cannot write {what} {path}: {source}{}",
+        crate::fsutil::permission_hint(source)
+    )]
+    Write {
+        /// Which file (`snapshot file`).
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Why writing failed.
+        source: std::io::Error,
+    },
+    /// Too little room for the snapshot; nothing was written.
+    #[error(transparent)]
+    NoRoom(#[from] crate::fsutil::NoRoom),
     /// Only one of `--cert` and `--key` was given; client certificate authentication needs both.
     #[error("--cert and --key must be given together (client certificate authentication)")]
     HalfIdentity,
+    /// The TLS handshake with etcd failed for a reason an admin can name: the CA, a
+    /// certificate's dates or name, or a key that does not match its certificate.
+    #[error("cannot connect to etcd at {endpoints}: {problem}")]
+    Tls {
+        /// The endpoint URLs tried, comma-separated.
+        endpoints: String,
+        /// What is wrong, in one sentence naming the files.
+        problem: String,
+        /// What the TLS library said (shown with -v).
+        raw: String,
+    },
     /// No endpoint answered, or TLS or authentication failed; nothing was read yet.
     #[error("cannot connect to etcd at {endpoints}: {message}")]
     Connect {
@@ -186,16 +217,24 @@ impl EtcdTarget {
             opts = opts.with_user(c.user.clone(), c.password.to_string());
         }
         let endpoints = self.describe();
-        let mut client = Client::connect(self.urls(), Some(opts))
-            .await
-            .map_err(|e| EtcdError::Connect {
+        let connect_error = |e: etcd_client::Error| match self.tls_problem(&e) {
+            Some(problem) => {
+                tracing::info!("etcd TLS failure, as the TLS library says it: {e:?}");
+                EtcdError::Tls {
+                    endpoints: endpoints.clone(),
+                    problem,
+                    raw: format!("{e:?}"),
+                }
+            }
+            None => EtcdError::Connect {
                 endpoints: endpoints.clone(),
                 message: explain(&e),
-            })?;
-        let status = client.status().await.map_err(|e| EtcdError::Connect {
-            endpoints: endpoints.clone(),
-            message: explain(&e),
-        })?;
+            },
+        };
+        let mut client = Client::connect(self.urls(), Some(opts))
+            .await
+            .map_err(connect_error)?;
+        let status = client.status().await.map_err(connect_error)?;
         if !supported_etcd(status.version()) {
             return Err(EtcdError::TooOld {
                 endpoints,
@@ -239,7 +278,16 @@ pub(crate) fn explain(e: &etcd_client::Error) -> String {
     let text = e.to_string();
     let lower = text.to_lowercase();
     if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-        format!("TLS failed ({text}); check --cacert, --cert and --key")
+        // The innermost cause is the TLS library's own sentence; the chain above it is
+        // transport wrapping (all of it is logged with -v).
+        let mut inner = text.clone();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            inner = s.to_string();
+            source = s.source();
+        }
+        tracing::info!("etcd TLS failure, as the TLS library says it: {e:?}");
+        format!("the TLS handshake failed ({inner}); check --cacert, --cert and --key")
     } else if lower.contains("authentication failed")
         || lower.contains("invalid auth token")
         || lower.contains("user name is empty")

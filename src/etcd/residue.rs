@@ -228,3 +228,127 @@ pub fn cleanup_commands(
     }
     out
 }
+
+/// A backup file atrest found (its own snapshots folder, a snapshot a rotation recorded, a
+/// `--backup-dir`), and what it still holds, judged by the current config.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BackupFile {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Where it was found.
+    pub found_in: FoundIn,
+    /// The rotation that took it, when one records it (`2026…Z, finished` / `…, in progress`);
+    /// `None`: no rotation record names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_by: Option<String>,
+    /// It is the restore point of the rotation in progress: never removed.
+    #[serde(default)]
+    pub in_progress: bool,
+    /// It is on disk.
+    pub exists: bool,
+    /// Its size in bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// The etcd revision of its newest values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// Current values in it stored as plaintext where the config now encrypts.
+    #[serde(default)]
+    pub plaintext: u64,
+    /// Current values in it under a key the config no longer has for their resource.
+    #[serde(default)]
+    pub retired_key: u64,
+    /// Why it could not be read, when it could not (a compressed or damaged file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl BackupFile {
+    /// Copies in it that are residue ([`crate::model::Residue`]).
+    pub fn residue(&self) -> u64 {
+        self.plaintext + self.retired_key
+    }
+
+    /// `FILE (revision N, found in …; taken by rotation …)`: how every output names it.
+    pub fn describe(&self) -> String {
+        let rev = self
+            .revision
+            .map(|r| format!("revision {r}, "))
+            .unwrap_or_default();
+        let whose = match &self.recorded_by {
+            Some(r) => format!("taken by rotation {r}"),
+            None => "no rotation record names it".to_string(),
+        };
+        format!(
+            "{} ({rev}{} bytes, found in {}; {whose})",
+            self.path.display(),
+            self.size,
+            self.found_in
+        )
+    }
+
+    /// What it holds, in words.
+    pub fn holds(&self) -> String {
+        if !self.exists {
+            return "no longer on disk".to_string();
+        }
+        if let Some(e) = &self.error {
+            return format!("could not be read: {e}");
+        }
+        format!(
+            "{} values stored as plaintext where the config now encrypts, {} under keys the config no longer has",
+            self.plaintext, self.retired_key
+        )
+    }
+}
+
+/// Where a backup file was found.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FoundIn {
+    /// atrest's own snapshots folder (`<state dir>/snapshots`).
+    SnapshotsFolder,
+    /// A rotation record names it (written where `rotate prepare --snapshot FILE` said).
+    RotationRecord,
+    /// A folder of backups taken elsewhere (`--backup-dir`).
+    BackupDir {
+        /// The folder.
+        dir: std::path::PathBuf,
+    },
+}
+
+impl std::fmt::Display for FoundIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FoundIn::SnapshotsFolder => f.write_str("atrest's snapshots folder"),
+            FoundIn::RotationRecord => f.write_str("a rotation record"),
+            FoundIn::BackupDir { dir } => write!(f, "--backup-dir {}", dir.display()),
+        }
+    }
+}
+
+/// What a file that is not a readable etcd data file is, from its first bytes: `None` for a
+/// file that is no backup at all (a checksum, a note), which the survey leaves out.
+pub fn backup_kind(path: &std::path::Path) -> Option<&'static str> {
+    use std::io::Read;
+    let mut head = [0u8; 32];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let head = &head[..n];
+    if head.len() >= 24 && head[16..20] == 0xED0C_DAEDu32.to_le_bytes() {
+        Some("an etcd data file")
+    } else if head.starts_with(b"PK\x03\x04") {
+        Some(
+            "a zip archive (a compressed snapshot: unzip it and run `atrest scan --snapshot FILE`)",
+        )
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        Some("a gzip file (a compressed snapshot: gunzip it and run `atrest scan --snapshot FILE`)")
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(
+            "a zstd file (a compressed snapshot: decompress it and run `atrest scan --snapshot FILE`)",
+        )
+    } else {
+        None
+    }
+}

@@ -152,13 +152,13 @@ pub fn render(inp: &Inputs<'_>) -> String {
     int_gauge(
         &mut reg,
         "atrest_policy_max_key_age_seconds",
-        "The policy's maxKeyAgeDays, in seconds: a write key older than this is due for rotation.",
+        "The policy's maxKeyAgeDays, in seconds: a write key older than this is due for rotation",
         i64::from(policy.max_key_age_days) * 86_400,
     );
     int_gauge(
         &mut reg,
         "atrest_policy_aesgcm_max_writes",
-        "The policy's aesgcmMaxWrites: an aesgcm write key is due for rotation after this many writes.",
+        "The policy's aesgcmMaxWrites: an aesgcm write key is due for rotation after this many writes",
         policy.aesgcm_max_writes.min(i64::MAX as u64) as i64,
     );
     if let Some(failures) = inp.scan_failures {
@@ -166,7 +166,7 @@ pub fn render(inp: &Inputs<'_>) -> String {
         c.inc_by(failures);
         reg.register(
             "atrest_scan_failures",
-            "Scans that failed since the exporter started (etcd unreachable, config unreadable).",
+            "Scans that failed since the exporter started (etcd unreachable, config unreadable)",
             c,
         );
     }
@@ -174,7 +174,7 @@ pub fn render(inp: &Inputs<'_>) -> String {
         int_gauge(
             &mut reg,
             "atrest_scan_in_progress",
-            "1 while a scan runs (the values shown are still the last good scan's), else 0.",
+            "1 while a scan runs (the values shown are still the last good scan's), else 0",
             i64::from(running),
         );
     }
@@ -185,7 +185,7 @@ pub fn render(inp: &Inputs<'_>) -> String {
         let info = gauge_family(
             &mut reg,
             "atrest_apiserver_config_info",
-            "1 per apiserver, labelled with the hash of the encryption config it reports having loaded (empty: it reports none).",
+            "1 per apiserver, labelled with the hash of the encryption config it reports having loaded (empty: it reports none)",
         );
         for v in &a.apiservers {
             info.get_or_create(&vec![
@@ -197,7 +197,7 @@ pub fn render(inp: &Inputs<'_>) -> String {
         int_gauge(
             &mut reg,
             "atrest_apiservers_converged",
-            "1 when every apiserver reports the config file's hash and none is missing, else 0.",
+            "1 when every apiserver reports the config file's hash and none is missing, else 0",
             i64::from(a.converged),
         );
     }
@@ -212,25 +212,25 @@ fn scan_series(reg: &mut Registry, inp: &Inputs<'_>, s: &GoodScan) {
     int_gauge(
         reg,
         "atrest_scan_revision",
-        "The etcd revision the last good scan read every value at.",
+        "The etcd revision the last good scan read every value at",
         report.revision,
     );
     float_gauge(
         reg,
         "atrest_scan_duration_seconds",
-        "How long the last good scan took.",
+        "How long the last good scan took",
         s.duration_seconds,
     );
     float_gauge(
         reg,
         "atrest_last_scan_success_timestamp_seconds",
-        "When the last good scan finished (Unix time).",
+        "When the last good scan finished (Unix time)",
         s.finished.timestamp_millis() as f64 / 1000.0,
     );
     let config = gauge_family(
         reg,
         "atrest_config_info",
-        "1, labelled with the hash of the EncryptionConfiguration file the last good scan classified with.",
+        "1, labelled with the hash of the EncryptionConfiguration file the last good scan classified with",
     );
     config
         .get_or_create(&vec![("hash", s.config_hash.clone())])
@@ -238,22 +238,22 @@ fn scan_series(reg: &mut Registry, inp: &Inputs<'_>, s: &GoodScan) {
     let stored = gauge_family(
         reg,
         "atrest_stored_objects",
-        "Objects stored in etcd per resource, stored key (identity for plaintext) and state, exactly as `atrest scan -o json` counts them.",
+        "Objects stored in etcd per resource, stored key (identity for plaintext) and state, exactly as `atrest scan -o json` counts them",
     );
     let write = gauge_family(
         reg,
         "atrest_write_key_info",
-        "1 per resource, labelled with the key new writes of it get.",
+        "1 per resource, labelled with the key new writes of it get",
     );
     let expected = gauge_family(
         reg,
         "atrest_encryption_expected",
-        "1 when plaintext of this resource is a finding (its write key encrypts, or the policy requires encryption), else 0.",
+        "1 when plaintext of this resource is a finding (its write key encrypts, or the policy requires encryption), else 0",
     );
     let kms = gauge_family(
         reg,
         "atrest_kms_stored_objects",
-        "KMS v2 values per resource and key ID (as sha256: and the first 16 hex digits of the key ID's SHA-256).",
+        "KMS v2 values per resource and key ID (as sha256: and the first 16 hex digits of the key ID's SHA-256)",
     );
     for r in &report.resources {
         stored_objects(&stored, r);
@@ -277,15 +277,29 @@ fn scan_series(reg: &mut Registry, inp: &Inputs<'_>, s: &GoodScan) {
             .set(*n as i64);
         }
     }
+    let findings = gauge_family(
+        reg,
+        "atrest_findings",
+        "What the last good scan found, as `atrest scan` judges it: objects (or copies) per finding kind, level (fail: `atrest scan` exits 1; warn) and resource (empty when not about one resource)",
+    );
+    for f in &report.findings {
+        findings
+            .get_or_create(&vec![
+                ("kind", f.kind.as_str().to_string()),
+                ("level", f.level.as_str().to_string()),
+                ("resource", f.resource.clone().unwrap_or_default()),
+            ])
+            .inc_by(f.count.min(i64::MAX as u64) as i64);
+    }
     let age = gauge_family(
         reg,
         "atrest_key_age_seconds",
-        "Seconds since the write key became the write key (rotation state), else since this exporter first saw it; as of the last good scan.",
+        "Seconds since the write key became the write key (rotation state), else since this exporter first saw it; as of the last good scan",
     );
     let writes = gauge_family(
         reg,
         "atrest_aesgcm_writes_estimate",
-        "Upper bound of the writes made with an aesgcm write key: etcd revisions since it was promoted (basis promote_revision), else since this exporter first saw it (basis first_seen_revision).",
+        "Upper bound of the writes made with an aesgcm write key: etcd revisions since it was promoted (basis promote_revision), else since this exporter first saw it (basis first_seen_revision)",
     );
     for label in write_keys(report).iter().filter(|l| l.encrypts()) {
         if let Some(since) = in_use_since(inp, label) {

@@ -54,7 +54,7 @@ pub struct Options {
     pub interval: Duration,
     /// The audit policy (required resources, key age and aesgcm write limits).
     pub policy: Policy,
-    /// The state folder (`None`: an `atrest` folder beside the config).
+    /// The state folder (`None`: the default, see `cluster::state_dir`).
     pub state_dir: Option<PathBuf>,
     /// The apiservers to ask for the config they loaded (`None`: no kubeconfig).
     pub apiservers: Option<Apiservers>,
@@ -66,6 +66,8 @@ pub struct Extras {
     pub keys: BTreeMap<String, KeyRecord>,
     /// The apiservers' answers.
     pub apiservers: Option<ApiserverSurvey>,
+    /// The rotation in progress: what it will rewrite only warns.
+    pub rotation: Option<crate::rotate::Rotation>,
 }
 
 /// Reads the rotation state's key records (none when there is no or an unreadable state file:
@@ -75,18 +77,22 @@ pub async fn extras(
     config: &crate::config::LoadedConfig,
     apiservers: Option<&Apiservers>,
 ) -> Extras {
-    let keys = match crate::rotate::State::load(state_dir, &config.path) {
-        Ok(st) => st.keys,
+    let (keys, rotation) = match crate::rotate::State::load(state_dir, &config.path) {
+        Ok(st) => (st.keys, st.rotation),
         Err(e) => {
             tracing::warn!("{e}; key ages come from when the exporter first saw each key");
-            BTreeMap::new()
+            (BTreeMap::new(), None)
         }
     };
     let apiservers = match apiservers {
         Some(a) => Some(ApiserverSurvey::of(&a.survey(&config.hash).await)),
         None => None,
     };
-    Extras { keys, apiservers }
+    Extras {
+        keys,
+        apiservers,
+        rotation,
+    }
 }
 
 /// One scan with what it was read against; the etcd client is kept across rounds and dropped
@@ -106,10 +112,25 @@ async fn scan_once(
         Some(c) => c,
         None => ctx.etcd().await?,
     };
-    let report = ctx.scan(&c, &opts.scan, &mut ()).await?;
+    let dir = ctx
+        .state_dir(opts.state_dir.as_deref())
+        .to_read()
+        .to_path_buf();
+    let req = ScanRequest {
+        state_dir: Some(dir.clone()),
+        ..opts.scan.clone()
+    };
+    let mut report = ctx.scan(&c, &req, &mut ()).await?;
     *client = Some(c);
-    let dir = ctx.state_dir(opts.state_dir.as_deref());
     let extras = extras(&dir, &ctx.config, opts.apiservers.as_ref()).await;
+    report.findings = crate::report::findings::assess(&crate::report::findings::AssessInputs {
+        scan: &report,
+        config: &ctx.config,
+        policy: &opts.policy,
+        rotation: extras.rotation.as_ref(),
+        apiservers: extras.apiservers.as_ref(),
+    });
+    report.result = crate::model::finding::verdict_line(&report.findings);
     Ok((
         GoodScan {
             report,
@@ -136,6 +157,7 @@ pub async fn run(listen: &str, opts: Options) -> Result<(), ExporterError> {
     let mut extras = Extras {
         keys: BTreeMap::new(),
         apiservers: None,
+        rotation: None,
     };
     let mut first_seen: BTreeMap<KeyLabel, FirstSeen> = BTreeMap::new();
     let mut failures = 0u64;

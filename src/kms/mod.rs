@@ -121,6 +121,28 @@ pub struct PluginStatus {
     pub key_id: String,
 }
 
+/// How long one call to a KMS plugin may take before the plugin counts as unreachable.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to say when `s` means the plugin is not there (down, or no answer in time), as opposed
+/// to a plugin that answered and refused: a frozen plugin must never make values look
+/// undecryptable.
+fn unreachable_message(s: &tonic::Status) -> Option<String> {
+    let no_answer = || {
+        format!(
+            "no answer within {} s (the plugin is stopped, frozen or overloaded)",
+            CALL_TIMEOUT.as_secs()
+        )
+    };
+    match s.code() {
+        tonic::Code::Unavailable => Some(s.message().to_string()),
+        tonic::Code::DeadlineExceeded => Some(no_answer()),
+        // tonic reports its own request timeout as Cancelled("Timeout expired").
+        tonic::Code::Cancelled => Some(no_answer()),
+        _ => None,
+    }
+}
+
 /// Connects to a unix-socket gRPC endpoint (`unix:///path`, or `unix:///@name` for a Linux
 /// abstract socket, as `util.ParseEndpoint` reads them).
 async fn channel(endpoint: &str) -> Result<Channel, String> {
@@ -131,7 +153,7 @@ async fn channel(endpoint: &str) -> Result<Channel, String> {
     Endpoint::try_from("http://kms.local")
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
+        .timeout(CALL_TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(connect_unix(&path)?)) }
@@ -182,14 +204,11 @@ impl Plugin {
         v2: Option<EncryptedObject>,
     ) -> Result<Option<Unwrapped>, KmsError> {
         let failed = |s: tonic::Status| {
-            if matches!(
-                s.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-            ) {
+            if let Some(message) = unreachable_message(&s) {
                 Err(KmsError::Unreachable {
                     provider: provider.into(),
                     endpoint: self.endpoint.clone(),
-                    message: s.message().to_string(),
+                    message,
                 })
             } else {
                 Ok(Some(Err(UnwrapError::Refused {
@@ -377,7 +396,9 @@ impl KmsPlugins {
                             Client::V2(client)
                         }
                         Err(e) => {
-                            errors.push(unreachable(e.message().to_string()));
+                            errors.push(unreachable(
+                                unreachable_message(&e).unwrap_or_else(|| e.message().to_string()),
+                            ));
                             continue;
                         }
                     }
@@ -393,7 +414,9 @@ impl KmsPlugins {
                         Ok(_) => Client::V1(client),
                         Err(e) if e.code() == tonic::Code::Unimplemented => continue,
                         Err(e) => {
-                            errors.push(unreachable(e.message().to_string()));
+                            errors.push(unreachable(
+                                unreachable_message(&e).unwrap_or_else(|| e.message().to_string()),
+                            ));
                             continue;
                         }
                     }

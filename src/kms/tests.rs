@@ -64,3 +64,21 @@ fn a_refused_dek_names_its_provider() {
     c.insert(key(1), Err(refused.clone()));
     assert_eq!(c.get(&key(1)), Some(&Err(refused)));
 }
+
+#[test]
+fn a_plugin_that_times_out_is_unreachable_never_a_refusal() {
+    // tonic's own request timeout.
+    let timeout = tonic::Status::cancelled("Timeout expired");
+    assert!(
+        unreachable_message(&timeout)
+            .unwrap()
+            .contains("no answer within 10 s")
+    );
+    assert!(unreachable_message(&tonic::Status::deadline_exceeded("x")).is_some());
+    assert_eq!(
+        unreachable_message(&tonic::Status::unavailable("connection refused")).as_deref(),
+        Some("connection refused")
+    );
+    // A plugin that answered and refused the key is a result about the value.
+    assert!(unreachable_message(&tonic::Status::invalid_argument("unknown key")).is_none());
+}

@@ -86,7 +86,24 @@ pub async fn require_config(
 ) -> Result<Convergence, NotConverged> {
     let deadline = Instant::now() + timeout;
     loop {
-        let c = apiservers.survey(want).await;
+        // The timeout holds to the second, even when an apiserver accepts and never answers.
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        let Ok(c) = tokio::time::timeout(remaining, apiservers.survey(want)).await else {
+            return Err(NotConverged {
+                awaited: Awaited::Config {
+                    hash: want.to_string(),
+                },
+                waited: timeout,
+                lagging: vec![format!(
+                    "{}: no answer within {} s (a frozen or overloaded apiserver)",
+                    apiservers.base.url,
+                    timeout.as_secs()
+                )],
+                unreached: Vec::new(),
+            });
+        };
         update(&c);
         if c.agrees(agreement) {
             return Ok(c);

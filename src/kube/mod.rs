@@ -67,16 +67,33 @@ pub struct Api {
     config: kube::Config,
 }
 
+/// How long an apiserver may take to accept a connection.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long an apiserver may take to answer a request (every request atrest sends is small: a
+/// rewrite, a metrics page, a lease list). A connection that accepts and never answers (a
+/// frozen apiserver) fails after this, instead of hanging.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Deadlines on every request: connect, send, and the answer, counted from when each request
+/// was sent.
+fn with_deadlines(mut config: kube::Config) -> kube::Config {
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.write_timeout = Some(REQUEST_TIMEOUT);
+    config.read_timeout = Some(REQUEST_TIMEOUT);
+    config.reset_reader_on_write = true;
+    config
+}
+
 /// kubeconfig from the given path, else kube's usual chain (KUBECONFIG, ~/.kube/config,
 /// in-cluster), else the kubeadm admin.conf of a control-plane node.
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<Api, KubeError> {
-    let config = match kubeconfig {
+    let config = with_deadlines(match kubeconfig {
         Some(p) => load_kubeconfig(p).await?,
         // No file: in-cluster config (settings already looked for the usual kubeconfig files).
         None => kube::Config::infer()
             .await
             .map_err(|e| KubeError::NoConfig(e.to_string()))?,
-    };
+    });
     let url = config
         .cluster_url
         .to_string()

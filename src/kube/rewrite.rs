@@ -158,6 +158,15 @@ async fn send(
         },
         404 => Outcome::Gone,
         409 => Outcome::Conflict,
+        // An admission webhook may refuse with 403 too: that is this object's refusal, not a
+        // missing RBAC rule, and it is named.
+        _ if admission_webhook(&status_message()).is_some() => {
+            let m = status_message();
+            Outcome::Failed(match admission_webhook(&m) {
+                Some(w) => w.describe(),
+                None => m,
+            })
+        }
         403 => Outcome::Forbidden(status_message()),
         // A uid precondition that no longer holds (deleted and recreated under the same name)
         // is refused as an immutable-field change: the object is not the one scanned.
@@ -168,6 +177,49 @@ async fn send(
         },
         _ => Outcome::Failed(format!("{status}: {}", status_message())),
     }
+}
+
+/// An admission webhook that refused (or failed on) a write: its name and what it said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookRefusal {
+    /// The webhook's name in its configuration (`deny.example.com`).
+    pub name: String,
+    /// Its message.
+    pub message: String,
+}
+
+impl WebhookRefusal {
+    /// The give-up line: the webhook, its message and the fix.
+    pub fn describe(&self) -> String {
+        format!(
+            "refused by admission webhook {:?}: {}; let atrest's unchanged writes through (exempt its user, or the object's namespace, in the webhook's configuration), then run again with --resume",
+            self.name, self.message
+        )
+    }
+}
+
+/// The webhook behind an apiserver message such as `admission webhook "deny.example.com"
+/// denied the request: updates are frozen` (or `failed calling webhook "…"`).
+pub fn admission_webhook(message: &str) -> Option<WebhookRefusal> {
+    for marker in ["admission webhook \"", "failed calling webhook \""] {
+        if let Some(i) = message.find(marker) {
+            let rest = &message[i + marker.len()..];
+            let (name, after) = rest.split_once('"')?;
+            let reason = after
+                .trim_start_matches(|c: char| c == ':' || c.is_whitespace())
+                .trim_start_matches("denied the request")
+                .trim_start_matches(|c: char| c == ':' || c.is_whitespace());
+            return Some(WebhookRefusal {
+                name: name.to_string(),
+                message: if reason.is_empty() {
+                    after.trim().to_string()
+                } else {
+                    reason.to_string()
+                },
+            });
+        }
+    }
+    None
 }
 
 /// The resourceVersion of a rewrite's response, protobuf or JSON (only metadata is decoded; the
@@ -189,4 +241,30 @@ fn response_resource_version(body: &[u8]) -> Option<String> {
         .ok()?
         .metadata
         .resource_version
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use super::*;
+
+    #[test]
+    fn webhook_refusals_are_named() {
+        let w = admission_webhook(
+            "admission webhook \"deny.atrest.test\" denied the request: updates in guarded are frozen",
+        )
+        .unwrap();
+        assert_eq!(w.name, "deny.atrest.test");
+        assert_eq!(w.message, "updates in guarded are frozen");
+        assert!(
+            w.describe()
+                .contains("refused by admission webhook \"deny.atrest.test\"")
+        );
+        let w = admission_webhook(
+            "Internal error occurred: failed calling webhook \"hook.example.com\": context deadline exceeded",
+        )
+        .unwrap();
+        assert_eq!(w.name, "hook.example.com");
+        assert_eq!(w.message, "context deadline exceeded");
+        assert!(admission_webhook("secrets \"x\" is forbidden: User cannot patch").is_none());
+    }
 }

@@ -118,6 +118,9 @@ pub enum CheckpointError {
     /// The checkpoint could not be written.
     #[error(transparent)]
     Write(#[from] fsutil::WriteError),
+    /// Too little room to keep the checkpoint: refused before the first rewrite.
+    #[error(transparent)]
+    NoRoom(#[from] fsutil::NoRoom),
 }
 
 impl Checkpoint {

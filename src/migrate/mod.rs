@@ -6,10 +6,10 @@
 
 pub mod checkpoint;
 mod error;
+mod options;
 mod worker;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 pub use checkpoint::{Checkpoint, CheckpointError, Counters};
 pub use error::MigrateError;
+pub use options::{ReencryptOptions, ReencryptReport};
 use worker::{Collector, Done, RateLimiter, Remaining, Shared, TaskResult, rewrite_one};
 
 use crate::GroupResource;
@@ -28,105 +29,24 @@ use crate::etcd::scan::{self, ClassifyConfig, Progress, Scan, ScanOptions};
 use crate::kube::rewrite::WritePath;
 use crate::kube::{self as k8s, Api, ApiPath};
 
+/// Free space the checkpoint's folder must have before the first rewrite.
+const CHECKPOINT_ROOM: u64 = 1 << 20;
+
+/// How long the writes in flight may take to finish after SIGINT/SIGTERM before they are dropped
+/// (their objects stay before the checkpoint's cursor: the next run checks them in etcd).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Keys per etcd read of a real (not dry) run, unless asked otherwise; see [`Reencrypt::run`].
 const REWRITE_PAGE_KEYS: i64 = 5000;
 
-/// How a re-encryption run behaves: scope, pace, retries and where progress is kept.
-#[derive(Clone, Debug)]
-pub struct ReencryptOptions {
-    /// Only these resources (empty: every resource the config names, and secrets).
-    pub resources: Vec<GroupResource>,
-    /// Rewrites in flight at once.
-    pub concurrency: usize,
-    /// PUT the stored object back where that applies ([`crate::kube::rewrite`]); `false`: always
-    /// the merge PATCH.
-    pub put: bool,
-    /// Client-side requests per second; 0 for no client-side limit.
-    pub qps: f64,
-    /// PATCH attempts per object before giving up on it. Only attempts that fail while the
-    /// apiserver answers other requests count; see `apiserver_patience`.
-    pub max_attempts: u32,
-    /// How long the apiserver may answer no request at all (connection errors, 429, 5xx for
-    /// everything) before the run stops with [`MigrateError::ApiserverUnreachable`]. Meanwhile
-    /// nothing is counted against the objects.
-    pub apiserver_patience: Duration,
-    /// Scan and count what would be rewritten, but write nothing (and save no checkpoint).
-    pub dry_run: bool,
-    /// Where progress is saved; also what `resume` reads.
-    pub checkpoint: PathBuf,
-    /// Continue from the checkpoint instead of starting over; refused if the config has changed
-    /// since.
-    pub resume: bool,
-    /// Keys per etcd range read; `None` for the default (see [`Reencrypt::run`]).
-    pub page_keys: Option<i64>,
-    /// How long to keep retrying a transient etcd failure before giving up.
-    pub patience: Duration,
-    /// Set by a signal handler: stop issuing writes, finish those in flight, save.
-    pub stop: Arc<AtomicBool>,
-    /// At most this many names per list in the report.
-    pub max_list: usize,
-    /// How often the checkpoint is saved while running.
-    pub save_every: Duration,
-}
-
-impl Default for ReencryptOptions {
-    fn default() -> Self {
-        Self {
-            resources: Vec::new(),
-            concurrency: 16,
-            put: true,
-            qps: 0.0,
-            max_attempts: 5,
-            apiserver_patience: Duration::from_secs(60),
-            dry_run: false,
-            checkpoint: PathBuf::from("reencrypt-checkpoint.json"),
-            resume: false,
-            page_keys: None,
-            patience: Duration::from_secs(60),
-            stop: Arc::new(AtomicBool::new(false)),
-            max_list: 1000,
-            save_every: Duration::from_secs(2),
-        }
-    }
-}
-
-/// The result of a run, with the proof read back from etcd.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct ReencryptReport {
-    /// Nothing was written: the counters say what would have been.
-    pub dry_run: bool,
-    /// A stop signal ended the run early; the checkpoint lets the next run resume.
-    pub interrupted: bool,
-    /// The run continued an earlier checkpoint, so the counters include the work earlier runs
-    /// finished: each object is counted once. Objects they did not finish (given up, not
-    /// answered, or still stale after an accepted PATCH) are targeted again and counted by this
-    /// run only; `writes` and `conflicts` add up every run's requests.
-    pub resumed: bool,
-    /// The revision the targeting scan was pinned at.
-    pub revision: i64,
-    /// Counters per resource (`secrets`, `deployments.apps`), across resumed runs.
-    pub resources: BTreeMap<String, Counters>,
-    /// All resources' counters added up.
-    pub total: Counters,
-    /// Dry run: what would be rewritten (namespace/name with its resource).
-    pub would_rewrite: Vec<String>,
-    /// Objects given up on (resource, namespace/name and why), capped at `max_list`.
-    pub given_up: Vec<String>,
-    /// After the pass: objects etcd still shows not on their write key (new ones included).
-    pub remaining: u64,
-    /// The first of those `remaining` objects with their key label, capped at `max_list`.
-    pub remaining_objects: Vec<String>,
-    /// The checkpoint file this run saved to.
-    pub checkpoint: PathBuf,
-    /// Wall-clock time of this run alone.
-    pub elapsed_seconds: f64,
-}
-
-impl ReencryptReport {
-    /// Everything targeted is now on its write key.
-    pub fn complete(&self) -> bool {
-        !self.interrupted && !self.dry_run && self.remaining == 0 && self.total.given_up == 0
-    }
+/// What waiting on the rewrites in flight gave.
+enum Finished {
+    /// One finished.
+    Task(Box<TaskResult>),
+    /// The apiserver answered nothing for the whole patience.
+    Outage(MigrateError),
+    /// Nothing in flight (or a task that did not finish normally).
+    None,
 }
 
 /// A check run once, just before the first write (so a run with nothing to rewrite asks the
@@ -174,7 +94,7 @@ impl Reencrypt<'_> {
     ) -> Result<ReencryptReport, MigrateError> {
         let started = Instant::now();
         let opts = &self.opts;
-        let plan = scan::plan(&self.config.config, self.etcd_prefix, &opts.resources);
+        let plan = scan::plan_covered(&self.config.config, self.etcd_prefix, &opts.resources);
         let mut cp = if opts.resume {
             let mut cp = Checkpoint::load(&opts.checkpoint)?;
             cp.check_config(&opts.checkpoint, &self.config.path, &self.config.hash)?;
@@ -225,6 +145,8 @@ impl Reencrypt<'_> {
         )
         .await?;
         progress.total(scan.total);
+        // What earlier runs finished (a resume): progress shows this run's share.
+        let base = cp.total();
 
         let shared = Arc::new(Shared {
             api: self.api.clone(),
@@ -266,6 +188,8 @@ impl Reencrypt<'_> {
             let Some(page) = scan.next_page(&mut collector).await? else {
                 break;
             };
+            // Counted as scanned before any of its objects is targeted.
+            progress.advance(page.count);
             seq += 1;
             let targets = std::mem::take(&mut collector.targets);
             let range_start = String::from_utf8_lossy(&plan.ranges[page.range].start).into_owned();
@@ -296,6 +220,23 @@ impl Reencrypt<'_> {
                 }
                 if let Some(check) = self.preflight.take() {
                     check.await.map_err(MigrateError::Preflight)?;
+                    // The checkpoint must be writable before anything is rewritten: a full
+                    // disk stops the run here, not after the first rewrites.
+                    let dir = opts
+                        .checkpoint
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .unwrap_or(std::path::Path::new("."));
+                    crate::fsutil::ensure_room(
+                        dir,
+                        "the re-encryption checkpoint",
+                        CHECKPOINT_ROOM,
+                        "the checkpoint is small, but each save writes a new copy first".into(),
+                    )
+                    .map_err(CheckpointError::from)?;
+                    cp.updated = chrono::Utc::now().to_rfc3339();
+                    cp.save(&opts.checkpoint)?;
+                    last_save = Instant::now();
                 }
                 if !paths.contains_key(&t.resource) {
                     let p = k8s::discover(self.api, &t.resource).await?;
@@ -313,15 +254,20 @@ impl Reencrypt<'_> {
                     if let Ok(p) = sem.clone().try_acquire_owned() {
                         break p;
                     }
-                    match tasks.join_next().await {
-                        Some(Ok(r)) => {
-                            self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
-                            report_rewrites(&cp, progress);
+                    match self.next_finished(&mut tasks, &shared, progress).await {
+                        Finished::Task(r) => {
+                            self.handle(*r, &mut cp, &mut pages, &mut fatal, &paths);
+                            report_rewrites(&cp, &base, progress);
                         }
-                        Some(Err(e)) => tracing::error!("a rewrite task failed: {e}"),
-                        None => {}
+                        Finished::Outage(e) => {
+                            fatal.get_or_insert(e);
+                        }
+                        Finished::None => {}
                     }
                     self.save_if_due(&mut cp, &mut last_save)?;
+                    if fatal.is_some() {
+                        break 'pages;
+                    }
                 };
                 let shared = Arc::clone(&shared);
                 tasks.spawn(async move {
@@ -337,15 +283,33 @@ impl Reencrypt<'_> {
             while let Some(Ok(r)) = tasks.try_join_next() {
                 self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
             }
-            progress.advance(page.count);
-            report_rewrites(&cp, progress);
+            report_rewrites(&cp, &base, progress);
             self.save_if_due(&mut cp, &mut last_save)?;
         }
-        // Finish the writes in flight, whatever stopped the loop.
-        while let Some(r) = tasks.join_next().await {
-            if let Ok(r) = r {
-                self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
-                report_rewrites(&cp, progress);
+        // Finish the writes in flight, whatever stopped the loop; after an outage, drop them:
+        // their objects stay before the cursor, and the next run finds in etcd what became of
+        // them.
+        let mut stop_seen: Option<Instant> = None;
+        loop {
+            if opts.stop.load(Ordering::SeqCst) {
+                stop_seen.get_or_insert_with(Instant::now);
+            }
+            // A signal gives the writes in flight a few seconds; an outage none.
+            let give_up = stop_seen.is_some_and(|t| t.elapsed() >= STOP_GRACE)
+                || matches!(fatal, Some(MigrateError::ApiserverUnreachable { .. }));
+            if give_up {
+                tasks.abort_all();
+            }
+            match self.next_finished(&mut tasks, &shared, progress).await {
+                Finished::Task(r) => {
+                    self.handle(*r, &mut cp, &mut pages, &mut fatal, &paths);
+                    report_rewrites(&cp, &base, progress);
+                }
+                Finished::Outage(e) => {
+                    fatal.get_or_insert(e);
+                }
+                Finished::None if tasks.is_empty() => break,
+                Finished::None => {}
             }
         }
         let interrupted = opts.stop.load(Ordering::SeqCst);
@@ -399,6 +363,53 @@ impl Reencrypt<'_> {
         }
         report.elapsed_seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// The next finished rewrite. Meanwhile, every second, says how long the apiserver has
+    /// answered nothing (once that passes 5 s), and declares the outage when it reaches the
+    /// patience: a request that hangs is counted from when it was sent, so the run stops at
+    /// its patience, not at the patience plus a request deadline.
+    async fn next_finished(
+        &self,
+        tasks: &mut JoinSet<TaskResult>,
+        shared: &Shared,
+        progress: &mut dyn Progress,
+    ) -> Finished {
+        let patience = shared.apiserver_patience;
+        loop {
+            if tasks.is_empty() {
+                return Finished::None;
+            }
+            match tokio::time::timeout(Duration::from_secs(1), tasks.join_next()).await {
+                Ok(Some(Ok(r))) => return Finished::Task(Box::new(r)),
+                Ok(Some(Err(e))) => {
+                    if !e.is_cancelled() {
+                        tracing::error!("a rewrite task failed: {e}");
+                    }
+                    return Finished::None;
+                }
+                Ok(None) => return Finished::None,
+                Err(_) => {
+                    let Some(silent) = shared.health.silent_for() else {
+                        continue;
+                    };
+                    if silent >= Duration::from_secs(5) {
+                        progress.stalled(&format!("apiserver {}", self.api.url), silent, patience);
+                    }
+                    if silent >= patience && !shared.abort.swap(true, Ordering::SeqCst) {
+                        return Finished::Outage(MigrateError::ApiserverUnreachable {
+                            url: self.api.url.clone(),
+                            waited: silent,
+                            last_error: format!(
+                                "no answer to the requests in flight for {} s",
+                                silent.as_secs()
+                            ),
+                            checkpoint: self.opts.checkpoint.clone(),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// Saves the checkpoint when `save_every` has passed since the last save.
@@ -498,10 +509,17 @@ impl Reencrypt<'_> {
 
 /// One target of page `seq` is finished.
 /// Tells `progress` how many objects are targeted and finished so far.
-fn report_rewrites(cp: &Checkpoint, progress: &mut dyn Progress) {
+/// This run's rewrites (a resumed run's checkpoint also counts earlier runs'): targeted among
+/// the keys this run scanned, and finished among those targeted, so that progress never shows
+/// more done than scanned.
+fn report_rewrites(cp: &Checkpoint, base: &Counters, progress: &mut dyn Progress) {
+    let finished =
+        |t: &Counters| t.rewritten + t.already_current + t.gone + t.unchanged + t.given_up;
     let t = cp.total();
-    let done = t.rewritten + t.already_current + t.gone + t.unchanged + t.given_up;
-    progress.rewrites(t.targeted, done);
+    progress.rewrites(
+        t.targeted.saturating_sub(base.targeted),
+        finished(&t).saturating_sub(finished(base)),
+    );
 }
 
 fn settle(pages: &mut VecDeque<PageState>, seq: u64) {

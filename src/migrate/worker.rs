@@ -175,6 +175,11 @@ pub(super) struct Health {
 
 #[derive(Default)]
 struct Failing {
+    /// Requests sent and not yet answered or failed.
+    in_flight: u64,
+    /// Since when atrest has been waiting on the apiserver without an answer: the first send
+    /// after the last answer (or the last answer, when requests were still in flight then).
+    waiting_since: Option<Instant>,
     /// The first failure since the last answer.
     since: Option<Instant>,
     /// A warning was logged for this outage.
@@ -182,6 +187,13 @@ struct Failing {
 }
 
 impl Health {
+    /// A request is about to be sent.
+    pub(super) fn sending(&self) {
+        let mut f = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        f.in_flight += 1;
+        f.waiting_since.get_or_insert_with(Instant::now);
+    }
+
     /// The apiserver answered a request.
     pub(super) fn answered(&self) {
         self.answers.fetch_add(1, Ordering::SeqCst);
@@ -189,14 +201,31 @@ impl Health {
         if f.warned {
             tracing::warn!("the apiserver answers again");
         }
-        *f = Failing::default();
+        let in_flight = f.in_flight.saturating_sub(1);
+        *f = Failing {
+            in_flight,
+            waiting_since: (in_flight > 0).then(Instant::now),
+            ..Failing::default()
+        };
     }
 
-    /// A request failed with no answer (connection error, 429, 5xx): since when nothing has been
-    /// answered.
+    /// A request failed with no answer (connection error, a deadline, 429, 5xx): since when
+    /// nothing has been answered — from the oldest request still waiting, not from this
+    /// failure, so that a request hanging until its deadline counts as silence.
     pub(super) fn failed(&self) -> Instant {
         let mut f = self.failing.lock().unwrap_or_else(|e| e.into_inner());
-        *f.since.get_or_insert_with(Instant::now)
+        f.in_flight = f.in_flight.saturating_sub(1);
+        let silent = *f.waiting_since.get_or_insert_with(Instant::now);
+        *f.since.get_or_insert(silent)
+    }
+
+    /// How long the apiserver has answered nothing while atrest waited on it; `None` while it
+    /// answers, or nothing is asked of it.
+    pub(super) fn silent_for(&self) -> Option<Duration> {
+        let f = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        f.waiting_since
+            .filter(|_| f.in_flight > 0 || f.since.is_some())
+            .map(|t| t.elapsed())
     }
 
     /// Logs once per outage that the apiserver has answered nothing for a while.
@@ -273,6 +302,7 @@ pub(super) async fn rewrite_one(
             l.wait().await;
         }
         writes += 1;
+        shared.health.sending();
         let (outcome, path_taken) = match &put {
             Some(body) => {
                 put_writes += 1;

@@ -318,14 +318,18 @@ impl Verdict {
         Verdict::Corrupt,
     ];
 
-    /// The one definition: a value's verdict from its state and whether the apiserver would
-    /// consider it current (read by the first provider's first key, not stale).
-    pub fn of(state: State, on_write_key: bool) -> Verdict {
+    /// The one definition: a value's verdict from its state, whether the apiserver would
+    /// consider it current (read by the first provider's first key, not stale) and whether the
+    /// apiserver can read it at all. A value only a key outside the resource's config opens (a
+    /// retired key of the archive, a key of another rule) is under an unknown key for the
+    /// apiserver, whoever else can open it.
+    pub fn of(state: State, on_write_key: bool, apiserver_readable: bool) -> Verdict {
         match state {
             State::Plaintext => Verdict::Plaintext,
             State::Undecryptable => Verdict::Undecryptable,
             State::UnknownKey => Verdict::UnknownKey,
             State::Corrupt => Verdict::Corrupt,
+            State::EncryptedOk | State::Kms if !apiserver_readable => Verdict::UnknownKey,
             State::EncryptedOk | State::Kms if on_write_key => Verdict::OnWriteKey,
             State::EncryptedOk | State::Kms => Verdict::Stale,
         }
@@ -385,9 +389,14 @@ impl fmt::Display for Verdict {
 /// The one definition of "an unchanged write through the apiserver would rewrite it": a
 /// readable value (plaintext or encrypted) that the apiserver's read path marks stale, or that
 /// is not under the write key. Plaintext under an identity write key is current; plaintext
-/// where the first provider encrypts is always stale.
-pub fn needs_rewrite(state: State, on_write_key: bool) -> bool {
-    matches!(state, State::Plaintext | State::EncryptedOk | State::Kms) && !on_write_key
+/// where the first provider encrypts is always stale. A value the apiserver cannot read (only a
+/// key outside the resource's config opens it) cannot be rewritten through it.
+pub fn needs_rewrite(state: State, on_write_key: bool, apiserver_readable: bool) -> bool {
+    match state {
+        State::Plaintext => !on_write_key,
+        State::EncryptedOk | State::Kms => apiserver_readable && !on_write_key,
+        _ => false,
+    }
 }
 
 /// The one definition of "plaintext here is a finding" (report checks ATR-C04/C05, the
@@ -553,6 +562,11 @@ pub fn covered_resources(named: Vec<GroupResource>, only: &[GroupResource]) -> V
     }
     out
 }
+
+pub mod finding;
+mod known_key;
+pub use finding::{Finding, FindingKind, Level};
+pub use known_key::KnownKey;
 
 #[cfg(test)]
 mod tests;

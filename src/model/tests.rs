@@ -48,12 +48,22 @@ fn verdict_of_every_state() {
         (Corrupt, false, Verdict::Corrupt, false),
     ];
     for (state, current, verdict, rewrite) in cases {
-        assert_eq!(Verdict::of(state, current), verdict, "{state:?} {current}");
         assert_eq!(
-            needs_rewrite(state, current),
+            Verdict::of(state, current, true),
+            verdict,
+            "{state:?} {current}"
+        );
+        assert_eq!(
+            needs_rewrite(state, current, true),
             rewrite,
             "{state:?} {current}"
         );
+    }
+    // Only a key outside the resource's config (the archive, another rule) opens it: the
+    // apiserver cannot read it, so it is under an unknown key and cannot be rewritten.
+    for state in [EncryptedOk, Kms] {
+        assert_eq!(Verdict::of(state, false, false), Verdict::UnknownKey);
+        assert!(!needs_rewrite(state, false, false));
     }
 }
 

@@ -26,6 +26,11 @@ pub struct View {
     pub keys: BTreeSet<String>,
     /// Resource → stored counts.
     pub resources: BTreeMap<String, Stored>,
+    /// The resources were read as the census of etcd (every resource stored), not only those
+    /// the config named (atrest before 0.3) or `--resource` narrowed to.
+    pub census: bool,
+    /// `--resource` narrowed the scan to these.
+    pub only: Vec<String>,
 }
 
 /// A resource's stored values in a report.
@@ -37,6 +42,8 @@ pub struct Stored {
     pub on_write_key: u64,
     /// Objects that need attention: to rewrite, or unreadable (v2); not on the write key (v1).
     pub findings: u64,
+    /// Undecryptable, unknown-key or corrupt: the apiserver cannot serve them (v2).
+    pub unreadable: u64,
     /// Key label → stored values under it.
     pub by_key: BTreeMap<String, u64>,
 }
@@ -67,6 +74,13 @@ impl View {
             verdict: text(&doc["verdict"]),
             config_path: text(&doc["config"]["path"]),
             config_sha256: text(&doc["config"]["sha256"]),
+            census: doc["scope"]["scan"]["census"].as_bool().unwrap_or(false),
+            only: doc["scope"]["scan"]["only"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect(),
             schema,
             ..Default::default()
         };
@@ -95,6 +109,10 @@ impl View {
                             .iter()
                             .map(|v| num(&r["verdicts"][v]))
                             .sum::<u64>(),
+                    unreadable: ["undecryptable", "unknown_key", "corrupt"]
+                        .iter()
+                        .map(|v| num(&r["verdicts"][v]))
+                        .sum::<u64>(),
                     by_key: r["keys"]
                         .as_object()
                         .into_iter()
@@ -115,6 +133,7 @@ impl View {
                     total: num(&r["total"]),
                     on_write_key: num(&r["on_write_key"]),
                     findings: num(&r["total"]).saturating_sub(num(&r["on_write_key"])),
+                    unreadable: 0,
                     by_key: r["counts"]
                         .as_object()
                         .into_iter()
@@ -173,12 +192,36 @@ pub fn changes(a: &View, b: &View) -> Vec<Change> {
         }
     }
     for (resource, r) in &b.resources {
-        let before = a.resources.get(resource).map(|o| o.findings).unwrap_or(0);
-        if r.findings > before {
-            mark(format!("{resource}: on write key"));
+        let before = a.resources.get(resource);
+        let more_findings = r.findings > before.map_or(0, |o| o.findings);
+        let more_unreadable = r.unreadable > before.map_or(0, |o| o.unreadable);
+        if more_findings || more_unreadable {
+            mark(format!("{resource}: "));
+        }
+    }
+    for resource in a.resources.keys() {
+        if !b.resources.contains_key(resource) && !narrowed_away(b, resource) {
+            mark(format!("{resource}: no longer"));
         }
     }
     out
+}
+
+/// The later report was narrowed (`--resource`) to other resources: `resource` was not read.
+fn narrowed_away(b: &View, resource: &str) -> bool {
+    !b.only.is_empty() && !b.only.iter().any(|r| r == resource)
+}
+
+/// `identity 1202 plaintext, aescbc:key1 3`: how a resource's values are stored.
+fn stored_as(r: &Stored) -> String {
+    if r.by_key.is_empty() {
+        return "nothing stored".to_string();
+    }
+    r.by_key
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One line per difference, in the order an auditor reads them.
@@ -218,24 +261,56 @@ pub fn diff(a: &View, b: &View) -> Vec<String> {
         out.push(format!("key removed: {k}"));
     }
     for (resource, r) in &b.resources {
-        let old = a.resources.get(resource);
-        if old != Some(r) {
-            let (ow, ot) = old.map(|o| (o.on_write_key, o.total)).unwrap_or((0, 0));
-            let by_key: Vec<String> = r.by_key.iter().map(|(k, n)| format!("{k} {n}")).collect();
-            out.push(format!(
-                "{resource}: on write key {ow}/{ot} -> {}/{}; stored as {}",
+        match a.resources.get(resource) {
+            Some(old) if old == r => {}
+            Some(old) => out.push(format!(
+                "{resource}: stored as {} -> {}; on write key {}/{} -> {}/{}{}",
+                stored_as(old),
+                stored_as(r),
+                old.on_write_key,
+                old.total,
                 r.on_write_key,
                 r.total,
-                by_key.join(", ")
+                unreadable_change(old.unreadable, r.unreadable)
+            )),
+            None if a.census || r.total == 0 => out.push(format!(
+                "{resource}: newly stored: {}; on write key {}/{}",
+                stored_as(r),
+                r.on_write_key,
+                r.total
+            )),
+            None => out.push(format!(
+                "{resource}: not in the earlier report (it read only the resources its config named); now stored as {}; on write key {}/{}",
+                stored_as(r),
+                r.on_write_key,
+                r.total
+            )),
+        }
+    }
+    for (resource, old) in &a.resources {
+        if b.resources.contains_key(resource) {
+            continue;
+        }
+        if narrowed_away(b, resource) {
+            out.push(format!(
+                "{resource}: not read by the later report (narrowed with --resource)"
+            ));
+        } else {
+            out.push(format!(
+                "{resource}: no longer reported (it held {}): it left the census, or the later report read less",
+                stored_as(old)
             ));
         }
     }
-    for resource in a.resources.keys() {
-        if !b.resources.contains_key(resource) {
-            out.push(format!("{resource}: no longer reported"));
-        }
-    }
     out
+}
+
+fn unreadable_change(before: u64, after: u64) -> String {
+    if before == after {
+        String::new()
+    } else {
+        format!("; unreadable {before} -> {after}")
+    }
 }
 
 #[cfg(test)]
@@ -277,7 +352,7 @@ mod tests {
             "secrets: write key aescbc:key1 -> aescbc:key2",
             "key added: aescbc:key2 (sha256:22)",
             "key removed: aescbc:key1 (sha256:11)",
-            "secrets: on write key 4/10 -> 10/10; stored as aescbc:key2 10",
+            "secrets: stored as aescbc:key1 4, identity 6 -> aescbc:key2 10; on write key 4/10 -> 10/10",
         ] {
             assert!(lines.iter().any(|l| l == want), "{want} not in {lines:#?}");
         }
@@ -289,7 +364,7 @@ mod tests {
             changes(&a, &b)
         );
         let back = changes(&b, &a);
-        for want in ["verdict:", "check ATR-C04 ", "secrets: on write key"] {
+        for want in ["verdict:", "check ATR-C04 ", "secrets: stored as"] {
             assert!(
                 back.iter()
                     .any(|c| c.regression && c.line.starts_with(want)),
@@ -297,5 +372,64 @@ mod tests {
             );
         }
         assert!(View::from_json(&serde_json::json!({"schema": "x"})).is_err());
+    }
+
+    fn census(resources: Value) -> Value {
+        serde_json::json!({
+            "schema": "atrest.report/v2", "generated_at": "t", "verdict": "PASS",
+            "scope": {"scan": {"census": true, "prefix": "/registry/"}},
+            "config": {"path": "/e.yaml", "sha256": "sha256:aa", "resources": []},
+            "checks": [], "resources": resources
+        })
+    }
+
+    #[test]
+    fn leaving_the_census_or_becoming_unreadable_is_a_regression() {
+        let a = View::from_json(&census(serde_json::json!([
+            {"resource": "secrets", "total": 5, "coverage": {"on_write_key": 5},
+             "keys": {"aescbc:k1": {"on_write_key": 5}}, "needs_rewrite": 0, "verdicts": {"on_write_key": 5}},
+            {"resource": "configmaps", "total": 1202, "coverage": {"on_write_key": 0},
+             "keys": {"identity": {"plaintext": 1202}}, "needs_rewrite": 0, "verdicts": {"plaintext": 1202}},
+            {"resource": "widgets.example.com", "total": 3, "coverage": {"on_write_key": 3},
+             "keys": {"aescbc:k1": {"on_write_key": 3}}, "needs_rewrite": 0, "verdicts": {"on_write_key": 3}}
+        ])))
+        .unwrap();
+        // configmaps covered since (all on the write key); widgets unreadable; secrets gone.
+        let b = View::from_json(&census(serde_json::json!([
+            {"resource": "configmaps", "total": 41202, "coverage": {"on_write_key": 41202},
+             "keys": {"aescbc:k1": {"on_write_key": 41202}}, "needs_rewrite": 0, "verdicts": {"on_write_key": 41202}},
+            {"resource": "widgets.example.com", "total": 3, "coverage": {"on_write_key": 0},
+             "keys": {"aescbc:k1": {"unknown_key": 3}}, "needs_rewrite": 0, "verdicts": {"unknown_key": 3}}
+        ])))
+        .unwrap();
+        assert!(b.census);
+        let got = changes(&a, &b);
+        let line = |p: &str| {
+            got.iter()
+                .find(|c| c.line.starts_with(p))
+                .unwrap_or_else(|| panic!("{p} in {got:#?}"))
+        };
+        let cm = line("configmaps: ");
+        assert_eq!(
+            cm.line,
+            "configmaps: stored as identity 1202 -> aescbc:k1 41202; on write key 0/1202 -> 41202/41202"
+        );
+        assert!(!cm.regression, "newly covered is no regression");
+        let w = line("widgets.example.com: ");
+        assert!(
+            w.regression && w.line.ends_with("unreadable 0 -> 3"),
+            "{w:?}"
+        );
+        let s = line("secrets: no longer reported");
+        assert!(s.regression, "{s:?}");
+        // A later report narrowed with --resource did not read secrets: no regression.
+        let mut narrowed = b.clone();
+        narrowed.only = vec!["configmaps".into(), "widgets.example.com".into()];
+        let got = changes(&a, &narrowed);
+        let s = got
+            .iter()
+            .find(|c| c.line.starts_with("secrets: "))
+            .unwrap();
+        assert!(!s.regression && s.line.contains("narrowed"), "{s:?}");
     }
 }

@@ -21,6 +21,19 @@ pub fn esc(s: &str) -> String {
     o
 }
 
+/// Text of one or more lines: the first as text, the rest (a rule to restore, a list of
+/// objects) in a `<pre>`, so their indentation survives.
+fn lines_html(text: &str) -> String {
+    let mut lines = text.lines();
+    let first = esc(lines.next().unwrap_or(""));
+    let rest: Vec<String> = lines.map(esc).collect();
+    if rest.is_empty() {
+        first
+    } else {
+        format!("{first}<pre>{}</pre>", rest.join("\n"))
+    }
+}
+
 fn class(s: Status) -> &'static str {
     match s {
         Status::Pass => "pass",
@@ -43,6 +56,7 @@ th{background:#f6f8fa} code{font-size:.85rem}
 .note{color:#a40e26;font-size:.85rem}
 .badge{font-weight:600;padding:0 .4rem;border-radius:.3rem}
 ul.evidence{margin:.2rem 0 .2rem 1rem;padding:0;font-size:.85rem}
+pre{font-size:.8rem;white-space:pre-wrap;margin:.2rem 0}
 @media print{body{margin:0;max-width:none}.bar{border:1px solid #999;-webkit-print-color-adjust:exact;print-color-adjust:exact}
 .verdict,.badge{-webkit-print-color-adjust:exact;print-color-adjust:exact} h2{break-after:avoid} tr{break-inside:avoid}}
 ";
@@ -53,7 +67,7 @@ pub fn render(r: &Report) -> String {
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Encryption at rest audit — {}</title><style>{STYLE}</style></head><body>\n",
-        r.verdict.as_str()
+        esc(&r.result)
     );
     let _ = writeln!(o, "<h1>Kubernetes encryption at rest audit</h1>");
     let _ = writeln!(
@@ -67,10 +81,29 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         o,
-        "<div id=\"verdict\" class=\"verdict {}\">Verdict: {}</div>",
+        "<div id=\"verdict\" class=\"verdict {}\" data-warnings=\"{}\">Verdict: {}</div>",
         class(r.verdict),
-        r.verdict.as_str()
+        r.warnings,
+        esc(&r.result)
     );
+    let _ = writeln!(o, "<h2>Scope</h2><ul id=\"scope\">");
+    for l in r.scope.lines() {
+        let _ = writeln!(o, "<li>{}</li>", esc(&l));
+    }
+    let _ = writeln!(o, "</ul>");
+    if !r.findings.is_empty() {
+        let _ = writeln!(o, "<h2>Findings</h2><ul id=\"findings\">");
+        for f in &r.findings {
+            let (cls, tag) = (f.level.as_str(), f.level.tag());
+            let _ = writeln!(
+                o,
+                "<li data-kind=\"{}\"><span class=\"badge {cls}\">{tag}</span> {}</li>",
+                f.kind.as_str(),
+                lines_html(&f.message)
+            );
+        }
+        let _ = writeln!(o, "</ul>");
+    }
 
     let _ = writeln!(
         o,
@@ -128,7 +161,7 @@ pub fn render(r: &Report) -> String {
         let ev: String = c
             .evidence
             .iter()
-            .map(|e| format!("<li>{}</li>", esc(e)))
+            .map(|e| format!("<li>{}</li>", lines_html(e)))
             .collect();
         let _ = writeln!(
             o,

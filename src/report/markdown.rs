@@ -12,16 +12,50 @@ fn mark(s: Status) -> &'static str {
     }
 }
 
+/// A list item; the lines after the first (a rule to restore, a list of objects) as a code
+/// block inside it, so their indentation survives.
+fn bullet(o: &mut String, text: &str) {
+    let mut lines = text.lines();
+    let _ = writeln!(o, "- {}", lines.next().unwrap_or(""));
+    let rest: Vec<&str> = lines.collect();
+    if !rest.is_empty() {
+        let _ = writeln!(o, "\n  ```");
+        for l in rest {
+            let _ = writeln!(o, "  {l}");
+        }
+        let _ = writeln!(o, "  ```");
+    }
+}
+
 /// The whole report as Markdown.
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "# Encryption at rest audit: {}\n", mark(r.verdict));
+    let mark_text = mark(r.verdict);
+    let _ = writeln!(
+        o,
+        "# Encryption at rest audit: {mark_text}{}\n",
+        r.result.strip_prefix(r.verdict.as_str()).unwrap_or("")
+    );
     let _ = writeln!(
         o,
         "Generated {} by atrest {} on {} (`{}`).\n",
         r.generated_at, r.atrest_version, r.host, r.schema
     );
-    let _ = writeln!(o, "## Cluster\n");
+    let _ = writeln!(o, "## Scope\n");
+    for l in r.scope.lines() {
+        let _ = writeln!(o, "- {l}");
+    }
+    if !r.findings.is_empty() {
+        let _ = writeln!(o, "\n## Findings\n");
+        for f in &r.findings {
+            let level = match f.level {
+                crate::model::Level::Fail => "❌ FAIL",
+                crate::model::Level::Warn => "⚠️ WARN",
+            };
+            bullet(&mut o, &format!("{level} {}", f.message));
+        }
+    }
+    let _ = writeln!(o, "\n## Cluster\n");
     let _ = writeln!(
         o,
         "- etcd cluster {} (version {}), scan pinned at revision {}",
@@ -103,7 +137,7 @@ pub fn render(r: &Report) -> String {
     for c in &r.checks {
         let _ = writeln!(o, "\n### {} {} — {}\n", c.id, c.title, c.status.as_str());
         for e in &c.evidence {
-            let _ = writeln!(o, "- {e}");
+            bullet(&mut o, e);
         }
     }
     let _ = writeln!(o, "\n## Stored objects\n");

@@ -4,9 +4,11 @@
 
 pub mod checks;
 pub mod diff;
+pub mod findings;
 pub mod html;
 pub mod markdown;
 pub mod policy;
+mod text;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,10 +16,12 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 
 pub use policy::{Policy, PolicyError};
+pub use text::result_line;
+pub(crate) use text::{old_copies_sections, sample_evidence};
 
 use crate::config::{LoadedConfig, Severity};
 use crate::etcd::scan::{ResourceReport, ScanReport};
-use crate::model::{Verdict, covered_resources};
+use crate::model::covered_resources;
 
 /// The JSON schema name and version; fields are stable within a version. v2 (atrest 0.2)
 /// replaced v1's per-state name lists with exact counts per verdict and key plus capped samples,
@@ -181,6 +185,8 @@ pub struct ApiserverSurvey {
     pub leases: Vec<String>,
     /// Every apiserver reports the file's hash, and none is missing.
     pub converged: bool,
+    /// Identity leases no apiserver asked answered for.
+    pub unreached: Vec<String>,
 }
 
 impl ApiserverSurvey {
@@ -198,6 +204,7 @@ impl ApiserverSurvey {
                 .collect(),
             leases: c.leases.clone(),
             converged: c.converged(),
+            unreached: c.unreached.clone(),
         }
     }
 }
@@ -303,6 +310,17 @@ pub struct Report {
     pub host: String,
     /// FAIL when any check fails, else PASS.
     pub verdict: Status,
+    /// Checks that warn.
+    #[serde(default)]
+    pub warnings: u64,
+    /// `PASS`, `PASS with N warnings`, `FAIL (N of M checks)`: the verdict as every format
+    /// prints it.
+    #[serde(default)]
+    pub result: String,
+    /// What was read: the census of etcd (or the resources asked for), whether history was
+    /// read, which backup files were surveyed, whether the apiservers were asked.
+    #[serde(default)]
+    pub scope: ReportScope,
     /// The etcd cluster read.
     pub etcd: EtcdInfo,
     /// What each apiserver reported.
@@ -319,6 +337,10 @@ pub struct Report {
     pub policy: Policy,
     /// Every check, in id order.
     pub checks: Vec<Check>,
+    /// What the scan found, judged by the config and the policy, with what to do (the same
+    /// findings `atrest scan` prints and exits by).
+    #[serde(default)]
+    pub findings: Vec<crate::model::Finding>,
     /// Every value was decrypted.
     pub verified: bool,
     /// KMS v2 provider → the key ID its plugin reported.
@@ -334,6 +356,19 @@ pub struct Report {
     /// commands that drop them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residue: Option<ResidueView>,
+}
+
+/// What a report read, for its scope section.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReportScope {
+    /// What the scan read.
+    pub scan: crate::etcd::scan::Scope,
+    /// etcd's history and the members' db sizes were read (not with `--no-history`).
+    pub history: bool,
+    /// Backup files surveyed (the state folder's snapshots, rotation records, `--backup-dir`).
+    pub backup_files: Option<usize>,
+    /// The apiservers were asked which config they run.
+    pub apiservers: bool,
 }
 
 /// The old copies a report found, as the scan read them.
@@ -353,6 +388,9 @@ pub struct ResidueView {
     /// The commands that drop it; atrest never runs them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cleanup: Vec<String>,
+    /// Every backup file surveyed, with what it still holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<crate::etcd::residue::BackupFile>,
 }
 
 /// Everything a report is made from: plain values, gathered by the caller.
@@ -369,6 +407,8 @@ pub struct Inputs<'a> {
     pub manifest_sets_config: Option<bool>,
     /// The rotation state, when there is one.
     pub rotation: Option<RotationInfo>,
+    /// The rotation in progress: what it will rewrite only warns.
+    pub in_progress: Option<crate::rotate::Rotation>,
     /// Key label → when atrest added and promoted it.
     pub key_ages: BTreeMap<String, KeyAge>,
     /// What the checks demand.
@@ -429,17 +469,28 @@ pub fn build(inp: &Inputs<'_>) -> Report {
             scan: r.clone(),
         })
         .collect();
+    let findings = findings::assess(&findings::AssessInputs {
+        scan: inp.scan,
+        config: inp.config,
+        policy: inp.policy,
+        rotation: inp.in_progress.as_ref(),
+        apiservers: inp.apiservers.as_ref(),
+    });
     let checks = checks::run(&checks::CheckInput {
         inp,
         resources: &resources,
         cfg_views: &resources_cfg,
         lint: &lint,
+        findings: &findings,
     });
-    let verdict = if checks.iter().any(|c| c.status == Status::Fail) {
+    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    let warnings = checks.iter().filter(|c| c.status == Status::Warn).count();
+    let verdict = if failed > 0 {
         Status::Fail
     } else {
         Status::Pass
     };
+    let result = result_line(failed, warnings, checks.len());
     let survey = inp.apiservers.clone().unwrap_or_default();
     Report {
         schema: SCHEMA.to_string(),
@@ -447,6 +498,14 @@ pub fn build(inp: &Inputs<'_>) -> Report {
         atrest_version: env!("CARGO_PKG_VERSION").to_string(),
         host: host(),
         verdict,
+        warnings: warnings as u64,
+        result,
+        scope: ReportScope {
+            scan: inp.scan.scope.clone(),
+            history: inp.scan.history.is_some(),
+            backup_files: inp.scan.backups.as_ref().map(Vec::len),
+            apiservers: inp.apiservers.is_some(),
+        },
         etcd: inp.etcd.clone(),
         apiservers: survey.apiservers,
         apiserver_leases: survey.leases,
@@ -470,91 +529,23 @@ pub fn build(inp: &Inputs<'_>) -> Report {
             .collect(),
         policy: inp.policy.clone(),
         checks,
+        findings,
         verified: inp.scan.verified,
         kms_current_key_ids: inp.scan.kms_current_key_ids.clone(),
         resources,
         backup: inp.scan.snapshot.clone(),
-        residue: (inp.scan.history.is_some() || inp.scan.snapshot.is_some()).then(|| ResidueView {
+        residue: (inp.scan.history.is_some()
+            || inp.scan.snapshot.is_some()
+            || inp.scan.backups.is_some())
+        .then(|| ResidueView {
             total: inp.scan.residue(),
             history: inp.scan.history.clone(),
             free_pages: inp.scan.free_pages.clone(),
             members: inp.scan.members.clone().unwrap_or_default(),
             cleanup: inp.scan.cleanup.clone(),
+            backups: inp.scan.backups.clone().unwrap_or_default(),
         }),
     }
-}
-
-/// The names of one verdict's sample, `showing N of M` when capped; `None` when there are none.
-pub(crate) fn sample_evidence(r: &ResourceReport, v: Verdict, what: &str) -> Option<String> {
-    let s = r.sample(v).filter(|s| s.total > 0)?;
-    let names: Vec<&str> = s.objects.iter().take(20).map(|o| o.name.as_str()).collect();
-    let more = crate::model::showing(names.len(), s.total, "");
-    Some(format!(
-        "{}: {} {what}: {}{more}",
-        r.resource,
-        s.total,
-        names.join(", ")
-    ))
-}
-
-/// The backup and residue sections as (heading, lines), the same words in every format.
-pub(crate) fn old_copies_sections(r: &Report) -> Vec<(&'static str, Vec<String>)> {
-    let mut out = Vec::new();
-    if let Some(b) = &r.backup {
-        let f = &b.file;
-        let compacted = match f.compact_revision {
-            0 => "never compacted".to_string(),
-            c => format!("compacted at {c}"),
-        };
-        let mut lines = vec![format!(
-            "{}: {} bytes, {}, revision {} (revisions {}..{} in the file; {compacted})",
-            f.path, f.size, f.sha256, f.revision, f.oldest_revision, f.revision
-        )];
-        for k in &b.keys_needed {
-            let fp = if k.fingerprints.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", k.fingerprints.join(" "))
-            };
-            let source = k.source.describe();
-            lines.push(format!(
-                "key {}{fp}: {source}; {} current values, {} older values",
-                k.label, k.current_values, k.older_values
-            ));
-        }
-        out.push(("Backup", lines));
-    }
-    if let Some(res) = &r.residue {
-        let mut lines = vec![format!("{} residue copies in all", res.total)];
-        if let Some(h) = &res.history {
-            lines.push(format!(
-                "history, revisions {}..{}: {} older values, {} residue",
-                h.from_revision, h.to_revision, h.older_values, h.residue
-            ));
-            lines.extend(h.groups.iter().map(|g| g.summary()));
-        }
-        if let Some(f) = &res.free_pages {
-            lines.push(format!(
-                "free pages: {} of {} free, {} value copies that are residue",
-                f.free_pages, f.pages, f.residue
-            ));
-        }
-        for m in &res.members {
-            lines.push(format!(
-                "member {} ({}): db {} bytes, {} in use, {} free until defragmented",
-                m.name,
-                m.endpoint,
-                m.db_size,
-                m.db_size_in_use,
-                m.free_bytes()
-            ));
-        }
-        for c in &res.cleanup {
-            lines.push(format!("to drop: {c}"));
-        }
-        out.push(("Residue", lines));
-    }
-    out
 }
 
 /// The exit code of a report: 0 PASS, 1 FAIL.

@@ -29,22 +29,29 @@ pub struct Policy {
     #[serde(default = "default_aesgcm_max_writes")]
     pub aesgcm_max_writes: u64,
     /// What residue (plaintext or retired-key copies in etcd history, free pages or a backup)
-    /// makes of check ATR-C11: `warn` (the default: history lasts until the next compaction) or
-    /// `fail`.
+    /// is: `warn` (the default: history lasts until the next compaction) or `fail` (a finding:
+    /// exit 1, check ATR-C11 fails).
     #[serde(default)]
-    pub residue: ResidueAction,
+    pub residue: Action,
+    /// What secret-looking data stored as plaintext in a resource the config does not encrypt
+    /// is: `warn` (the default) or `fail` (check ATR-C12).
+    #[serde(default)]
+    pub sensitive_plaintext: Action,
 }
 
-/// How check ATR-C11 treats residue.
+/// Whether something the policy names fails or only warns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ResidueAction {
-    /// Residue warns.
+pub enum Action {
+    /// A warning: shown, exit code unchanged.
     #[default]
     Warn,
-    /// Residue fails the report.
+    /// A finding: exit 1, the report fails.
     Fail,
 }
+
+/// The name before `sensitivePlaintext` joined it.
+pub type ResidueAction = Action;
 
 fn default_allowed() -> Vec<String> {
     ["kms-v2", "secretbox", "aesgcm"].map(String::from).to_vec()
@@ -71,7 +78,8 @@ impl Default for Policy {
             required_resources: default_required(),
             allow_old_kms_key_ids: false,
             aesgcm_max_writes: default_aesgcm_max_writes(),
-            residue: ResidueAction::Warn,
+            residue: Action::Warn,
+            sensitive_plaintext: Action::Warn,
         }
     }
 }

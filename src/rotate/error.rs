@@ -30,6 +30,9 @@ pub enum Step {
     Prune,
     /// `atrest rotate abort`: the rotation is undone as far as it safely can be.
     Abort,
+    /// `atrest rotate adopt`: a config edited by hand during a rotation becomes the one it
+    /// continues from.
+    Adopt,
 }
 
 impl Step {
@@ -41,6 +44,7 @@ impl Step {
             Step::Reencrypt => "reencrypt",
             Step::Prune => "prune",
             Step::Abort => "abort",
+            Step::Adopt => "adopt",
         }
     }
 }
@@ -145,10 +149,11 @@ pub enum RotateError {
     /// KMS plugins' current key IDs); it names the ones that lag.
     #[error(transparent)]
     NotConverged(NotConverged),
-    /// `prune` found stored objects not on their write key: the keys it would remove still
-    /// open them. Reencrypt again, then prune.
+    /// `prune` found stored objects not on their write key, or values of a resource whose own
+    /// rule lacks a key prune would remove: the keys it would remove still open them. Reencrypt
+    /// again (or give that resource its rule back), then prune.
     #[error(
-        "prune refused: {count} stored objects are not on their write key, so their keys are still needed:\n{}",
+        "prune refused: {count} stored objects are not on their write key or still need a key prune would remove:\n{}",
         .objects.iter().map(|o| format!("  - {o}")).collect::<Vec<_>>().join("\n")
     )]
     PruneRefused {
@@ -169,6 +174,31 @@ pub enum RotateError {
         /// How many objects use it (all are counted).
         count: u64,
         /// The first of them, by name.
+        objects: Vec<String>,
+    },
+    /// `adopt` found that the edited config would lose what the rotation or the stored data
+    /// needs; nothing was changed.
+    #[error("adopt refused: {reason}{}", objects_list(.objects))]
+    AdoptRefused {
+        /// What the edit breaks.
+        reason: String,
+        /// Objects it would leave unreadable, when that is the reason (the first few).
+        objects: Vec<String>,
+    },
+    /// `abort` before promote would restore the config as it was before prepare, but some
+    /// stored values need a key that file does not have (written since, with a key added by
+    /// hand): nothing was changed.
+    #[error(
+        "abort refused: {count} stored values need a key the config before prepare ({}) does not have:{}",
+        .before.display(),
+        objects_list(.objects)
+    )]
+    RestoreRefused {
+        /// The copy of the config before prepare.
+        before: PathBuf,
+        /// How many values (all are counted).
+        count: u64,
+        /// The first of them.
         objects: Vec<String>,
     },
     /// `reencrypt` finished its pass, but some objects were given up (refused, or still failing
@@ -222,6 +252,10 @@ pub enum RotateError {
     /// The new key could not be generated.
     #[error(transparent)]
     Key(#[from] keys::KeyError),
+}
+
+fn objects_list(objects: &[String]) -> String {
+    objects.iter().map(|o| format!("\n  - {o}")).collect()
 }
 
 impl From<MigrateError> for RotateError {

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 pub use error::{RotateError, Step};
 pub use journal::{ConfigChanged, Journal, JournalError};
-pub use state::{KeyRecord, PendingWrite, Rotation, SnapshotRecord, Stage, State};
+pub use state::{ConfigBefore, KeyRecord, PendingWrite, Rotation, SnapshotRecord, Stage, State};
 pub use sync::{SyncCommand, SyncFailed};
 
 use crate::GroupResource;
@@ -143,11 +143,29 @@ impl Rotator<'_> {
         Ok((loaded, resumed))
     }
 
-    fn load_recovering(
+    pub(crate) fn load_recovering(
         &self,
         st: &mut State,
     ) -> Result<(crate::config::LoadedConfig, Option<journal::Recovered>), RotateError> {
-        let (loaded, recovered) = self.journal().load_recovering(st)?;
+        let (loaded, recovered) = match self.journal().load_recovering(st) {
+            // A hand edit while no rotation is in progress is part of life: adopted as the
+            // starting point, and said what changed.
+            Err(JournalError::Changed(c)) if st.rotation.is_none() && st.pending.is_none() => {
+                let (loaded, diff) = self.journal().adopt(st)?;
+                (self.say)(&format!(
+                    "{} changed since atrest last wrote it ({} -> {}); no rotation is in progress, so it is the starting point now:\n{}",
+                    c.path.display(),
+                    c.expected,
+                    c.found,
+                    diff.iter()
+                        .map(|d| format!("  - {d}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ));
+                (loaded, None)
+            }
+            other => other?,
+        };
         if let Some(r) = &recovered {
             let step = r.write.step.map(Step::as_str).unwrap_or("a previous step");
             if r.completed {
@@ -174,6 +192,17 @@ impl Rotator<'_> {
         new: &EncryptionConfig,
         stage: Option<Stage>,
     ) -> Result<String, RotateError> {
+        Ok(self.write_config_backed(st, step, new, stage)?.hash)
+    }
+
+    /// [`Rotator::write_config`], also giving where the previous file was backed up.
+    fn write_config_backed(
+        &self,
+        st: &mut State,
+        step: Step,
+        new: &EncryptionConfig,
+        stage: Option<Stage>,
+    ) -> Result<journal::Written, RotateError> {
         let w = self.journal().write(st, step, new, stage)?;
         if let Some(b) = &w.backup {
             (self.say)(&format!("backup of the previous config: {}", b.display()));
@@ -184,7 +213,7 @@ impl Rotator<'_> {
             w.hash
         ));
         self.said_synced(w.synced.as_ref());
-        Ok(w.hash)
+        Ok(w)
     }
 
     fn said_synced(&self, synced: Option<&sync::SyncOutput>) {

@@ -1,5 +1,6 @@
-//! Fresh etcd scans (every value decrypted) that prove what a step may do: prune only when no
-//! object of the rotation is off its write key, abort only when nothing uses the new key yet.
+//! Fresh etcd scans (every value decrypted, every resource etcd holds) that prove what a step
+//! may do: prune only when no object of the rotation is off its write key and no value anywhere
+//! is stored under a key it removes, abort only when nothing uses the new key yet.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -42,17 +43,27 @@ impl<F: Fn(&Item<'_>) -> bool> Visitor for Matching<F> {
 }
 
 impl Rotator<'_> {
-    /// Stored objects of the rotation's rules that are not on their write key.
+    /// Stored objects of the rotation's rules that are not on their write key, and values of
+    /// any resource stored under one of the `retiring` labels (a resource whose rule was
+    /// dropped still needs its key: removing it would make the loss permanent).
     pub(super) async fn not_on_write_key(
         &self,
         loaded: &LoadedConfig,
         r: &Rotation,
+        retiring: &std::collections::BTreeSet<String>,
     ) -> Result<Found, RotateError> {
         let config = &loaded.config;
         // Whether a resource is written by one of the rotation's rules, resolved once each.
         let in_rotation: RefCell<HashMap<GroupResource, bool>> = Default::default();
         let found = self
-            .find(loaded, r, |item| {
+            .find(loaded, |item| {
+                // Under a key prune removes, in a resource whose own rule cannot read it: the
+                // config file is the last place the apiserver could get that key from.
+                if !item.class.apiserver_readable
+                    && retiring.contains(&item.class.label.to_string())
+                {
+                    return true;
+                }
                 if item.class.on_write_key() {
                     return false;
                 }
@@ -75,20 +86,14 @@ impl Rotator<'_> {
         Ok(found)
     }
 
-    /// Scans the rotation's resources (decrypting every value) and lists the objects `matches`
+    /// Scans every resource etcd holds (decrypting every value) and lists the objects `matches`
     /// picks, with their key and state.
     pub(super) async fn find(
         &self,
         loaded: &LoadedConfig,
-        r: &Rotation,
         matches: impl Fn(&Item<'_>) -> bool,
     ) -> Result<Found, RotateError> {
-        let resources: Vec<GroupResource> = r
-            .resources
-            .iter()
-            .map(|s| GroupResource::parse(s))
-            .collect();
-        let plan = scan::plan(&loaded.config, &self.etcd_prefix, &resources);
+        let plan = scan::plan(&loaded.config, &self.etcd_prefix, &[]);
         let plugins = self.plugins(&loaded.config).await?;
         let opts = ScanOptions {
             classify: ClassifyConfig::new(true, false, plugins.as_ref(), Vec::new()),

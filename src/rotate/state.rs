@@ -124,6 +124,20 @@ pub struct Rotation {
     pub aborted: bool,
     /// Labels removed by prune.
     pub retired: Vec<String>,
+    /// The config file as it was before prepare (a copy in the backups folder): abort before
+    /// promote puts these exact bytes back, and any later write whose keys are the same as
+    /// theirs writes them, so the admin's comments and formatting survive a round trip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<ConfigBefore>,
+}
+
+/// A copy of the config file as it was before a rotation.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigBefore {
+    /// The copy (in the state folder's backups, 0600).
+    pub path: PathBuf,
+    /// `sha256:<hex>` of its bytes: the hash the apiservers reported before the rotation.
+    pub hash: String,
 }
 
 /// When a key was added, promoted and retired (for key-age checks in reports).

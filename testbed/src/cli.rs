@@ -19,6 +19,9 @@ pub const SCRUBBED_ENV: &[&str] = &[
     "ETCDCTL_USER",
     "ETCDCTL_PASSWORD",
     "ATREST_CONFIG",
+    "ATREST_STATE_DIR",
+    "ATREST_HOST_ROOT",
+    "ATREST_CRASH_AT",
     "KUBECONFIG",
     "KUBERNETES_SERVICE_HOST",
     "KUBERNETES_SERVICE_PORT",
@@ -48,10 +51,13 @@ pub fn command(args: &[&str]) -> Command {
 /// The files a run of atrest may have written, read off its arguments.
 #[derive(Clone, Debug, Default)]
 pub struct RunFiles {
-    /// `--state-dir`, else the default (`atrest` beside `--config`).
+    /// `--state-dir`, else the default (`ATREST_STATE_DIR`, else `/var/lib/atrest` below
+    /// `ATREST_HOST_ROOT`) and the old default it may be moved from (`atrest` beside `--config`).
     pub state_dirs: Vec<PathBuf>,
-    /// `--out` files (reports).
+    /// `--out` files (reports): a run that checked (exit 0 or 1) must have written each.
     pub outputs: Vec<PathBuf>,
+    /// `--textfile` folders (node-exporter textfiles): every file in them is searched.
+    pub output_dirs: Vec<PathBuf>,
     /// Files that hold keys on purpose and are read for them: `--config`, `--key-archive`.
     pub key_files: Vec<PathBuf>,
     /// How the run is named in a failure (`atrest rotate run`).
@@ -76,8 +82,18 @@ impl RunFiles {
             v
         };
         let configs = value_of("--config");
+        let env_of = |name: &str| {
+            cmd.get_envs()
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| v.map(PathBuf::from))
+        };
         let mut state_dirs = value_of("--state-dir");
         if state_dirs.is_empty() {
+            // The default, and the old default beside the config it may be moved from.
+            state_dirs.push(env_of("ATREST_STATE_DIR").unwrap_or_else(|| {
+                let root = env_of("ATREST_HOST_ROOT").unwrap_or_else(|| PathBuf::from("/"));
+                root.join("var/lib/atrest")
+            }));
             state_dirs.extend(
                 configs
                     .iter()
@@ -98,6 +114,7 @@ impl RunFiles {
         RunFiles {
             state_dirs,
             outputs: value_of("--out"),
+            output_dirs: value_of("--textfile"),
             key_files,
             name,
         }
@@ -115,8 +132,23 @@ pub fn check_run(files: &RunFiles, out: &Output) {
     }
     leak::check_bytes(&out.stdout, &format!("stdout of `{}`", files.name));
     leak::check_bytes(&out.stderr, &format!("stderr of `{}`", files.name));
+    let checked = matches!(out.status.code(), Some(0 | 1));
     for f in &files.outputs {
+        assert!(
+            !checked || f.is_file(),
+            "`{}` exited {:?} but wrote no --out file {}",
+            files.name,
+            out.status.code(),
+            f.display()
+        );
         leak::check_file(f);
+    }
+    for d in &files.output_dirs {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            if e.path().is_file() {
+                leak::check_file(&e.path());
+            }
+        }
     }
     for d in &files.state_dirs {
         leak::check_state_dir(d);
@@ -211,13 +243,51 @@ mod tests {
         std::fs::write(&report, format!("{{\"k\": \"{key}\"}}")).unwrap();
         let out = run_output("", "");
         assert!(std::panic::catch_unwind(|| check_run(&files, &out)).is_err());
+        // A run that exits 0 without writing its --out file fails the check.
+        std::fs::remove_file(&report).unwrap();
+        assert!(std::panic::catch_unwind(|| check_run(&files, &run_output("", ""))).is_err());
+        // A key in a --textfile folder, in URL-safe base64 without padding, is found.
+        let textfiles = dir.path().join("textfiles");
+        std::fs::create_dir(&textfiles).unwrap();
+        let cmd = command(&["scan", "--textfile", textfiles.to_str().unwrap()]);
+        let files = RunFiles::of(&cmd);
+        check_run(&files, &run_output("", ""));
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&key)
+            .unwrap();
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
+        std::fs::write(
+            textfiles.join("atrest.prom"),
+            format!("x{{k=\"{url}\"}} 1\n"),
+        )
+        .unwrap();
+        assert!(std::panic::catch_unwind(|| check_run(&files, &run_output("", ""))).is_err());
     }
 
     #[test]
-    fn the_state_folder_defaults_to_atrest_beside_the_config() {
+    fn the_state_folders_checked_are_the_default_the_old_one_beside_the_config_or_the_given_one() {
         let cmd = command(&["scan", "--config=/x/enc.yaml", "-o", "json"]);
         let files = RunFiles::of(&cmd);
-        assert_eq!(files.state_dirs, [PathBuf::from("/x/atrest")]);
+        assert_eq!(
+            files.state_dirs,
+            [PathBuf::from("/var/lib/atrest"), PathBuf::from("/x/atrest")]
+        );
+        let mut rooted = command(&["scan", "--config=/x/enc.yaml"]);
+        rooted.env("ATREST_HOST_ROOT", "/host");
+        assert_eq!(
+            RunFiles::of(&rooted).state_dirs,
+            [
+                PathBuf::from("/host/var/lib/atrest"),
+                PathBuf::from("/x/atrest")
+            ]
+        );
+        let mut given = command(&["scan", "--config=/x/enc.yaml"]);
+        given.env("ATREST_STATE_DIR", "/e");
+        assert_eq!(
+            RunFiles::of(&given).state_dirs,
+            [PathBuf::from("/e"), PathBuf::from("/x/atrest")]
+        );
         assert_eq!(files.key_files, [PathBuf::from("/x/enc.yaml")]);
         let cmd = command(&["rotate", "run", "--state-dir", "/s", "--config=/x/enc.yaml"]);
         assert_eq!(RunFiles::of(&cmd).state_dirs, [PathBuf::from("/s")]);

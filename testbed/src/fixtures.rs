@@ -36,8 +36,9 @@ pub fn names(prefix: &str, n: usize) -> Vec<String> {
 }
 
 /// Creates secrets `names` in `ns` through the API, 16 at a time; each holds `data` under
-/// key `value`. `data` joins the leak check's values (when long enough to mean something:
-/// [`leak::MIN_VALUE_LEN`]).
+/// key `value`, beside a distinctive `seed` ([`seed_value_of`]), with a label and an
+/// annotation. `data` and each seed join the leak check's values (`data` when long enough to
+/// mean something: [`leak::MIN_VALUE_LEN`]).
 pub async fn create_secrets(client: &kube::Client, ns: &str, names: &[String], data: &str) {
     use futures::StreamExt;
     use k8s_openapi::api::core::v1::Secret;
@@ -46,8 +47,15 @@ pub async fn create_secrets(client: &kube::Client, ns: &str, names: &[String], d
     futures::stream::iter(names.iter().cloned())
         .map(|name| {
             let api = api.clone();
+            leak::register_value(&seed_value_of(ns, &name));
             let body: Secret = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name}, "stringData": {"value": data}
+                // Labels and annotations too: a rewrite that dropped them would show in
+                // every whole-object comparison (crate::objects).
+                "metadata": {"name": name, "labels": {"atrest.test/seeded": "true"},
+                             "annotations": {"atrest.test/note": format!("seeded as {name}")}},
+                // Beside the test's value (which may be too short to search for), one that
+                // the leak check always searches: every seeded object has one.
+                "stringData": {"value": data, "seed": seed_value_of(ns, &name)}
             }))
             .unwrap();
             async move {
@@ -67,4 +75,24 @@ pub async fn create_namespace(client: &kube::Client, ns: &str) {
     let body: Namespace =
         serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
     api.create(&Default::default(), &body).await.unwrap();
+}
+
+/// A distinctive secret value for object `i` of namespace `ns`: at least 16 bytes (so the leak
+/// check searches it) and up to 4 KiB, a different length for each `i`, the same on every run.
+pub fn seeded_value(ns: &str, i: usize) -> String {
+    let len = 16 + (i * 797) % 4080;
+    let mut v = format!("atrest-seed-{ns}-{i}-");
+    let pattern = "0123456789abcdefghijklmnopqrstuvwxyz";
+    while v.len() < len {
+        let take = (len - v.len()).min(pattern.len());
+        v.push_str(&pattern[..take]);
+    }
+    v
+}
+
+/// The distinctive value every seeded object carries beside the test's own (`seed`): at least
+/// 16 bytes, unique per object, so the leak check has a needle for each object whatever the
+/// test's value is.
+pub fn seed_value_of(ns: &str, name: &str) -> String {
+    format!("atrest-seed:{ns}/{name}:v")
 }

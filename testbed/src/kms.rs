@@ -51,6 +51,21 @@ impl KmsPlugin {
         self.proc = Some(p);
     }
 
+    /// The plugin's process, while it runs.
+    /// The DEKs and seeds the plugin wrapped so far (from its `deks.log`): the leak check
+    /// searches every run's output for each of them.
+    pub fn wrapped(&self) -> Vec<Vec<u8>> {
+        std::fs::read_to_string(self.state_dir.join("deks.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| hex::decode(l.trim()).ok())
+            .collect()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill();

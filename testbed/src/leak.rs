@@ -39,7 +39,7 @@ struct Needle {
     /// as the test wrote it, to say which one leaked.
     label: String,
     bytes: Vec<u8>,
-    /// A secret value (not searched in etcd snapshots) rather than a key.
+    /// Data etcd holds (a secret value, a KMS DEK or seed): not searched in etcd snapshots.
     value: bool,
 }
 
@@ -75,23 +75,41 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Registers key material: its raw bytes, lowercase hex and standard base64.
+/// Registers key material in every form a program might print it: raw bytes, lower- and
+/// uppercase hex, standard and URL-safe base64, each with and without padding.
 pub fn register_key_bytes(material: &[u8], source: &str) {
+    register_forms(material, source, false);
+}
+
+/// Like [`register_key_bytes`], for key material etcd itself may hold (the KMS DEKs and seeds
+/// the apiserver had wrapped): searched everywhere but in copies of etcd's data (`snapshots/`),
+/// which atrest takes byte for byte and which say nothing about atrest.
+pub fn register_etcd_key_bytes(material: &[u8], source: &str) {
+    register_forms(material, source, true);
+}
+
+fn register_forms(material: &[u8], source: &str, in_etcd: bool) {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     if material.is_empty() {
         return;
     }
     let mut r = registry();
-    r.add(format!("{source} (raw bytes)"), material.to_vec(), false);
-    r.add(
-        format!("{source} (hex)"),
-        hex::encode(material).into_bytes(),
-        false,
-    );
-    r.add(
-        format!("{source} (base64)"),
-        b64(material).into_bytes(),
-        false,
-    );
+    r.add(format!("{source} (raw bytes)"), material.to_vec(), in_etcd);
+    let forms = [
+        ("hex", hex::encode(material)),
+        ("uppercase hex", hex::encode_upper(material)),
+        ("base64", b64(material)),
+        ("base64 without padding", STANDARD_NO_PAD.encode(material)),
+        ("URL-safe base64", URL_SAFE.encode(material)),
+        (
+            "URL-safe base64 without padding",
+            URL_SAFE_NO_PAD.encode(material),
+        ),
+    ];
+    for (form, text) in forms {
+        // Forms that coincide (no padding needed, no + or /) are kept once.
+        r.add(format!("{source} ({form})"), text.into_bytes(), in_etcd);
+    }
 }
 
 /// Registers a key as written in a config (`secret:`): the string itself, and when it is
@@ -113,7 +131,9 @@ pub fn register_key(secret: &str, source: &str) {
 }
 
 /// Registers a secret value a test wrote, in plain and base64 form (the API serves `data` in
-/// base64). Values shorter than [`MIN_VALUE_LEN`] are skipped.
+/// base64). Values shorter than [`MIN_VALUE_LEN`] are skipped: seeding helpers give every
+/// object a distinctive value as well ([`crate::fixtures::seed_value_of`]), so that short test
+/// values never leave an object unsearched.
 pub fn register_value(value: &str) {
     if value.len() < MIN_VALUE_LEN {
         return;

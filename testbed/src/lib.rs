@@ -12,7 +12,9 @@
 //! | [`cli`] | finding and running atrest: one environment scrub, one check after each run |
 //! | [`prometheus`] | a real Prometheus on loopback, and a plain HTTP GET |
 //! | [`leak`] | keys and secret values that must never appear in atrest's output or files |
+//! | [`objects`] | whole objects (API and opened etcd bytes) before and after: "nothing lost" |
 //! | [`corpus`] | config cases shared by the parser tests and the apiserver-as-oracle test |
+//! | [`webhook`] | a real admission webhook server that denies updates, and its configuration |
 //! | [`promises_b`] | the engine promises: stored labels, APF throttling (real 429s), KMS `Decrypt` counts |
 //!
 //! Run atrest with `ControlPlane::atrest` (config and etcd flags), `ControlPlane::atrest_command`
@@ -27,6 +29,7 @@ pub mod files;
 pub mod fixtures;
 pub mod kms;
 pub mod leak;
+pub mod objects;
 pub mod proc;
 pub mod prometheus;
 pub mod promises_a;
@@ -34,6 +37,7 @@ pub mod promises_b;
 pub mod reports;
 pub mod scan_json;
 pub mod tls;
+pub mod webhook;
 
 pub use cli::{atrest, resource, text};
 pub use control_plane::{ApiServer, ControlPlane, ETCD_PREFIX, IDENTITY_CONFIG, Options};
@@ -43,6 +47,7 @@ pub use fixtures::{
 };
 pub use kms::KmsPlugin;
 pub use leak::{check_file, check_state_dir, register_key, register_key_bytes, register_value};
+pub use objects::{CONFIGMAPS, Objects, SECRETS, create_rich_objects};
 pub use proc::{
     K8S_VERSION, Proc, bin_dir, etcd_version, free_port, kube_apiserver_version, kube_minor,
 };

@@ -181,3 +181,35 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// Sends `sig` (`libc::SIGSTOP`, `SIGCONT`, …) to `pid`: a process frozen with SIGSTOP keeps
+/// its sockets open and answers nothing, as a hung node does.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of this process.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(
+        rc,
+        0,
+        "kill -{sig} {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Polls `f` until it gives a value; the cap only catches a hang, it is no timing requirement.
+pub async fn poll<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not seen in {timeout:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

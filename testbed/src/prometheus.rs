@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proc::{Proc, free_port};
 
-/// `GET http://<addr><path>` over HTTP/1.1 with `Connection: close`: (status, body).
+/// `GET http://<addr><path>` over HTTP/1.1 with `Connection: close`: (status, body). Every
+/// answer (the exporter's `/metrics` and `/healthz`, Prometheus's API) goes through the leak
+/// check.
 pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
@@ -40,6 +42,7 @@ pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
     } else {
         body.to_string()
     };
+    crate::leak::check_bytes(buf.as_slice(), &format!("GET http://{addr}{path}"));
     Ok((status, body))
 }
 

@@ -23,8 +23,8 @@ pub struct Reports {
 
 impl ControlPlane {
     /// Runs `atrest report --verify` once per format into `<cluster>/reports/<name>.<format>`,
-    /// with `extra` flags; every run must exit 0 or 1, with the same code.
-    pub fn reports(&self, name: &str, extra: &[&str]) -> Reports {
+    /// with `extra` flags; every run must exit with `exit`, the code the scenario makes.
+    pub fn reports(&self, name: &str, exit: i32, extra: &[&str]) -> Reports {
         let dir = self.path().join("reports");
         std::fs::create_dir_all(&dir).unwrap();
         let mut files = Vec::new();
@@ -43,7 +43,7 @@ impl ControlPlane {
             ];
             args.extend_from_slice(extra);
             let (c, _, stderr) = self.atrest(&args);
-            assert!(c == 0 || c == 1, "report {name} {format}: {stderr}");
+            assert_eq!(c, exit, "report {name} {format}: {stderr}");
             codes.push(c);
             files.push(out);
         }

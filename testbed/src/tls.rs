@@ -64,18 +64,47 @@ pub fn make_serving_tls(d: &Path) {
     write_private(&d.join("apiserver.key"), key.serialize_pem().as_bytes());
 }
 
-/// A CA, an etcd serving certificate for 127.0.0.1, and a client certificate.
-pub fn make_etcd_tls(d: &Path) -> EtcdTls {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    };
-    let ca_key = KeyPair::generate().unwrap();
+/// The etcd CA's certificate parameters (its name and CA flag: what signing needs).
+fn etcd_ca_params() -> rcgen::CertificateParams {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "atrest-test-etcd-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+}
+
+/// A client certificate and key (PEM) for etcd, signed by the test bed's etcd CA (its key in
+/// `ca_key`), valid from `not_before` to `not_after` (year, month, day).
+pub fn etcd_client_cert(
+    ca_key: &Path,
+    not_before: (i32, u8, u8),
+    not_after: (i32, u8, u8),
+) -> (String, String) {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(ca_key).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::new(etcd_ca_params(), ca_key);
+    let not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    let not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(DnType::CommonName, "kube-apiserver-etcd-client");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.not_before = not_before;
+    p.not_after = not_after;
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A CA, an etcd serving certificate for 127.0.0.1, and a client certificate.
+pub fn make_etcd_tls(d: &Path) -> EtcdTls {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_params = etcd_ca_params();
     let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_key_pem = ca_key.serialize_pem();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
     let server_key = KeyPair::generate().unwrap();
@@ -97,6 +126,8 @@ pub fn make_etcd_tls(d: &Path) -> EtcdTls {
 
     let files = [
         ("etcd-ca.crt", ca.pem()),
+        // For tests that issue more client certificates (an expired one).
+        ("etcd-ca.key", ca_key_pem),
         ("etcd-server.crt", server.pem()),
         ("etcd-server.key", server_key.serialize_pem()),
         ("etcd-client.crt", client.pem()),

@@ -59,8 +59,10 @@ pub struct ClusterArgs {
     /// /etc/kubernetes/admin.conf).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// atrest's state folder (default: an `atrest` folder beside the config file).
-    #[arg(long, value_name = "DIR")]
+    /// atrest's state folder [env: ATREST_STATE_DIR] (default: /var/lib/atrest; state left
+    /// in an `atrest` folder beside the config, the default up to 0.2, is read there and moved
+    /// by the next rotate or reencrypt step).
+    #[arg(long, value_name = "DIR", env = "ATREST_STATE_DIR", hide_env = true)]
     pub state_dir: Option<PathBuf>,
     /// An apiserver to check directly (repeat for each); default: the endpoints of
     /// default/kubernetes, else the kubeconfig's server.

@@ -37,33 +37,46 @@ Exit codes:
      until stopped";
 
 pub(super) const STATUS_HELP: &str = "\
-Reads: the apiserver manifest, the config file, etcd (a scan, unless --no-scan), each apiserver's
-/metrics and default/kubernetes endpoints (through the kubeconfig), and the state folder (the
-rotation stage, archived keys). Writes nothing: the summary goes to stdout.
+Reads: the apiserver manifest, the config file, etcd (a scan of every stored resource, unless
+--no-scan), each apiserver's /metrics and default/kubernetes endpoints (through the kubeconfig), and
+the state folder (the rotation stage, archived keys). Writes nothing: the summary goes to stdout.
+
+Findings are those of `atrest scan` (see its --help), plus an apiserver that runs another config
+than the file.
 
 Exit codes:
-  0  every stored object is on its write key (or --no-scan)
-  1  the scan found objects not on their write key, undecryptable, unknown-key or corrupt
+  0  no finding (warnings may be shown)
+  1  findings: plaintext where encryption is configured or required, stale objects with no
+     rotation in progress, undecryptable/unknown-key/corrupt values (a rule or key removed while
+     data still needed it), an apiserver on another config
   2  could not complete (no or invalid config, etcd unreachable, the scan failed)";
 
-pub(super) const REPORT_HELP: &str = "\
-Reads: the config file (and the apiserver manifest), etcd (a scan, or --from-scan FILE), each
-apiserver's /metrics, the state folder (rotation state, archived keys) and --policy. Writes: the
-report to --out FILE or stdout, nothing else.
+/// `atrest report --help`: what it reads and writes, the checks (from the library's table), the
+/// policy and the exit codes.
+pub(super) fn report_help() -> &'static str {
+    static HELP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HELP.get_or_init(|| {
+        let checks: String = atrest::report::checks::CHECKS
+            .iter()
+            .map(|(id, title, _)| format!("  {id}  {title}\n"))
+            .collect();
+        format!(
+            "\
+Reads: the config file (and the apiserver manifest), etcd (a scan of every stored resource, or
+--from-scan FILE), etcd's history, each member's db size and every backup file atrest can see
+(its snapshots folder, rotation records, --backup-dir) unless --no-history, each apiserver's
+/metrics, the state folder (rotation state, archived keys) and --policy. Writes: the report to
+--out FILE or stdout, nothing else.
 
-The report states when and by which atrest it was made, the etcd cluster (ID, members, version,
-the revision the scan was pinned at), each apiserver and the config hash it reports, the config
-file (path, sha256, mode, owner) with every resource's keys in order (names and fingerprints),
-the rotation state, lint findings, and checks with evidence:
-  ATR-C01 encryption config set        ATR-C06 nothing undecryptable / unknown key / corrupt
-  ATR-C02 providers allowed by policy  ATR-C07 write keys younger than the maximum age
-  ATR-C03 every apiserver on the file  ATR-C08 required resources covered
-  ATR-C04 every object of an encrypted or  ATR-C09 config lint and file mode
-          required resource encrypted with its write key
-  ATR-C05 no plaintext where encryption is configured or required
-  (ATR-C10 KMS v2 key IDs, when used)
+The report states when and by which atrest it was made, what was read (its scope), the etcd
+cluster (ID, members, version, the revision the scan was pinned at), each apiserver and the
+config hash it reports, the config file (path, sha256, mode, owner) with every resource's keys in
+order (names and fingerprints), the rotation state, lint findings, the findings of `atrest scan`,
+and these checks with evidence:
+{checks}(ATR-C10 applies when KMS v2 values exist; ATR-C11 when history or backups were read.)
 Coverage per resource: encrypted with an allowed provider (the headline; plaintext counts
 against it), with a discouraged one, or not at all; and encrypted with the write key.
+The verdict is FAIL when a check fails, else PASS, or \"PASS with N warnings\" when checks warn.
 It never contains a key or a secret value: only labels, fingerprints, hashes, counts and names.
 
 Policy file (YAML; absent fields keep these defaults):
@@ -71,10 +84,15 @@ Policy file (YAML; absent fields keep these defaults):
   discouragedProviders: [aescbc, kms-v1]     # WARN instead of FAIL
   maxKeyAgeDays: 90
   requiredResources: [secrets]
+  residue: warn                              # or fail: old copies fail ATR-C11 (and scan)
+  sensitivePlaintext: warn                   # or fail: secret-looking plaintext fails ATR-C12
 
-Exit codes: 0 PASS, 1 FAIL, 2 could not complete.
+Exit codes: 0 PASS (with or without warnings), 1 FAIL, 2 could not complete.
 `atrest report diff A.json B.json` prints what changed between two audits; it exits 1 only on a
-regression (see `atrest report diff --help`).";
+regression (see `atrest report diff --help`)."
+        )
+    })
+}
 
 pub(super) const ROTATE_HELP: &str = "\
 The runbook, one guarded step at a time (each refuses what would lose data):
@@ -97,12 +115,15 @@ apiserver. Never etcd.
 
 Each step waits until every apiserver reports the new config hash on /metrics
 (apiserver_encryption_config_controller_last_config_info). With several control-plane nodes,
-give --sync-command to copy the file to the others after each write (e.g. 'for n in cp2 cp3; do
-scp \"$ATREST_CONFIG_FILE\" $n:/etc/kubernetes/enc.yaml || exit 1; done'), or copy it yourself;
-atrest waits until each apiserver has loaded it. A failed sync stops the step with the write
+give --sync-command to copy the file to the others after each write, to a temporary name and
+then renamed, so that an apiserver never reads half a file, e.g.
+  --sync-command 'for n in cp2 cp3; do scp \"$ATREST_CONFIG_FILE\" $n:/etc/kubernetes/enc/.enc.tmp &&
+    ssh $n mv /etc/kubernetes/enc/.enc.tmp /etc/kubernetes/enc/enc.yaml || exit 1; done'
+or copy it yourself; atrest waits until each apiserver has loaded it. A failed sync stops the step with the write
 not yet committed: run the same command again and the sync runs again first.
 State, backups, the snapshot, the checkpoint and the key archive live in the state folder
-(default: an `atrest` folder beside the config). Every step can be re-run after a crash.
+(default: /var/lib/atrest; state left beside the config by atrest 0.2 is moved there by the
+next step). Every step can be re-run after a crash.
 
 Exit codes:
   0  the step is done
@@ -140,42 +161,54 @@ Exit codes:
   3  interrupted by SIGINT/SIGTERM; the checkpoint is saved: run again with --resume";
 
 pub(super) const SCAN_HELP: &str = "\
-What is read: for every resource the config names (and secrets always), the etcd key range the
-apiserver stores it under; with a wildcard (*.*, *.<group>) every key under the prefix, each mapped
-back to its resource. All pages are read at one pinned revision, so counts are a consistent snapshot.
+What is read: every key under the etcd prefix, each mapped back to its resource (built-in, custom
+and aggregated alike), at one pinned revision, so counts are a consistent snapshot. The scope is
+what etcd holds; the config only judges each value (--resource narrows the scan, and says so).
+Resources the config leaves as plaintext are counted too.
 
-Reads the config file (and the apiserver manifest), etcd (or the --snapshot file), and
---key-archive. Writes nothing:
-the result goes to stdout, progress to stderr; etcd is only read. With --textfile DIR it also
-writes the exporter's series to DIR/atrest.prom (atomically; with --state-dir, --policy and
---kubeconfig for key ages, limits and apiserver hashes), for node_exporter's textfile collector.
+Reads the config file (and the apiserver manifest), etcd (or the --snapshot file), the state
+folder (its key archive, config backups and rotation state name keys that values need; a
+rotation in progress), --key-archive, --policy, and with a kubeconfig each apiserver's /metrics.
+Writes nothing: the result goes to stdout, progress to stderr; etcd is only read. With
+--textfile DIR it also writes the exporter's series to DIR/atrest.prom (atomically), for
+node_exporter's textfile collector.
 
 Without --verify values are classified by prefix, key name and shape; with it every value is
 decrypted too (and a value no configured key opens is reported as undecryptable).
 
+What is a finding (exit 1), defined once for scan, status, report and the exporter:
+  - plaintext where the config encrypts the resource or the policy requires it;
+  - stale values (on a read key), unless a rotation in progress will rewrite them (a warning);
+  - undecryptable or corrupt values, and values under a key their resource's config does not
+    have (a rule removed by hand, a key pruned too early): named with the key's fingerprint and
+    where atrest found it, and the rule that makes them readable again;
+  - an apiserver that runs another config than the file;
+  - residue (old copies) and secret-looking plaintext, when --policy says `fail` (else warnings).
+
 Backups and old copies: --snapshot FILE reads an etcd snapshot or a member's db file instead of
 etcd (read-only, no restore) and names its sha256 and every key its values need; --history also
-reads etcd's older revisions (and a file's free pages, or live each member's db size) and prints
-the etcdctl compact/defrag commands that would drop what it finds. atrest never runs them.
+reads etcd's older revisions (and a file's free pages, or live each member's db size), every
+backup file in the state folder's snapshots and --backup-dir, and prints the etcdctl
+compact/defrag commands that would drop what it finds. atrest never runs them.
 
 Examples:
   atrest scan                                   on a control-plane node: settings from the manifest
   atrest scan --verify -o json > scan.json      decrypt every value; a stable JSON document
-  atrest scan --history                         also plaintext left in etcd's history
+  atrest scan --history --backup-dir /var/backups/etcd
+                                                also plaintext left in history and in backups
   atrest scan --snapshot backup.db --config encryption.yaml --key-archive key-archive.yaml
                                                 is this backup encrypted, and which keys open it?
 
 Exit codes:
-  0  every stored object is on its resource's write key (and, with --history or --snapshot, no
-     residue: no plaintext or retired-key copy)
-  1  findings: plaintext where encryption is configured, stale (on a read key), undecryptable,
-     unknown key, or corrupt values — listed by namespace/name; residue
+  0  no finding (warnings may be shown)
+  1  findings (above), listed by resource with what to do
   2  the scan could not complete (bad config, etcd unreachable or refusing, a damaged or
      unreadable --snapshot file)";
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  0  success: valid / everything on its write key / step done
-  1  findings: the command ran and found something to act on
+  0  success: valid / no finding / step done
+  1  findings: the command ran and found something to act on (the same rule in scan, status,
+     report and the exporter's atrest_findings)
   2  could not complete: bad input, unreachable etcd or apiserver, refused step
   3  interrupted (SIGINT/SIGTERM); a checkpoint was written where the command keeps one";

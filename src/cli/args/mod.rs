@@ -66,8 +66,8 @@ pub enum Command {
     /// Generate keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Read every stored value of the covered resources from etcd (or an etcd snapshot) and say
-    /// how each is stored.
+    /// Read every value etcd stores (or an etcd snapshot holds), say how each is stored, and
+    /// judge it by the config and the policy.
     #[command(after_help = SCAN_HELP)]
     Scan(ScanArgs),
     /// Config summary, lint findings, a scan summary, and where each setting came from.
@@ -83,7 +83,7 @@ pub enum Command {
     #[command(after_help = EXPORTER_HELP)]
     Exporter(ExporterArgs),
     /// Write a compliance audit report (JSON, Markdown or self-contained HTML).
-    #[command(after_help = REPORT_HELP, args_conflicts_with_subcommands = true)]
+    #[command(after_help = report_help(), args_conflicts_with_subcommands = true)]
     Report(ReportArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell) to stdout.
     #[command(after_help = COMPLETIONS_HELP)]
@@ -183,7 +183,8 @@ pub struct ReportArgs {
     pub cluster: ClusterArgs,
     #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
     pub format: ReportFormat,
-    /// Write the report here (default: stdout).
+    /// Write the report here; `-` for stdout. Default: stdout when it is a pipe or a file; on a
+    /// terminal, a file atrest-report-<UTC time>.<format> in the current folder, and a summary.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Policy file overriding the defaults (see below).
@@ -197,9 +198,17 @@ pub struct ReportArgs {
     /// a Backup section; its history and free pages are read too.
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
-    /// Also read etcd's history and each member's db size (check ATR-C11, Residue section).
-    #[arg(long)]
+    /// Skip etcd's history, the members' db sizes and the backup files (faster; check ATR-C11
+    /// is then left out and the scope section says so).
+    #[arg(long, conflicts_with = "history")]
+    pub no_history: bool,
+    /// History is read by default; kept so that older runbooks keep working.
+    #[arg(long, hide = true)]
     pub history: bool,
+    /// Also survey the etcd backups in DIR (repeatable), e.g. a kubeadm node's backup folder
+    /// or /var/lib/rancher/rke2/server/db/snapshots; atrest's own snapshots folder always is.
+    #[arg(long = "backup-dir", value_name = "DIR", conflicts_with = "no_history")]
+    pub backup_dirs: Vec<PathBuf>,
     /// Decrypt every value while scanning (proves each one opens).
     #[arg(long)]
     pub verify: bool,
@@ -235,28 +244,35 @@ pub enum ReportFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum RotateCommand {
-    /// Add a new key (or provider) as a read key everywhere the rotation touches.
+    /// Add a new key (or provider) as a read key everywhere the rotation touches; a resource
+    /// no rule covers yet (--resource) gets a rule of its own.
     #[command(after_help = ROTATE_HELP)]
     Prepare(RotatePrepareArgs),
     /// Make the new key the write key (once every apiserver can read it).
     #[command(after_help = ROTATE_HELP)]
-    Promote(RotateArgs),
+    Promote(RotatePromoteArgs),
     /// Rewrite every object of the rotated resources with the new write key.
     #[command(after_help = ROTATE_HELP)]
-    Reencrypt(RotateArgs),
+    Reencrypt(RotateReencryptArgs),
     /// Remove keys no stored value uses (proven by a fresh scan), archiving them; then show the
-    /// old copies left (etcd history, members' free pages, atrest's snapshots) and how to drop
-    /// them.
+    /// old copies left (etcd history, members' free pages, backup files) and how to drop them.
     #[command(after_help = ROTATE_HELP)]
     Prune(RotatePruneArgs),
     /// prepare, promote, reencrypt and prune in order, waiting for the apiservers at each step.
     #[command(after_help = ROTATE_HELP)]
-    Run(RotatePrepareArgs),
-    /// Undo the rotation safely (before prune).
+    Run(RotateRunArgs),
+    /// Undo the rotation safely (before prune); before promote, the config goes back to the file
+    /// as it was before prepare, byte for byte.
     #[command(after_help = ROTATE_HELP)]
     Abort(RotateArgs),
+    /// Continue the rotation from a config edited by hand since atrest wrote it, once a fresh
+    /// scan proves the edit keeps every key the stored data needs and the rotation's key where
+    /// its stage needs it. (Outside a rotation every step adopts a hand edit by itself.)
+    #[command(after_help = ROTATE_HELP)]
+    Adopt(RotateArgs),
 }
 
+/// What every rotate step takes.
 #[derive(Args, Debug, Clone)]
 pub struct RotateArgs {
     #[command(flatten)]
@@ -268,15 +284,29 @@ pub struct RotateArgs {
     /// How long to wait for every apiserver to load a new config (seconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub timeout: u64,
-    /// Namespace of the canary secrets written after promote.
-    #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
-    pub canary_namespace: String,
     /// After every config write, run CMD (with `sh -c`, as given) to copy the file to the other
     /// control-plane nodes; it finds the file in $ATREST_CONFIG_FILE and its sha256 in
     /// $ATREST_CONFIG_SHA256, never key material. The step goes on only when CMD exits 0 (within
     /// --timeout); otherwise it stops (exit 2) and the same command run again retries the sync.
     #[arg(long, value_name = "CMD")]
     pub sync_command: Option<String>,
+}
+
+/// `rotate promote`: the common flags and the canary's namespace.
+#[derive(Args, Debug, Clone)]
+pub struct RotatePromoteArgs {
+    #[command(flatten)]
+    pub common: RotateArgs,
+    /// Namespace of the canary secrets written after promote.
+    #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
+    pub canary_namespace: String,
+}
+
+/// `rotate reencrypt`: the common flags and how the re-encryption writes.
+#[derive(Args, Debug, Clone)]
+pub struct RotateReencryptArgs {
+    #[command(flatten)]
+    pub common: RotateArgs,
     #[command(flatten)]
     pub rewrite: RewriteArgs,
 }
@@ -285,11 +315,17 @@ pub struct RotateArgs {
 pub struct RotatePruneArgs {
     #[command(flatten)]
     pub common: RotateArgs,
-    /// After a successful prune, delete atrest's own snapshots of finished rotations (listed
-    /// first). They still hold the data as it was stored before (plaintext, retired keys);
-    /// copy any you must keep first. The snapshot of a rotation in progress is never removed.
+    /// After a successful prune (or without pruning, while the rotation in progress is not yet
+    /// re-encrypted), delete atrest's own snapshots: those of finished rotations, and any file
+    /// of its snapshots folder no rotation records (listed first). They still hold the data as
+    /// it was stored before (plaintext, retired keys); copy any you must keep first. The
+    /// snapshot of a rotation in progress is never removed, nor any --backup-dir file.
     #[arg(long)]
     pub remove_snapshots: bool,
+    /// Also survey the etcd backups in DIR (repeatable) for what they still hold; they are
+    /// listed, never removed.
+    #[arg(long = "backup-dir", value_name = "DIR")]
+    pub backup_dirs: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -311,8 +347,10 @@ pub struct RotatePrepareArgs {
     /// KMS v2 call timeout (e.g. 3s).
     #[arg(long, value_name = "DURATION")]
     pub kms_timeout: Option<String>,
-    /// Only the rules covering these resources (secrets always); every resource of an edited
-    /// rule is rotated with it.
+    /// Only the rules covering these resources (default: every rule, and secrets even when no
+    /// rule names them); every resource of an edited rule is rotated with it. A resource no rule
+    /// covers yet (`configmaps`, `widgets.example.com`, `*.example.com`) gets a rule of its own:
+    /// encryption turns on for it. With --provider identity it turns off (for these only).
     #[arg(long = "resource", value_name = "RESOURCE")]
     pub resources: Vec<String>,
     /// Where to write the etcd snapshot taken first (default: the state folder).
@@ -321,9 +359,21 @@ pub struct RotatePrepareArgs {
     /// Skip the snapshot (recorded in the state and shown in reports).
     #[arg(long)]
     pub no_snapshot: bool,
-    /// `rotate run` only: do nothing (exit 0) while the write key is younger than this (7d,
-    /// 28d, 90d) and, for aesgcm, below the policy's aesgcmMaxWrites; a rotation already in
-    /// progress is resumed. For timers.
+}
+
+/// `rotate run`: what prepare takes, and what promote and reencrypt take.
+#[derive(Args, Debug, Clone)]
+pub struct RotateRunArgs {
+    #[command(flatten)]
+    pub prepare: RotatePrepareArgs,
+    /// Namespace of the canary secrets written after promote.
+    #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
+    pub canary_namespace: String,
+    #[command(flatten)]
+    pub rewrite: RewriteArgs,
+    /// Do nothing (exit 0) while the write key is younger than this (7d, 28d, 90d) and, for
+    /// aesgcm, below the policy's aesgcmMaxWrites; a rotation already in progress is resumed.
+    /// For timers.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub if_older_than: Option<std::time::Duration>,
     /// With --if-older-than: the audit policy file giving aesgcmMaxWrites (default 200000).
@@ -418,11 +468,16 @@ pub struct ScanArgs {
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
     /// Also look for old copies: every older revision etcd still keeps (live: since the last
-    /// compaction; in a file: all of it), each member's db size against its size in use, and a
-    /// file's free pages. Plaintext where the config encrypts, or values under a key the config
-    /// no longer has, count as residue (exit 1).
+    /// compaction; in a file: all of it), each member's db size against its size in use, a
+    /// file's free pages, and every backup file in the state folder's snapshots and the
+    /// --backup-dir folders. Plaintext where the config encrypts, or values under a key the
+    /// config no longer has, are residue (a warning; a finding with `residue: fail` in --policy).
     #[arg(long)]
     pub history: bool,
+    /// With --history: also survey the etcd backups in DIR (repeatable), e.g. a kubeadm node's
+    /// backup folder or /var/lib/rancher/rke2/server/db/snapshots.
+    #[arg(long = "backup-dir", value_name = "DIR", requires = "history")]
+    pub backup_dirs: Vec<PathBuf>,
     /// Progress on stderr: a bar on a terminal and a line every 10 s otherwise (auto), or
     /// always bar, lines, json (one object per line), none.
     #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::cli::progress::ProgressMode::Auto)]
@@ -434,18 +489,22 @@ pub struct ScanArgs {
     /// textfile collector; on a failed scan the previous file is left as it was.
     #[arg(long, value_name = "DIR")]
     pub textfile: Option<PathBuf>,
-    /// With --textfile: the audit policy file (required resources, maxKeyAgeDays,
-    /// aesgcmMaxWrites).
-    #[arg(long, value_name = "FILE", requires = "textfile")]
+    /// The audit policy file: required resources, and whether residue and sensitive plaintext
+    /// fail or warn (see `atrest report --help`); for --textfile also maxKeyAgeDays and
+    /// aesgcmMaxWrites.
+    #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// With --textfile: the state folder whose rotation state gives key ages.
-    #[arg(long, value_name = "DIR", requires = "textfile")]
+    /// atrest's state folder [env: ATREST_STATE_DIR] (default: /var/lib/atrest, else the
+    /// `atrest` folder beside the config that was the default up to 0.2): its rotation state
+    /// (a rotation in progress), key archive and backups name keys; its snapshots are residue.
+    #[arg(long, value_name = "DIR", env = "ATREST_STATE_DIR", hide_env = true)]
     pub state_dir: Option<PathBuf>,
-    /// With --textfile: a kubeconfig to ask each apiserver which config it loaded.
-    #[arg(long, value_name = "FILE", requires = "textfile")]
+    /// Kubeconfig to ask each apiserver which config it loaded [env: KUBECONFIG] (default:
+    /// kube's usual chain, then /etc/kubernetes/admin.conf; without one, not asked).
+    #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// With --textfile: an apiserver to ask directly (repeat for each).
-    #[arg(long = "apiserver", value_name = "URL", requires = "textfile")]
+    /// An apiserver to ask directly (repeat for each).
+    #[arg(long = "apiserver", value_name = "URL")]
     pub apiservers: Vec<String>,
 }
 
@@ -460,6 +519,9 @@ pub struct StatusArgs {
     /// Skip the etcd scan (config and settings only).
     #[arg(long)]
     pub no_scan: bool,
+    /// The audit policy file (required resources; see `atrest report --help`).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// table for people, json for scripts (stable schema, see the README).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,

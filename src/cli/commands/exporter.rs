@@ -46,6 +46,7 @@ pub async fn run(a: args::ExporterArgs) -> Result<i32> {
             // Only counts are exported: no names are kept.
             max_list: 0,
             key_archive: None,
+            state_dir: None,
             patience: Duration::from_secs(a.etcd.etcd_patience),
             history: false,
         },

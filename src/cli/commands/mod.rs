@@ -58,3 +58,85 @@ pub fn stop_on_signal() -> Arc<AtomicBool> {
     });
     stop
 }
+
+/// The audit policy: `--policy FILE`, else the built-in one (secrets required, residue and
+/// sensitive plaintext warn).
+pub fn policy(path: Option<&std::path::Path>) -> anyhow::Result<atrest::report::Policy> {
+    Ok(match path {
+        Some(p) => atrest::report::Policy::load(p)?,
+        None => atrest::report::Policy::default(),
+    })
+}
+
+/// What each apiserver reports having loaded, when atrest has a way to ask (a kubeconfig found
+/// or given, or `--apiserver` URLs); `None` otherwise, and when the kubeconfig does not load.
+pub async fn survey_apiservers(
+    ctx: &atrest::cluster::Context,
+    explicit: &[String],
+) -> Option<atrest::kube::Convergence> {
+    let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
+    if kubeconfig.is_none()
+        && explicit.is_empty()
+        && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none()
+    {
+        return None;
+    }
+    match atrest::kube::connect(kubeconfig).await {
+        Ok(base) => Some(
+            atrest::kube::Apiservers {
+                base,
+                explicit: explicit.to_vec(),
+            }
+            .survey(&ctx.config.hash)
+            .await,
+        ),
+        Err(e) => {
+            tracing::warn!("apiservers not asked which config they run: {e}");
+            None
+        }
+    }
+}
+
+/// The state folder to read, saying on stderr when state still sits in the old default.
+pub(super) fn state_dir_to_read(
+    ctx: &atrest::cluster::Context,
+    given: Option<&std::path::Path>,
+) -> std::path::PathBuf {
+    let dir = ctx.state_dir(given);
+    if let Some(note) = dir.note() {
+        eprintln!("atrest: {note}");
+    }
+    dir.to_read().to_path_buf()
+}
+
+/// The rotation in progress recorded in the state folder, if any (an unreadable state counts
+/// as none: every stale value is then a finding).
+pub fn rotation_in_progress(
+    state_dir: &std::path::Path,
+    config: &std::path::Path,
+) -> Option<atrest::rotate::Rotation> {
+    atrest::rotate::State::load(state_dir, config)
+        .ok()
+        .and_then(|s| s.rotation)
+}
+
+/// Judges `scan` (the one assessment: [`atrest::report::findings::assess`]) and stores the
+/// findings and the result line in it.
+pub fn judge(
+    ctx: &atrest::cluster::Context,
+    scan: &mut atrest::etcd::scan::ScanReport,
+    policy: &atrest::report::Policy,
+    state_dir: &std::path::Path,
+    apiservers: Option<&atrest::report::ApiserverSurvey>,
+) {
+    let rotation = rotation_in_progress(state_dir, &ctx.config.path);
+    let findings = atrest::report::findings::assess(&atrest::report::findings::AssessInputs {
+        scan,
+        config: &ctx.config,
+        policy,
+        rotation: rotation.as_ref(),
+        apiservers,
+    });
+    scan.result = atrest::model::finding::verdict_line(&findings);
+    scan.findings = findings;
+}

@@ -23,10 +23,13 @@ pub async fn run(a: args::ReencryptArgs) -> Result<i32> {
     let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
     let api = atrest::kube::connect(kubeconfig).await?;
     let loaded = &ctx.config;
-    let checkpoint = a.checkpoint.clone().unwrap_or_else(|| {
-        ctx.state_dir(a.cluster.state_dir.as_deref())
-            .join(atrest::rotate::CHECKPOINT_FILE)
-    });
+    let checkpoint = match a.checkpoint.clone() {
+        Some(c) => c,
+        None => ctx
+            .state_dir(a.cluster.state_dir.as_deref())
+            .to_write(&|m| eprintln!("atrest: {m}"))?
+            .join(atrest::rotate::CHECKPOINT_FILE),
+    };
     let opts = atrest::migrate::ReencryptOptions {
         resources: parse_resources(&a.resources)?,
         dry_run: a.dry_run,

@@ -30,16 +30,16 @@ pub async fn run(a: args::ReportArgs) -> Result<i32> {
         Some(&a.etcd),
         a.cluster.kubeconfig.clone(),
     ))?;
-    let policy = match &a.policy {
-        Some(p) => report::Policy::load(p)?,
-        None => report::Policy::default(),
-    };
+    let policy = super::policy(a.policy.as_deref())?;
+    let dir = super::state_dir_to_read(&ctx, a.cluster.state_dir.as_deref());
+    let history = !a.no_history;
     let (scan, etcd_info) = match (&a.from_scan, &a.snapshot) {
         (_, Some(file)) => {
             let req = ScanRequest {
                 verify: a.verify,
                 max_list: REPORT_NAMES,
-                history: true,
+                history,
+                state_dir: Some(dir.clone()),
                 ..Default::default()
             };
             let scan = ctx.scan_file(file, &req, &mut ()).await?;
@@ -71,34 +71,26 @@ pub async fn run(a: args::ReportArgs) -> Result<i32> {
                 verify: a.verify,
                 max_list: REPORT_NAMES,
                 patience: Duration::from_secs(a.etcd.etcd_patience),
-                history: a.history,
+                history,
+                state_dir: Some(dir.clone()),
                 ..Default::default()
             };
-            let scan = ctx.scan(&client, &req, &mut ()).await?;
+            let mut scan = ctx.scan(&client, &req, &mut ()).await?;
+            if history {
+                scan.backups = Some(ctx.survey_backups(&dir, &a.backup_dirs).await?);
+            }
             info.revision = scan.revision;
             (scan, info)
         }
     };
     let loaded = &ctx.config;
-    let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
-    let apiservers = match atrest::kube::connect(kubeconfig).await {
+    let apiservers = match a.snapshot {
         // A backup's audit is about the file alone.
-        _ if a.snapshot.is_some() => None,
-        Ok(api) => {
-            let c = atrest::kube::Apiservers {
-                base: api,
-                explicit: a.cluster.apiservers.clone(),
-            }
-            .survey(&loaded.hash)
-            .await;
-            Some(ApiserverSurvey::of(&c))
-        }
-        Err(e) => {
-            tracing::warn!("apiservers not checked: {e}");
-            None
-        }
+        Some(_) => None,
+        None => super::survey_apiservers(&ctx, &a.cluster.apiservers)
+            .await
+            .map(|c| ApiserverSurvey::of(&c)),
     };
-    let dir = ctx.state_dir(a.cluster.state_dir.as_deref());
     let state = atrest::rotate::State::load(&dir, &loaded.path)
         .ok()
         .filter(|st| st.expected_hash.is_some() || !st.history.is_empty());
@@ -111,6 +103,7 @@ pub async fn run(a: args::ReportArgs) -> Result<i32> {
         rotation: state
             .as_ref()
             .map(|st| rotation_info(st, atrest::rotate::State::path(&dir))),
+        in_progress: state.as_ref().and_then(|st| st.rotation.clone()),
         key_ages: state
             .as_ref()
             .map(|st| {
@@ -136,18 +129,52 @@ pub async fn run(a: args::ReportArgs) -> Result<i32> {
         args::ReportFormat::Md => report::markdown::render(&report),
         args::ReportFormat::Html => report::html::render(&report),
     };
-    match &a.out {
+    // A report is a file: on a terminal, without --out, it goes to one beside the admin and
+    // the terminal gets its summary; `--out -` (or a pipe) takes the document itself.
+    let out = match &a.out {
+        Some(p) if p.as_os_str() == "-" => None,
+        Some(p) => Some(p.clone()),
+        None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            Some(PathBuf::from(format!(
+                "atrest-report-{}.{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+                match a.format {
+                    args::ReportFormat::Json => "json",
+                    args::ReportFormat::Md => "md",
+                    args::ReportFormat::Html => "html",
+                }
+            )))
+        }
+        None => None,
+    };
+    match &out {
         Some(path) => {
             atrest::fsutil::write_atomic(path, text.as_bytes(), 0o644)?;
+            if a.out.is_none() {
+                crate::cli::outln!("{}", summary(&report));
+            }
             eprintln!(
-                "atrest: report written to {} (verdict {})",
+                "atrest: report written to {} ({})",
                 path.display(),
-                report.verdict.as_str()
+                report.result
             );
         }
         None => crate::cli::outln!("{text}"),
     }
     Ok(report::exit_code(&report))
+}
+
+/// What a terminal shows of a report written to a file: the verdict, each check, the findings.
+fn summary(r: &report::Report) -> String {
+    let mut lines = vec![format!("Encryption at rest audit: {}", r.result)];
+    for c in &r.checks {
+        lines.push(format!("  {} {} {}", c.status.as_str(), c.id, c.title));
+    }
+    for f in &r.findings {
+        let first = f.message.lines().next().unwrap_or("");
+        lines.push(format!("  {} {first}", f.level.tag()));
+    }
+    lines.join("\n")
 }
 
 fn read_scan(path: &PathBuf) -> Result<ScanReport> {

@@ -45,30 +45,80 @@ fn request(p: &args::RotatePrepareArgs) -> Result<PrepareRequest> {
     })
 }
 
+/// What one rotate step takes beyond the flags every step has.
+struct StepArgs<'a> {
+    common: &'a args::RotateArgs,
+    prepare: Option<PrepareRequest>,
+    /// How the re-encryption writes (reencrypt and run only).
+    rewrite: Option<&'a args::RewriteArgs>,
+    canary_namespace: &'a str,
+}
+
+fn step_args(c: &args::RotateCommand) -> Result<StepArgs<'_>> {
+    const CANARY: &str = "kube-system";
+    Ok(match c {
+        R::Prepare(p) => StepArgs {
+            common: &p.common,
+            prepare: Some(request(p)?),
+            rewrite: None,
+            canary_namespace: CANARY,
+        },
+        R::Run(r) => StepArgs {
+            common: &r.prepare.common,
+            prepare: Some(request(&r.prepare)?),
+            rewrite: Some(&r.rewrite),
+            canary_namespace: &r.canary_namespace,
+        },
+        R::Promote(p) => StepArgs {
+            common: &p.common,
+            prepare: None,
+            rewrite: None,
+            canary_namespace: &p.canary_namespace,
+        },
+        R::Reencrypt(r) => StepArgs {
+            common: &r.common,
+            prepare: None,
+            rewrite: Some(&r.rewrite),
+            canary_namespace: CANARY,
+        },
+        R::Prune(p) => StepArgs {
+            common: &p.common,
+            prepare: None,
+            rewrite: None,
+            canary_namespace: CANARY,
+        },
+        R::Abort(a) | R::Adopt(a) => StepArgs {
+            common: a,
+            prepare: None,
+            rewrite: None,
+            canary_namespace: CANARY,
+        },
+    })
+}
+
 /// Exit 0 when the step is done, 2 when refused or failed, 3 when interrupted.
 pub async fn run(c: args::RotateCommand) -> Result<i32> {
-    let (common, prepare) = match &c {
-        R::Prepare(p) | R::Run(p) => (p.common.clone(), Some(request(p)?)),
-        R::Promote(a) | R::Reencrypt(a) | R::Abort(a) => (a.clone(), None),
-        R::Prune(p) => (p.common.clone(), None),
-    };
+    let step = step_args(&c)?;
+    let (common, prepare) = (step.common, &step.prepare);
     let flags = super::flags(
         &common.source,
         Some(&common.etcd),
         common.cluster.kubeconfig.clone(),
     );
     let ctx = Context::resolve(&flags)?;
-    if !matches!(c, R::Reencrypt(_)) {
-        // Every step but reencrypt edits the config file.
-        atrest::cluster::refuse_managed_config(&ctx.settings)?;
-    }
+    // The distribution writes the config and runs its own rotation (and re-encryption): no
+    // step of atrest's runbook starts there, not even `rotate reencrypt`, which would write the
+    // state folder and rewrite objects as a rotation step. `atrest reencrypt` still can.
+    atrest::cluster::refuse_managed_config(&ctx.settings)?;
     let etcd = ctx.etcd().await?;
     let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
     let api = atrest::kube::connect(kubeconfig).await?;
     let say = |m: &str| eprintln!("atrest: {m}");
     let rotator = Rotator {
         config_path: ctx.config.path.clone(),
-        state_dir: ctx.state_dir(common.cluster.state_dir.as_deref()),
+        state_dir: ctx
+            .state_dir(common.cluster.state_dir.as_deref())
+            .to_write(&say)?,
         etcd: &etcd,
         etcd_prefix: ctx.target.prefix.clone(),
         apiservers: atrest::kube::Apiservers {
@@ -77,7 +127,7 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
         },
         wait_timeout: Duration::from_secs(common.timeout),
         automatic_reload: ctx.manifest_reload(),
-        canary_namespace: common.canary_namespace.clone(),
+        canary_namespace: step.canary_namespace.to_string(),
         sync: common
             .sync_command
             .clone()
@@ -88,26 +138,37 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
         reencrypt: atrest::migrate::ReencryptOptions {
             patience: Duration::from_secs(common.etcd.etcd_patience),
             stop: super::stop_on_signal(),
-            ..common.rewrite.options()
+            ..step
+                .rewrite
+                .map(args::RewriteArgs::options)
+                .unwrap_or_default()
         },
         say: &say,
     };
     // One rotate step at a time per state folder: a timer firing while another run (or an
     // admin's step) is under way is refused, never started twice. Held until this process ends.
     let _lock = atrest::rotate::schedule::RotationLock::acquire(&rotator.state_dir)?;
-    if let R::Run(p) = &c
-        && let Some(max_age) = p.if_older_than
-        && !rotation_due(&rotator, &ctx, p, max_age).await?
+    if let R::Run(r) = &c
+        && let Some(max_age) = r.if_older_than
+        && !rotation_due(&rotator, &ctx, r, max_age).await?
     {
         return Ok(EXIT_OK);
     }
-    let mut bar = Bar::new("re-encrypting", common.rewrite.progress);
-    // `prune --remove-snapshots` after a finished rotation only removes snapshots.
+    // Only the steps that re-encrypt show re-encryption progress.
+    let mut bar = Bar::new(
+        "re-encrypting",
+        step.rewrite
+            .map(|r| r.progress)
+            .unwrap_or(crate::cli::progress::ProgressMode::None),
+    );
+    // `prune --remove-snapshots` with nothing to prune (no rotation in progress, or one not yet
+    // re-encrypted) only removes snapshots: those of finished rotations, never the restore
+    // point of the rotation in progress (what `scan --history` and `report` advise).
     let only_remove = matches!(&c, R::Prune(p) if p.remove_snapshots)
         && atrest::rotate::State::load(&rotator.state_dir, &rotator.config_path)?
             .rotation
-            .is_none();
-    let result = match (&c, &prepare) {
+            .is_none_or(|r| r.stage != atrest::rotate::Stage::Reencrypted);
+    let result = match (&c, prepare) {
         (R::Prune(_), _) if only_remove => Ok(()),
         (R::Prepare(_), Some(req)) => rotator.prepare(req).await,
         (R::Run(_), Some(req)) => rotator.run(req, &mut bar).await,
@@ -115,6 +176,7 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
         (R::Reencrypt(_), _) => rotator.reencrypt(&mut bar).await.map(|_| ()),
         (R::Prune(_), _) => rotator.prune().await.map(|_| ()),
         (R::Abort(_), _) => rotator.abort().await,
+        (R::Adopt(_), _) => rotator.adopt().await,
         (R::Prepare(_) | R::Run(_), None) => unreachable!("prepare and run carry their request"),
     };
     bar.finish();
@@ -134,11 +196,14 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
                 ),
             }
             let finished = st.rotation.is_none() && st.history.last().is_some_and(|r| !r.aborted);
-            if finished && matches!(c, R::Prune(_) | R::Run(_)) {
-                let remove = matches!(&c, R::Prune(p) if p.remove_snapshots);
+            if only_remove || (finished && matches!(c, R::Prune(_) | R::Run(_))) {
+                let (remove, backup_dirs) = match &c {
+                    R::Prune(p) => (p.remove_snapshots, p.backup_dirs.clone()),
+                    _ => (false, Vec::new()),
+                };
                 // The rotation changed the config: judge what is left by the new one.
                 let now = Context::resolve(&flags)?;
-                after_prune(&now, &etcd, &rotator.state_dir, remove).await?;
+                after_prune(&now, &etcd, &rotator.state_dir, &backup_dirs, remove).await?;
             }
             Ok(EXIT_OK)
         }
@@ -160,24 +225,27 @@ pub async fn run(c: args::RotateCommand) -> Result<i32> {
 }
 
 /// After a finished rotation: what old copies are left and how to drop them; with
-/// `--remove-snapshots`, atrest's own snapshots of finished rotations are listed, then deleted.
+/// `--remove-snapshots`, atrest's own snapshots (of finished rotations, and any file of its
+/// snapshots folder no rotation records) are listed, then deleted.
 async fn after_prune(
     ctx: &Context,
     etcd: &etcd_client::Client,
     state_dir: &std::path::Path,
+    backup_dirs: &[std::path::PathBuf],
     remove_snapshots: bool,
 ) -> Result<()> {
-    eprintln!("atrest: looking for old copies (etcd history, members' free pages, snapshots)…");
-    let survey = ctx.residue_survey(etcd, state_dir, 10).await?;
+    eprintln!("atrest: looking for old copies (etcd history, members' free pages, backup files)…");
+    let survey = ctx.residue_survey(etcd, state_dir, backup_dirs, 10).await?;
     crate::cli::out!(
         "{}",
         crate::cli::render::residue::after_rotation(&survey, remove_snapshots)
     );
     if remove_snapshots {
+        let backups = survey.backups.clone().unwrap_or_default();
         let removed =
-            atrest::cluster::residue::remove_finished_snapshots(state_dir, &ctx.config.path)?;
+            atrest::cluster::residue::remove_snapshots(state_dir, &ctx.config.path, &backups)?;
         if removed.is_empty() {
-            crate::cli::outln!("No snapshot of a finished rotation to remove.");
+            crate::cli::outln!("No snapshot to remove.");
         }
         for p in removed {
             crate::cli::outln!("removed {}", p.display());
@@ -202,17 +270,13 @@ fn rotate_hint(
         }
         E::KeyNameTaken { .. } => "choose another --key-name".into(),
         E::PruneRefused { .. } => {
-            "Run `atrest rotate reencrypt` again (or `atrest reencrypt`), then prune.".into()
+            "Run `atrest rotate reencrypt` again (or `atrest reencrypt`), then prune. Objects listed as unknown-key belong to a resource whose rule lacks the key: `atrest scan` prints the rule that gives it back.".into()
         }
         E::Journal(JournalError::Sync(f)) => format!(
             "The write is not committed: fix the command (or the node it copies to), then run the same atrest command again; it runs the sync again before anything else. {} on this node is the file to copy.",
             f.path.display()
         ),
-        E::Journal(JournalError::Changed(c)) => format!(
-            "atrest stops rather than overwrite it. If the change is intended, finish or abort the rotation from a file atrest wrote (the backups are in {}), or move {} away to start over from the current file.",
-            c.backups.display(),
-            c.state.display()
-        ),
+        E::Journal(JournalError::Changed(_)) => "A rotation is in progress, so atrest stops rather than overwrite the edit. To keep the edit, `atrest rotate adopt` continues the rotation from it (once a fresh scan proves it keeps every key the stored data needs); to drop it, `atrest rotate abort` undoes the rotation (before promote: the file goes back to how it was before prepare, byte for byte).".to_string(),
         E::NotConverged(n) => {
             let unreached = if n.unreached.is_empty() {
                 ""
@@ -238,7 +302,7 @@ fn rotate_hint(
 async fn rotation_due(
     rotator: &Rotator<'_>,
     ctx: &Context,
-    p: &args::RotatePrepareArgs,
+    p: &args::RotateRunArgs,
     max_age: Duration,
 ) -> Result<bool> {
     let st = atrest::rotate::State::load(&rotator.state_dir, &rotator.config_path)?;
@@ -256,6 +320,7 @@ async fn rotation_due(
     };
     let revision = atrest::rotate::snapshot::current_revision(rotator.etcd).await?;
     let resources: Vec<GroupResource> = p
+        .prepare
         .resources
         .iter()
         .map(|r| GroupResource::parse(r))

@@ -1,4 +1,4 @@
-//! `atrest scan`: how every stored value of the covered resources is encrypted.
+//! `atrest scan`: how every stored value is encrypted, read from etcd, judged by the config.
 
 use std::time::Duration;
 
@@ -10,19 +10,27 @@ use crate::cli::render::{
     self,
     scan::{SCAN_HINTS, scan_table},
 };
-use crate::cli::{EXIT_FINDINGS, EXIT_OK};
 use atrest::cluster::{Context, ScanRequest, parse_resources};
 use atrest::etcd::scan::ScanReport;
 use atrest::exporter::{self, metrics, metrics::GoodScan};
+use atrest::report::ApiserverSurvey;
 
-/// Exit 0 when every value is on its write key and readable, 1 otherwise.
+/// Exit 0 without findings, 1 with findings (`atrest::model::finding`), 2 when the scan could
+/// not complete.
 pub async fn run(a: args::ScanArgs) -> Result<i32> {
-    let ctx = Context::resolve(&super::flags(&a.source, Some(&a.etcd), None))?;
+    let ctx = Context::resolve(&super::flags(
+        &a.source,
+        Some(&a.etcd),
+        a.kubeconfig.clone(),
+    ))?;
+    let policy = super::policy(a.policy.as_deref())?;
+    let state_dir = super::state_dir_to_read(&ctx, a.state_dir.as_deref());
     let req = ScanRequest {
         resources: parse_resources(&a.resources)?,
         verify: a.verify,
         max_list: a.max_list,
         key_archive: a.key_archive.clone(),
+        state_dir: Some(state_dir.clone()),
         patience: Duration::from_secs(a.etcd.etcd_patience),
         history: a.history,
     };
@@ -43,7 +51,17 @@ pub async fn run(a: args::ScanArgs) -> Result<i32> {
         }
     };
     bar.finish();
-    let report = report?;
+    let mut report = report?;
+    if a.history && a.snapshot.is_none() {
+        report.backups = Some(ctx.survey_backups(&state_dir, &a.backup_dirs).await?);
+    }
+    // A backup's scan is about the file, not about the running apiservers.
+    let convergence = match a.snapshot {
+        Some(_) => None,
+        None => super::survey_apiservers(&ctx, &a.apiservers).await,
+    };
+    let survey = convergence.as_ref().map(ApiserverSurvey::of);
+    super::judge(&ctx, &mut report, &policy, &state_dir, survey.as_ref());
     if let Some(dir) = &a.textfile {
         let good = GoodScan {
             report,
@@ -51,7 +69,7 @@ pub async fn run(a: args::ScanArgs) -> Result<i32> {
             duration_seconds: started.elapsed().as_secs_f64(),
             finished: chrono::Utc::now(),
         };
-        write_textfile(&ctx, &a, dir, &good).await?;
+        write_textfile(&ctx, &state_dir, dir, &good, &policy, survey.as_ref()).await?;
         return finish(&a, &good.report);
     }
     finish(&a, &report)
@@ -61,30 +79,20 @@ pub async fn run(a: args::ScanArgs) -> Result<i32> {
 /// collector. Key ages come from the rotation state only (a one-shot run has no first sight).
 async fn write_textfile(
     ctx: &Context,
-    a: &args::ScanArgs,
+    state_dir: &std::path::Path,
     dir: &std::path::Path,
     good: &GoodScan,
+    policy: &atrest::report::Policy,
+    apiservers: Option<&ApiserverSurvey>,
 ) -> Result<()> {
-    let policy = match &a.policy {
-        Some(p) => atrest::report::Policy::load(p)?,
-        None => atrest::report::Policy::default(),
-    };
-    let apiservers = match (&a.kubeconfig, a.apiservers.is_empty()) {
-        (None, true) => None,
-        (kubeconfig, _) => Some(atrest::kube::Apiservers {
-            base: atrest::kube::connect(kubeconfig.as_deref()).await?,
-            explicit: a.apiservers.clone(),
-        }),
-    };
-    let state_dir = ctx.state_dir(a.state_dir.as_deref());
-    let x = exporter::extras(&state_dir, &ctx.config, apiservers.as_ref()).await;
+    let x = exporter::extras(state_dir, &ctx.config, None).await;
     let first_seen = Default::default();
     let text = metrics::render(&metrics::Inputs {
         scan: Some(good),
-        apiservers: x.apiservers.as_ref(),
+        apiservers,
         keys: &x.keys,
         first_seen: &first_seen,
-        policy: &policy,
+        policy,
         scan_failures: None,
         scan_in_progress: None,
     });
@@ -98,9 +106,5 @@ fn finish(a: &args::ScanArgs, report: &ScanReport) -> Result<i32> {
         Output::Json => render::print_json(report),
         Output::Table => crate::cli::out!("{}", scan_table(report, &SCAN_HINTS)),
     }
-    Ok(if report.clean() {
-        EXIT_OK
-    } else {
-        EXIT_FINDINGS
-    })
+    Ok(atrest::model::finding::exit_code(&report.findings))
 }

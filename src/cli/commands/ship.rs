@@ -45,16 +45,43 @@ pub fn man(a: ManArgs) -> anyhow::Result<i32> {
         None => {
             let mut out = Vec::new();
             clap_mangen::Man::new(cmd).render(&mut out)?;
-            write_stdout(&out)?;
+            write_stdout(&no_hyphenation(&out))?;
         }
         Some(dir) => {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             clap_mangen::generate_to(cmd, &dir)
                 .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
+            for e in std::fs::read_dir(&dir)?.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "1") {
+                    let text = std::fs::read(&p)?;
+                    std::fs::write(&p, no_hyphenation(&text))
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                }
+            }
         }
     }
     Ok(EXIT_OK)
+}
+
+/// Turns hyphenation off after the title line (`.nh`, `.hy 0`): flag names and words such as
+/// "undecryptable" are not to be broken across lines.
+fn no_hyphenation(roff: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(roff);
+    if text.contains("\n.nh\n") {
+        return roff.to_vec();
+    }
+    match text.find(".TH ") {
+        Some(at) => {
+            let end = text[at..]
+                .find('\n')
+                .map(|i| at + i + 1)
+                .unwrap_or(text.len());
+            format!("{}.nh\n.hy 0\n{}", &text[..end], &text[end..]).into_bytes()
+        }
+        None => format!(".nh\n.hy 0\n{text}").into_bytes(),
+    }
 }
 
 fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::cli::EXIT_FAILED;
 use crate::cli::args::{self, Output};
 use crate::cli::progress::Bar;
 use crate::cli::render::{self, status as view};
-use crate::cli::{EXIT_FAILED, EXIT_FINDINGS, EXIT_OK};
 use atrest::cluster::{Context, ScanRequest};
 
 /// Names listed per resource and verdict in status (counts stay exact).
@@ -22,6 +22,8 @@ pub async fn run(a: args::StatusArgs) -> Result<i32> {
         a.cluster.kubeconfig.clone(),
     ))?;
     let loaded = &ctx.config;
+    let policy = super::policy(a.policy.as_deref())?;
+    let dir = super::state_dir_to_read(&ctx, a.cluster.state_dir.as_deref());
     let mut findings = atrest::config::lint(&loaded.config);
     findings.extend(atrest::config::lint_file_mode(loaded.file.mode));
     let mut etcd_version = None;
@@ -32,6 +34,7 @@ pub async fn run(a: args::StatusArgs) -> Result<i32> {
             max_list: STATUS_NAMES,
             patience: Duration::from_secs(a.etcd.etcd_patience),
             history: false,
+            state_dir: Some(dir.clone()),
             ..Default::default()
         };
         let mut bar = Bar::new("scanning", crate::cli::progress::ProgressMode::Auto);
@@ -47,14 +50,31 @@ pub async fn run(a: args::StatusArgs) -> Result<i32> {
         bar.finish();
         Some(result)
     };
-    let dir = ctx.state_dir(a.cluster.state_dir.as_deref());
-    let state = atrest::rotate::State::load(&dir, &loaded.path).ok();
+    // A state file or archive that does not read leaves the rotation unknown: said, exit 2.
+    let mut unreadable = Vec::new();
+    let state = match atrest::rotate::State::load(&dir, &loaded.path) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            unreadable.push(format!(
+                "{e}; atrest leaves it as it is: restore it from a copy of the state folder"
+            ));
+            None
+        }
+    };
     let archive_path = dir.join(atrest::rotate::ARCHIVE_FILE);
     let archived = if archive_path.exists() {
-        atrest::keys::archive::list(&archive_path).unwrap_or_default()
+        atrest::keys::archive::list(&archive_path).unwrap_or_else(|e| {
+            unreadable.push(format!(
+                "{e}; the retired keys it holds are needed to open old snapshots"
+            ));
+            Vec::new()
+        })
     } else {
         Vec::new()
     };
+    for e in &unreadable {
+        eprintln!("error: {e}");
+    }
     let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
     let convergence = match atrest::kube::connect(kubeconfig).await {
         Ok(api) => {
@@ -66,12 +86,29 @@ pub async fn run(a: args::StatusArgs) -> Result<i32> {
         }
         Err(e) => Err(e.to_string()),
     };
+    let survey = convergence
+        .as_ref()
+        .ok()
+        .map(atrest::report::ApiserverSurvey::of);
+    // The one assessment; without a scan, only what the apiservers report is judged.
+    let scan = scan.map(|r| {
+        r.map(|mut report| {
+            super::judge(&ctx, &mut report, &policy, &dir, survey.as_ref());
+            report
+        })
+    });
+    let mut apiservers_only = atrest::etcd::scan::ScanReport::new(0, false, Vec::new());
+    if scan.is_none() {
+        super::judge(&ctx, &mut apiservers_only, &policy, &dir, survey.as_ref());
+    }
     let extra = view::StatusExtra {
         state_path: atrest::rotate::State::path(&dir),
         state,
         archived,
+        unreadable: unreadable.clone(),
         convergence,
         etcd_version,
+        without_scan: scan.is_none().then(|| apiservers_only.clone()),
     };
     match a.output {
         Output::Json => render::print_json(&view::status_json(
@@ -87,8 +124,9 @@ pub async fn run(a: args::StatusArgs) -> Result<i32> {
         ),
     }
     Ok(match &scan {
+        _ if !unreadable.is_empty() => EXIT_FAILED,
         Some(Err(_)) => EXIT_FAILED,
-        Some(Ok(r)) if !r.clean() => EXIT_FINDINGS,
-        _ => EXIT_OK,
+        Some(Ok(r)) => atrest::model::finding::exit_code(&r.findings),
+        None => atrest::model::finding::exit_code(&apiservers_only.findings),
     })
 }

@@ -151,6 +151,13 @@ pub fn residue_sections(report: &ScanReport) -> String {
             "This file keeps its residue for as long as it exists: once the cluster is clean (compact, defrag), take a new snapshot and delete this one."
         );
     }
+    if let Some(backups) = &report.backups {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Backup files (judged by the current config):");
+        for line in backup_lines(backups, false) {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     if !report.cleanup.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -164,10 +171,37 @@ pub fn residue_sections(report: &ScanReport) -> String {
     out
 }
 
+/// The backup files a survey found, one line each, with what each still holds.
+pub fn backup_lines(backups: &[atrest::etcd::residue::BackupFile], removing: bool) -> Vec<String> {
+    if backups.is_empty() {
+        return vec![
+            "backup files: none in atrest's snapshots folder, none recorded, none in a --backup-dir"
+                .to_string(),
+        ];
+    }
+    let removable = atrest::cluster::residue::removable(backups);
+    backups
+        .iter()
+        .map(|b| {
+            let note = if b.in_progress {
+                " — the restore point of the rotation in progress: kept"
+            } else if removable.iter().any(|r| r.path == b.path) {
+                if removing {
+                    " — removing it"
+                } else {
+                    " — `atrest rotate prune --remove-snapshots` removes it"
+                }
+            } else {
+                ""
+            };
+            format!("backup {}: {}{note}", b.describe(), b.holds())
+        })
+        .collect()
+}
+
 /// What is left after a rotation, and the commands that drop it.
-pub fn after_rotation(survey: &atrest::cluster::residue::ResidueSurvey, removing: bool) -> String {
+pub fn after_rotation(live: &ScanReport, removing: bool) -> String {
     let mut out = String::new();
-    let live = &survey.live;
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -199,41 +233,11 @@ pub fn after_rotation(survey: &atrest::cluster::residue::ResidueSurvey, removing
             m.free_bytes()
         );
     }
-    if survey.snapshots.is_empty() {
-        let _ = writeln!(out, "  atrest's snapshots: none recorded");
+    let backups = live.backups.clone().unwrap_or_default();
+    for line in backup_lines(&backups, removing) {
+        let _ = writeln!(out, "  {line}");
     }
-    for s in &survey.snapshots {
-        let what = if !s.exists {
-            "no longer on disk".to_string()
-        } else if let Some(e) = &s.error {
-            format!("could not be read: {e}")
-        } else {
-            format!(
-                "{} values stored as plaintext where the config now encrypts, {} under keys the config no longer has",
-                s.plaintext, s.retired_key
-            )
-        };
-        let whose = if s.rotation_finished {
-            if removing && s.exists {
-                "of a finished rotation; removing it"
-            } else {
-                "of a finished rotation"
-            }
-        } else {
-            "restore point of the rotation in progress"
-        };
-        let _ = writeln!(
-            out,
-            "  snapshot {} (revision {}, taken {}): {what} — {whose}",
-            s.path.display(),
-            s.revision,
-            s.taken
-        );
-    }
-    let removable = survey
-        .snapshots
-        .iter()
-        .any(|s| s.exists && s.rotation_finished);
+    let removable = !atrest::cluster::residue::removable(&backups).is_empty();
     if live.cleanup.is_empty() && !removable {
         let _ = writeln!(out, "Nothing to drop.");
         return out;
@@ -251,12 +255,12 @@ pub fn after_rotation(survey: &atrest::cluster::residue::ResidueSurvey, removing
     if removable && !removing {
         let _ = writeln!(
             out,
-            "  atrest rotate prune --remove-snapshots   # deletes atrest's snapshots of finished rotations; copy any you must keep first"
+            "  atrest rotate prune --remove-snapshots   # deletes atrest's snapshots listed above; copy any you must keep first"
         );
     }
     let _ = writeln!(
         out,
-        "Backups taken elsewhere before the rotation hold the same old data: check them with `atrest scan --snapshot FILE --history`."
+        "Backups taken elsewhere before the rotation hold the same old data: check them with `atrest scan --history --backup-dir DIR` or `atrest scan --snapshot FILE --history`."
     );
     out
 }

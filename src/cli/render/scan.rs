@@ -34,7 +34,16 @@ pub const STATUS_HINTS: Hints = Hints {
 pub fn scan_table(report: &ScanReport, hints: &Hints) -> String {
     let mut out = current_table(report, hints);
     out.push_str(&super::residue::residue_sections(report));
+    out.push_str(&findings_section(report));
     out
+}
+
+/// A resource's name as the table shows it: with the rule that covers it, when that is another.
+fn shown_name(r: &ResourceReport) -> String {
+    match &r.rule {
+        Some(rule) if *rule != r.resource => format!("{} (via {rule})", r.resource),
+        _ => r.resource.clone(),
+    }
 }
 
 fn current_table(report: &ScanReport, hints: &Hints) -> String {
@@ -49,17 +58,33 @@ fn current_table(report: &ScanReport, hints: &Hints) -> String {
             "classified by prefix, key name and shape"
         }
     );
+    let _ = writeln!(out, "Scope: {}", report.scope.describe());
     if !report.verified {
         let _ = writeln!(out, "({})", hints.verify);
     }
     let _ = writeln!(out);
+    // Columns sized to their content.
+    let name_w = report
+        .resources
+        .iter()
+        .map(|r| shown_name(r).len())
+        .chain(["RESOURCE".len()])
+        .max()
+        .unwrap_or(8);
+    let key_w = report
+        .resources
+        .iter()
+        .map(|r| r.write_key.to_string().len())
+        .chain(["WRITE KEY".len()])
+        .max()
+        .unwrap_or(9);
     let _ = writeln!(
         out,
-        "{:<36} {:<26} {:>8}  STORED AS (exact counts)",
+        "{:<name_w$}  {:<key_w$}  {:>8}  STORED AS (exact counts)",
         "RESOURCE", "WRITE KEY", "TOTAL"
     );
     for r in &report.resources {
-        resource_rows(&mut out, r);
+        resource_rows(&mut out, r, name_w, key_w);
     }
     for (provider, key_id) in &report.kms_current_key_ids {
         let _ = writeln!(
@@ -83,8 +108,9 @@ fn current_table(report: &ScanReport, hints: &Hints) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "In all: {} stored values; {} on the write key, {} stale, {} plaintext, {} undecryptable, {} unknown key, {} corrupt.",
+        "In all: {} stored values in {} resources; {} on the write key, {} stale, {} plaintext, {} undecryptable, {} unknown key, {} corrupt.",
         t.total(),
+        report.resources.iter().filter(|r| r.total > 0).count(),
         t.on_write_key,
         t.stale,
         t.plaintext,
@@ -93,36 +119,37 @@ fn current_table(report: &ScanReport, hints: &Hints) -> String {
         t.corrupt
     );
     let attention: Vec<_> = report.resources.iter().filter(|r| !r.clean()).collect();
-    if attention.is_empty() {
-        let plaintext_by_config: Vec<&str> = report
-            .resources
-            .iter()
-            .filter(|r| r.verdicts.plaintext > 0)
-            .map(|r| r.resource.as_str())
-            .collect();
-        if plaintext_by_config.is_empty() {
-            let _ = writeln!(out, "Every stored object is on its resource's write key.");
-        } else {
-            let _ = writeln!(
-                out,
-                "Every stored object is as its config writes it; stored as plaintext because the write key is identity: {}.",
-                plaintext_by_config.join(", ")
-            );
+    if !attention.is_empty() {
+        let _ = writeln!(out, "Needs attention:");
+        for r in attention {
+            attention_rows(&mut out, r, hints);
         }
-        return out;
-    }
-    let _ = writeln!(out, "Needs attention:");
-    for r in attention {
-        attention_rows(&mut out, r, hints);
     }
     out
 }
 
-fn resource_rows(out: &mut String, r: &ResourceReport) {
-    let name = match &r.rule {
-        Some(rule) if *rule != r.resource => format!("{} (via {rule})", r.resource),
-        _ => r.resource.clone(),
-    };
+/// The findings and the result line, the same words in `scan` and `status`.
+pub fn findings_section(report: &ScanReport) -> String {
+    let mut out = String::new();
+    if !report.findings.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Findings:");
+        for f in &report.findings {
+            let tag = f.level.tag();
+            let mut lines = f.message.lines();
+            let _ = writeln!(out, "  {tag} {}", lines.next().unwrap_or(""));
+            for l in lines {
+                let _ = writeln!(out, "       {l}");
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Result: {}", report.result);
+    out
+}
+
+fn resource_rows(out: &mut String, r: &ResourceReport, name_w: usize, key_w: usize) {
+    let name = shown_name(r);
     let keys: Vec<String> = r
         .keys
         .iter()
@@ -136,19 +163,19 @@ fn resource_rows(out: &mut String, r: &ResourceReport) {
         .collect();
     let _ = writeln!(
         out,
-        "{:<36} {:<26} {:>8}  {}",
+        "{:<name_w$}  {:<key_w$}  {:>8}  {}",
         name,
         r.write_key.to_string(),
         r.total,
         keys.first().map(String::as_str).unwrap_or("-")
     );
     for k in keys.iter().skip(1) {
-        let _ = writeln!(out, "{:<36} {:<26} {:>8}  {k}", "", "", "");
+        let _ = writeln!(out, "{:<name_w$}  {:<key_w$}  {:>8}  {k}", "", "", "");
     }
     if r.unverified > 0 && r.unverified < r.verdicts.encrypted() {
         let _ = writeln!(
             out,
-            "{:<36} {:<26} {:>8}  ({} encrypted values not decrypted: no plugin to ask)",
+            "{:<name_w$}  {:<key_w$}  {:>8}  ({} encrypted values not decrypted: no plugin to ask)",
             "", "", "", r.unverified
         );
     }

@@ -37,14 +37,23 @@ pub struct StatusExtra {
     pub state_path: std::path::PathBuf,
     pub state: Option<atrest::rotate::State>,
     pub archived: Vec<atrest::keys::archive::ArchivedKey>,
+    /// Files of the state folder atrest could not read (rotation.json, the key archive): the
+    /// rotation state is then unknown, never shown as "no rotation".
+    pub unreadable: Vec<String>,
     pub convergence: Result<atrest::kube::Convergence, String>,
     /// The etcd server's version, when the scan connected to it.
     pub etcd_version: Option<String>,
+    /// With --no-scan: what could still be judged (the apiservers).
+    pub without_scan: Option<ScanReport>,
 }
 
 fn rotation_table(out: &mut String, extra: &StatusExtra) {
     let _ = writeln!(out, "Rotation ({}):", extra.state_path.display());
+    for e in &extra.unreadable {
+        let _ = writeln!(out, "  UNKNOWN: {e}");
+    }
     match extra.state.as_ref().and_then(|s| s.rotation.as_ref()) {
+        None if extra.state.is_none() => {}
         None => {
             let _ = writeln!(
                 out,
@@ -186,6 +195,9 @@ pub fn status_table(
     match scan {
         None => {
             let _ = writeln!(out, "Scan: skipped (--no-scan)");
+            if let Some(r) = &extra.without_scan {
+                out.push_str(&super::scan::findings_section(r));
+            }
         }
         Some(Err(e)) => {
             let _ = writeln!(out, "Scan: could not complete: {e:#}");
@@ -217,11 +229,20 @@ pub fn status_json(
         },
         "converged": extra.convergence.as_ref().map(|c| c.converged()).unwrap_or(false),
         "archived_keys": extra.archived,
+        "unreadable": extra.unreadable,
         "etcd_version": extra.etcd_version,
         "scan": match scan {
             None => serde_json::Value::Null,
             Some(Ok(r)) => serde_json::to_value(r).unwrap_or_default(),
             Some(Err(e)) => serde_json::json!({"error": format!("{e:#}")}),
+        },
+        "findings": match (scan, &extra.without_scan) {
+            (Some(Ok(r)), _) | (None, Some(r)) => serde_json::to_value(&r.findings).unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        },
+        "result": match (scan, &extra.without_scan) {
+            (Some(Ok(r)), _) | (None, Some(r)) => serde_json::Value::from(r.result.clone()),
+            _ => serde_json::Value::Null,
         },
     })
 }

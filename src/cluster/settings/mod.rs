@@ -238,7 +238,10 @@ impl Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// The manifest exists (or was named) but could not be read.
-    #[error("cannot read the kube-apiserver manifest {path}: {source}")]
+    #[error(
+        "cannot read the kube-apiserver manifest {path}: {source}{}",
+        crate::fsutil::permission_hint(source)
+    )]
     ManifestRead {
         /// The manifest path.
         path: PathBuf,
@@ -297,10 +300,15 @@ pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
 fn resolve_in(flags: &Flags, root: HostRoot) -> Result<Settings, SettingsError> {
     let manifest_path = match &flags.apiserver_manifest {
         Some(p) => Some(p.clone()),
+        // A manifest this user may not even look at (a root-only folder) is there all the same:
+        // reading it then says so, instead of carrying on as if there were none.
         None => [DEFAULT_MANIFEST, RKE2_MANIFEST]
             .into_iter()
             .map(|p| root.join(p))
-            .find(|p| p.exists()),
+            .find(|p| match std::fs::metadata(p) {
+                Ok(_) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
+            }),
     };
     let distribution = match &manifest_path {
         // RKE2 keeps its static pods in `<data-dir>/agent/pod-manifests`, kubeadm in

@@ -7,7 +7,9 @@ mod report;
 
 use fetch::{Fetch, Page, fetch_all, next_key, request_error};
 
-pub use report::{ObjectRef, ReportBuilder, ResourceReport, SCAN_SCHEMA, ScanReport};
+pub use report::{
+    ObjectRef, ReportBuilder, ResourceReport, SCAN_SCHEMA, ScanReport, Scope, SensitiveObject,
+};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,8 +31,8 @@ const TARGET_PAGE_BYTES: usize = 4 << 20;
 const MAX_PAGE_KEYS: i64 = 10_000;
 const FIRST_PAGE_KEYS: i64 = 500;
 
-/// One key range to read. `resource` is fixed for a resource's own range; `None` under a
-/// wildcard, where each key is mapped back to its group resource.
+/// One key range to read. `resource` is fixed for a resource's own range; `None` for the whole
+/// prefix, where each key is mapped back to its group resource.
 #[derive(Clone, Debug)]
 pub struct PlannedRange {
     /// First etcd key of the range (inclusive).
@@ -41,48 +43,123 @@ pub struct PlannedRange {
     pub resource: Option<GroupResource>,
 }
 
-/// Which etcd key ranges a scan reads, decided from the config before reading anything.
+/// Which etcd key ranges a scan reads, decided before reading anything.
 #[derive(Clone, Debug)]
 pub struct ScanPlan {
-    /// Ranges in the order they are read; one per resource, or the whole prefix under a wildcard.
+    /// Ranges in the order they are read: the whole prefix, or one per resource.
     pub ranges: Vec<PlannedRange>,
-    /// The config has a wildcard rule, so the whole prefix is one range; of what it holds, only
-    /// resources a rule covers (and `secrets`) are reported.
-    pub wildcard: bool,
+    /// Every resource stored under the prefix is read and reported (the census): the scope is
+    /// what etcd holds, not what the config names.
+    pub census: bool,
+    /// Under the whole prefix, report only resources a config rule covers (and `secrets`): the
+    /// re-encryption's targeting, which can only rewrite what the config writes.
+    pub covered_only: bool,
+    /// Resources reported even when etcd holds none of them: the ones asked for, or those the
+    /// config names, and `secrets` always.
+    pub always: Vec<GroupResource>,
+    /// Only the resources asked for are read (`--resource`).
+    pub narrowed: bool,
 }
 
-/// Which key ranges cover `resources` (or, when empty, every resource the config names, and
-/// `secrets` always).
+fn whole_prefix(etcd_prefix: &str) -> PlannedRange {
+    let start = normalize_prefix(etcd_prefix).into_bytes();
+    let end = prefix_end(&start);
+    PlannedRange {
+        start,
+        end,
+        resource: None,
+    }
+}
+
+fn resource_range(etcd_prefix: &str, gr: GroupResource) -> PlannedRange {
+    let start = resource_prefix(etcd_prefix, &gr).into_bytes();
+    let end = prefix_end(&start);
+    PlannedRange {
+        start,
+        end,
+        resource: Some(gr),
+    }
+}
+
+impl ScanPlan {
+    /// What the plan reads, as reports state it.
+    pub fn scope(&self, etcd_prefix: &str) -> Scope {
+        Scope {
+            census: self.census,
+            prefix: normalize_prefix(etcd_prefix),
+            only: if self.narrowed {
+                self.always.iter().map(ToString::to_string).collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// The scope of every proof: the whole etcd prefix, every resource found there (built-in,
+/// custom and aggregated, mapped back from its keys), judged by the config. `only` narrows it
+/// to those resources, on request only.
 pub fn plan(config: &EncryptionConfig, etcd_prefix: &str, only: &[GroupResource]) -> ScanPlan {
-    let wanted = covered_resources(config.named_resources(), only);
-    if wanted.iter().any(|gr| gr.is_wildcard()) {
-        let start = normalize_prefix(etcd_prefix).into_bytes();
-        let end = prefix_end(&start);
+    if !only.is_empty() {
         return ScanPlan {
-            ranges: vec![PlannedRange {
-                start,
-                end,
-                resource: None,
-            }],
-            wildcard: true,
+            ranges: only
+                .iter()
+                .map(|gr| resource_range(etcd_prefix, gr.clone()))
+                .collect(),
+            census: false,
+            covered_only: false,
+            always: only.to_vec(),
+            narrowed: true,
         };
     }
-    let ranges = wanted
-        .into_iter()
-        .map(|gr| {
-            let start = resource_prefix(etcd_prefix, &gr).into_bytes();
-            let end = prefix_end(&start);
-            PlannedRange {
-                start,
-                end,
-                resource: Some(gr),
-            }
-        })
-        .collect();
     ScanPlan {
-        ranges,
-        wildcard: false,
+        ranges: vec![whole_prefix(etcd_prefix)],
+        census: true,
+        covered_only: false,
+        always: named(config),
+        narrowed: false,
     }
+}
+
+/// What a re-encryption reads: the resources the config writes (or `only`), since only those
+/// can be rewritten through the apiserver; under a wildcard rule the whole prefix, reporting
+/// only covered resources.
+pub fn plan_covered(
+    config: &EncryptionConfig,
+    etcd_prefix: &str,
+    only: &[GroupResource],
+) -> ScanPlan {
+    if !only.is_empty() {
+        return plan(config, etcd_prefix, only);
+    }
+    let wanted = covered_resources(config.named_resources(), &[]);
+    if wanted.iter().any(|gr| gr.is_wildcard()) {
+        return ScanPlan {
+            ranges: vec![whole_prefix(etcd_prefix)],
+            census: false,
+            covered_only: true,
+            always: named(config),
+            narrowed: false,
+        };
+    }
+    ScanPlan {
+        ranges: wanted
+            .iter()
+            .map(|gr| resource_range(etcd_prefix, gr.clone()))
+            .collect(),
+        census: false,
+        covered_only: false,
+        always: wanted,
+        narrowed: false,
+    }
+}
+
+/// The resources the config names one by one (wildcards left out), with `secrets` always.
+fn named(config: &EncryptionConfig) -> Vec<GroupResource> {
+    covered_resources(config.named_resources(), &[])
+        .into_iter()
+        .filter(|gr| !gr.is_wildcard())
+        .collect()
 }
 
 /// A classified stored object, handed to a [`Visitor`].
@@ -207,6 +284,9 @@ pub trait Progress {
     /// A rewrite run: objects targeted so far, and how many of them are finished (rewritten,
     /// found current, gone or given up).
     fn rewrites(&mut self, _targeted: u64, _done: u64) {}
+    /// A peer (`apiserver https://…`) has answered nothing for `silent` while atrest waited on
+    /// it; the step stops when that reaches `patience`. Called about every second meanwhile.
+    fn stalled(&mut self, _peer: &str, _silent: Duration, _patience: Duration) {}
 }
 
 impl Progress for () {}
@@ -432,7 +512,9 @@ impl<'s> Classifier<'s> {
         }
         if !self.ctxs.contains_key(&gr) {
             let resolved = self.config.resolve(&gr);
-            if self.plan.wildcard && resolved.rule_name.is_none() && gr != GroupResource::secrets()
+            if self.plan.covered_only
+                && resolved.rule_name.is_none()
+                && gr != GroupResource::secrets()
             {
                 self.skipped.insert(gr);
                 return None;
@@ -497,9 +579,9 @@ impl<'s> Classifier<'s> {
         });
     }
 
-    /// Resources the plan names without any stored object still get an entry.
+    /// Resources the plan always reports still get an entry when etcd holds none of them.
     pub(crate) fn finish(&self, visitor: &mut dyn Visitor) {
-        for gr in self.plan.ranges.iter().filter_map(|r| r.resource.as_ref()) {
+        for gr in &self.plan.always {
             if !self.ctxs.contains_key(gr) {
                 visitor.resource(&self.config.resolve(gr));
             }

@@ -27,6 +27,21 @@ pub struct ObjectRef {
     pub detail: Option<String>,
 }
 
+/// An object whose plaintext looks like it holds secret data: where and by which rule, never
+/// the value.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct SensitiveObject {
+    /// `namespace/name`, or `name` when cluster-scoped.
+    pub name: String,
+    /// The full etcd key.
+    pub key: String,
+    /// The field paths (or pattern names) that matched.
+    pub hits: Vec<crate::codec::sensitive::Hit>,
+}
+
+/// Hits kept per object.
+const HITS_PER_OBJECT: usize = 8;
+
 /// Exact counts, and capped samples of names, for one resource.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceReport {
@@ -52,11 +67,21 @@ pub struct ResourceReport {
     pub verdicts: VerdictCounts,
     /// Exact count per stored key and verdict.
     pub keys: KeyCounts,
+    /// Values under a key the resource's config does not have that a key atrest found elsewhere
+    /// (another rule, the key archive, a config backup) opens — with `--verify` — or matches by
+    /// name and shape: the apiserver cannot read them, but the key to restore exists.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub outside_config: u64,
     /// Values that would be residue if this were an old copy ([`crate::model::Residue`]):
     /// plaintext where the config encrypts, or under a key the config does not have. What a
     /// backup (`scan --snapshot`) holds that the current config would not leave there.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub residue: u64,
+    /// Objects stored as plaintext, in a resource the config does not encrypt, whose data looks
+    /// like secrets (`total` exact, `objects` capped); `secrets` themselves are judged by
+    /// the policy's required resources instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitive: Option<Sample<SensitiveObject>>,
     /// KMS v2 key ID → number of stored values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kms_key_ids: BTreeMap<String, u64>,
@@ -79,6 +104,8 @@ impl ResourceReport {
             unverified: 0,
             verdicts: VerdictCounts::default(),
             keys: KeyCounts::new(),
+            outside_config: 0,
+            sensitive: None,
             residue: 0,
             kms_key_ids: BTreeMap::new(),
             samples: BTreeMap::new(),
@@ -99,6 +126,42 @@ impl ResourceReport {
 /// The JSON schema of `atrest scan -o json`; fields are stable within a version.
 pub const SCAN_SCHEMA: &str = "atrest.scan/v2";
 
+/// What a scan read: every resource etcd holds under the prefix (the census), or only the
+/// resources asked for.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Scope {
+    /// Every resource stored under the prefix was read; the config judged each, it did not
+    /// choose them.
+    #[serde(default)]
+    pub census: bool,
+    /// The etcd prefix read.
+    #[serde(default)]
+    pub prefix: String,
+    /// Only these resources were read (`--resource`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
+}
+
+impl Scope {
+    /// One line for every output's scope section.
+    pub fn describe(&self) -> String {
+        if self.census {
+            format!(
+                "every resource stored under {} (the census: etcd decides what is read, the config judges it)",
+                self.prefix
+            )
+        } else if !self.only.is_empty() {
+            format!(
+                "only {} under {} (narrowed with --resource; other resources were not read)",
+                self.only.join(", "),
+                self.prefix
+            )
+        } else {
+            format!("the resources the config covers under {}", self.prefix)
+        }
+    }
+}
+
 /// The whole answer of a scan.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ScanReport {
@@ -108,8 +171,15 @@ pub struct ScanReport {
     pub revision: i64,
     /// Every value was decrypted (`--verify`).
     pub verified: bool,
-    /// Per covered resource, `secrets` first.
+    /// What was read.
+    #[serde(default)]
+    pub scope: Scope,
+    /// Per resource found (and each the config names, even with no object), `secrets` first.
     pub resources: Vec<ResourceReport>,
+    /// What atrest knows of each key that values are stored under without their resource's
+    /// config having it: fingerprints and where each key is kept (never the key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_keys: Vec<crate::model::KnownKey>,
     /// KMS v2 provider → the key ID its plugin reports now (values on another are stale).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kms_current_key_ids: BTreeMap<String, String>,
@@ -129,6 +199,17 @@ pub struct ScanReport {
     /// runs them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cleanup: Vec<String>,
+    /// Every backup file found in the state folder's snapshots, the rotation records and
+    /// `--backup-dir` folders, with its residue (when history was read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<Vec<crate::etcd::residue::BackupFile>>,
+    /// What the scan found, judged by the config and the policy: findings (exit 1) and
+    /// warnings, each with what to do ([`crate::model::finding`]).
+    #[serde(default)]
+    pub findings: Vec<crate::model::Finding>,
+    /// `PASS`, `PASS with N warnings` or `FAIL (…)`, from `findings`.
+    #[serde(default)]
+    pub result: String,
 }
 
 impl ScanReport {
@@ -138,13 +219,18 @@ impl ScanReport {
             schema: SCAN_SCHEMA.to_string(),
             revision,
             verified,
+            scope: Scope::default(),
             resources,
+            unknown_keys: Vec::new(),
             kms_current_key_ids: BTreeMap::new(),
             snapshot: None,
             history: None,
             free_pages: None,
             members: None,
             cleanup: Vec::new(),
+            backups: None,
+            findings: Vec::new(),
+            result: String::new(),
         }
     }
 
@@ -155,7 +241,8 @@ impl ScanReport {
     }
 
     /// Old copies that are residue ([`crate::model::Residue`]): in history and free pages, when
-    /// they were read, and for a db file (a backup) its current values too.
+    /// they were read, in the backup files found, and for a db file (a backup) its current
+    /// values too.
     pub fn residue(&self) -> u64 {
         let backup: u64 = if self.snapshot.is_some() {
             self.resources.iter().map(|r| r.residue).sum()
@@ -165,6 +252,12 @@ impl ScanReport {
         backup
             + self.history.as_ref().map_or(0, |h| h.residue)
             + self.free_pages.as_ref().map_or(0, |f| f.residue)
+            + self
+                .backups
+                .iter()
+                .flatten()
+                .map(|b| b.residue())
+                .sum::<u64>()
     }
 
     /// Counts over every resource.
@@ -227,8 +320,31 @@ impl Visitor for ReportBuilder {
         if class.needs_rewrite() {
             r.needs_rewrite += 1;
         }
+        if verdict == Verdict::UnknownKey
+            && matches!(
+                class.state,
+                crate::model::State::EncryptedOk | crate::model::State::Kms
+            )
+        {
+            r.outside_config += 1;
+        }
         if Residue::of(class.state, class.apiserver_readable, item.encrypts).is_some() {
             r.residue += 1;
+        }
+        if verdict == Verdict::Plaintext
+            && !item.encrypts
+            && *item.resource != GroupResource::secrets()
+        {
+            let hits = crate::codec::sensitive::find(item.resource, item.value, HITS_PER_OBJECT);
+            if !hits.is_empty() {
+                r.sensitive
+                    .get_or_insert_with(Sample::default)
+                    .push(self.list_limit, || SensitiveObject {
+                        name: item.object.to_string(),
+                        key: item.key.to_string(),
+                        hits,
+                    });
+            }
         }
         if !class.verified && matches!(verdict, Verdict::OnWriteKey | Verdict::Stale) {
             r.unverified += 1;

@@ -35,6 +35,8 @@ fn resource(name: &str, write: &str, keys: &[(&str, VerdictCounts)]) -> Resource
         unverified: 0,
         verdicts,
         keys: kc,
+        outside_config: 0,
+        sensitive: None,
         residue: 0,
         kms_key_ids: BTreeMap::new(),
         samples: BTreeMap::new(),
@@ -262,6 +264,7 @@ fn apiserver_series_name_each_apiserver_and_its_hash() {
         ],
         leases: vec![],
         converged: false,
+        unreached: Vec::new(),
     };
     let (keys, seen, policy) = (BTreeMap::new(), BTreeMap::new(), Policy::default());
     let mut inp = inputs(None, &keys, &seen, &policy);
@@ -298,4 +301,27 @@ fn the_textfile_form_has_no_counter_and_no_progress_gauge() {
     let text = render(&inp);
     assert!(!text.contains("atrest_scan_failures"), "{text}");
     assert!(!text.contains("atrest_scan_in_progress"), "{text}");
+}
+
+#[test]
+fn every_help_text_ends_in_one_period() {
+    let scan = scan(vec![resource(
+        "secrets",
+        "aescbc:k1",
+        &[("aescbc:k1", counts(3, 0, 0))],
+    )]);
+    let text = render(&Inputs {
+        scan: Some(&scan),
+        apiservers: None,
+        keys: &BTreeMap::new(),
+        first_seen: &BTreeMap::new(),
+        policy: &Policy::default(),
+        scan_failures: Some(0),
+        scan_in_progress: Some(false),
+    });
+    let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
+    assert!(helps.len() > 10, "{text}");
+    for h in helps {
+        assert!(h.ends_with('.') && !h.ends_with(".."), "{h}");
+    }
 }

@@ -4,7 +4,7 @@
 use super::{Check, Inputs, ResourceConfigView, ResourceResult, Status, sample_evidence};
 use crate::GroupResource;
 use crate::config::{Finding, Severity};
-use crate::model::{KeyLabel, Verdict};
+use crate::model::{FindingKind, KeyLabel, Level, Verdict};
 
 /// What every check reads.
 pub struct CheckInput<'a> {
@@ -16,6 +16,28 @@ pub struct CheckInput<'a> {
     pub cfg_views: &'a [ResourceConfigView],
     /// Lint findings (config and file mode).
     pub lint: &'a [Finding],
+    /// What the scan found ([`crate::report::findings::assess`]): the data checks take their
+    /// status from these, so the report fails exactly where `atrest scan` exits 1.
+    pub findings: &'a [crate::model::Finding],
+}
+
+impl CheckInput<'_> {
+    /// The findings of these kinds.
+    fn of(&self, kinds: &[FindingKind]) -> impl Iterator<Item = &crate::model::Finding> {
+        let kinds = kinds.to_vec();
+        self.findings
+            .iter()
+            .filter(move |f| kinds.contains(&f.kind))
+    }
+
+    /// FAIL when one of these findings fails, WARN when one warns, else PASS.
+    fn status_of(&self, kinds: &[FindingKind]) -> Status {
+        match self.of(kinds).map(|f| f.level).max() {
+            Some(Level::Fail) => Status::Fail,
+            Some(Level::Warn) => Status::Warn,
+            None => Status::Pass,
+        }
+    }
 }
 
 type CheckFn = fn(&CheckInput<'_>) -> Option<(Status, Vec<String>)>;
@@ -74,8 +96,13 @@ pub const CHECKS: &[(&str, &str, CheckFn)] = &[
     ),
     (
         "ATR-C11",
-        "No plaintext or retired-key copies left in etcd history, free pages or the backup",
+        "No plaintext or retired-key copies left in etcd history, free pages or backup files",
         residue,
+    ),
+    (
+        "ATR-C12",
+        "No secret-looking data stored as plaintext in resources the config does not encrypt",
+        sensitive,
     ),
 ];
 
@@ -166,48 +193,68 @@ fn converged(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
         inp.config.hash
     ));
     ev.push(format!("apiserver identity leases: {}", s.leases.len()));
-    Some((
-        if s.converged {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
-        ev,
-    ))
+    ev.extend(
+        c.of(&[FindingKind::ApiserversDisagree])
+            .map(|f| f.message.clone()),
+    );
+    Some((c.status_of(&[FindingKind::ApiserversDisagree]), ev))
 }
 
 fn on_write_key(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
     let mut ev = Vec::new();
-    let mut off = 0u64;
+    let mut unchecked = Vec::new();
     for r in c.resources {
         if !r.plaintext_is_finding() {
-            ev.push(format!(
-                "{}: not checked: written as {} by the config, and not required by the policy",
-                r.resource, r.write_key
-            ));
+            if r.verdicts.stale > 0 {
+                ev.push(format!(
+                    "{}: {} stale (on a read key, not the write key {})",
+                    r.resource, r.verdicts.stale, r.write_key
+                ));
+            } else {
+                unchecked.push(r.resource.as_str());
+            }
             continue;
         }
         // Plaintext counts against it even under an identity write key: an encrypted or
         // required resource must be encrypted with its write key. Unreadable values are C06's.
-        let good = r.verdicts.on_write_key;
-        off += r.verdicts.stale + r.verdicts.plaintext;
-        ev.push(format!(
-            "{}: {}/{} encrypted with the write key {} ({} stale, {} plaintext, {} unreadable)",
-            r.resource,
-            good,
-            r.total,
-            r.write_key,
-            r.verdicts.stale,
-            r.verdicts.plaintext,
-            r.verdicts.unreadable()
-        ));
+        if !r.encrypts {
+            ev.push(format!(
+                "{}: NOT encrypted: its write key is identity; {} of {} stored as plaintext",
+                r.resource, r.verdicts.plaintext, r.total
+            ));
+        } else {
+            ev.push(format!(
+                "{}: {}/{} encrypted with the write key {} ({} stale, {} plaintext, {} unreadable)",
+                r.resource,
+                r.verdicts.on_write_key,
+                r.total,
+                r.write_key,
+                r.verdicts.stale,
+                r.verdicts.plaintext,
+                r.verdicts.unreadable()
+            ));
+        }
         ev.extend(sample_evidence(
             r,
             Verdict::Stale,
             "not on the write key (stale)",
         ));
     }
-    Some((if off == 0 { Status::Pass } else { Status::Fail }, ev))
+    if !unchecked.is_empty() {
+        ev.push(format!(
+            "{} other resources are written as plaintext by the config and not required by the policy (their stored values are counted in coverage): {}",
+            unchecked.len(),
+            unchecked.join(", ")
+        ));
+    }
+    ev.extend(
+        c.of(&[FindingKind::Stale, FindingKind::Plaintext])
+            .map(|f| f.message.clone()),
+    );
+    Some((
+        c.status_of(&[FindingKind::Stale, FindingKind::Plaintext]),
+        ev,
+    ))
 }
 
 fn no_plaintext(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
@@ -221,44 +268,42 @@ fn no_plaintext(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
             "stored as plaintext",
         ));
     }
+    let wanted = c
+        .resources
+        .iter()
+        .filter(|r| r.plaintext_is_finding())
+        .count();
     if plain == 0 {
-        ev.push(
-            "no plaintext object where the config encrypts or the policy requires encryption"
-                .into(),
-        );
+        ev.push(format!(
+            "no plaintext object in the {wanted} resources the config encrypts or the policy requires encrypted"
+        ));
     } else {
         ev.insert(
             0,
             format!("{plain} plaintext objects where encryption is configured or required"),
         );
     }
-    Some((
-        if plain == 0 {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
-        ev,
-    ))
+    Some((c.status_of(&[FindingKind::Plaintext]), ev))
 }
 
 fn readable(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
     let mut ev = Vec::new();
-    let mut bad = 0u64;
     for r in c.resources {
-        bad += r.verdicts.unreadable();
         for (v, what) in [
             (Verdict::Undecryptable, "undecryptable"),
-            (Verdict::UnknownKey, "under an unknown key"),
+            (Verdict::UnknownKey, "under a key its config does not have"),
             (Verdict::Corrupt, "corrupt"),
         ] {
             ev.extend(sample_evidence(r, v, what));
         }
     }
-    if bad == 0 {
+    let kinds = [FindingKind::UnknownKey, FindingKind::Unreadable];
+    ev.extend(c.of(&kinds).map(|f| f.message.clone()));
+    if c.of(&kinds).next().is_none() {
         let total: u64 = c.resources.iter().map(|r| r.total).sum();
         ev.push(format!(
-            "0 undecryptable, 0 unknown-key, 0 corrupt among {total} stored values"
+            "0 undecryptable, 0 unknown-key, 0 corrupt among {total} stored values of {} resources",
+            c.resources.len()
         ));
     }
     if !c.inp.scan.verified {
@@ -267,7 +312,7 @@ fn readable(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
                 .into(),
         );
     }
-    Some((if bad == 0 { Status::Pass } else { Status::Fail }, ev))
+    Some((c.status_of(&kinds), ev))
 }
 
 fn key_age(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
@@ -277,7 +322,14 @@ fn key_age(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
     let mut seen = std::collections::BTreeSet::new();
     for v in c.cfg_views {
         let Some(k) = v.keys.first() else { continue };
-        if k.provider == "identity" || !seen.insert(k.label.clone()) {
+        if k.provider == "identity" {
+            ev.push(format!(
+                "{}: not encrypted (the write key is identity): no key to age",
+                v.resource
+            ));
+            continue;
+        }
+        if !seen.insert(k.label.clone()) {
             continue;
         }
         let since =
@@ -393,10 +445,11 @@ fn kms_key_ids(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
 #[cfg(test)]
 mod tests;
 
-/// Applies when history (or a db file) was read: residue warns or fails as the policy says.
+/// Applies when history, a db file or backup files were read: residue warns or fails as the
+/// policy says.
 fn residue(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
     let scan = c.inp.scan;
-    if scan.history.is_none() && scan.snapshot.is_none() {
+    if scan.history.is_none() && scan.snapshot.is_none() && scan.backups.is_none() {
         return None;
     }
     let mut ev = Vec::new();
@@ -413,6 +466,8 @@ fn residue(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
             h.from_revision, h.to_revision, h.older_values, h.residue
         ));
         ev.extend(h.residue_groups().map(|g| g.summary()));
+    } else if scan.snapshot.is_none() {
+        ev.push("etcd history was not read (--no-history)".into());
     }
     if let Some(f) = &scan.free_pages {
         ev.push(format!(
@@ -429,13 +484,40 @@ fn residue(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
             m.free_bytes()
         ));
     }
+    match &scan.backups {
+        Some(b) if b.is_empty() => ev.push(
+            "backup files: none in atrest's snapshots folder, none recorded, none in a --backup-dir"
+                .into(),
+        ),
+        Some(b) => ev.extend(
+            b.iter()
+                .map(|b| format!("backup {}: {}", b.describe(), b.holds())),
+        ),
+        None => {}
+    }
     for cmd in &scan.cleanup {
         ev.push(format!("to drop: {cmd}"));
     }
-    let status = match (scan.residue(), c.inp.policy.residue) {
-        (0, _) => Status::Pass,
-        (_, super::policy::ResidueAction::Warn) => Status::Warn,
-        (_, super::policy::ResidueAction::Fail) => Status::Fail,
-    };
-    Some((status, ev))
+    Some((c.status_of(&[FindingKind::Residue]), ev))
+}
+
+/// Secret-looking data stored as plaintext outside the encrypted resources.
+fn sensitive(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let mut ev: Vec<String> = c
+        .of(&[FindingKind::SensitivePlaintext])
+        .map(|f| f.message.clone())
+        .collect();
+    if ev.is_empty() {
+        let (objects, resources) = c
+            .resources
+            .iter()
+            .filter(|r| !r.encrypts && r.resource != "secrets")
+            .fold((0u64, 0usize), |(o, n), r| {
+                (o + r.verdicts.plaintext, n + 1)
+            });
+        ev.push(format!(
+            "no secret-looking data in the {objects} plaintext objects of the {resources} resources the config does not encrypt (PEM private keys, kubeconfigs, tokens, cloud credentials, fields named like passwords and keys)"
+        ));
+    }
+    Some((c.status_of(&[FindingKind::SensitivePlaintext]), ev))
 }

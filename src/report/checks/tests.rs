@@ -45,6 +45,8 @@ fn secrets(write: &str, encrypts: bool, rows: &[(&str, Verdict, u64)]) -> Resour
         unverified: 0,
         verdicts: VerdictCounts::default(),
         keys: BTreeMap::new(),
+        outside_config: 0,
+        sensitive: None,
         residue: 0,
         kms_key_ids: BTreeMap::new(),
         samples: BTreeMap::new(),
@@ -94,6 +96,7 @@ impl Fixture {
                 }],
                 leases: vec!["apiserver-a".into()],
                 converged: true,
+                unreached: Vec::new(),
             }),
             manifest: Some(true),
             ages: BTreeMap::new(),
@@ -110,6 +113,7 @@ impl Fixture {
             apiservers: self.apiservers.clone(),
             manifest_sets_config: self.manifest,
             rotation: None,
+            in_progress: None,
             key_ages: self.ages.clone(),
             policy: &self.policy,
             now: "2026-06-01T00:00:00Z".parse().unwrap(),
@@ -147,7 +151,11 @@ fn a_compliant_cluster_passes_every_check() {
     for (id, (st, ev)) in &got {
         assert_eq!(*st, Status::Pass, "{id}: {ev}");
     }
-    assert_eq!(got.len(), 9, "C10 applies only when KMS v2 values exist");
+    assert_eq!(
+        got.len(),
+        10,
+        "C10 applies only when KMS v2 values exist, C11 only when history or backups were read"
+    );
 }
 
 #[test]
@@ -191,12 +199,22 @@ fn identity_write_key_with_plaintext_fails_c02_c04_c05_c08_with_exact_counts() {
             .contains("secrets: 1500 stored as plaintext")
     );
     assert!(got["ATR-C05"].1.contains("(showing 20 of 1500)"));
+    // An identity write key is "not encrypted", never "0/N encrypted with the write key
+    // identity"; C07 says there is no key to age rather than passing on nothing.
     assert!(
-        got["ATR-C04"]
-            .1
-            .contains("secrets: 0/1500 encrypted with the write key identity (0 stale, 1500 plaintext, 0 unreadable)"),
+        got["ATR-C04"].1.contains(
+            "secrets: NOT encrypted: its write key is identity; 1500 of 1500 stored as plaintext"
+        ),
         "{}",
         got["ATR-C04"].1
+    );
+    assert!(!got["ATR-C04"].1.contains("with the write key identity"));
+    assert!(
+        got["ATR-C07"]
+            .1
+            .contains("secrets: not encrypted (the write key is identity): no key to age"),
+        "{}",
+        got["ATR-C07"].1
     );
 }
 
@@ -256,7 +274,7 @@ fn unreadable_values_fail_c06_with_names() {
     assert_eq!(*st, Status::Fail);
     for want in [
         "secrets: 1 undecryptable: ns/undecryptable-0",
-        "secrets: 2 under an unknown key",
+        "secrets: 2 under a key its config does not have",
         "secrets: 1 corrupt",
     ] {
         assert!(ev.contains(want), "{want} in {ev}");
@@ -308,4 +326,134 @@ fn c10_kms_key_ids() {
     );
     f.policy.allow_old_kms_key_ids = true;
     assert_eq!(f.run()["ATR-C10"].0, Status::Pass);
+}
+
+/// A resource no rule covers, with values under a key of the secrets rule: what a hand edit
+/// that dropped its rule leaves.
+fn uncovered_configmaps(n: u64) -> ResourceReport {
+    let mut r = secrets(
+        "identity",
+        false,
+        &[("secretbox:sb1", Verdict::UnknownKey, n)],
+    );
+    r.resource = "configmaps".into();
+    r.rule = None;
+    r.outside_config = n;
+    r
+}
+
+#[test]
+fn a_resource_dropped_from_the_config_fails_c06_naming_the_key_and_the_rule() {
+    let mut f = compliant();
+    f.scan.resources.push(uncovered_configmaps(41));
+    f.scan.unknown_keys = vec![crate::model::KnownKey {
+        label: "secretbox:sb1".parse().unwrap(),
+        fingerprint: Some("sha256:0123456789abcdef".into()),
+        source: "the config, rule resources[0] (secrets)".into(),
+        endpoint: None,
+    }];
+    let got = f.run();
+    let (st, ev) = &got["ATR-C06"];
+    assert_eq!(*st, Status::Fail);
+    for want in [
+        "configmaps: 41 values are encrypted under a key the config does not give configmaps (no rule of the config covers configmaps)",
+        "secretbox:sb1: 41 values — sha256:0123456789abcdef, the config, rule resources[0] (secrets)",
+        "41 of them open with a key atrest found",
+        "- resources: [configmaps]",
+        "  - secretbox:",
+        "      - name: sb1",
+        "secret: <the secret of secretbox:sb1 sha256:0123456789abcdef: the config, rule resources[0] (secrets)>",
+        "  - identity: {}",
+    ] {
+        assert!(ev.contains(want), "{want:?} in {ev}");
+    }
+    // Never the key itself.
+    assert!(!ev.contains(KEY), "{ev}");
+}
+
+#[test]
+fn no_check_passes_on_empty_evidence() {
+    let mut fixtures = vec![
+        compliant(),
+        Fixture::new(
+            loaded("[{identity: {}}]", 0o600),
+            secrets("identity", false, &[("identity", Verdict::Plaintext, 3)]),
+        ),
+    ];
+    let mut f = compliant();
+    f.scan.resources.push(uncovered_configmaps(2));
+    fixtures.push(f);
+    for f in fixtures {
+        for (id, (st, ev)) in f.run() {
+            assert!(!ev.trim().is_empty(), "{id} is {st:?} with no evidence");
+        }
+    }
+}
+
+#[test]
+fn warnings_make_pass_with_warnings_and_a_failing_check_fail() {
+    let f = compliant();
+    let report = build(&Inputs {
+        config: &f.config,
+        scan: &f.scan,
+        etcd: EtcdInfo::default(),
+        apiservers: f.apiservers.clone(),
+        manifest_sets_config: f.manifest,
+        rotation: None,
+        in_progress: None,
+        key_ages: BTreeMap::new(),
+        policy: &f.policy,
+        now: "2026-06-01T00:00:00Z".parse().unwrap(),
+    });
+    assert_eq!(report.verdict, Status::Pass);
+    assert_eq!(report.warnings, 1, "key age unknown: {:#?}", report.checks);
+    assert_eq!(report.result, "PASS with 1 warning");
+    assert_eq!(crate::report::result_line(0, 2, 12), "PASS with 2 warnings");
+    assert_eq!(
+        crate::report::result_line(1, 2, 12),
+        "FAIL (1 of 12 checks fail; 2 warnings)"
+    );
+    assert_eq!(crate::report::result_line(0, 0, 12), "PASS");
+}
+
+#[test]
+fn stale_values_only_warn_while_a_rotation_in_progress_rewrites_them() {
+    let f = Fixture::new(
+        loaded(&secretbox(), 0o600),
+        secrets(
+            "secretbox:sb1",
+            true,
+            &[("secretbox:old", Verdict::Stale, 4)],
+        ),
+    );
+    assert_eq!(f.run()["ATR-C04"].0, Status::Fail);
+    let rotation: crate::rotate::Rotation = serde_json::from_value(serde_json::json!({
+        "id": "20260601T000000Z", "target": "secretbox:sb1", "target_fingerprint": null,
+        "rules": [0], "resources": ["secrets"], "previous_write_keys": {},
+        "stage": "promoted", "started": "2026-06-01T00:00:00Z", "prepared_at": null,
+        "promoted_at": null, "reencrypted_at": null, "finished_at": null, "snapshot": null,
+        "snapshot_skipped": false, "aborted": false, "retired": []
+    }))
+    .unwrap();
+    let report = build(&Inputs {
+        config: &f.config,
+        scan: &f.scan,
+        etcd: EtcdInfo::default(),
+        apiservers: f.apiservers.clone(),
+        manifest_sets_config: f.manifest,
+        rotation: None,
+        in_progress: Some(rotation),
+        key_ages: BTreeMap::new(),
+        policy: &f.policy,
+        now: "2026-06-01T00:00:00Z".parse().unwrap(),
+    });
+    let c04 = report.checks.iter().find(|c| c.id == "ATR-C04").unwrap();
+    assert_eq!(c04.status, Status::Warn, "{:#?}", c04.evidence);
+    assert!(
+        c04.evidence.iter().any(
+            |e| e.contains("the rotation in progress rewrites them: `atrest rotate reencrypt`")
+        ),
+        "{:#?}",
+        c04.evidence
+    );
 }

@@ -203,13 +203,22 @@ impl Journal<'_> {
         new: &EncryptionConfig,
         stage: Option<Stage>,
     ) -> Result<Written, JournalError> {
-        let text = config::render_yaml(new);
+        // The file as it was before the rotation, when `new` holds exactly its keys (an abort
+        // before promote, a prune after an abort): its own bytes, comments and all.
+        let text = match before_bytes(st, new) {
+            Some(before) => before,
+            None => config::render_yaml(new),
+        };
         // Refuse to write anything the apiserver would refuse to load.
         config::parse_str(self.config_path, &text)?;
         let pending = self.record_intent(st, step, text.as_bytes(), config::layout(new), stage)?;
+        fsutil::crash_point("journal:after-intent");
         let backup = self.backup()?;
+        fsutil::crash_point("journal:after-backup");
         fsutil::write_atomic(self.config_path, text.as_bytes(), 0o600)?;
+        fsutil::crash_point("journal:after-config");
         let synced = self.sync(&pending)?;
+        fsutil::crash_point("journal:after-sync");
         let hash = pending.hash.clone();
         self.commit(st, pending)?;
         Ok(Written {
@@ -217,6 +226,19 @@ impl Journal<'_> {
             backup,
             synced,
         })
+    }
+
+    /// Accepts the config file as it is now as the one atrest expects (a hand edit made while no
+    /// rotation is in progress): returns it and what changed, by rule and key name and
+    /// fingerprint.
+    pub fn adopt(&self, st: &mut State) -> Result<(LoadedConfig, Vec<String>), JournalError> {
+        let loaded = config::load(self.config_path)?;
+        let layout = config::layout(&loaded.config);
+        let diff = config::describe_diff(&st.expected_layout, &layout);
+        st.expected_hash = Some(loaded.hash.clone());
+        st.expected_layout = layout;
+        st.save(self.state_dir)?;
+        Ok((loaded, diff))
     }
 
     fn record_intent(
@@ -271,6 +293,19 @@ impl Journal<'_> {
         st.pending = None;
         st.save(self.state_dir)
     }
+}
+
+/// The bytes of the config as it was before the rotation in progress, when they still hash as
+/// recorded and their keys are exactly `new`'s.
+fn before_bytes(st: &State, new: &EncryptionConfig) -> Option<zeroize::Zeroizing<String>> {
+    let before = st.rotation.as_ref()?.before.as_ref()?;
+    // It holds keys: wiped when dropped, like every config text atrest handles.
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(&before.path).ok()?);
+    if config::config_hash(text.as_bytes()) != before.hash {
+        return None;
+    }
+    let parsed = config::parse_str(&before.path, &text).ok()?;
+    (config::layout(&parsed) == config::layout(new)).then_some(text)
 }
 
 #[cfg(test)]

@@ -116,6 +116,7 @@ fn rotation(stage: Stage) -> Rotation {
         snapshot_skipped: true,
         aborted: false,
         retired: Vec::new(),
+        before: None,
     }
 }
 
@@ -353,4 +354,66 @@ fn a_config_the_apiserver_would_refuse_is_never_written() {
     );
     assert_eq!(std::fs::read_to_string(&f.config_path).unwrap(), f.old);
     assert_eq!(f.journal().load_state().unwrap().pending, None);
+}
+
+#[test]
+fn a_write_with_the_keys_of_the_file_before_the_rotation_writes_its_bytes() {
+    let f = Fixture::new();
+    // The admin's file before the rotation: comments and their own formatting.
+    let before_text = format!("# keep: reviewed\n{}", yaml(&["key1"]));
+    let before_path = f.state_dir.join("before.yaml");
+    std::fs::write(&before_path, &before_text).unwrap();
+    let mut st = f.journal().load_state().unwrap();
+    st.rotation.as_mut().unwrap().before = Some(crate::rotate::ConfigBefore {
+        path: before_path.clone(),
+        hash: config::config_hash(before_text.as_bytes()),
+    });
+    st.save(&f.state_dir).unwrap();
+    // The same keys as before the rotation: its exact bytes.
+    let same = config::parse_str(&f.config_path, &yaml(&["key1"])).unwrap();
+    f.journal()
+        .write(&mut st, Step::Abort, &same, Some(Stage::Prepared))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&f.config_path).unwrap(),
+        before_text
+    );
+    // Other keys: rendered as usual.
+    f.journal()
+        .write(&mut st, Step::Promote, &f.new, Some(Stage::Promoted))
+        .unwrap();
+    assert_eq!(std::fs::read(&f.config_path).unwrap(), f.new_text());
+    // A copy that no longer hashes as recorded is not trusted.
+    std::fs::write(&before_path, format!("# changed\n{before_text}")).unwrap();
+    f.journal()
+        .write(&mut st, Step::Abort, &same, Some(Stage::Prepared))
+        .unwrap();
+    assert_ne!(
+        std::fs::read_to_string(&f.config_path).unwrap(),
+        before_text
+    );
+}
+
+#[test]
+fn adopt_takes_the_file_as_it_is_and_says_what_changed() {
+    let f = Fixture::new();
+    let edited = format!("{}# a comment\n", f.old);
+    std::fs::write(&f.config_path, &edited).unwrap();
+    let mut st = f.journal().load_state().unwrap();
+    assert!(matches!(
+        f.journal().load_checked(&mut st),
+        Err(JournalError::Changed(_))
+    ));
+    let (loaded, diff) = f.journal().adopt(&mut st).unwrap();
+    assert_eq!(loaded.hash, config::config_hash(edited.as_bytes()));
+    assert_eq!(
+        diff,
+        vec!["the key layout is the same; only formatting or comments differ".to_string()]
+    );
+    let (_, reloaded) = f.restart();
+    assert_eq!(
+        reloaded.unwrap().hash,
+        loaded.hash,
+        "the state expects it now"
+    );
 }

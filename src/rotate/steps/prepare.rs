@@ -46,7 +46,8 @@ impl Rotator<'_> {
             });
         }
         self.refuse_unsupported_apiservers().await?;
-        let cfg = self.cover_secrets(&loaded.config);
+        self.refuse_unknown_resources(&req.resources).await?;
+        let cfg = self.cover(&loaded.config, &req.resources);
         let target = target(req)?;
         let label = target.label();
         let scope = scope(&cfg, &req.resources);
@@ -55,7 +56,17 @@ impl Rotator<'_> {
         let snapshot = self.snapshot(&req.snapshot, &id).await?;
         record(&mut st, id, &target, scope.clone(), snapshot);
         let new = config::add_read_key(&cfg, &scope.rules, &target)?;
-        let hash = self.write_config(&mut st, Step::Prepare, &new, Some(Stage::Prepared))?;
+        let written =
+            self.write_config_backed(&mut st, Step::Prepare, &new, Some(Stage::Prepared))?;
+        let hash = written.hash;
+        // The backup of the file as it was before prepare: what abort puts back, byte for byte.
+        if let (Some(r), Some(path)) = (st.rotation.as_mut(), written.backup) {
+            r.before = Some(crate::rotate::ConfigBefore {
+                path,
+                hash: loaded.hash.clone(),
+            });
+            st.save(&self.state_dir)?;
+        }
         (self.say)(&format!(
             "prepared: {label} is a read key for {}",
             scope.resources.join(", ")
@@ -64,22 +75,44 @@ impl Rotator<'_> {
         Ok(())
     }
 
-    /// Secrets must be covered: an explicit identity rule changes nothing the apiserver does.
-    fn cover_secrets(&self, config: &EncryptionConfig) -> EncryptionConfig {
+    /// Every resource the rotation is for must be covered by a rule — the ones asked for, else
+    /// secrets: a resource no rule covers gets one of its own with identity (an explicit
+    /// identity rule changes nothing the apiserver does), so that the rotation turns encryption
+    /// on for it like for any other.
+    fn cover(&self, config: &EncryptionConfig, requested: &[GroupResource]) -> EncryptionConfig {
         let mut cfg = config.clone();
-        if cfg.resolve(&GroupResource::secrets()).entries.is_empty() {
-            cfg.rules.insert(
-                0,
-                ResourceRule {
-                    resources: vec!["secrets".into()],
-                    providers: vec![Provider::Identity],
-                },
-            );
-            (self.say)(
-                "secrets were not covered by any rule: adding `secrets` (identity, as before) to rotate them too",
-            );
+        let wanted = match requested {
+            [] => vec![GroupResource::secrets()],
+            some => some.to_vec(),
+        };
+        for gr in wanted.iter().rev() {
+            if cfg.resolve(gr).entries.is_empty() {
+                cfg.rules.insert(
+                    0,
+                    ResourceRule {
+                        resources: vec![gr.config_name()],
+                        providers: vec![Provider::Identity],
+                    },
+                );
+                (self.say)(&format!(
+                    "{0} is not covered by any rule: adding a rule for {0} (identity, as before) so that the rotation encrypts it too",
+                    gr.config_name()
+                ));
+            }
         }
         cfg
+    }
+
+    /// A resource asked for by name must be one the apiserver serves: a typo would otherwise
+    /// get a rule that protects nothing. Wildcards (`*.example.com`) are taken as written.
+    async fn refuse_unknown_resources(
+        &self,
+        requested: &[GroupResource],
+    ) -> Result<(), RotateError> {
+        for gr in requested.iter().filter(|gr| !gr.is_wildcard()) {
+            crate::kube::discover(&self.apiservers.base, gr).await?;
+        }
+        Ok(())
     }
 
     async fn snapshot(
@@ -110,17 +143,15 @@ impl Rotator<'_> {
     }
 }
 
-/// The rules deciding how the requested resources (always with secrets; none: every resource
-/// the config names) are written. Every resource of such a rule is rotated too: they share keys.
+/// The rules deciding how the requested resources (none: every resource the config names,
+/// secrets among them) are written. Every resource of such a rule is rotated too: they share
+/// keys. Exactly what was asked for: `--provider identity --resource configmaps` decrypts
+/// configmaps, never secrets too.
 fn scope(cfg: &EncryptionConfig, requested: &[GroupResource]) -> Scope {
     let requested: Vec<GroupResource> = if requested.is_empty() {
         cfg.named_resources()
     } else {
-        let mut v = requested.to_vec();
-        if !v.contains(&GroupResource::secrets()) {
-            v.push(GroupResource::secrets());
-        }
-        v
+        requested.to_vec()
     };
     let rules = config::rules_for(cfg, &requested);
     let mut resources: Vec<String> = Vec::new();
@@ -226,6 +257,7 @@ fn record(
         snapshot,
         aborted: false,
         retired: Vec::new(),
+        before: None,
     });
     let key = st.keys.entry(label).or_default();
     key.added = Some(now());

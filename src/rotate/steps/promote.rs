@@ -15,7 +15,20 @@ impl Rotator<'_> {
         let (loaded, resumed) = self.load_resuming(&mut st, Step::Promote)?;
         let r = self.rotation(&st, Step::Promote)?.clone();
         let hash = match resumed {
-            Some(hash) => hash,
+            Some(hash) => {
+                // The write of a previous run, completed now: its record was saved with the
+                // write's intent, before the file changed. A state from an atrest that recorded
+                // it only afterwards gets it now (the best still known).
+                let record = st.keys.entry(r.target.clone()).or_default();
+                if record.promoted_revision.is_none() {
+                    record.promoted = Some(now());
+                    record.promoted_revision = crate::rotate::snapshot::current_revision(self.etcd)
+                        .await
+                        .ok();
+                    st.save(&self.state_dir)?;
+                }
+                hash
+            }
             None => {
                 self.require_stage(&st, Step::Promote, Stage::Prepared)?;
                 self.wait_converged(&loaded.hash).await?;
@@ -23,17 +36,17 @@ impl Rotator<'_> {
                     self.kms_healthy(&loaded.config).await?;
                 }
                 let new = config::promote(&loaded.config, &r.rules, &r.target)?;
+                // Every write with the new key comes after this revision (the aesgcm write
+                // estimate): read before the file changes, and saved with the write's intent,
+                // so that a rerun after a crash keeps it rather than reading a later one.
+                let record = st.keys.entry(r.target.clone()).or_default();
+                record.promoted = Some(now());
+                record.promoted_revision = crate::rotate::snapshot::current_revision(self.etcd)
+                    .await
+                    .ok();
                 self.write_config(&mut st, Step::Promote, &new, Some(Stage::Promoted))?
             }
         };
-        // Every write with the new key comes after this revision (the aesgcm write estimate).
-        let revision = crate::rotate::snapshot::current_revision(self.etcd)
-            .await
-            .ok();
-        let record = st.keys.entry(r.target.clone()).or_default();
-        record.promoted = Some(now());
-        record.promoted_revision = revision;
-        st.save(&self.state_dir)?;
         self.wait_converged(&hash).await?;
         self.canary().await?;
         (self.say)(&format!("promoted: {} is the write key", r.target));

@@ -36,14 +36,14 @@ impl Rotator<'_> {
         self.require_stage(&st, Step::Prune, Stage::Reencrypted)?;
         self.wait_converged(&loaded.hash).await?;
         let r = self.rotation(&st, Step::Prune)?.clone();
-        let found = self.not_on_write_key(&loaded, &r).await?;
+        let retired = retired(&loaded, &r);
+        let found = self.not_on_write_key(&loaded, &r, &retired.labels).await?;
         if found.count > 0 {
             return Err(RotateError::PruneRefused {
                 count: found.count,
                 objects: found.names,
             });
         }
-        let retired = retired(&loaded, &r);
         self.archive(&retired.keys)?;
         let remove = retired.labels;
         let new = config::remove(&loaded.config, &r.rules, &remove)?;

@@ -111,3 +111,32 @@ impl ControlPlane {
         );
     }
 }
+
+impl ControlPlane {
+    /// Installs a namespaced CRD `<plural>.<group>` (version v1, any fields) and waits until
+    /// it is established.
+    pub fn install_crd(&self, group: &str, plural: &str, kind: &str) {
+        let singular = kind.to_ascii_lowercase();
+        self.kubectl_apply(&serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.{group}")},
+            "spec": {
+                "group": group, "scope": "Namespaced",
+                "names": {"plural": plural, "singular": singular, "kind": kind},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+            }
+        }));
+        let out = self.kubectl(&[
+            "wait",
+            "--for=condition=established",
+            &format!("crd/{plural}.{group}"),
+            "--timeout=60s",
+        ]);
+        assert!(
+            out.status.success(),
+            "CRD {plural}.{group} not established: {}",
+            crate::text(&out)
+        );
+    }
+}

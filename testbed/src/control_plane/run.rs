@@ -25,10 +25,13 @@ impl ControlPlane {
         self.path().join("state")
     }
 
-    /// Runs `atrest <args…> <config and etcd flags>` and checks it; (exit code, stdout, stderr).
+    /// Runs `atrest <args…> <config and etcd flags>` (state in `atrest/` of this cluster's
+    /// folder, as `ATREST_STATE_DIR`) and checks it; (exit code, stdout, stderr).
     pub fn atrest(&self, args: &[&str]) -> (i32, String, String) {
         let mut cmd = cli::command(args);
         cmd.args(self.atrest_flags());
+        // The default state folder, kept in this cluster's folder (never the machine's).
+        cmd.env("ATREST_STATE_DIR", self.path().join("atrest"));
         cli::split(self.output(&mut cmd))
     }
 
@@ -156,11 +159,19 @@ impl ControlPlane {
     }
 }
 
-/// The KMS test plugin keeps one raw 32-byte wrapping key per key ID (`<sha256>.key`).
+/// The KMS test plugin keeps one raw 32-byte wrapping key per key ID (`<sha256>.key`), and logs
+/// every DEK or seed the apiserver had it wrap (`deks.log`, hex, one per line).
 fn register_kms_keys(state: &Path) {
     let Ok(entries) = std::fs::read_dir(state) else {
         return;
     };
+    if let Ok(log) = std::fs::read_to_string(state.join("deks.log")) {
+        for line in log.lines() {
+            if let Ok(bytes) = hex::decode(line.trim()) {
+                leak::register_etcd_key_bytes(&bytes, "a KMS DEK or seed the test plugin wrapped");
+            }
+        }
+    }
     for e in entries.flatten() {
         let p = e.path();
         if p.extension().is_some_and(|x| x == "key")

@@ -80,7 +80,27 @@ func (p *plugin) kek(keyID string, create bool) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
+// logWrapped appends the hex of a DEK or seed the apiserver asked to wrap to deks.log (0600), so
+// that atrest's test bed can search every output for it. Only a test plugin may do this: a real
+// KMS never reveals what it wraps.
+func (p *plugin) logWrapped(plain []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, err := os.OpenFile(filepath.Join(p.stateDir, "deks.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(f, "%s\n", hex.EncodeToString(plain))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 func (p *plugin) Encrypt(_ context.Context, _ string, data []byte) (*service.EncryptResponse, error) {
+	if err := p.logWrapped(data); err != nil {
+		return nil, err
+	}
 	id, err := p.currentKeyID()
 	if err != nil {
 		return nil, err
@@ -151,6 +171,9 @@ func (s *v1) Version(context.Context, *kmsv1.VersionRequest) (*kmsv1.VersionResp
 }
 
 func (s *v1) Encrypt(_ context.Context, r *kmsv1.EncryptRequest) (*kmsv1.EncryptResponse, error) {
+	if err := s.p.logWrapped(r.Plain); err != nil {
+		return nil, err
+	}
 	aead, err := s.p.kek("v1", true)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,188 @@
+//! The scan of `scan`, `status` and `report`, defined once: the census of etcd (or a db file)
+//! with every key atrest can find, what is known of the keys values need, and their history.
+
+use std::path::{Path, PathBuf};
+
+use super::{ClusterError, Context, ScanRequest, keybook, plugins};
+use crate::etcd::scan::{self, ClassifyConfig, Progress, ReportBuilder, ScanOptions, ScanReport};
+use crate::keys::archive;
+use crate::kms::KmsPlugins;
+
+impl Context {
+    /// What every scan starts from: the key ranges, the KMS plugins (when verifying) and every
+    /// key atrest can find beyond the config (tried last, and named in findings).
+    async fn scan_inputs(
+        &self,
+        req: &ScanRequest,
+    ) -> Result<(scan::ScanPlan, Option<KmsPlugins>, keybook::KeyBook), ClusterError> {
+        let plan = scan::plan(&self.config.config, &self.target.prefix, &req.resources);
+        let plugins = plugins(&self.config.config, req.verify).await?;
+        // An archive named on the command line must load; the state folder's own is best effort.
+        if let Some(p) = &req.key_archive {
+            archive::load(p)?;
+        }
+        let archives: Vec<PathBuf> = req.key_archive.iter().cloned().collect();
+        let book =
+            keybook::KeyBook::gather(&self.config.config, req.state_dir.as_deref(), &archives);
+        for e in &book.unreadable {
+            tracing::warn!("{e}; its keys are not used to name stored values");
+        }
+        Ok((plan, plugins, book))
+    }
+
+    /// Scans the covered (or requested) resources at one revision: the scan of `scan`,
+    /// `status` and `report`.
+    pub async fn scan(
+        &self,
+        client: &etcd_client::Client,
+        req: &ScanRequest,
+        progress: &mut dyn Progress,
+    ) -> Result<ScanReport, ClusterError> {
+        let (plan, plugins, book) = self.scan_inputs(req).await?;
+        let opts = ScanOptions {
+            classify: ClassifyConfig::new(
+                req.verify,
+                false,
+                plugins.as_ref(),
+                book.material.clone(),
+            ),
+            patience: req.patience,
+            ..Default::default()
+        };
+        let mut builder = ReportBuilder::new(req.max_list);
+        let run = scan::run(
+            client,
+            &self.config.config,
+            &self.target.prefix,
+            &plan,
+            &opts,
+            &mut builder,
+            progress,
+        )
+        .await
+        .map_err(|source| ClusterError::ScanStopped {
+            target: self.target.describe(),
+            source,
+        })?;
+        if run.retries > 0 {
+            tracing::warn!(
+                "etcd was briefly unavailable; {} reads were retried",
+                run.retries
+            );
+        }
+        let mut report = builder.finish(run.revision, req.verify);
+        report.scope = plan.scope(&self.target.prefix);
+        report.unknown_keys = unknown_keys(&report, &book);
+        if req.history {
+            let history = crate::etcd::history::live(
+                client,
+                &self.config.config,
+                &self.target.prefix,
+                &plan,
+                &opts,
+                run.revision,
+                req.max_list,
+            )
+            .await
+            .map_err(|source| ClusterError::ScanStopped {
+                target: self.target.describe(),
+                source,
+            })?;
+            let members = crate::etcd::residue::member_sizes(client, &self.target)
+                .await
+                .map_err(|e| self.name_mapped_file(e))?;
+            report.cleanup =
+                crate::etcd::residue::cleanup_commands(&self.target, Some(&history), &members);
+            report.history = Some(history);
+            report.members = Some(members);
+        }
+        if let Some(p) = &plugins {
+            report.kms_current_key_ids = p.current_key_ids().into_iter().collect();
+        }
+        Ok(report)
+    }
+
+    /// Scans an etcd data file offline (a snapshot or a member's `member/snap/db`): the same
+    /// classification and counts as a live scan at the file's revision, plus the file's identity
+    /// and the keys it needs; with `history`, every older revision in it and its free pages.
+    /// The file is opened read-only.
+    pub async fn scan_file(
+        &self,
+        path: &Path,
+        req: &ScanRequest,
+        progress: &mut dyn Progress,
+    ) -> Result<ScanReport, ClusterError> {
+        let (plan, plugins, book) = self.scan_inputs(req).await?;
+        let opts = ScanOptions {
+            classify: ClassifyConfig::new(
+                req.verify,
+                false,
+                plugins.as_ref(),
+                book.material.clone(),
+            ),
+            ..Default::default()
+        };
+        let mut db = crate::etcd::dbfile::DbFile::open(path, &self.target.prefix)?;
+        let mut builder = ReportBuilder::new(req.max_list);
+        db.scan(
+            &self.config.config,
+            &self.target.prefix,
+            &plan,
+            &opts,
+            &mut builder,
+            progress,
+        )
+        .await?;
+        let mut report = builder.finish(db.info.revision, req.verify);
+        report.scope = plan.scope(&self.target.prefix);
+        report.unknown_keys = unknown_keys(&report, &book);
+        if req.history {
+            report.history = Some(
+                crate::etcd::history::offline(
+                    &db,
+                    &self.config.config,
+                    &self.target.prefix,
+                    &plan,
+                    &opts,
+                    req.max_list,
+                )
+                .await?,
+            );
+            report.free_pages = Some(crate::etcd::dbfile::free::census(
+                &mut db,
+                &self.config.config,
+                &self.target.prefix,
+                &plan,
+            )?);
+        }
+        if let Some(p) = &plugins {
+            report.kms_current_key_ids = p.current_key_ids().into_iter().collect();
+        }
+        db.sha256()?;
+        let keys_needed =
+            crate::etcd::residue::keys_needed(&report, &self.config.config, &book.material);
+        report.snapshot = Some(crate::etcd::residue::SnapshotSection {
+            file: db.info.clone(),
+            keys_needed,
+        });
+        Ok(report)
+    }
+}
+
+/// What is known of every key that values are stored under without their resource's config
+/// having it.
+fn unknown_keys(report: &ScanReport, book: &keybook::KeyBook) -> Vec<keybook::KnownKey> {
+    let mut labels: Vec<&crate::model::KeyLabel> = report
+        .resources
+        .iter()
+        .flat_map(|r| r.keys.iter())
+        .filter(|(_, c)| c.unknown_key > 0)
+        .map(|(l, _)| l)
+        .collect();
+    labels.sort();
+    labels.dedup();
+    labels
+        .into_iter()
+        .flat_map(|l| book.named(l).cloned())
+        .collect()
+}
