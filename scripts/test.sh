@@ -6,7 +6,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-log() { printf '\n== %s\n' "$*" >&2; }
+# Each stage's heading shows the free disk where target/ lives: CI once ran out of it mid-build.
+log() { printf '\n== %s (%s free)\n' "$*" "$(df -h --output=avail . 2>/dev/null | tail -1 | tr -d ' ')" >&2; }
+
+# Every artifact is built once here: no incremental caches, which about double target/'s size.
+export CARGO_INCREMENTAL=0
 
 # Debian packages: protoc (prost-build), util-linux (unshare, for a second apiserver identity),
 # chromium (the HTML report is checked in a real headless browser) and binutils (objdump reads

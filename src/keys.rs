@@ -11,6 +11,8 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+pub mod yaml;
+
 /// Go's `base64.StdEncoding`: padding required, non-zero trailing bits tolerated.
 const GO_STD_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
     &base64::alphabet::STANDARD,
@@ -21,12 +23,9 @@ const GO_STD_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPur
 
 /// Decodes a key the way the apiserver does (`base64.StdEncoding`, which skips `\r` and `\n`).
 pub fn decode_secret(secret: &str) -> Option<Zeroizing<Vec<u8>>> {
-    let cleaned: Zeroizing<String> = Zeroizing::new(
-        secret
-            .chars()
-            .filter(|c| *c != '\r' && *c != '\n')
-            .collect(),
-    );
+    // Sized up front: a growing buffer would free unzeroed copies of the key as it reallocates.
+    let mut cleaned = Zeroizing::new(String::with_capacity(secret.len()));
+    cleaned.extend(secret.chars().filter(|c| *c != '\r' && *c != '\n'));
     GO_STD_BASE64
         .decode(cleaned.as_bytes())
         .ok()
@@ -250,7 +249,9 @@ pub mod archive {
 
     use zeroize::Zeroizing;
 
-    use super::{Key, KeyProvider};
+    use std::fmt::Write;
+
+    use super::{Key, KeyProvider, yaml};
     use crate::fsutil;
 
     /// Why the key archive could not be read or written.
@@ -393,20 +394,22 @@ pub mod archive {
                 retired: retired.to_string(),
             });
         }
-        let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
-        let mut text = Zeroizing::new(String::from(
-            "# atrest key archive: retired encryption keys, kept so that etcd snapshots taken before a\n# rotation stay readable. Mode 0600; never share it.\napiVersion: atrest/v1\nkind: KeyArchive\nkeys:\n",
-        ));
-        for e in &existing {
-            text.push_str(&format!(
-                "  - provider: {}\n    name: {}\n    secret: {}\n    fingerprint: {}\n    retired: {}\n",
-                e.provider.name(),
-                q(&e.name),
-                q(&e.secret),
-                q(&e.fingerprint),
-                q(&e.retired)
-            ));
-        }
+        let text = yaml::render(|y| {
+            y.raw(
+                "# atrest key archive: retired encryption keys, kept so that etcd snapshots taken before a\n# rotation stay readable. Mode 0600; never share it.\napiVersion: atrest/v1\nkind: KeyArchive\nkeys:\n",
+            );
+            for e in &existing {
+                let _ = write!(y, "  - provider: {}\n    name: ", e.provider.name());
+                y.quoted(&e.name);
+                y.raw("\n    secret: ");
+                y.quoted(&e.secret);
+                y.raw("\n    fingerprint: ");
+                y.quoted(&e.fingerprint);
+                y.raw("\n    retired: ");
+                y.quoted(&e.retired);
+                y.raw("\n");
+            }
+        });
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| fsutil::WriteError {
                 path: dir.to_path_buf(),

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use zeroize::Zeroizing;
 
 use super::{EncryptionConfig, Provider, Schema};
+use crate::keys::yaml;
 
 /// Why an edit of the config was refused; `rule` is the index in `resources`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -35,53 +36,57 @@ pub enum EditError {
     },
 }
 
-fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
-}
-
-/// The config as YAML. The result holds key material, so it is returned zeroizing.
+/// The config as YAML. The result holds key material, so it is built in one zeroizing buffer
+/// (`keys::yaml`).
 pub fn render_yaml(config: &EncryptionConfig) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::new());
     let (api_version, kind) = match config.schema {
         Schema::V1 => ("apiserver.config.k8s.io/v1", "EncryptionConfiguration"),
         Schema::LegacyV1 => ("v1", "EncryptionConfig"),
     };
-    let _ = writeln!(out, "apiVersion: {api_version}\nkind: {kind}\nresources:");
-    for rule in &config.rules {
-        let _ = writeln!(out, "  - resources:");
-        for r in &rule.resources {
-            let _ = writeln!(out, "      - {}", q(r));
-        }
-        let _ = writeln!(out, "    providers:");
-        for p in &rule.providers {
-            match p {
-                Provider::Identity => {
-                    let _ = writeln!(out, "      - identity: {{}}");
-                }
-                Provider::Keys { provider, keys } => {
-                    let _ = writeln!(out, "      - {}:\n          keys:", provider.name());
-                    for k in keys {
-                        let secret = k.secret_base64();
-                        let _ = writeln!(out, "            - name: {}", q(k.name()));
-                        let _ = writeln!(out, "              secret: {}", q(&secret));
+    yaml::render(|y| {
+        let _ = writeln!(y, "apiVersion: {api_version}\nkind: {kind}\nresources:");
+        for rule in &config.rules {
+            y.raw("  - resources:\n");
+            for r in &rule.resources {
+                y.raw("      - ");
+                y.quoted(r);
+                y.raw("\n");
+            }
+            y.raw("    providers:\n");
+            for p in &rule.providers {
+                match p {
+                    Provider::Identity => y.raw("      - identity: {}\n"),
+                    Provider::Keys { provider, keys } => {
+                        let _ = writeln!(y, "      - {}:\n          keys:", provider.name());
+                        for k in keys {
+                            y.raw("            - name: ");
+                            y.quoted(k.name());
+                            y.raw("\n              secret: ");
+                            y.quoted(&k.secret_base64());
+                            y.raw("\n");
+                        }
                     }
-                }
-                Provider::Kms(k) => {
-                    let _ = writeln!(out, "      - kms:");
-                    let _ = writeln!(out, "          apiVersion: {}", k.version_str());
-                    let _ = writeln!(out, "          name: {}", q(&k.name));
-                    let _ = writeln!(out, "          endpoint: {}", q(&k.endpoint));
-                    if let Some(c) = k.cachesize {
-                        let _ = writeln!(out, "          cachesize: {c}");
-                    }
-                    if let Some(t) = &k.timeout {
-                        let _ = writeln!(out, "          timeout: {}", q(t));
+                    Provider::Kms(k) => {
+                        let _ =
+                            writeln!(y, "      - kms:\n          apiVersion: {}", k.version_str());
+                        y.raw("          name: ");
+                        y.quoted(&k.name);
+                        y.raw("\n          endpoint: ");
+                        y.quoted(&k.endpoint);
+                        y.raw("\n");
+                        if let Some(c) = k.cachesize {
+                            let _ = writeln!(y, "          cachesize: {c}");
+                        }
+                        if let Some(t) = &k.timeout {
+                            y.raw("          timeout: ");
+                            y.quoted(t);
+                            y.raw("\n");
+                        }
                     }
                 }
             }
         }
-    }
-    out
+    })
 }
 
 /// What a rotation moves to: a new local key, a KMS provider, or plaintext.
