@@ -1,6 +1,6 @@
-// Generates the prost/tonic types of proto/: only what no crate provides (the KMS v2 stored
-// object and the KMS v2 plugin API, both package `v2`, and the KMS v1beta1 plugin API).
-// Also records the git commit for `atrest --version` (ATREST_GIT_COMMIT; "unknown" outside git).
+//! Generates the prost/tonic types of proto/: only what no crate provides (the KMS v2 stored
+//! object and the KMS v2 plugin API, both package `v2`, and the KMS v1beta1 plugin API).
+//! Also records the git commit for `atrest --version` (ATREST_GIT_COMMIT; "unknown" outside git).
 use std::path::PathBuf;
 use std::process::Command;
 

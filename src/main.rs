@@ -1,5 +1,8 @@
 //! The `atrest` command: parse, set up logging, dispatch. Everything else is in the library.
 
+// The workspace lints (Cargo.toml) deny it; here, as in the library, nothing may allow it.
+#![forbid(unsafe_code)]
+
 mod cli;
 
 use clap::FromArgMatches;

@@ -6,6 +6,7 @@ use atrest::GroupResource;
 use atrest::codec::{Options, PayloadKind, ProviderTable, State, encrypt_value};
 use atrest::config::parse_str;
 use atrest::keys::{Key, KeyProvider};
+use atrest_testbed::b64;
 use zeroize::Zeroizing;
 
 const AAD: &[u8] = b"/registry/secrets/default/s";
@@ -14,18 +15,13 @@ fn k(provider: KeyProvider, name: &str, fill: u8, len: usize) -> Key {
     Key::new(name, provider, Zeroizing::new(vec![fill; len])).unwrap()
 }
 
-fn b64(fill: u8, len: usize) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(vec![fill; len])
-}
-
 fn table() -> ProviderTable {
     let yaml = format!(
         "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aesgcm: {{keys: [{{name: g, secret: {}}}]}}\n  - aescbc: {{keys: [{{name: c, secret: {}}}, {{name: 'c:old', secret: {}}}]}}\n  - secretbox: {{keys: [{{name: s, secret: {}}}]}}\n  - kms: {{apiVersion: v2, name: plugin, endpoint: 'unix:///tmp/none.sock'}}\n  - kms: {{name: legacy, endpoint: 'unix:///tmp/none1.sock'}}\n  - identity: {{}}\n",
-        b64(1, 32),
-        b64(2, 32),
-        b64(3, 16),
-        b64(4, 32)
+        b64(32, 1),
+        b64(32, 2),
+        b64(16, 3),
+        b64(32, 4)
     );
     let cfg = parse_str(Path::new("t.yaml"), &yaml).unwrap();
     ProviderTable::new(&cfg.resolve(&GroupResource::secrets()))

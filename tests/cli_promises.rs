@@ -3,6 +3,7 @@
 //! cannot be reached.
 
 use atrest_testbed as support;
+use support::b64;
 
 use std::path::{Path, PathBuf};
 
@@ -11,10 +12,6 @@ use atrest::config::Provider;
 use base64::Engine;
 use serde_json::Value;
 use support::{ControlPlane, Options, create_secrets, random_key_b64, write_private};
-
-fn b64(len: usize, fill: u8) -> String {
-    base64::engine::general_purpose::STANDARD.encode(vec![fill; len])
-}
 
 /// secrets with one provider block (`providers:` items) and nothing else.
 fn config(providers: &str) -> String {

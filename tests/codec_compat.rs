@@ -3,6 +3,7 @@
 //! product), the apiserver serves.
 
 use atrest_testbed as support;
+use support::b64;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,11 +16,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::discovery::ApiResource;
 use support::{ControlPlane, Options as CpOptions};
-
-fn b64(len: usize, fill: u8) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(vec![fill; len])
-}
 
 fn config_yaml() -> String {
     format!(

@@ -6,6 +6,7 @@
 //! they are.
 
 use atrest_testbed as support;
+use support::{aescbc, secrets_and_configmaps};
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::Command;
@@ -16,26 +17,9 @@ use support::{
     ControlPlane, Options, create_namespace, create_secrets, names, random_key_b64, resource, text,
 };
 
-fn config_with(providers: &str) -> String {
-    format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets, configmaps]\n  providers: {providers}\n"
-    )
-}
-
-fn aescbc(name: &str, secret: &str) -> String {
-    format!("{{aescbc: {{keys: [{{name: {name}, secret: {secret}}}]}}}}")
-}
-
-async fn key1_cluster() -> ControlPlane {
-    let k1 = random_key_b64();
-    let cp = ControlPlane::start(Options {
-        config_yaml: Some(config_with(&format!(
-            "[{}, {{identity: {{}}}}]",
-            aescbc("key1", &k1)
-        ))),
-        ..Default::default()
-    })
-    .await;
+/// [`support::key1_cluster`] with 30 secrets and a few rich objects in namespace `c`.
+async fn seeded_cluster() -> ControlPlane {
+    let cp = support::key1_cluster().await;
     let client = cp.client().await;
     create_namespace(&client, "c").await;
     create_secrets(&client, "c", &names("s", 30), "crash-test-value").await;
@@ -86,7 +70,7 @@ fn assert_readable(cp: &ControlPlane, when: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_aborted_at_every_crash_point_finishes_on_rerun_and_keeps_every_object() {
-    let mut cp = key1_cluster().await;
+    let mut cp = seeded_cluster().await;
     let before = objects(&cp).await;
     let config = cp
         .config_path
@@ -184,7 +168,7 @@ const SIGABRT: i32 = 6;
 /// A plaintext cluster with `n` secrets in `big`, and a config that encrypts them with key1.
 async fn plaintext_then_key1(n: usize) -> ControlPlane {
     let mut cp = ControlPlane::start(Options {
-        config_yaml: Some(config_with("[{identity: {}}]")),
+        config_yaml: Some(secrets_and_configmaps("[{identity: {}}]")),
         ..Default::default()
     })
     .await;
@@ -192,9 +176,9 @@ async fn plaintext_then_key1(n: usize) -> ControlPlane {
     create_namespace(&client, "big").await;
     create_secrets(&client, "big", &names("b", n), "crash-reencrypt-value").await;
     let k1 = random_key_b64();
-    cp.write_config(&config_with(&format!(
+    cp.write_config(&secrets_and_configmaps(&format!(
         "[{}, {{identity: {{}}}}]",
-        aescbc("key1", &k1)
+        aescbc(&[("key1", &k1)])
     )));
     cp.restart_apiserver(0).await;
     cp
@@ -271,7 +255,7 @@ fn damaged(original: &[u8]) -> [(&'static str, Vec<u8>); 3] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_state_checkpoint_and_archive_exit_2_name_the_file_and_are_left_as_they_are() {
-    let mut cp = key1_cluster().await;
+    let mut cp = seeded_cluster().await;
     let state = cp.state_dir();
     // A finished rotation leaves rotation.json and the key archive.
     let out = cp.run_restarting(rotate_run(&cp, "key2", None)).await;

@@ -5,6 +5,7 @@
 //! checks are asserted too, before encryption (identity write key) and after a key change.
 
 use atrest_testbed as support;
+use support::aescbc;
 
 use std::collections::BTreeMap;
 
@@ -19,14 +20,6 @@ fn config(secrets: &str, configmaps: &str) -> String {
     format!(
         "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers: {secrets}\n- resources: [configmaps]\n  providers: {configmaps}\n"
     )
-}
-
-fn aescbc(keys: &[(&str, &str)]) -> String {
-    let list: Vec<String> = keys
-        .iter()
-        .map(|(n, k)| format!("{{name: {n}, secret: {k}}}"))
-        .collect();
-    format!("{{aescbc: {{keys: [{}]}}}}", list.join(", "))
 }
 
 async fn create_configmaps(client: &kube::Client, ns: &str, n: usize) {

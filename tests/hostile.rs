@@ -2,17 +2,12 @@
 //! inside one), and more to come. Real etcd and kube-apiserver throughout.
 
 use atrest_testbed as support;
+use support::secrets_only;
 
 use std::process::Command;
 
 use sha2::Digest;
 use support::{ControlPlane, Options, create_namespace, create_secrets, names, random_key_b64};
-
-fn config(providers: &str) -> String {
-    format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers: {providers}\n"
-    )
-}
 
 fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
     let mut cmd = cp.atrest_command(&["rotate", step]);
@@ -43,7 +38,7 @@ fn edit_by_hand(cp: &ControlPlane, extra: &str) -> Vec<u8> {
 async fn hand_edits_are_adopted_outside_a_rotation_and_adopted_or_undone_inside_one() {
     let k1 = random_key_b64();
     let mut cp = ControlPlane::start(Options {
-        config_yaml: Some(config(&format!(
+        config_yaml: Some(secrets_only(&format!(
             "[{{aescbc: {{keys: [{{name: key1, secret: {k1}}}]}}}}, {{identity: {{}}}}]"
         ))),
         ..Default::default()
@@ -168,7 +163,7 @@ async fn plaintext_cluster(n: usize) -> ControlPlane {
     create_namespace(&client, "frozen").await;
     create_secrets(&client, "frozen", &names("s", n), "frozen-secret-value").await;
     let k1 = random_key_b64();
-    cp.write_config(&config(&format!(
+    cp.write_config(&secrets_only(&format!(
         "[{{aescbc: {{keys: [{{name: key1, secret: {k1}}}]}}}}, {{identity: {{}}}}]"
     )));
     cp.restart_apiserver(0).await;
@@ -581,7 +576,7 @@ async fn a_webhook_that_refuses_the_rewrite_is_named_with_its_fix() {
     )
     .await;
     let k1 = random_key_b64();
-    cp.write_config(&config(&format!(
+    cp.write_config(&secrets_only(&format!(
         "[{{aescbc: {{keys: [{{name: key1, secret: {k1}}}]}}}}, {{identity: {{}}}}]"
     )));
     cp.restart_apiserver(0).await;
@@ -732,10 +727,10 @@ fn a_file_this_user_may_not_read_says_run_as_root_or_grant_read_access() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let file = dir.path().join("enc.yaml");
-    std::fs::write(&file, config("[{identity: {}}]")).unwrap();
+    std::fs::write(&file, secrets_only("[{identity: {}}]")).unwrap();
     // Removed when the test ends.
     let bin_dir = tempfile::tempdir().unwrap();
-    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+    let mut cmd = if support::proc::is_root() {
         // atrest as `nobody`, from a copy it may execute wherever the checkout is.
         std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let bin = bin_dir.path().join("atrest");

@@ -243,7 +243,7 @@ async fn to_kms_v2_key_id_change_and_back() {
     assert_eq!(code, 0);
     assert_eq!(
         stored(secrets(&doc)),
-        std::collections::BTreeMap::from([("aescbc:back".to_string(), 22)])
+        BTreeMap::from([("aescbc:back".to_string(), 22)])
     );
     let loaded = atrest::config::load(&cp.config_path).unwrap();
     assert_eq!(

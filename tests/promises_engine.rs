@@ -222,7 +222,7 @@ async fn sigint_saves_the_checkpoint_and_exits_3() {
         count_labelled(&cp, BIG, KEY1).await >= 600
     })
     .await;
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    support::proc::signal(child.id(), libc::SIGINT);
     // Through the test bed: the leak check reads stdout, stderr and the state folder (the
     // checkpoint) for every key of the config and every secret value seeded.
     let out = cp.wait(&cmd, child);

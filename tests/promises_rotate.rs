@@ -4,6 +4,7 @@
 //! named by its identity lease, and the canary refuses an apiserver that writes with another key.
 
 use atrest_testbed as support;
+use support::{aescbc, key1_cluster, secrets_and_configmaps};
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -19,20 +20,6 @@ use support::{
     ControlPlane, Options, create_namespace, create_secrets, random_key_b64, resource, text,
 };
 
-fn config_with(secrets_and_cms: &str) -> String {
-    format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets, configmaps]\n  providers: {secrets_and_cms}\n"
-    )
-}
-
-fn aescbc(keys: &[(&str, &str)]) -> String {
-    let keys: Vec<String> = keys
-        .iter()
-        .map(|(n, s)| format!("{{name: {n}, secret: {s}}}"))
-        .collect();
-    format!("{{aescbc: {{keys: [{}]}}}}", keys.join(", "))
-}
-
 fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
     let mut cmd = cp.atrest_command(&["rotate", step]);
     if !extra.iter().any(|a| a.starts_with("--timeout")) {
@@ -40,19 +27,6 @@ fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
     }
     cmd.args(extra);
     cmd
-}
-
-/// A control plane whose secrets and configmaps are on aescbc key1 (identity still readable).
-async fn key1_cluster() -> ControlPlane {
-    let k1 = random_key_b64();
-    ControlPlane::start(Options {
-        config_yaml: Some(config_with(&format!(
-            "[{}, {{identity: {{}}}}]",
-            aescbc(&[("key1", &k1)])
-        ))),
-        ..Default::default()
-    })
-    .await
 }
 
 async fn seed(cp: &ControlPlane) {
@@ -503,11 +477,11 @@ async fn an_apiserver_left_out_of_apiserver_is_named_by_its_identity_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_on_the_wrong_key_is_refused() {
     let (k1, k2) = (random_key_b64(), random_key_b64());
-    let cluster_yaml = config_with(&format!(
+    let cluster_yaml = secrets_and_configmaps(&format!(
         "[{}, {{identity: {{}}}}]",
         aescbc(&[("key1", &k1), ("key2", &k2)])
     ));
-    let other_yaml = config_with(&format!(
+    let other_yaml = secrets_and_configmaps(&format!(
         "[{}, {{identity: {{}}}}]",
         aescbc(&[("key2", &k2), ("key1", &k1)])
     ));

@@ -913,37 +913,6 @@ async fn remove_snapshots_during_a_rotation_removes_finished_ones_and_keeps_its_
 // 7. Progress on a terminal and without one
 // ---------------------------------------------------------------------------------------------
 
-/// A pseudo-terminal of 40 rows and 120 columns: (master, slave).
-fn openpty() -> (std::fs::File, std::fs::File) {
-    use std::os::fd::FromRawFd as _;
-    let (mut master, mut slave) = (-1, -1);
-    let size = libc::winsize {
-        ws_row: 40,
-        ws_col: 120,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two descriptors into the integers given; no name buffer, no
-    // termios, a winsize that lives across the call.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just opened and are owned by nothing else.
-    unsafe {
-        (
-            std::fs::File::from_raw_fd(master),
-            std::fs::File::from_raw_fd(slave),
-        )
-    }
-}
-
 /// Switches secrets to a new aescbc write key (the previous one still readable) and restarts
 /// the apiserver: every secret is stale again.
 async fn new_write_key(cp: &mut ControlPlane, name: &str, keep: &[(&str, &str)]) -> String {
@@ -976,7 +945,7 @@ async fn reencrypt_draws_a_bar_on_a_terminal_and_plain_lines_without_one() {
 
     // On a terminal. 50 writes a second (a floor on the run's length, not a guess at the
     // machine's speed): the bar is drawn while the rewrites go on.
-    let (master, slave) = openpty();
+    let (master, slave) = support::proc::pty();
     let mut cmd = cp.atrest_command(&["reencrypt", "--qps=50", "-o", "json"]);
     cmd.env("TERM", "xterm-256color")
         .stdout(Stdio::piped())

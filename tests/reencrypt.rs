@@ -2,6 +2,7 @@
 //! migrations with byte-identical data, kill and resume, concurrent writers, a killed apiserver, RBAC refusal.
 
 use atrest_testbed as support;
+use support::aescbc;
 use support::promises_b::wait_for;
 
 use std::collections::BTreeMap;
@@ -23,14 +24,6 @@ fn config(secrets_providers: &str, configmaps_providers: &str, crd_providers: &s
          - resources: [configmaps]\n  providers: {configmaps_providers}\n\
          - resources: [gadgets.atrest.test]\n  providers: {crd_providers}\n"
     )
-}
-
-fn aescbc(keys: &[(&str, &str)]) -> String {
-    let list: Vec<String> = keys
-        .iter()
-        .map(|(n, s)| format!("{{name: {n}, secret: {s}}}"))
-        .collect();
-    format!("{{aescbc: {{keys: [{}]}}}}", list.join(", "))
 }
 
 const IDENTITY: &str = "[{identity: {}}]";
@@ -704,7 +697,7 @@ async fn sigterm_saves_a_checkpoint_and_exits_3() {
         on_key1(&cp, BIG).await >= 600
     })
     .await;
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    support::proc::signal(child.id(), libc::SIGTERM);
     let out = cp.wait(&cmd, child);
     assert_eq!(
         out.status.code(),

@@ -3,6 +3,7 @@
 //! rendered by a real headless Chromium, and `report diff`.
 
 use atrest_testbed as support;
+use support::secrets_only;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,12 +20,6 @@ fn key_bytes(fill: u8) -> Vec<u8> {
     (0..32u8)
         .map(|i| i.wrapping_mul(31).wrapping_add(fill))
         .collect()
-}
-
-fn config(providers: &str) -> String {
-    format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers: {providers}\n"
-    )
 }
 
 fn secretbox(keys: &[(&str, &[u8])]) -> String {
@@ -105,7 +100,7 @@ fn headless(profile: &Path) -> Command {
 async fn compliant_cluster_passes_and_renders_in_chromium() {
     let k1 = key_bytes(1);
     let cp = ControlPlane::start(Options {
-        config_yaml: Some(config(&format!("[{}]", secretbox(&[("sb1", &k1)])))),
+        config_yaml: Some(secrets_only(&format!("[{}]", secretbox(&[("sb1", &k1)])))),
         ..Default::default()
     })
     .await;
@@ -207,7 +202,7 @@ async fn compliant_cluster_passes_and_renders_in_chromium() {
 async fn each_failure_fails_the_right_check_with_evidence() {
     let (k1, k2) = (key_bytes(1), key_bytes(2));
     let mut cp = ControlPlane::start(Options {
-        config_yaml: Some(config("[{identity: {}}]")),
+        config_yaml: Some(secrets_only("[{identity: {}}]")),
         ..Default::default()
     })
     .await;
@@ -222,7 +217,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
     .await;
 
     // sb1 first: plain-1 stays plaintext.
-    cp.write_config(&config(&format!(
+    cp.write_config(&secrets_only(&format!(
         "[{}, {{identity: {{}}}}]",
         secretbox(&[("sb1", &k1)])
     )));
@@ -241,7 +236,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
     assert_eq!(status(&a.json, "ATR-C06"), "PASS");
 
     // sb2 first: on-sb1 is stale.
-    cp.write_config(&config(&format!(
+    cp.write_config(&secrets_only(&format!(
         "[{}, {{identity: {{}}}}]",
         secretbox(&[("sb2", &k2), ("sb1", &k1)])
     )));
@@ -273,7 +268,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
         .unwrap();
 
     // Identity first.
-    cp.write_config(&config(&format!(
+    cp.write_config(&secrets_only(&format!(
         "[{{identity: {{}}}}, {}]",
         secretbox(&[("sb2", &k2), ("sb1", &k1)])
     )));
@@ -293,7 +288,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
     );
 
     // Two apiservers on different configs.
-    cp.write_config(&config(&format!(
+    cp.write_config(&secrets_only(&format!(
         "[{}, {{identity: {{}}}}]",
         secretbox(&[("sb2", &k2), ("sb1", &k1)])
     )));
@@ -301,7 +296,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
     let other = cp.path().join("other-node.yaml");
     std::fs::write(
         &other,
-        config(&format!(
+        secrets_only(&format!(
             "[{}, {{identity: {{}}}}]",
             secretbox(&[("sb1", &k1), ("sb2", &k2)])
         )),

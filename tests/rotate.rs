@@ -3,6 +3,7 @@
 //! snapshot that still opens with the key archive.
 
 use atrest_testbed as support;
+use support::{aescbc, key1_cluster, secrets_and_configmaps};
 
 use std::process::Command;
 use std::time::Duration;
@@ -13,16 +14,6 @@ use support::{
     ControlPlane, Options, create_namespace, create_secrets, random_key_b64, resource, text,
 };
 
-fn config_with(secrets_and_cms: &str) -> String {
-    format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets, configmaps]\n  providers: {secrets_and_cms}\n"
-    )
-}
-
-fn aescbc(name: &str, secret: &str) -> String {
-    format!("{{aescbc: {{keys: [{{name: {name}, secret: {secret}}}]}}}}")
-}
-
 fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
     let mut cmd = cp.atrest_command(&["rotate", step]);
     if !extra.iter().any(|a| a.starts_with("--timeout")) {
@@ -30,19 +21,6 @@ fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
     }
     cmd.args(extra);
     cmd
-}
-
-/// A control plane whose secrets and configmaps are on aescbc key1 (identity still readable).
-async fn key1_cluster() -> ControlPlane {
-    let k1 = random_key_b64();
-    ControlPlane::start(Options {
-        config_yaml: Some(config_with(&format!(
-            "[{}, {{identity: {{}}}}]",
-            aescbc("key1", &k1)
-        ))),
-        ..Default::default()
-    })
-    .await
 }
 
 /// Objects of every field seeded beside the plain ones (see `create_rich_objects`).
@@ -110,7 +88,7 @@ fn config_labels(cp: &ControlPlane) -> Vec<String> {
 async fn rotations_key_provider_on_and_off() {
     // Turning encryption on: identity -> aescbc.
     let mut cp = ControlPlane::start(Options {
-        config_yaml: Some(config_with("[{identity: {}}]")),
+        config_yaml: Some(secrets_and_configmaps("[{identity: {}}]")),
         ..Default::default()
     })
     .await;
@@ -620,7 +598,7 @@ async fn two_apiservers_must_both_follow_before_promote() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_automatic_reload_atrest_says_what_to_restart() {
     let cp = ControlPlane::start(Options {
-        config_yaml: Some(config_with("[{identity: {}}]")),
+        config_yaml: Some(secrets_and_configmaps("[{identity: {}}]")),
         ..Default::default()
     })
     .await;
@@ -679,7 +657,7 @@ async fn prune_refuses_for_every_kind_of_holder_and_inside_rotate_run() {
     let mut cp = ControlPlane::start(Options {
         config_yaml: Some(rule(&format!(
             "[{}, {{identity: {{}}}}]",
-            aescbc("key1", &k1)
+            aescbc(&[("key1", &k1)])
         ))),
         ..Default::default()
     })

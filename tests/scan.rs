@@ -2,6 +2,7 @@
 //! exactly what the test wrote, through every provider and key change.
 
 use atrest_testbed as support;
+use support::aescbc;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -66,14 +67,6 @@ fn qualified(ns: &str, names: &[String]) -> Vec<String> {
     let mut v: Vec<String> = names.iter().map(|n| format!("{ns}/{n}")).collect();
     v.sort();
     v
-}
-
-fn aescbc(keys: &[(&str, &str)]) -> String {
-    let list: Vec<String> = keys
-        .iter()
-        .map(|(n, s)| format!("{{name: {n}, secret: {s}}}"))
-        .collect();
-    format!("{{aescbc: {{keys: [{}]}}}}", list.join(", "))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,10 +270,7 @@ async fn planted_bad_values_are_reported_and_the_scan_completes() {
     let (_, stdout, _) = cp.atrest(&["scan", "-o", "json"]);
     let doc: Value = serde_json::from_str(&stdout).unwrap();
     let s = resource(&doc, "secrets");
-    assert_eq!(
-        support::scan_json::sample_names(s, "unknown_key"),
-        vec!["bad/unknown"]
-    );
+    assert_eq!(sample_names(s, "unknown_key"), vec!["bad/unknown"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,7 +304,7 @@ async fn etcd_restart_mid_scan_still_gives_the_right_answer() {
     let chaos_thread = std::thread::spawn(move || {
         rx.recv().unwrap();
         // SIGKILL etcd by pid; the control plane restarts it below.
-        unsafe { libc::kill(etcd_pid as i32, libc::SIGKILL) };
+        support::proc::signal(etcd_pid, libc::SIGKILL);
     });
     let mut visitor = Chaos {
         inner: ReportBuilder::new(10),
@@ -486,7 +476,7 @@ async fn etcd_gone_for_good_stops_the_scan_after_its_patience() {
     impl Visitor for Killer {
         fn visit(&mut self, item: &Item<'_>) {
             if let Some(pid) = self.pid.take() {
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                support::proc::signal(pid, libc::SIGKILL);
                 std::thread::sleep(Duration::from_millis(300));
             }
             self.inner.visit(item)

@@ -9,7 +9,7 @@ use atrest::codec::{self, KmsUnwrap, ProviderTable, kms};
 use zeroize::Zeroizing;
 
 /// secrets -> [aescbc k1 (32 B), aesgcm "k:2" (16 B), secretbox k3 (32 B), kms v2 kms2, identity].
-pub const CLASSIFY_CONFIG: &str = r#"apiVersion: apiserver.config.k8s.io/v1
+pub(crate) const CLASSIFY_CONFIG: &str = r#"apiVersion: apiserver.config.k8s.io/v1
 kind: EncryptionConfiguration
 resources:
   - resources:
@@ -35,17 +35,17 @@ resources:
 "#;
 
 /// The raw key material behind the secrets above (for building seeds).
-pub fn k1() -> Vec<u8> {
+pub(crate) fn k1() -> Vec<u8> {
     (0u8..32).collect()
 }
-pub fn k2() -> Vec<u8> {
+pub(crate) fn k2() -> Vec<u8> {
     (0x40u8..0x50).collect()
 }
-pub fn k3() -> Vec<u8> {
+pub(crate) fn k3() -> Vec<u8> {
     (0x80u8..0xa0).collect()
 }
 
-pub fn table() -> ProviderTable {
+pub(crate) fn table() -> ProviderTable {
     let config = atrest::config::parse_str(Path::new("classify-fuzz.yaml"), CLASSIFY_CONFIG)
         .expect("the fixed classify config is valid");
     let resolved = config.resolve(&atrest::GroupResource::parse("secrets"));
@@ -54,7 +54,7 @@ pub fn table() -> ProviderTable {
 
 /// A stand-in KMS plugin whose "unwrap" is the identity: the encrypted DEK (source) *is* the
 /// DEK (seed). Lets the fuzzer reach the KMS open paths without a plugin.
-pub struct PassThroughKms;
+pub(crate) struct PassThroughKms;
 
 impl KmsUnwrap for PassThroughKms {
     fn unwrap_v2(
@@ -74,14 +74,14 @@ impl KmsUnwrap for PassThroughKms {
 }
 
 /// Fuzz input layout: byte 0 = etcd key length (clamped), then the etcd key, then the value.
-pub fn split(data: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split(data: &[u8]) -> (&[u8], &[u8]) {
     match data.split_first() {
         None => (&[], &[]),
         Some((&n, rest)) => rest.split_at((n as usize).min(rest.len())),
     }
 }
 
-pub fn join(etcd_key: &[u8], value: &[u8]) -> Vec<u8> {
+pub(crate) fn join(etcd_key: &[u8], value: &[u8]) -> Vec<u8> {
     assert!(etcd_key.len() <= 255);
     let mut out = vec![etcd_key.len() as u8];
     out.extend_from_slice(etcd_key);
@@ -91,7 +91,7 @@ pub fn join(etcd_key: &[u8], value: &[u8]) -> Vec<u8> {
 
 /// One `classify` fuzz input: everything the target runs on it. The property is that nothing
 /// panics.
-pub fn classify_all(table: &ProviderTable, data: &[u8]) {
+pub(crate) fn classify_all(table: &ProviderTable, data: &[u8]) {
     let (etcd_key, value) = split(data);
 
     // As the scanner calls it: no KMS plugin.

@@ -20,7 +20,7 @@ fn is_b64(b: u8) -> bool {
 /// `secret` at a key position (line start after indentation / `- `, or after `{` / `,`),
 /// optionally quoted, then `:`, then an optionally quoted or block (`|`, `>`) scalar whose
 /// leading run of base64 characters is the value.
-pub fn secret_values(text: &str) -> Vec<&str> {
+pub(crate) fn secret_values(text: &str) -> Vec<&str> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut from = 0;
@@ -154,7 +154,7 @@ fn is_known(text: &str, message: &str, v: &str) -> bool {
         && (is_known_1(text, v) || is_known_2(message))
 }
 
-pub fn check_no_secret_echo(text: &str, message: &str) {
+pub(crate) fn check_no_secret_echo(text: &str, message: &str) {
     for v in secret_values(text) {
         if !message.contains(v) || is_known(text, message, v) {
             continue;
@@ -180,7 +180,7 @@ pub fn check_no_secret_echo(text: &str, message: &str) {
 }
 
 /// One fuzz input: panics when a property does not hold.
-pub fn check(data: &[u8]) {
+pub(crate) fn check(data: &[u8]) {
     match atrest::config::parse_bytes(Path::new(PATH), data) {
         Err(e) => {
             let message = e.to_string();

@@ -28,7 +28,7 @@ fn scratch() -> PathBuf {
 }
 
 /// Runs every reader over `data` written to a scratch file.
-pub fn check(data: &[u8]) {
+pub(crate) fn check(data: &[u8]) {
     let path = scratch();
     std::fs::write(&path, data).unwrap();
     check_file(&path);
@@ -41,7 +41,7 @@ pub fn check(data: &[u8]) {
 }
 
 /// Runs every reader over the file at `path`.
-pub fn check_file(path: &Path) {
+pub(crate) fn check_file(path: &Path) {
     let config = atrest::config::parse_bytes(Path::new("props.yaml"), CONFIG.as_bytes())
         .expect("the props config parses");
     let plan = scan::plan(&config, "/registry", &[]);

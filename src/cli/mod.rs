@@ -23,7 +23,7 @@ pub(crate) use {out, outln};
 
 /// Writes `text` to stdout; a closed pipe ends the process with exit 0 (the reader has what it
 /// wanted), any other write error with exit 2.
-pub fn emit(text: &str) {
+pub(crate) fn emit(text: &str) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout
@@ -38,25 +38,25 @@ pub fn emit(text: &str) {
     }
 }
 
-pub mod args;
+pub(crate) mod args;
 mod commands;
-pub use commands::ship::command;
-pub mod progress;
+pub(crate) use commands::ship::command;
+pub(crate) mod progress;
 mod render;
 
 use args::{Cli, Command, ConfigCommand, KeysCommand};
 
 /// Success: config valid, every object on its write key, step done, report PASS.
-pub const EXIT_OK: i32 = 0;
+pub(crate) const EXIT_OK: i32 = 0;
 /// Findings: lint, objects not on their write key or unreadable, given up, report FAIL.
-pub const EXIT_FINDINGS: i32 = 1;
+pub(crate) const EXIT_FINDINGS: i32 = 1;
 /// Could not complete: invalid input, unreachable etcd or apiserver, refused step.
-pub const EXIT_FAILED: i32 = 2;
+pub(crate) const EXIT_FAILED: i32 = 2;
 /// Interrupted by SIGINT/SIGTERM during a rewrite; progress is saved.
-pub const EXIT_INTERRUPTED: i32 = 3;
+pub(crate) const EXIT_INTERRUPTED: i32 = 3;
 
 /// Runs one command and returns its exit code.
-pub async fn run(cli: Cli) -> i32 {
+pub(crate) async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Config(ConfigCommand::Check(a)) => commands::config::check(a),
         Command::Keys(KeysCommand::Generate(a)) => commands::config::generate_key(a),
@@ -81,7 +81,7 @@ pub async fn run(cli: Cli) -> i32 {
 /// The error with its causes (each said once: a cause whose text the message already holds is
 /// not repeated), and a hint for the errors a flag can fix. Every command that can raise these
 /// errors has the flags the hints name.
-pub fn with_hint(e: &anyhow::Error) -> String {
+pub(crate) fn with_hint(e: &anyhow::Error) -> String {
     let mut message = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

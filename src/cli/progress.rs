@@ -9,7 +9,7 @@ use atrest::etcd::scan::Progress;
 
 /// How progress is shown (`--progress`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ProgressMode {
+pub(crate) enum ProgressMode {
     /// A bar on a terminal, plain lines otherwise.
     #[default]
     Auto,
@@ -36,7 +36,7 @@ enum Sink {
 }
 
 /// Counts what a scan read and what a rewrite finished, and shows it.
-pub struct Bar {
+pub(crate) struct Bar {
     phase: &'static str,
     sink: Sink,
     started: Instant,
@@ -54,7 +54,7 @@ pub struct Bar {
 
 impl Bar {
     /// Progress of `phase` (`scanning`, `re-encrypting`) shown as `mode` says.
-    pub fn new(phase: &'static str, mode: ProgressMode) -> Self {
+    pub(crate) fn new(phase: &'static str, mode: ProgressMode) -> Self {
         let tty = std::io::stderr().is_terminal();
         let now = Instant::now();
         let sink = match mode {
@@ -86,7 +86,7 @@ impl Bar {
 
     /// Removes the bar; in line modes, says where the run ended (always after rewrites, and
     /// after a scan long enough to have shown progress).
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         match &mut self.sink {
             Sink::Bar(pb) => pb.finish_and_clear(),
             Sink::Lines { next, .. } => {

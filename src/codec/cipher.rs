@@ -192,7 +192,7 @@ fn gcm_seal(key: &[u8], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
 fn secretbox_open(key: &[u8], payload: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
     use crypto_secretbox::{XSalsa20Poly1305, aead::Aead as _};
     let (nonce, ct) = payload.split_at(SECRETBOX_NONCE);
-    let cipher = <XSalsa20Poly1305 as crypto_secretbox::KeyInit>::new_from_slice(key)
+    let cipher = <XSalsa20Poly1305 as KeyInit>::new_from_slice(key)
         .map_err(|_| OpenError::Rejected("bad key"))?;
     cipher
         .decrypt(crypto_secretbox::Nonce::from_slice(nonce), ct)
@@ -203,8 +203,8 @@ fn secretbox_open(key: &[u8], payload: &[u8]) -> Result<Zeroizing<Vec<u8>>, Open
 fn secretbox_seal(key: &[u8], plaintext: &[u8]) -> Vec<u8> {
     use crypto_secretbox::{XSalsa20Poly1305, aead::Aead as _};
     let nonce: [u8; SECRETBOX_NONCE] = random();
-    let cipher = <XSalsa20Poly1305 as crypto_secretbox::KeyInit>::new_from_slice(key)
-        .expect("key length checked by Key::new");
+    let cipher =
+        <XSalsa20Poly1305 as KeyInit>::new_from_slice(key).expect("key length checked by Key::new");
     let ct = cipher
         .encrypt(crypto_secretbox::Nonce::from_slice(&nonce), plaintext)
         .expect("secretbox encryption of an in-memory buffer cannot fail");

@@ -24,8 +24,7 @@ pub const ENCRYPTED_PREFIX: &[u8] = b"k8s:enc:";
 pub type KmsFailure = Box<dyn std::error::Error + Send + Sync>;
 
 /// A future returned by [`KmsUnwrap::prefetch`].
-pub type Prefetch<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), KmsFailure>> + Send + 'a>>;
+pub type Prefetch<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), KmsFailure>> + Send + 'a>>;
 
 /// Asks a KMS plugin to unwrap a DEK (or seed). Implemented by the KMS client; the codec only
 /// needs the answer.

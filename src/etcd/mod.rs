@@ -329,7 +329,7 @@ pub fn supported_etcd(version: &str) -> bool {
 }
 
 /// The version the etcd server behind `client` reports in its status.
-pub async fn server_version(client: &mut etcd_client::Client) -> Result<String, EtcdError> {
+pub async fn server_version(client: &mut Client) -> Result<String, EtcdError> {
     let s = client.status().await.map_err(|e| EtcdError::Request {
         message: e.to_string(),
         hint: "",

@@ -51,6 +51,7 @@ impl EtcdTarget {
             TlsProblem::ClientExpired => format!(
                 "etcd refused the client certificate {cert}: it has expired (kubeadm: `kubeadm certs renew apiserver-etcd-client`)"
             ),
+            TlsProblem::ClientRejected if self.cert.is_none() => "etcd requires a client certificate and none was given: pass --cert/--key (kubeadm: /etc/kubernetes/pki/apiserver-etcd-client.crt and .key)".to_string(),
             TlsProblem::ClientRejected => format!(
                 "etcd refused the client certificate {cert}: it is not signed by a CA etcd trusts for clients (kubeadm: /etc/kubernetes/pki/apiserver-etcd-client.crt)"
             ),

@@ -18,6 +18,7 @@ use crate::codec::kms::{EncryptedObject, parse_v1, parse_v2};
 use crate::config::{EncryptionConfig, KmsVersion, Provider};
 
 /// Generated from `proto/kmsv1/service.proto`.
+#[allow(missing_docs, unreachable_pub, unused_qualifications)]
 mod v1pb {
     include!(concat!(env!("OUT_DIR"), "/v1beta1.rs"));
 }

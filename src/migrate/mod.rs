@@ -52,7 +52,7 @@ enum Finished {
 /// A check run once, just before the first write (so a run with nothing to rewrite asks the
 /// apiservers nothing): for example that every apiserver has loaded the config.
 pub type Preflight<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PreflightRefusal>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn Future<Output = Result<(), PreflightRefusal>> + Send + 'a>>;
 
 /// Why a preflight refused: the caller's own error type.
 pub type PreflightRefusal = Box<dyn std::error::Error + Send + Sync>;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio::sync::Mutex;
 
 use crate::GroupResource;
@@ -426,7 +425,7 @@ pub(super) async fn rewrite_one(
                 let wait = after
                     .unwrap_or(base)
                     .min(Duration::from_secs(5))
-                    .mul_f64(rand::rng().random_range(0.5..1.5))
+                    .mul_f64(jitter())
                     .min(patience - waited + Duration::from_millis(10));
                 tokio::time::sleep(wait).await;
             }
@@ -461,11 +460,20 @@ async fn apiserver_ready(api: &Api) -> bool {
     )
 }
 
+/// A factor in [0.5, 1.5) that spreads the retries of many workers so that they do not line up.
+fn jitter() -> f64 {
+    let mut b = [0u8; 8];
+    // Without randomness the waits are merely not spread.
+    if getrandom::fill(&mut b).is_err() {
+        return 1.0;
+    }
+    0.5 + (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 pub(super) async fn backoff(attempt: u32, after: Option<Duration>) {
     let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.min(6));
     let wait = after.unwrap_or(base).min(Duration::from_secs(30));
-    let jitter = rand::rng().random_range(0.5..1.5);
-    tokio::time::sleep(wait.mul_f64(jitter)).await;
+    tokio::time::sleep(wait.mul_f64(jitter())).await;
 }
 
 pub(super) enum Recheck {

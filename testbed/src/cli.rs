@@ -65,6 +65,8 @@ pub struct RunFiles {
 }
 
 impl RunFiles {
+    /// The files and folders `cmd` names or implies (state folders, `--out`, `--textfile`,
+    /// `--config`, `--key-archive`), for the leak check.
     pub fn of(cmd: &Command) -> RunFiles {
         let args: Vec<&OsStr> = cmd.get_args().collect();
         let value_of = |flag: &str| -> Vec<PathBuf> {

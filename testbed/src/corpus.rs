@@ -1,13 +1,20 @@
 //! Config corpus shared by the parser tests and the apiserver-as-oracle test: each case is a
 //! config, and either `None` (valid) or the field path and message the apiserver gives.
 
+/// A 16-byte key.
 pub const K16: &str = "MDEyMzQ1Njc4OWFiY2RlZg=="; // 16 bytes
+/// A 20-byte key (a length no provider accepts).
 pub const K20: &str = "MDEyMzQ1Njc4OWFiY2RlZmdoaWo="; // 20 bytes
+/// A 24-byte key.
 pub const K24: &str = "MDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1u"; // 24 bytes
+/// A 32-byte key.
 pub const K32: &str = "MDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1ub3BxcnN0dXY="; // 32 bytes
 
+/// One config case: its YAML and the first error expected, if any.
 pub struct Case {
+    /// A short name for failure messages.
     pub name: &'static str,
+    /// The config text.
     pub yaml: String,
     /// (field path, message fragment) of the first expected error; `None` = valid.
     pub error: Option<(&'static str, &'static str)>,
@@ -30,6 +37,7 @@ fn case(name: &'static str, resources: &str, error: Option<(&'static str, &'stat
     }
 }
 
+/// Every case, valid ones and invalid ones.
 pub fn cases() -> Vec<Case> {
     let mut v = vec![
         case(

@@ -30,6 +30,59 @@ pub fn aescbc_block(keys: &[(&str, &str)]) -> String {
     s
 }
 
+/// An `EncryptionConfiguration` with one rule per `(resources, providers)` pair, both in YAML
+/// flow form: `encryption_config(&[("[secrets, configmaps]", &aescbc(&[("key1", &k)]))])`.
+pub fn encryption_config(rules: &[(&str, &str)]) -> String {
+    let mut s = String::from(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n",
+    );
+    for (resources, providers) in rules {
+        s.push_str(&format!(
+            "- resources: {resources}\n  providers: {providers}\n"
+        ));
+    }
+    s
+}
+
+/// One rule for secrets and configmaps with `providers` (YAML flow form).
+pub fn secrets_and_configmaps(providers: &str) -> String {
+    encryption_config(&[("[secrets, configmaps]", providers)])
+}
+
+/// One rule for secrets only with `providers` (YAML flow form).
+pub fn secrets_only(providers: &str) -> String {
+    encryption_config(&[("[secrets]", providers)])
+}
+
+/// An aescbc provider in YAML flow form with the named keys, in order (the first writes).
+pub fn aescbc(keys: &[(&str, &str)]) -> String {
+    let list: Vec<String> = keys
+        .iter()
+        .map(|(n, s)| format!("{{name: {n}, secret: {s}}}"))
+        .collect();
+    format!("{{aescbc: {{keys: [{}]}}}}", list.join(", "))
+}
+
+/// Standard base64 of `len` bytes of `fill`: a key of a known length and content.
+pub fn b64(len: usize, fill: u8) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(vec![fill; len])
+}
+
+/// A control plane whose secrets and configmaps are written with aescbc `key1` (random), then
+/// identity: the usual start of a rotation test.
+pub async fn key1_cluster() -> crate::ControlPlane {
+    let k1 = random_key_b64();
+    crate::ControlPlane::start(crate::Options {
+        config_yaml: Some(secrets_and_configmaps(&format!(
+            "[{}, {{identity: {{}}}}]",
+            aescbc(&[("key1", &k1)])
+        ))),
+        ..Default::default()
+    })
+    .await
+}
+
 /// `prefix-00000`, `prefix-00001`, …
 pub fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
@@ -69,6 +122,7 @@ pub async fn create_secrets(client: &kube::Client, ns: &str, names: &[String], d
         .await;
 }
 
+/// Creates namespace `ns` through the API.
 pub async fn create_namespace(client: &kube::Client, ns: &str) {
     use k8s_openapi::api::core::v1::Namespace;
     let api: kube::Api<Namespace> = kube::Api::all(client.clone());

@@ -10,9 +10,13 @@ use crate::ControlPlane;
 use crate::files::write_private;
 use crate::proc::Proc;
 
+/// The KMS v2 test plugin (built from its Go module), serving on a Unix socket.
 pub struct KmsPlugin {
+    /// The provider name configs use.
     pub name: String,
+    /// Its Unix socket.
     pub socket: PathBuf,
+    /// The file whose content is the key ID it reports (changed to rotate).
     pub key_id_file: PathBuf,
     state_dir: PathBuf,
     bin: PathBuf,
@@ -21,14 +25,17 @@ pub struct KmsPlugin {
 }
 
 impl KmsPlugin {
+    /// The config's `endpoint`: `unix://` + the socket.
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.socket.display())
     }
 
+    /// Makes the plugin report `id` as its key ID from the next request on.
     pub fn set_key_id(&self, id: &str) {
         write_private(&self.key_id_file, id.as_bytes());
     }
 
+    /// Starts the plugin and waits for its socket.
     pub async fn start(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
         let mut cmd = Command::new(&self.bin);
@@ -62,10 +69,12 @@ impl KmsPlugin {
             .collect()
     }
 
+    /// The plugin's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref().map(Proc::pid)
     }
 
+    /// Stops the plugin (SIGKILL) and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill();

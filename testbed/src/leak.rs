@@ -30,6 +30,7 @@ pub const MIN_VALUE_LEN: usize = 8;
 
 /// The file names in a state folder that must hold keys.
 pub const ARCHIVE_FILE: &str = "key-archive.yaml";
+/// The state folder's backups subfolder, searched like the rest.
 pub const BACKUPS_DIR: &str = "backups";
 /// etcd snapshots taken by atrest: searched for keys only (see [`check_state_dir`]).
 pub const SNAPSHOTS_DIR: &str = "snapshots";

@@ -43,7 +43,8 @@ pub use cli::{atrest, resource, text};
 pub use control_plane::{ApiServer, ControlPlane, ETCD_PREFIX, IDENTITY_CONFIG, Options};
 pub use files::write_private;
 pub use fixtures::{
-    aescbc_block, create_namespace, create_secrets, names, random_key_b64, secrets_config,
+    aescbc, aescbc_block, b64, create_namespace, create_secrets, encryption_config, key1_cluster,
+    names, random_key_b64, secrets_and_configmaps, secrets_config, secrets_only,
 };
 pub use kms::KmsPlugin;
 pub use leak::{check_file, check_state_dir, register_key, register_key_bytes, register_value};

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
+/// The Kubernetes release the newest test pair is built from.
 pub const K8S_VERSION: &str = "v1.37.2";
 
 /// The folder holding the built binaries, or a panic that says how to build them.
@@ -72,7 +73,7 @@ pub fn etcd_version() -> String {
 
 /// What `find` picks out of `<bin> --version`, or a panic naming the binary.
 fn version_of(bin: &str, find: impl Fn(&str) -> Option<&str>) -> String {
-    let out = std::process::Command::new(bin_dir().join(bin))
+    let out = Command::new(bin_dir().join(bin))
         .arg("--version")
         .output()
         .unwrap_or_else(|e| panic!("{bin} --version: {e}"));
@@ -126,13 +127,17 @@ fn ephemeral_range() -> (u16, u16) {
 
 /// A child process that dies with its guard and with the test process.
 pub struct Proc {
+    /// What it is, for messages.
     pub name: String,
+    /// The child process.
     pub child: Child,
+    /// Its stdout and stderr.
     pub log: PathBuf,
 }
 
 impl Proc {
     /// Starts `cmd` with stdout and stderr appended to `log`.
+    #[allow(unsafe_code)] // A system call with no safe wrapper in std.
     pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
@@ -154,10 +159,12 @@ impl Proc {
         }
     }
 
+    /// The child's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Kills the child (SIGKILL) and reaps it; idempotent.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -182,8 +189,48 @@ impl Drop for Proc {
     }
 }
 
+/// Whether the tests run as root (some then run atrest as `nobody`).
+#[allow(unsafe_code)] // A system call with no safe wrapper in std.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A pseudo-terminal pair (controller, terminal) of 40×120, for runs that must see a TTY.
+#[allow(unsafe_code)] // A system call with no safe wrapper in std.
+pub fn pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two descriptors into the integers given; no name buffer, no
+    // termios, a winsize that lives across the call.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned by nothing else.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    }
+}
+
 /// Sends `sig` (`libc::SIGSTOP`, `SIGCONT`, …) to `pid`: a process frozen with SIGSTOP keeps
 /// its sockets open and answers nothing, as a hung node does.
+#[allow(unsafe_code)] // A system call with no safe wrapper in std.
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) takes plain integers and touches no memory of this process.
     let rc = unsafe { libc::kill(pid as i32, sig) };

@@ -8,8 +8,11 @@ use crate::files::write_private;
 /// etcd TLS material (files in the test folder).
 #[derive(Clone, Debug)]
 pub struct EtcdTls {
+    /// The CA that signed etcd's server and client certificates.
     pub ca: PathBuf,
+    /// The client certificate.
     pub cert: PathBuf,
+    /// The client key.
     pub key: PathBuf,
 }
 

@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     Table,
     Json,
 }
 
 /// Where the EncryptionConfiguration comes from.
 #[derive(Args, Debug, Clone, Default)]
-pub struct ConfigSource {
+pub(crate) struct ConfigSource {
     /// The EncryptionConfiguration file [env: ATREST_CONFIG] (default: the manifest's
     /// --encryption-provider-config).
     #[arg(long, value_name = "FILE")]
@@ -27,7 +27,7 @@ pub struct ConfigSource {
 
 /// How to reach etcd: the flags etcdctl has, with the same `ETCDCTL_*` variables.
 #[derive(Args, Debug, Clone, Default)]
-pub struct EtcdFlags {
+pub(crate) struct EtcdFlags {
     /// Comma-separated etcd endpoints [env: ETCDCTL_ENDPOINTS] (default: the manifest's
     /// --etcd-servers, else 127.0.0.1:2379).
     #[arg(long, value_name = "URLS")]
@@ -54,7 +54,7 @@ pub struct EtcdFlags {
 
 /// The Kubernetes API side, and atrest's state folder.
 #[derive(Args, Debug, Clone, Default)]
-pub struct ClusterArgs {
+pub(crate) struct ClusterArgs {
     /// Kubeconfig for the apiserver [env: KUBECONFIG] (default: kube's usual chain, then
     /// /etc/kubernetes/admin.conf).
     #[arg(long, value_name = "FILE")]
@@ -72,7 +72,7 @@ pub struct ClusterArgs {
 
 /// How the re-encryption writes.
 #[derive(Args, Debug, Clone)]
-pub struct RewriteArgs {
+pub(crate) struct RewriteArgs {
     /// Re-encryption: writes in flight at once.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub concurrency: usize,
@@ -107,7 +107,7 @@ pub struct RewriteArgs {
 
 /// `--request`: which rewrite request atrest may send.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// The protobuf PUT where it applies, else the merge PATCH.
     Auto,
     /// Always the merge PATCH.
@@ -116,7 +116,7 @@ pub enum Request {
 
 impl RewriteArgs {
     /// The engine's options with these set.
-    pub fn options(&self) -> atrest::migrate::ReencryptOptions {
+    pub(crate) fn options(&self) -> atrest::migrate::ReencryptOptions {
         atrest::migrate::ReencryptOptions {
             concurrency: self.concurrency,
             put: self.request == Request::Auto,

@@ -205,7 +205,7 @@ Exit codes:
   2  the scan could not complete (bad config, etcd unreachable or refusing, a damaged or
      unreadable --snapshot file)";
 
-pub const EXIT_CODES: &str = "\
+pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
   0  success: valid / no finding / step done
   1  findings: the command ran and found something to act on (the same rule in scan, status,

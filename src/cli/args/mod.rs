@@ -3,8 +3,8 @@
 
 mod flags;
 mod help;
-pub use flags::*;
-pub use help::EXIT_CODES;
+pub(crate) use flags::*;
+pub(crate) use help::EXIT_CODES;
 use help::*;
 
 use std::path::PathBuf;
@@ -16,13 +16,13 @@ use atrest::config::Severity;
 /// The Kubernetes releases the tests run against: the newest with the full suite, the others
 /// with the version matrix (`scripts/k8s/matrix`; `tests/release.rs` checks this list against
 /// those pins).
-pub const TESTED_KUBERNETES: &[&str] = &["v1.34.4", "v1.35.4", "v1.36.3", "v1.37.2"];
+pub(crate) const TESTED_KUBERNETES: &[&str] = &["v1.34.4", "v1.35.4", "v1.36.3", "v1.37.2"];
 /// The etcd releases the tests run against, in the same way.
-pub const TESTED_ETCD: &[&str] = &["3.5.21", "3.6.8", "3.7.0"];
+pub(crate) const TESTED_ETCD: &[&str] = &["3.5.21", "3.6.8", "3.7.0"];
 
 /// `atrest --version`: the version, the commit it was built from (build.rs; "unknown" outside
 /// git) and the Kubernetes and etcd releases the tests run against.
-pub fn version() -> &'static str {
+pub(crate) fn version() -> &'static str {
     static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     VERSION.get_or_init(|| {
         format!(
@@ -49,7 +49,7 @@ It is also a kubectl plugin: installed (or symlinked) as `kubectl-atrest` on PAT
 runs it with the same commands and flags.",
     after_help = EXIT_CODES
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
@@ -59,7 +59,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Validate and lint an EncryptionConfiguration, and summarise it (never prints keys).
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -94,7 +94,7 @@ pub enum Command {
 }
 
 /// A duration such as `30s`, `5m`, `1h30m`, `7d` or `2w` (a bare number is seconds).
-pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<std::time::Duration, String> {
     let bad = || format!("{s:?} is not a duration (examples: 30s, 5m, 1h30m, 7d, 2w)");
     if let Ok(n) = s.parse::<u64>() {
         return Ok(std::time::Duration::from_secs(n));
@@ -128,7 +128,7 @@ pub fn duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 #[derive(Args, Debug)]
-pub struct ExporterArgs {
+pub(crate) struct ExporterArgs {
     #[command(flatten)]
     pub source: ConfigSource,
     #[command(flatten)]
@@ -158,21 +158,21 @@ pub struct ExporterArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug)]
-pub struct ManArgs {
+pub(crate) struct ManArgs {
     /// Write every page (atrest.1, atrest-<command>.1, …) into this folder instead.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     #[command(subcommand)]
     pub diff: Option<ReportSub>,
     #[command(flatten)]
@@ -215,7 +215,7 @@ pub struct ReportArgs {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum ReportSub {
+pub(crate) enum ReportSub {
     /// What changed between two JSON reports (atrest.report/v1 or /v2).
     ///
     /// Reads the two files only; writes the differences to stdout.
@@ -236,14 +236,14 @@ pub enum ReportSub {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReportFormat {
+pub(crate) enum ReportFormat {
     Json,
     Md,
     Html,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum RotateCommand {
+pub(crate) enum RotateCommand {
     /// Add a new key (or provider) as a read key everywhere the rotation touches; a resource
     /// no rule covers yet (--resource) gets a rule of its own.
     #[command(after_help = ROTATE_HELP)]
@@ -274,7 +274,7 @@ pub enum RotateCommand {
 
 /// What every rotate step takes.
 #[derive(Args, Debug, Clone)]
-pub struct RotateArgs {
+pub(crate) struct RotateArgs {
     #[command(flatten)]
     pub source: ConfigSource,
     #[command(flatten)]
@@ -294,7 +294,7 @@ pub struct RotateArgs {
 
 /// `rotate promote`: the common flags and the canary's namespace.
 #[derive(Args, Debug, Clone)]
-pub struct RotatePromoteArgs {
+pub(crate) struct RotatePromoteArgs {
     #[command(flatten)]
     pub common: RotateArgs,
     /// Namespace of the canary secrets written after promote.
@@ -304,7 +304,7 @@ pub struct RotatePromoteArgs {
 
 /// `rotate reencrypt`: the common flags and how the re-encryption writes.
 #[derive(Args, Debug, Clone)]
-pub struct RotateReencryptArgs {
+pub(crate) struct RotateReencryptArgs {
     #[command(flatten)]
     pub common: RotateArgs,
     #[command(flatten)]
@@ -312,7 +312,7 @@ pub struct RotateReencryptArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct RotatePruneArgs {
+pub(crate) struct RotatePruneArgs {
     #[command(flatten)]
     pub common: RotateArgs,
     /// After a successful prune (or without pruning, while the rotation in progress is not yet
@@ -329,7 +329,7 @@ pub struct RotatePruneArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct RotatePrepareArgs {
+pub(crate) struct RotatePrepareArgs {
     #[command(flatten)]
     pub common: RotateArgs,
     /// What to move to: a new local key, KMS v2, or identity (turns encryption off).
@@ -363,7 +363,7 @@ pub struct RotatePrepareArgs {
 
 /// `rotate run`: what prepare takes, and what promote and reencrypt take.
 #[derive(Args, Debug, Clone)]
-pub struct RotateRunArgs {
+pub(crate) struct RotateRunArgs {
     #[command(flatten)]
     pub prepare: RotatePrepareArgs,
     /// Namespace of the canary secrets written after promote.
@@ -382,7 +382,7 @@ pub struct RotateRunArgs {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TargetArg {
+pub(crate) enum TargetArg {
     Aescbc,
     Aesgcm,
     Secretbox,
@@ -391,7 +391,7 @@ pub enum TargetArg {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Validate with the apiserver's rules, lint, and print a per-resource summary.
     #[command(
         after_help = "Reads the config file (found through the apiserver manifest without --config). Writes \
@@ -401,7 +401,7 @@ nothing: the summary goes to stdout, and it never prints a key.\n\nExit codes:\n
 }
 
 #[derive(Args, Debug)]
-pub struct ConfigCheckArgs {
+pub(crate) struct ConfigCheckArgs {
     #[command(flatten)]
     pub source: ConfigSource,
     /// Lowest lint severity that makes the exit code 1.
@@ -413,7 +413,7 @@ pub struct ConfigCheckArgs {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// Print a new key entry for the config: name and a 32-byte secret from the OS random generator.
     ///
     /// This is the one command that prints key material, because you asked for it: the entry
@@ -427,7 +427,7 @@ Exit codes:\n  0  printed\n  2  could not complete (no randomness, stdout closed
 }
 
 #[derive(Args, Debug)]
-pub struct KeysGenerateArgs {
+pub(crate) struct KeysGenerateArgs {
     #[arg(long, value_enum, default_value_t = KeyProviderArg::Secretbox)]
     pub provider: KeyProviderArg,
     /// Key name (default: key-<UTC timestamp>).
@@ -436,14 +436,14 @@ pub struct KeysGenerateArgs {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyProviderArg {
+pub(crate) enum KeyProviderArg {
     Aescbc,
     Aesgcm,
     Secretbox,
 }
 
 #[derive(Args, Debug)]
-pub struct ScanArgs {
+pub(crate) struct ScanArgs {
     #[command(flatten)]
     pub source: ConfigSource,
     #[command(flatten)]
@@ -509,7 +509,7 @@ pub struct ScanArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     #[command(flatten)]
     pub source: ConfigSource,
     #[command(flatten)]
@@ -528,7 +528,7 @@ pub struct StatusArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct ReencryptArgs {
+pub(crate) struct ReencryptArgs {
     #[command(flatten)]
     pub source: ConfigSource,
     #[command(flatten)]

@@ -9,7 +9,7 @@ use atrest::config;
 use atrest::keys::{Key, KeyProvider};
 
 /// Validates, lints and summarises the config; exit 1 when a finding reaches `--fail-on`.
-pub fn check(a: args::ConfigCheckArgs) -> Result<i32> {
+pub(crate) fn check(a: args::ConfigCheckArgs) -> Result<i32> {
     let s = atrest::cluster::settings::resolve(&super::flags(&a.source, None, None))?;
     let path = s.config.as_ref().map(|c| c.value.clone());
     let loaded = match atrest::cluster::load_config(&s) {
@@ -52,7 +52,7 @@ pub fn check(a: args::ConfigCheckArgs) -> Result<i32> {
 }
 
 /// Prints one new key entry: the only output of atrest that holds key material.
-pub fn generate_key(a: args::KeysGenerateArgs) -> Result<i32> {
+pub(crate) fn generate_key(a: args::KeysGenerateArgs) -> Result<i32> {
     let provider = match a.provider {
         args::KeyProviderArg::Aescbc => KeyProvider::Aescbc,
         args::KeyProviderArg::Aesgcm => KeyProvider::Aesgcm,

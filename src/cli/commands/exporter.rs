@@ -9,7 +9,7 @@ use atrest::cluster::{ScanRequest, parse_resources, settings};
 use atrest::exporter::{self, Options};
 
 /// Runs until stopped; returns only when it cannot start.
-pub async fn run(a: args::ExporterArgs) -> Result<i32> {
+pub(crate) async fn run(a: args::ExporterArgs) -> Result<i32> {
     if a.interval.is_zero() {
         anyhow::bail!("--interval must be more than 0");
     }

@@ -1,13 +1,13 @@
 //! One file per command: resolve settings, call the library, render, pick the exit code.
 
-pub mod config;
-pub mod exporter;
-pub mod reencrypt;
-pub mod report;
-pub mod rotate;
-pub mod scan;
-pub mod ship;
-pub mod status;
+pub(super) mod config;
+pub(super) mod exporter;
+pub(super) mod reencrypt;
+pub(super) mod report;
+pub(super) mod rotate;
+pub(super) mod scan;
+pub(super) mod ship;
+pub(super) mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use atrest::cluster::settings::Flags;
 use super::args::{ConfigSource, EtcdFlags};
 
 /// The flags every command shares, as the library's settings resolver takes them.
-pub fn flags(
+pub(super) fn flags(
     source: &ConfigSource,
     etcd: Option<&EtcdFlags>,
     kubeconfig: Option<PathBuf>,
@@ -38,7 +38,7 @@ pub fn flags(
 }
 
 /// SIGINT/SIGTERM set `stop`: the engines stop issuing writes, finish those in flight, save.
-pub fn stop_on_signal() -> Arc<AtomicBool> {
+pub(super) fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     tokio::spawn(async move {
@@ -61,7 +61,7 @@ pub fn stop_on_signal() -> Arc<AtomicBool> {
 
 /// The audit policy: `--policy FILE`, else the built-in one (secrets required, residue and
 /// sensitive plaintext warn).
-pub fn policy(path: Option<&std::path::Path>) -> anyhow::Result<atrest::report::Policy> {
+pub(super) fn policy(path: Option<&std::path::Path>) -> anyhow::Result<atrest::report::Policy> {
     Ok(match path {
         Some(p) => atrest::report::Policy::load(p)?,
         None => atrest::report::Policy::default(),
@@ -70,7 +70,7 @@ pub fn policy(path: Option<&std::path::Path>) -> anyhow::Result<atrest::report::
 
 /// What each apiserver reports having loaded, when atrest has a way to ask (a kubeconfig found
 /// or given, or `--apiserver` URLs); `None` otherwise, and when the kubeconfig does not load.
-pub async fn survey_apiservers(
+pub(super) async fn survey_apiservers(
     ctx: &atrest::cluster::Context,
     explicit: &[String],
 ) -> Option<atrest::kube::Convergence> {
@@ -101,7 +101,7 @@ pub async fn survey_apiservers(
 pub(super) fn state_dir_to_read(
     ctx: &atrest::cluster::Context,
     given: Option<&std::path::Path>,
-) -> std::path::PathBuf {
+) -> PathBuf {
     let dir = ctx.state_dir(given);
     if let Some(note) = dir.note() {
         eprintln!("atrest: {note}");
@@ -111,7 +111,7 @@ pub(super) fn state_dir_to_read(
 
 /// The rotation in progress recorded in the state folder, if any (an unreadable state counts
 /// as none: every stale value is then a finding).
-pub fn rotation_in_progress(
+pub(super) fn rotation_in_progress(
     state_dir: &std::path::Path,
     config: &std::path::Path,
 ) -> Option<atrest::rotate::Rotation> {
@@ -122,7 +122,7 @@ pub fn rotation_in_progress(
 
 /// Judges `scan` (the one assessment: [`atrest::report::findings::assess`]) and stores the
 /// findings and the result line in it.
-pub fn judge(
+pub(super) fn judge(
     ctx: &atrest::cluster::Context,
     scan: &mut atrest::etcd::scan::ScanReport,
     policy: &atrest::report::Policy,

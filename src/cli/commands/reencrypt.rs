@@ -13,7 +13,7 @@ use atrest::cluster::{Context, PreflightError, parse_resources, plugins, write_p
 /// Exit 0 when everything targeted is proven on its write key, 1 when objects were given up or
 /// remain, 2 when the run could not complete (an apiserver that answered nothing for the
 /// patience among others), 3 when interrupted (the checkpoint is saved).
-pub async fn run(a: args::ReencryptArgs) -> Result<i32> {
+pub(crate) async fn run(a: args::ReencryptArgs) -> Result<i32> {
     let ctx = Context::resolve(&super::flags(
         &a.source,
         Some(&a.etcd),

@@ -16,7 +16,7 @@ use atrest::report::{self, ApiserverSurvey, EtcdInfo, KeyAge, RotationInfo};
 const REPORT_NAMES: usize = 1000;
 
 /// Exit 0 on PASS, 1 on FAIL (and for `diff`: 1 when the reports differ).
-pub async fn run(a: args::ReportArgs) -> Result<i32> {
+pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
     if let Some(args::ReportSub::Diff {
         a: first,
         b: second,

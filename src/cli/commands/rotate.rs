@@ -97,7 +97,7 @@ fn step_args(c: &args::RotateCommand) -> Result<StepArgs<'_>> {
 }
 
 /// Exit 0 when the step is done, 2 when refused or failed, 3 when interrupted.
-pub async fn run(c: args::RotateCommand) -> Result<i32> {
+pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
     let step = step_args(&c)?;
     let (common, prepare) = (step.common, &step.prepare);
     let flags = super::flags(

@@ -17,7 +17,7 @@ use atrest::report::ApiserverSurvey;
 
 /// Exit 0 without findings, 1 with findings (`atrest::model::finding`), 2 when the scan could
 /// not complete.
-pub async fn run(a: args::ScanArgs) -> Result<i32> {
+pub(crate) async fn run(a: args::ScanArgs) -> Result<i32> {
     let ctx = Context::resolve(&super::flags(
         &a.source,
         Some(&a.etcd),

@@ -11,7 +11,7 @@ use crate::cli::args::{Cli, CompletionsArgs, ManArgs};
 
 /// The command as the user sees it: `atrest`, or `kubectl atrest` when invoked as the
 /// `kubectl-atrest` plugin.
-pub fn command() -> clap::Command {
+pub(crate) fn command() -> clap::Command {
     let cmd = Cli::command();
     match invoked_as_plugin() {
         true => cmd.bin_name("kubectl atrest"),
@@ -20,7 +20,7 @@ pub fn command() -> clap::Command {
 }
 
 /// Whether argv[0] is `kubectl-atrest` (kubectl runs plugins by their file name).
-pub fn invoked_as_plugin() -> bool {
+pub(crate) fn invoked_as_plugin() -> bool {
     std::env::args_os()
         .next()
         .map(std::path::PathBuf::from)
@@ -30,7 +30,7 @@ pub fn invoked_as_plugin() -> bool {
 
 /// Prints the completion script for one shell. It completes `atrest` (the plugin is completed
 /// by kubectl itself, which does not load these scripts).
-pub fn completions(a: CompletionsArgs) -> anyhow::Result<i32> {
+pub(crate) fn completions(a: CompletionsArgs) -> anyhow::Result<i32> {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(a.shell, &mut cmd, "atrest", &mut out);
@@ -39,7 +39,7 @@ pub fn completions(a: CompletionsArgs) -> anyhow::Result<i32> {
 }
 
 /// Prints the top page, or writes every page into `--dir`.
-pub fn man(a: ManArgs) -> anyhow::Result<i32> {
+pub(crate) fn man(a: ManArgs) -> anyhow::Result<i32> {
     let cmd = Cli::command();
     match a.dir {
         None => {

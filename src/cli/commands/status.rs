@@ -15,7 +15,7 @@ use atrest::cluster::{Context, ScanRequest};
 const STATUS_NAMES: usize = 20;
 
 /// Exit 0 when the scan is clean (or skipped), 1 with findings, 2 when the scan failed.
-pub async fn run(a: args::StatusArgs) -> Result<i32> {
+pub(crate) async fn run(a: args::StatusArgs) -> Result<i32> {
     let ctx = Context::resolve(&super::flags(
         &a.source,
         Some(&a.etcd),

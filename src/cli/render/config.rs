@@ -10,7 +10,7 @@ fn summary_resources(loaded: &LoadedConfig) -> Vec<atrest::GroupResource> {
     covered_resources(loaded.config.named_resources(), &[])
 }
 
-pub fn config_json(loaded: &LoadedConfig, findings: &[Finding]) -> serde_json::Value {
+pub(crate) fn config_json(loaded: &LoadedConfig, findings: &[Finding]) -> serde_json::Value {
     let resources: Vec<serde_json::Value> = summary_resources(loaded)
         .iter()
         .map(|gr| {
@@ -35,7 +35,7 @@ pub fn config_json(loaded: &LoadedConfig, findings: &[Finding]) -> serde_json::V
     })
 }
 
-pub fn config_table(loaded: &LoadedConfig, findings: &[Finding]) -> String {
+pub(crate) fn config_table(loaded: &LoadedConfig, findings: &[Finding]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}: valid ({})", loaded.path.display(), loaded.hash);
     let _ = writeln!(out);
@@ -72,7 +72,7 @@ pub fn config_table(loaded: &LoadedConfig, findings: &[Finding]) -> String {
     out
 }
 
-pub fn findings_table(findings: &[Finding]) -> String {
+pub(crate) fn findings_table(findings: &[Finding]) -> String {
     let mut out = String::new();
     if findings.is_empty() {
         let _ = writeln!(out, "No lint findings.");

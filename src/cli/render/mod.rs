@@ -3,20 +3,20 @@
 
 use std::fmt::Write;
 
-pub mod config;
-pub mod reencrypt;
-pub mod residue;
-pub mod scan;
-pub mod status;
+pub(super) mod config;
+pub(super) mod reencrypt;
+pub(super) mod residue;
+pub(super) mod scan;
+pub(super) mod status;
 
-pub fn print_json<T: serde::Serialize>(v: &T) {
+pub(super) fn print_json<T: serde::Serialize>(v: &T) {
     match serde_json::to_string_pretty(v) {
         Ok(s) => crate::cli::outln!("{s}"),
         Err(e) => eprintln!("error: cannot render JSON: {e}"),
     }
 }
 
-pub fn indent(out: &mut String, text: &str) {
+pub(super) fn indent(out: &mut String, text: &str) {
     for line in text.lines() {
         if line.is_empty() {
             out.push('\n');

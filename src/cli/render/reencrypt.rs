@@ -17,7 +17,7 @@ fn by_path(c: &atrest::migrate::Counters) -> String {
 }
 
 /// The counters of a run and the proof read back from etcd.
-pub fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
+pub(crate) fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
     let mut out = String::new();
     let t = &r.total;
     if r.dry_run {

@@ -10,7 +10,7 @@ use atrest::model::showing;
 const TABLE_NAMES: usize = 10;
 
 /// The sections for what `report` holds beyond current values; empty when it holds none.
-pub fn residue_sections(report: &ScanReport) -> String {
+pub(crate) fn residue_sections(report: &ScanReport) -> String {
     let mut out = String::new();
     if let Some(s) = &report.snapshot {
         let f = &s.file;
@@ -172,7 +172,10 @@ pub fn residue_sections(report: &ScanReport) -> String {
 }
 
 /// The backup files a survey found, one line each, with what each still holds.
-pub fn backup_lines(backups: &[atrest::etcd::residue::BackupFile], removing: bool) -> Vec<String> {
+pub(crate) fn backup_lines(
+    backups: &[atrest::etcd::residue::BackupFile],
+    removing: bool,
+) -> Vec<String> {
     if backups.is_empty() {
         return vec![
             "backup files: none in atrest's snapshots folder, none recorded, none in a --backup-dir"
@@ -200,7 +203,7 @@ pub fn backup_lines(backups: &[atrest::etcd::residue::BackupFile], removing: boo
 }
 
 /// What is left after a rotation, and the commands that drop it.
-pub fn after_rotation(live: &ScanReport, removing: bool) -> String {
+pub(crate) fn after_rotation(live: &ScanReport, removing: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out);
     let _ = writeln!(

@@ -10,7 +10,7 @@ const TABLE_NAMES: usize = 50;
 
 /// What the command that prints a table offers for more detail: the hints name only flags the
 /// running command has.
-pub struct Hints {
+pub(crate) struct Hints {
     /// How to decrypt every value.
     pub verify: &'static str,
     /// How to see more names.
@@ -18,20 +18,20 @@ pub struct Hints {
 }
 
 /// Hints for `atrest scan`.
-pub const SCAN_HINTS: Hints = Hints {
+pub(crate) const SCAN_HINTS: Hints = Hints {
     verify: "add --verify to decrypt",
     more_names: "-o json lists up to --max-list",
 };
 
 /// Hints for `atrest status`.
-pub const STATUS_HINTS: Hints = Hints {
+pub(crate) const STATUS_HINTS: Hints = Hints {
     verify: "`atrest scan --verify` decrypts every value",
     more_names: "`atrest scan` lists more",
 };
 
 /// The scan as a table: per resource its write key, exact counts per stored key and verdict,
 /// then the objects that need attention (capped, always with `showing N of M`).
-pub fn scan_table(report: &ScanReport, hints: &Hints) -> String {
+pub(crate) fn scan_table(report: &ScanReport, hints: &Hints) -> String {
     let mut out = current_table(report, hints);
     out.push_str(&super::residue::residue_sections(report));
     out.push_str(&findings_section(report));
@@ -129,7 +129,7 @@ fn current_table(report: &ScanReport, hints: &Hints) -> String {
 }
 
 /// The findings and the result line, the same words in `scan` and `status`.
-pub fn findings_section(report: &ScanReport) -> String {
+pub(crate) fn findings_section(report: &ScanReport) -> String {
     let mut out = String::new();
     if !report.findings.is_empty() {
         let _ = writeln!(out);

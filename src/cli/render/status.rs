@@ -33,7 +33,7 @@ fn provenance<T: std::fmt::Debug>(
 }
 
 /// What `atrest status` adds beyond settings, config and scan.
-pub struct StatusExtra {
+pub(crate) struct StatusExtra {
     pub state_path: std::path::PathBuf,
     pub state: Option<atrest::rotate::State>,
     pub archived: Vec<atrest::keys::archive::ArchivedKey>,
@@ -147,7 +147,7 @@ fn rotation_table(out: &mut String, extra: &StatusExtra) {
     let _ = writeln!(out);
 }
 
-pub fn status_table(
+pub(crate) fn status_table(
     s: &Settings,
     loaded: &LoadedConfig,
     findings: &[Finding],
@@ -210,7 +210,7 @@ pub fn status_table(
     out
 }
 
-pub fn status_json(
+pub(crate) fn status_json(
     s: &Settings,
     loaded: &LoadedConfig,
     findings: &[Finding],

@@ -16,8 +16,8 @@ const FILES: &[(&str, u64, i64)] = &[
     ("etcd-3.7-small-snapshot.db", 11, 4),
 ];
 
-fn seed(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+fn seed(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/regressions/db_file")
         .join(name)
 }

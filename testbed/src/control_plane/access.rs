@@ -88,6 +88,7 @@ impl ControlPlane {
             .unwrap()
     }
 
+    /// `kubectl apply` of one object with the admin kubeconfig; panics with kubectl's output on failure.
     pub fn kubectl_apply(&self, obj: &serde_json::Value) {
         let mut child = Command::new(self.bins.join("kubectl"))
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))

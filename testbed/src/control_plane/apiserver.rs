@@ -8,10 +8,15 @@ use std::time::{Duration, Instant};
 use super::ControlPlane;
 use crate::proc::{Proc, free_port};
 
+/// One kube-apiserver of the control plane.
 pub struct ApiServer {
+    /// Its `https://127.0.0.1:PORT`.
     pub url: String,
+    /// Its secure port.
     pub port: u16,
+    /// The running process; `None` while stopped.
     pub proc: Option<Proc>,
+    /// The flags it was started with (reused on restart).
     pub args: Vec<String>,
     /// Run in its own UTS namespace with this hostname (its apiserver identity differs).
     pub hostname: Option<String>,
@@ -88,6 +93,7 @@ impl ControlPlane {
         index
     }
 
+    /// (Re)starts apiserver `index` with its flags and waits until `/readyz` answers.
     pub async fn start_apiserver(&mut self, index: usize) {
         let a = &self.apiservers[index];
         let mut cmd = match &a.hostname {
@@ -130,6 +136,7 @@ impl ControlPlane {
         self.apiservers[index].proc = Some(p);
     }
 
+    /// Stops apiserver `index` (SIGKILL) and waits for it to exit.
     pub fn stop_apiserver(&mut self, index: usize) {
         if let Some(mut p) = self.apiservers[index].proc.take() {
             p.kill();
@@ -142,10 +149,12 @@ impl ControlPlane {
         self.start_apiserver(index).await;
     }
 
+    /// The pid of apiserver `index`, while it runs.
     pub fn apiserver_pid(&self, index: usize) -> Option<u32> {
         self.apiservers[index].proc.as_ref().map(|p| p.pid())
     }
 
+    /// The first apiserver's URL.
     pub fn url(&self) -> &str {
         &self.apiservers[0].url
     }

@@ -16,6 +16,7 @@ impl ControlPlane {
         write_private(&self.config_path, yaml.as_bytes());
     }
 
+    /// The apiserver's hash of the current config file, as its reload metric reports it.
     pub fn config_hash(&self) -> String {
         atrest::config::config_hash(&std::fs::read(&self.config_path).unwrap())
     }

@@ -35,12 +35,14 @@ impl ControlPlane {
         self.etcd = Some(p);
     }
 
+    /// Stops etcd (SIGKILL) and waits for it to exit.
     pub fn stop_etcd(&mut self) {
         if let Some(mut p) = self.etcd.take() {
             p.kill();
         }
     }
 
+    /// The pid of etcd, while it runs.
     pub fn etcd_pid(&self) -> Option<u32> {
         self.etcd.as_ref().map(|p| p.pid())
     }
@@ -82,6 +84,7 @@ impl ControlPlane {
         c.put(key, value, None).await.unwrap();
     }
 
+    /// How many keys etcd holds under `prefix` (a count-only range read).
     pub async fn count_prefix(&self, prefix: &str) -> i64 {
         let mut c = self.etcd().await;
         c.get(

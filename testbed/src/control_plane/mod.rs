@@ -24,8 +24,10 @@ use crate::tls::{EtcdTls, make_etcd_tls, make_serving_tls};
 
 pub use apiserver::ApiServer;
 
+/// The etcd key prefix the apiservers store under.
 pub const ETCD_PREFIX: &str = "/registry";
 
+/// A config with identity for secrets: the default when a test gives none.
 pub const IDENTITY_CONFIG: &str = "apiVersion: apiserver.config.k8s.io/v1
 kind: EncryptionConfiguration
 resources:
@@ -34,6 +36,7 @@ resources:
       - identity: {}
 ";
 
+/// How a test wants its control plane.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Encryption config to start with; `None` for `identity` on secrets.
@@ -44,17 +47,29 @@ pub struct Options {
     pub apiserver_args: Vec<String>,
 }
 
+/// A real etcd and one or more real kube-apiservers in a temporary folder, stopped on drop.
 pub struct ControlPlane {
+    /// The folder holding every file of this control plane.
     pub dir: tempfile::TempDir,
+    /// Where the kube-apiserver, etcd and kubectl binaries are.
     pub bins: PathBuf,
+    /// etcd's client URL.
     pub etcd_endpoint: String,
+    /// The etcd key prefix ([`ETCD_PREFIX`]).
     pub etcd_prefix: String,
+    /// etcd's CA and client certificate, when it serves TLS.
     pub etcd_tls: Option<EtcdTls>,
+    /// The encryption config file the apiservers read.
     pub config_path: PathBuf,
+    /// A kubeconfig with the admin token.
     pub kubeconfig: PathBuf,
+    /// A kubeconfig whose user may only read.
     pub readonly_kubeconfig: PathBuf,
+    /// The admin's bearer token.
     pub admin_token: String,
+    /// The read-only user's bearer token.
     pub readonly_token: String,
+    /// The apiservers, first one first.
     pub apiservers: Vec<ApiServer>,
     etcd_args: Vec<String>,
     etcd: Option<Proc>,
@@ -67,6 +82,7 @@ fn random_token() -> String {
 }
 
 impl ControlPlane {
+    /// Starts etcd and one apiserver, and waits until the apiserver is ready.
     pub async fn start(opts: Options) -> ControlPlane {
         let bins = bin_dir();
         let dir = tempfile::Builder::new()

@@ -96,11 +96,7 @@ fn the_prefilter_sees_every_secret_name() {
                 ] {
                     if secret_name(name.as_bytes()) {
                         seen += 1;
-                        assert_ne!(
-                            content::triggers(name.as_bytes()) & content::NAMES,
-                            0,
-                            "{name}"
-                        );
+                        assert_ne!(triggers(name.as_bytes()) & content::NAMES, 0, "{name}");
                     }
                 }
             }
@@ -111,7 +107,7 @@ fn the_prefilter_sees_every_secret_name() {
 
 #[test]
 fn kubeconfig_needs_a_value_after_the_name() {
-    let kc = |s: &str| content::triggers(s.as_bytes()) & content::bit(KUBECONFIG) != 0;
+    let kc = |s: &str| triggers(s.as_bytes()) & content::bit(KUBECONFIG) != 0;
     assert!(kc("users:\n- user:\n    token: abc"));
     assert!(kc(r#"{"user": {"password" : "abc"}}"#));
     assert!(kc(r#"{\"token\":\"abc\"}"#));

@@ -486,9 +486,9 @@ fn timing() {
     for (name, v) in &objects {
         let want = usize::from(name.contains("password"));
         assert_eq!(find(&crs(), v, 16).len(), want, "{name}");
-        let prefilter = time(&|| content::triggers(std::hint::black_box(v)) as usize);
+        let prefilter = time(&|| triggers(std::hint::black_box(v)) as usize);
         let all = time(&|| find(&crs(), std::hint::black_box(v), 16).len());
-        let triggers = content::triggers(v);
+        let triggers = triggers(v);
         println!(
             "{name}: {} bytes, {all} ns/object ({prefilter} ns prefilter, triggers {triggers:#x})",
             v.len()
