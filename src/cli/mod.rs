@@ -55,6 +55,23 @@ pub(crate) const EXIT_FAILED: i32 = 2;
 /// Interrupted by SIGINT/SIGTERM during a rewrite; progress is saved.
 pub(crate) const EXIT_INTERRUPTED: i32 = 3;
 
+/// The exit code of a checking command's findings: 1 when any fails, else 0.
+pub(crate) fn findings_exit(findings: &[atrest::model::finding::Finding]) -> i32 {
+    if atrest::model::finding::any_fails(findings) {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
+}
+
+/// The exit code of a report's verdict: 1 FAIL, else 0 (PASS, or PASS with warnings).
+pub(crate) fn verdict_exit(verdict: atrest::report::Status) -> i32 {
+    match verdict {
+        atrest::report::Status::Fail => EXIT_FINDINGS,
+        atrest::report::Status::Pass | atrest::report::Status::Warn => EXIT_OK,
+    }
+}
+
 /// Runs one command and returns its exit code.
 pub(crate) async fn run(cli: Cli) -> i32 {
     let result = match cli.command {

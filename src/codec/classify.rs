@@ -128,6 +128,11 @@ impl Classification<'_> {
     pub fn needs_rewrite(&self) -> bool {
         crate::model::needs_rewrite(self.state, self.on_write_key(), self.apiserver_readable)
     }
+
+    /// To rewrite, or unreadable by the apiserver ([`crate::model::needs_attention`]).
+    pub fn needs_attention(&self) -> bool {
+        crate::model::needs_attention(self.needs_rewrite(), self.verdict())
+    }
 }
 
 #[derive(Debug)]

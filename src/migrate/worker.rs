@@ -70,7 +70,7 @@ pub(super) struct Remaining {
 
 impl Visitor for Remaining {
     fn visit(&mut self, item: &Item<'_>) {
-        if item.needs_rewrite() || item.class.verdict().unreadable() {
+        if item.needs_attention() {
             self.count += 1;
             if self.names.len() < self.limit {
                 self.names.push(format!(

@@ -1,23 +1,8 @@
-//! What a finding is, and the exit code it makes: one rule for `scan`, `status`, `report`, the
-//! exporter's `atrest_findings` series and `report diff`.
-//!
-//! | exit | meaning |
-//! |---|---|
-//! | 0 | no finding (warnings may be printed) |
-//! | 1 | findings |
-//! | 2 | could not check (bad input, etcd or an apiserver unreachable, a refused step) |
-//! | 3 | interrupted (SIGINT/SIGTERM); progress saved where the command keeps any |
+//! What a finding is and when one fails: one rule for `scan`, `status`, `report`, the
+//! exporter's `atrest_findings` series and `report diff`. The exit codes these outcomes become
+//! are decided in the CLI alone (`src/cli/mod.rs`).
 
 use super::VerdictCounts;
-
-/// No finding.
-pub const EXIT_OK: i32 = 0;
-/// Findings.
-pub const EXIT_FINDINGS: i32 = 1;
-/// Could not check.
-pub const EXIT_FAILED: i32 = 2;
-/// Interrupted.
-pub const EXIT_INTERRUPTED: i32 = 3;
 
 /// What can be wrong with what atrest read.
 #[derive(
@@ -146,13 +131,10 @@ pub fn resource_levels(
     out
 }
 
-/// Exit 1 when any finding fails, else 0: the one exit-code rule of every checking command.
-pub fn exit_code(findings: &[Finding]) -> i32 {
-    if findings.iter().any(|f| f.level == Level::Fail) {
-        EXIT_FINDINGS
-    } else {
-        EXIT_OK
-    }
+/// Whether any finding fails: what makes a checking command's outcome "findings" (the CLI maps
+/// it to exit 1).
+pub fn any_fails(findings: &[Finding]) -> bool {
+    findings.iter().any(|f| f.level == Level::Fail)
 }
 
 /// Failing findings and warnings: `(fail, warn)`.
@@ -230,9 +212,9 @@ mod tests {
             count: 1,
             message: String::new(),
         };
-        assert_eq!(exit_code(&[]), 0);
-        assert_eq!(exit_code(&[f(Level::Warn)]), 0);
-        assert_eq!(exit_code(&[f(Level::Warn), f(Level::Fail)]), 1);
+        assert!(!any_fails(&[]));
+        assert!(!any_fails(&[f(Level::Warn)]));
+        assert!(any_fails(&[f(Level::Warn), f(Level::Fail)]));
         assert_eq!(verdict_line(&[]), "PASS");
         assert_eq!(verdict_line(&[f(Level::Warn)]), "PASS with 1 warning");
         assert_eq!(

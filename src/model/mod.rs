@@ -399,6 +399,13 @@ pub fn needs_rewrite(state: State, on_write_key: bool, apiserver_readable: bool)
     }
 }
 
+/// The one definition of "needs the admin's attention": the object must be rewritten, or the
+/// apiserver cannot read it (the two never overlap). Behind `scan`'s exit code, what a
+/// re-encryption counts as remaining, and a report diff's regressions.
+pub fn needs_attention(needs_rewrite: bool, verdict: Verdict) -> bool {
+    needs_rewrite || verdict.unreadable()
+}
+
 /// The one definition of "plaintext here is a finding" (report checks ATR-C04/C05, the
 /// exporter's `atrest_encryption_expected`): the resource's write key encrypts, or the audit
 /// policy requires the resource encrypted. Plaintext under an identity write key that no policy
@@ -431,6 +438,12 @@ pub struct VerdictCounts {
 }
 
 impl VerdictCounts {
+    /// How many need attention ([`needs_attention`]) when `needs_rewrite` of them must be
+    /// rewritten.
+    pub fn needing_attention(&self, needs_rewrite: u64) -> u64 {
+        needs_rewrite + self.unreadable()
+    }
+
     /// The count of one verdict.
     pub fn get(&self, v: Verdict) -> u64 {
         match v {

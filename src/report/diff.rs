@@ -5,6 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use super::Status;
+use crate::model::VerdictCounts;
+
 /// The parts of a report a diff compares, the same for every schema.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct View {
@@ -13,13 +16,13 @@ pub struct View {
     /// When it was generated.
     pub generated_at: String,
     /// PASS or FAIL.
-    pub verdict: String,
+    pub verdict: Status,
     /// The config file's path.
     pub config_path: String,
     /// Its hash.
     pub config_sha256: String,
     /// Check id → (title, status).
-    pub checks: BTreeMap<String, (String, String)>,
+    pub checks: BTreeMap<String, (String, Status)>,
     /// Resource → write key, from the config section.
     pub write_keys: BTreeMap<String, String>,
     /// `label (fingerprint)` of every configured key.
@@ -56,6 +59,11 @@ fn num(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
+/// A report's or a check's PASS, WARN or FAIL; anything else means the file is not a report.
+fn status(v: &Value, what: &str) -> Result<Status, String> {
+    serde_json::from_value(v.clone()).map_err(|_| format!("{what} is {v}, not PASS, WARN or FAIL"))
+}
+
 impl View {
     /// Reads a report of any supported schema.
     pub fn from_json(doc: &Value) -> Result<View, String> {
@@ -71,7 +79,7 @@ impl View {
         };
         let mut view = View {
             generated_at: text(&doc["generated_at"]),
-            verdict: text(&doc["verdict"]),
+            verdict: status(&doc["verdict"], "verdict")?,
             config_path: text(&doc["config"]["path"]),
             config_sha256: text(&doc["config"]["sha256"]),
             census: doc["scope"]["scan"]["census"].as_bool().unwrap_or(false),
@@ -85,8 +93,9 @@ impl View {
             ..Default::default()
         };
         for c in doc["checks"].as_array().into_iter().flatten() {
-            view.checks
-                .insert(text(&c["id"]), (text(&c["title"]), text(&c["status"])));
+            let id = text(&c["id"]);
+            let status = status(&c["status"], &format!("check {id}'s status"))?;
+            view.checks.insert(id, (text(&c["title"]), status));
         }
         for r in doc["config"]["resources"].as_array().into_iter().flatten() {
             view.write_keys
@@ -101,18 +110,13 @@ impl View {
         }
         for r in doc["resources"].as_array().into_iter().flatten() {
             let stored = if v2 {
+                let verdicts: VerdictCounts =
+                    serde_json::from_value(r["verdicts"].clone()).unwrap_or_default();
                 Stored {
                     total: num(&r["total"]),
                     on_write_key: num(&r["coverage"]["on_write_key"]),
-                    findings: num(&r["needs_rewrite"])
-                        + ["undecryptable", "unknown_key", "corrupt"]
-                            .iter()
-                            .map(|v| num(&r["verdicts"][v]))
-                            .sum::<u64>(),
-                    unreadable: ["undecryptable", "unknown_key", "corrupt"]
-                        .iter()
-                        .map(|v| num(&r["verdicts"][v]))
-                        .sum::<u64>(),
+                    findings: verdicts.needing_attention(num(&r["needs_rewrite"])),
+                    unreadable: verdicts.unreadable(),
                     by_key: r["keys"]
                         .as_object()
                         .into_iter()
@@ -158,15 +162,6 @@ pub struct Change {
     pub regression: bool,
 }
 
-/// PASS < WARN < FAIL, for "did it get worse".
-fn rank(status: &str) -> u8 {
-    match status {
-        "PASS" => 0,
-        "WARN" => 1,
-        _ => 2,
-    }
-}
-
 /// Every difference, in the order an auditor reads them, each marked when it is a regression.
 pub fn changes(a: &View, b: &View) -> Vec<Change> {
     let lines = diff(a, b);
@@ -182,12 +177,12 @@ pub fn changes(a: &View, b: &View) -> Vec<Change> {
             c.regression = true;
         }
     };
-    if rank(&b.verdict) > rank(&a.verdict) {
+    if b.verdict > a.verdict {
         mark("verdict:".into());
     }
     for (id, (_, status)) in &b.checks {
-        let before = a.checks.get(id).map(|(_, s)| rank(s)).unwrap_or(0);
-        if rank(status) > before {
+        let before = a.checks.get(id).map_or(Status::Pass, |(_, s)| *s);
+        if *status > before {
             mark(format!("check {id} "));
         }
     }

@@ -30,10 +30,20 @@ pub const SCHEMA: &str = "atrest.report/v2";
 
 /// The result of a check, and of the report.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 pub enum Status {
     /// The check holds.
+    #[default]
     #[serde(rename = "PASS")]
     Pass,
     /// Holds, with a reservation (a discouraged provider, something not checked).
@@ -42,6 +52,12 @@ pub enum Status {
     /// Does not hold.
     #[serde(rename = "FAIL")]
     Fail,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Status {
@@ -545,13 +561,5 @@ pub fn build(inp: &Inputs<'_>) -> Report {
             cleanup: inp.scan.cleanup.clone(),
             backups: inp.scan.backups.clone().unwrap_or_default(),
         }),
-    }
-}
-
-/// The exit code of a report: 0 PASS, 1 FAIL.
-pub fn exit_code(r: &Report) -> i32 {
-    match r.verdict {
-        Status::Fail => 1,
-        _ => 0,
     }
 }

@@ -161,7 +161,7 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
         }
         None => crate::cli::outln!("{text}"),
     }
-    Ok(report::exit_code(&report))
+    Ok(crate::cli::verdict_exit(report.verdict))
 }
 
 /// What a terminal shows of a report written to a file: the verdict, each check, the findings.

@@ -106,5 +106,5 @@ fn finish(a: &args::ScanArgs, report: &ScanReport) -> Result<i32> {
         Output::Json => render::print_json(report),
         Output::Table => crate::cli::out!("{}", scan_table(report, &SCAN_HINTS)),
     }
-    Ok(atrest::model::finding::exit_code(&report.findings))
+    Ok(crate::cli::findings_exit(&report.findings))
 }

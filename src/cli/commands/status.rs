@@ -126,7 +126,7 @@ pub(crate) async fn run(a: args::StatusArgs) -> Result<i32> {
     Ok(match &scan {
         _ if !unreadable.is_empty() => EXIT_FAILED,
         Some(Err(_)) => EXIT_FAILED,
-        Some(Ok(r)) => atrest::model::finding::exit_code(&r.findings),
-        None => atrest::model::finding::exit_code(&apiservers_only.findings),
+        Some(Ok(r)) => crate::cli::findings_exit(&r.findings),
+        None => crate::cli::findings_exit(&apiservers_only.findings),
     })
 }

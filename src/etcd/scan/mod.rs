@@ -192,6 +192,11 @@ impl Item<'_> {
     pub fn needs_rewrite(&self) -> bool {
         self.class.needs_rewrite()
     }
+
+    /// To rewrite, or unreadable by the apiserver ([`crate::model::needs_attention`]).
+    pub fn needs_attention(&self) -> bool {
+        self.class.needs_attention()
+    }
 }
 
 /// Receives every classified value of a scan, in key order, one page at a time.

@@ -114,7 +114,12 @@ impl ResourceReport {
 
     /// Nothing to rewrite and nothing unreadable: what makes `scan` exit 0.
     pub fn clean(&self) -> bool {
-        self.needs_rewrite == 0 && self.verdicts.unreadable() == 0
+        self.needs_attention() == 0
+    }
+
+    /// Objects to rewrite or unreadable ([`crate::model::needs_attention`]).
+    pub fn needs_attention(&self) -> u64 {
+        self.verdicts.needing_attention(self.needs_rewrite)
     }
 
     /// The sample of one verdict (empty when there is none).
