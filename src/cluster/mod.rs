@@ -10,10 +10,10 @@ use crate::config::{self, ConfigError, LoadedConfig};
 use crate::etcd::{EtcdError, EtcdTarget};
 use crate::keys::archive::ArchiveError;
 use crate::kms::{self, KmsError, KmsPlugins, Unreachable};
-use crate::kube::Apiservers;
 use crate::kube::converge::{
     Agreement, ConvergeError, NotConverged, require_config, require_kms_key_ids,
 };
+use crate::kube::{Apiservers, KubeError};
 mod census;
 pub mod keybook;
 mod manifest;
@@ -185,6 +185,13 @@ pub struct ScanRequest {
     pub history: bool,
 }
 
+/// `--resource` of `rotate prepare`/`schedule`: names of config rules to encrypt, where a
+/// wildcard (`*.example.com`) is a rule as the apiserver accepts it (unlike a scan's
+/// `--resource`, which names stored objects: [`parse_resources`]).
+pub fn parse_rule_resources(names: &[String]) -> Vec<GroupResource> {
+    names.iter().map(|r| GroupResource::parse(r)).collect()
+}
+
 /// Parses `--resource` values, refusing wildcards (a scan of one resource names it).
 pub fn parse_resources(names: &[String]) -> Result<Vec<GroupResource>, ClusterError> {
     names
@@ -316,6 +323,16 @@ pub async fn write_preflight(
     Ok(())
 }
 
+/// The apiservers the settings reach: the kubeconfig they name (or the in-cluster config) and
+/// `explicit` URLs. One connection path for every command and the exporter.
+pub async fn apiservers(settings: &Settings, explicit: &[String]) -> Result<Apiservers, KubeError> {
+    let kubeconfig = settings.kubeconfig.as_ref().map(|k| k.value.as_path());
+    Ok(Apiservers {
+        base: crate::kube::connect(kubeconfig).await?,
+        explicit: explicit.to_vec(),
+    })
+}
+
 impl Context {
     /// Resolves the settings and loads the config they name.
     pub fn resolve(flags: &Flags) -> Result<Context, ClusterError> {
@@ -336,6 +353,12 @@ impl Context {
             &self.config.path,
             self.settings.host_root.as_deref(),
         )
+    }
+
+    /// The apiservers: the kubeconfig's client (or the in-cluster one) to discover them, and
+    /// the `--apiserver` URLs to ask directly ([`apiservers`]).
+    pub async fn apiservers(&self, explicit: &[String]) -> Result<Apiservers, KubeError> {
+        apiservers(&self.settings, explicit).await
     }
 
     /// A client for etcd.

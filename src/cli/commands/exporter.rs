@@ -27,14 +27,9 @@ pub(crate) async fn run(a: args::ExporterArgs) -> Result<i32> {
     let apiservers = if a.no_apiservers {
         None
     } else {
-        let kubeconfig = settings.kubeconfig.as_ref().map(|k| k.value.as_path());
         Some(
-            atrest::kube::connect(kubeconfig)
+            atrest::cluster::apiservers(&settings, &a.cluster.apiservers)
                 .await
-                .map(|base| atrest::kube::Apiservers {
-                    base,
-                    explicit: a.cluster.apiservers.clone(),
-                })
                 .context("the exporter asks each apiserver which config it loaded (pass --no-apiservers to skip)")?,
         )
     };

@@ -81,15 +81,8 @@ pub(super) async fn survey_apiservers(
     {
         return None;
     }
-    match atrest::kube::connect(kubeconfig).await {
-        Ok(base) => Some(
-            atrest::kube::Apiservers {
-                base,
-                explicit: explicit.to_vec(),
-            }
-            .survey(&ctx.config.hash)
-            .await,
-        ),
+    match ctx.apiservers(explicit).await {
+        Ok(apiservers) => Some(apiservers.survey(&ctx.config.hash).await),
         Err(e) => {
             tracing::warn!("apiservers not asked which config they run: {e}");
             None

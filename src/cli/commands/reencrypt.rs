@@ -20,8 +20,8 @@ pub(crate) async fn run(a: args::ReencryptArgs) -> Result<i32> {
         a.cluster.kubeconfig.clone(),
     ))?;
     let etcd = ctx.etcd().await?;
-    let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
-    let api = atrest::kube::connect(kubeconfig).await?;
+    let apiservers = ctx.apiservers(&a.cluster.apiservers).await?;
+    let api = apiservers.base.clone();
     let loaded = &ctx.config;
     let checkpoint = match a.checkpoint.clone() {
         Some(c) => c,
@@ -43,10 +43,6 @@ pub(crate) async fn run(a: args::ReencryptArgs) -> Result<i32> {
     let plugins = plugins(&loaded.config, true).await?;
     // Before the first write (never when there is nothing to rewrite): every apiserver runs
     // this config, and has seen the KMS plugins' current key IDs.
-    let apiservers = atrest::kube::Apiservers {
-        base: api.clone(),
-        explicit: a.cluster.apiservers.clone(),
-    };
     let preflight = {
         let (apiservers, plugins) = (&apiservers, plugins.as_ref());
         Box::pin(async move {

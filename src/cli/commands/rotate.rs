@@ -7,7 +7,6 @@ use anyhow::{Result, anyhow};
 use crate::cli::args::{self, RotateCommand as R};
 use crate::cli::progress::Bar;
 use crate::cli::{EXIT_INTERRUPTED, EXIT_OK};
-use atrest::GroupResource;
 use atrest::cluster::Context;
 use atrest::keys::KeyProvider;
 use atrest::rotate::{PrepareRequest, Rotator, SnapshotChoice, TargetSpec};
@@ -32,11 +31,7 @@ fn request(p: &args::RotatePrepareArgs) -> Result<PrepareRequest> {
             },
         },
         key_name: p.key_name.clone(),
-        resources: p
-            .resources
-            .iter()
-            .map(|r| GroupResource::parse(r))
-            .collect(),
+        resources: atrest::cluster::parse_rule_resources(&p.resources),
         snapshot: match (&p.snapshot, p.no_snapshot) {
             (_, true) => SnapshotChoice::Skip,
             (Some(path), false) => SnapshotChoice::Path(path.clone()),
@@ -111,8 +106,7 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
     // state folder and rewrite objects as a rotation step. `atrest reencrypt` still can.
     atrest::cluster::refuse_managed_config(&ctx.settings)?;
     let etcd = ctx.etcd().await?;
-    let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
-    let api = atrest::kube::connect(kubeconfig).await?;
+    let apiservers = ctx.apiservers(&common.cluster.apiservers).await?;
     let say = |m: &str| eprintln!("atrest: {m}");
     let rotator = Rotator {
         config_path: ctx.config.path.clone(),
@@ -121,10 +115,7 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
             .to_write(&say)?,
         etcd: &etcd,
         etcd_prefix: ctx.target.prefix.clone(),
-        apiservers: atrest::kube::Apiservers {
-            base: api,
-            explicit: common.cluster.apiservers.clone(),
-        },
+        apiservers,
         wait_timeout: Duration::from_secs(common.timeout),
         automatic_reload: ctx.manifest_reload(),
         canary_namespace: step.canary_namespace.to_string(),
@@ -319,12 +310,7 @@ async fn rotation_due(
         None => atrest::report::Policy::default(),
     };
     let revision = atrest::rotate::snapshot::current_revision(rotator.etcd).await?;
-    let resources: Vec<GroupResource> = p
-        .prepare
-        .resources
-        .iter()
-        .map(|r| GroupResource::parse(r))
-        .collect();
+    let resources = atrest::cluster::parse_rule_resources(&p.prepare.resources);
     let s = atrest::rotate::schedule::schedule(
         &ctx.config.config,
         &resources,

@@ -75,15 +75,8 @@ pub(crate) async fn run(a: args::StatusArgs) -> Result<i32> {
     for e in &unreadable {
         eprintln!("error: {e}");
     }
-    let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
-    let convergence = match atrest::kube::connect(kubeconfig).await {
-        Ok(api) => {
-            let aps = atrest::kube::Apiservers {
-                base: api,
-                explicit: a.cluster.apiservers.clone(),
-            };
-            Ok(aps.survey(&loaded.hash).await)
-        }
+    let convergence = match ctx.apiservers(&a.cluster.apiservers).await {
+        Ok(apiservers) => Ok(apiservers.survey(&loaded.hash).await),
         Err(e) => Err(e.to_string()),
     };
     let survey = convergence
