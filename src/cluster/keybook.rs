@@ -175,9 +175,10 @@ impl KeyBook {
             }
             let when = rec
                 .retired
-                .as_deref()
-                .map(|t| format!("retired {t}"))
-                .or(rec.added.as_deref().map(|t| format!("added {t}")))
+                .map(|t| format!("retired {}", crate::model::time::format(&t)))
+                .or(rec
+                    .added
+                    .map(|t| format!("added {}", crate::model::time::format(&t))))
                 .unwrap_or_else(|| "recorded".into());
             self.push(
                 KnownKey {

@@ -20,7 +20,10 @@ use tokio::task::JoinSet;
 pub use checkpoint::{Checkpoint, CheckpointError, Counters};
 pub use error::MigrateError;
 pub use options::{ReencryptOptions, ReencryptReport};
-use worker::{Collector, Done, RateLimiter, Remaining, Shared, TaskResult, rewrite_one};
+use worker::{
+    Collector, Done, RateLimiter, Recheck, Remaining, Shared, Target, TaskResult, recheck,
+    rewrite_one,
+};
 
 use crate::GroupResource;
 use crate::codec::ProviderTable;
@@ -166,6 +169,9 @@ impl Reencrypt<'_> {
         });
         let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
         let mut tasks: JoinSet<TaskResult> = JoinSet::new();
+        // The writes in flight, by etcd key: those dropped at an outage are looked up in etcd
+        // before the checkpoint is saved, so that one applied as the apiserver died is counted.
+        let mut in_flight: HashMap<String, InFlight> = HashMap::new();
         let mut pages: VecDeque<PageState> = VecDeque::new();
         let mut paths: HashMap<GroupResource, ApiPath> = HashMap::new();
         let mut tables: HashMap<GroupResource, Arc<ProviderTable>> = HashMap::new();
@@ -256,6 +262,7 @@ impl Reencrypt<'_> {
                     }
                     match self.next_finished(&mut tasks, &shared, progress).await {
                         Finished::Task(r) => {
+                            in_flight.remove(&r.target.key);
                             self.handle(*r, &mut cp, &mut pages, &mut fatal, &paths);
                             report_rewrites(&cp, &base, progress);
                         }
@@ -269,6 +276,17 @@ impl Reencrypt<'_> {
                         break 'pages;
                     }
                 };
+                in_flight.insert(
+                    t.key.clone(),
+                    InFlight {
+                        page: seq,
+                        target: Target {
+                            value: None,
+                            ..t.clone()
+                        },
+                        table: Arc::clone(&table),
+                    },
+                );
                 let shared = Arc::clone(&shared);
                 tasks.spawn(async move {
                     let r = rewrite_one(&shared, &path, &table, t, seq).await;
@@ -281,6 +299,7 @@ impl Reencrypt<'_> {
             }
             advance(&mut pages, &mut cp);
             while let Some(Ok(r)) = tasks.try_join_next() {
+                in_flight.remove(&r.target.key);
                 self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
             }
             report_rewrites(&cp, &base, progress);
@@ -302,6 +321,7 @@ impl Reencrypt<'_> {
             }
             match self.next_finished(&mut tasks, &shared, progress).await {
                 Finished::Task(r) => {
+                    in_flight.remove(&r.target.key);
                     self.handle(*r, &mut cp, &mut pages, &mut fatal, &paths);
                     report_rewrites(&cp, &base, progress);
                 }
@@ -311,6 +331,24 @@ impl Reencrypt<'_> {
                 Finished::None if tasks.is_empty() => break,
                 Finished::None => {}
             }
+        }
+        // Writes dropped unanswered: what etcd holds decides, as for a write that gave up.
+        for (_, f) in in_flight.drain() {
+            let done = match recheck(&shared, &f.table, &f.target.key).await {
+                Recheck::Current => Done::AlreadyCurrent,
+                Recheck::Gone => Done::Gone,
+                Recheck::Stale { .. } | Recheck::Unreadable(_) => continue,
+            };
+            let r = TaskResult {
+                page: f.page,
+                target: f.target,
+                done,
+                writes: 0,
+                put_writes: 0,
+                via: None,
+                conflicts: 0,
+            };
+            self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
         }
         let interrupted = opts.stop.load(Ordering::SeqCst);
         let read_everything = !interrupted && fatal.is_none();
@@ -505,6 +543,13 @@ impl Reencrypt<'_> {
         settle(pages, r.page);
         advance(pages, cp);
     }
+}
+
+/// A write in flight: enough to look its object up in etcd if it is dropped.
+struct InFlight {
+    page: u64,
+    target: Target,
+    table: Arc<ProviderTable>,
 }
 
 /// One target of page `seq` is finished.

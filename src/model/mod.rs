@@ -578,6 +578,7 @@ pub fn covered_resources(named: Vec<GroupResource>, only: &[GroupResource]) -> V
 
 pub mod finding;
 mod known_key;
+pub mod time;
 pub use finding::{Finding, FindingKind, Level};
 pub use known_key::KnownKey;
 

@@ -226,7 +226,7 @@ pub fn render(r: &Report) -> String {
                     s.push_str(&format!(" {}", esc(f)));
                 }
                 if let Some(a) = &k.added {
-                    s.push_str(&format!(" added {}", esc(a)));
+                    s.push_str(&format!(" added {}", crate::model::time::format(a)));
                 }
                 s
             })
@@ -248,7 +248,8 @@ pub fn render(r: &Report) -> String {
             esc(&rot.state_file.display().to_string()),
             esc(rot.stage.as_deref().unwrap_or("none")),
             esc(rot.target.as_deref().unwrap_or("—")),
-            esc(rot.last_finished.as_deref().unwrap_or("—")),
+            rot.last_finished
+                .map_or("—".to_string(), |t| crate::model::time::format(&t)),
             if rot.snapshot_skipped {
                 ", snapshot skipped"
             } else {

@@ -121,7 +121,8 @@ pub fn render(r: &Report) -> String {
             rot.state_file.display(),
             rot.stage.as_deref().unwrap_or("none"),
             rot.target.as_deref().unwrap_or("—"),
-            rot.last_finished.as_deref().unwrap_or("—"),
+            rot.last_finished
+                .map_or("—".to_string(), |t| crate::model::time::format(&t)),
             if rot.snapshot_skipped {
                 ", snapshot skipped"
             } else {

@@ -10,6 +10,7 @@ pub mod markdown;
 pub mod policy;
 mod text;
 
+use crate::model::time::Time;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -120,9 +121,11 @@ pub struct KeyView {
     /// `sha256:` + 16 hex digits of the key bytes (local keys only).
     pub fingerprint: Option<String>,
     /// When atrest added it (from the rotation state).
-    pub added: Option<String>,
+    #[serde(default, with = "crate::model::time::rfc3339_opt")]
+    pub added: Option<Time>,
     /// When atrest made it the write key.
-    pub promoted: Option<String>,
+    #[serde(default, with = "crate::model::time::rfc3339_opt")]
+    pub promoted: Option<Time>,
 }
 
 /// A covered resource's config.
@@ -165,7 +168,8 @@ pub struct RotationInfo {
     /// Its target (`aescbc`, `kms:v2:vault`).
     pub target: Option<String>,
     /// When the last rotation finished.
-    pub last_finished: Option<String>,
+    #[serde(default, with = "crate::model::time::rfc3339_opt")]
+    pub last_finished: Option<Time>,
     /// The etcd snapshot taken before the rotation (path, sha256, revision).
     pub snapshot: Option<String>,
     /// The snapshot was skipped on request.
@@ -175,10 +179,10 @@ pub struct RotationInfo {
 /// When a key was added and promoted, from the rotation state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyAge {
-    /// RFC 3339.
-    pub added: Option<String>,
-    /// RFC 3339.
-    pub promoted: Option<String>,
+    /// When atrest added it.
+    pub added: Option<Time>,
+    /// When atrest made it the write key.
+    pub promoted: Option<Time>,
 }
 
 /// One apiserver and the config hash it reports.
@@ -454,8 +458,8 @@ fn config_views(inp: &Inputs<'_>) -> Vec<ResourceConfigView> {
                     KeyView {
                         provider: k.provider.to_string(),
                         fingerprint: k.fingerprint,
-                        added: age.and_then(|a| a.added.clone()),
-                        promoted: age.and_then(|a| a.promoted.clone()),
+                        added: age.and_then(|a| a.added),
+                        promoted: age.and_then(|a| a.promoted),
                         label,
                     }
                 })

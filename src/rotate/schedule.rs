@@ -235,7 +235,7 @@ mod tests {
         st.keys.insert(
             "aesgcm:k1".into(),
             KeyRecord {
-                promoted: Some(promoted.to_rfc3339()),
+                promoted: Some(promoted),
                 promoted_revision: Some(revision),
                 ..Default::default()
             },

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::RuleLayout;
 use crate::fsutil;
+use crate::model::time::{Time, rfc3339, rfc3339_opt};
 
 /// The state file's name in the state folder.
 pub const STATE_FILE: &str = "rotation.json";
@@ -64,11 +65,12 @@ pub struct SnapshotRecord {
     pub sha256: String,
     /// The etcd revision when it was taken: it holds at least every write up to this one.
     pub revision: i64,
-    /// When it was taken (RFC 3339, UTC).
-    pub taken: String,
-    /// When `rotate prune --remove-snapshots` deleted it (RFC 3339, UTC).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub removed: Option<String>,
+    /// When it was taken.
+    #[serde(with = "rfc3339")]
+    pub taken: Time,
+    /// When `rotate prune --remove-snapshots` deleted it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
+    pub removed: Option<Time>,
 }
 
 /// A config write that was started: if atrest stops between writing the file and recording
@@ -105,17 +107,22 @@ pub struct Rotation {
     pub previous_write_keys: BTreeMap<usize, String>,
     /// Where it stands; the next step must start from here.
     pub stage: Stage,
-    /// When prepare began (RFC 3339, UTC), as are the times below.
-    pub started: String,
+    /// When prepare began.
+    #[serde(with = "rfc3339")]
+    pub started: Time,
     /// When the new key became a read key.
-    pub prepared_at: Option<String>,
+    #[serde(default, with = "rfc3339_opt")]
+    pub prepared_at: Option<Time>,
     /// When the new key became the write key.
-    pub promoted_at: Option<String>,
+    #[serde(default, with = "rfc3339_opt")]
+    pub promoted_at: Option<Time>,
     /// When every object was proven rewritten.
-    pub reencrypted_at: Option<String>,
+    #[serde(default, with = "rfc3339_opt")]
+    pub reencrypted_at: Option<Time>,
     /// When the last config write of the rotation (prune, or abort before promote) was
     /// committed.
-    pub finished_at: Option<String>,
+    #[serde(default, with = "rfc3339_opt")]
+    pub finished_at: Option<Time>,
     /// The etcd snapshot taken before the first change, to restore from if all else fails.
     pub snapshot: Option<SnapshotRecord>,
     /// The admin chose `--no-snapshot`; reports show there was nothing to restore from.
@@ -145,12 +152,15 @@ pub struct ConfigBefore {
 pub struct KeyRecord {
     /// The key's fingerprint (local keys only; KMS and identity have none).
     pub fingerprint: Option<String>,
-    /// When a rotation added it as a read key (RFC 3339, UTC), as are the times below.
-    pub added: Option<String>,
+    /// When a rotation added it as a read key.
+    #[serde(default, with = "rfc3339_opt")]
+    pub added: Option<Time>,
     /// When it became the write key.
-    pub promoted: Option<String>,
+    #[serde(default, with = "rfc3339_opt")]
+    pub promoted: Option<Time>,
     /// When prune removed it from the config.
-    pub retired: Option<String>,
+    #[serde(default, with = "rfc3339_opt")]
+    pub retired: Option<Time>,
     /// etcd's revision when promote wrote the config that made it the write key: every write
     /// since then has a higher revision (the basis of the aesgcm write estimate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,22 +169,16 @@ pub struct KeyRecord {
 
 impl KeyRecord {
     /// Since when the key has been in use: see [`key_in_use_since`].
-    pub fn in_use_since(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        key_in_use_since(self.promoted.as_deref(), self.added.as_deref())
+    pub fn in_use_since(&self) -> Option<Time> {
+        key_in_use_since(self.promoted, self.added)
     }
 }
 
 /// The one rule for a key's age (report check ATR-C07, the exporter's `atrest_key_age_seconds`,
 /// `rotate run --if-older-than`): measured from when it became the write key, else from when it
-/// was added. Times are RFC 3339; an unreadable one counts as unknown.
-pub fn key_in_use_since(
-    promoted: Option<&str>,
-    added: Option<&str>,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    promoted
-        .or(added)
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&chrono::Utc))
+/// was added.
+pub fn key_in_use_since(promoted: Option<Time>, added: Option<Time>) -> Option<Time> {
+    promoted.or(added)
 }
 
 /// Everything `rotation.json` records: the config atrest expects, the rotation in progress,

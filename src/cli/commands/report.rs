@@ -113,8 +113,8 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
                         (
                             label.clone(),
                             KeyAge {
-                                added: k.added.clone(),
-                                promoted: k.promoted.clone(),
+                                added: k.added,
+                                promoted: k.promoted,
                             },
                         )
                     })
@@ -195,7 +195,7 @@ fn rotation_info(s: &atrest::rotate::State, state_file: PathBuf) -> RotationInfo
         state_file,
         stage: s.rotation.as_ref().map(|r| r.stage.to_string()),
         target: s.rotation.as_ref().map(|r| r.target.clone()),
-        last_finished: s.history.last().and_then(|r| r.finished_at.clone()),
+        last_finished: s.history.last().and_then(|r| r.finished_at),
         snapshot: current.and_then(|r| r.snapshot.as_ref()).map(|x| {
             format!(
                 "{} ({}, revision {})",

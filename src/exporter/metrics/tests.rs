@@ -210,8 +210,8 @@ fn key_age_comes_from_the_rotation_state_else_from_first_sight() {
     keys.insert(
         "aesgcm:new".to_string(),
         KeyRecord {
-            added: Some((promoted - Duration::days(1)).to_rfc3339()),
-            promoted: Some(promoted.to_rfc3339()),
+            added: Some(promoted - Duration::days(1)),
+            promoted: Some(promoted),
             promoted_revision: Some(1000),
             ..Default::default()
         },

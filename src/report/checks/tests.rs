@@ -138,8 +138,8 @@ fn compliant() -> Fixture {
     f.ages.insert(
         "secretbox:sb1".into(),
         KeyAge {
-            added: Some("2026-05-01T00:00:00Z".into()),
-            promoted: Some("2026-05-02T00:00:00Z".into()),
+            added: crate::model::time::parse("2026-05-01T00:00:00Z"),
+            promoted: crate::model::time::parse("2026-05-02T00:00:00Z"),
         },
     );
     f

@@ -105,8 +105,8 @@ pub struct Journal<'a> {
 }
 
 /// Now, as every record of the state writes it (RFC 3339, UTC, seconds).
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+pub fn now() -> crate::model::time::Time {
+    crate::model::time::now()
 }
 
 impl Journal<'_> {

@@ -78,7 +78,7 @@ impl Rotator<'_> {
             return Ok(());
         }
         let path = self.state_dir.join(ARCHIVE_FILE);
-        archive::append(&path, keys, &now())?;
+        archive::append(&path, keys, &crate::model::time::format(&now()))?;
         (self.say)(&format!(
             "archived {} retired keys in {} (0600)",
             keys.len(),
