@@ -2,8 +2,9 @@
 //! encryption state to another.
 //!
 //! The layers are described in `docs/design.md`; dependencies point one way: commands → engines
-//! (`migrate`, `rotate`, `report`) → `cluster` → sources (`etcd`, `kube`, `kms`) → `codec` →
-//! `config` → `keys`, with `model` (the words every layer shares) below them all.
+//! (`migrate`, `rotate`, `report`, `exporter`) → `cluster` → sources (`etcd`, `kube`, `kms`) →
+//! `codec` → `config` → `keys`, with `model` (the words every layer shares) below them all. The
+//! design document lists, from the code, the three places that still cross these lines.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
