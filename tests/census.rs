@@ -4,6 +4,7 @@
 //! every exit code. Real etcd and kube-apiserver throughout.
 
 use atrest_testbed as support;
+use support::check;
 
 use std::path::{Path, PathBuf};
 
@@ -69,15 +70,6 @@ fn findings<'a>(doc: &'a Value, kind: &str) -> Vec<&'a Value> {
         .iter()
         .filter(|f| f["kind"] == kind)
         .collect()
-}
-
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no check {id}"))
 }
 
 fn evidence(report: &Value, id: &str) -> String {

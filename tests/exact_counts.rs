@@ -6,6 +6,7 @@
 
 use atrest_testbed as support;
 use support::aescbc;
+use support::resource;
 
 use std::collections::BTreeMap;
 
@@ -90,15 +91,6 @@ async fn raw_counts(cp: &ControlPlane, resource: &str) -> BTreeMap<String, u64> 
         *out.entry(label).or_insert(0) += 1;
     }
     out
-}
-
-fn resource<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["resource"] == name)
-        .unwrap_or_else(|| panic!("{name} in {doc:#}"))
 }
 
 fn check<'a>(report: &'a Value, id: &str) -> &'a Value {

@@ -176,6 +176,31 @@ const KEY1: &str = "k8s:enc:aescbc:v1:key1:";
 use support::proc::signal;
 
 /// The number before ` s` after `what` in `text` (`answered no request for 21 s` → 21).
+/// Starts `reencrypt` (patience 15 s, progress lines, `extra` flags) on a [`plaintext_cluster`]
+/// and returns once etcd shows 200 objects on key1: the moment a test freezes something.
+async fn reencrypt_until_200_rewritten(
+    cp: &ControlPlane,
+    extra: &[&str],
+) -> (Command, std::process::Child) {
+    let mut args = vec![
+        "reencrypt",
+        "--apiserver-patience=15",
+        "--concurrency=4",
+        "--qps=150",
+        "--progress=lines",
+    ];
+    args.extend_from_slice(extra);
+    let mut cmd = cp.atrest_command(&args);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    support::promises_b::wait_for(&mut child, "200 objects rewritten", async || {
+        support::promises_b::count_labelled(cp, FROZEN, KEY1).await >= 200
+    })
+    .await;
+    (cmd, child)
+}
+
 fn seconds_after(text: &str, what: &str) -> u64 {
     let rest = &text[text
         .find(what)
@@ -192,20 +217,7 @@ fn seconds_after(text: &str, what: &str) -> u64 {
 async fn a_frozen_apiserver_stops_reencrypt_at_its_patience_and_resume_finishes() {
     let cp = plaintext_cluster(1200).await;
     let data_before = support::promises_b::stored(&cp, FROZEN).await.len();
-    let mut cmd = cp.atrest_command(&[
-        "reencrypt",
-        "--apiserver-patience=15",
-        "--concurrency=4",
-        "--qps=150",
-        "--progress=lines",
-    ]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    support::promises_b::wait_for(&mut child, "200 objects rewritten", async || {
-        support::promises_b::count_labelled(&cp, FROZEN, KEY1).await >= 200
-    })
-    .await;
+    let (cmd, child) = reencrypt_until_200_rewritten(&cp, &[]).await;
     // The apiserver stops answering: its connections stay open (SIGSTOP), nothing is refused.
     let pid = cp.apiserver_pid(0).unwrap();
     signal(pid, libc::SIGSTOP);
@@ -414,21 +426,7 @@ async fn a_full_disk_is_refused_before_anything_is_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_etcd_during_reencrypt_stops_it_and_resume_finishes() {
     let cp = plaintext_cluster(1200).await;
-    let mut cmd = cp.atrest_command(&[
-        "reencrypt",
-        "--apiserver-patience=15",
-        "--etcd-patience=15",
-        "--concurrency=4",
-        "--qps=150",
-        "--progress=lines",
-    ]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    support::promises_b::wait_for(&mut child, "200 objects rewritten", async || {
-        support::promises_b::count_labelled(&cp, FROZEN, KEY1).await >= 200
-    })
-    .await;
+    let (cmd, child) = reencrypt_until_200_rewritten(&cp, &["--etcd-patience=15"]).await;
     // etcd stops answering: atrest's own reads stall, and so do the apiserver's writes.
     let pid = cp.etcd_pid().unwrap();
     signal(pid, libc::SIGSTOP);

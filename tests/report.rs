@@ -3,6 +3,7 @@
 //! rendered by a real headless Chromium, and `report diff`.
 
 use atrest_testbed as support;
+use support::check;
 use support::secrets_only;
 
 use std::path::{Path, PathBuf};
@@ -28,15 +29,6 @@ fn secretbox(keys: &[(&str, &[u8])]) -> String {
         .map(|(n, k)| format!("{{name: {n}, secret: {}}}", b64(k)))
         .collect();
     format!("{{secretbox: {{keys: [{}]}}}}", list.join(", "))
-}
-
-fn check<'a>(r: &'a Value, id: &str) -> &'a Value {
-    r["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no {id}"))
 }
 
 fn status(r: &Value, id: &str) -> String {

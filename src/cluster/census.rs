@@ -40,12 +40,7 @@ impl Context {
     ) -> Result<ScanReport, ClusterError> {
         let (plan, plugins, book) = self.scan_inputs(req).await?;
         let opts = ScanOptions {
-            classify: ClassifyConfig::new(
-                req.verify,
-                false,
-                plugins.as_ref(),
-                book.material.clone(),
-            ),
+            classify: classify(req.verify, &plugins, &book),
             patience: req.patience,
             ..Default::default()
         };
@@ -114,12 +109,7 @@ impl Context {
     ) -> Result<ScanReport, ClusterError> {
         let (plan, plugins, book) = self.scan_inputs(req).await?;
         let opts = ScanOptions {
-            classify: ClassifyConfig::new(
-                req.verify,
-                false,
-                plugins.as_ref(),
-                book.material.clone(),
-            ),
+            classify: classify(req.verify, &plugins, &book),
             ..Default::default()
         };
         let mut db = crate::etcd::dbfile::DbFile::open(path, &self.target.prefix)?;
@@ -171,6 +161,16 @@ impl Context {
 
 /// What is known of every key that values are stored under without their resource's config
 /// having it.
+/// How a scan classifies: the config's keys, the KMS plugins (when verifying), then every key
+/// found beyond the config.
+fn classify<'a>(
+    verify: bool,
+    plugins: &'a Option<KmsPlugins>,
+    book: &keybook::KeyBook,
+) -> ClassifyConfig<'a> {
+    ClassifyConfig::new(verify, false, plugins.as_ref(), book.material.clone())
+}
+
 fn unknown_keys(report: &ScanReport, book: &keybook::KeyBook) -> Vec<keybook::KnownKey> {
     let mut labels: Vec<&crate::model::KeyLabel> = report
         .resources

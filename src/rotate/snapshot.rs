@@ -23,14 +23,7 @@ pub async fn take(client: &etcd_client::Client, path: &Path) -> Result<SnapshotR
         source: e,
     };
     // The snapshot holds at least every revision up to this one (its stream carries none).
-    let status = client
-        .clone()
-        .status()
-        .await
-        .map_err(|e| EtcdError::Request {
-            message: crate::etcd::explain(&e),
-            hint: "",
-        })?;
+    let status = status(client).await?;
     let revision = status.header().map(|h| h.revision()).unwrap_or(0);
     let db_size = u64::try_from(status.db_size()).unwrap_or(0);
     let dir = path
@@ -123,16 +116,22 @@ async fn stream_to(client: &etcd_client::Client, tmp: &Path) -> Result<(u64, Str
     Ok((size, format!("sha256:{}", hex::encode(hasher.finalize()))))
 }
 
-/// etcd's current revision (0 when its answer carries no header).
-pub async fn current_revision(client: &etcd_client::Client) -> Result<i64, EtcdError> {
-    Ok(client
+/// etcd's status (revision, db size), its failure explained.
+async fn status(client: &etcd_client::Client) -> Result<etcd_client::StatusResponse, EtcdError> {
+    client
         .clone()
         .status()
         .await
         .map_err(|e| EtcdError::Request {
             message: crate::etcd::explain(&e),
             hint: "",
-        })?
+        })
+}
+
+/// etcd's current revision (0 when its answer carries no header).
+pub async fn current_revision(client: &etcd_client::Client) -> Result<i64, EtcdError> {
+    Ok(status(client)
+        .await?
         .header()
         .map(|h| h.revision())
         .unwrap_or(0))

@@ -210,6 +210,16 @@ pub fn resource<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::V
         .unwrap_or_else(|| panic!("no resource {name} in {doc:#}"))
 }
 
+/// Check `id` (`ATR-C04`) of a report JSON document.
+pub fn check<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checks in {report:#}"))
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

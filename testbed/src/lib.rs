@@ -39,7 +39,7 @@ pub mod scan_json;
 pub mod tls;
 pub mod webhook;
 
-pub use cli::{atrest, resource, text};
+pub use cli::{atrest, check, resource, text};
 pub use control_plane::{ApiServer, ControlPlane, ETCD_PREFIX, IDENTITY_CONFIG, Options};
 pub use files::write_private;
 pub use fixtures::{
