@@ -218,7 +218,7 @@ fn keys_generate_prints_a_key_entry_the_config_accepts() {
         let cfg = atrest::config::parse_str(Path::new("generated.yaml"), &yaml)
             .unwrap_or_else(|e| panic!("{flag}: {e}\n{yaml}"));
         let r = cfg.resolve(&GroupResource::secrets());
-        assert_eq!(r.write_label(), format!("{flag}:new:key"));
+        assert_eq!(r.write_key().to_string(), format!("{flag}:new:key"));
         match &r.entries[0].provider {
             Provider::Keys { provider: p, keys } => {
                 assert_eq!(*p, provider);

@@ -11,6 +11,7 @@ use atrest::config::{
     render_yaml, rules_for,
 };
 use atrest::keys::{Key, KeyProvider};
+use atrest::model::KeyLabel;
 
 fn cfg(providers: &str) -> EncryptionConfig {
     let k = "MDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1ub3BxcnN0dXY=";
@@ -21,8 +22,8 @@ fn cfg(providers: &str) -> EncryptionConfig {
     parse_str(Path::new("e.yaml"), &yaml).unwrap()
 }
 
-fn labels(c: &EncryptionConfig) -> Vec<String> {
-    c.resolve(&GroupResource::secrets()).read_labels()
+fn labels(c: &EncryptionConfig) -> Vec<KeyLabel> {
+    c.resolve(&GroupResource::secrets()).read_keys()
 }
 
 fn roundtrip(c: &EncryptionConfig) {
@@ -35,8 +36,8 @@ fn new_key(p: KeyProvider) -> RotationTarget {
     RotationTarget::Key(Arc::new(Key::generate("new", p).unwrap()))
 }
 
-fn set(labels: &[&str]) -> BTreeSet<String> {
-    labels.iter().map(|s| s.to_string()).collect()
+fn set(labels: &[&str]) -> BTreeSet<KeyLabel> {
+    labels.iter().map(|l| l.parse().unwrap()).collect()
 }
 
 #[test]
@@ -54,7 +55,7 @@ fn rotate_a_key_of_the_same_provider() {
     let c = remove(&c, &rules, &set(&["aescbc:k1"])).unwrap();
     assert_eq!(labels(&c), ["aescbc:new", "identity"]);
     assert_eq!(
-        c.resolve(&GroupResource::parse("events")).read_labels(),
+        c.resolve(&GroupResource::parse("events")).read_keys(),
         ["identity"],
         "other rules untouched"
     );
@@ -103,18 +104,18 @@ fn refuses_to_remove_the_write_key_or_promote_an_unknown_key() {
         remove(&c, &rules, &set(&["aescbc:k1"])).unwrap_err(),
         EditError::RemovesWriteKey {
             rule: 0,
-            label: "aescbc:k1".into()
+            label: "aescbc:k1".parse().unwrap()
         }
     );
     assert_eq!(
         promote(&c, &rules, &new_key(KeyProvider::Aesgcm).label()).unwrap_err(),
         EditError::NotAReadKey {
             rule: 0,
-            label: "aesgcm:new".into()
+            label: "aesgcm:new".parse().unwrap()
         }
     );
     assert_eq!(
-        promote(&c, &[7], "identity").unwrap_err(),
+        promote(&c, &[7], &KeyLabel::Identity).unwrap_err(),
         EditError::NoSuchRule { rule: 7 }
     );
 }

@@ -166,25 +166,34 @@ fn resolution_follows_exact_then_group_then_all() {
     let r = cfg.resolve(&GroupResource::parse("secrets"));
     assert_eq!(r.matched_by, MatchedBy::Exact);
     assert_eq!(
-        r.read_labels(),
+        r.read_keys(),
         vec!["aescbc:a", "secretbox:b"],
         "two entries concatenate in order"
     );
-    assert_eq!(r.write_label(), "aescbc:a");
+    assert_eq!(r.write_key(), "aescbc:a");
     let r = cfg.resolve(&GroupResource::parse("deployments.apps"));
     assert_eq!(
-        (r.matched_by, r.write_label()),
-        (MatchedBy::Group, "aesgcm:g".to_string())
+        (r.matched_by, r.write_key()),
+        (
+            MatchedBy::Group,
+            "aesgcm:g".parse::<atrest::model::KeyLabel>().unwrap()
+        )
     );
     let r = cfg.resolve(&GroupResource::parse("configmaps"));
     assert_eq!(
-        (r.matched_by, r.write_label()),
-        (MatchedBy::All, "secretbox:all".to_string())
+        (r.matched_by, r.write_key()),
+        (
+            MatchedBy::All,
+            "secretbox:all".parse::<atrest::model::KeyLabel>().unwrap()
+        )
     );
     let r = cfg.resolve(&GroupResource::parse("events"));
     assert_eq!(
-        (r.write_label(), r.encrypts()),
-        ("identity".to_string(), false)
+        (r.write_key(), r.encrypts()),
+        (
+            "identity".parse::<atrest::model::KeyLabel>().unwrap(),
+            false
+        )
     );
 
     let only_cm = format!(
@@ -194,8 +203,11 @@ fn resolution_follows_exact_then_group_then_all() {
     let cfg = parse_str(Path::new("r.yaml"), &only_cm).unwrap();
     let r = cfg.resolve(&GroupResource::secrets());
     assert_eq!(
-        (r.matched_by, r.write_label()),
-        (MatchedBy::Default, "identity".to_string())
+        (r.matched_by, r.write_key()),
+        (
+            MatchedBy::Default,
+            "identity".parse::<atrest::model::KeyLabel>().unwrap()
+        )
     );
     let lint = atrest::config::lint(&cfg);
     assert!(

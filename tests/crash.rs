@@ -144,8 +144,8 @@ async fn a_rotation_aborted_at_every_crash_point_finishes_on_rerun_and_keeps_eve
     let labels = loaded
         .config
         .resolve(&atrest::GroupResource::secrets())
-        .read_labels();
-    assert_eq!(labels, [format!("aescbc:key{key}")]);
+        .read_keys();
+    assert_eq!(labels, [format!("aescbc:key{key}").as_str()]);
     let (code, stdout, stderr) = cp.atrest(&["scan", "--verify", "-o", "json"]);
     assert_eq!(code, 0, "{stderr}");
     let doc: Value = serde_json::from_str(&stdout).unwrap();

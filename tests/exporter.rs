@@ -364,7 +364,8 @@ async fn if_older_than_leaves_a_young_key_alone_and_rotates_an_old_one() {
     let write_key = loaded
         .config
         .resolve(&atrest::GroupResource::secrets())
-        .write_label();
+        .write_key()
+        .to_string();
     assert!(write_key.starts_with("secretbox:"), "{write_key}");
 
     // A young key: nothing happens, exit 0, the file is byte for byte the same.
@@ -398,7 +399,8 @@ async fn if_older_than_leaves_a_young_key_alone_and_rotates_an_old_one() {
     let new_key = after
         .config
         .resolve(&atrest::GroupResource::secrets())
-        .write_label();
+        .write_key()
+        .to_string();
     assert!(
         new_key.starts_with("secretbox:") && new_key != write_key,
         "{write_key} -> {new_key}"

@@ -121,7 +121,10 @@ impl Ha {
             .unwrap()
             .config
             .resolve(&atrest::GroupResource::secrets())
-            .read_labels()
+            .read_keys()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     /// Every secret of namespace `r`, whole (API and opened etcd bytes).

@@ -250,7 +250,7 @@ async fn to_kms_v2_key_id_change_and_back() {
         loaded
             .config
             .resolve(&atrest::GroupResource::secrets())
-            .read_labels(),
+            .read_keys(),
         ["aescbc:back"],
         "the KMS provider is pruned"
     );

@@ -42,7 +42,10 @@ fn labels_of(path: &Path) -> Vec<String> {
         .unwrap()
         .config
         .resolve(&atrest::GroupResource::secrets())
-        .read_labels()
+        .read_keys()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 fn config_labels(cp: &ControlPlane) -> Vec<String> {

@@ -81,7 +81,10 @@ fn config_labels(cp: &ControlPlane) -> Vec<String> {
     loaded
         .config
         .resolve(&atrest::GroupResource::secrets())
-        .read_labels()
+        .read_keys()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -165,11 +165,9 @@ impl KeyBook {
         let Ok(st) = serde_json::from_str::<crate::rotate::State>(&text) else {
             return;
         };
-        let mut seen: BTreeSet<(String, Option<String>)> = BTreeSet::new();
+        let mut seen: BTreeSet<(KeyLabel, Option<String>)> = BTreeSet::new();
         for (label, rec) in &st.keys {
-            let Ok(parsed) = label.parse::<KeyLabel>() else {
-                continue;
-            };
+            let parsed = label.clone();
             if !seen.insert((label.clone(), rec.fingerprint.clone())) {
                 continue;
             }

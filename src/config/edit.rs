@@ -7,6 +7,7 @@ use zeroize::Zeroizing;
 
 use super::{EncryptionConfig, Provider, Schema};
 use crate::keys::yaml;
+use crate::model::KeyLabel;
 
 /// Why an edit of the config was refused; `rule` is the index in `resources`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -24,7 +25,7 @@ pub enum EditError {
         /// The rule's index.
         rule: usize,
         /// The key label that was to be promoted.
-        label: String,
+        label: KeyLabel,
     },
     /// A removal would take away a rule's write key, which would change what new writes use.
     #[error("resources[{rule}]: {label} is the write key and cannot be removed")]
@@ -32,7 +33,7 @@ pub enum EditError {
         /// The rule's index.
         rule: usize,
         /// Its write key.
-        label: String,
+        label: KeyLabel,
     },
 }
 
@@ -102,11 +103,11 @@ pub enum RotationTarget {
 
 impl RotationTarget {
     /// The label stored values get: `aescbc:key-…`, `kms:v2:name`, `identity`.
-    pub fn label(&self) -> String {
+    pub fn label(&self) -> KeyLabel {
         match self {
-            RotationTarget::Key(k) => super::key_label(k.provider(), k.name()),
-            RotationTarget::Kms(k) => super::kms_label(k.version, &k.name),
-            RotationTarget::Identity => "identity".to_string(),
+            RotationTarget::Key(k) => KeyLabel::key(k.provider(), k.name()),
+            RotationTarget::Kms(k) => KeyLabel::kms(k.version, &k.name),
+            RotationTarget::Identity => KeyLabel::Identity,
         }
     }
 
@@ -123,9 +124,9 @@ impl RotationTarget {
 }
 
 /// Where `label` sits in a provider list: (provider index, key index).
-fn find(providers: &[Provider], label: &str) -> Option<(usize, usize)> {
+fn find(providers: &[Provider], label: &KeyLabel) -> Option<(usize, usize)> {
     providers.iter().enumerate().find_map(|(i, p)| {
-        p.read_labels()
+        p.read_keys()
             .iter()
             .position(|l| l == label)
             .map(|j| (i, j))
@@ -174,14 +175,14 @@ pub fn add_read_key(
 pub fn promote(
     config: &EncryptionConfig,
     rules: &[usize],
-    label: &str,
+    label: &KeyLabel,
 ) -> Result<EncryptionConfig, EditError> {
     let mut out = config.clone();
     for &r in rules {
         let providers = &mut rule_mut(&mut out, r)?.providers;
         let (i, j) = find(providers, label).ok_or_else(|| EditError::NotAReadKey {
             rule: r,
-            label: label.to_string(),
+            label: label.clone(),
         })?;
         if let Provider::Keys { keys, .. } = &mut providers[i] {
             let k = keys.remove(j);
@@ -198,7 +199,7 @@ pub fn promote(
 pub fn remove(
     config: &EncryptionConfig,
     rules: &[usize],
-    labels: &std::collections::BTreeSet<String>,
+    labels: &std::collections::BTreeSet<KeyLabel>,
 ) -> Result<EncryptionConfig, EditError> {
     let mut out = config.clone();
     for &r in rules {
@@ -206,8 +207,7 @@ pub fn remove(
         let write = rule
             .providers
             .first()
-            .map(|p| p.write_label())
-            .unwrap_or_default();
+            .map_or(KeyLabel::Identity, |p| p.write_key());
         if labels.contains(&write) {
             return Err(EditError::RemovesWriteKey {
                 rule: r,
@@ -216,12 +216,12 @@ pub fn remove(
         }
         for p in &mut rule.providers {
             if let Provider::Keys { provider, keys } = p {
-                keys.retain(|k| !labels.contains(&super::key_label(*provider, k.name())));
+                keys.retain(|k| !labels.contains(&KeyLabel::key(*provider, k.name())));
             }
         }
         rule.providers.retain(|p| match p {
             Provider::Keys { keys, .. } => !keys.is_empty(),
-            other => !labels.contains(&other.write_label()),
+            other => !labels.contains(&other.write_key()),
         });
     }
     Ok(out)
@@ -253,12 +253,12 @@ pub fn layout(config: &EncryptionConfig) -> Vec<RuleLayout> {
                         .map(|k| {
                             format!(
                                 "{} ({})",
-                                super::key_label(*provider, k.name()),
+                                KeyLabel::key(*provider, k.name()),
                                 k.fingerprint()
                             )
                         })
                         .collect::<Vec<_>>(),
-                    other => vec![other.write_label()],
+                    other => vec![other.write_key().to_string()],
                 })
                 .collect(),
         })

@@ -130,26 +130,6 @@ impl Provider {
             _ => vec![self.write_key()],
         }
     }
-
-    /// [`Provider::write_key`] as text.
-    pub fn write_label(&self) -> String {
-        self.write_key().to_string()
-    }
-
-    /// [`Provider::read_keys`] as text.
-    pub fn read_labels(&self) -> Vec<String> {
-        self.read_keys().iter().map(ToString::to_string).collect()
-    }
-}
-
-/// `aescbc:key1`: how atrest names a stored value's key everywhere (scan, report, checkpoint).
-pub fn key_label(provider: KeyProvider, name: &str) -> String {
-    KeyLabel::key(provider, name).to_string()
-}
-
-/// `kms:v2:name`.
-pub fn kms_label(version: KmsVersion, name: &str) -> String {
-    KeyLabel::kms(version, name).to_string()
 }
 
 /// Why a config file could not be used. Never carries key material.

@@ -80,11 +80,6 @@ impl Resolved {
             .unwrap_or(KeyLabel::Identity)
     }
 
-    /// [`Resolved::write_key`] as text.
-    pub fn write_label(&self) -> String {
-        self.write_key().to_string()
-    }
-
     /// True when new writes are stored encrypted.
     pub fn encrypts(&self) -> bool {
         !matches!(
@@ -135,11 +130,6 @@ impl Resolved {
             }
         }
         out
-    }
-
-    /// [`Resolved::read_keys`] as text.
-    pub fn read_labels(&self) -> Vec<String> {
-        self.read_keys().iter().map(ToString::to_string).collect()
     }
 }
 

@@ -56,7 +56,7 @@ pub struct Inputs<'a> {
     /// What each apiserver reported (`None` when they could not be asked).
     pub apiservers: Option<&'a ApiserverSurvey>,
     /// The rotation state's key records (label → dates, promote revision).
-    pub keys: &'a BTreeMap<String, KeyRecord>,
+    pub keys: &'a BTreeMap<KeyLabel, KeyRecord>,
     /// Write keys this exporter has seen, with when (for keys the state does not know).
     pub first_seen: &'a BTreeMap<KeyLabel, FirstSeen>,
     /// The audit policy: what is required, the key age and aesgcm write limits.
@@ -91,7 +91,7 @@ fn int_gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
 /// promote (else add) date, else when this exporter first saw it.
 fn in_use_since(inp: &Inputs<'_>, label: &KeyLabel) -> Option<DateTime<Utc>> {
     inp.keys
-        .get(&label.to_string())
+        .get(label)
         .and_then(KeyRecord::in_use_since)
         .or_else(|| inp.first_seen.get(label).map(|f| f.at))
 }
@@ -103,13 +103,10 @@ fn in_use_since(inp: &Inputs<'_>, label: &KeyLabel) -> Option<DateTime<Utc>> {
 pub fn aesgcm_writes_estimate(
     label: &KeyLabel,
     revision: i64,
-    keys: &BTreeMap<String, KeyRecord>,
+    keys: &BTreeMap<KeyLabel, KeyRecord>,
     first_seen: &BTreeMap<KeyLabel, FirstSeen>,
 ) -> Option<(u64, &'static str)> {
-    let (base, basis) = match keys
-        .get(&label.to_string())
-        .and_then(|k| k.promoted_revision)
-    {
+    let (base, basis) = match keys.get(label).and_then(|k| k.promoted_revision) {
         Some(r) => (r, "promote_revision"),
         None => (first_seen.get(label)?.revision, "first_seen_revision"),
     };

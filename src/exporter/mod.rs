@@ -63,7 +63,7 @@ pub struct Options {
 /// What one round of observation found besides the scan, shared by the daemon and the textfile.
 pub struct Extras {
     /// The rotation state's key records (empty without a state file).
-    pub keys: BTreeMap<String, KeyRecord>,
+    pub keys: BTreeMap<KeyLabel, KeyRecord>,
     /// The apiservers' answers.
     pub apiservers: Option<ApiserverSurvey>,
     /// The rotation in progress: what it will rewrite only warns.

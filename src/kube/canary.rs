@@ -31,7 +31,7 @@ pub enum CanaryError {
         /// The key label etcd shows for it (`nothing` when it was not found).
         got: String,
         /// The write key the config gives secrets.
-        want: String,
+        want: crate::model::KeyLabel,
     },
     /// Creating the canary secret failed: refused (RBAC, a missing namespace, admission) or the
     /// apiserver did not answer.
@@ -74,7 +74,7 @@ pub async fn check_write_key(
     config: &EncryptionConfig,
 ) -> Result<Vec<CanaryWrite>, CanaryError> {
     let resolved = config.resolve(&GroupResource::secrets());
-    let want = resolved.write_label();
+    let want = resolved.write_key();
     let table = ProviderTable::new(&resolved);
     let secrets_prefix = layout::resource_prefix(etcd_prefix, &GroupResource::secrets());
     let mut out = Vec::new();
@@ -103,22 +103,19 @@ pub async fn check_write_key(
             message: crate::etcd::explain(&e),
             hint: "",
         })?;
-        let got = stored
-            .kvs()
-            .first()
-            .map(|v| {
-                table
-                    .classify(v.key(), v.value(), &Options::default())
-                    .label
-                    .to_string()
-            })
-            .unwrap_or_else(|| "nothing".into());
-        if got != want {
+        let got = stored.kvs().first().map(|v| {
+            table
+                .classify(v.key(), v.value(), &Options::default())
+                .label
+                .into_owned()
+        });
+        if got.as_ref() != Some(&want) {
+            let got = got.map_or_else(|| "nothing".to_string(), |l| l.to_string());
             return Err(CanaryError::WrongKey { url, got, want });
         }
         out.push(CanaryWrite {
             url,
-            stored_as: got,
+            stored_as: want.to_string(),
         });
     }
     Ok(out)

@@ -66,7 +66,7 @@ pub struct Checkpoint {
     /// `sha256:` of the config file's bytes; a resume under another config is refused.
     pub config_hash: String,
     /// Resource → its write key label when the run started (`aescbc:key2`).
-    pub write_keys: BTreeMap<String, String>,
+    pub write_keys: BTreeMap<String, crate::model::KeyLabel>,
     /// Range start (an etcd key prefix) → the last etcd key done in it.
     pub cursors: BTreeMap<String, String>,
     /// Resource → counters.

@@ -57,7 +57,7 @@ pub enum MigrateError {
         /// The key label etcd shows after the write.
         stored_as: String,
         /// The key label the config says new writes use.
-        write_key: String,
+        write_key: crate::model::KeyLabel,
         /// The config hash that apiserver reports loading (from its metrics).
         reported: String,
         /// The config file atrest read.

@@ -210,7 +210,7 @@ impl Reencrypt<'_> {
                 let resource = t.resource.to_string();
                 cp.write_keys
                     .entry(resource.clone())
-                    .or_insert_with(|| self.config.config.resolve(&t.resource).write_label());
+                    .or_insert_with(|| self.config.config.resolve(&t.resource).write_key());
                 cp.counters.entry(resource.clone()).or_default().targeted += 1;
                 if opts.dry_run {
                     if report.would_rewrite.len() < opts.max_list {
@@ -533,7 +533,7 @@ impl Reencrypt<'_> {
                     resource: resource.clone(),
                     object: r.target.object.clone(),
                     stored_as,
-                    write_key: self.config.config.resolve(&r.target.resource).write_label(),
+                    write_key: self.config.config.resolve(&r.target.resource).write_key(),
                     reported: String::from("(see below)"),
                     config: self.config.path.clone(),
                     file_hash: self.config.hash.clone(),

@@ -236,7 +236,7 @@ pub fn render(r: &Report) -> String {
             "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
             esc(&v.resource),
             esc(v.rule.as_deref().unwrap_or("—")),
-            esc(&v.write_key),
+            esc(&v.write_key.to_string()),
             keys.join("<br>")
         );
     }
@@ -247,7 +247,10 @@ pub fn render(r: &Report) -> String {
             "<p>Rotation state <code>{}</code>: stage {}, target {}, last finished {}{}</p>",
             esc(&rot.state_file.display().to_string()),
             esc(rot.stage.as_deref().unwrap_or("none")),
-            esc(rot.target.as_deref().unwrap_or("—")),
+            esc(&rot
+                .target
+                .as_ref()
+                .map_or("—".to_string(), ToString::to_string)),
             rot.last_finished
                 .map_or("—".to_string(), |t| crate::model::time::format(&t)),
             if rot.snapshot_skipped {

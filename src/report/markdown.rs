@@ -120,7 +120,9 @@ pub fn render(r: &Report) -> String {
             "\nRotation state `{}`: stage {}, target {}, last finished {}{}",
             rot.state_file.display(),
             rot.stage.as_deref().unwrap_or("none"),
-            rot.target.as_deref().unwrap_or("—"),
+            rot.target
+                .as_ref()
+                .map_or("—".to_string(), ToString::to_string),
             rot.last_finished
                 .map_or("—".to_string(), |t| crate::model::time::format(&t)),
             if rot.snapshot_skipped {

@@ -136,7 +136,7 @@ pub struct ResourceConfigView {
     /// The rule that covers it, if any.
     pub rule: Option<String>,
     /// What new writes get.
-    pub write_key: String,
+    pub write_key: crate::model::KeyLabel,
     /// Keys in the order the apiserver tries them.
     pub keys: Vec<KeyView>,
 }
@@ -166,7 +166,7 @@ pub struct RotationInfo {
     /// The stage of the rotation in progress.
     pub stage: Option<String>,
     /// Its target (`aescbc`, `kms:v2:vault`).
-    pub target: Option<String>,
+    pub target: Option<crate::model::KeyLabel>,
     /// When the last rotation finished.
     #[serde(default, with = "crate::model::time::rfc3339_opt")]
     pub last_finished: Option<Time>,
@@ -430,7 +430,7 @@ pub struct Inputs<'a> {
     /// The rotation in progress: what it will rewrite only warns.
     pub in_progress: Option<crate::rotate::Rotation>,
     /// Key label → when atrest added and promoted it.
-    pub key_ages: BTreeMap<String, KeyAge>,
+    pub key_ages: BTreeMap<crate::model::KeyLabel, KeyAge>,
     /// What the checks demand.
     pub policy: &'a Policy,
     /// The report's time (key ages are measured to it).
@@ -453,8 +453,8 @@ fn config_views(inp: &Inputs<'_>) -> Vec<ResourceConfigView> {
                 .keys_in_order()
                 .into_iter()
                 .map(|k| {
+                    let age = inp.key_ages.get(&k.label);
                     let label = k.label.to_string();
-                    let age = inp.key_ages.get(&label);
                     KeyView {
                         provider: k.provider.to_string(),
                         fingerprint: k.fingerprint,
@@ -467,7 +467,7 @@ fn config_views(inp: &Inputs<'_>) -> Vec<ResourceConfigView> {
             ResourceConfigView {
                 resource: gr.config_name(),
                 rule: r.rule_name.clone(),
-                write_key: r.write_label(),
+                write_key: r.write_key(),
                 keys,
             }
         })

@@ -14,6 +14,7 @@ use crate::kube::KubeError;
 use crate::kube::canary::CanaryError;
 use crate::kube::converge::{ConvergeError, NotConverged};
 use crate::migrate::MigrateError;
+use crate::model::KeyLabel;
 
 /// A rotation command, named in errors so the admin knows which step refused, and in a pending
 /// config write so that a rerun of that step finishes it.
@@ -86,13 +87,13 @@ pub enum RotateError {
         /// The stage the rotation is at; its next command is the one to run.
         found: Stage,
         /// What the rotation moves to, as a key label.
-        target: String,
+        target: KeyLabel,
     },
     /// `prepare` ran while another rotation is in progress: finish or abort that one first.
     #[error("a rotation to {target} is already at stage {stage}")]
     AlreadyRotating {
         /// What the rotation in progress moves to, as a key label.
-        target: String,
+        target: KeyLabel,
         /// The stage it is at.
         stage: Stage,
     },
@@ -100,7 +101,7 @@ pub enum RotateError {
     #[error("{label} is already the write key of every rule it would touch: nothing to rotate")]
     NothingToDo {
         /// The key label the rotation would move to.
-        label: String,
+        label: KeyLabel,
     },
     /// `prepare` was asked for a new key whose name a rule it edits already has for that
     /// provider; two keys with one name could not be told apart in stored values.
@@ -109,7 +110,7 @@ pub enum RotateError {
         /// The requested key name.
         name: String,
         /// Its key label, already in the config.
-        label: String,
+        label: KeyLabel,
     },
     /// Before a KMS provider is promoted, its plugin's `Status` did not answer healthz `ok`:
     /// writes through it would fail.
@@ -170,7 +171,7 @@ pub enum RotateError {
     )]
     TargetInUse {
         /// The new key's label.
-        target: String,
+        target: KeyLabel,
         /// How many objects use it (all are counted).
         count: u64,
         /// The first of them, by name.
@@ -295,7 +296,7 @@ mod tests {
             step: Step::Prune,
             expected: Stage::Reencrypted,
             found: Stage::Promoted,
-            target: "aescbc:k2".into(),
+            target: "aescbc:k2".parse().unwrap(),
         };
         assert_eq!(
             e.to_string(),

@@ -9,6 +9,7 @@ use super::{RotateError, Rotation, Rotator};
 use crate::GroupResource;
 use crate::config::LoadedConfig;
 use crate::etcd::scan::{self, ClassifyConfig, Item, ScanOptions, Visitor};
+use crate::model::KeyLabel;
 
 /// How many matching objects a proof lists by name (all are counted).
 const LISTED: usize = 50;
@@ -50,7 +51,7 @@ impl Rotator<'_> {
         &self,
         loaded: &LoadedConfig,
         r: &Rotation,
-        retiring: &std::collections::BTreeSet<String>,
+        retiring: &std::collections::BTreeSet<KeyLabel>,
     ) -> Result<Found, RotateError> {
         let config = &loaded.config;
         // Whether a resource is written by one of the rotation's rules, resolved once each.
@@ -59,9 +60,7 @@ impl Rotator<'_> {
             .find(loaded, |item| {
                 // Under a key prune removes, in a resource whose own rule cannot read it: the
                 // config file is the last place the apiserver could get that key from.
-                if !item.class.apiserver_readable
-                    && retiring.contains(&item.class.label.to_string())
-                {
+                if !item.class.apiserver_readable && retiring.contains(&*item.class.label) {
                     return true;
                 }
                 if item.class.on_write_key() {

@@ -78,7 +78,7 @@ pub fn schedule(
                     label,
                 };
             }
-            let record = state.keys.get(&label.to_string());
+            let record = state.keys.get(&label);
             let mut why = Vec::new();
             let mut due = false;
             match record.and_then(|r| r.in_use_since()) {
@@ -233,7 +233,7 @@ mod tests {
     fn state(promoted: DateTime<Utc>, revision: i64) -> State {
         let mut st = State::default();
         st.keys.insert(
-            "aesgcm:k1".into(),
+            "aesgcm:k1".parse().unwrap(),
             KeyRecord {
                 promoted: Some(promoted),
                 promoted_revision: Some(revision),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::RuleLayout;
 use crate::fsutil;
+use crate::model::KeyLabel;
 use crate::model::time::{Time, rfc3339, rfc3339_opt};
 
 /// The state file's name in the state folder.
@@ -96,7 +97,7 @@ pub struct Rotation {
     /// When it started, `YYYYMMDDTHHMMSSZ`; also names its default snapshot file.
     pub id: String,
     /// What the rotation moves to: `aescbc:key-…`, `kms:v2:name`, `identity`.
-    pub target: String,
+    pub target: KeyLabel,
     /// The new key's fingerprint (local keys only), to recognise it later without its material.
     pub target_fingerprint: Option<String>,
     /// The rules (`resources[i]`) it edits, and every resource those rules name.
@@ -104,7 +105,7 @@ pub struct Rotation {
     /// Every resource those rules name: they share keys, so all of them are rewritten.
     pub resources: Vec<String>,
     /// Rule index → its write key before the rotation (for abort).
-    pub previous_write_keys: BTreeMap<usize, String>,
+    pub previous_write_keys: BTreeMap<usize, KeyLabel>,
     /// Where it stands; the next step must start from here.
     pub stage: Stage,
     /// When prepare began.
@@ -130,7 +131,7 @@ pub struct Rotation {
     /// Abort demoted the target again; finishing removes it.
     pub aborted: bool,
     /// Labels removed by prune.
-    pub retired: Vec<String>,
+    pub retired: Vec<KeyLabel>,
     /// The config file as it was before prepare (a copy in the backups folder): abort before
     /// promote puts these exact bytes back, and any later write whose keys are the same as
     /// theirs writes them, so the admin's comments and formatting survive a round trip.
@@ -200,7 +201,7 @@ pub struct State {
     /// Finished and aborted rotations, oldest first.
     pub history: Vec<Rotation>,
     /// Key label → record.
-    pub keys: BTreeMap<String, KeyRecord>,
+    pub keys: BTreeMap<KeyLabel, KeyRecord>,
 }
 
 /// Why the rotation state could not be used.

@@ -19,7 +19,7 @@ pub(crate) fn config_json(loaded: &LoadedConfig, findings: &[Finding]) -> serde_
                 "resource": gr.config_name(),
                 "rule": r.rule_name,
                 "matched_by": r.matched_by,
-                "write_key": r.write_label(),
+                "write_key": r.write_key(),
                 "providers": r.providers().map(|p| p.kind()).collect::<Vec<_>>(),
                 "read_keys": r.keys_in_order(),
             })
@@ -63,7 +63,7 @@ pub(crate) fn config_table(loaded: &LoadedConfig, findings: &[Finding]) -> Strin
             out,
             "{:<32} {:<28} {}",
             name,
-            r.write_label(),
+            r.write_key(),
             reads.join(", ")
         );
     }

@@ -86,7 +86,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 fn inputs<'a>(
     s: Option<&'a GoodScan>,
-    keys: &'a BTreeMap<String, KeyRecord>,
+    keys: &'a BTreeMap<KeyLabel, KeyRecord>,
     seen: &'a BTreeMap<KeyLabel, FirstSeen>,
     policy: &'a Policy,
 ) -> Inputs<'a> {
@@ -208,7 +208,7 @@ fn key_age_comes_from_the_rotation_state_else_from_first_sight() {
     let promoted = s.finished - Duration::days(10);
     let mut keys = BTreeMap::new();
     keys.insert(
-        "aesgcm:new".to_string(),
+        "aesgcm:new".parse().unwrap(),
         KeyRecord {
             added: Some(promoted - Duration::days(1)),
             promoted: Some(promoted),

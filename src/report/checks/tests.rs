@@ -79,7 +79,7 @@ struct Fixture {
     scan: ScanReport,
     apiservers: Option<ApiserverSurvey>,
     manifest: Option<bool>,
-    ages: BTreeMap<String, KeyAge>,
+    ages: BTreeMap<KeyLabel, KeyAge>,
     policy: Policy,
 }
 
@@ -136,7 +136,7 @@ fn compliant() -> Fixture {
         ),
     );
     f.ages.insert(
-        "secretbox:sb1".into(),
+        "secretbox:sb1".parse().unwrap(),
         KeyAge {
             added: crate::model::time::parse("2026-05-01T00:00:00Z"),
             promoted: crate::model::time::parse("2026-05-02T00:00:00Z"),

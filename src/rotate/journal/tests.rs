@@ -101,7 +101,7 @@ impl Fixture {
 fn rotation(stage: Stage) -> Rotation {
     Rotation {
         id: "t".into(),
-        target: "aescbc:key2".into(),
+        target: "aescbc:key2".parse().unwrap(),
         target_fingerprint: None,
         rules: vec![0],
         resources: vec!["secrets".into()],

@@ -58,7 +58,7 @@ impl Rotator<'_> {
         r: &Rotation,
     ) -> Result<(), RotateError> {
         let found = self
-            .find(loaded, |item| *item.class.label == *r.target.as_str())
+            .find(loaded, |item| *item.class.label == r.target)
             .await?;
         if found.count > 0 {
             return Err(RotateError::TargetInUse {

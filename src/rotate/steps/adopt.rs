@@ -82,7 +82,7 @@ fn check_rotation_kept(st: &State, loaded: &LoadedConfig, r: &Rotation) -> Resul
         // The same key, not just the same name: its fingerprint when it is a local key.
         let is_target = |k: &String| match &r.target_fingerprint {
             Some(fp) => *k == format!("{} ({fp})", r.target),
-            None => *k == r.target,
+            None => *k == r.target.to_string(),
         };
         let position = after.keys.iter().position(is_target);
         match (r.stage, position) {

@@ -10,6 +10,7 @@ use crate::config::{
     self, EncryptionConfig, KmsProvider, KmsVersion, Provider, ResourceRule, RotationTarget,
 };
 use crate::keys::{self, Key};
+use crate::model::KeyLabel;
 use crate::rotate::journal::now;
 use crate::rotate::{
     PrepareRequest, RotateError, Rotation, Rotator, SnapshotChoice, SnapshotRecord, Stage, State,
@@ -22,7 +23,7 @@ struct Scope {
     rules: Vec<usize>,
     resources: Vec<String>,
     /// Rule index → its write key before the rotation.
-    previous: BTreeMap<usize, String>,
+    previous: BTreeMap<usize, KeyLabel>,
 }
 
 impl Rotator<'_> {
@@ -165,8 +166,8 @@ fn scope(cfg: &EncryptionConfig, requested: &[GroupResource]) -> Scope {
     let previous = rules
         .iter()
         .map(|&r| {
-            let write = cfg.rules[r].providers.first().map(|p| p.write_label());
-            (r, write.unwrap_or_default())
+            let write = cfg.rules[r].providers.first().map(|p| p.write_key());
+            (r, write.unwrap_or(KeyLabel::Identity))
         })
         .collect();
     Scope {
@@ -215,7 +216,7 @@ fn check_target(
             cfg.rules[r]
                 .providers
                 .iter()
-                .flat_map(|p| p.read_labels())
+                .flat_map(|p| p.read_keys())
                 .any(|l| l == label)
         })
     {

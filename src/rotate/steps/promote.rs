@@ -2,6 +2,7 @@
 //! written through each apiserver proves it writes with it.
 
 use crate::config;
+use crate::model::KeyLabel;
 use crate::rotate::journal::now;
 use crate::rotate::{RotateError, Rotator, Stage, Step};
 
@@ -32,7 +33,7 @@ impl Rotator<'_> {
             None => {
                 self.require_stage(&st, Step::Promote, Stage::Prepared)?;
                 self.wait_converged(&loaded.hash).await?;
-                if r.target.starts_with("kms:") {
+                if matches!(r.target, KeyLabel::Kms { .. }) {
                     self.kms_healthy(&loaded.config).await?;
                 }
                 let new = config::promote(&loaded.config, &r.rules, &r.target)?;

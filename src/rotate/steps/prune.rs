@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use crate::config::{self, LoadedConfig, Provider};
 use crate::keys::{Key, archive};
+use crate::model::KeyLabel;
 use crate::rotate::journal::now;
 use crate::rotate::{ARCHIVE_FILE, CHECKPOINT_FILE, RotateError, Rotation, Rotator, Stage, Step};
 
 /// What prune removes: labels, and the local keys among them (to archive).
 struct Retired {
-    labels: BTreeSet<String>,
+    labels: BTreeSet<KeyLabel>,
     keys: Vec<Arc<Key>>,
 }
 
@@ -22,7 +23,7 @@ impl Rotator<'_> {
     ///
     /// A rerun after its write was left pending (the sync command failed) syncs it again,
     /// commits it (the rotation is then finished) and waits for the apiservers.
-    pub async fn prune(&self) -> Result<Vec<String>, RotateError> {
+    pub async fn prune(&self) -> Result<Vec<KeyLabel>, RotateError> {
         let mut st = self.load_state()?;
         let (loaded, resumed) = self.load_resuming(&mut st, Step::Prune)?;
         if let Some(hash) = resumed {
@@ -58,13 +59,21 @@ impl Rotator<'_> {
     }
 
     /// After prune's write: says what it removed, waits for the apiservers, drops the checkpoint.
-    async fn pruned(&self, hash: &str, removed: Vec<String>) -> Result<Vec<String>, RotateError> {
+    async fn pruned(
+        &self,
+        hash: &str,
+        removed: Vec<KeyLabel>,
+    ) -> Result<Vec<KeyLabel>, RotateError> {
         (self.say)(&format!(
             "pruned: removed {}",
             if removed.is_empty() {
                 "nothing".to_string()
             } else {
-                removed.join(", ")
+                removed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         ));
         self.wait_converged(hash).await?;
@@ -99,21 +108,20 @@ fn retired(loaded: &LoadedConfig, r: &Rotation) -> Retired {
         let write = rule
             .providers
             .first()
-            .map(|p| p.write_label())
-            .unwrap_or_default();
+            .map_or(KeyLabel::Identity, |p| p.write_key());
         for p in &rule.providers {
             match p {
                 Provider::Keys { provider, keys } => {
                     for k in keys {
-                        let label = config::key_label(*provider, k.name());
+                        let label = KeyLabel::key(*provider, k.name());
                         if label != write {
                             out.labels.insert(label);
                             out.keys.push(Arc::clone(k));
                         }
                     }
                 }
-                other if other.write_label() != write => {
-                    out.labels.insert(other.write_label());
+                other if other.write_key() != write => {
+                    out.labels.insert(other.write_key());
                 }
                 _ => {}
             }
