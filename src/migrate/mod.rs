@@ -280,9 +280,14 @@ impl Reencrypt<'_> {
                     t.key.clone(),
                     InFlight {
                         page: seq,
+                        // Without the stored bytes: no second copy of the object's data.
                         target: Target {
+                            resource: t.resource.clone(),
+                            key: t.key.clone(),
+                            object: t.object.clone(),
+                            mod_revision: t.mod_revision,
+                            uid: t.uid.clone(),
                             value: None,
-                            ..t.clone()
                         },
                         table: Arc::clone(&table),
                     },
