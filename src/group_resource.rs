@@ -2,7 +2,7 @@ use std::fmt;
 
 /// A group/resource, parsed and printed exactly as `schema.ParseGroupResource` and
 /// `GroupResource.String()` do, so names in findings match what admins write in the config.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupResource {
     /// The API group; empty for the core group (`secrets`, `configmaps`). `*` in a config rule
     /// means every group.
@@ -60,6 +60,33 @@ impl fmt::Display for GroupResource {
     }
 }
 
+/// Stored as the name an admin writes (`secrets`, `deployments.apps`, `*.`), so state files,
+/// checkpoints and maps keyed by resource keep their JSON form and read back typed.
+impl serde::Serialize for GroupResource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.config_name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for GroupResource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if name.is_empty() {
+            return Err(serde::de::Error::custom("an empty resource name"));
+        }
+        Ok(Self::parse(&name))
+    }
+}
+
+/// The names joined with `, `, as a message lists resources.
+pub fn join(resources: &[GroupResource]) -> String {
+    resources
+        .iter()
+        .map(GroupResource::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +108,20 @@ mod tests {
             GroupResource::parse("deployments.apps").to_string(),
             "deployments.apps"
         );
+    }
+
+    #[test]
+    fn stored_as_its_name_and_read_back() {
+        let map = std::collections::BTreeMap::from([
+            (GroupResource::secrets(), 1),
+            (GroupResource::parse("*."), 2),
+            (GroupResource::parse("deployments.apps"), 3),
+        ]);
+        let json = serde_json::to_string(&map).unwrap();
+        assert_eq!(json, r#"{"*.":2,"secrets":1,"deployments.apps":3}"#);
+        let back: std::collections::BTreeMap<GroupResource, u32> =
+            serde_json::from_str(&json).unwrap();
+        assert_eq!(back, map);
+        assert!(serde_json::from_str::<GroupResource>("\"\"").is_err());
     }
 }

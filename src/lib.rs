@@ -22,7 +22,8 @@ pub mod migrate;
 pub mod model;
 pub mod report;
 pub mod rotate;
+pub mod state;
 
 /// Kubernetes' group/resource pair, as the apiserver's `schema.GroupResource`.
 mod group_resource;
-pub use group_resource::GroupResource;
+pub use group_resource::{GroupResource, join as join_resources};

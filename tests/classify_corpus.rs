@@ -5,7 +5,8 @@ use std::path::Path;
 use atrest::GroupResource;
 use atrest::codec::{Options, PayloadKind, ProviderTable, State, encrypt_value};
 use atrest::config::parse_str;
-use atrest::keys::{Key, KeyProvider};
+use atrest::keys::Key;
+use atrest::model::KeyProvider;
 use atrest_testbed::b64;
 use zeroize::Zeroizing;
 

@@ -187,9 +187,9 @@ fn generate(args: &[&str]) -> (String, String, String, String) {
 #[test]
 fn keys_generate_prints_a_key_entry_the_config_accepts() {
     for (provider, flag) in [
-        (atrest::keys::KeyProvider::Aescbc, "aescbc"),
-        (atrest::keys::KeyProvider::Aesgcm, "aesgcm"),
-        (atrest::keys::KeyProvider::Secretbox, "secretbox"),
+        (atrest::model::KeyProvider::Aescbc, "aescbc"),
+        (atrest::model::KeyProvider::Aesgcm, "aesgcm"),
+        (atrest::model::KeyProvider::Secretbox, "secretbox"),
     ] {
         let (out, comment, name, secret) = generate(&["--provider", flag, "--name", "new:key"]);
         let (_, _, _, secret2) = generate(&["--provider", flag, "--name", "new:key"]);

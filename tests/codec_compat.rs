@@ -310,7 +310,7 @@ async fn apiserver_writes_atrest_reads_and_atrest_writes_apiserver_reads() {
     // and the apiserver refuses it too.
     let stranger = Key::new(
         "dup",
-        atrest::keys::KeyProvider::Aescbc,
+        atrest::model::KeyProvider::Aescbc,
         zeroize::Zeroizing::new(vec![42u8; 32]),
     )
     .unwrap();

@@ -10,8 +10,9 @@ use atrest::config::{
     EditError, EncryptionConfig, RotationTarget, add_read_key, parse_str, promote, remove,
     render_yaml, rules_for,
 };
-use atrest::keys::{Key, KeyProvider};
+use atrest::keys::Key;
 use atrest::model::KeyLabel;
+use atrest::model::KeyProvider;
 
 fn cfg(providers: &str) -> EncryptionConfig {
     let k = "MDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1ub3BxcnN0dXY=";

@@ -102,7 +102,8 @@ fn leak_forms(material: &[u8]) -> Vec<String> {
 
 #[test]
 fn wrong_length_is_refused_without_echoing() {
-    use atrest::keys::{Key, KeyProvider};
+    use atrest::keys::Key;
+    use atrest::model::KeyProvider;
     use zeroize::Zeroizing;
     // Through the key type itself, for each provider and a length it refuses.
     for (provider, len, allowed) in [

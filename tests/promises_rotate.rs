@@ -405,7 +405,7 @@ async fn config_edits_keep_mode_and_owner_and_leave_timestamped_backups() {
     let mut st = journal.load_state().unwrap();
     let cfg = atrest::config::parse_str(&new_path, support::IDENTITY_CONFIG).unwrap();
     let w = journal
-        .write(&mut st, atrest::rotate::Step::Prepare, &cfg, None)
+        .write(&mut st, atrest::state::Step::Prepare, &cfg, None)
         .unwrap();
     assert_eq!(w.backup, None);
     assert_eq!(std::fs::metadata(&new_path).unwrap().mode() & 0o7777, 0o600);
@@ -504,7 +504,7 @@ async fn a_canary_on_the_wrong_key_is_refused() {
 
     // The apiserver writes with key1; a config that says key2 writes is refused.
     let says_key2 = atrest::config::parse_str(path, &other_yaml).unwrap();
-    match atrest::kube::canary::check_write_key(
+    match atrest::rotate::canary::check_write_key(
         &apiservers,
         "canary",
         &etcd,
@@ -513,7 +513,7 @@ async fn a_canary_on_the_wrong_key_is_refused() {
     )
     .await
     {
-        Err(atrest::kube::canary::CanaryError::WrongKey { url, got, want }) => {
+        Err(atrest::rotate::canary::CanaryError::WrongKey { url, got, want }) => {
             assert_eq!(url, cp.url());
             assert_eq!(got, "aescbc:key1");
             assert_eq!(want, "aescbc:key2");
@@ -523,7 +523,7 @@ async fn a_canary_on_the_wrong_key_is_refused() {
 
     // The config the apiserver runs passes, stored as its write key.
     let says_key1 = atrest::config::parse_str(path, &cluster_yaml).unwrap();
-    let writes = atrest::kube::canary::check_write_key(
+    let writes = atrest::rotate::canary::check_write_key(
         &apiservers,
         "canary",
         &etcd,

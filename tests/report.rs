@@ -240,7 +240,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
 
     // An object under a key the config does not have.
     let stranger =
-        atrest::keys::Key::generate("sb9", atrest::keys::KeyProvider::Secretbox).unwrap();
+        atrest::keys::Key::generate("sb9", atrest::model::KeyProvider::Secretbox).unwrap();
     cp.plant(
         "/registry/secrets/audit/foreign",
         atrest::codec::encrypt_value(&stranger, b"/registry/secrets/audit/foreign", b"k8s\x00x"),

@@ -694,7 +694,7 @@ async fn prune_refuses_for_every_kind_of_holder_and_inside_rotate_run() {
     let before = data(&cp).await;
 
     to_reencrypted_on_key2(&mut cp).await;
-    let stranger = atrest::keys::Key::generate("key9", atrest::keys::KeyProvider::Aescbc).unwrap();
+    let stranger = atrest::keys::Key::generate("key9", atrest::model::KeyProvider::Aescbc).unwrap();
     let broken_key = "/registry/secrets/r/broken";
     let stranger_key = "/registry/secrets/r/stranger";
     let mut broken = b"k8s:enc:aescbc:v1:key2:".to_vec();

@@ -233,13 +233,14 @@ async fn planted_bad_values_are_reported_and_the_scan_completes() {
     let n = tampered.len();
     tampered[n - 20] ^= 0xff;
     cp.plant("/registry/secrets/bad/tampered", tampered).await;
-    let stranger = atrest::keys::Key::generate("key9", atrest::keys::KeyProvider::Aescbc).unwrap();
+    let stranger = atrest::keys::Key::generate("key9", atrest::model::KeyProvider::Aescbc).unwrap();
     cp.plant(
         "/registry/secrets/bad/unknown",
         atrest::codec::encrypt_value(&stranger, b"/registry/secrets/bad/unknown", b"k8s\x00x"),
     )
     .await;
-    let same_name = atrest::keys::Key::generate("key1", atrest::keys::KeyProvider::Aescbc).unwrap();
+    let same_name =
+        atrest::keys::Key::generate("key1", atrest::model::KeyProvider::Aescbc).unwrap();
     cp.plant(
         "/registry/secrets/bad/wrongkey",
         atrest::codec::encrypt_value(

@@ -5,7 +5,8 @@ use std::fs;
 use std::path::Path;
 
 use atrest::codec::{encrypt_value, kms};
-use atrest::keys::{Key, KeyProvider};
+use atrest::keys::Key;
+use atrest::model::KeyProvider;
 use k8s_pb::api::core::v1::Secret;
 use k8s_pb::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 
 use atrest::etcd::dbfile::{DbFile, free};
-use atrest::etcd::history;
 use atrest::etcd::scan::{self, ReportBuilder, ScanOptions};
 
 const CONFIG: &str = r#"apiVersion: apiserver.config.k8s.io/v1
@@ -80,14 +79,7 @@ pub(crate) fn check_file(path: &Path) {
             r.resource
         );
     }
-    let h = futures::executor::block_on(history::offline(
-        &db,
-        &config,
-        "/registry",
-        &plan,
-        &opts,
-        10,
-    ));
+    let h = futures::executor::block_on(db.history(&config, "/registry", &plan, &opts, 10));
     if let Ok(h) = h {
         let sum: u64 = h.groups.iter().map(|g| g.values).sum();
         assert_eq!(sum, h.older_values, "history counts add up");

@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use super::{ClusterError, Context, ScanRequest, keybook, plugins};
-use crate::etcd::scan::{self, ClassifyConfig, Progress, ReportBuilder, ScanOptions, ScanReport};
+use crate::etcd::scan::{self, ClassifyConfig, Progress, ReportBuilder, ScanOptions};
 use crate::keys::archive;
 use crate::kms::KmsPlugins;
+use crate::model::census::ScanReport;
 
 impl Context {
     /// What every scan starts from: the key ranges, the KMS plugins (when verifying) and every
@@ -128,8 +129,7 @@ impl Context {
         report.unknown_keys = unknown_keys(&report, &book);
         if req.history {
             report.history = Some(
-                crate::etcd::history::offline(
-                    &db,
+                db.history(
                     &self.config.config,
                     &self.target.prefix,
                     &plan,
@@ -151,7 +151,7 @@ impl Context {
         db.sha256()?;
         let keys_needed =
             crate::etcd::residue::keys_needed(&report, &self.config.config, &book.material);
-        report.snapshot = Some(crate::etcd::residue::SnapshotSection {
+        report.snapshot = Some(crate::model::census::SnapshotSection {
             file: db.info.clone(),
             keys_needed,
         });

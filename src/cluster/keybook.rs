@@ -42,7 +42,7 @@ impl KeyBook {
         book.add_config(config, "the config");
         let mut archive_files: Vec<PathBuf> = archives.to_vec();
         if let Some(dir) = state_dir {
-            let own = dir.join(crate::rotate::ARCHIVE_FILE);
+            let own = dir.join(crate::state::ARCHIVE_FILE);
             if own.exists() && !archive_files.contains(&own) {
                 archive_files.push(own);
             }
@@ -51,7 +51,7 @@ impl KeyBook {
             book.add_archive(path);
         }
         if let Some(dir) = state_dir {
-            book.add_backups(&dir.join(crate::rotate::journal::BACKUP_DIR));
+            book.add_backups(&dir.join(crate::state::BACKUP_DIR));
             book.add_state(dir);
         }
         book
@@ -159,10 +159,10 @@ impl KeyBook {
     }
 
     fn add_state(&mut self, dir: &Path) {
-        let Ok(text) = std::fs::read_to_string(crate::rotate::State::path(dir)) else {
+        let Ok(text) = std::fs::read_to_string(crate::state::RotationState::path(dir)) else {
             return;
         };
-        let Ok(st) = serde_json::from_str::<crate::rotate::State>(&text) else {
+        let Ok(st) = serde_json::from_str::<crate::state::RotationState>(&text) else {
             return;
         };
         let mut seen: BTreeSet<(KeyLabel, Option<String>)> = BTreeSet::new();
@@ -184,7 +184,7 @@ impl KeyBook {
                     fingerprint: rec.fingerprint.clone(),
                     source: format!(
                         "rotation state {} ({when}; the state holds no copy of the key)",
-                        crate::rotate::State::path(dir).display()
+                        crate::state::RotationState::path(dir).display()
                     ),
                     endpoint: None,
                 },

@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use super::settings::SettingsError;
-
 /// Flags read from a kube-apiserver static-pod manifest.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ManifestFlags {
@@ -104,13 +102,37 @@ struct HostPathSource {
     path: String,
 }
 
+/// Why the kube-apiserver manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The manifest exists (or was named) but could not be read.
+    #[error(
+        "cannot read the kube-apiserver manifest {path}: {source}{}",
+        crate::fsutil::permission_hint(source)
+    )]
+    Read {
+        /// The manifest path.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// The file is not YAML of a Pod, or has no `kube-apiserver` container.
+    #[error("{path}: not a kube-apiserver static-pod manifest: {message}")]
+    Parse {
+        /// The manifest path.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
 /// Reads the apiserver's flags out of its static-pod manifest.
-pub fn read_manifest(path: &Path) -> Result<ManifestFlags, SettingsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::ManifestRead {
+pub fn read_manifest(path: &Path) -> Result<ManifestFlags, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let pod: Pod = serde_saphyr::from_str(&text).map_err(|e| SettingsError::ManifestParse {
+    let pod: Pod = serde_saphyr::from_str(&text).map_err(|e| ManifestError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
@@ -121,7 +143,7 @@ pub fn read_manifest(path: &Path) -> Result<ManifestFlags, SettingsError> {
         .find(|c| {
             c.name == "kube-apiserver" || c.command.iter().any(|a| a.ends_with("kube-apiserver"))
         })
-        .ok_or_else(|| SettingsError::ManifestParse {
+        .ok_or_else(|| ManifestError::Parse {
             path: path.to_path_buf(),
             message: "no kube-apiserver container".into(),
         })?;

@@ -16,10 +16,9 @@ use crate::kube::converge::{
 use crate::kube::{Apiservers, KubeError};
 mod census;
 pub mod keybook;
-mod manifest;
+pub mod manifest;
 pub mod residue;
 pub mod settings;
-pub mod state_dir;
 
 use settings::{Flags, Settings, SettingsError};
 
@@ -36,10 +35,10 @@ pub enum ClusterError {
     },
     /// The rotation state could not be read or written.
     #[error(transparent)]
-    State(#[from] crate::rotate::state::StateError),
+    State(#[from] crate::state::StateError),
     /// The state folder cannot be moved to, or chosen as, the one to write.
     #[error(transparent)]
-    StateDir(#[from] state_dir::StateDirError),
+    StateDir(#[from] crate::state::StateDirError),
     /// An etcd data file (`--snapshot`) could not be read; it was not changed.
     #[error(transparent)]
     DbFile(#[from] crate::etcd::dbfile::DbError),
@@ -346,9 +345,9 @@ impl Context {
         })
     }
 
-    /// The state folder: `explicit`, else the default (see [`state_dir`]).
-    pub fn state_dir(&self, explicit: Option<&Path>) -> state_dir::StateDir {
-        state_dir::StateDir::resolve(
+    /// The state folder: `explicit`, else the default (see [`crate::state::dir`]).
+    pub fn state_dir(&self, explicit: Option<&Path>) -> crate::state::StateDir {
+        crate::state::StateDir::resolve(
             explicit,
             &self.config.path,
             self.settings.host_root.as_deref(),
@@ -437,11 +436,11 @@ impl Context {
             .map(|m| m.encryption_provider_config.is_some())
     }
 
-    fn manifest(&self) -> Option<settings::ManifestFlags> {
+    fn manifest(&self) -> Option<manifest::ManifestFlags> {
         self.settings
             .manifest
             .as_ref()
-            .and_then(|m| settings::read_manifest(m).ok())
+            .and_then(|m| manifest::read_manifest(m).ok())
     }
 }
 

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{ClusterError, Context, ScanRequest};
-use crate::etcd::residue::{BackupFile, FoundIn, backup_kind};
-use crate::etcd::scan::ScanReport;
-use crate::rotate::State;
+use crate::etcd::residue::backup_kind;
+use crate::model::census::{BackupFile, FoundIn, ScanReport};
+use crate::state::RotationState;
 
 /// The folder of the state folder that holds atrest's own snapshots.
 pub const SNAPSHOT_DIR: &str = "snapshots";
@@ -26,7 +26,7 @@ struct Candidate {
 
 /// The rotation records' snapshots: (path, `id, finished|in progress`, in progress).
 fn recorded(state_dir: &Path) -> Vec<(PathBuf, String, bool)> {
-    let Ok(st) = State::load(state_dir, Path::new("")) else {
+    let Ok(st) = RotationState::load(state_dir, Path::new("")) else {
         tracing::warn!(
             "cannot read the rotation state in {}; snapshots are listed without their records",
             state_dir.display()
@@ -191,7 +191,7 @@ pub fn remove_snapshots(
     config_path: &Path,
     backups: &[BackupFile],
 ) -> Result<Vec<PathBuf>, ClusterError> {
-    let mut st = State::load(state_dir, config_path)?;
+    let mut st = RotationState::load(state_dir, config_path)?;
     let mut removed = Vec::new();
     for b in removable(backups) {
         std::fs::remove_file(&b.path).map_err(|source| ClusterError::RemoveSnapshot {
@@ -206,7 +206,7 @@ pub fn remove_snapshots(
             && s.removed.is_none()
             && removed.contains(&s.path)
         {
-            s.removed = Some(crate::rotate::journal::now());
+            s.removed = Some(crate::model::time::now());
             recorded = true;
         }
     }

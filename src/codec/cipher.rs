@@ -4,7 +4,8 @@ use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, block_padding::No
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use zeroize::Zeroizing;
 
-use crate::keys::{Key, KeyProvider};
+use crate::keys::Key;
+use crate::model::KeyProvider;
 
 /// Why a payload did not open. `Malformed` is about the bytes alone (no key could open them);
 /// `Rejected` means the bytes are well formed but this key does not open them.

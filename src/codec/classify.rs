@@ -13,7 +13,8 @@ use super::cipher::{self, OpenError};
 use super::kms;
 use super::object::{ObjectInfo, PayloadKind, object_info, payload_kind};
 use crate::config::{KmsVersion, Provider, Resolved};
-use crate::keys::{Key, KeyProvider};
+use crate::keys::Key;
+use crate::model::KeyProvider;
 pub use crate::model::State;
 use crate::model::{KeyLabel, Verdict};
 

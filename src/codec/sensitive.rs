@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use super::object::{PROTOBUF_MAGIC, PayloadKind, payload_kind};
 use crate::GroupResource;
+use crate::model::census::Hit;
 
 mod content;
 mod json;
@@ -18,16 +19,6 @@ mod proto;
 use content::{content_counts, triggers};
 #[cfg(test)]
 mod tests;
-
-/// One place in a stored object that looks like secret data: where and which rule, never the value.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Hit {
-    /// Where: a field path (`spec.password`, `data.app.properties`), or [`OBJECT_BYTES`] when
-    /// the object could not be walked.
-    pub path: String,
-    /// Which rule of [`RULES`] matched.
-    pub rule: String,
-}
 
 /// One rule of the table.
 pub struct Rule {

@@ -5,7 +5,7 @@ use std::fmt;
 
 use super::{EncryptionConfig, KmsVersion, Provider};
 use crate::GroupResource;
-use crate::keys::KeyProvider;
+use crate::model::KeyProvider;
 
 /// How much a finding matters; `--fail-on` picks the lowest that fails the command.
 #[derive(

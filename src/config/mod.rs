@@ -21,8 +21,9 @@ pub use parse::{parse_bytes, parse_str};
 pub use resolve::{ConfiguredKey, MatchedBy, ProviderEntry, Resolved};
 pub use validate::FieldError;
 
-use crate::keys::{Key, KeyProvider};
+use crate::keys::Key;
 use crate::model::KeyLabel;
+use crate::model::KeyProvider;
 
 /// Which schema the file declared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

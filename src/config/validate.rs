@@ -9,7 +9,8 @@ use std::sync::Arc;
 use super::raw::{RawConfig, RawKey, RawKms, RawProvider};
 use super::{EncryptionConfig, KmsProvider, KmsVersion, Provider, ResourceRule, Schema};
 use crate::GroupResource;
-use crate::keys::{Key, KeyProvider, decode_secret};
+use crate::keys::{Key, decode_secret};
+use crate::model::KeyProvider;
 
 /// One validation failure, at a field path like `resources[0].providers[1].aescbc.keys[0].secret`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -5,67 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::dbfile::DbInfo;
-use super::scan::ScanReport;
 use super::{EtcdError, EtcdTarget, explain};
 use crate::GroupResource;
 use crate::config::EncryptionConfig;
 use crate::keys::Key;
+use crate::model::census::{HistoryReport, KeyNeeded, KeySource, MemberDb, ScanReport};
 use crate::model::{KeyLabel, State};
-
-/// Where a key that values of a db file are stored under can be found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeySource {
-    /// In the EncryptionConfiguration given.
-    Config,
-    /// Only in the key archive given (`--key-archive`).
-    Archive,
-    /// In neither: the values under it cannot be opened with what was given.
-    Missing,
-    /// Held by a KMS plugin (ask the KMS for it).
-    Kms,
-    /// Plaintext: no key.
-    None,
-}
-
-impl KeySource {
-    /// The words every output uses.
-    pub fn describe(self) -> &'static str {
-        match self {
-            KeySource::Config => "in the config",
-            KeySource::Archive => "only in the key archive",
-            KeySource::Missing => "MISSING: neither in the config nor in a key archive given",
-            KeySource::Kms => "held by the KMS plugin",
-            KeySource::None => "plaintext, no key",
-        }
-    }
-}
-
-/// A key a db file needs to be read, by label and fingerprint (never its material).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct KeyNeeded {
-    /// `aescbc:key1`, `identity`, `kms:v2:vault`.
-    pub label: KeyLabel,
-    /// Fingerprints of the local keys with that provider and name (`sha256:…`), from the config
-    /// or the archive; empty when missing or not a local key.
-    pub fingerprints: Vec<String>,
-    /// Where it was found.
-    pub source: KeySource,
-    /// Current values stored under it.
-    pub current_values: u64,
-    /// Older values (history) stored under it, when history was read.
-    pub older_values: u64,
-}
-
-/// The db file section of an offline scan.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SnapshotSection {
-    /// Which file, its sha256 and revision.
-    pub file: DbInfo,
-    /// Every key its values are stored under, and where that key was found.
-    pub keys_needed: Vec<KeyNeeded>,
-}
 
 /// The keys the values of `report` (current and, when read, history) are stored under.
 pub fn keys_needed(
@@ -134,27 +79,6 @@ pub fn keys_needed(
         .collect()
 }
 
-/// One etcd member's db file: its size and the part in use.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct MemberDb {
-    /// The member's name.
-    pub name: String,
-    /// The client URL asked.
-    pub endpoint: String,
-    /// Bytes of its db file.
-    pub db_size: i64,
-    /// Bytes in use by the current tree; the rest is free pages that may still hold old
-    /// values until `etcdctl defrag`.
-    pub db_size_in_use: i64,
-}
-
-impl MemberDb {
-    /// Bytes a defragmentation gives back (and old copies it wipes).
-    pub fn free_bytes(&self) -> i64 {
-        (self.db_size - self.db_size_in_use).max(0)
-    }
-}
-
 /// Every member's db size and size in use, asked of each member through its client URL with
 /// the same TLS settings (`Status` is a read).
 pub async fn member_sizes(
@@ -197,7 +121,7 @@ pub async fn member_sizes(
 /// blocks that member while it runs). atrest prints them and never runs them.
 pub fn cleanup_commands(
     target: &EtcdTarget,
-    history: Option<&super::history::HistoryReport>,
+    history: Option<&HistoryReport>,
     members: &[MemberDb],
 ) -> Vec<String> {
     let mut flags = String::new();
@@ -227,104 +151,6 @@ pub fn cleanup_commands(
         }
     }
     out
-}
-
-/// A backup file atrest found (its own snapshots folder, a snapshot a rotation recorded, a
-/// `--backup-dir`), and what it still holds, judged by the current config.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct BackupFile {
-    /// The file.
-    pub path: std::path::PathBuf,
-    /// Where it was found.
-    pub found_in: FoundIn,
-    /// The rotation that took it, when one records it (`2026…Z, finished` / `…, in progress`);
-    /// `None`: no rotation record names it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recorded_by: Option<String>,
-    /// It is the restore point of the rotation in progress: never removed.
-    #[serde(default)]
-    pub in_progress: bool,
-    /// It is on disk.
-    pub exists: bool,
-    /// Its size in bytes.
-    #[serde(default)]
-    pub size: u64,
-    /// The etcd revision of its newest values.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<i64>,
-    /// Current values in it stored as plaintext where the config now encrypts.
-    #[serde(default)]
-    pub plaintext: u64,
-    /// Current values in it under a key the config no longer has for their resource.
-    #[serde(default)]
-    pub retired_key: u64,
-    /// Why it could not be read, when it could not (a compressed or damaged file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl BackupFile {
-    /// Copies in it that are residue ([`crate::model::Residue`]).
-    pub fn residue(&self) -> u64 {
-        self.plaintext + self.retired_key
-    }
-
-    /// `FILE (revision N, found in …; taken by rotation …)`: how every output names it.
-    pub fn describe(&self) -> String {
-        let rev = self
-            .revision
-            .map(|r| format!("revision {r}, "))
-            .unwrap_or_default();
-        let whose = match &self.recorded_by {
-            Some(r) => format!("taken by rotation {r}"),
-            None => "no rotation record names it".to_string(),
-        };
-        format!(
-            "{} ({rev}{} bytes, found in {}; {whose})",
-            self.path.display(),
-            self.size,
-            self.found_in
-        )
-    }
-
-    /// What it holds, in words.
-    pub fn holds(&self) -> String {
-        if !self.exists {
-            return "no longer on disk".to_string();
-        }
-        if let Some(e) = &self.error {
-            return format!("could not be read: {e}");
-        }
-        format!(
-            "{} values stored as plaintext where the config now encrypts, {} under keys the config no longer has",
-            self.plaintext, self.retired_key
-        )
-    }
-}
-
-/// Where a backup file was found.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum FoundIn {
-    /// atrest's own snapshots folder (`<state dir>/snapshots`).
-    SnapshotsFolder,
-    /// A rotation record names it (written where `rotate prepare --snapshot FILE` said).
-    RotationRecord,
-    /// A folder of backups taken elsewhere (`--backup-dir`).
-    BackupDir {
-        /// The folder.
-        dir: std::path::PathBuf,
-    },
-}
-
-impl std::fmt::Display for FoundIn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FoundIn::SnapshotsFolder => f.write_str("atrest's snapshots folder"),
-            FoundIn::RotationRecord => f.write_str("a rotation record"),
-            FoundIn::BackupDir { dir } => write!(f, "--backup-dir {}", dir.display()),
-        }
-    }
 }
 
 /// What a file that is not a readable etcd data file is, from its first bytes: `None` for a

@@ -15,11 +15,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::etcd::scan::{ResourceReport, ScanReport};
-use crate::keys::KeyProvider;
+use crate::model::KeyProvider;
+use crate::model::census::{ResourceReport, ScanReport};
 use crate::model::{KeyLabel, Verdict, plaintext_is_finding};
 use crate::report::{ApiserverSurvey, Policy};
-use crate::rotate::KeyRecord;
+use crate::state::KeyRecord;
 
 /// The `Content-Type` of [`render`]'s output (Prometheus text format 0.0.4, which both
 /// Prometheus and node_exporter's textfile collector read).

@@ -25,7 +25,7 @@ use crate::cluster::{self, ClusterError, Context, ScanRequest};
 use crate::kube::Apiservers;
 use crate::model::KeyLabel;
 use crate::report::{ApiserverSurvey, Policy};
-use crate::rotate::KeyRecord;
+use crate::state::KeyRecord;
 use metrics::{FirstSeen, GoodScan, Inputs};
 
 /// Why the exporter could not start.
@@ -67,7 +67,7 @@ pub struct Extras {
     /// The apiservers' answers.
     pub apiservers: Option<ApiserverSurvey>,
     /// The rotation in progress: what it will rewrite only warns.
-    pub rotation: Option<crate::rotate::Rotation>,
+    pub rotation: Option<crate::state::Rotation>,
 }
 
 /// Reads the rotation state's key records (none when there is no or an unreadable state file:
@@ -77,7 +77,7 @@ pub async fn extras(
     config: &crate::config::LoadedConfig,
     apiservers: Option<&Apiservers>,
 ) -> Extras {
-    let (keys, rotation) = match crate::rotate::State::load(state_dir, &config.path) {
+    let (keys, rotation) = match crate::state::RotationState::load(state_dir, &config.path) {
         Ok(st) => (st.keys, st.rotation),
         Err(e) => {
             tracing::warn!("{e}; key ages come from when the exporter first saw each key");

@@ -2,7 +2,6 @@
 //! the minimal write that makes the apiserver re-encrypt, reading what each apiserver loaded
 //! (convergence), and the canary that proves which key an apiserver writes with.
 
-pub mod canary;
 pub mod converge;
 pub mod metrics;
 pub mod rewrite;

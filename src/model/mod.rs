@@ -11,7 +11,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::GroupResource;
-use crate::keys::KeyProvider;
 
 /// The KMS API version of a KMS provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -576,10 +575,13 @@ pub fn covered_resources(named: Vec<GroupResource>, only: &[GroupResource]) -> V
     out
 }
 
+pub mod census;
 pub mod finding;
+mod key_provider;
 mod known_key;
 pub mod time;
 pub use finding::{Finding, FindingKind, Level};
+pub use key_provider::KeyProvider;
 pub use known_key::KnownKey;
 
 #[cfg(test)]

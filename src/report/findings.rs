@@ -6,10 +6,10 @@
 
 use crate::GroupResource;
 use crate::config::LoadedConfig;
-use crate::etcd::scan::{ResourceReport, ScanReport};
+use crate::model::census::{FoundIn, ResourceReport, ScanReport};
 use crate::model::finding::resource_levels;
 use crate::model::{Finding, FindingKind, KeyLabel, Level, plaintext_is_finding};
-use crate::rotate::Rotation;
+use crate::state::Rotation;
 
 use super::{ApiserverSurvey, Policy, policy::Action};
 
@@ -328,7 +328,7 @@ fn residue_findings(inp: &AssessInputs<'_>, out: &mut Vec<Finding>) {
             let fix = if b.in_progress {
                 "the restore point of the rotation in progress: kept until the rotation finishes"
                     .to_string()
-            } else if matches!(b.found_in, crate::etcd::residue::FoundIn::BackupDir { .. }) {
+            } else if matches!(b.found_in, FoundIn::BackupDir { .. }) {
                 "a backup taken elsewhere: once the cluster is clean, take a new backup and delete this one".to_string()
             } else {
                 "`atrest rotate prune --remove-snapshots` deletes it (copy it first if you must keep it)".to_string()

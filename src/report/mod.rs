@@ -21,7 +21,9 @@ pub use text::result_line;
 pub(crate) use text::{old_copies_sections, sample_evidence};
 
 use crate::config::{LoadedConfig, Severity};
-use crate::etcd::scan::{ResourceReport, ScanReport};
+use crate::model::census::{
+    BackupFile, FreePages, HistoryReport, MemberDb, ResourceReport, ScanReport, SnapshotSection,
+};
 use crate::model::covered_resources;
 
 /// The JSON schema name and version; fields are stable within a version. v2 (atrest 0.2)
@@ -371,7 +373,7 @@ pub struct Report {
     /// The db file audited instead of a live etcd (`report --snapshot`): which file, and the
     /// keys needed to open it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<crate::etcd::residue::SnapshotSection>,
+    pub backup: Option<SnapshotSection>,
     /// Old copies (`--history`): etcd history, free pages, members' db sizes, and the etcdctl
     /// commands that drop them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -382,7 +384,7 @@ pub struct Report {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReportScope {
     /// What the scan read.
-    pub scan: crate::etcd::scan::Scope,
+    pub scan: crate::model::census::Scope,
     /// etcd's history and the members' db sizes were read (not with `--no-history`).
     pub history: bool,
     /// Backup files surveyed (the state folder's snapshots, rotation records, `--backup-dir`).
@@ -398,19 +400,19 @@ pub struct ResidueView {
     pub total: u64,
     /// Older revisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub history: Option<crate::etcd::history::HistoryReport>,
+    pub history: Option<HistoryReport>,
     /// Free pages of the db file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub free_pages: Option<crate::etcd::dbfile::free::FreePages>,
+    pub free_pages: Option<FreePages>,
     /// Each member's db size against its size in use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub members: Vec<crate::etcd::residue::MemberDb>,
+    pub members: Vec<MemberDb>,
     /// The commands that drop it; atrest never runs them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cleanup: Vec<String>,
     /// Every backup file surveyed, with what it still holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub backups: Vec<crate::etcd::residue::BackupFile>,
+    pub backups: Vec<BackupFile>,
 }
 
 /// Everything a report is made from: plain values, gathered by the caller.
@@ -428,7 +430,7 @@ pub struct Inputs<'a> {
     /// The rotation state, when there is one.
     pub rotation: Option<RotationInfo>,
     /// The rotation in progress: what it will rewrite only warns.
-    pub in_progress: Option<crate::rotate::Rotation>,
+    pub in_progress: Option<crate::state::Rotation>,
     /// Key label → when atrest added and promoted it.
     pub key_ages: BTreeMap<crate::model::KeyLabel, KeyAge>,
     /// What the checks demand.

@@ -2,8 +2,8 @@
 //! line, the scope section, the backup and residue sections, samples of names.
 
 use super::{Report, ReportScope};
-use crate::etcd::scan::ResourceReport;
 use crate::model::Verdict;
+use crate::model::census::ResourceReport;
 
 impl ReportScope {
     /// One line per fact, the same in every format.

@@ -1,60 +1,19 @@
 //! What can stop a rotation step, with the context an admin needs: which step, which stage was
 //! expected and found, which provider or apiserver.
 
-use std::fmt;
 use std::path::PathBuf;
 
+use super::canary::CanaryError;
 use super::journal::JournalError;
-use super::state::{self, Stage};
 use crate::config::{ConfigError, EditError};
 use crate::etcd::EtcdError;
 use crate::fsutil;
 use crate::keys::{self, archive};
 use crate::kube::KubeError;
-use crate::kube::canary::CanaryError;
 use crate::kube::converge::{ConvergeError, NotConverged};
 use crate::migrate::MigrateError;
 use crate::model::KeyLabel;
-
-/// A rotation command, named in errors so the admin knows which step refused, and in a pending
-/// config write so that a rerun of that step finishes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Step {
-    /// `atrest rotate prepare`: the new key becomes a read key everywhere.
-    Prepare,
-    /// `atrest rotate promote`: the new key becomes the write key.
-    Promote,
-    /// `atrest rotate reencrypt`: every object is rewritten with the write key.
-    Reencrypt,
-    /// `atrest rotate prune`: keys no stored value uses are removed and archived.
-    Prune,
-    /// `atrest rotate abort`: the rotation is undone as far as it safely can be.
-    Abort,
-    /// `atrest rotate adopt`: a config edited by hand during a rotation becomes the one it
-    /// continues from.
-    Adopt,
-}
-
-impl Step {
-    /// The subcommand name, as typed after `atrest rotate`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Prepare => "prepare",
-            Step::Promote => "promote",
-            Step::Reencrypt => "reencrypt",
-            Step::Prune => "prune",
-            Step::Abort => "abort",
-            Step::Adopt => "adopt",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::state::{self, Stage, Step};
 
 /// Why a rotation step stopped. Config writes go through the journal, so the config and the
 /// state stay consistent: once the cause is fixed, the same command can be run again.

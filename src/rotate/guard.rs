@@ -2,10 +2,10 @@
 //! the KMS plugins answer (healthy, and their current key IDs seen by every apiserver), and a
 //! canary written through each apiserver lands on the write key.
 
+use super::canary;
 use super::{RotateError, Rotator};
 use crate::config::{self, EncryptionConfig};
 use crate::kms::{self, KmsPlugins, Unreachable};
-use crate::kube::canary;
 use crate::kube::converge::{self, Agreement, Convergence};
 
 impl Rotator<'_> {

@@ -4,41 +4,34 @@
 //! that every apiserver runs the config it expects, records where it is, and can be re-run
 //! after a crash at any point.
 //!
-//! - [`state`]: the state file; [`journal`]: crash-safe config writes; [`sync`]: the admin's
+//! - [`journal`]: crash-safe config writes (the state it records is [`crate::state`]); [`sync`]: the admin's
 //!   command that copies each write to the other control-plane nodes before it is committed;
 //! - [`steps`]: one module per step; [`guard`]: what the apiservers and KMS plugins must show
 //!   before a step goes on; [`proof`]: the etcd scans that prove what is stored where.
 
+pub mod canary;
 mod error;
 mod guard;
 pub mod journal;
 mod proof;
 pub mod schedule;
 pub mod snapshot;
-pub mod state;
 mod steps;
 pub mod sync;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use error::{RotateError, Step};
+pub use error::RotateError;
 pub use journal::{ConfigChanged, Journal, JournalError};
-pub use state::{ConfigBefore, KeyRecord, PendingWrite, Rotation, SnapshotRecord, Stage, State};
 pub use sync::{SyncCommand, SyncFailed};
 
 use crate::GroupResource;
 use crate::config::EncryptionConfig;
-use crate::keys::KeyProvider;
 use crate::kube::Apiservers;
 use crate::migrate::ReencryptOptions;
-
-/// Where prune archives retired local keys (in the state folder, 0600), so an etcd snapshot
-/// taken before the rotation can still be read.
-pub const ARCHIVE_FILE: &str = "key-archive.yaml";
-/// The re-encryption checkpoint in the state folder; an interrupted reencrypt resumes from it
-/// while the config is unchanged.
-pub const CHECKPOINT_FILE: &str = "reencrypt-checkpoint.json";
+use crate::model::KeyProvider;
+use crate::state::{Rotation, RotationState, Stage, Step};
 
 /// What `prepare` moves to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,13 +111,16 @@ impl Rotator<'_> {
         }
     }
 
-    fn load_state(&self) -> Result<State, RotateError> {
+    fn load_state(&self) -> Result<RotationState, RotateError> {
         Ok(self.journal().load_state()?)
     }
 
     /// The config, checked to be the file atrest last wrote (see [`Journal::load_checked`]); a
     /// write a previous run left pending is synced and committed first.
-    fn load_checked(&self, st: &mut State) -> Result<crate::config::LoadedConfig, RotateError> {
+    fn load_checked(
+        &self,
+        st: &mut RotationState,
+    ) -> Result<crate::config::LoadedConfig, RotateError> {
         Ok(self.load_recovering(st)?.0)
     }
 
@@ -133,7 +129,7 @@ impl Rotator<'_> {
     /// step only has its waits left.
     fn load_resuming(
         &self,
-        st: &mut State,
+        st: &mut RotationState,
         step: Step,
     ) -> Result<(crate::config::LoadedConfig, Option<String>), RotateError> {
         let (loaded, recovered) = self.load_recovering(st)?;
@@ -145,7 +141,7 @@ impl Rotator<'_> {
 
     pub(crate) fn load_recovering(
         &self,
-        st: &mut State,
+        st: &mut RotationState,
     ) -> Result<(crate::config::LoadedConfig, Option<journal::Recovered>), RotateError> {
         let (loaded, recovered) = match self.journal().load_recovering(st) {
             // A hand edit while no rotation is in progress is part of life: adopted as the
@@ -187,7 +183,7 @@ impl Rotator<'_> {
     /// is a sync command) and says where the previous one went.
     fn write_config(
         &self,
-        st: &mut State,
+        st: &mut RotationState,
         step: Step,
         new: &EncryptionConfig,
         stage: Option<Stage>,
@@ -198,7 +194,7 @@ impl Rotator<'_> {
     /// [`Rotator::write_config`], also giving where the previous file was backed up.
     fn write_config_backed(
         &self,
-        st: &mut State,
+        st: &mut RotationState,
         step: Step,
         new: &EncryptionConfig,
         stage: Option<Stage>,
@@ -226,14 +222,19 @@ impl Rotator<'_> {
         }
     }
 
-    fn rotation<'s>(&self, st: &'s State, step: Step) -> Result<&'s Rotation, RotateError> {
+    fn rotation<'s>(&self, st: &'s RotationState, step: Step) -> Result<&'s Rotation, RotateError> {
         st.rotation.as_ref().ok_or_else(|| RotateError::NoRotation {
             step,
-            state: State::path(&self.state_dir),
+            state: RotationState::path(&self.state_dir),
         })
     }
 
-    fn require_stage(&self, st: &State, step: Step, expected: Stage) -> Result<(), RotateError> {
+    fn require_stage(
+        &self,
+        st: &RotationState,
+        step: Step,
+        expected: Stage,
+    ) -> Result<(), RotateError> {
         let r = self.rotation(st, step)?;
         if r.stage != expected {
             return Err(RotateError::WrongStage {

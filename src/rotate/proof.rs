@@ -5,11 +5,12 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use super::{RotateError, Rotation, Rotator};
+use super::{RotateError, Rotator};
 use crate::GroupResource;
 use crate::config::LoadedConfig;
 use crate::etcd::scan::{self, ClassifyConfig, Item, ScanOptions, Visitor};
 use crate::model::KeyLabel;
+use crate::state::Rotation;
 
 /// How many matching objects a proof lists by name (all are counted).
 const LISTED: usize = 50;

@@ -3,17 +3,14 @@
 //! on one state folder at once.
 
 use std::collections::BTreeSet;
-use std::fs::TryLockError;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::State;
 use crate::GroupResource;
 use crate::config::EncryptionConfig;
-use crate::keys::KeyProvider;
+use crate::model::KeyProvider;
 use crate::model::{KeyLabel, covered_resources};
+use crate::state::RotationState;
 
 /// One write key and why it is (or is not) due.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +55,7 @@ pub struct Limits {
 pub fn schedule(
     config: &EncryptionConfig,
     resources: &[GroupResource],
-    state: &State,
+    state: &RotationState,
     limits: Limits,
     now: DateTime<Utc>,
     revision: i64,
@@ -133,93 +130,12 @@ fn days(d: chrono::Duration) -> String {
     }
 }
 
-/// The lock file in the state folder.
-pub const LOCK_FILE: &str = "rotate.lock";
-
-/// Held while a rotation step runs; released when dropped (and by the kernel when the process
-/// dies, so a killed run never leaves it stuck).
-#[derive(Debug)]
-pub struct RotationLock {
-    _file: std::fs::File,
-}
-
-/// Another atrest holds the lock.
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    /// Another rotate step runs on this state folder.
-    #[error(
-        "another `atrest rotate` is running on {path} ({holder}); nothing was started: run this again once it has finished"
-    )]
-    Busy {
-        /// The lock file.
-        path: PathBuf,
-        /// What the lock file says of its holder.
-        holder: String,
-    },
-    /// The lock file could not be created or locked.
-    #[error("cannot lock {path}: {source}")]
-    Io {
-        /// The lock file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-}
-
-impl RotationLock {
-    /// Takes the state folder's lock without waiting (creating the folder, 0700 when new).
-    pub fn acquire(state_dir: &Path) -> Result<RotationLock, LockError> {
-        let path = state_dir.join(LOCK_FILE);
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
-        if !state_dir.exists() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(state_dir)
-                .map_err(io)?;
-        }
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .mode(0o600)
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path)
-                    .ok()
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| "holder unknown".into());
-                return Err(LockError::Busy { path, holder });
-            }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
-        }
-        // Who holds it, for the message of the one refused (no secret in it).
-        file.set_len(0).map_err(io)?;
-        write!(
-            file,
-            "pid {} since {}",
-            std::process::id(),
-            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        )
-        .map_err(io)?;
-        Ok(RotationLock { _file: file })
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
-    use crate::rotate::KeyRecord;
+    use crate::state::KeyRecord;
 
     fn config(yaml_providers: &str) -> EncryptionConfig {
         let yaml = format!(
@@ -230,8 +146,8 @@ mod tests {
 
     const AESGCM: &str = "      - aesgcm:\n          keys:\n            - name: k1\n              secret: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n      - identity: {}\n";
 
-    fn state(promoted: DateTime<Utc>, revision: i64) -> State {
-        let mut st = State::default();
+    fn state(promoted: DateTime<Utc>, revision: i64) -> RotationState {
+        let mut st = RotationState::default();
         st.keys.insert(
             "aesgcm:k1".parse().unwrap(),
             KeyRecord {
@@ -295,43 +211,23 @@ mod tests {
     #[test]
     fn a_key_of_unknown_age_and_identity_are_due() {
         let now = Utc::now();
-        let s = schedule(&config(AESGCM), &[], &State::default(), LIMITS, now, 1);
-        assert!(s.due());
         let s = schedule(
-            &config("      - identity: {}\n"),
+            &config(AESGCM),
             &[],
-            &State::default(),
+            &RotationState::default(),
             LIMITS,
             now,
             1,
         );
         assert!(s.due());
-    }
-
-    #[test]
-    fn the_lock_refuses_a_second_holder_and_is_released_on_drop() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = RotationLock::acquire(dir.path()).unwrap();
-        let second = RotationLock::acquire(dir.path()).unwrap_err();
-        assert!(
-            second
-                .to_string()
-                .contains(&format!("pid {}", std::process::id())),
-            "{second}"
+        let s = schedule(
+            &config("      - identity: {}\n"),
+            &[],
+            &RotationState::default(),
+            LIMITS,
+            now,
+            1,
         );
-        drop(first);
-        // Another test of this process forking a command can hold an inherited copy of the
-        // descriptor until its exec closes it: wait for that, not for a fixed time.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match RotationLock::acquire(dir.path()) {
-                Ok(_) => break,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::yield_now();
-                }
-                Err(e) => panic!("the lock was not released: {e}"),
-            }
-        }
+        assert!(s.due());
     }
 }

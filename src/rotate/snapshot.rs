@@ -6,8 +6,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::state::SnapshotRecord;
 use crate::etcd::EtcdError;
+use crate::state::SnapshotRecord;
 
 /// Room kept beyond the database size etcd reports: the snapshot is about as large, and the
 /// filesystem must not end up full.
@@ -72,7 +72,7 @@ pub async fn take(client: &etcd_client::Client, path: &Path) -> Result<SnapshotR
         size,
         sha256,
         revision,
-        taken: super::journal::now(),
+        taken: crate::model::time::now(),
         removed: None,
     })
 }

@@ -6,7 +6,8 @@ use crate::cli::args::{self, Output};
 use crate::cli::render::{self, config as view};
 use crate::cli::{EXIT_FAILED, EXIT_FINDINGS, EXIT_OK};
 use atrest::config;
-use atrest::keys::{Key, KeyProvider};
+use atrest::keys::Key;
+use atrest::model::KeyProvider;
 
 /// Validates, lints and summarises the config; exit 1 when a finding reaches `--fail-on`.
 pub(crate) fn check(a: args::ConfigCheckArgs) -> Result<i32> {

@@ -107,8 +107,8 @@ pub(super) fn state_dir_to_read(
 pub(super) fn rotation_in_progress(
     state_dir: &std::path::Path,
     config: &std::path::Path,
-) -> Option<atrest::rotate::Rotation> {
-    atrest::rotate::State::load(state_dir, config)
+) -> Option<atrest::state::Rotation> {
+    atrest::state::RotationState::load(state_dir, config)
         .ok()
         .and_then(|s| s.rotation)
 }
@@ -117,7 +117,7 @@ pub(super) fn rotation_in_progress(
 /// findings and the result line in it.
 pub(super) fn judge(
     ctx: &atrest::cluster::Context,
-    scan: &mut atrest::etcd::scan::ScanReport,
+    scan: &mut atrest::model::census::ScanReport,
     policy: &atrest::report::Policy,
     state_dir: &std::path::Path,
     apiservers: Option<&atrest::report::ApiserverSurvey>,

@@ -28,7 +28,7 @@ pub(crate) async fn run(a: args::ReencryptArgs) -> Result<i32> {
         None => ctx
             .state_dir(a.cluster.state_dir.as_deref())
             .to_write(&|m| eprintln!("atrest: {m}"))?
-            .join(atrest::rotate::CHECKPOINT_FILE),
+            .join(atrest::state::CHECKPOINT_FILE),
     };
     let opts = atrest::migrate::ReencryptOptions {
         resources: parse_resources(&a.resources)?,

@@ -9,7 +9,7 @@ use crate::cli::args;
 use crate::cli::{EXIT_FINDINGS, EXIT_OK};
 use atrest::cluster::{Context, ScanRequest};
 use atrest::etcd::EtcdTarget;
-use atrest::etcd::scan::ScanReport;
+use atrest::model::census::ScanReport;
 use atrest::report::{self, ApiserverSurvey, EtcdInfo, KeyAge, RotationInfo};
 
 /// Names kept per resource and verdict in a report (counts stay exact).
@@ -91,7 +91,7 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
             .await
             .map(|c| ApiserverSurvey::of(&c)),
     };
-    let state = atrest::rotate::State::load(&dir, &loaded.path)
+    let state = atrest::state::RotationState::load(&dir, &loaded.path)
         .ok()
         .filter(|st| st.expected_hash.is_some() || !st.history.is_empty());
     let report = report::build(&report::Inputs {
@@ -102,7 +102,7 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
         manifest_sets_config: ctx.manifest_sets_config(),
         rotation: state
             .as_ref()
-            .map(|st| rotation_info(st, atrest::rotate::State::path(&dir))),
+            .map(|st| rotation_info(st, atrest::state::RotationState::path(&dir))),
         in_progress: state.as_ref().and_then(|st| st.rotation.clone()),
         key_ages: state
             .as_ref()
@@ -184,12 +184,12 @@ fn read_scan(path: &PathBuf) -> Result<ScanReport> {
         format!(
             "{} is not the JSON of `atrest scan -o json` ({})",
             path.display(),
-            atrest::etcd::scan::SCAN_SCHEMA
+            atrest::model::census::SCAN_SCHEMA
         )
     })
 }
 
-fn rotation_info(s: &atrest::rotate::State, state_file: PathBuf) -> RotationInfo {
+fn rotation_info(s: &atrest::state::RotationState, state_file: PathBuf) -> RotationInfo {
     let current = s.rotation.as_ref().or(s.history.last());
     RotationInfo {
         state_file,

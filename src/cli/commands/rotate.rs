@@ -8,7 +8,7 @@ use crate::cli::args::{self, RotateCommand as R};
 use crate::cli::progress::Bar;
 use crate::cli::{EXIT_INTERRUPTED, EXIT_OK};
 use atrest::cluster::Context;
-use atrest::keys::KeyProvider;
+use atrest::model::KeyProvider;
 use atrest::rotate::{PrepareRequest, Rotator, SnapshotChoice, TargetSpec};
 
 fn request(p: &args::RotatePrepareArgs) -> Result<PrepareRequest> {
@@ -138,7 +138,7 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
     };
     // One rotate step at a time per state folder: a timer firing while another run (or an
     // admin's step) is under way is refused, never started twice. Held until this process ends.
-    let _lock = atrest::rotate::schedule::RotationLock::acquire(&rotator.state_dir)?;
+    let _lock = atrest::state::RotationLock::acquire(&rotator.state_dir)?;
     if let R::Run(r) = &c
         && let Some(max_age) = r.if_older_than
         && !rotation_due(&rotator, &ctx, r, max_age).await?
@@ -156,9 +156,9 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
     // re-encrypted) only removes snapshots: those of finished rotations, never the restore
     // point of the rotation in progress (what `scan --history` and `report` advise).
     let only_remove = matches!(&c, R::Prune(p) if p.remove_snapshots)
-        && atrest::rotate::State::load(&rotator.state_dir, &rotator.config_path)?
+        && atrest::state::RotationState::load(&rotator.state_dir, &rotator.config_path)?
             .rotation
-            .is_none_or(|r| r.stage != atrest::rotate::Stage::Reencrypted);
+            .is_none_or(|r| r.stage != atrest::state::Stage::Reencrypted);
     let result = match (&c, prepare) {
         (R::Prune(_), _) if only_remove => Ok(()),
         (R::Prepare(_), Some(req)) => rotator.prepare(req).await,
@@ -173,7 +173,7 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
     bar.finish();
     match result {
         Ok(()) => {
-            let st = atrest::rotate::State::load(&rotator.state_dir, &rotator.config_path)?;
+            let st = atrest::state::RotationState::load(&rotator.state_dir, &rotator.config_path)?;
             match &st.rotation {
                 Some(r) => crate::cli::outln!(
                     "rotation to {}: stage {}; next: {}",
@@ -296,7 +296,7 @@ async fn rotation_due(
     p: &args::RotateRunArgs,
     max_age: Duration,
 ) -> Result<bool> {
-    let st = atrest::rotate::State::load(&rotator.state_dir, &rotator.config_path)?;
+    let st = atrest::state::RotationState::load(&rotator.state_dir, &rotator.config_path)?;
     if let Some(r) = &st.rotation {
         crate::cli::outln!(
             "a rotation to {} is in progress (stage {}): resuming it",

@@ -11,8 +11,8 @@ use crate::cli::render::{
     scan::{SCAN_HINTS, scan_table},
 };
 use atrest::cluster::{Context, ScanRequest, parse_resources};
-use atrest::etcd::scan::ScanReport;
 use atrest::exporter::{self, metrics, metrics::GoodScan};
+use atrest::model::census::ScanReport;
 use atrest::report::ApiserverSurvey;
 
 /// Exit 0 without findings, 1 with findings (`atrest::model::finding`), 2 when the scan could

@@ -52,7 +52,7 @@ pub(crate) async fn run(a: args::StatusArgs) -> Result<i32> {
     };
     // A state file or archive that does not read leaves the rotation unknown: said, exit 2.
     let mut unreadable = Vec::new();
-    let state = match atrest::rotate::State::load(&dir, &loaded.path) {
+    let state = match atrest::state::RotationState::load(&dir, &loaded.path) {
         Ok(s) => Some(s),
         Err(e) => {
             unreadable.push(format!(
@@ -61,7 +61,7 @@ pub(crate) async fn run(a: args::StatusArgs) -> Result<i32> {
             None
         }
     };
-    let archive_path = dir.join(atrest::rotate::ARCHIVE_FILE);
+    let archive_path = dir.join(atrest::state::ARCHIVE_FILE);
     let archived = if archive_path.exists() {
         atrest::keys::archive::list(&archive_path).unwrap_or_else(|e| {
             unreadable.push(format!(
@@ -90,12 +90,12 @@ pub(crate) async fn run(a: args::StatusArgs) -> Result<i32> {
             report
         })
     });
-    let mut apiservers_only = atrest::etcd::scan::ScanReport::new(0, false, Vec::new());
+    let mut apiservers_only = atrest::model::census::ScanReport::new(0, false, Vec::new());
     if scan.is_none() {
         super::judge(&ctx, &mut apiservers_only, &policy, &dir, survey.as_ref());
     }
     let extra = view::StatusExtra {
-        state_path: atrest::rotate::State::path(&dir),
+        state_path: atrest::state::RotationState::path(&dir),
         state,
         archived,
         unreadable: unreadable.clone(),

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use atrest::etcd::scan::ScanReport;
+use atrest::model::census::ScanReport;
 use atrest::model::showing;
 
 /// How many names of each residue group a table lists (JSON has the whole sample).
@@ -173,7 +173,7 @@ pub(crate) fn residue_sections(report: &ScanReport) -> String {
 
 /// The backup files a survey found, one line each, with what each still holds.
 pub(crate) fn backup_lines(
-    backups: &[atrest::etcd::residue::BackupFile],
+    backups: &[atrest::model::census::BackupFile],
     removing: bool,
 ) -> Vec<String> {
     if backups.is_empty() {

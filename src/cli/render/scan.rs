@@ -2,8 +2,8 @@
 
 use std::fmt::Write;
 
-use atrest::etcd::scan::{ResourceReport, ScanReport};
 use atrest::model::Verdict;
+use atrest::model::census::{ResourceReport, ScanReport};
 
 /// How many names of each verdict a table lists (JSON has the whole sample).
 const TABLE_NAMES: usize = 50;

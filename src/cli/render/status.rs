@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use atrest::cluster::settings::{Setting, Settings};
 use atrest::config::{Finding, LoadedConfig};
-use atrest::etcd::scan::ScanReport;
+use atrest::model::census::ScanReport;
 
 use super::config::{config_json, config_table};
 use super::indent;
@@ -35,7 +35,7 @@ fn provenance<T: std::fmt::Debug>(
 /// What `atrest status` adds beyond settings, config and scan.
 pub(crate) struct StatusExtra {
     pub state_path: std::path::PathBuf,
-    pub state: Option<atrest::rotate::State>,
+    pub state: Option<atrest::state::RotationState>,
     pub archived: Vec<atrest::keys::archive::ArchivedKey>,
     /// Files of the state folder atrest could not read (rotation.json, the key archive): the
     /// rotation state is then unknown, never shown as "no rotation".
@@ -66,7 +66,7 @@ fn rotation_table(out: &mut String, extra: &StatusExtra) {
                 "  to {} (rules {:?}: {}), stage {}",
                 r.target,
                 r.rules,
-                r.resources.join(", "),
+                atrest::join_resources(&r.resources),
                 r.stage,
             );
             if r.aborted {

@@ -237,31 +237,15 @@ impl Settings {
 /// Why the settings could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    /// The manifest exists (or was named) but could not be read.
-    #[error(
-        "cannot read the kube-apiserver manifest {path}: {source}{}",
-        crate::fsutil::permission_hint(source)
-    )]
-    ManifestRead {
-        /// The manifest path.
-        path: PathBuf,
-        /// Why reading failed.
-        source: std::io::Error,
-    },
-    /// The file is not YAML of a Pod, or has no `kube-apiserver` container.
-    #[error("{path}: not a kube-apiserver static-pod manifest: {message}")]
-    ManifestParse {
-        /// The manifest path.
-        path: PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
+    /// The apiserver manifest could not be read.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
     /// `--user` had no password and `ETCDCTL_PASSWORD` is unset.
     #[error("--user must be USER or USER:PASSWORD (password may also come from ETCDCTL_PASSWORD)")]
     BadUser,
 }
 
-pub use super::manifest::{HostMount, ManifestFlags, read_manifest};
+use super::manifest::{ManifestError, ManifestFlags, read_manifest};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())

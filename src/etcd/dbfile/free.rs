@@ -12,57 +12,8 @@ use crate::config::EncryptionConfig;
 use crate::etcd::bolt::{is_leaf, leaf_elem, page_header};
 use crate::etcd::mvcc::{Revision, StoredKeyValue};
 use crate::etcd::scan::{Classifier, ClassifyConfig, ScanPlan, Visitor};
-use crate::model::{KeyLabel, Residue, State};
-
-/// Copies of stored values of one resource under one key, in one state, found in free pages.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct FreeGroup {
-    /// The group resource.
-    pub resource: String,
-    /// The key the copies are under (`identity` for plaintext).
-    pub stored_as: KeyLabel,
-    /// How they are stored (read by prefix and key name; never decrypted).
-    pub state: State,
-    /// Why they matter, when they do ([`Residue::of`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub residue: Option<Residue>,
-    /// Copies found (a value freed several times is counted each time).
-    pub copies: u64,
-}
-
-impl FreeGroup {
-    /// `secrets identity plaintext: 40 copies — residue (plaintext)`.
-    pub fn summary(&self) -> String {
-        format!(
-            "{} {} {}: {} copies{}",
-            self.resource,
-            self.stored_as,
-            self.state.as_str(),
-            self.copies,
-            crate::etcd::history::residue_tag(self.residue)
-        )
-    }
-}
-
-/// What the free pages of a db file still hold.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct FreePages {
-    /// Pages in the file (bbolt's high-water mark).
-    pub pages: u64,
-    /// Pages outside the current tree: what `etcdctl defrag` would give back.
-    pub free_pages: u64,
-    /// Free pages that still parse as leaf pages of etcd's `key` bucket.
-    pub leaf_pages: u64,
-    /// Value copies in those leaf pages, per resource, key and state.
-    pub values: Vec<FreeGroup>,
-    /// Of those copies, residue: plaintext where the config encrypts, or under a key the config
-    /// does not have.
-    pub residue: u64,
-    /// In the other free pages: how often byte patterns of stored values occur
-    /// (`plaintext-protobuf` for `k8s\0`, `encrypted:<provider>` for `k8s:enc:<provider>:`,
-    /// `json:<kind>` for a JSON object's kind).
-    pub patterns: BTreeMap<String, u64>,
-}
+use crate::model::census::{FreeGroup, FreePages};
+use crate::model::{Residue, State};
 
 /// Counts what the free pages of `db` hold, for the resources of `plan`. Reads every page once.
 pub fn census(

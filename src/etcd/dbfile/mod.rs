@@ -16,11 +16,14 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::bolt::{BoltError, BoltFile, Bucket};
+use super::history::HistoryBuilder;
 use super::layout::normalize_prefix;
 use super::mvcc::{Revision, StoredKeyValue, schema};
 use super::scan::{Classifier, Progress, ScanOptions, ScanPlan, Visitor};
 use crate::codec::KmsFailure;
 use crate::config::EncryptionConfig;
+use crate::model::census::DbInfo;
+use crate::model::census::HistoryReport;
 
 /// Values classified per batch (KMS v2 DEK sources are unwrapped once per batch).
 const BATCH: usize = 256;
@@ -42,31 +45,6 @@ pub enum DbError {
     /// A KMS plugin failed while values were being verified.
     #[error(transparent)]
     Kms(KmsFailure),
-}
-
-/// What identifies a data file in a report: enough to find the same file again and to tell it
-/// was not changed.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DbInfo {
-    /// The path as given.
-    pub path: String,
-    /// Bytes in the file.
-    pub size: u64,
-    /// `sha256:` + hex of the whole file.
-    pub sha256: String,
-    /// The store's revision: the newest revision in the file (or the compaction mark, when
-    /// newer).
-    pub revision: i64,
-    /// The oldest revision in the file.
-    pub oldest_revision: i64,
-    /// The last finished compaction recorded in the file (0: never compacted).
-    pub compact_revision: i64,
-    /// Revisions (values and tombstones) of every key in the file.
-    pub revisions: u64,
-    /// Bytes per page.
-    pub page_size: u32,
-    /// Pages in use or free (the bbolt high-water mark).
-    pub pages: u64,
 }
 
 /// Where each key's newest revision is, for the keys under the apiserver's prefix.
@@ -357,5 +335,47 @@ impl DbFile {
     /// The bbolt file, for the free-page census.
     pub(crate) fn bolt_mut(&mut self) -> &mut BoltFile {
         &mut self.bolt
+    }
+
+    /// Every revision of the file, classified into a [`HistoryReport`]: all of them are
+    /// retained.
+    pub async fn history(
+        &self,
+        config: &EncryptionConfig,
+        etcd_prefix: &str,
+        plan: &ScanPlan,
+        opts: &ScanOptions<'_>,
+        list_limit: usize,
+    ) -> Result<HistoryReport, DbError> {
+        let mut classifier = Classifier::new(config, etcd_prefix, plan, &opts.classify);
+        let options = &opts.classify.options;
+        let mut builder = HistoryBuilder::new(list_limit);
+        let mut walk = self.revisions();
+        loop {
+            let mut batch = Vec::with_capacity(BATCH);
+            while batch.len() < BATCH {
+                match self.next_revision(&mut walk)? {
+                    Some(r) => batch.push(r),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            opts.classify
+                .prefetch(batch.iter().filter_map(|r| r.value.as_deref()))
+                .await
+                .map_err(DbError::Kms)?;
+            for r in batch {
+                builder.add(
+                    &mut classifier,
+                    options,
+                    &r.key,
+                    r.revision.main,
+                    r.value.as_deref(),
+                );
+            }
+        }
+        Ok(builder.finish(self.info.oldest_revision, self.info.revision))
     }
 }

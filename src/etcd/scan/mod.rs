@@ -7,9 +7,7 @@ mod report;
 
 use fetch::{Fetch, Page, fetch_all, next_key, request_error};
 
-pub use report::{
-    ObjectRef, ReportBuilder, ResourceReport, SCAN_SCHEMA, ScanReport, Scope, SensitiveObject,
-};
+pub use report::ReportBuilder;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,6 +22,7 @@ use crate::GroupResource;
 use crate::codec::{Classification, KmsUnwrap, Options, ProviderTable};
 use crate::config::{EncryptionConfig, Resolved};
 use crate::keys::Key;
+use crate::model::census::Scope;
 use crate::model::{KeyLabel, covered_resources};
 
 /// Pages aim at this many bytes; the number of keys per page adapts to the value sizes.

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use chrono::{Duration, TimeZone, Utc};
 
 use super::*;
-use crate::etcd::scan::{ResourceReport, ScanReport};
+use crate::model::census::{ResourceReport, ScanReport};
 use crate::model::{KeyCounts, VerdictCounts};
 use crate::report::ApiserverView;
 

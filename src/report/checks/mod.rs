@@ -332,7 +332,7 @@ fn key_age(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
         if !seen.insert(k.label.clone()) {
             continue;
         }
-        let since = crate::rotate::state::key_in_use_since(k.promoted, k.added);
+        let since = crate::state::key_in_use_since(k.promoted, k.added);
         match since {
             Some(t) => {
                 let days = (c.inp.now - t).num_days();

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use super::*;
 use crate::config::{FileInfo, LoadedConfig, parse_str};
-use crate::etcd::scan::{ObjectRef, ResourceReport, ScanReport};
 use crate::model::VerdictCounts;
+use crate::model::census::{ObjectRef, ResourceReport, ScanReport};
 use crate::report::{ApiserverSurvey, ApiserverView, EtcdInfo, KeyAge, Policy, build};
 
 const KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
@@ -427,7 +427,7 @@ fn stale_values_only_warn_while_a_rotation_in_progress_rewrites_them() {
         ),
     );
     assert_eq!(f.run()["ATR-C04"].0, Status::Fail);
-    let rotation: crate::rotate::Rotation = serde_json::from_value(serde_json::json!({
+    let rotation: crate::state::Rotation = serde_json::from_value(serde_json::json!({
         "id": "20260601T000000Z", "target": "secretbox:sb1", "target_fingerprint": null,
         "rules": [0], "resources": ["secrets"], "previous_write_keys": {},
         "stage": "promoted", "started": "2026-06-01T00:00:00Z", "prepared_at": null,

@@ -9,14 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Step;
-use super::state::{PendingWrite, Stage, State, StateError};
 use super::sync::{SyncCommand, SyncFailed, SyncOutput};
 use crate::config::{self, ConfigError, EncryptionConfig, LoadedConfig, RuleLayout};
 use crate::fsutil;
-
-/// The subfolder of the state folder that keeps a timestamped copy of every config atrest replaced.
-pub const BACKUP_DIR: &str = "backups";
+use crate::model::time::now;
+use crate::state::{BACKUP_DIR, PendingWrite, RotationState, Stage, StateError, Step};
 
 /// Why the config could not be loaded or written safely.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +24,7 @@ pub enum JournalError {
     Config(#[from] ConfigError),
     /// The state file could not be read, or the intent or commit could not be recorded.
     #[error(transparent)]
-    State(#[from] StateError),
+    RotationState(#[from] StateError),
     /// The backup or the new config file could not be written; the previous config is still in
     /// place.
     #[error(transparent)]
@@ -104,16 +101,11 @@ pub struct Journal<'a> {
     pub sync: Option<&'a SyncCommand>,
 }
 
-/// Now, as every record of the state writes it (RFC 3339, UTC, seconds).
-pub fn now() -> crate::model::time::Time {
-    crate::model::time::now()
-}
-
 impl Journal<'_> {
     /// The rotation state (fresh when there is none yet), as it is on disk: a write a crash
     /// interrupted is only completed by [`Journal::load_checked`].
-    pub fn load_state(&self) -> Result<State, StateError> {
-        State::load(self.state_dir, self.config_path)
+    pub fn load_state(&self) -> Result<RotationState, StateError> {
+        RotationState::load(self.state_dir, self.config_path)
     }
 
     /// The folder of config backups ([`BACKUP_DIR`] in the state folder).
@@ -123,7 +115,7 @@ impl Journal<'_> {
 
     /// Loads the config and checks it is the file atrest last wrote; first completes (or drops)
     /// a write that a crash or a failed sync interrupted.
-    pub fn load_checked(&self, st: &mut State) -> Result<LoadedConfig, JournalError> {
+    pub fn load_checked(&self, st: &mut RotationState) -> Result<LoadedConfig, JournalError> {
         self.load_recovering(st).map(|(loaded, _)| loaded)
     }
 
@@ -131,7 +123,7 @@ impl Journal<'_> {
     /// it.
     pub fn load_recovering(
         &self,
-        st: &mut State,
+        st: &mut RotationState,
     ) -> Result<(LoadedConfig, Option<Recovered>), JournalError> {
         let loaded = config::load(self.config_path)?;
         let recovered = self.recover(st, &loaded.hash)?;
@@ -142,7 +134,7 @@ impl Journal<'_> {
                 found: loaded.hash.clone(),
                 diff: config::describe_diff(&st.expected_layout, &config::layout(&loaded.config)),
                 backups: self.backups(),
-                state: State::path(self.state_dir),
+                state: RotationState::path(self.state_dir),
             }))),
             _ => Ok((loaded, recovered)),
         }
@@ -150,7 +142,11 @@ impl Journal<'_> {
 
     /// A recorded intent: synced again and committed when the file on disk (`found`) is the
     /// intended one, dropped when the write never happened. A failed sync leaves it pending.
-    fn recover(&self, st: &mut State, found: &str) -> Result<Option<Recovered>, JournalError> {
+    fn recover(
+        &self,
+        st: &mut RotationState,
+        found: &str,
+    ) -> Result<Option<Recovered>, JournalError> {
         let Some(p) = st.pending.clone() else {
             return Ok(None);
         };
@@ -198,7 +194,7 @@ impl Journal<'_> {
     /// written, the intent stays recorded, and the next run syncs again before it goes on.
     pub fn write(
         &self,
-        st: &mut State,
+        st: &mut RotationState,
         step: Step,
         new: &EncryptionConfig,
         stage: Option<Stage>,
@@ -231,7 +227,10 @@ impl Journal<'_> {
     /// Accepts the config file as it is now as the one atrest expects (a hand edit made while no
     /// rotation is in progress): returns it and what changed, by rule and key name and
     /// fingerprint.
-    pub fn adopt(&self, st: &mut State) -> Result<(LoadedConfig, Vec<String>), JournalError> {
+    pub fn adopt(
+        &self,
+        st: &mut RotationState,
+    ) -> Result<(LoadedConfig, Vec<String>), JournalError> {
         let loaded = config::load(self.config_path)?;
         let layout = config::layout(&loaded.config);
         let diff = config::describe_diff(&st.expected_layout, &layout);
@@ -243,7 +242,7 @@ impl Journal<'_> {
 
     fn record_intent(
         &self,
-        st: &mut State,
+        st: &mut RotationState,
         step: Step,
         text: &[u8],
         layout: Vec<RuleLayout>,
@@ -268,7 +267,7 @@ impl Journal<'_> {
     }
 
     /// The write is on disk: the state expects it, and the rotation moves on.
-    fn commit(&self, st: &mut State, p: PendingWrite) -> Result<(), StateError> {
+    fn commit(&self, st: &mut RotationState, p: PendingWrite) -> Result<(), StateError> {
         st.expected_hash = Some(p.hash.clone());
         st.expected_layout = p.layout.clone();
         if let Some(r) = st.rotation.as_mut() {
@@ -297,7 +296,7 @@ impl Journal<'_> {
 
 /// The bytes of the config as it was before the rotation in progress, when they still hash as
 /// recorded and their keys are exactly `new`'s.
-fn before_bytes(st: &State, new: &EncryptionConfig) -> Option<zeroize::Zeroizing<String>> {
+fn before_bytes(st: &RotationState, new: &EncryptionConfig) -> Option<zeroize::Zeroizing<String>> {
     let before = st.rotation.as_ref()?.before.as_ref()?;
     // It holds keys: wiped when dropped, like every config text atrest handles.
     let text = zeroize::Zeroizing::new(std::fs::read_to_string(&before.path).ok()?);

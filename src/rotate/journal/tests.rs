@@ -1,7 +1,8 @@
 //! Unit tests, kept apart so the module reads as its one responsibility.
 
 use super::*;
-use crate::rotate::state::Rotation;
+use crate::GroupResource;
+use crate::state::Rotation;
 
 const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1ub3BxcnN0dXY=";
 
@@ -74,7 +75,7 @@ impl Fixture {
     }
 
     /// What a fresh run reads from the disk.
-    fn restart(&self) -> (State, Result<LoadedConfig, JournalError>) {
+    fn restart(&self) -> (RotationState, Result<LoadedConfig, JournalError>) {
         let mut st = self.journal().load_state().unwrap();
         let loaded = self.journal().load_checked(&mut st);
         (st, loaded)
@@ -88,7 +89,7 @@ impl Fixture {
             .collect()
     }
 
-    fn crash_after_intent(&self, stage: Option<Stage>) -> State {
+    fn crash_after_intent(&self, stage: Option<Stage>) -> RotationState {
         let mut st = self.journal().load_state().unwrap();
         let layout = config::layout(&self.new);
         self.journal()
@@ -104,7 +105,7 @@ fn rotation(stage: Stage) -> Rotation {
         target: "aescbc:key2".parse().unwrap(),
         target_fingerprint: None,
         rules: vec![0],
-        resources: vec!["secrets".into()],
+        resources: vec![GroupResource::secrets()],
         previous_write_keys: Default::default(),
         stage,
         started: now(),
@@ -120,7 +121,7 @@ fn rotation(stage: Stage) -> Rotation {
     }
 }
 
-fn assert_write_redone(f: &Fixture, mut st: State) {
+fn assert_write_redone(f: &Fixture, mut st: RotationState) {
     let w = f
         .journal()
         .write(&mut st, Step::Promote, &f.new, Some(Stage::Promoted))
@@ -133,7 +134,7 @@ fn assert_write_redone(f: &Fixture, mut st: State) {
 
 /// After a crash before the file was written, the next run drops the intent: the previous
 /// config is in place and expected, the stage did not move, and the step can be redone.
-fn assert_rolled_back(f: &Fixture) -> State {
+fn assert_rolled_back(f: &Fixture) -> RotationState {
     let (st, loaded) = f.restart();
     let loaded = loaded.unwrap();
     assert_eq!(std::fs::read_to_string(&f.config_path).unwrap(), f.old);
@@ -178,7 +179,7 @@ fn the_sync_runs_after_the_write_and_before_the_commit() {
     // While it runs, the new file is in place and the intent is still recorded.
     let sync = sync(format!(
         "grep -q '\"step\": \"promote\"' {state} && cp \"$ATREST_CONFIG_FILE\" {copy}",
-        state = State::path(&f.state_dir).display(),
+        state = RotationState::path(&f.state_dir).display(),
         copy = copy.display()
     ));
     let mut st = f.journal().load_state().unwrap();
@@ -364,7 +365,7 @@ fn a_write_with_the_keys_of_the_file_before_the_rotation_writes_its_bytes() {
     let before_path = f.state_dir.join("before.yaml");
     std::fs::write(&before_path, &before_text).unwrap();
     let mut st = f.journal().load_state().unwrap();
-    st.rotation.as_mut().unwrap().before = Some(crate::rotate::ConfigBefore {
+    st.rotation.as_mut().unwrap().before = Some(crate::state::ConfigBefore {
         path: before_path.clone(),
         hash: config::config_hash(before_text.as_bytes()),
     });

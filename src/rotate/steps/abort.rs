@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use crate::config::{self, LoadedConfig};
 use crate::model::Verdict;
-use crate::rotate::{JournalError, RotateError, Rotation, Rotator, Stage, State, Step};
+use crate::rotate::{JournalError, RotateError, Rotator};
+use crate::state::{Rotation, RotationState, Stage, Step};
 
 impl Rotator<'_> {
     /// Undoes the rotation in progress. Before promote the new key is removed, refused while any
@@ -53,7 +54,7 @@ impl Rotator<'_> {
 
     async fn abort_prepared(
         &self,
-        st: &mut State,
+        st: &mut RotationState,
         loaded: &LoadedConfig,
         r: &Rotation,
     ) -> Result<(), RotateError> {
@@ -119,7 +120,7 @@ impl Rotator<'_> {
 
     async fn abort_promoted(
         &self,
-        st: &mut State,
+        st: &mut RotationState,
         loaded: &LoadedConfig,
         r: &Rotation,
     ) -> Result<(), RotateError> {

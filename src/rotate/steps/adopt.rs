@@ -4,7 +4,8 @@
 
 use crate::config::{self, LoadedConfig};
 use crate::model::Verdict;
-use crate::rotate::{JournalError, RotateError, Rotation, Rotator, Stage, State, Step};
+use crate::rotate::{JournalError, RotateError, Rotator};
+use crate::state::{Rotation, RotationState, Stage, Step};
 
 impl Rotator<'_> {
     /// Makes the config file as it is now the one the rotation in progress continues from.
@@ -61,7 +62,11 @@ impl Rotator<'_> {
 
 /// The rotation's rules still cover what they covered, and its new key is where the stage needs
 /// it: a read key after prepare, the write key after promote.
-fn check_rotation_kept(st: &State, loaded: &LoadedConfig, r: &Rotation) -> Result<(), RotateError> {
+fn check_rotation_kept(
+    st: &RotationState,
+    loaded: &LoadedConfig,
+    r: &Rotation,
+) -> Result<(), RotateError> {
     let now = config::layout(&loaded.config);
     let refuse = |reason: String| RotateError::AdoptRefused {
         reason,

@@ -5,23 +5,21 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::GroupResource;
 use crate::config::{
     self, EncryptionConfig, KmsProvider, KmsVersion, Provider, ResourceRule, RotationTarget,
 };
 use crate::keys::{self, Key};
 use crate::model::KeyLabel;
-use crate::rotate::journal::now;
-use crate::rotate::{
-    PrepareRequest, RotateError, Rotation, Rotator, SnapshotChoice, SnapshotRecord, Stage, State,
-    Step, TargetSpec, snapshot,
-};
+use crate::model::time::now;
+use crate::rotate::{PrepareRequest, RotateError, Rotator, SnapshotChoice, TargetSpec, snapshot};
+use crate::state::{Rotation, RotationState, SnapshotRecord, Stage, Step};
+use crate::{GroupResource, join_resources};
 
 /// The rules a rotation edits and every resource they name.
 #[derive(Clone)]
 struct Scope {
     rules: Vec<usize>,
-    resources: Vec<String>,
+    resources: Vec<GroupResource>,
     /// Rule index → its write key before the rotation.
     previous: BTreeMap<usize, KeyLabel>,
 }
@@ -62,7 +60,7 @@ impl Rotator<'_> {
         let hash = written.hash;
         // The backup of the file as it was before prepare: what abort puts back, byte for byte.
         if let (Some(r), Some(path)) = (st.rotation.as_mut(), written.backup) {
-            r.before = Some(crate::rotate::ConfigBefore {
+            r.before = Some(crate::state::ConfigBefore {
                 path,
                 hash: loaded.hash.clone(),
             });
@@ -70,7 +68,7 @@ impl Rotator<'_> {
         }
         (self.say)(&format!(
             "prepared: {label} is a read key for {}",
-            scope.resources.join(", ")
+            join_resources(&scope.resources)
         ));
         self.wait_converged(&hash).await?;
         Ok(())
@@ -155,11 +153,12 @@ fn scope(cfg: &EncryptionConfig, requested: &[GroupResource]) -> Scope {
         requested.to_vec()
     };
     let rules = config::rules_for(cfg, &requested);
-    let mut resources: Vec<String> = Vec::new();
+    let mut resources: Vec<GroupResource> = Vec::new();
     for &r in &rules {
         for name in &cfg.rules[r].resources {
-            if !resources.contains(name) {
-                resources.push(name.clone());
+            let resource = GroupResource::parse(name);
+            if !resources.contains(&resource) {
+                resources.push(resource);
             }
         }
     }
@@ -230,7 +229,7 @@ fn check_target(
 
 /// The rotation's record in the state (saved with the journal's intent).
 fn record(
-    st: &mut State,
+    st: &mut RotationState,
     id: String,
     target: &RotationTarget,
     scope: Scope,

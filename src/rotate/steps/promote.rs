@@ -3,8 +3,9 @@
 
 use crate::config;
 use crate::model::KeyLabel;
-use crate::rotate::journal::now;
-use crate::rotate::{RotateError, Rotator, Stage, Step};
+use crate::model::time::now;
+use crate::rotate::{RotateError, Rotator};
+use crate::state::{Stage, Step};
 
 impl Rotator<'_> {
     /// Makes the prepared key the write key, once every apiserver runs the prepared config (and

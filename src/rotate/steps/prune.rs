@@ -7,8 +7,9 @@ use std::sync::Arc;
 use crate::config::{self, LoadedConfig, Provider};
 use crate::keys::{Key, archive};
 use crate::model::KeyLabel;
-use crate::rotate::journal::now;
-use crate::rotate::{ARCHIVE_FILE, CHECKPOINT_FILE, RotateError, Rotation, Rotator, Stage, Step};
+use crate::model::time::now;
+use crate::rotate::{RotateError, Rotator};
+use crate::state::{ARCHIVE_FILE, CHECKPOINT_FILE, Rotation, Stage, Step};
 
 /// What prune removes: labels, and the local keys among them (to archive).
 struct Retired {

@@ -5,8 +5,9 @@
 use crate::GroupResource;
 use crate::etcd::scan;
 use crate::migrate::{self, ReencryptOptions, ReencryptReport};
-use crate::rotate::journal::now;
-use crate::rotate::{CHECKPOINT_FILE, RotateError, Rotator, Stage, State, Step};
+use crate::model::time::now;
+use crate::rotate::{RotateError, Rotator};
+use crate::state::{CHECKPOINT_FILE, RotationState, Stage, Step};
 
 impl Rotator<'_> {
     /// Rewrites every object of the rotation's resources through the apiserver (resuming from the
@@ -60,7 +61,7 @@ impl Rotator<'_> {
     /// The rotation's resources, or every resource the config names without a rotation.
     fn reencrypt_resources(
         &self,
-        st: &State,
+        st: &RotationState,
         config: &crate::config::EncryptionConfig,
     ) -> Result<Vec<GroupResource>, RotateError> {
         match &st.rotation {
@@ -74,10 +75,7 @@ impl Rotator<'_> {
                 if r.stage != Stage::Reencrypted {
                     self.require_stage(st, Step::Reencrypt, Stage::Promoted)?;
                 }
-                Ok(r.resources
-                    .iter()
-                    .map(|s| GroupResource::parse(s))
-                    .collect())
+                Ok(r.resources.clone())
             }
         }
     }

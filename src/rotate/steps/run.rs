@@ -1,7 +1,8 @@
 //! Every step in order, from wherever the rotation stands.
 
 use crate::etcd::scan;
-use crate::rotate::{PrepareRequest, RotateError, Rotator, Stage};
+use crate::rotate::{PrepareRequest, RotateError, Rotator};
+use crate::state::Stage;
 
 impl Rotator<'_> {
     /// Runs every step in order from where the rotation stands (prepare first when none is in

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::STATE_FILE;
+use crate::GroupResource;
 use crate::config::RuleLayout;
 use crate::fsutil;
 use crate::model::KeyLabel;
 use crate::model::time::{Time, rfc3339, rfc3339_opt};
 
-/// The state file's name in the state folder.
-pub const STATE_FILE: &str = "rotation.json";
 /// The state file format this atrest reads and writes; another version is refused rather than
 /// guessed at.
 pub const STATE_VERSION: u32 = 1;
@@ -84,11 +84,51 @@ pub struct PendingWrite {
     /// The step that writes it; a rerun of that step finishes it and goes on from there
     /// (`None` in state files written before atrest recorded it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<super::Step>,
+    pub step: Option<Step>,
     /// The stage the write completes (`None`: it finishes the rotation).
     pub stage: Option<Stage>,
     /// The new file's keys per rule, expected once the write is committed.
     pub layout: Vec<RuleLayout>,
+}
+
+/// A rotation command, named in errors so the admin knows which step refused, and in a pending
+/// config write so that a rerun of that step finishes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// `atrest rotate prepare`: the new key becomes a read key everywhere.
+    Prepare,
+    /// `atrest rotate promote`: the new key becomes the write key.
+    Promote,
+    /// `atrest rotate reencrypt`: every object is rewritten with the write key.
+    Reencrypt,
+    /// `atrest rotate prune`: keys no stored value uses are removed and archived.
+    Prune,
+    /// `atrest rotate abort`: the rotation is undone as far as it safely can be.
+    Abort,
+    /// `atrest rotate adopt`: a config edited by hand during a rotation becomes the one it
+    /// continues from.
+    Adopt,
+}
+
+impl Step {
+    /// The subcommand name, as typed after `atrest rotate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Prepare => "prepare",
+            Step::Promote => "promote",
+            Step::Reencrypt => "reencrypt",
+            Step::Prune => "prune",
+            Step::Abort => "abort",
+            Step::Adopt => "adopt",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One rotation, from prepare until prune (or abort) finishes it; then it moves to the history.
@@ -103,7 +143,7 @@ pub struct Rotation {
     /// The rules (`resources[i]`) it edits, and every resource those rules name.
     pub rules: Vec<usize>,
     /// Every resource those rules name: they share keys, so all of them are rewritten.
-    pub resources: Vec<String>,
+    pub resources: Vec<GroupResource>,
     /// Rule index → its write key before the rotation (for abort).
     pub previous_write_keys: BTreeMap<usize, KeyLabel>,
     /// Where it stands; the next step must start from here.
@@ -185,7 +225,7 @@ pub fn key_in_use_since(promoted: Option<Time>, added: Option<Time>) -> Option<T
 /// Everything `rotation.json` records: the config atrest expects, the rotation in progress,
 /// the finished ones, and each key's dates.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct State {
+pub struct RotationState {
     /// The file format ([`STATE_VERSION`]).
     pub version: u32,
     /// The encryption config file this state belongs to.
@@ -220,21 +260,22 @@ pub enum StateError {
     Write(#[from] fsutil::WriteError),
 }
 
-impl State {
+impl RotationState {
     /// The state file of the state folder `dir`.
     pub fn path(dir: &Path) -> PathBuf {
         dir.join(STATE_FILE)
     }
 
     /// The state in `dir`, or a fresh one when there is none yet.
-    pub fn load(dir: &Path, config_path: &Path) -> Result<State, StateError> {
+    pub fn load(dir: &Path, config_path: &Path) -> Result<RotationState, StateError> {
         let path = Self::path(dir);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let s: State = serde_json::from_str(&text).map_err(|e| StateError::Read {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
+                let s: RotationState =
+                    serde_json::from_str(&text).map_err(|e| StateError::Read {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
                 if s.version != STATE_VERSION {
                     return Err(StateError::Read {
                         path,
@@ -246,7 +287,7 @@ impl State {
                 }
                 Ok(s)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RotationState {
                 version: STATE_VERSION,
                 config_path: config_path.to_path_buf(),
                 ..Default::default()

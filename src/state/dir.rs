@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::rotate::schedule::{LockError, RotationLock};
+use crate::state::{LockError, RotationLock};
 
 /// The state folder when none is given.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/atrest";
@@ -184,10 +184,7 @@ fn repoint(new: &Path, old: &Path) -> std::io::Result<()> {
     let (Some(old_s), Some(new_s)) = (old.to_str(), new.to_str()) else {
         return Ok(());
     };
-    for name in [
-        crate::rotate::state::STATE_FILE,
-        crate::rotate::CHECKPOINT_FILE,
-    ] {
+    for name in [crate::state::STATE_FILE, crate::state::CHECKPOINT_FILE] {
         let path = new.join(name);
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
@@ -209,7 +206,7 @@ fn holds_state(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries
             .flatten()
-            .any(|e| e.file_name() != crate::rotate::schedule::LOCK_FILE)
+            .any(|e| e.file_name() != crate::state::LOCK_FILE)
     })
 }
 
@@ -221,7 +218,7 @@ fn move_dir(old: &Path, new: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(parent)?;
     if new.is_dir() {
         // Empty (or only a lock file): `holds_state` said so.
-        let _ = std::fs::remove_file(new.join(crate::rotate::schedule::LOCK_FILE));
+        let _ = std::fs::remove_file(new.join(crate::state::LOCK_FILE));
         std::fs::remove_dir(new)?;
     }
     match std::fs::rename(old, new) {

@@ -7,12 +7,12 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::KubeError;
-use super::converge::Apiservers;
 use crate::GroupResource;
 use crate::codec::{Options, ProviderTable};
 use crate::config::EncryptionConfig;
 use crate::etcd::{EtcdError, layout};
+use crate::kube::Apiservers;
+use crate::kube::KubeError;
 
 /// The label atrest puts on what it creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "atrest");
