@@ -360,6 +360,25 @@ impl Context {
         apiservers(&self.settings, explicit).await
     }
 
+    /// The apiservers when atrest has a way to ask them (a kubeconfig found or given, in-cluster,
+    /// or `explicit` URLs); `None` otherwise, and when the kubeconfig does not load (said as a
+    /// warning: what they run is then left out, never guessed).
+    pub async fn apiservers_to_ask(&self, explicit: &[String]) -> Option<Apiservers> {
+        if self.settings.kubeconfig.is_none()
+            && explicit.is_empty()
+            && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none()
+        {
+            return None;
+        }
+        match self.apiservers(explicit).await {
+            Ok(apiservers) => Some(apiservers),
+            Err(e) => {
+                tracing::warn!("apiservers not asked which config they run: {e}");
+                None
+            }
+        }
+    }
+
     /// A client for etcd.
     pub async fn etcd(&self) -> Result<etcd_client::Client, ClusterError> {
         self.target.connect().await.map_err(|e| match e {

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
+use crate::model::census::{EtcdInfo, EtcdMember};
+
 /// Why etcd could not be read. atrest only reads etcd, so none of these changed anything.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -326,6 +328,35 @@ pub fn supported_etcd(version: &str) -> bool {
         (Some(Ok(major)), Some(Ok(minor))) => (major, minor) >= (3, 5),
         _ => true,
     }
+}
+
+/// The etcd cluster a census read — ID, version, members — for a report's evidence; what cannot be
+/// asked stays empty (a report is still written when etcd answers only some requests).
+pub async fn cluster_info(client: &Client, target: &EtcdTarget) -> EtcdInfo {
+    let mut info = EtcdInfo {
+        endpoints: vec![target.describe()],
+        ..Default::default()
+    };
+    let mut c = client.clone();
+    if let Ok(st) = c.status().await {
+        info.version = st.version().to_string();
+        info.cluster_id = st
+            .header()
+            .map(|h| format!("{:x}", h.cluster_id()))
+            .unwrap_or_default();
+    }
+    if let Ok(m) = c.member_list().await {
+        info.members = m
+            .members()
+            .iter()
+            .map(|m| EtcdMember {
+                id: format!("{:x}", m.id()),
+                name: m.name().to_string(),
+                client_urls: m.client_urls().to_vec(),
+            })
+            .collect();
+    }
+    info
 }
 
 /// The version the etcd server behind `client` reports in its status.

@@ -24,8 +24,8 @@ use crate::cluster::settings::Settings;
 use crate::cluster::{self, ClusterError, Context, ScanRequest};
 use crate::kube::Apiservers;
 use crate::model::KeyLabel;
-use crate::report::{ApiserverSurvey, Policy};
-use crate::state::KeyRecord;
+use crate::report::Policy;
+use crate::report::audit::Extras;
 use metrics::{FirstSeen, GoodScan, Inputs};
 
 /// Why the exporter could not start.
@@ -60,41 +60,6 @@ pub struct Options {
     pub apiservers: Option<Apiservers>,
 }
 
-/// What one round of observation found besides the scan, shared by the daemon and the textfile.
-pub struct Extras {
-    /// The rotation state's key records (empty without a state file).
-    pub keys: BTreeMap<KeyLabel, KeyRecord>,
-    /// The apiservers' answers.
-    pub apiservers: Option<ApiserverSurvey>,
-    /// The rotation in progress: what it will rewrite only warns.
-    pub rotation: Option<crate::state::Rotation>,
-}
-
-/// Reads the rotation state's key records (none when there is no or an unreadable state file:
-/// key ages then come from first sight) and asks the apiservers which config they loaded.
-pub async fn extras(
-    state_dir: &Path,
-    config: &crate::config::LoadedConfig,
-    apiservers: Option<&Apiservers>,
-) -> Extras {
-    let (keys, rotation) = match crate::state::RotationState::load(state_dir, &config.path) {
-        Ok(st) => (st.keys, st.rotation),
-        Err(e) => {
-            tracing::warn!("{e}; key ages come from when the exporter first saw each key");
-            (BTreeMap::new(), None)
-        }
-    };
-    let apiservers = match apiservers {
-        Some(a) => Some(ApiserverSurvey::of(&a.survey(&config.hash).await)),
-        None => None,
-    };
-    Extras {
-        keys,
-        apiservers,
-        rotation,
-    }
-}
-
 /// One scan with what it was read against; the etcd client is kept across rounds and dropped
 /// after a failure so the next round connects anew.
 async fn scan_once(
@@ -122,15 +87,14 @@ async fn scan_once(
     };
     let mut report = ctx.scan(&c, &req, &mut ()).await?;
     *client = Some(c);
-    let extras = extras(&dir, &ctx.config, opts.apiservers.as_ref()).await;
-    report.findings = crate::report::findings::assess(&crate::report::findings::AssessInputs {
-        scan: &report,
-        config: &ctx.config,
-        policy: &opts.policy,
-        rotation: extras.rotation.as_ref(),
-        apiservers: extras.apiservers.as_ref(),
-    });
-    report.result = crate::model::finding::verdict_line(&report.findings);
+    let extras = Extras::gather(&dir, &ctx.config, opts.apiservers.as_ref()).await;
+    crate::report::findings::judge(
+        &mut report,
+        &ctx.config,
+        &opts.policy,
+        extras.rotation(),
+        extras.apiservers.as_ref(),
+    );
     Ok((
         GoodScan {
             report,
@@ -154,11 +118,7 @@ pub async fn run(listen: &str, opts: Options) -> Result<(), ExporterError> {
         opts.interval
     );
     let mut last: Option<GoodScan> = None;
-    let mut extras = Extras {
-        keys: BTreeMap::new(),
-        apiservers: None,
-        rotation: None,
-    };
+    let mut extras = Extras::default();
     let mut first_seen: BTreeMap<KeyLabel, FirstSeen> = BTreeMap::new();
     let mut failures = 0u64;
     let mut client = None;
@@ -172,7 +132,7 @@ pub async fn run(listen: &str, opts: Options) -> Result<(), ExporterError> {
         let inputs = Inputs {
             scan: last.as_ref(),
             apiservers: extras.apiservers.as_ref(),
-            keys: &extras.keys,
+            keys: &extras.state.keys,
             first_seen,
             policy: &opts.policy,
             scan_failures: Some(failures),

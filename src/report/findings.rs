@@ -45,6 +45,26 @@ pub fn assess(inp: &AssessInputs<'_>) -> Vec<Finding> {
     out
 }
 
+/// Judges `scan` by the config and the policy and stores the findings and the result line
+/// (`PASS with 1 warning`) in it: what `scan`, `status` and the exporter print and exit by.
+pub fn judge(
+    scan: &mut ScanReport,
+    config: &LoadedConfig,
+    policy: &Policy,
+    rotation: Option<&Rotation>,
+    apiservers: Option<&ApiserverSurvey>,
+) {
+    let findings = assess(&AssessInputs {
+        scan,
+        config,
+        policy,
+        rotation,
+        apiservers,
+    });
+    scan.result = crate::model::finding::verdict_line(&findings);
+    scan.findings = findings;
+}
+
 /// A resource's stored values are rewritten by the rotation in progress: it is written by one
 /// of the rules the rotation edits.
 fn rewriting(inp: &AssessInputs<'_>, resource: &GroupResource) -> bool {

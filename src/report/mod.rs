@@ -2,6 +2,7 @@
 //! result, for every covered object. The report is built only from labels, fingerprints,
 //! hashes, counts and object names: it never contains a key or a secret value.
 
+pub mod audit;
 pub mod checks;
 pub mod diff;
 pub mod findings;
@@ -22,7 +23,8 @@ pub(crate) use text::{old_copies_sections, sample_evidence};
 
 use crate::config::{LoadedConfig, Severity};
 use crate::model::census::{
-    BackupFile, FreePages, HistoryReport, MemberDb, ResourceReport, ScanReport, SnapshotSection,
+    BackupFile, EtcdInfo, FreePages, HistoryReport, MemberDb, ResourceReport, ScanReport,
+    SnapshotSection,
 };
 use crate::model::covered_resources;
 
@@ -85,32 +87,6 @@ pub struct Check {
     pub status: Status,
     /// What was seen: counts, hashes, object names. Never data or keys.
     pub evidence: Vec<String>,
-}
-
-/// One etcd member.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EtcdMember {
-    /// Member ID, hex.
-    pub id: String,
-    /// Member name.
-    pub name: String,
-    /// Its client URLs.
-    pub client_urls: Vec<String>,
-}
-
-/// The etcd cluster the scan read.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EtcdInfo {
-    /// The endpoints atrest connected to.
-    pub endpoints: Vec<String>,
-    /// Cluster ID, hex.
-    pub cluster_id: String,
-    /// Server version.
-    pub version: String,
-    /// Every member.
-    pub members: Vec<EtcdMember>,
-    /// The revision the scan was pinned at.
-    pub revision: i64,
 }
 
 /// One key of a resource's provider list, as the report shows it.

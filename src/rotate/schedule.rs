@@ -1,6 +1,6 @@
-//! Rotation on a schedule: whether a write key is due (`atrest rotate run --if-older-than`), and
-//! the lock that keeps two runs (a timer firing while an admin runs a step) from ever working
-//! on one state folder at once.
+//! Rotation on a schedule: whether a write key is due (`atrest rotate run --if-older-than`). The
+//! lock that keeps two runs from working on one state folder at once is
+//! [`crate::state::RotationLock`].
 
 use std::collections::BTreeSet;
 
@@ -10,7 +10,9 @@ use crate::GroupResource;
 use crate::config::EncryptionConfig;
 use crate::model::KeyProvider;
 use crate::model::{KeyLabel, covered_resources};
-use crate::state::RotationState;
+use crate::state::{Rotation, RotationState};
+
+use super::{RotateError, Rotator};
 
 /// One write key and why it is (or is not) due.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +39,59 @@ impl Schedule {
     }
 }
 
+/// What `rotate run --if-older-than` decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// A rotation is in progress: it is resumed whatever the keys' ages.
+    InProgress(Rotation),
+    /// No rotation in progress: what the limits say of each write key.
+    Scheduled(Schedule),
+}
+
+impl Due {
+    /// The rotation runs.
+    pub fn due(&self) -> bool {
+        match self {
+            Due::InProgress(_) => true,
+            Due::Scheduled(s) => s.due(),
+        }
+    }
+}
+
+impl Rotator<'_> {
+    /// Whether `rotate run --if-older-than` runs now: a rotation in progress is resumed;
+    /// otherwise only when a write key of `resources` it would replace is past `limits`.
+    pub async fn due(
+        &self,
+        config: &EncryptionConfig,
+        resources: &[GroupResource],
+        limits: Limits,
+    ) -> Result<Due, RotateError> {
+        let st = RotationState::load(&self.state_dir, &self.config_path)?;
+        if let Some(r) = st.rotation {
+            return Ok(Due::InProgress(r));
+        }
+        let revision = super::snapshot::current_revision(self.etcd).await?;
+        Ok(Due::Scheduled(schedule(
+            config,
+            resources,
+            &st,
+            limits,
+            Utc::now(),
+            revision,
+        )))
+    }
+
+    /// `prune --remove-snapshots` with nothing to prune (no rotation in progress, or one not
+    /// yet re-encrypted) only removes snapshots: those of finished rotations, never the restore
+    /// point of the rotation in progress.
+    pub fn prune_only_removes_snapshots(&self) -> Result<bool, RotateError> {
+        Ok(RotationState::load(&self.state_dir, &self.config_path)?
+            .rotation
+            .is_none_or(|r| r.stage != crate::state::Stage::Reencrypted))
+    }
+}
+
 /// The limits a scheduled rotation holds the write keys to.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -48,7 +103,7 @@ pub struct Limits {
 
 /// Which write keys of `resources` (empty: every resource the config names, and secrets) are
 /// due under `limits`, at `now` and etcd revision `revision`. Age is measured as everywhere
-/// else ([`super::state::key_in_use_since`]); a key the state has no date for is of unknown age
+/// else ([`crate::state::key_in_use_since`]); a key the state has no date for is of unknown age
 /// and counts as due, as does an identity write key (nothing is encrypted). The aesgcm write
 /// estimate is the etcd revisions since promote recorded (an upper bound: every etcd write
 /// counts).

@@ -261,6 +261,16 @@ pub enum StateError {
 }
 
 impl RotationState {
+    /// Whether atrest recorded anything here: a config it expects or a finished rotation.
+    pub fn records_anything(&self) -> bool {
+        self.expected_hash.is_some() || !self.history.is_empty()
+    }
+
+    /// The last rotation finished (pruned, not aborted) and none is in progress.
+    pub fn finished(&self) -> bool {
+        self.rotation.is_none() && self.history.last().is_some_and(|r| !r.aborted)
+    }
+
     /// The state file of the state folder `dir`.
     pub fn path(dir: &Path) -> PathBuf {
         dir.join(STATE_FILE)

@@ -68,26 +68,14 @@ pub(super) fn policy(path: Option<&std::path::Path>) -> anyhow::Result<atrest::r
     })
 }
 
-/// What each apiserver reports having loaded, when atrest has a way to ask (a kubeconfig found
-/// or given, or `--apiserver` URLs); `None` otherwise, and when the kubeconfig does not load.
+/// What each apiserver reports having loaded, when atrest has a way to ask
+/// ([`atrest::cluster::Context::apiservers_to_ask`]).
 pub(super) async fn survey_apiservers(
     ctx: &atrest::cluster::Context,
     explicit: &[String],
 ) -> Option<atrest::kube::Convergence> {
-    let kubeconfig = ctx.settings.kubeconfig.as_ref().map(|k| k.value.as_path());
-    if kubeconfig.is_none()
-        && explicit.is_empty()
-        && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none()
-    {
-        return None;
-    }
-    match ctx.apiservers(explicit).await {
-        Ok(apiservers) => Some(apiservers.survey(&ctx.config.hash).await),
-        Err(e) => {
-            tracing::warn!("apiservers not asked which config they run: {e}");
-            None
-        }
-    }
+    let apiservers = ctx.apiservers_to_ask(explicit).await?;
+    Some(apiservers.survey(&ctx.config.hash).await)
 }
 
 /// The state folder to read, saying on stderr when state still sits in the old default.
@@ -102,19 +90,9 @@ pub(super) fn state_dir_to_read(
     dir.to_read().to_path_buf()
 }
 
-/// The rotation in progress recorded in the state folder, if any (an unreadable state counts
-/// as none: every stale value is then a finding).
-pub(super) fn rotation_in_progress(
-    state_dir: &std::path::Path,
-    config: &std::path::Path,
-) -> Option<atrest::state::Rotation> {
-    atrest::state::RotationState::load(state_dir, config)
-        .ok()
-        .and_then(|s| s.rotation)
-}
-
-/// Judges `scan` (the one assessment: [`atrest::report::findings::assess`]) and stores the
-/// findings and the result line in it.
+/// Judges `scan` ([`atrest::report::findings::judge`]) with the rotation in progress recorded
+/// in the state folder (an unreadable state counts as none: every stale value is then a
+/// finding).
 pub(super) fn judge(
     ctx: &atrest::cluster::Context,
     scan: &mut atrest::model::census::ScanReport,
@@ -122,14 +100,8 @@ pub(super) fn judge(
     state_dir: &std::path::Path,
     apiservers: Option<&atrest::report::ApiserverSurvey>,
 ) {
-    let rotation = rotation_in_progress(state_dir, &ctx.config.path);
-    let findings = atrest::report::findings::assess(&atrest::report::findings::AssessInputs {
-        scan,
-        config: &ctx.config,
-        policy,
-        rotation: rotation.as_ref(),
-        apiservers,
-    });
-    scan.result = atrest::model::finding::verdict_line(&findings);
-    scan.findings = findings;
+    let rotation = atrest::state::RotationState::load(state_dir, &ctx.config.path)
+        .ok()
+        .and_then(|s| s.rotation);
+    atrest::report::findings::judge(scan, &ctx.config, policy, rotation.as_ref(), apiservers);
 }

@@ -9,6 +9,7 @@ use crate::cli::progress::Bar;
 use crate::cli::{EXIT_INTERRUPTED, EXIT_OK};
 use atrest::cluster::Context;
 use atrest::model::KeyProvider;
+use atrest::rotate::schedule::Due;
 use atrest::rotate::{PrepareRequest, Rotator, SnapshotChoice, TargetSpec};
 
 fn request(p: &args::RotatePrepareArgs) -> Result<PrepareRequest> {
@@ -152,13 +153,9 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
             .map(|r| r.progress)
             .unwrap_or(crate::cli::progress::ProgressMode::None),
     );
-    // `prune --remove-snapshots` with nothing to prune (no rotation in progress, or one not yet
-    // re-encrypted) only removes snapshots: those of finished rotations, never the restore
-    // point of the rotation in progress (what `scan --history` and `report` advise).
+    // What `scan --history` and `report` advise: `prune --remove-snapshots` after a rotation.
     let only_remove = matches!(&c, R::Prune(p) if p.remove_snapshots)
-        && atrest::state::RotationState::load(&rotator.state_dir, &rotator.config_path)?
-            .rotation
-            .is_none_or(|r| r.stage != atrest::state::Stage::Reencrypted);
+        && rotator.prune_only_removes_snapshots()?;
     let result = match (&c, prepare) {
         (R::Prune(_), _) if only_remove => Ok(()),
         (R::Prepare(_), Some(req)) => rotator.prepare(req).await,
@@ -186,8 +183,7 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
                     st.expected_hash.as_deref().unwrap_or("-")
                 ),
             }
-            let finished = st.rotation.is_none() && st.history.last().is_some_and(|r| !r.aborted);
-            if only_remove || (finished && matches!(c, R::Prune(_) | R::Run(_))) {
+            if only_remove || (st.finished() && matches!(c, R::Prune(_) | R::Run(_))) {
                 let (remove, backup_dirs) = match &c {
                     R::Prune(p) => (p.remove_snapshots, p.backup_dirs.clone()),
                     _ => (false, Vec::new()),
@@ -288,50 +284,39 @@ fn rotate_hint(
     })
 }
 
-/// `rotate run --if-older-than`: a rotation in progress is resumed; otherwise the rotation runs
-/// only when a write key it would replace is past the age (or, for aesgcm, the write) limit.
+/// `rotate run --if-older-than` ([`Rotator::due`]), said on stdout.
 async fn rotation_due(
     rotator: &Rotator<'_>,
     ctx: &Context,
     p: &args::RotateRunArgs,
     max_age: Duration,
 ) -> Result<bool> {
-    let st = atrest::state::RotationState::load(&rotator.state_dir, &rotator.config_path)?;
-    if let Some(r) = &st.rotation {
-        crate::cli::outln!(
+    let policy = super::policy(p.policy.as_deref())?;
+    let limits = atrest::rotate::schedule::Limits {
+        max_age,
+        aesgcm_max_writes: policy.aesgcm_max_writes,
+    };
+    let resources = atrest::cluster::parse_rule_resources(&p.prepare.resources);
+    let due = rotator.due(&ctx.config.config, &resources, limits).await?;
+    match &due {
+        Due::InProgress(r) => crate::cli::outln!(
             "a rotation to {} is in progress (stage {}): resuming it",
             r.target,
             r.stage
-        );
-        return Ok(true);
+        ),
+        Due::Scheduled(s) => {
+            for k in &s.keys {
+                crate::cli::outln!(
+                    "{}: {}{}",
+                    k.label,
+                    k.why,
+                    if k.due { " — due" } else { "" }
+                );
+            }
+            if !s.due() {
+                crate::cli::outln!("no write key is due for rotation: nothing to do");
+            }
+        }
     }
-    let policy = match &p.policy {
-        Some(f) => atrest::report::Policy::load(f)?,
-        None => atrest::report::Policy::default(),
-    };
-    let revision = atrest::rotate::snapshot::current_revision(rotator.etcd).await?;
-    let resources = atrest::cluster::parse_rule_resources(&p.prepare.resources);
-    let s = atrest::rotate::schedule::schedule(
-        &ctx.config.config,
-        &resources,
-        &st,
-        atrest::rotate::schedule::Limits {
-            max_age,
-            aesgcm_max_writes: policy.aesgcm_max_writes,
-        },
-        chrono::Utc::now(),
-        revision,
-    );
-    for k in &s.keys {
-        crate::cli::outln!(
-            "{}: {}{}",
-            k.label,
-            k.why,
-            if k.due { " — due" } else { "" }
-        );
-    }
-    if !s.due() {
-        crate::cli::outln!("no write key is due for rotation: nothing to do");
-    }
-    Ok(s.due())
+    Ok(due.due())
 }

@@ -85,12 +85,12 @@ async fn write_textfile(
     policy: &atrest::report::Policy,
     apiservers: Option<&ApiserverSurvey>,
 ) -> Result<()> {
-    let x = exporter::extras(state_dir, &ctx.config, None).await;
+    let x = atrest::report::audit::Extras::gather(state_dir, &ctx.config, None).await;
     let first_seen = Default::default();
     let text = metrics::render(&metrics::Inputs {
         scan: Some(good),
         apiservers,
-        keys: &x.keys,
+        keys: &x.state.keys,
         first_seen: &first_seen,
         policy,
         scan_failures: None,

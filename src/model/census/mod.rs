@@ -267,3 +267,29 @@ impl ScanReport {
         t
     }
 }
+
+/// One etcd member.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EtcdMember {
+    /// Member ID, hex.
+    pub id: String,
+    /// Member name.
+    pub name: String,
+    /// Its client URLs.
+    pub client_urls: Vec<String>,
+}
+
+/// The etcd cluster the scan read.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EtcdInfo {
+    /// The endpoints atrest connected to.
+    pub endpoints: Vec<String>,
+    /// Cluster ID, hex.
+    pub cluster_id: String,
+    /// Server version.
+    pub version: String,
+    /// Every member.
+    pub members: Vec<EtcdMember>,
+    /// The revision the scan was pinned at.
+    pub revision: i64,
+}
