@@ -137,17 +137,30 @@ async fn send(
             };
         }
     };
+    outcome(status, after, &bytes, method, url, resource_version)
+}
+
+/// What the apiserver's answer to one rewrite (`status`, `Retry-After`, the response `bytes`)
+/// says it did.
+fn outcome(
+    status: u16,
+    after: Option<Duration>,
+    bytes: &[u8],
+    method: &str,
+    url: &str,
+    resource_version: i64,
+) -> Outcome {
     let status_message = || {
-        crate::codec::object::response_status_message(&bytes)
+        crate::codec::object::response_status_message(bytes)
             .or_else(|| {
-                serde_json::from_slice::<serde_json::Value>(&bytes)
+                serde_json::from_slice::<serde_json::Value>(bytes)
                     .ok()
                     .and_then(|v| v["message"].as_str().map(str::to_string))
             })
             .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned())
     };
     match status {
-        200 => match response_resource_version(&bytes).and_then(|v| v.parse::<i64>().ok()) {
+        200 => match response_resource_version(bytes).and_then(|v| v.parse::<i64>().ok()) {
             Some(rv) if rv != resource_version => Outcome::Rewritten {
                 resource_version: rv,
             },

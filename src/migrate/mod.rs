@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 pub use checkpoint::{Checkpoint, CheckpointError, Counters};
@@ -28,7 +28,7 @@ use worker::{
 use crate::GroupResource;
 use crate::codec::ProviderTable;
 use crate::config::LoadedConfig;
-use crate::etcd::scan::{self, ClassifyConfig, Progress, Scan, ScanOptions};
+use crate::etcd::scan::{self, ClassifyConfig, Progress, Scan, ScanOptions, ScanPlan};
 use crate::kube::rewrite::WritePath;
 use crate::kube::{self as k8s, Api, ApiPath};
 
@@ -79,6 +79,7 @@ pub struct Reencrypt<'a> {
     pub opts: ReencryptOptions,
 }
 
+/// One page of the targeting scan whose targets are not all finished yet.
 struct PageState {
     seq: u64,
     range_start: String,
@@ -87,7 +88,29 @@ struct PageState {
     dispatched: bool,
 }
 
-impl Reencrypt<'_> {
+/// A run's moving state, handed from step to step of [`Reencrypt::run`]: the checkpoint, the
+/// pages whose targets are not all finished, the writes in flight, and the first fatal error.
+struct RunState {
+    cp: Checkpoint,
+    /// What earlier runs finished (a resume): progress shows this run's share.
+    base: Counters,
+    report: ReencryptReport,
+    shared: Arc<Shared>,
+    sem: Arc<Semaphore>,
+    tasks: JoinSet<TaskResult>,
+    /// The writes in flight, by etcd key: those dropped at an outage are looked up in etcd
+    /// before the checkpoint is saved, so that one applied as the apiserver died is counted.
+    in_flight: HashMap<String, InFlight>,
+    pages: VecDeque<PageState>,
+    paths: HashMap<GroupResource, ApiPath>,
+    tables: HashMap<GroupResource, Arc<ProviderTable>>,
+    fatal: Option<MigrateError>,
+    last_save: Instant,
+    /// The number of the last page read.
+    seq: u64,
+}
+
+impl<'a> Reencrypt<'a> {
     /// Scans, rewrites every object not on its resource's write key, saves progress as it goes,
     /// then reads etcd again and reports what remains. Stops early (saving) when `opts.stop` is
     /// set.
@@ -96,25 +119,54 @@ impl Reencrypt<'_> {
         progress: &mut dyn Progress,
     ) -> Result<ReencryptReport, MigrateError> {
         let started = Instant::now();
+        // Borrowed for the run's lifetime, not through `self`: the steps below need it mutably.
+        let (config, etcd, etcd_prefix) = (self.config, self.etcd, self.etcd_prefix);
+        let plan = scan::plan_covered(&config.config, etcd_prefix, &self.opts.resources);
+        let cp = self.start_checkpoint()?;
+        let scan_opts = self.targeting_options(&cp);
+        let mut scan = Scan::start(etcd, &config.config, etcd_prefix, &plan, &scan_opts).await?;
+        progress.total(scan.total);
+        let mut st = self.run_state(cp, scan.revision);
+        self.dispatch(&mut st, &mut scan, &plan, progress).await?;
+        self.drain(&mut st, progress).await;
+        self.recheck_dropped(&mut st).await;
+        let (mut report, read_everything) = self.conclude(st, scan).await?;
+        // A run that found nothing to rewrite already read everything on its write key at one
+        // revision.
+        if read_everything && !self.opts.dry_run && report.total.targeted > 0 {
+            self.prove(&plan, &mut report).await?;
+        }
+        report.elapsed_seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// The checkpoint this run starts from. With `--resume` the saved one, refused under
+    /// another config, with what earlier runs left unfinished forgotten (so that it is targeted
+    /// and counted again); otherwise a new one bound to the config's hash.
+    fn start_checkpoint(&self) -> Result<Checkpoint, CheckpointError> {
         let opts = &self.opts;
-        let plan = scan::plan_covered(&self.config.config, self.etcd_prefix, &opts.resources);
-        let mut cp = if opts.resume {
+        if opts.resume {
             let mut cp = Checkpoint::load(&opts.checkpoint)?;
             cp.check_config(&opts.checkpoint, &self.config.path, &self.config.hash)?;
             cp.forget_unfinished();
-            cp
-        } else {
-            let now = chrono::Utc::now().to_rfc3339();
-            Checkpoint {
-                version: checkpoint::CHECKPOINT_VERSION,
-                config_path: self.config.path.clone(),
-                config_hash: self.config.hash.clone(),
-                started: now.clone(),
-                updated: now,
-                ..Default::default()
-            }
-        };
-        let scan_opts = ScanOptions {
+            return Ok(cp);
+        }
+        let now = chrono::Utc::now().to_rfc3339();
+        Ok(Checkpoint {
+            version: checkpoint::CHECKPOINT_VERSION,
+            config_path: self.config.path.clone(),
+            config_hash: self.config.hash.clone(),
+            started: now.clone(),
+            updated: now,
+            ..Default::default()
+        })
+    }
+
+    /// How the targeting scan reads etcd: after the checkpoint's cursors, in pages sized for
+    /// the rewrites, following compaction.
+    fn targeting_options(&self, cp: &Checkpoint) -> ScanOptions<'a> {
+        let opts = &self.opts;
+        ScanOptions {
             // Classification by prefix, key name and shape is enough to target (a resourceVersion
             // precondition guards every write); metadata, and so the uid, where it is plaintext.
             classify: ClassifyConfig::new(false, true, self.plugins, Vec::new()),
@@ -138,19 +190,13 @@ impl Reencrypt<'_> {
             // A run of a large cluster outlasts the apiserver's 5-minute compaction of the
             // revision it started at (at a million objects: stopped after 7 minutes).
             follow_compaction: true,
-        };
-        let mut scan = Scan::start(
-            self.etcd,
-            &self.config.config,
-            self.etcd_prefix,
-            &plan,
-            &scan_opts,
-        )
-        .await?;
-        progress.total(scan.total);
-        // What earlier runs finished (a resume): progress shows this run's share.
-        let base = cp.total();
+        }
+    }
 
+    /// The state the run starts with: what its workers share (apiserver, etcd, rate limit,
+    /// health), the slots for `concurrency` writes, and an empty report.
+    fn run_state(&self, cp: Checkpoint, revision: i64) -> RunState {
+        let opts = &self.opts;
         let shared = Arc::new(Shared {
             api: self.api.clone(),
             etcd: self.etcd.clone(),
@@ -167,179 +213,237 @@ impl Reencrypt<'_> {
             stop: Arc::clone(&opts.stop),
             patch_only: AtomicBool::new(!opts.put),
         });
-        let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-        let mut tasks: JoinSet<TaskResult> = JoinSet::new();
-        // The writes in flight, by etcd key: those dropped at an outage are looked up in etcd
-        // before the checkpoint is saved, so that one applied as the apiserver died is counted.
-        let mut in_flight: HashMap<String, InFlight> = HashMap::new();
-        let mut pages: VecDeque<PageState> = VecDeque::new();
-        let mut paths: HashMap<GroupResource, ApiPath> = HashMap::new();
-        let mut tables: HashMap<GroupResource, Arc<ProviderTable>> = HashMap::new();
-        let mut report = ReencryptReport {
-            dry_run: opts.dry_run,
-            resumed: opts.resume,
-            revision: scan.revision,
-            checkpoint: opts.checkpoint.clone(),
-            ..Default::default()
-        };
-        let mut fatal: Option<MigrateError> = None;
-        let mut last_save = Instant::now();
-        let mut seq = 0u64;
+        RunState {
+            base: cp.total(),
+            cp,
+            report: ReencryptReport {
+                dry_run: opts.dry_run,
+                resumed: opts.resume,
+                revision,
+                checkpoint: opts.checkpoint.clone(),
+                ..Default::default()
+            },
+            shared,
+            sem: Arc::new(Semaphore::new(opts.concurrency.max(1))),
+            tasks: JoinSet::new(),
+            in_flight: HashMap::new(),
+            pages: VecDeque::new(),
+            paths: HashMap::new(),
+            tables: HashMap::new(),
+            fatal: None,
+            last_save: Instant::now(),
+            seq: 0,
+        }
+    }
+
+    /// Reads the targeting scan's pages and sends their targets' rewrites while the scan
+    /// streams on, until it ends, a stop signal or a fatal error. A page's cursor moves once it
+    /// is fully dispatched and all its targets are finished.
+    async fn dispatch(
+        &mut self,
+        st: &mut RunState,
+        scan: &mut Scan<'_>,
+        plan: &ScanPlan,
+        progress: &mut dyn Progress,
+    ) -> Result<(), MigrateError> {
         let mut collector = Collector {
             targets: Vec::new(),
-            keep_values: opts.put && !opts.dry_run,
+            keep_values: self.opts.put && !self.opts.dry_run,
         };
-
-        'pages: while !self.stopping(&fatal) {
+        while !self.stopping(&st.fatal) {
             let Some(page) = scan.next_page(&mut collector).await? else {
                 break;
             };
             // Counted as scanned before any of its objects is targeted.
             progress.advance(page.count);
-            seq += 1;
+            st.seq += 1;
             let targets = std::mem::take(&mut collector.targets);
             let range_start = String::from_utf8_lossy(&plan.ranges[page.range].start).into_owned();
-            pages.push_back(PageState {
-                seq,
+            st.pages.push_back(PageState {
+                seq: st.seq,
                 range_start,
                 last_key: String::from_utf8_lossy(&page.last_key).into_owned(),
                 pending: targets.len(),
                 dispatched: false,
             });
-            for t in targets {
-                let resource = t.resource.to_string();
-                cp.write_keys
-                    .entry(resource.clone())
-                    .or_insert_with(|| self.config.config.resolve(&t.resource).write_key());
-                cp.counters.entry(resource.clone()).or_default().targeted += 1;
-                if opts.dry_run {
-                    if report.would_rewrite.len() < opts.max_list {
-                        report
-                            .would_rewrite
-                            .push(format!("{resource} {}", t.object));
-                    }
-                    settle(&mut pages, seq);
-                    continue;
-                }
-                if self.stopping(&fatal) {
-                    break 'pages;
-                }
-                if let Some(check) = self.preflight.take() {
-                    check.await.map_err(MigrateError::Preflight)?;
-                    // The checkpoint must be writable before anything is rewritten: a full
-                    // disk stops the run here, not after the first rewrites.
-                    let dir = opts
-                        .checkpoint
-                        .parent()
-                        .filter(|d| !d.as_os_str().is_empty())
-                        .unwrap_or(std::path::Path::new("."));
-                    crate::fsutil::ensure_room(
-                        dir,
-                        "the re-encryption checkpoint",
-                        CHECKPOINT_ROOM,
-                        "the checkpoint is small, but each save writes a new copy first".into(),
-                    )
-                    .map_err(CheckpointError::from)?;
-                    cp.updated = chrono::Utc::now().to_rfc3339();
-                    cp.save(&opts.checkpoint)?;
-                    last_save = Instant::now();
-                }
-                if !paths.contains_key(&t.resource) {
-                    let p = k8s::discover(self.api, &t.resource).await?;
-                    paths.insert(t.resource.clone(), p);
-                }
-                let path = paths[&t.resource].clone();
-                let table = tables
-                    .entry(t.resource.clone())
-                    .or_insert_with(|| {
-                        Arc::new(ProviderTable::new(&self.config.config.resolve(&t.resource)))
-                    })
-                    .clone();
-                // Wait for a slot, handling finished rewrites meanwhile.
-                let permit = loop {
-                    if let Ok(p) = sem.clone().try_acquire_owned() {
-                        break p;
-                    }
-                    match self.next_finished(&mut tasks, &shared, progress).await {
-                        Finished::Task(r) => {
-                            in_flight.remove(&r.target.key);
-                            self.handle(*r, &mut cp, &mut pages, &mut fatal, &paths);
-                            report_rewrites(&cp, &base, progress);
-                        }
-                        Finished::Outage(e) => {
-                            fatal.get_or_insert(e);
-                        }
-                        Finished::None => {}
-                    }
-                    self.save_if_due(&mut cp, &mut last_save)?;
-                    if fatal.is_some() {
-                        break 'pages;
-                    }
-                };
-                in_flight.insert(
-                    t.key.clone(),
-                    InFlight {
-                        page: seq,
-                        // Without the stored bytes: no second copy of the object's data.
-                        target: Target {
-                            resource: t.resource.clone(),
-                            key: t.key.clone(),
-                            object: t.object.clone(),
-                            mod_revision: t.mod_revision,
-                            uid: t.uid.clone(),
-                            value: None,
-                        },
-                        table: Arc::clone(&table),
-                    },
-                );
-                let shared = Arc::clone(&shared);
-                tasks.spawn(async move {
-                    let r = rewrite_one(&shared, &path, &table, t, seq).await;
-                    drop(permit);
-                    r
-                });
+            if !self.dispatch_page(st, targets, progress).await? {
+                break;
             }
-            if let Some(p) = pages.back_mut() {
+            if let Some(p) = st.pages.back_mut() {
                 p.dispatched = true;
             }
-            advance(&mut pages, &mut cp);
-            while let Some(Ok(r)) = tasks.try_join_next() {
-                in_flight.remove(&r.target.key);
-                self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
+            advance(&mut st.pages, &mut st.cp);
+            while let Some(Ok(r)) = st.tasks.try_join_next() {
+                self.finish_task(st, r);
             }
-            report_rewrites(&cp, &base, progress);
-            self.save_if_due(&mut cp, &mut last_save)?;
+            report_rewrites(&st.cp, &st.base, progress);
+            self.save_if_due(st)?;
         }
-        // Finish the writes in flight, whatever stopped the loop; after an outage, drop them:
-        // their objects stay before the cursor, and the next run finds in etcd what became of
-        // them.
+        Ok(())
+    }
+
+    /// Counts each of one page's targets and sends its rewrite (a dry run only lists it).
+    /// `Ok(false)`: a stop or a fatal error ended dispatching mid-page; the page is then never
+    /// marked dispatched, so the cursor does not pass it.
+    async fn dispatch_page(
+        &mut self,
+        st: &mut RunState,
+        targets: Vec<Target>,
+        progress: &mut dyn Progress,
+    ) -> Result<bool, MigrateError> {
+        for t in targets {
+            let resource = t.resource.to_string();
+            st.cp
+                .write_keys
+                .entry(resource.clone())
+                .or_insert_with(|| self.config.config.resolve(&t.resource).write_key());
+            st.cp.counters.entry(resource.clone()).or_default().targeted += 1;
+            if self.opts.dry_run {
+                if st.report.would_rewrite.len() < self.opts.max_list {
+                    st.report
+                        .would_rewrite
+                        .push(format!("{resource} {}", t.object));
+                }
+                settle(&mut st.pages, st.seq);
+                continue;
+            }
+            if self.stopping(&st.fatal) {
+                return Ok(false);
+            }
+            if let Some(check) = self.preflight.take() {
+                self.before_first_write(st, check).await?;
+            }
+            let (path, table) = self.route(st, &t.resource).await?;
+            let Some(permit) = self.free_slot(st, progress).await? else {
+                return Ok(false);
+            };
+            st.spawn(t, path, table, permit);
+        }
+        Ok(true)
+    }
+
+    /// Just before the first write (so a run with nothing to rewrite asks the apiservers
+    /// nothing): the caller's preflight, then a first checkpoint save.
+    async fn before_first_write(
+        &self,
+        st: &mut RunState,
+        check: Preflight<'_>,
+    ) -> Result<(), MigrateError> {
+        check.await.map_err(MigrateError::Preflight)?;
+        // The checkpoint must be writable before anything is rewritten: a full
+        // disk stops the run here, not after the first rewrites.
+        let dir = self
+            .opts
+            .checkpoint
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        crate::fsutil::ensure_room(
+            dir,
+            "the re-encryption checkpoint",
+            CHECKPOINT_ROOM,
+            "the checkpoint is small, but each save writes a new copy first".into(),
+        )
+        .map_err(CheckpointError::from)?;
+        st.cp.updated = chrono::Utc::now().to_rfc3339();
+        st.cp.save(&self.opts.checkpoint)?;
+        st.last_save = Instant::now();
+        Ok(())
+    }
+
+    /// Where a resource's rewrites go (its API path, discovered once) and how its stored values
+    /// are read back (its provider table, built once).
+    async fn route(
+        &self,
+        st: &mut RunState,
+        resource: &GroupResource,
+    ) -> Result<(ApiPath, Arc<ProviderTable>), MigrateError> {
+        if !st.paths.contains_key(resource) {
+            let p = k8s::discover(self.api, resource).await?;
+            st.paths.insert(resource.clone(), p);
+        }
+        let path = st.paths[resource].clone();
+        let table = st
+            .tables
+            .entry(resource.clone())
+            .or_insert_with(|| Arc::new(ProviderTable::new(&self.config.config.resolve(resource))))
+            .clone();
+        Ok((path, table))
+    }
+
+    /// Waits for a slot among the `concurrency` writes in flight, handling finished rewrites
+    /// meanwhile. `None`: a fatal error came first, and nothing more is sent.
+    async fn free_slot(
+        &self,
+        st: &mut RunState,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<OwnedSemaphorePermit>, MigrateError> {
+        loop {
+            if let Ok(p) = st.sem.clone().try_acquire_owned() {
+                return Ok(Some(p));
+            }
+            self.wait_one(st, progress).await;
+            self.save_if_due(st)?;
+            if st.fatal.is_some() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Finishes the writes in flight, whatever stopped dispatching. A stop signal gives them
+    /// [`STOP_GRACE`]; after an outage they are dropped at once: their objects stay before the
+    /// cursor, and [`Self::recheck_dropped`] asks etcd what became of them.
+    async fn drain(&self, st: &mut RunState, progress: &mut dyn Progress) {
         let mut stop_seen: Option<Instant> = None;
         loop {
-            if opts.stop.load(Ordering::SeqCst) {
+            if self.opts.stop.load(Ordering::SeqCst) {
                 stop_seen.get_or_insert_with(Instant::now);
             }
             // A signal gives the writes in flight a few seconds; an outage none.
             let give_up = stop_seen.is_some_and(|t| t.elapsed() >= STOP_GRACE)
-                || matches!(fatal, Some(MigrateError::ApiserverUnreachable { .. }));
+                || matches!(st.fatal, Some(MigrateError::ApiserverUnreachable { .. }));
             if give_up {
-                tasks.abort_all();
+                st.tasks.abort_all();
             }
-            match self.next_finished(&mut tasks, &shared, progress).await {
-                Finished::Task(r) => {
-                    in_flight.remove(&r.target.key);
-                    self.handle(*r, &mut cp, &mut pages, &mut fatal, &paths);
-                    report_rewrites(&cp, &base, progress);
-                }
-                Finished::Outage(e) => {
-                    fatal.get_or_insert(e);
-                }
-                Finished::None if tasks.is_empty() => break,
-                Finished::None => {}
+            if !self.wait_one(st, progress).await && st.tasks.is_empty() {
+                break;
             }
         }
-        // Writes dropped unanswered: what etcd holds decides, as for a write that gave up.
-        for (_, f) in in_flight.drain() {
-            let done = match recheck(&shared, &f.table, &f.target.key).await {
+    }
+
+    /// Waits for the next rewrite to finish and records it, or the outage declared meanwhile.
+    /// `false`: nothing finished (none in flight, or a task that did not finish normally).
+    async fn wait_one(&self, st: &mut RunState, progress: &mut dyn Progress) -> bool {
+        match self
+            .next_finished(&mut st.tasks, &st.shared, progress)
+            .await
+        {
+            Finished::Task(r) => {
+                self.finish_task(st, *r);
+                report_rewrites(&st.cp, &st.base, progress);
+                true
+            }
+            Finished::Outage(e) => {
+                st.fatal.get_or_insert(e);
+                true
+            }
+            Finished::None => false,
+        }
+    }
+
+    /// A rewrite finished: it is no longer in flight, and its result is counted.
+    fn finish_task(&self, st: &mut RunState, r: TaskResult) {
+        st.in_flight.remove(&r.target.key);
+        self.handle(r, st);
+    }
+
+    /// Writes dropped unanswered (an outage, or a stop's grace ran out): what etcd holds
+    /// decides, as for a write that gave up, so that one applied as the apiserver died is
+    /// counted and its page can still let the cursor move.
+    async fn recheck_dropped(&self, st: &mut RunState) {
+        let dropped = std::mem::take(&mut st.in_flight);
+        for (_, f) in dropped {
+            let done = match recheck(&st.shared, &f.table, &f.target.key).await {
                 Recheck::Current => Done::AlreadyCurrent,
                 Recheck::Gone => Done::Gone,
                 Recheck::Stale { .. } | Recheck::Unreadable(_) => continue,
@@ -353,8 +457,25 @@ impl Reencrypt<'_> {
                 via: None,
                 conflicts: 0,
             };
-            self.handle(r, &mut cp, &mut pages, &mut fatal, &paths);
+            self.handle(r, st);
         }
+    }
+
+    /// Ends the targeting scan, saves the checkpoint a last time (finished only when every
+    /// range was read through) and fills the report's counters. A fatal error is returned here,
+    /// after the save. Also tells whether everything was read, which the proof needs.
+    async fn conclude(
+        &self,
+        st: RunState,
+        scan: Scan<'_>,
+    ) -> Result<(ReencryptReport, bool), MigrateError> {
+        let opts = &self.opts;
+        let RunState {
+            mut cp,
+            mut report,
+            fatal,
+            ..
+        } = st;
         let interrupted = opts.stop.load(Ordering::SeqCst);
         let read_everything = !interrupted && fatal.is_none();
         let run = scan.finish(&mut Collector::default()).await;
@@ -377,37 +498,41 @@ impl Reencrypt<'_> {
             }
             return Err(e);
         }
-        // The proof: read etcd again, every value of the same resources. A run that found
-        // nothing to rewrite already read everything on its write key at one revision.
-        if read_everything && !opts.dry_run && report.total.targeted > 0 {
-            let mut remaining = Remaining {
-                count: 0,
-                names: Vec::new(),
-                limit: opts.max_list,
-            };
-            let verify_opts = ScanOptions {
-                classify: ClassifyConfig::new(false, false, self.plugins, Vec::new()),
-                patience: opts.patience,
-                page_keys: opts.page_keys,
-                ..Default::default()
-            };
-            scan::run(
-                self.etcd,
-                &self.config.config,
-                self.etcd_prefix,
-                &plan,
-                &verify_opts,
-                &mut remaining,
-                &mut (),
-            )
-            .await?;
-            report.remaining = remaining.count;
-            report.remaining_objects = remaining.names;
-        }
-        report.elapsed_seconds = started.elapsed().as_secs_f64();
-        Ok(report)
+        Ok((report, read_everything))
     }
 
+    /// The proof: read etcd again, every value of the same resources, and report what is still
+    /// not on its write key (new objects included).
+    async fn prove(
+        &self,
+        plan: &ScanPlan,
+        report: &mut ReencryptReport,
+    ) -> Result<(), MigrateError> {
+        let mut remaining = Remaining {
+            count: 0,
+            names: Vec::new(),
+            limit: self.opts.max_list,
+        };
+        let verify_opts = ScanOptions {
+            classify: ClassifyConfig::new(false, false, self.plugins, Vec::new()),
+            patience: self.opts.patience,
+            page_keys: self.opts.page_keys,
+            ..Default::default()
+        };
+        scan::run(
+            self.etcd,
+            &self.config.config,
+            self.etcd_prefix,
+            plan,
+            &verify_opts,
+            &mut remaining,
+            &mut (),
+        )
+        .await?;
+        report.remaining = remaining.count;
+        report.remaining_objects = remaining.names;
+        Ok(())
+    }
     /// The next finished rewrite. Meanwhile, every second, says how long the apiserver has
     /// answered nothing (once that passes 5 s), and declares the outage when it reaches the
     /// patience: a request that hangs is counted from when it was sent, so the run stops at
@@ -440,15 +565,13 @@ impl Reencrypt<'_> {
                         progress.stalled(&format!("apiserver {}", self.api.url), silent, patience);
                     }
                     if silent >= patience && !shared.abort.swap(true, Ordering::SeqCst) {
-                        return Finished::Outage(MigrateError::ApiserverUnreachable {
-                            url: self.api.url.clone(),
-                            waited: silent,
-                            last_error: format!(
+                        return Finished::Outage(self.unreachable(
+                            silent,
+                            format!(
                                 "no answer to the requests in flight for {} s",
                                 silent.as_secs()
                             ),
-                            checkpoint: self.opts.checkpoint.clone(),
-                        });
+                        ));
                     }
                 }
             }
@@ -456,15 +579,11 @@ impl Reencrypt<'_> {
     }
 
     /// Saves the checkpoint when `save_every` has passed since the last save.
-    fn save_if_due(
-        &self,
-        cp: &mut Checkpoint,
-        last_save: &mut Instant,
-    ) -> Result<(), CheckpointError> {
-        if !self.opts.dry_run && last_save.elapsed() >= self.opts.save_every {
-            cp.updated = chrono::Utc::now().to_rfc3339();
-            cp.save(&self.opts.checkpoint)?;
-            *last_save = Instant::now();
+    fn save_if_due(&self, st: &mut RunState) -> Result<(), CheckpointError> {
+        if !self.opts.dry_run && st.last_save.elapsed() >= self.opts.save_every {
+            st.cp.updated = chrono::Utc::now().to_rfc3339();
+            st.cp.save(&self.opts.checkpoint)?;
+            st.last_save = Instant::now();
         }
         Ok(())
     }
@@ -473,16 +592,13 @@ impl Reencrypt<'_> {
         fatal.is_some() || self.opts.stop.load(Ordering::SeqCst)
     }
 
-    fn handle(
-        &self,
-        r: TaskResult,
-        cp: &mut Checkpoint,
-        pages: &mut VecDeque<PageState>,
-        fatal: &mut Option<MigrateError>,
-        paths: &HashMap<GroupResource, ApiPath>,
-    ) {
+    /// Counts one finished rewrite in the checkpoint. Only an object proven on its write key
+    /// (or gone) settles its page, so that the cursor never passes one that `--resume` must
+    /// target again; an outage, an RBAC refusal or an apiserver on an older config becomes the
+    /// run's fatal error.
+    fn handle(&self, r: TaskResult, st: &mut RunState) {
         let resource = r.target.resource.to_string();
-        let c = cp.counters.entry(resource.clone()).or_default();
+        let c = st.cp.counters.entry(resource.clone()).or_default();
         c.writes += r.writes;
         c.put_writes += r.put_writes;
         c.conflicts += r.conflicts;
@@ -501,52 +617,113 @@ impl Reencrypt<'_> {
             }
             Done::GivenUp(why) => {
                 c.given_up += 1;
-                if cp.given_up.len() < self.opts.max_list {
-                    cp.given_up
+                if st.cp.given_up.len() < self.opts.max_list {
+                    st.cp
+                        .given_up
                         .push(format!("{resource} {}: {why}", r.target.object));
                 }
                 return;
             }
             Done::Outage { waited, last_error } => {
-                fatal.get_or_insert(MigrateError::ApiserverUnreachable {
-                    url: self.api.url.clone(),
-                    waited,
-                    last_error,
-                    checkpoint: self.opts.checkpoint.clone(),
-                });
+                st.fatal.get_or_insert(self.unreachable(waited, last_error));
                 return;
             }
             Done::Abandoned => return,
             Done::Forbidden(message) => {
-                let path = paths.get(&r.target.resource);
-                fatal.get_or_insert(MigrateError::Forbidden {
-                    resource: resource.clone(),
-                    object: r.target.object.clone(),
-                    group: path.map(|p| p.group.clone()).unwrap_or_default(),
-                    plural: path
-                        .map(|p| p.plural.clone())
-                        .unwrap_or_else(|| r.target.resource.resource.clone()),
-                    message,
-                    checkpoint: self.opts.checkpoint.clone(),
-                });
+                st.fatal
+                    .get_or_insert(self.forbidden(&r.target, resource, message, &st.paths));
                 // Not done: the cursor must not pass it.
                 return;
             }
             Done::Lagging(stored_as) => {
-                fatal.get_or_insert(MigrateError::NotLoaded {
-                    url: self.api.url.clone(),
-                    resource: resource.clone(),
-                    object: r.target.object.clone(),
-                    stored_as,
-                    write_key: self.config.config.resolve(&r.target.resource).write_key(),
-                    reported: String::from("(see below)"),
-                    config: self.config.path.clone(),
-                    file_hash: self.config.hash.clone(),
-                });
+                st.fatal
+                    .get_or_insert(self.not_loaded(&r.target, resource, stored_as));
             }
         }
-        settle(pages, r.page);
-        advance(pages, cp);
+        settle(&mut st.pages, r.page);
+        advance(&mut st.pages, &mut st.cp);
+    }
+
+    /// The apiserver answered nothing for `waited`: the run stops, no object given up.
+    fn unreachable(&self, waited: Duration, last_error: String) -> MigrateError {
+        MigrateError::ApiserverUnreachable {
+            url: self.api.url.clone(),
+            waited,
+            last_error,
+            checkpoint: self.opts.checkpoint.clone(),
+        }
+    }
+
+    /// RBAC refused the rewrite of `target`: the error names the rule to grant.
+    fn forbidden(
+        &self,
+        target: &Target,
+        resource: String,
+        message: String,
+        paths: &HashMap<GroupResource, ApiPath>,
+    ) -> MigrateError {
+        let path = paths.get(&target.resource);
+        MigrateError::Forbidden {
+            resource,
+            object: target.object.clone(),
+            group: path.map(|p| p.group.clone()).unwrap_or_default(),
+            plural: path
+                .map(|p| p.plural.clone())
+                .unwrap_or_else(|| target.resource.resource.clone()),
+            message,
+            checkpoint: self.opts.checkpoint.clone(),
+        }
+    }
+
+    /// `target` was written but etcd shows it as `stored_as`: the apiserver has not loaded the
+    /// config (the hash it reports is filled in when the run ends).
+    fn not_loaded(&self, target: &Target, resource: String, stored_as: String) -> MigrateError {
+        MigrateError::NotLoaded {
+            url: self.api.url.clone(),
+            resource,
+            object: target.object.clone(),
+            stored_as,
+            write_key: self.config.config.resolve(&target.resource).write_key(),
+            reported: String::from("(see below)"),
+            config: self.config.path.clone(),
+            file_hash: self.config.hash.clone(),
+        }
+    }
+}
+
+impl RunState {
+    /// Starts one rewrite of the last page read, recorded as in flight so that etcd can be asked
+    /// what became of it if it is dropped.
+    fn spawn(
+        &mut self,
+        t: Target,
+        path: ApiPath,
+        table: Arc<ProviderTable>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let seq = self.seq;
+        self.in_flight.insert(
+            t.key.clone(),
+            InFlight {
+                page: seq,
+                // Without the stored bytes: no second copy of the object's data.
+                target: Target {
+                    resource: t.resource.clone(),
+                    key: t.key.clone(),
+                    object: t.object.clone(),
+                    mod_revision: t.mod_revision,
+                    uid: t.uid.clone(),
+                    value: None,
+                },
+                table: Arc::clone(&table),
+            },
+        );
+        let shared = Arc::clone(&self.shared);
+        self.tasks.spawn(async move {
+            let r = rewrite_one(&shared, &path, &table, t, seq).await;
+            drop(permit);
+            r
+        });
     }
 }
 
@@ -557,7 +734,6 @@ struct InFlight {
     table: Arc<ProviderTable>,
 }
 
-/// One target of page `seq` is finished.
 /// Tells `progress` how many objects are targeted and finished so far.
 /// This run's rewrites (a resumed run's checkpoint also counts earlier runs'): targeted among
 /// the keys this run scanned, and finished among those targeted, so that progress never shows
@@ -572,6 +748,7 @@ fn report_rewrites(cp: &Checkpoint, base: &Counters, progress: &mut dyn Progress
     );
 }
 
+/// One target of page `seq` is finished.
 fn settle(pages: &mut VecDeque<PageState>, seq: u64) {
     if let Some(p) = pages.iter_mut().find(|p| p.seq == seq) {
         p.pending = p.pending.saturating_sub(1);
