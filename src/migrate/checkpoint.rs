@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::GroupResource;
 use crate::fsutil;
+use crate::model::KeyLabel;
+use crate::model::time::{Time, rfc3339};
 
 /// The checkpoint format this atrest writes and reads; another version is refused rather than
 /// misread.
@@ -66,17 +69,19 @@ pub struct Checkpoint {
     /// `sha256:` of the config file's bytes; a resume under another config is refused.
     pub config_hash: String,
     /// Resource → its write key label when the run started (`aescbc:key2`).
-    pub write_keys: BTreeMap<String, crate::model::KeyLabel>,
+    pub write_keys: BTreeMap<GroupResource, KeyLabel>,
     /// Range start (an etcd key prefix) → the last etcd key done in it.
     pub cursors: BTreeMap<String, String>,
     /// Resource → counters.
-    pub counters: BTreeMap<String, Counters>,
+    pub counters: BTreeMap<GroupResource, Counters>,
     /// Objects given up on (namespace/name and why), capped.
     pub given_up: Vec<String>,
-    /// When the first run of this checkpoint started (RFC 3339).
-    pub started: String,
-    /// When it was last saved (RFC 3339).
-    pub updated: String,
+    /// When the first run of this checkpoint started.
+    #[serde(with = "rfc3339")]
+    pub started: Time,
+    /// When it was last saved.
+    #[serde(with = "rfc3339")]
+    pub updated: Time,
     /// The last run read every range to the end, not interrupted or stopped by an error.
     pub finished: bool,
 }
@@ -200,5 +205,45 @@ impl Checkpoint {
             t.add(c);
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint written before its maps and times were typed (times with nanoseconds and
+    /// `+00:00`, resources by name) still loads, and is saved back in the same JSON shape.
+    #[test]
+    fn an_older_checkpoint_still_loads_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        let old = r#"{"version":1,"config_path":"/etc/enc.yaml","config_hash":"sha256:00",
+            "write_keys":{"secrets":"aescbc:key2","deployments.apps":"identity"},
+            "cursors":{"/registry/secrets/":"/registry/secrets/a/b"},
+            "counters":{"secrets":{"targeted":3,"writes":2,"rewritten":2,"already_current":1,
+                "conflicts":0,"gone":0,"unchanged":0,"given_up":0}},
+            "given_up":[],"started":"2026-12-01T10:00:00.123456789+00:00",
+            "updated":"2026-12-01T10:05:00+00:00","finished":false}"#;
+        std::fs::write(&path, old).unwrap();
+        let cp = Checkpoint::load(&path).unwrap();
+        assert_eq!(
+            cp.write_keys[&GroupResource::secrets()],
+            "aescbc:key2".parse::<KeyLabel>().unwrap()
+        );
+        assert!(
+            cp.write_keys
+                .contains_key(&GroupResource::parse("deployments.apps"))
+        );
+        assert_eq!(cp.counters[&GroupResource::secrets()].rewritten, 2);
+        assert_eq!(cp.started.timestamp(), 1_796_119_200);
+        cp.save(&path).unwrap();
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(saved["write_keys"]["secrets"], "aescbc:key2");
+        assert_eq!(saved["started"], "2026-12-01T10:00:00Z");
+        let damaged = old.replace("2026-12-01T10:05:00+00:00", "yesterday");
+        std::fs::write(&path, damaged).unwrap();
+        assert!(Checkpoint::load(&path).is_err());
     }
 }

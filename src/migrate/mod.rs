@@ -151,12 +151,12 @@ impl<'a> Reencrypt<'a> {
             cp.forget_unfinished();
             return Ok(cp);
         }
-        let now = chrono::Utc::now().to_rfc3339();
+        let now = crate::model::time::now();
         Ok(Checkpoint {
             version: checkpoint::CHECKPOINT_VERSION,
             config_path: self.config.path.clone(),
             config_hash: self.config.hash.clone(),
-            started: now.clone(),
+            started: now,
             updated: now,
             ..Default::default()
         })
@@ -292,7 +292,7 @@ impl<'a> Reencrypt<'a> {
         progress: &mut dyn Progress,
     ) -> Result<bool, MigrateError> {
         for t in targets {
-            let resource = t.resource.to_string();
+            let resource = t.resource.clone();
             st.cp
                 .write_keys
                 .entry(resource.clone())
@@ -345,7 +345,7 @@ impl<'a> Reencrypt<'a> {
             "the checkpoint is small, but each save writes a new copy first".into(),
         )
         .map_err(CheckpointError::from)?;
-        st.cp.updated = chrono::Utc::now().to_rfc3339();
+        st.cp.updated = crate::model::time::now();
         st.cp.save(&self.opts.checkpoint)?;
         st.last_save = Instant::now();
         Ok(())
@@ -481,7 +481,7 @@ impl<'a> Reencrypt<'a> {
         let run = scan.finish(&mut Collector::default()).await;
         report.revision = run.revision;
         cp.finished = read_everything && !opts.dry_run;
-        cp.updated = chrono::Utc::now().to_rfc3339();
+        cp.updated = crate::model::time::now();
         if !opts.dry_run {
             cp.save(&opts.checkpoint)?;
         }
@@ -581,7 +581,7 @@ impl<'a> Reencrypt<'a> {
     /// Saves the checkpoint when `save_every` has passed since the last save.
     fn save_if_due(&self, st: &mut RunState) -> Result<(), CheckpointError> {
         if !self.opts.dry_run && st.last_save.elapsed() >= self.opts.save_every {
-            st.cp.updated = chrono::Utc::now().to_rfc3339();
+            st.cp.updated = crate::model::time::now();
             st.cp.save(&self.opts.checkpoint)?;
             st.last_save = Instant::now();
         }
@@ -597,7 +597,7 @@ impl<'a> Reencrypt<'a> {
     /// target again; an outage, an RBAC refusal or an apiserver on an older config becomes the
     /// run's fatal error.
     fn handle(&self, r: TaskResult, st: &mut RunState) {
-        let resource = r.target.resource.to_string();
+        let resource = r.target.resource.clone();
         let c = st.cp.counters.entry(resource.clone()).or_default();
         c.writes += r.writes;
         c.put_writes += r.put_writes;
@@ -630,14 +630,18 @@ impl<'a> Reencrypt<'a> {
             }
             Done::Abandoned => return,
             Done::Forbidden(message) => {
-                st.fatal
-                    .get_or_insert(self.forbidden(&r.target, resource, message, &st.paths));
+                st.fatal.get_or_insert(self.forbidden(
+                    &r.target,
+                    resource.to_string(),
+                    message,
+                    &st.paths,
+                ));
                 // Not done: the cursor must not pass it.
                 return;
             }
             Done::Lagging(stored_as) => {
                 st.fatal
-                    .get_or_insert(self.not_loaded(&r.target, resource, stored_as));
+                    .get_or_insert(self.not_loaded(&r.target, resource.to_string(), stored_as));
             }
         }
         settle(&mut st.pages, r.page);

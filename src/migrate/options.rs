@@ -84,7 +84,7 @@ pub struct ReencryptReport {
     /// The revision the targeting scan was pinned at.
     pub revision: i64,
     /// Counters per resource (`secrets`, `deployments.apps`), across resumed runs.
-    pub resources: BTreeMap<String, Counters>,
+    pub resources: BTreeMap<GroupResource, Counters>,
     /// All resources' counters added up.
     pub total: Counters,
     /// Dry run: what would be rewritten (namespace/name with its resource).
