@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use atrest::GroupResource;
-use atrest::codec::{Options, ProviderTable, State, encrypt_value};
+use atrest::codec::{ClassifyOptions, ProviderTable, State, encrypt_value};
 use atrest::config::{Provider, parse_str};
 use divan::Bencher;
 
@@ -41,7 +41,7 @@ fn setup(provider: &str) -> (ProviderTable, Vec<u8>) {
 #[divan::bench(args = ["aescbc", "aesgcm", "secretbox"])]
 fn classify_verify_1kib(bencher: Bencher, provider: &str) {
     let (table, value) = setup(provider);
-    let opts = Options {
+    let opts = ClassifyOptions {
         verify: true,
         ..Default::default()
     };
@@ -56,7 +56,7 @@ fn classify_verify_1kib(bencher: Bencher, provider: &str) {
 #[divan::bench(args = ["aescbc", "aesgcm", "secretbox"])]
 fn classify_prefix_only_1kib(bencher: Bencher, provider: &str) {
     let (table, value) = setup(provider);
-    let opts = Options::default();
+    let opts = ClassifyOptions::default();
     bencher
         .counter(divan::counter::ItemsCount::new(1usize))
         .bench(|| {

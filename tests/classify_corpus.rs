@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use atrest::GroupResource;
-use atrest::codec::{Options, PayloadKind, ProviderTable, State, encrypt_value};
+use atrest::codec::{ClassifyOptions, PayloadKind, ProviderTable, State, encrypt_value};
 use atrest::config::parse_str;
 use atrest::keys::Key;
 use atrest::model::KeyProvider;
@@ -34,7 +34,7 @@ fn state(t: &ProviderTable, value: &[u8], verify: bool) -> (State, String) {
     let c = t.classify(
         AAD,
         value,
-        &Options {
+        &ClassifyOptions {
             verify,
             want_info: true,
             ..Default::default()
@@ -111,7 +111,7 @@ fn good_values_on_each_key() {
             let c = t.classify(
                 AAD,
                 value,
-                &Options {
+                &ClassifyOptions {
                     verify,
                     ..Default::default()
                 },
@@ -132,7 +132,7 @@ fn good_values_on_each_key() {
             }
         }
     }
-    let c = t.classify(AAD, PLAINTEXT, &Options::default());
+    let c = t.classify(AAD, PLAINTEXT, &ClassifyOptions::default());
     assert_eq!(
         (c.state, c.write_key, c.stale),
         (State::Plaintext, false, true),
@@ -330,7 +330,7 @@ fn cbc_plaintext_that_is_not_a_kubernetes_payload_is_undecryptable() {
     let c = t.classify(
         AAD,
         &foreign,
-        &Options {
+        &ClassifyOptions {
             verify: true,
             want_info: true,
             ..Default::default()
@@ -350,7 +350,7 @@ fn cbc_plaintext_that_is_not_a_kubernetes_payload_is_undecryptable() {
         Some("decrypted payload is not a Kubernetes object (wrong key)")
     );
     // Without verify only the shape is checked: well formed, so encrypted-ok (unverified).
-    let c = t.classify(AAD, &foreign, &Options::default());
+    let c = t.classify(AAD, &foreign, &ClassifyOptions::default());
     assert_eq!((c.state, c.verified), (State::EncryptedOk, false));
     // The same key and padding with each payload the apiserver writes does open.
     for (payload, kind) in [
@@ -368,7 +368,7 @@ fn cbc_plaintext_that_is_not_a_kubernetes_payload_is_undecryptable() {
         let c = t.classify(
             AAD,
             &v,
-            &Options {
+            &ClassifyOptions {
                 verify: true,
                 ..Default::default()
             },

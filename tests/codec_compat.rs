@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use atrest::GroupResource;
-use atrest::codec::{Options, PayloadKind, ProviderTable, State, encrypt_value};
+use atrest::codec::{ClassifyOptions, PayloadKind, ProviderTable, State, encrypt_value};
 use atrest::config::{EncryptionConfig, Provider, parse_str};
 use atrest::keys::Key;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -69,8 +69,8 @@ fn table(cfg: &EncryptionConfig, resource: &str) -> ProviderTable {
     ProviderTable::new(&cfg.resolve(&GroupResource::parse(resource)))
 }
 
-fn verify() -> Options<'static> {
-    Options {
+fn verify() -> ClassifyOptions<'static> {
+    ClassifyOptions {
         verify: true,
         want_info: true,
         ..Default::default()
@@ -187,7 +187,7 @@ async fn apiserver_writes_atrest_reads_and_atrest_writes_apiserver_reads() {
         assert_eq!(info.namespace.as_deref(), Some("default"));
         assert!(info.uid.is_some() && info.creation_timestamp.is_some());
         // Without --verify the same answer comes from prefix, key name and shape alone.
-        let quick = t.classify(etcd_key.as_bytes(), &value, &Options::default());
+        let quick = t.classify(etcd_key.as_bytes(), &value, &ClassifyOptions::default());
         assert_eq!(
             (
                 quick.state,

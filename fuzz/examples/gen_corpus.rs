@@ -149,7 +149,7 @@ fn main() {
     let plugin = common::PassThroughKms;
     for (name, data) in &seeds {
         let (ek, value) = common::split(data);
-        let opts = atrest::codec::Options { verify: true, want_info: true, kms: Some(&plugin), ..Default::default() };
+        let opts = atrest::codec::ClassifyOptions { verify: true, want_info: true, kms: Some(&plugin), ..Default::default() };
         let c = table.classify(ek, value, &opts);
         println!("{name:20} {:12} {:14} verified={} info={}", c.label, c.state.as_str(), c.verified, c.info.is_some());
         fs::write(dir.join(name), data).unwrap();

@@ -95,7 +95,7 @@ pub(crate) fn classify_all(table: &ProviderTable, data: &[u8]) {
     let (etcd_key, value) = split(data);
 
     // As the scanner calls it: no KMS plugin.
-    let opts = codec::Options {
+    let opts = codec::ClassifyOptions {
         verify: true,
         want_info: true,
         ..Default::default()
@@ -105,7 +105,7 @@ pub(crate) fn classify_all(table: &ProviderTable, data: &[u8]) {
 
     // With a pass-through "plugin", so that KMS v2 values are opened too.
     let plugin = PassThroughKms;
-    let opts = codec::Options {
+    let opts = codec::ClassifyOptions {
         verify: true,
         want_info: true,
         kms: Some(&plugin),

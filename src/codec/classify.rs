@@ -60,7 +60,7 @@ pub trait KmsUnwrap: Send + Sync {
 
 /// What a classification may do beyond reading prefixes: decrypt, decode metadata, ask KMS plugins.
 #[derive(Default)]
-pub struct Options<'a> {
+pub struct ClassifyOptions<'a> {
     /// Decrypt every value; without it, values are classified by prefix, key name and shape.
     pub verify: bool,
     /// Decode name, namespace, uid and creation time when the plaintext is at hand.
@@ -234,7 +234,7 @@ impl ProviderTable {
         &self,
         etcd_key: &[u8],
         value: &[u8],
-        opts: &Options<'_>,
+        opts: &ClassifyOptions<'_>,
     ) -> Classification<'_> {
         let mut first_failure: Option<(&Candidate, OpenError)> = None;
         let mut all_malformed = true;
@@ -308,7 +308,7 @@ impl ProviderTable {
         key: &Key,
         etcd_key: &[u8],
         payload: &[u8],
-        opts: &Options<'_>,
+        opts: &ClassifyOptions<'_>,
     ) -> Result<Classification<'t>, OpenError> {
         if !opts.verify {
             cipher::check_shape(key.provider(), payload)?;
@@ -353,7 +353,7 @@ fn success<'t>(
     state: State,
     verified: bool,
     plaintext: &[u8],
-    opts: &Options<'_>,
+    opts: &ClassifyOptions<'_>,
 ) -> Classification<'t> {
     let first = c.provider_index == 0 && c.key_index == 0;
     Classification {
@@ -398,7 +398,7 @@ fn try_kms<'t>(
     name: &str,
     etcd_key: &[u8],
     payload: &[u8],
-    opts: &Options<'_>,
+    opts: &ClassifyOptions<'_>,
 ) -> Result<Classification<'t>, OpenError> {
     let unwrapper = opts.kms.filter(|_| opts.verify);
     let (detail, opened, inner_stale) = match version {
@@ -517,7 +517,7 @@ mod tests {
             "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [configmaps]\n  providers: [{identity: {}}]\n",
             "secrets",
         );
-        let opts = Options::default();
+        let opts = ClassifyOptions::default();
         let r = t.classify(b"/registry/secrets/a/b", b"k8s\x00xx", &opts);
         assert_eq!(
             (r.state, r.write_key, r.stale),

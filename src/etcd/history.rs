@@ -106,7 +106,7 @@ impl HistoryBuilder {
     pub(crate) fn add(
         &mut self,
         classifier: &mut Classifier<'_>,
-        options: &crate::codec::Options<'_>,
+        options: &crate::codec::ClassifyOptions<'_>,
         key: &[u8],
         revision: i64,
         value: Option<&[u8]>,
@@ -325,7 +325,7 @@ async fn flush(
     builder: &mut HistoryBuilder,
     classifier: &mut Classifier<'_>,
     opts: &ScanOptions<'_>,
-    options: &crate::codec::Options<'_>,
+    options: &crate::codec::ClassifyOptions<'_>,
 ) -> Result<(), EtcdError> {
     opts.classify
         .prefetch(batch.iter().filter_map(|(_, _, v)| v.as_deref()))

@@ -50,7 +50,7 @@ pub struct FirstSeen {
 
 /// What a render is made of.
 #[derive(Clone, Copy, Debug)]
-pub struct Inputs<'a> {
+pub struct SeriesInputs<'a> {
     /// The last good scan (`None` until one succeeds: then only the health series are shown).
     pub scan: Option<&'a GoodScan>,
     /// What each apiserver reported (`None` when they could not be asked).
@@ -89,7 +89,7 @@ fn int_gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
 
 /// Since when the write key `label` is in use, and why we think so: the rotation state's
 /// promote (else add) date, else when this exporter first saw it.
-fn in_use_since(inp: &Inputs<'_>, label: &KeyLabel) -> Option<DateTime<Utc>> {
+fn in_use_since(inp: &SeriesInputs<'_>, label: &KeyLabel) -> Option<DateTime<Utc>> {
     inp.keys
         .get(label)
         .and_then(KeyRecord::in_use_since)
@@ -143,7 +143,7 @@ fn stored_objects(fam: &Family<Labels, Gauge<i64>>, r: &ResourceReport) {
 }
 
 /// Renders every series in the Prometheus text format.
-pub fn render(inp: &Inputs<'_>) -> String {
+pub fn render(inp: &SeriesInputs<'_>) -> String {
     let mut reg = Registry::default();
     let policy = inp.policy;
     int_gauge(
@@ -204,7 +204,7 @@ pub fn render(inp: &Inputs<'_>) -> String {
     text
 }
 
-fn scan_series(reg: &mut Registry, inp: &Inputs<'_>, s: &GoodScan) {
+fn scan_series(reg: &mut Registry, inp: &SeriesInputs<'_>, s: &GoodScan) {
     let report = &s.report;
     int_gauge(
         reg,

@@ -26,7 +26,7 @@ use crate::kube::Apiservers;
 use crate::model::KeyLabel;
 use crate::report::Policy;
 use crate::report::audit::Extras;
-use metrics::{FirstSeen, GoodScan, Inputs};
+use metrics::{FirstSeen, GoodScan, SeriesInputs};
 
 /// Why the exporter could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,7 @@ pub enum ExporterError {
 }
 
 /// How the exporter scans and what it adds to the scan.
-pub struct Options {
+pub struct ExporterOptions {
     /// Resolved settings: the config file is re-read before every scan (a rotation changes it).
     pub settings: Settings,
     /// What each scan reads (samples are not exported: keep `max_list` 0).
@@ -63,7 +63,7 @@ pub struct Options {
 /// One scan with what it was read against; the etcd client is kept across rounds and dropped
 /// after a failure so the next round connects anew.
 async fn scan_once(
-    opts: &Options,
+    opts: &ExporterOptions,
     client: &mut Option<etcd_client::Client>,
 ) -> Result<(GoodScan, Extras), ClusterError> {
     let started = Instant::now();
@@ -109,7 +109,7 @@ async fn scan_once(
 /// Runs the exporter until the process ends: binds `listen`, serves `/metrics` from memory on
 /// its own thread, and scans every `interval`, one scan at a time. A failed scan counts in
 /// `atrest_scan_failures_total` and leaves the last good values served.
-pub async fn run(listen: &str, opts: Options) -> Result<(), ExporterError> {
+pub async fn run(listen: &str, opts: ExporterOptions) -> Result<(), ExporterError> {
     let page = Arc::new(serve::Page::default());
     let addr = serve::start(listen, Arc::clone(&page))?;
     tracing::info!("serving /metrics on http://{addr}");
@@ -129,7 +129,7 @@ pub async fn run(listen: &str, opts: Options) -> Result<(), ExporterError> {
                    first_seen: &BTreeMap<KeyLabel, FirstSeen>,
                    failures: u64,
                    in_progress: bool| {
-        let inputs = Inputs {
+        let inputs = SeriesInputs {
             scan: last.as_ref(),
             apiservers: extras.apiservers.as_ref(),
             keys: &extras.state.keys,

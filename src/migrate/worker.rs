@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use crate::GroupResource;
-use crate::codec::{Options, ProviderTable};
+use crate::codec::{ClassifyOptions, ProviderTable};
 use crate::etcd::scan::{Item, Visitor};
 use crate::kube::rewrite::{self, Outcome, WritePath};
 use crate::kube::{Api, ApiPath};
@@ -580,7 +580,7 @@ pub(super) async fn stored_now(
     let mut kv = shared.etcd.kv_client();
     let resp = kv.get(key, None).await.map_err(|e| e.to_string())?;
     Ok(resp.kvs().first().map(|v| {
-        let opts = Options {
+        let opts = ClassifyOptions {
             kms_key_ids: shared.kms_key_ids.clone(),
             ..Default::default()
         };

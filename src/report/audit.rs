@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::{ApiserverSurvey, Inputs, KeyAge, Policy, Report, RotationInfo, build};
+use super::{ApiserverSurvey, KeyAge, Policy, Report, ReportInputs, RotationInfo, build};
 use crate::cluster::{ClusterError, Context, ScanRequest};
 use crate::config::LoadedConfig;
 use crate::kube::Apiservers;
@@ -86,7 +86,7 @@ pub async fn audit(ctx: &Context, req: &AuditRequest<'_>) -> Result<Report, Audi
     };
     let extras = Extras::gather(&req.state_dir, &ctx.config, apiservers.as_ref()).await;
     let recorded = extras.state.records_anything();
-    Ok(build(&Inputs {
+    Ok(build(&ReportInputs {
         config: &ctx.config,
         scan: &scan,
         etcd,

@@ -392,7 +392,7 @@ pub struct ResidueView {
 }
 
 /// Everything a report is made from: plain values, gathered by the caller.
-pub struct Inputs<'a> {
+pub struct ReportInputs<'a> {
     /// The config file as loaded.
     pub config: &'a LoadedConfig,
     /// The scan.
@@ -421,7 +421,7 @@ fn host() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn config_views(inp: &Inputs<'_>) -> Vec<ResourceConfigView> {
+fn config_views(inp: &ReportInputs<'_>) -> Vec<ResourceConfigView> {
     let cfg = &inp.config.config;
     covered_resources(cfg.named_resources(), &[])
         .iter()
@@ -453,7 +453,7 @@ fn config_views(inp: &Inputs<'_>) -> Vec<ResourceConfigView> {
 }
 
 /// Builds the report and its verdict.
-pub fn build(inp: &Inputs<'_>) -> Report {
+pub fn build(inp: &ReportInputs<'_>) -> Report {
     let resources_cfg = config_views(inp);
     let mut lint = crate::config::lint(&inp.config.config);
     lint.extend(crate::config::lint_file_mode(inp.config.file.mode));

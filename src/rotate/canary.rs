@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::GroupResource;
-use crate::codec::{Options, ProviderTable};
+use crate::codec::{ClassifyOptions, ProviderTable};
 use crate::config::EncryptionConfig;
 use crate::etcd::{EtcdError, layout};
 use crate::kube::Apiservers;
@@ -105,7 +105,7 @@ pub async fn check_write_key(
         })?;
         let got = stored.kvs().first().map(|v| {
             table
-                .classify(v.key(), v.value(), &Options::default())
+                .classify(v.key(), v.value(), &ClassifyOptions::default())
                 .label
                 .into_owned()
         });

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 
 use crate::cli::args;
 use atrest::cluster::{ScanRequest, parse_resources, settings};
-use atrest::exporter::{self, Options};
+use atrest::exporter::{self, ExporterOptions};
 
 /// Runs until stopped; returns only when it cannot start.
 pub(crate) async fn run(a: args::ExporterArgs) -> Result<i32> {
@@ -33,7 +33,7 @@ pub(crate) async fn run(a: args::ExporterArgs) -> Result<i32> {
                 .context("the exporter asks each apiserver which config it loaded (pass --no-apiservers to skip)")?,
         )
     };
-    let opts = Options {
+    let opts = ExporterOptions {
         settings,
         scan: ScanRequest {
             resources: parse_resources(&a.resources)?,

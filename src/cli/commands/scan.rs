@@ -87,7 +87,7 @@ async fn write_textfile(
 ) -> Result<()> {
     let x = atrest::report::audit::Extras::gather(state_dir, &ctx.config, None).await;
     let first_seen = Default::default();
-    let text = metrics::render(&metrics::Inputs {
+    let text = metrics::render(&metrics::SeriesInputs {
         scan: Some(good),
         apiservers,
         keys: &x.state.keys,

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::{DbError, DbFile};
-use crate::codec::Options;
+use crate::codec::ClassifyOptions;
 use crate::config::EncryptionConfig;
 use crate::etcd::bolt::{is_leaf, leaf_elem, page_header};
 use crate::etcd::mvcc::{Revision, StoredKeyValue};
@@ -27,7 +27,7 @@ pub fn census(
     let reachable = bolt.reachable()?;
     let pages = bolt.meta().pgid;
     let classify = ClassifyConfig::default();
-    let options = Options::default();
+    let options = ClassifyOptions::default();
     let mut classifier = Classifier::new(config, etcd_prefix, plan, &classify);
     let mut out = FreePages {
         pages,

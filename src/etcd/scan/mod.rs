@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::EtcdError;
 use super::layout::{normalize_prefix, prefix_end, resource_of_key, resource_prefix};
 use crate::GroupResource;
-use crate::codec::{Classification, KmsUnwrap, Options, ProviderTable};
+use crate::codec::{Classification, ClassifyOptions, KmsUnwrap, ProviderTable};
 use crate::config::{EncryptionConfig, Resolved};
 use crate::keys::Key;
 use crate::model::census::Scope;
@@ -235,7 +235,7 @@ pub struct ScanOptions<'a> {
 pub struct ClassifyConfig<'a> {
     /// Whether to decrypt (`verify`), decode metadata, and the KMS key IDs the stale rule compares
     /// with.
-    pub options: Options<'a>,
+    pub options: ClassifyOptions<'a>,
     /// Retired keys tried last (`--key-archive`).
     pub archive: Vec<Arc<Key>>,
     /// KMS plugins to unwrap DEK sources with when verifying.
@@ -257,7 +257,7 @@ impl<'a> ClassifyConfig<'a> {
         Ok(())
     }
 
-    /// Options consistent with `plugins`: their current key IDs (for the stale rule) and, when
+    /// ClassifyOptions consistent with `plugins`: their current key IDs (for the stale rule) and, when
     /// verifying, the plugins as the unwrapper.
     pub fn new<K: KmsUnwrap>(
         verify: bool,
@@ -267,7 +267,7 @@ impl<'a> ClassifyConfig<'a> {
     ) -> Self {
         let plugins = plugins.map(|p| p as &dyn KmsUnwrap);
         Self {
-            options: Options {
+            options: ClassifyOptions {
                 verify,
                 want_info,
                 kms_key_ids: plugins.map(|p| p.current_key_ids()).unwrap_or_default(),
@@ -538,7 +538,7 @@ impl<'s> Classifier<'s> {
         range: usize,
         key: &[u8],
         value: &[u8],
-        options: &Options<'_>,
+        options: &ClassifyOptions<'_>,
         visitor: &mut dyn Visitor,
         f: impl FnOnce(&ValueInfo<'_>, &str, &Classification<'_>) -> R,
     ) -> Option<R> {

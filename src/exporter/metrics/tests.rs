@@ -89,8 +89,8 @@ fn inputs<'a>(
     keys: &'a BTreeMap<KeyLabel, KeyRecord>,
     seen: &'a BTreeMap<KeyLabel, FirstSeen>,
     policy: &'a Policy,
-) -> Inputs<'a> {
-    Inputs {
+) -> SeriesInputs<'a> {
+    SeriesInputs {
         scan: s,
         apiservers: None,
         keys,
@@ -310,7 +310,7 @@ fn every_help_text_ends_in_one_period() {
         "aescbc:k1",
         &[("aescbc:k1", counts(3, 0, 0))],
     )]);
-    let text = render(&Inputs {
+    let text = render(&SeriesInputs {
         scan: Some(&scan),
         apiservers: None,
         keys: &BTreeMap::new(),

@@ -1,7 +1,7 @@
 //! The audit's checks: one function each, run in id order from one table. Every check reads
 //! exact counts; names are samples and say so (`showing N of M`).
 
-use super::{Check, Inputs, ResourceConfigView, ResourceResult, Status, sample_evidence};
+use super::{Check, ReportInputs, ResourceConfigView, ResourceResult, Status, sample_evidence};
 use crate::GroupResource;
 use crate::config::{Finding, Severity};
 use crate::model::{FindingKind, KeyLabel, Level, Verdict};
@@ -9,7 +9,7 @@ use crate::model::{FindingKind, KeyLabel, Level, Verdict};
 /// What every check reads.
 pub struct CheckInput<'a> {
     /// The report's inputs.
-    pub inp: &'a Inputs<'a>,
+    pub inp: &'a ReportInputs<'a>,
     /// Per covered resource, with coverage.
     pub resources: &'a [ResourceResult],
     /// The config per covered resource.

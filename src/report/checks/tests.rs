@@ -106,7 +106,7 @@ impl Fixture {
 
     /// Status and evidence (one string) of every check, by id.
     fn run(&self) -> BTreeMap<String, (Status, String)> {
-        let report = build(&Inputs {
+        let report = build(&ReportInputs {
             config: &self.config,
             scan: &self.scan,
             etcd: EtcdInfo::default(),
@@ -393,7 +393,7 @@ fn no_check_passes_on_empty_evidence() {
 #[test]
 fn warnings_make_pass_with_warnings_and_a_failing_check_fail() {
     let f = compliant();
-    let report = build(&Inputs {
+    let report = build(&ReportInputs {
         config: &f.config,
         scan: &f.scan,
         etcd: EtcdInfo::default(),
@@ -435,7 +435,7 @@ fn stale_values_only_warn_while_a_rotation_in_progress_rewrites_them() {
         "snapshot_skipped": false, "aborted": false, "retired": []
     }))
     .unwrap();
-    let report = build(&Inputs {
+    let report = build(&ReportInputs {
         config: &f.config,
         scan: &f.scan,
         etcd: EtcdInfo::default(),
