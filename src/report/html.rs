@@ -1,39 +1,26 @@
 //! The report as one self-contained HTML file: no external assets, readable on screen and on
-//! paper, with a coverage bar per resource.
+//! paper, with a coverage bar per resource. Written as a maud template: every value inserted is
+//! escaped by the template, so no name, message or path from the cluster can add markup.
 
-use std::fmt::Write;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::{Coverage, Report, Status};
-
-/// Escapes text for HTML element content and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
+use super::{Coverage, Report, ResourceResult, RotationInfo, Status};
 
 /// Text of one or more lines: the first as text, the rest (a rule to restore, a list of
 /// objects) in a `<pre>`, so their indentation survives.
-fn lines_html(text: &str) -> String {
+fn lines(text: &str) -> Markup {
     let mut lines = text.lines();
-    let first = esc(lines.next().unwrap_or(""));
-    let rest: Vec<String> = lines.map(esc).collect();
-    if rest.is_empty() {
-        first
-    } else {
-        format!("{first}<pre>{}</pre>", rest.join("\n"))
+    let first = lines.next().unwrap_or("");
+    let rest: Vec<&str> = lines.collect();
+    html! {
+        (first)
+        @if !rest.is_empty() {
+            pre { (rest.join("\n")) }
+        }
     }
 }
 
+/// The CSS class that colours a status.
 fn class(s: Status) -> &'static str {
     match s {
         Status::Pass => "pass",
@@ -63,231 +50,311 @@ pre{font-size:.8rem;white-space:pre-wrap;margin:.2rem 0}
 
 /// The whole report as one HTML document.
 pub fn render(r: &Report) -> String {
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Encryption at rest audit — {}</title><style>{STYLE}</style></head><body>\n",
-        esc(&r.result)
-    );
-    let _ = writeln!(o, "<h1>Kubernetes encryption at rest audit</h1>");
-    let _ = writeln!(
-        o,
-        "<div class=\"meta\">Generated {} by atrest {} on {} · schema {} · etcd revision {}</div>",
-        esc(&r.generated_at),
-        esc(&r.atrest_version),
-        esc(&r.host),
-        esc(&r.schema),
-        r.etcd.revision
-    );
-    let _ = writeln!(
-        o,
-        "<div id=\"verdict\" class=\"verdict {}\" data-warnings=\"{}\">Verdict: {}</div>",
-        class(r.verdict),
-        r.warnings,
-        esc(&r.result)
-    );
-    let _ = writeln!(o, "<h2>Scope</h2><ul id=\"scope\">");
-    for l in r.scope.lines() {
-        let _ = writeln!(o, "<li>{}</li>", esc(&l));
-    }
-    let _ = writeln!(o, "</ul>");
-    if !r.findings.is_empty() {
-        let _ = writeln!(o, "<h2>Findings</h2><ul id=\"findings\">");
-        for f in &r.findings {
-            let (cls, tag) = (f.level.as_str(), f.level.tag());
-            let _ = writeln!(
-                o,
-                "<li data-kind=\"{}\"><span class=\"badge {cls}\">{tag}</span> {}</li>",
-                f.kind.as_str(),
-                lines_html(&f.message)
-            );
-        }
-        let _ = writeln!(o, "</ul>");
-    }
-
-    let _ = writeln!(
-        o,
-        "<h2>Coverage</h2>\n<p class=\"meta\">Encrypted with an allowed provider (green), a discouraged one (amber), or not at all, with a disallowed provider or unreadable (red); and, as a second measure, encrypted with the write key.</p>\n<table id=\"coverage\"><tr><th>resource</th><th>write key</th><th>encrypted with an allowed provider</th><th></th><th>on the write key</th><th>stored as</th></tr>"
-    );
-    for res in &r.resources {
-        let c = &res.coverage;
-        let pct = Coverage::percent(c.allowed, res.total);
-        let amber = Coverage::percent(c.discouraged, res.total);
-        let write_pct = Coverage::percent(c.on_write_key, res.total);
-        let counts: Vec<String> = res
-            .keys
-            .iter()
-            .map(|(k, n)| format!("<code>{}</code> {}", esc(&k.to_string()), n.total()))
-            .collect();
-        let mut notes = Vec::new();
-        if c.plaintext > 0 {
-            notes.push(format!("{} plaintext", c.plaintext));
-        }
-        if c.discouraged > 0 {
-            notes.push(format!("{} with a discouraged provider", c.discouraged));
-        }
-        if c.disallowed > 0 {
-            notes.push(format!("{} with a disallowed provider", c.disallowed));
-        }
-        if c.unreadable > 0 {
-            notes.push(format!("{} unreadable", c.unreadable));
-        }
-        let notes = if notes.is_empty() {
-            String::new()
-        } else {
-            format!("<br><span class=\"note\">{}</span>", esc(&notes.join(", ")))
-        };
-        let _ = writeln!(
-            o,
-            "<tr class=\"coverage-row\" data-resource=\"{}\" data-percent=\"{pct:.1}\" data-plaintext=\"{}\" data-write-key-percent=\"{write_pct:.1}\"><td><code>{}</code></td><td><code>{}</code></td><td>{}/{} ({pct:.1}%){notes}</td><td><div class=\"bar\"><span class=\"ok\" style=\"width:{pct:.1}%\"></span><span class=\"amber\" style=\"width:{amber:.1}%\"></span></div></td><td>{}/{} ({write_pct:.1}%)</td><td>{}</td></tr>",
-            esc(&res.resource),
-            c.plaintext,
-            esc(&res.resource),
-            esc(&res.write_key.to_string()),
-            c.allowed,
-            res.total,
-            c.on_write_key,
-            res.total,
-            counts.join(", ")
-        );
-    }
-    let _ = writeln!(o, "</table>");
-
-    let _ = writeln!(
-        o,
-        "<h2>Checks</h2>\n<table id=\"checks\"><tr><th>id</th><th>check</th><th>result</th><th>evidence</th></tr>"
-    );
-    for c in &r.checks {
-        let ev: String = c
-            .evidence
-            .iter()
-            .map(|e| format!("<li>{}</li>", lines_html(e)))
-            .collect();
-        let _ = writeln!(
-            o,
-            "<tr><td>{}</td><td>{}</td><td><span class=\"badge {}\">{}</span></td><td><ul class=\"evidence\">{ev}</ul></td></tr>",
-            esc(&c.id),
-            esc(&c.title),
-            class(c.status),
-            c.status.as_str()
-        );
-    }
-    let _ = writeln!(o, "</table>");
-
-    let _ = writeln!(
-        o,
-        "<h2>Cluster</h2><table><tr><th>etcd cluster</th><td>{} (version {})</td></tr>",
-        esc(&r.etcd.cluster_id),
-        esc(&r.etcd.version)
-    );
-    for m in &r.etcd.members {
-        let _ = writeln!(
-            o,
-            "<tr><th>member</th><td>{} <code>{}</code> {}</td></tr>",
-            esc(&m.id),
-            esc(&m.name),
-            esc(&m.client_urls.join(", "))
-        );
-    }
-    for a in &r.apiservers {
-        let _ = writeln!(
-            o,
-            "<tr><th>apiserver</th><td>{} — config {}</td></tr>",
-            esc(&a.name),
-            esc(&a.reported)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "<tr><th>values</th><td>{}</td></tr></table>",
-        if r.verified {
-            "decrypted one by one (--verify)"
-        } else {
-            "classified by prefix and key name"
-        }
-    );
-
-    let _ = writeln!(
-        o,
-        "<h2>Config</h2><p><code>{}</code> {} · mode {} · owner {}:{}</p><table><tr><th>resource</th><th>rule</th><th>write key</th><th>keys in order</th></tr>",
-        esc(&r.config.path.display().to_string()),
-        esc(&r.config.sha256),
-        esc(&r.config.mode),
-        r.config.uid,
-        r.config.gid
-    );
-    for v in &r.config.resources {
-        let keys: Vec<String> = v
-            .keys
-            .iter()
-            .map(|k| {
-                let mut s = format!("<code>{}</code>", esc(&k.label));
-                if let Some(f) = &k.fingerprint {
-                    s.push_str(&format!(" {}", esc(f)));
-                }
-                if let Some(a) = &k.added {
-                    s.push_str(&format!(" added {}", crate::model::time::format(a)));
-                }
-                s
-            })
-            .collect();
-        let _ = writeln!(
-            o,
-            "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
-            esc(&v.resource),
-            esc(v.rule.as_deref().unwrap_or("—")),
-            esc(&v.write_key.to_string()),
-            keys.join("<br>")
-        );
-    }
-    let _ = writeln!(o, "</table>");
-    if let Some(rot) = &r.rotation {
-        let _ = writeln!(
-            o,
-            "<p>Rotation state <code>{}</code>: stage {}, target {}, last finished {}{}</p>",
-            esc(&rot.state_file.display().to_string()),
-            esc(rot.stage.as_deref().unwrap_or("none")),
-            esc(&rot
-                .target
-                .as_ref()
-                .map_or("—".to_string(), ToString::to_string)),
-            rot.last_finished
-                .map_or("—".to_string(), |t| crate::model::time::format(&t)),
-            if rot.snapshot_skipped {
-                ", snapshot skipped"
-            } else {
-                ""
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "Encryption at rest audit — " (r.result) }
+                style { (PreEscaped(STYLE)) }
             }
-        );
-    }
-    for (heading, lines) in super::old_copies_sections(r) {
-        let _ = writeln!(o, "<h2>{}</h2><ul>", esc(heading));
-        for l in lines {
-            let _ = writeln!(o, "<li>{}</li>", esc(&l));
+            body {
+                (heading(r))
+                (scope(r))
+                (findings(r))
+                (coverage(r))
+                (checks(r))
+                (cluster(r))
+                (config(r))
+                (old_copies(r))
+                (lint(r))
+                (policy(r))
+            }
         }
-        let _ = writeln!(o, "</ul>");
     }
-    if !r.lint.is_empty() {
-        let _ = writeln!(o, "<h2>Lint</h2><ul>");
-        for f in &r.lint {
-            let _ = writeln!(
-                o,
-                "<li>{} {}: {}</li>",
-                esc(&f.id),
-                f.severity,
-                esc(&f.message)
-            );
+    .into_string()
+}
+
+/// The title, when and by which atrest the report was made, and the verdict.
+fn heading(r: &Report) -> Markup {
+    html! {
+        h1 { "Kubernetes encryption at rest audit" }
+        div class="meta" {
+            "Generated " (r.generated_at) " by atrest " (r.atrest_version) " on " (r.host)
+            " · schema " (r.schema) " · etcd revision " (r.etcd.revision)
         }
-        let _ = writeln!(o, "</ul>");
+        div id="verdict" class={ "verdict " (class(r.verdict)) } data-warnings=(r.warnings) {
+            "Verdict: " (r.result)
+        }
     }
-    let _ = writeln!(
-        o,
-        "<h2>Policy</h2><p>allowed providers {}; discouraged {}; maximum key age {} days; required resources {}</p>",
-        esc(&r.policy.allowed_providers.join(", ")),
-        esc(&r.policy.discouraged_providers.join(", ")),
-        r.policy.max_key_age_days,
-        esc(&r.policy.required_resources.join(", "))
-    );
-    let _ = writeln!(o, "</body></html>");
-    o
+}
+
+/// What was read: the same lines as every other format.
+fn scope(r: &Report) -> Markup {
+    html! {
+        h2 { "Scope" }
+        ul id="scope" {
+            @for l in r.scope.lines() {
+                li { (l) }
+            }
+        }
+    }
+}
+
+/// The scan's findings with what to do, when there are any.
+fn findings(r: &Report) -> Markup {
+    html! {
+        @if !r.findings.is_empty() {
+            h2 { "Findings" }
+            ul id="findings" {
+                @for f in &r.findings {
+                    li data-kind=(f.kind.as_str()) {
+                        span class={ "badge " (f.level.as_str()) } { (f.level.tag()) }
+                        " " (lines(&f.message))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The coverage table: one row and bar per resource.
+fn coverage(r: &Report) -> Markup {
+    html! {
+        h2 { "Coverage" }
+        p class="meta" {
+            "Encrypted with an allowed provider (green), a discouraged one (amber), or not at all, with a disallowed provider or unreadable (red); and, as a second measure, encrypted with the write key."
+        }
+        table id="coverage" {
+            tr {
+                th { "resource" }
+                th { "write key" }
+                th { "encrypted with an allowed provider" }
+                th {}
+                th { "on the write key" }
+                th { "stored as" }
+            }
+            @for res in &r.resources {
+                (coverage_row(res))
+            }
+        }
+    }
+}
+
+/// One resource's coverage: counts, notes on what is not allowed, the bar, the keys stored
+/// under. The `data-` attributes let a reader (and the tests) take the numbers back.
+fn coverage_row(res: &ResourceResult) -> Markup {
+    let c = &res.coverage;
+    let pct = format!("{:.1}", Coverage::percent(c.allowed, res.total));
+    let amber = format!("{:.1}", Coverage::percent(c.discouraged, res.total));
+    let write_pct = format!("{:.1}", Coverage::percent(c.on_write_key, res.total));
+    let notes = coverage_notes(c);
+    html! {
+        tr class="coverage-row" data-resource=(res.resource) data-percent=(pct)
+            data-plaintext=(c.plaintext) data-write-key-percent=(write_pct) {
+            td { code { (res.resource) } }
+            td { code { (res.write_key) } }
+            td {
+                (c.allowed) "/" (res.total) " (" (pct) "%)"
+                @if !notes.is_empty() {
+                    br;
+                    span class="note" { (notes.join(", ")) }
+                }
+            }
+            td {
+                div class="bar" {
+                    span class="ok" style={ "width:" (pct) "%" } {}
+                    span class="amber" style={ "width:" (amber) "%" } {}
+                }
+            }
+            td { (c.on_write_key) "/" (res.total) " (" (write_pct) "%)" }
+            td {
+                @for (i, (k, n)) in res.keys.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    code { (k) } " " (n.total())
+                }
+            }
+        }
+    }
+}
+
+/// The stored values that count against the headline measure, by why.
+fn coverage_notes(c: &Coverage) -> Vec<String> {
+    let mut notes = Vec::new();
+    if c.plaintext > 0 {
+        notes.push(format!("{} plaintext", c.plaintext));
+    }
+    if c.discouraged > 0 {
+        notes.push(format!("{} with a discouraged provider", c.discouraged));
+    }
+    if c.disallowed > 0 {
+        notes.push(format!("{} with a disallowed provider", c.disallowed));
+    }
+    if c.unreadable > 0 {
+        notes.push(format!("{} unreadable", c.unreadable));
+    }
+    notes
+}
+
+/// Every check with its result and evidence.
+fn checks(r: &Report) -> Markup {
+    html! {
+        h2 { "Checks" }
+        table id="checks" {
+            tr {
+                th { "id" }
+                th { "check" }
+                th { "result" }
+                th { "evidence" }
+            }
+            @for c in &r.checks {
+                tr {
+                    td { (c.id) }
+                    td { (c.title) }
+                    td { span class={ "badge " (class(c.status)) } { (c.status.as_str()) } }
+                    td {
+                        ul class="evidence" {
+                            @for e in &c.evidence {
+                                li { (lines(e)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The etcd cluster and its members, each apiserver's config, how values were read.
+fn cluster(r: &Report) -> Markup {
+    html! {
+        h2 { "Cluster" }
+        table {
+            tr {
+                th { "etcd cluster" }
+                td { (r.etcd.cluster_id) " (version " (r.etcd.version) ")" }
+            }
+            @for m in &r.etcd.members {
+                tr {
+                    th { "member" }
+                    td { (m.id) " " code { (m.name) } " " (m.client_urls.join(", ")) }
+                }
+            }
+            @for a in &r.apiservers {
+                tr {
+                    th { "apiserver" }
+                    td { (a.name) " — config " (a.reported) }
+                }
+            }
+            tr {
+                th { "values" }
+                td {
+                    @if r.verified {
+                        "decrypted one by one (--verify)"
+                    } @else {
+                        "classified by prefix and key name"
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The config file, its keys per resource, and the rotation state when there is one.
+fn config(r: &Report) -> Markup {
+    let cfg = &r.config;
+    html! {
+        h2 { "Config" }
+        p {
+            code { (cfg.path.display()) } " " (cfg.sha256) " · mode " (cfg.mode)
+            " · owner " (cfg.uid) ":" (cfg.gid)
+        }
+        table {
+            tr {
+                th { "resource" }
+                th { "rule" }
+                th { "write key" }
+                th { "keys in order" }
+            }
+            @for v in &cfg.resources {
+                tr {
+                    td { code { (v.resource) } }
+                    td { (v.rule.as_deref().unwrap_or("—")) }
+                    td { code { (v.write_key) } }
+                    td {
+                        @for (i, k) in v.keys.iter().enumerate() {
+                            @if i > 0 { br; }
+                            code { (k.label) }
+                            @if let Some(f) = &k.fingerprint { " " (f) }
+                            @if let Some(a) = &k.added { " added " (crate::model::time::format(a)) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(rot) = &r.rotation {
+            (rotation(rot))
+        }
+    }
+}
+
+/// The rotation state: stage, target, when the last one finished.
+fn rotation(rot: &RotationInfo) -> Markup {
+    let target = rot
+        .target
+        .as_ref()
+        .map_or("—".to_string(), ToString::to_string);
+    let last_finished = rot
+        .last_finished
+        .map_or("—".to_string(), |t| crate::model::time::format(&t));
+    html! {
+        p {
+            "Rotation state " code { (rot.state_file.display()) }
+            ": stage " (rot.stage.as_deref().unwrap_or("none"))
+            ", target " (target) ", last finished " (last_finished)
+            @if rot.snapshot_skipped { ", snapshot skipped" }
+        }
+    }
+}
+
+/// The backup and residue sections, the same words as every other format.
+fn old_copies(r: &Report) -> Markup {
+    html! {
+        @for (heading, lines) in super::old_copies_sections(r) {
+            h2 { (heading) }
+            ul {
+                @for l in lines {
+                    li { (l) }
+                }
+            }
+        }
+    }
+}
+
+/// The config's lint findings, when there are any.
+fn lint(r: &Report) -> Markup {
+    html! {
+        @if !r.lint.is_empty() {
+            h2 { "Lint" }
+            ul {
+                @for f in &r.lint {
+                    li { (f.id) " " (f.severity) ": " (f.message) }
+                }
+            }
+        }
+    }
+}
+
+/// The policy the checks applied.
+fn policy(r: &Report) -> Markup {
+    let p = &r.policy;
+    html! {
+        h2 { "Policy" }
+        p {
+            "allowed providers " (p.allowed_providers.join(", "))
+            "; discouraged " (p.discouraged_providers.join(", "))
+            "; maximum key age " (p.max_key_age_days) " days; required resources "
+            (p.required_resources.join(", "))
+        }
+    }
 }

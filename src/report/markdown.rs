@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Coverage, Report, Status};
+use super::{Coverage, Report, RotationInfo, Status};
 
 fn mark(s: Status) -> &'static str {
     match s {
@@ -30,6 +30,20 @@ fn bullet(o: &mut String, text: &str) {
 /// The whole report as Markdown.
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
+    heading(&mut o, r);
+    scope(&mut o, r);
+    findings(&mut o, r);
+    cluster(&mut o, r);
+    config(&mut o, r);
+    checks(&mut o, r);
+    stored_objects(&mut o, r);
+    old_copies(&mut o, r);
+    lint(&mut o, r);
+    o
+}
+
+/// The title with the verdict, and when and by which atrest the report was made.
+fn heading(o: &mut String, r: &Report) {
     let mark_text = mark(r.verdict);
     let _ = writeln!(
         o,
@@ -41,20 +55,33 @@ pub fn render(r: &Report) -> String {
         "Generated {} by atrest {} on {} (`{}`).\n",
         r.generated_at, r.atrest_version, r.host, r.schema
     );
+}
+
+/// What was read: the same lines as every other format.
+fn scope(o: &mut String, r: &Report) {
     let _ = writeln!(o, "## Scope\n");
     for l in r.scope.lines() {
         let _ = writeln!(o, "- {l}");
     }
-    if !r.findings.is_empty() {
-        let _ = writeln!(o, "\n## Findings\n");
-        for f in &r.findings {
-            let level = match f.level {
-                crate::model::Level::Fail => "❌ FAIL",
-                crate::model::Level::Warn => "⚠️ WARN",
-            };
-            bullet(&mut o, &format!("{level} {}", f.message));
-        }
+}
+
+/// The scan's findings with what to do, when there are any.
+fn findings(o: &mut String, r: &Report) {
+    if r.findings.is_empty() {
+        return;
     }
+    let _ = writeln!(o, "\n## Findings\n");
+    for f in &r.findings {
+        let level = match f.level {
+            crate::model::Level::Fail => "❌ FAIL",
+            crate::model::Level::Warn => "⚠️ WARN",
+        };
+        bullet(o, &format!("{level} {}", f.message));
+    }
+}
+
+/// The etcd cluster and its members, how values were read, each apiserver's config.
+fn cluster(o: &mut String, r: &Report) {
     let _ = writeln!(o, "\n## Cluster\n");
     let _ = writeln!(
         o,
@@ -82,6 +109,10 @@ pub fn render(r: &Report) -> String {
     for a in &r.apiservers {
         let _ = writeln!(o, "- apiserver {}: config {}", a.name, a.reported);
     }
+}
+
+/// The config file, its keys per resource, and the rotation state when there is one.
+fn config(o: &mut String, r: &Report) {
     let _ = writeln!(o, "\n## Config\n");
     let _ = writeln!(
         o,
@@ -115,23 +146,32 @@ pub fn render(r: &Report) -> String {
         );
     }
     if let Some(rot) = &r.rotation {
-        let _ = writeln!(
-            o,
-            "\nRotation state `{}`: stage {}, target {}, last finished {}{}",
-            rot.state_file.display(),
-            rot.stage.as_deref().unwrap_or("none"),
-            rot.target
-                .as_ref()
-                .map_or("—".to_string(), ToString::to_string),
-            rot.last_finished
-                .map_or("—".to_string(), |t| crate::model::time::format(&t)),
-            if rot.snapshot_skipped {
-                ", snapshot skipped"
-            } else {
-                ""
-            }
-        );
+        rotation(o, rot);
     }
+}
+
+/// The rotation state: stage, target, when the last one finished.
+fn rotation(o: &mut String, rot: &RotationInfo) {
+    let _ = writeln!(
+        o,
+        "\nRotation state `{}`: stage {}, target {}, last finished {}{}",
+        rot.state_file.display(),
+        rot.stage.as_deref().unwrap_or("none"),
+        rot.target
+            .as_ref()
+            .map_or("—".to_string(), ToString::to_string),
+        rot.last_finished
+            .map_or("—".to_string(), |t| crate::model::time::format(&t)),
+        if rot.snapshot_skipped {
+            ", snapshot skipped"
+        } else {
+            ""
+        }
+    );
+}
+
+/// Every check in a table, then each with its evidence.
+fn checks(o: &mut String, r: &Report) {
     let _ = writeln!(o, "\n## Checks\n");
     let _ = writeln!(o, "| id | check | result |\n|---|---|---|");
     for c in &r.checks {
@@ -140,9 +180,14 @@ pub fn render(r: &Report) -> String {
     for c in &r.checks {
         let _ = writeln!(o, "\n### {} {} — {}\n", c.id, c.title, c.status.as_str());
         for e in &c.evidence {
-            bullet(&mut o, e);
+            bullet(o, e);
         }
     }
+}
+
+/// The coverage table: per resource, counts against the policy and the write key, and the
+/// keys its values are stored under.
+fn stored_objects(o: &mut String, r: &Report) {
     let _ = writeln!(o, "\n## Stored objects\n");
     let _ = writeln!(
         o,
@@ -171,17 +216,25 @@ pub fn render(r: &Report) -> String {
             counts.join(", ")
         );
     }
+}
+
+/// The backup and residue sections, the same words as every other format.
+fn old_copies(o: &mut String, r: &Report) {
     for (heading, lines) in super::old_copies_sections(r) {
         let _ = writeln!(o, "\n## {heading}\n");
         for l in lines {
             let _ = writeln!(o, "- {l}");
         }
     }
-    if !r.lint.is_empty() {
-        let _ = writeln!(o, "\n## Lint\n");
-        for f in &r.lint {
-            let _ = writeln!(o, "- {} {}: {}", f.id, f.severity, f.message);
-        }
+}
+
+/// The config's lint findings, when there are any.
+fn lint(o: &mut String, r: &Report) {
+    if r.lint.is_empty() {
+        return;
     }
-    o
+    let _ = writeln!(o, "\n## Lint\n");
+    for f in &r.lint {
+        let _ = writeln!(o, "- {} {}: {}", f.id, f.severity, f.message);
+    }
 }

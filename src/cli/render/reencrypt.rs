@@ -2,10 +2,11 @@
 
 use std::fmt::Write;
 
+use atrest::migrate::{Counters, ReencryptReport};
 use atrest::model::showing;
 
 /// Which request rewrote how many: ` (10 by protobuf PUT, 2 by merge PATCH)`.
-fn by_path(c: &atrest::migrate::Counters) -> String {
+fn by_path(c: &Counters) -> String {
     if c.rewritten == 0 {
         return String::new();
     }
@@ -17,24 +18,47 @@ fn by_path(c: &atrest::migrate::Counters) -> String {
 }
 
 /// The counters of a run and the proof read back from etcd.
-pub(crate) fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
+pub(crate) fn reencrypt_table(r: &ReencryptReport) -> String {
     let mut out = String::new();
-    let t = &r.total;
     if r.dry_run {
-        let _ = writeln!(
-            out,
-            "dry run at etcd revision {}: {} objects would be rewritten",
-            r.revision, t.targeted
-        );
-        let showing = showing(r.would_rewrite.len(), t.targeted, "");
-        if !showing.is_empty() {
-            let _ = writeln!(out, " {}", showing.trim_start());
-        }
-        for name in &r.would_rewrite {
-            let _ = writeln!(out, "  {name}");
-        }
+        dry_run(&mut out, r);
         return out;
     }
+    counters(&mut out, r);
+    given_up(&mut out, r);
+    if r.interrupted {
+        let _ = writeln!(
+            out,
+            "interrupted: progress saved in {}; run `atrest reencrypt --resume` to continue",
+            r.checkpoint.display()
+        );
+        return out;
+    }
+    proof(&mut out, r);
+    out
+}
+
+/// A dry run: how many objects would be rewritten, and their names.
+fn dry_run(out: &mut String, r: &ReencryptReport) {
+    let t = &r.total;
+    let _ = writeln!(
+        out,
+        "dry run at etcd revision {}: {} objects would be rewritten",
+        r.revision, t.targeted
+    );
+    let showing = showing(r.would_rewrite.len(), t.targeted, "");
+    if !showing.is_empty() {
+        let _ = writeln!(out, " {}", showing.trim_start());
+    }
+    for name in &r.would_rewrite {
+        let _ = writeln!(out, "  {name}");
+    }
+}
+
+/// The run's counters in all, then per resource when there are several, and the objects the
+/// apiserver accepted without a write.
+fn counters(out: &mut String, r: &ReencryptReport) {
+    let t = &r.total;
     let _ = writeln!(
         out,
         "reencrypt{}: {} targeted, {} rewritten{}, {} already current, {} conflicts re-checked, {} gone, {} given up, {} requests ({:.1} s)",
@@ -70,21 +94,22 @@ pub(crate) fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
             t.unchanged
         );
     }
-    let sample = showing(r.given_up.len(), t.given_up, "");
+}
+
+/// The objects given up on, by name (capped, with `showing N of M`).
+fn given_up(out: &mut String, r: &ReencryptReport) {
+    let sample = showing(r.given_up.len(), r.total.given_up, "");
     if !sample.is_empty() {
         let _ = writeln!(out, "  given up{sample}:");
     }
     for g in &r.given_up {
         let _ = writeln!(out, "  given up: {g}");
     }
-    if r.interrupted {
-        let _ = writeln!(
-            out,
-            "interrupted: progress saved in {}; run `atrest reencrypt --resume` to continue",
-            r.checkpoint.display()
-        );
-        return out;
-    }
+}
+
+/// What etcd read again after the run shows: every object on its write key, or the ones that
+/// are not.
+fn proof(out: &mut String, r: &ReencryptReport) {
     if r.remaining == 0 {
         let _ = writeln!(
             out,
@@ -101,5 +126,4 @@ pub(crate) fn reencrypt_table(r: &atrest::migrate::ReencryptReport) -> String {
             let _ = writeln!(out, "  {name}");
         }
     }
-    out
 }

@@ -46,8 +46,26 @@ fn shown_name(r: &ResourceReport) -> String {
     }
 }
 
+/// What the current values are: how they were read, one row per resource, KMS key IDs, the
+/// totals, and the objects that need attention.
 fn current_table(report: &ScanReport, hints: &Hints) -> String {
     let mut out = String::new();
+    scan_heading(&mut out, report, hints);
+    resource_table(&mut out, report);
+    kms_key_ids(&mut out, report);
+    totals_line(&mut out, report);
+    let attention: Vec<_> = report.resources.iter().filter(|r| !r.clean()).collect();
+    if !attention.is_empty() {
+        let _ = writeln!(out, "Needs attention:");
+        for r in attention {
+            attention_rows(&mut out, r, hints);
+        }
+    }
+    out
+}
+
+/// The revision read, whether values were decrypted, and what was read.
+fn scan_heading(out: &mut String, report: &ScanReport, hints: &Hints) {
     let _ = writeln!(
         out,
         "etcd revision {} · {}",
@@ -63,7 +81,11 @@ fn current_table(report: &ScanReport, hints: &Hints) -> String {
         let _ = writeln!(out, "({})", hints.verify);
     }
     let _ = writeln!(out);
-    // Columns sized to their content.
+}
+
+/// One row per resource (more for each further key it is stored under), columns sized to
+/// their content.
+fn resource_table(out: &mut String, report: &ScanReport) {
     let name_w = report
         .resources
         .iter()
@@ -84,8 +106,12 @@ fn current_table(report: &ScanReport, hints: &Hints) -> String {
         "RESOURCE", "WRITE KEY", "TOTAL"
     );
     for r in &report.resources {
-        resource_rows(&mut out, r, name_w, key_w);
+        resource_rows(out, r, name_w, key_w);
     }
+}
+
+/// Each KMS v2 plugin's current key ID, and the key IDs each resource's values carry.
+fn kms_key_ids(out: &mut String, report: &ScanReport) {
     for (provider, key_id) in &report.kms_current_key_ids {
         let _ = writeln!(
             out,
@@ -104,6 +130,10 @@ fn current_table(report: &ScanReport, hints: &Hints) -> String {
             .collect();
         let _ = writeln!(out, "{}: KMS v2 key IDs: {}", r.resource, ids.join(", "));
     }
+}
+
+/// The exact counts over every resource.
+fn totals_line(out: &mut String, report: &ScanReport) {
     let t = report.totals();
     let _ = writeln!(out);
     let _ = writeln!(
@@ -118,14 +148,6 @@ fn current_table(report: &ScanReport, hints: &Hints) -> String {
         t.unknown_key,
         t.corrupt
     );
-    let attention: Vec<_> = report.resources.iter().filter(|r| !r.clean()).collect();
-    if !attention.is_empty() {
-        let _ = writeln!(out, "Needs attention:");
-        for r in attention {
-            attention_rows(&mut out, r, hints);
-        }
-    }
-    out
 }
 
 /// The findings and the result line, the same words in `scan` and `status`.

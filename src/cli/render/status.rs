@@ -4,7 +4,10 @@ use std::fmt::Write;
 
 use atrest::cluster::settings::{Setting, Settings};
 use atrest::config::{Finding, LoadedConfig};
+use atrest::keys::archive::ArchivedKey;
+use atrest::kube::Convergence;
 use atrest::model::census::ScanReport;
+use atrest::state::{Rotation, RotationState};
 
 use super::config::{config_json, config_table};
 use super::indent;
@@ -35,19 +38,33 @@ fn provenance<T: std::fmt::Debug>(
 /// What `atrest status` adds beyond settings, config and scan.
 pub(crate) struct StatusExtra {
     pub state_path: std::path::PathBuf,
-    pub state: Option<atrest::state::RotationState>,
-    pub archived: Vec<atrest::keys::archive::ArchivedKey>,
+    pub state: Option<RotationState>,
+    pub archived: Vec<ArchivedKey>,
     /// Files of the state folder atrest could not read (rotation.json, the key archive): the
     /// rotation state is then unknown, never shown as "no rotation".
     pub unreadable: Vec<String>,
-    pub convergence: Result<atrest::kube::Convergence, String>,
+    pub convergence: Result<Convergence, String>,
     /// The etcd server's version, when the scan connected to it.
     pub etcd_version: Option<String>,
     /// With --no-scan: what could still be judged (the apiservers).
     pub without_scan: Option<ScanReport>,
 }
 
+/// The rotation state, what each apiserver runs, and the archived keys: what `status` adds to
+/// settings, config and scan.
 fn rotation_table(out: &mut String, extra: &StatusExtra) {
+    rotation_section(out, extra);
+    let _ = writeln!(out);
+    apiservers_section(out, &extra.convergence);
+    if !extra.archived.is_empty() {
+        archived_keys_section(out, &extra.archived);
+    }
+    let _ = writeln!(out);
+}
+
+/// The state file, what of it could not be read, and the rotation in progress if any; nothing
+/// after the heading when the state is unknown.
+fn rotation_section(out: &mut String, extra: &StatusExtra) {
     let _ = writeln!(out, "Rotation ({}):", extra.state_path.display());
     for e in &extra.unreadable {
         let _ = writeln!(out, "  UNKNOWN: {e}");
@@ -60,91 +77,100 @@ fn rotation_table(out: &mut String, extra: &StatusExtra) {
                 "  no rotation in progress; start one with `atrest rotate prepare` or `atrest rotate run`"
             );
         }
-        Some(r) => {
+        Some(r) => rotation_in_progress(out, r),
+    }
+}
+
+/// The rotation in progress: target, stage, the next command (or the undo, when aborted), and
+/// the snapshot taken before it.
+fn rotation_in_progress(out: &mut String, r: &Rotation) {
+    let _ = writeln!(
+        out,
+        "  to {} (rules {:?}: {}), stage {}",
+        r.target,
+        r.rules,
+        atrest::join_resources(&r.resources),
+        r.stage,
+    );
+    if r.aborted {
+        let _ = writeln!(
+            out,
+            "  ABORTED: the previous write key writes again; atrest is undoing the rotation. To finish the undo: {}",
+            r.stage.next_command()
+        );
+    } else {
+        let _ = writeln!(out, "  next: {}", r.stage.next_command());
+    }
+    match &r.snapshot {
+        Some(snap) => {
             let _ = writeln!(
                 out,
-                "  to {} (rules {:?}: {}), stage {}",
-                r.target,
-                r.rules,
-                atrest::join_resources(&r.resources),
-                r.stage,
+                "  snapshot: {} ({} bytes, {}, revision {})",
+                snap.path.display(),
+                snap.size,
+                snap.sha256,
+                snap.revision
             );
-            if r.aborted {
-                let _ = writeln!(
-                    out,
-                    "  ABORTED: the previous write key writes again; atrest is undoing the rotation. To finish the undo: {}",
-                    r.stage.next_command()
-                );
-            } else {
-                let _ = writeln!(out, "  next: {}", r.stage.next_command());
-            }
-            match &r.snapshot {
-                Some(snap) => {
-                    let _ = writeln!(
-                        out,
-                        "  snapshot: {} ({} bytes, {}, revision {})",
-                        snap.path.display(),
-                        snap.size,
-                        snap.sha256,
-                        snap.revision
-                    );
-                }
-                None if r.snapshot_skipped => {
-                    let _ = writeln!(out, "  snapshot: skipped (--no-snapshot)");
-                }
-                None => {}
-            }
         }
+        None if r.snapshot_skipped => {
+            let _ = writeln!(out, "  snapshot: skipped (--no-snapshot)");
+        }
+        None => {}
     }
-    let _ = writeln!(out);
+}
+
+/// Which config each apiserver runs against the file, the identity leases not reached, and
+/// whether they all agree.
+fn apiservers_section(out: &mut String, convergence: &Result<Convergence, String>) {
     let _ = writeln!(out, "Apiservers:");
-    match &extra.convergence {
+    let c = match convergence {
         Err(e) => {
             let _ = writeln!(out, "  not checked: {e}");
+            return;
         }
-        Ok(c) => {
-            for a in &c.apiservers {
-                let verdict = match &a.config_hash {
-                    Some(h) if *h == c.want => " (the file)".to_string(),
-                    Some(_) => format!(" (NOT the file: {})", c.want),
-                    None => String::new(),
-                };
-                let version = a
-                    .version
-                    .as_deref()
-                    .map(|v| format!(" [{v}]"))
-                    .unwrap_or_default();
-                let _ = writeln!(out, "  {}{version} {}{verdict}", a.name(), a.reported());
-            }
-            for l in &c.unreached {
-                let _ = writeln!(
-                    out,
-                    "  identity lease {l}: not reached (pass --apiserver URL)"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "  {}",
-                if c.converged() {
-                    "every apiserver runs the file"
-                } else {
-                    "NOT converged"
-                }
-            );
-        }
+        Ok(c) => c,
+    };
+    for a in &c.apiservers {
+        let verdict = match &a.config_hash {
+            Some(h) if *h == c.want => " (the file)".to_string(),
+            Some(_) => format!(" (NOT the file: {})", c.want),
+            None => String::new(),
+        };
+        let version = a
+            .version
+            .as_deref()
+            .map(|v| format!(" [{v}]"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {}{version} {}{verdict}", a.name(), a.reported());
     }
-    if !extra.archived.is_empty() {
-        let _ = writeln!(out);
-        let _ = writeln!(out, "Archived keys:");
-        for k in &extra.archived {
-            let _ = writeln!(
-                out,
-                "  {}:{} ({}) retired {}",
-                k.provider, k.name, k.fingerprint, k.retired
-            );
-        }
+    for l in &c.unreached {
+        let _ = writeln!(
+            out,
+            "  identity lease {l}: not reached (pass --apiserver URL)"
+        );
     }
+    let _ = writeln!(
+        out,
+        "  {}",
+        if c.converged() {
+            "every apiserver runs the file"
+        } else {
+            "NOT converged"
+        }
+    );
+}
+
+/// The keys retired into the archive, by label and fingerprint.
+fn archived_keys_section(out: &mut String, archived: &[ArchivedKey]) {
     let _ = writeln!(out);
+    let _ = writeln!(out, "Archived keys:");
+    for k in archived {
+        let _ = writeln!(
+            out,
+            "  {}:{} ({}) retired {}",
+            k.provider, k.name, k.fingerprint, k.retired
+        );
+    }
 }
 
 pub(crate) fn status_table(
