@@ -64,8 +64,8 @@ pub(crate) fn findings_exit(findings: &[atrest::model::finding::Finding]) -> i32
     }
 }
 
-/// The exit code of a report's verdict: 1 FAIL, else 0 (PASS, or PASS with warnings).
-pub(crate) fn verdict_exit(verdict: atrest::report::Status) -> i32 {
+/// The exit code of a report's outcome: 1 FAIL, else 0 (PASS, or PASS with warnings).
+pub(crate) fn outcome_exit(verdict: atrest::report::Status) -> i32 {
     match verdict {
         atrest::report::Status::Fail => EXIT_FINDINGS,
         atrest::report::Status::Pass | atrest::report::Status::Warn => EXIT_OK,

@@ -84,11 +84,11 @@ impl Context {
                 target: self.target.describe(),
                 source,
             })?;
-            let members = crate::etcd::residue::member_sizes(client, &self.target)
+            let members = crate::etcd::copies::member_sizes(client, &self.target)
                 .await
                 .map_err(|e| self.name_mapped_file(e))?;
             report.cleanup =
-                crate::etcd::residue::cleanup_commands(&self.target, Some(&history), &members);
+                crate::etcd::copies::cleanup_commands(&self.target, Some(&history), &members);
             report.history = Some(history);
             report.members = Some(members);
         }
@@ -150,7 +150,7 @@ impl Context {
         }
         db.sha256()?;
         let keys_needed =
-            crate::etcd::residue::keys_needed(&report, &self.config.config, &book.material);
+            crate::etcd::copies::keys_needed(&report, &self.config.config, &book.material);
         report.snapshot = Some(crate::model::census::SnapshotSection {
             file: db.info.clone(),
             keys_needed,

@@ -17,8 +17,8 @@ use crate::kube::{Apiservers, KubeError};
 mod census;
 pub mod keybook;
 pub mod manifest;
-pub mod residue;
 pub mod settings;
+pub mod survey;
 
 use settings::{Flags, Settings, SettingsError};
 

@@ -2,11 +2,11 @@
 //! read-only scan. atrest never writes etcd.
 
 pub mod bolt;
+pub mod copies;
 pub mod dbfile;
 pub mod history;
 pub mod layout;
 pub mod mvcc;
-pub mod residue;
 pub mod scan;
 mod tls;
 

@@ -144,7 +144,7 @@ pub fn tally(findings: &[Finding]) -> (usize, usize) {
 }
 
 /// `PASS`, `PASS with 2 warnings`, `FAIL (3 findings, 1 warning)`: how every output says it.
-pub fn verdict_line(findings: &[Finding]) -> String {
+pub fn result_line(findings: &[Finding]) -> String {
     let (fail, warn) = tally(findings);
     let plural =
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
@@ -215,14 +215,14 @@ mod tests {
         assert!(!any_fails(&[]));
         assert!(!any_fails(&[f(Level::Warn)]));
         assert!(any_fails(&[f(Level::Warn), f(Level::Fail)]));
-        assert_eq!(verdict_line(&[]), "PASS");
-        assert_eq!(verdict_line(&[f(Level::Warn)]), "PASS with 1 warning");
+        assert_eq!(result_line(&[]), "PASS");
+        assert_eq!(result_line(&[f(Level::Warn)]), "PASS with 1 warning");
         assert_eq!(
-            verdict_line(&[f(Level::Warn), f(Level::Warn)]),
+            result_line(&[f(Level::Warn), f(Level::Warn)]),
             "PASS with 2 warnings"
         );
         assert_eq!(
-            verdict_line(&[f(Level::Fail), f(Level::Warn)]),
+            result_line(&[f(Level::Fail), f(Level::Warn)]),
             "FAIL (1 finding, 1 warning)"
         );
     }

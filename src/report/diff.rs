@@ -15,8 +15,8 @@ pub struct View {
     pub schema: String,
     /// When it was generated.
     pub generated_at: String,
-    /// PASS or FAIL.
-    pub verdict: Status,
+    /// PASS or FAIL (the report's `verdict`).
+    pub outcome: Status,
     /// The config file's path.
     pub config_path: String,
     /// Its hash.
@@ -79,7 +79,7 @@ impl View {
         };
         let mut view = View {
             generated_at: text(&doc["generated_at"]),
-            verdict: status(&doc["verdict"], "verdict")?,
+            outcome: status(&doc["verdict"], "verdict")?,
             config_path: text(&doc["config"]["path"]),
             config_sha256: text(&doc["config"]["sha256"]),
             census: doc["scope"]["scan"]["census"].as_bool().unwrap_or(false),
@@ -177,7 +177,7 @@ pub fn changes(a: &View, b: &View) -> Vec<Change> {
             c.regression = true;
         }
     };
-    if b.verdict > a.verdict {
+    if b.outcome > a.outcome {
         mark("verdict:".into());
     }
     for (id, (_, status)) in &b.checks {
@@ -222,8 +222,8 @@ fn stored_as(r: &Stored) -> String {
 /// One line per difference, in the order an auditor reads them.
 pub fn diff(a: &View, b: &View) -> Vec<String> {
     let mut out = Vec::new();
-    if a.verdict != b.verdict {
-        out.push(format!("verdict: {} -> {}", a.verdict, b.verdict));
+    if a.outcome != b.outcome {
+        out.push(format!("verdict: {} -> {}", a.outcome, b.outcome));
     }
     if a.config_sha256 != b.config_sha256 {
         out.push(format!(

@@ -61,7 +61,7 @@ pub fn judge(
         rotation,
         apiservers,
     });
-    scan.result = crate::model::finding::verdict_line(&findings);
+    scan.result = crate::model::finding::result_line(&findings);
     scan.findings = findings;
 }
 

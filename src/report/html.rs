@@ -83,7 +83,7 @@ fn heading(r: &Report) -> Markup {
             "Generated " (r.generated_at) " by atrest " (r.atrest_version) " on " (r.host)
             " · schema " (r.schema) " · etcd revision " (r.etcd.revision)
         }
-        div id="verdict" class={ "verdict " (class(r.verdict)) } data-warnings=(r.warnings) {
+        div id="verdict" class={ "verdict " (class(r.outcome)) } data-warnings=(r.warnings) {
             "Verdict: " (r.result)
         }
     }

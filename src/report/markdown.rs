@@ -44,11 +44,11 @@ pub fn render(r: &Report) -> String {
 
 /// The title with the verdict, and when and by which atrest the report was made.
 fn heading(o: &mut String, r: &Report) {
-    let mark_text = mark(r.verdict);
+    let mark_text = mark(r.outcome);
     let _ = writeln!(
         o,
         "# Encryption at rest audit: {mark_text}{}\n",
-        r.result.strip_prefix(r.verdict.as_str()).unwrap_or("")
+        r.result.strip_prefix(r.outcome.as_str()).unwrap_or("")
     );
     let _ = writeln!(
         o,

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 
 pub use policy::{Policy, PolicyError};
-pub use text::result_line;
+pub use text::checks_result_line;
 pub(crate) use text::{old_copies_sections, sample_evidence};
 
 use crate::config::{LoadedConfig, Severity};
@@ -306,12 +306,13 @@ pub struct Report {
     pub atrest_version: String,
     /// The host it ran on.
     pub host: String,
-    /// FAIL when any check fails, else PASS.
-    pub verdict: Status,
+    /// FAIL when any check fails, else PASS (`verdict` in the JSON, as auditors call it).
+    #[serde(rename = "verdict")]
+    pub outcome: Status,
     /// Checks that warn.
     #[serde(default)]
     pub warnings: u64,
-    /// `PASS`, `PASS with N warnings`, `FAIL (N of M checks)`: the verdict as every format
+    /// `PASS`, `PASS with N warnings`, `FAIL (N of M checks)`: the outcome as every format
     /// prints it.
     #[serde(default)]
     pub result: String,
@@ -452,7 +453,7 @@ fn config_views(inp: &ReportInputs<'_>) -> Vec<ResourceConfigView> {
         .collect()
 }
 
-/// Builds the report and its verdict.
+/// Builds the report and its outcome.
 pub fn build(inp: &ReportInputs<'_>) -> Report {
     let resources_cfg = config_views(inp);
     let mut lint = crate::config::lint(&inp.config.config);
@@ -488,14 +489,14 @@ pub fn build(inp: &ReportInputs<'_>) -> Report {
     } else {
         Status::Pass
     };
-    let result = result_line(failed, warnings, checks.len());
+    let result = checks_result_line(failed, warnings, checks.len());
     let survey = inp.apiservers.clone().unwrap_or_default();
     Report {
         schema: SCHEMA.to_string(),
         generated_at: inp.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         atrest_version: env!("CARGO_PKG_VERSION").to_string(),
         host: host(),
-        verdict,
+        outcome: verdict,
         warnings: warnings as u64,
         result,
         scope: ReportScope {

@@ -106,7 +106,7 @@ pub(crate) fn old_copies_sections(r: &Report) -> Vec<(&'static str, Vec<String>)
 }
 
 /// `PASS`, `PASS with 2 warnings`, `FAIL (3 of 12 checks fail, 1 warns)`.
-pub fn result_line(failed: usize, warnings: usize, checks: usize) -> String {
+pub fn checks_result_line(failed: usize, warnings: usize, checks: usize) -> String {
     let warn = match warnings {
         1 => "1 warning".to_string(),
         n => format!("{n} warnings"),

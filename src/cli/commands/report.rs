@@ -84,7 +84,7 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
         }
         None => crate::cli::outln!("{text}"),
     }
-    Ok(crate::cli::verdict_exit(report.verdict))
+    Ok(crate::cli::outcome_exit(report.outcome))
 }
 
 /// What a terminal shows of a report written to a file: the verdict, each check, the findings.

@@ -225,12 +225,12 @@ async fn after_prune(
     let survey = ctx.residue_survey(etcd, state_dir, backup_dirs, 10).await?;
     crate::cli::out!(
         "{}",
-        crate::cli::render::residue::after_rotation(&survey, remove_snapshots)
+        crate::cli::render::old_copies::after_rotation(&survey, remove_snapshots)
     );
     if remove_snapshots {
         let backups = survey.backups.clone().unwrap_or_default();
         let removed =
-            atrest::cluster::residue::remove_snapshots(state_dir, &ctx.config.path, &backups)?;
+            atrest::cluster::survey::remove_snapshots(state_dir, &ctx.config.path, &backups)?;
         if removed.is_empty() {
             crate::cli::outln!("No snapshot to remove.");
         }

@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 pub(super) mod config;
+pub(super) mod old_copies;
 pub(super) mod reencrypt;
-pub(super) mod residue;
 pub(super) mod scan;
 pub(super) mod status;
 

@@ -33,7 +33,7 @@ pub(crate) const STATUS_HINTS: Hints = Hints {
 /// then the objects that need attention (capped, always with `showing N of M`).
 pub(crate) fn scan_table(report: &ScanReport, hints: &Hints) -> String {
     let mut out = current_table(report, hints);
-    out.push_str(&super::residue::residue_sections(report));
+    out.push_str(&super::old_copies::old_copies_sections(report));
     out.push_str(&findings_section(report));
     out
 }

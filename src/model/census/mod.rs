@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use super::{Finding, KeyCounts, KeyLabel, KnownKey, Sample, Verdict, VerdictCounts};
 
-mod copies;
-pub use copies::{
+mod old_copies;
+pub use old_copies::{
     BackupFile, DbInfo, FoundIn, FreeGroup, FreePages, HistoryGroup, HistoryRef, HistoryReport,
     KeyNeeded, KeySource, MemberDb, SnapshotSection, residue_tag,
 };

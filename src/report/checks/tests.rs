@@ -405,15 +405,18 @@ fn warnings_make_pass_with_warnings_and_a_failing_check_fail() {
         policy: &f.policy,
         now: "2026-06-01T00:00:00Z".parse().unwrap(),
     });
-    assert_eq!(report.verdict, Status::Pass);
+    assert_eq!(report.outcome, Status::Pass);
     assert_eq!(report.warnings, 1, "key age unknown: {:#?}", report.checks);
     assert_eq!(report.result, "PASS with 1 warning");
-    assert_eq!(crate::report::result_line(0, 2, 12), "PASS with 2 warnings");
     assert_eq!(
-        crate::report::result_line(1, 2, 12),
+        crate::report::checks_result_line(0, 2, 12),
+        "PASS with 2 warnings"
+    );
+    assert_eq!(
+        crate::report::checks_result_line(1, 2, 12),
         "FAIL (1 of 12 checks fail; 2 warnings)"
     );
-    assert_eq!(crate::report::result_line(0, 0, 12), "PASS");
+    assert_eq!(crate::report::checks_result_line(0, 0, 12), "PASS");
 }
 
 #[test]

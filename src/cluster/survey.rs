@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{ClusterError, Context, ScanRequest};
-use crate::etcd::residue::backup_kind;
+use crate::etcd::copies::backup_kind;
 use crate::model::census::{BackupFile, FoundIn, ScanReport};
 use crate::state::RotationState;
 

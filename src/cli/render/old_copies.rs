@@ -12,7 +12,7 @@ use atrest::model::showing;
 const TABLE_NAMES: usize = 10;
 
 /// The sections for what `report` holds beyond current values; empty when it holds none.
-pub(crate) fn residue_sections(report: &ScanReport) -> String {
+pub(crate) fn old_copies_sections(report: &ScanReport) -> String {
     let mut out = String::new();
     if let Some(s) = &report.snapshot {
         data_file_section(&mut out, report, s);
@@ -217,7 +217,7 @@ pub(crate) fn backup_lines(backups: &[BackupFile], removing: bool) -> Vec<String
                 .to_string(),
         ];
     }
-    let removable = atrest::cluster::residue::removable(backups);
+    let removable = atrest::cluster::survey::removable(backups);
     backups
         .iter()
         .map(|b| {
@@ -275,7 +275,7 @@ pub(crate) fn after_rotation(live: &ScanReport, removing: bool) -> String {
     for line in backup_lines(&backups, removing) {
         let _ = writeln!(out, "  {line}");
     }
-    let removable = !atrest::cluster::residue::removable(&backups).is_empty();
+    let removable = !atrest::cluster::survey::removable(&backups).is_empty();
     if live.cleanup.is_empty() && !removable {
         let _ = writeln!(out, "Nothing to drop.");
         return out;
