@@ -8,6 +8,7 @@ pub mod diff;
 pub mod findings;
 pub mod html;
 pub mod markdown;
+pub mod overview;
 pub mod policy;
 mod text;
 

@@ -70,28 +70,36 @@ pub(crate) async fn run(a: args::ReencryptArgs) -> Result<i32> {
     );
     let report = engine.run(&mut bar).await;
     bar.finish();
-    let report = report.map_err(|e| {
-        use atrest::migrate::MigrateError as M;
-        let hint = match &e {
-            M::Forbidden { .. } | M::NotLoaded { .. } => {
-                Some("progress is saved: run again with --resume to continue")
-            }
-            M::ApiserverUnreachable { .. } => Some(
-                "once the apiserver answers again, run again with --resume: it targets every object not yet on its write key (--apiserver-patience SECONDS waits longer)",
-            ),
-            M::Preflight(p) => p.downcast_ref::<PreflightError>().map(preflight_hint),
-            _ => None,
-        };
-        match hint {
-            Some(h) => anyhow::anyhow!("{}\n  {h}", anyhow::Error::from(e)),
-            None => e.into(),
-        }
-    })?;
+    let report = report.map_err(failure)?;
     match a.output {
         Output::Json => render::print_json(&report),
         Output::Table => crate::cli::out!("{}", reencrypt_table(&report)),
     }
-    Ok(if report.interrupted {
+    Ok(exit_code(&report))
+}
+
+/// The run's error with what the admin can do about it.
+fn failure(e: atrest::migrate::MigrateError) -> anyhow::Error {
+    use atrest::migrate::MigrateError as M;
+    let hint = match &e {
+        M::Forbidden { .. } | M::NotLoaded { .. } => {
+            Some("progress is saved: run again with --resume to continue")
+        }
+        M::ApiserverUnreachable { .. } => Some(
+            "once the apiserver answers again, run again with --resume: it targets every object not yet on its write key (--apiserver-patience SECONDS waits longer)",
+        ),
+        M::Preflight(p) => p.downcast_ref::<PreflightError>().map(preflight_hint),
+        _ => None,
+    };
+    match hint {
+        Some(h) => anyhow::anyhow!("{}\n  {h}", anyhow::Error::from(e)),
+        None => e.into(),
+    }
+}
+
+/// 3 interrupted; 1 when a dry run found work or a run left objects; else 0.
+fn exit_code(report: &atrest::migrate::ReencryptReport) -> i32 {
+    if report.interrupted {
         EXIT_INTERRUPTED
     } else if report.dry_run {
         if report.total.targeted == 0 {
@@ -103,7 +111,7 @@ pub(crate) async fn run(a: args::ReencryptArgs) -> Result<i32> {
         EXIT_OK
     } else {
         EXIT_FINDINGS
-    })
+    }
 }
 
 /// What the admin can do when the preflight refuses.

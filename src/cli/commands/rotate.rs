@@ -95,7 +95,7 @@ fn step_args(c: &args::RotateCommand) -> Result<StepArgs<'_>> {
 /// Exit 0 when the step is done, 2 when refused or failed, 3 when interrupted.
 pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
     let step = step_args(&c)?;
-    let (common, prepare) = (step.common, &step.prepare);
+    let common = step.common;
     let flags = super::flags(
         &common.source,
         Some(&common.etcd),
@@ -107,36 +107,8 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
     // state folder and rewrite objects as a rotation step. `atrest reencrypt` still can.
     atrest::cluster::refuse_managed_config(&ctx.settings)?;
     let etcd = ctx.etcd().await?;
-    let apiservers = ctx.apiservers(&common.cluster.apiservers).await?;
     let say = |m: &str| eprintln!("atrest: {m}");
-    let rotator = Rotator {
-        config_path: ctx.config.path.clone(),
-        state_dir: ctx
-            .state_dir(common.cluster.state_dir.as_deref())
-            .to_write(&say)?,
-        etcd: &etcd,
-        etcd_prefix: ctx.target.prefix.clone(),
-        apiservers,
-        wait_timeout: Duration::from_secs(common.timeout),
-        automatic_reload: ctx.manifest_reload(),
-        canary_namespace: step.canary_namespace.to_string(),
-        sync: common
-            .sync_command
-            .clone()
-            .map(|command| atrest::rotate::SyncCommand {
-                command,
-                timeout: Duration::from_secs(common.timeout),
-            }),
-        reencrypt: atrest::migrate::ReencryptOptions {
-            patience: Duration::from_secs(common.etcd.etcd_patience),
-            stop: super::stop_on_signal(),
-            ..step
-                .rewrite
-                .map(args::RewriteArgs::options)
-                .unwrap_or_default()
-        },
-        say: &say,
-    };
+    let rotator = rotator(&ctx, &step, &etcd, &say).await?;
     // One rotate step at a time per state folder: a timer firing while another run (or an
     // admin's step) is under way is refused, never started twice. Held until this process ends.
     let _lock = atrest::state::RotationLock::acquire(&rotator.state_dir)?;
@@ -156,7 +128,7 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
     // What `scan --history` and `report` advise: `prune --remove-snapshots` after a rotation.
     let only_remove = matches!(&c, R::Prune(p) if p.remove_snapshots)
         && rotator.prune_only_removes_snapshots()?;
-    let result = match (&c, prepare) {
+    let result = match (&c, &step.prepare) {
         (R::Prune(_), _) if only_remove => Ok(()),
         (R::Prepare(_), Some(req)) => rotator.prepare(req).await,
         (R::Run(_), Some(req)) => rotator.run(req, &mut bar).await,
@@ -170,28 +142,7 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
     bar.finish();
     match result {
         Ok(()) => {
-            let st = atrest::state::RotationState::load(&rotator.state_dir, &rotator.config_path)?;
-            match &st.rotation {
-                Some(r) => crate::cli::outln!(
-                    "rotation to {}: stage {}; next: {}",
-                    r.target,
-                    r.stage,
-                    r.stage.next_command()
-                ),
-                None => crate::cli::outln!(
-                    "no rotation in progress; config {}",
-                    st.expected_hash.as_deref().unwrap_or("-")
-                ),
-            }
-            if only_remove || (st.finished() && matches!(c, R::Prune(_) | R::Run(_))) {
-                let (remove, backup_dirs) = match &c {
-                    R::Prune(p) => (p.remove_snapshots, p.backup_dirs.clone()),
-                    _ => (false, Vec::new()),
-                };
-                // The rotation changed the config: judge what is left by the new one.
-                let now = Context::resolve(&flags)?;
-                after_prune(&now, &etcd, &rotator.state_dir, &backup_dirs, remove).await?;
-            }
+            done(&c, &rotator, only_remove, &flags, &etcd).await?;
             Ok(EXIT_OK)
         }
         Err(e @ atrest::rotate::RotateError::NothingToDo { .. }) if matches!(c, R::Run(_)) => {
@@ -209,6 +160,79 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
             },
         ),
     }
+}
+
+/// The rotator of this step: the state folder to write, the apiservers, the timeouts, the sync
+/// command and how re-encryption writes.
+async fn rotator<'a>(
+    ctx: &Context,
+    step: &StepArgs<'_>,
+    etcd: &'a etcd_client::Client,
+    say: &'a (dyn Fn(&str) + Sync),
+) -> Result<Rotator<'a>> {
+    let common = step.common;
+    Ok(Rotator {
+        config_path: ctx.config.path.clone(),
+        state_dir: ctx
+            .state_dir(common.cluster.state_dir.as_deref())
+            .to_write(say)?,
+        etcd,
+        etcd_prefix: ctx.target.prefix.clone(),
+        apiservers: ctx.apiservers(&common.cluster.apiservers).await?,
+        wait_timeout: Duration::from_secs(common.timeout),
+        automatic_reload: ctx.manifest_reload(),
+        canary_namespace: step.canary_namespace.to_string(),
+        sync: common
+            .sync_command
+            .clone()
+            .map(|command| atrest::rotate::SyncCommand {
+                command,
+                timeout: Duration::from_secs(common.timeout),
+            }),
+        reencrypt: atrest::migrate::ReencryptOptions {
+            patience: Duration::from_secs(common.etcd.etcd_patience),
+            stop: super::stop_on_signal(),
+            ..step
+                .rewrite
+                .map(args::RewriteArgs::options)
+                .unwrap_or_default()
+        },
+        say,
+    })
+}
+
+/// A step done: where the rotation stands and the next command; after a finished rotation (or
+/// `prune --remove-snapshots` alone), the old copies left and how to drop them.
+async fn done(
+    c: &args::RotateCommand,
+    rotator: &Rotator<'_>,
+    only_remove: bool,
+    flags: &atrest::cluster::settings::Flags,
+    etcd: &etcd_client::Client,
+) -> Result<()> {
+    let st = atrest::state::RotationState::load(&rotator.state_dir, &rotator.config_path)?;
+    match &st.rotation {
+        Some(r) => crate::cli::outln!(
+            "rotation to {}: stage {}; next: {}",
+            r.target,
+            r.stage,
+            r.stage.next_command()
+        ),
+        None => crate::cli::outln!(
+            "no rotation in progress; config {}",
+            st.expected_hash.as_deref().unwrap_or("-")
+        ),
+    }
+    if only_remove || (st.finished() && matches!(c, R::Prune(_) | R::Run(_))) {
+        let (remove, backup_dirs) = match c {
+            R::Prune(p) => (p.remove_snapshots, p.backup_dirs.clone()),
+            _ => (false, Vec::new()),
+        };
+        // The rotation changed the config: judge what is left by the new one.
+        let now = Context::resolve(flags)?;
+        after_prune(&now, etcd, &rotator.state_dir, &backup_dirs, remove).await?;
+    }
+    Ok(())
 }
 
 /// After a finished rotation: what old copies are left and how to drop them; with

@@ -7,7 +7,8 @@ use atrest::config::{Finding, LoadedConfig};
 use atrest::keys::archive::ArchivedKey;
 use atrest::kube::Convergence;
 use atrest::model::census::ScanReport;
-use atrest::state::{Rotation, RotationState};
+use atrest::report::overview::Overview;
+use atrest::state::Rotation;
 
 use super::config::{config_json, config_table};
 use super::indent;
@@ -35,24 +36,9 @@ fn provenance<T: std::fmt::Debug>(
     }
 }
 
-/// What `atrest status` adds beyond settings, config and scan.
-pub(crate) struct StatusExtra {
-    pub state_path: std::path::PathBuf,
-    pub state: Option<RotationState>,
-    pub archived: Vec<ArchivedKey>,
-    /// Files of the state folder atrest could not read (rotation.json, the key archive): the
-    /// rotation state is then unknown, never shown as "no rotation".
-    pub unreadable: Vec<String>,
-    pub convergence: Result<Convergence, String>,
-    /// The etcd server's version, when the scan connected to it.
-    pub etcd_version: Option<String>,
-    /// With --no-scan: what could still be judged (the apiservers).
-    pub without_scan: Option<ScanReport>,
-}
-
 /// The rotation state, what each apiserver runs, and the archived keys: what `status` adds to
 /// settings, config and scan.
-fn rotation_table(out: &mut String, extra: &StatusExtra) {
+fn rotation_table(out: &mut String, extra: &Overview) {
     rotation_section(out, extra);
     let _ = writeln!(out);
     apiservers_section(out, &extra.convergence);
@@ -64,7 +50,7 @@ fn rotation_table(out: &mut String, extra: &StatusExtra) {
 
 /// The state file, what of it could not be read, and the rotation in progress if any; nothing
 /// after the heading when the state is unknown.
-fn rotation_section(out: &mut String, extra: &StatusExtra) {
+fn rotation_section(out: &mut String, extra: &Overview) {
     let _ = writeln!(out, "Rotation ({}):", extra.state_path.display());
     for e in &extra.unreadable {
         let _ = writeln!(out, "  UNKNOWN: {e}");
@@ -178,7 +164,7 @@ pub(crate) fn status_table(
     loaded: &LoadedConfig,
     findings: &[Finding],
     scan: Option<&anyhow::Result<ScanReport>>,
-    extra: &StatusExtra,
+    extra: &Overview,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Settings:");
@@ -241,7 +227,7 @@ pub(crate) fn status_json(
     loaded: &LoadedConfig,
     findings: &[Finding],
     scan: Option<&anyhow::Result<ScanReport>>,
-    extra: &StatusExtra,
+    extra: &Overview,
 ) -> serde_json::Value {
     serde_json::json!({
         "settings": s,
