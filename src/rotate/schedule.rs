@@ -43,7 +43,7 @@ impl Schedule {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Due {
     /// A rotation is in progress: it is resumed whatever the keys' ages.
-    InProgress(Rotation),
+    InProgress(Box<Rotation>),
     /// No rotation in progress: what the limits say of each write key.
     Scheduled(Schedule),
 }
@@ -69,7 +69,7 @@ impl Rotator<'_> {
     ) -> Result<Due, RotateError> {
         let st = RotationState::load(&self.state_dir, &self.config_path)?;
         if let Some(r) = st.rotation {
-            return Ok(Due::InProgress(r));
+            return Ok(Due::InProgress(Box::new(r)));
         }
         let revision = super::snapshot::current_revision(self.etcd).await?;
         Ok(Due::Scheduled(schedule(
