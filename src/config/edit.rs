@@ -250,15 +250,15 @@ pub fn layout(config: &EncryptionConfig) -> Vec<RuleLayout> {
                 .flat_map(|p| match p {
                     Provider::Keys { provider, keys } => keys
                         .iter()
-                        .map(|k| {
-                            format!(
-                                "{} ({})",
-                                KeyLabel::key(*provider, k.name()),
-                                k.fingerprint()
-                            )
+                        .map(|k| LayoutKey {
+                            label: KeyLabel::key(*provider, k.name()),
+                            fingerprint: Some(k.fingerprint().to_string()),
                         })
                         .collect::<Vec<_>>(),
-                    other => vec![other.write_key().to_string()],
+                    other => vec![LayoutKey {
+                        label: other.write_key(),
+                        fingerprint: None,
+                    }],
                 })
                 .collect(),
         })
@@ -270,9 +270,65 @@ pub fn layout(config: &EncryptionConfig) -> Vec<RuleLayout> {
 pub struct RuleLayout {
     /// The rule's resources, as written in the config.
     pub resources: Vec<String>,
-    /// Its key labels in the order the apiserver tries them, the write key first; local keys
-    /// with their fingerprint, so a changed secret under the same name shows.
-    pub keys: Vec<String>,
+    /// Its keys in the order the apiserver tries them, the write key first.
+    pub keys: Vec<LayoutKey>,
+}
+
+/// A key of a rule's layout: its label, with its fingerprint when it is a local key, so that a
+/// changed secret under the same name shows. Stored (and printed) as `label (fingerprint)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LayoutKey {
+    /// `aescbc:key1`, `kms:v2:vault`, `identity`.
+    pub label: KeyLabel,
+    /// `sha256:…` of a local key's material; `None` for KMS and identity.
+    pub fingerprint: Option<String>,
+}
+
+impl std::fmt::Display for LayoutKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.fingerprint {
+            Some(fp) => write!(f, "{} ({fp})", self.label),
+            None => write!(f, "{}", self.label),
+        }
+    }
+}
+
+/// As its text, quoted: what messages listing a layout show.
+impl std::fmt::Debug for LayoutKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+impl std::str::FromStr for LayoutKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (label, fingerprint) = match s.strip_suffix(')').and_then(|r| r.rsplit_once(" (")) {
+            Some((label, fp)) if fp.starts_with("sha256:") => (label, Some(fp.to_string())),
+            _ => (s, None),
+        };
+        Ok(LayoutKey {
+            label: label
+                .parse()
+                .map_err(|e| format!("{s:?} is not a key of a layout: {e}"))?,
+            fingerprint,
+        })
+    }
+}
+
+impl serde::Serialize for LayoutKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LayoutKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// What differs between two layouts, in words an admin can act on.
@@ -323,10 +379,30 @@ pub fn describe_diff(expected: &[RuleLayout], found: &[RuleLayout]) -> Vec<Strin
 mod tests {
     use super::*;
 
+    /// A layout key reads back from the text state files keep, and prints as it was.
+    #[test]
+    fn layout_keys_keep_their_text_form() {
+        for text in [
+            "aescbc:key1 (sha256:0123456789abcdef)",
+            "aescbc:a:b (c) (sha256:0123456789abcdef)",
+            "kms:v2:vault",
+            "identity",
+        ] {
+            let k: LayoutKey = text.parse().unwrap();
+            assert_eq!(k.to_string(), text);
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(serde_json::from_str::<LayoutKey>(&json).unwrap(), k);
+        }
+        let k: LayoutKey = "aescbc:key1 (sha256:0123456789abcdef)".parse().unwrap();
+        assert_eq!(k.fingerprint.as_deref(), Some("sha256:0123456789abcdef"));
+        assert_eq!(format!("{:?}", vec![k]), r#"["aescbc:key1 (sha256:0123456789abcdef)"]"#);
+        assert!("nonsense".parse::<LayoutKey>().is_err());
+    }
+
     fn rule(resources: &[&str], keys: &[&str]) -> RuleLayout {
         RuleLayout {
             resources: resources.iter().map(|s| s.to_string()).collect(),
-            keys: keys.iter().map(|s| s.to_string()).collect(),
+            keys: keys.iter().map(|s| s.parse().unwrap()).collect(),
         }
     }
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 pub use crate::keys::decode_secret;
 pub use edit::{
-    EditError, RotationTarget, RuleLayout, add_read_key, describe_diff, layout, promote, remove,
-    render_yaml, rules_for,
+    EditError, LayoutKey, RotationTarget, RuleLayout, add_read_key, describe_diff, layout, promote,
+    remove, render_yaml, rules_for,
 };
 pub use lint::{Finding, Severity, lint, lint_file_mode};
 pub use parse::{parse_bytes, parse_str};

@@ -38,16 +38,21 @@ pub(crate) fn old_copies_sections(report: &ScanReport) -> String {
     out
 }
 
+/// `compacted at N`, or `never compacted` (revision 0).
+fn compaction(revision: i64) -> String {
+    if revision > 0 {
+        format!("compacted at {revision}")
+    } else {
+        "never compacted".to_string()
+    }
+}
+
 /// The db file read (`scan --snapshot`): size, hash, revisions, and the keys its values need.
 fn data_file_section(out: &mut String, report: &ScanReport, s: &SnapshotSection) {
     let f = &s.file;
     let _ = writeln!(out);
     let _ = writeln!(out, "Data file {} — {} bytes, {}", f.path, f.size, f.sha256);
-    let compacted = if f.compact_revision > 0 {
-        format!("compacted at {}", f.compact_revision)
-    } else {
-        "never compacted".to_string()
-    };
+    let compacted = compaction(f.compact_revision);
     let _ = writeln!(
         out,
         "  revision {}; revisions {}..{} in the file ({} in all), {compacted}",
@@ -246,11 +251,7 @@ pub(crate) fn after_rotation(live: &ScanReport, removing: bool) -> String {
         "Old copies left after the rotation (atrest never compacts or defragments etcd):"
     );
     if let Some(h) = &live.history {
-        let since = if h.from_revision > 0 {
-            format!("compacted at {}", h.from_revision)
-        } else {
-            "never compacted".to_string()
-        };
+        let since = compaction(h.from_revision);
         let _ = writeln!(
             out,
             "  etcd history ({since}, read up to {}): {} older values, {} of them residue",

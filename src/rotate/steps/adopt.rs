@@ -2,7 +2,7 @@
 //! edit keeps every key the stored data needs and the rotation's rules and key where the stage
 //! needs them. Outside a rotation every step adopts a hand edit by itself.
 
-use crate::config::{self, LoadedConfig};
+use crate::config::{self, LayoutKey, LoadedConfig};
 use crate::model::Verdict;
 use crate::rotate::{JournalError, RotateError, Rotator};
 use crate::state::{Rotation, RotationState, Stage, Step};
@@ -85,10 +85,8 @@ fn check_rotation_kept(
             )));
         }
         // The same key, not just the same name: its fingerprint when it is a local key.
-        let is_target = |k: &String| match &r.target_fingerprint {
-            Some(fp) => *k == format!("{} ({fp})", r.target),
-            None => *k == r.target.to_string(),
-        };
+        let is_target =
+            |k: &LayoutKey| k.label == r.target && k.fingerprint == r.target_fingerprint;
         let position = after.keys.iter().position(is_target);
         match (r.stage, position) {
             (_, None) => {
