@@ -4,10 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use super::{ClusterError, Context, ScanRequest, keybook, plugins};
+use crate::etcd::copies::{cleanup_commands, member_sizes};
+use crate::etcd::dbfile::DbFile;
 use crate::etcd::scan::{self, ClassifyConfig, Progress, ReportBuilder, ScanOptions};
 use crate::keys::archive;
 use crate::kms::KmsPlugins;
-use crate::model::census::ScanReport;
+use crate::model::KeyLabel;
+use crate::model::census::{ScanReport, SnapshotSection};
 
 impl Context {
     /// What every scan starts from: the key ranges, the KMS plugins (when verifying) and every
@@ -84,11 +87,10 @@ impl Context {
                 target: self.target.describe(),
                 source,
             })?;
-            let members = crate::etcd::copies::member_sizes(client, &self.target)
+            let members = member_sizes(client, &self.target)
                 .await
                 .map_err(|e| self.name_mapped_file(e))?;
-            report.cleanup =
-                crate::etcd::copies::cleanup_commands(&self.target, Some(&history), &members);
+            report.cleanup = cleanup_commands(&self.target, Some(&history), &members);
             report.history = Some(history);
             report.members = Some(members);
         }
@@ -113,7 +115,7 @@ impl Context {
             classify: classify(req.verify, &plugins, &book),
             ..Default::default()
         };
-        let mut db = crate::etcd::dbfile::DbFile::open(path, &self.target.prefix)?;
+        let mut db = DbFile::open(path, &self.target.prefix)?;
         let mut builder = ReportBuilder::new(req.max_list);
         db.scan(
             &self.config.config,
@@ -151,7 +153,7 @@ impl Context {
         db.sha256()?;
         let keys_needed =
             crate::etcd::copies::keys_needed(&report, &self.config.config, &book.material);
-        report.snapshot = Some(crate::model::census::SnapshotSection {
+        report.snapshot = Some(SnapshotSection {
             file: db.info.clone(),
             keys_needed,
         });
@@ -172,7 +174,7 @@ fn classify<'a>(
 }
 
 fn unknown_keys(report: &ScanReport, book: &keybook::KeyBook) -> Vec<keybook::KnownKey> {
-    let mut labels: Vec<&crate::model::KeyLabel> = report
+    let mut labels: Vec<&KeyLabel> = report
         .resources
         .iter()
         .flat_map(|r| r.keys.iter())

@@ -14,6 +14,7 @@ use crate::config::{EncryptionConfig, Provider};
 use crate::keys::{Key, archive};
 use crate::model::KeyLabel;
 pub use crate::model::KnownKey;
+use crate::state::{ARCHIVE_FILE, BACKUP_DIR, RotationState};
 
 /// What [`KeyBook::gather`] found.
 #[derive(Default)]
@@ -42,7 +43,7 @@ impl KeyBook {
         book.add_config(config, "the config");
         let mut archive_files: Vec<PathBuf> = archives.to_vec();
         if let Some(dir) = state_dir {
-            let own = dir.join(crate::state::ARCHIVE_FILE);
+            let own = dir.join(ARCHIVE_FILE);
             if own.exists() && !archive_files.contains(&own) {
                 archive_files.push(own);
             }
@@ -51,7 +52,7 @@ impl KeyBook {
             book.add_archive(path);
         }
         if let Some(dir) = state_dir {
-            book.add_backups(&dir.join(crate::state::BACKUP_DIR));
+            book.add_backups(&dir.join(BACKUP_DIR));
             book.add_state(dir);
         }
         book
@@ -159,10 +160,10 @@ impl KeyBook {
     }
 
     fn add_state(&mut self, dir: &Path) {
-        let Ok(text) = std::fs::read_to_string(crate::state::RotationState::path(dir)) else {
+        let Ok(text) = std::fs::read_to_string(RotationState::path(dir)) else {
             return;
         };
-        let Ok(st) = serde_json::from_str::<crate::state::RotationState>(&text) else {
+        let Ok(st) = serde_json::from_str::<RotationState>(&text) else {
             return;
         };
         let mut seen: BTreeSet<(KeyLabel, Option<String>)> = BTreeSet::new();
@@ -184,7 +185,7 @@ impl KeyBook {
                     fingerprint: rec.fingerprint.clone(),
                     source: format!(
                         "rotation state {} ({when}; the state holds no copy of the key)",
-                        crate::state::RotationState::path(dir).display()
+                        RotationState::path(dir).display()
                     ),
                     endpoint: None,
                 },

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::GroupResource;
 use crate::config::{self, ConfigError, LoadedConfig};
+use crate::etcd::dbfile::DbError;
 use crate::etcd::{EtcdError, EtcdTarget};
 use crate::keys::archive::ArchiveError;
 use crate::kms::{self, KmsError, KmsPlugins, Unreachable};
@@ -14,6 +15,7 @@ use crate::kube::converge::{
     Agreement, ConvergeError, NotConverged, require_config, require_kms_key_ids,
 };
 use crate::kube::{Apiservers, KubeError};
+use crate::state::{StateDirError, StateError};
 mod census;
 pub mod keybook;
 pub mod manifest;
@@ -35,13 +37,13 @@ pub enum ClusterError {
     },
     /// The rotation state could not be read or written.
     #[error(transparent)]
-    State(#[from] crate::state::StateError),
+    State(#[from] StateError),
     /// The state folder cannot be moved to, or chosen as, the one to write.
     #[error(transparent)]
-    StateDir(#[from] crate::state::StateDirError),
+    StateDir(#[from] StateDirError),
     /// An etcd data file (`--snapshot`) could not be read; it was not changed.
     #[error(transparent)]
-    DbFile(#[from] crate::etcd::dbfile::DbError),
+    DbFile(#[from] DbError),
     /// Flags, environment or manifest could not be resolved.
     #[error(transparent)]
     Settings(#[from] SettingsError),

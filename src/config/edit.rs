@@ -395,7 +395,10 @@ mod tests {
         }
         let k: LayoutKey = "aescbc:key1 (sha256:0123456789abcdef)".parse().unwrap();
         assert_eq!(k.fingerprint.as_deref(), Some("sha256:0123456789abcdef"));
-        assert_eq!(format!("{:?}", vec![k]), r#"["aescbc:key1 (sha256:0123456789abcdef)"]"#);
+        assert_eq!(
+            format!("{:?}", vec![k]),
+            r#"["aescbc:key1 (sha256:0123456789abcdef)"]"#
+        );
         assert!("nonsense".parse::<LayoutKey>().is_err());
     }
 

@@ -21,9 +21,9 @@ pub use parse::{parse_bytes, parse_str};
 pub use resolve::{ConfiguredKey, MatchedBy, ProviderEntry, Resolved};
 pub use validate::FieldError;
 
+use crate::fsutil::permission_hint;
 use crate::keys::Key;
-use crate::model::KeyLabel;
-use crate::model::KeyProvider;
+use crate::model::{KeyLabel, KeyProvider};
 
 /// Which schema the file declared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +139,7 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error(
         "cannot read encryption provider configuration {path}: {source}{}",
-        crate::fsutil::permission_hint(source)
+        permission_hint(source)
     )]
     Read {
         /// The config file.

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
+use crate::codec::KmsFailure;
+use crate::fsutil::permission_hint;
 use crate::model::census::{EtcdInfo, EtcdMember};
 
 /// Why etcd could not be read. atrest only reads etcd, so none of these changed anything.
@@ -32,10 +34,7 @@ pub enum EtcdError {
         version: String,
     },
     /// A TLS file given by flag, environment or manifest could not be read.
-    #[error(
-        "cannot read {what} {path}: {source}{}",
-        crate::fsutil::permission_hint(source)
-    )]
+    #[error("cannot read {what} {path}: {source}{}", permission_hint(source))]
     File {
         /// Which file it is (`CA certificate (--cacert)`).
         what: &'static str,
@@ -45,10 +44,7 @@ pub enum EtcdError {
         source: std::io::Error,
     },
     /// A file atrest writes (its etcd snapshot) could not be written; nothing partial is left.
-    #[error(
-        "cannot write {what} {path}: {source}{}",
-        crate::fsutil::permission_hint(source)
-    )]
+    #[error("cannot write {what} {path}: {source}{}", permission_hint(source))]
     Write {
         /// Which file (`snapshot file`).
         what: &'static str,
@@ -111,7 +107,7 @@ pub enum EtcdError {
     },
     /// A KMS plugin failed while values were being classified.
     #[error(transparent)]
-    Kms(crate::codec::KmsFailure),
+    Kms(KmsFailure),
     /// etcd stayed unreachable for longer than the scan's patience; the scan stopped part way.
     #[error(
         "etcd did not answer for {waited:?} (last error: {message}); the scan stopped at {resource}"

@@ -22,10 +22,12 @@ use chrono::Utc;
 
 use crate::cluster::settings::Settings;
 use crate::cluster::{self, ClusterError, Context, ScanRequest};
+use crate::fsutil::{WriteError, write_atomic};
 use crate::kube::Apiservers;
 use crate::model::KeyLabel;
 use crate::report::Policy;
 use crate::report::audit::Extras;
+use crate::report::findings::judge;
 use metrics::{FirstSeen, GoodScan, SeriesInputs};
 
 /// Why the exporter could not start.
@@ -88,7 +90,7 @@ async fn scan_once(
     let mut report = ctx.scan(&c, &req, &mut ()).await?;
     *client = Some(c);
     let extras = Extras::gather(&dir, &ctx.config, opts.apiservers.as_ref()).await;
-    crate::report::findings::judge(
+    judge(
         &mut report,
         &ctx.config,
         &opts.policy,
@@ -171,8 +173,8 @@ pub const TEXTFILE: &str = "atrest.prom";
 
 /// Writes `text` to `dir/atrest.prom` atomically (temporary file in `dir`, fsync, rename), so
 /// node_exporter never reads half a file; 0644 when new.
-pub fn write_textfile(dir: &Path, text: &str) -> Result<PathBuf, crate::fsutil::WriteError> {
+pub fn write_textfile(dir: &Path, text: &str) -> Result<PathBuf, WriteError> {
     let path = dir.join(TEXTFILE);
-    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
+    write_atomic(&path, text.as_bytes(), 0o644)?;
     Ok(path)
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 
 use super::{Api, ApiPath};
+use crate::codec::object::response_status_message;
 
 /// What the apiserver did with one no-op rewrite.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,7 +152,7 @@ fn outcome(
     resource_version: i64,
 ) -> Outcome {
     let status_message = || {
-        crate::codec::object::response_status_message(bytes)
+        response_status_message(bytes)
             .or_else(|| {
                 serde_json::from_slice::<serde_json::Value>(bytes)
                     .ok()

@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::GroupResource;
-use crate::fsutil;
 use crate::model::KeyLabel;
 use crate::model::time::{Time, rfc3339};
+use crate::{GroupResource, fsutil};
 
 /// The checkpoint format this atrest writes and reads; another version is refused rather than
 /// misread.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{CheckpointError, PreflightRefusal};
 use crate::etcd::EtcdError;
 use crate::kube::KubeError;
+use crate::model::KeyLabel;
 
 /// Why a re-encryption run stopped. Progress up to the failure is in the checkpoint.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +58,7 @@ pub enum MigrateError {
         /// The key label etcd shows after the write.
         stored_as: String,
         /// The key label the config says new writes use.
-        write_key: crate::model::KeyLabel,
+        write_key: KeyLabel,
         /// The config hash that apiserver reports loading (from its metrics).
         reported: String,
         /// The config file atrest read.

@@ -11,6 +11,7 @@ use chrono::Utc;
 use super::{ApiserverSurvey, KeyAge, Policy, Report, ReportInputs, RotationInfo, build};
 use crate::cluster::{ClusterError, Context, ScanRequest};
 use crate::config::LoadedConfig;
+use crate::etcd::cluster_info;
 use crate::kube::Apiservers;
 use crate::model::KeyLabel;
 use crate::model::census::{EtcdInfo, SCAN_SCHEMA, ScanReport};
@@ -131,7 +132,7 @@ async fn census(
         Source::SavedScan(path) => {
             let scan = read_scan(path)?;
             let mut info = match ctx.etcd().await {
-                Ok(c) => crate::etcd::cluster_info(&c, &ctx.target).await,
+                Ok(c) => cluster_info(&c, &ctx.target).await,
                 Err(_) => EtcdInfo {
                     endpoints: vec![ctx.target.describe()],
                     cluster_id: "not reachable".into(),
@@ -146,7 +147,7 @@ async fn census(
             backup_dirs,
         } => {
             let client = ctx.etcd().await?;
-            let mut info = crate::etcd::cluster_info(&client, &ctx.target).await;
+            let mut info = cluster_info(&client, &ctx.target).await;
             let scan_req = ScanRequest {
                 patience: *patience,
                 ..scan_req

@@ -7,11 +7,13 @@
 use crate::GroupResource;
 use crate::config::LoadedConfig;
 use crate::model::census::{FoundIn, ResourceReport, ScanReport};
-use crate::model::finding::resource_levels;
+use crate::model::finding::{resource_levels, result_line};
 use crate::model::{Finding, FindingKind, KeyLabel, Level, plaintext_is_finding};
 use crate::state::Rotation;
 
 use super::{ApiserverSurvey, Policy, policy::Action};
+use crate::cluster::keybook::restore_rule;
+use crate::model::showing;
 
 /// What an assessment judges.
 pub struct AssessInputs<'a> {
@@ -61,7 +63,7 @@ pub fn judge(
         rotation,
         apiservers,
     });
-    scan.result = crate::model::finding::result_line(&findings);
+    scan.result = result_line(&findings);
     scan.findings = findings;
 }
 
@@ -204,12 +206,7 @@ fn unknown_key_message(
     }
     let wanted: Vec<KeyLabel> = labels.iter().map(|(l, _)| (*l).clone()).collect();
     lines.push("  To make them readable again, restore the key as a read key:".to_string());
-    let rule = crate::cluster::keybook::restore_rule(
-        &inp.config.config,
-        gr,
-        &wanted,
-        &inp.scan.unknown_keys,
-    );
+    let rule = restore_rule(&inp.config.config, gr, &wanted, &inp.scan.unknown_keys);
     lines.extend(rule.lines().map(|l| format!("    {l}")));
     lines.join("\n")
 }
@@ -277,7 +274,7 @@ fn sensitive_findings(inp: &AssessInputs<'_>, out: &mut Vec<Finding>) {
                 .collect();
             lines.push(format!("  {}: {}", o.name, hits.join(", ")));
         }
-        let more = crate::model::showing(s.objects.len().min(20), s.total, "");
+        let more = showing(s.objects.len().min(20), s.total, "");
         if !more.is_empty() {
             lines.push(format!(" {more}"));
         }

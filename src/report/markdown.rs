@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use super::{Coverage, Report, RotationInfo, Status};
+use crate::model::Level;
 
 fn mark(s: Status) -> &'static str {
     match s {
@@ -73,8 +74,8 @@ fn findings(o: &mut String, r: &Report) {
     let _ = writeln!(o, "\n## Findings\n");
     for f in &r.findings {
         let level = match f.level {
-            crate::model::Level::Fail => "❌ FAIL",
-            crate::model::Level::Warn => "⚠️ WARN",
+            Level::Fail => "❌ FAIL",
+            Level::Warn => "⚠️ WARN",
         };
         bullet(o, &format!("{level} {}", f.message));
     }

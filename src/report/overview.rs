@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use super::{ApiserverSurvey, Policy, findings};
 use crate::cluster::{ClusterError, Context, ScanRequest};
+use crate::config::{Finding, lint_file_mode};
 use crate::etcd::scan::Progress;
-use crate::keys::archive::ArchivedKey;
+use crate::etcd::server_version;
+use crate::keys::archive::{ArchivedKey, list};
 use crate::kube::Convergence;
 use crate::model::census::ScanReport;
 use crate::state::{ARCHIVE_FILE, RotationState};
@@ -32,7 +34,7 @@ pub struct OverviewRequest<'a> {
 /// Everything `status` shows.
 pub struct Overview {
     /// The config's lint findings, its file mode included.
-    pub lint: Vec<crate::config::Finding>,
+    pub lint: Vec<Finding>,
     /// The scan, judged; `None` with `--no-scan`.
     pub scan: Option<Result<ScanReport, ClusterError>>,
     /// The etcd server's version, when the scan connected to it.
@@ -60,7 +62,7 @@ pub async fn overview(
 ) -> Overview {
     let loaded = &ctx.config;
     let mut lint = crate::config::lint(&loaded.config);
-    lint.extend(crate::config::lint_file_mode(loaded.file.mode));
+    lint.extend(lint_file_mode(loaded.file.mode));
     let (scan, etcd_version) = if req.scan {
         let (scan, version) = scan(ctx, req, progress).await;
         (Some(scan), version)
@@ -117,7 +119,7 @@ async fn scan(
     };
     match ctx.etcd().await {
         Ok(mut client) => {
-            let version = crate::etcd::server_version(&mut client).await.ok();
+            let version = server_version(&mut client).await.ok();
             (ctx.scan(&client, &scan_req, progress).await, version)
         }
         Err(e) => (Err(e), None),
@@ -142,7 +144,7 @@ fn state_folder(
     };
     let archive_path = dir.join(ARCHIVE_FILE);
     let archived = if archive_path.exists() {
-        crate::keys::archive::list(&archive_path).unwrap_or_else(|e| {
+        list(&archive_path).unwrap_or_else(|e| {
             unreadable.push(format!(
                 "{e}; the retired keys it holds are needed to open old snapshots"
             ));

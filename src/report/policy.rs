@@ -2,6 +2,7 @@
 //! (KMS v2 recommended; secretbox strong; aesgcm fine with rotation; aescbc not recommended),
 //! and a small YAML file overrides them.
 
+use crate::model::KeyLabel;
 use std::path::Path;
 
 /// What `atrest report` holds the cluster to; `--policy FILE` overrides any field.
@@ -97,7 +98,7 @@ pub struct PolicyError {
 impl Policy {
     /// What the policy says of values stored under `key`: PASS for an allowed provider, WARN
     /// for a discouraged one, FAIL otherwise (identity always fails).
-    pub fn judge(&self, key: &crate::model::KeyLabel) -> super::Status {
+    pub fn judge(&self, key: &KeyLabel) -> super::Status {
         let kind = key.provider_kind();
         if kind == "identity" {
             super::Status::Fail

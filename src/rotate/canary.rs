@@ -10,9 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::GroupResource;
 use crate::codec::{ClassifyOptions, ProviderTable};
 use crate::config::EncryptionConfig;
+use crate::etcd::explain;
 use crate::etcd::{EtcdError, layout};
-use crate::kube::Apiservers;
-use crate::kube::KubeError;
+use crate::kube::{Apiservers, KubeError};
+use crate::model::KeyLabel;
 
 /// The label atrest puts on what it creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "atrest");
@@ -31,7 +32,7 @@ pub enum CanaryError {
         /// The key label etcd shows for it (`nothing` when it was not found).
         got: String,
         /// The write key the config gives secrets.
-        want: crate::model::KeyLabel,
+        want: KeyLabel,
     },
     /// Creating the canary secret failed: refused (RBAC, a missing namespace, admission) or the
     /// apiserver did not answer.
@@ -100,7 +101,7 @@ pub async fn check_write_key(
             .await;
         let _ = secrets.delete(&name, &Default::default()).await;
         let stored = stored.map_err(|e| EtcdError::Request {
-            message: crate::etcd::explain(&e),
+            message: explain(&e),
             hint: "",
         })?;
         let got = stored.kvs().first().map(|v| {

@@ -9,6 +9,7 @@ use crate::config::{ConfigError, EditError};
 use crate::etcd::EtcdError;
 use crate::fsutil;
 use crate::keys::{self, archive};
+use crate::kms::KmsError;
 use crate::kube::KubeError;
 use crate::kube::converge::{ConvergeError, NotConverged};
 use crate::migrate::MigrateError;
@@ -205,7 +206,7 @@ pub enum RotateError {
     Archive(#[from] archive::ArchiveError),
     /// A KMS plugin the config names cannot be reached.
     #[error(transparent)]
-    Kms(#[from] crate::kms::KmsError),
+    Kms(#[from] KmsError),
     /// A file atrest writes could not be written.
     #[error(transparent)]
     Write(#[from] fsutil::WriteError),

@@ -27,7 +27,7 @@ pub use journal::{ConfigChanged, Journal, JournalError};
 pub use sync::{SyncCommand, SyncFailed};
 
 use crate::GroupResource;
-use crate::config::EncryptionConfig;
+use crate::config::{EncryptionConfig, LoadedConfig};
 use crate::kube::Apiservers;
 use crate::migrate::ReencryptOptions;
 use crate::model::KeyProvider;
@@ -117,10 +117,7 @@ impl Rotator<'_> {
 
     /// The config, checked to be the file atrest last wrote (see [`Journal::load_checked`]); a
     /// write a previous run left pending is synced and committed first.
-    fn load_checked(
-        &self,
-        st: &mut RotationState,
-    ) -> Result<crate::config::LoadedConfig, RotateError> {
+    fn load_checked(&self, st: &mut RotationState) -> Result<LoadedConfig, RotateError> {
         Ok(self.load_recovering(st)?.0)
     }
 
@@ -131,7 +128,7 @@ impl Rotator<'_> {
         &self,
         st: &mut RotationState,
         step: Step,
-    ) -> Result<(crate::config::LoadedConfig, Option<String>), RotateError> {
+    ) -> Result<(LoadedConfig, Option<String>), RotateError> {
         let (loaded, recovered) = self.load_recovering(st)?;
         let resumed = recovered
             .filter(|r| r.completed && r.write.step == Some(step))
@@ -142,7 +139,7 @@ impl Rotator<'_> {
     pub(crate) fn load_recovering(
         &self,
         st: &mut RotationState,
-    ) -> Result<(crate::config::LoadedConfig, Option<journal::Recovered>), RotateError> {
+    ) -> Result<(LoadedConfig, Option<journal::Recovered>), RotateError> {
         let (loaded, recovered) = match self.journal().load_recovering(st) {
             // A hand edit while no rotation is in progress is part of life: adopted as the
             // starting point, and said what changed.

@@ -13,6 +13,7 @@ use crate::model::{KeyLabel, covered_resources};
 use crate::state::{Rotation, RotationState};
 
 use super::{RotateError, Rotator};
+use crate::state::Stage;
 
 /// One write key and why it is (or is not) due.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +89,7 @@ impl Rotator<'_> {
     pub fn prune_only_removes_snapshots(&self) -> Result<bool, RotateError> {
         Ok(RotationState::load(&self.state_dir, &self.config_path)?
             .rotation
-            .is_none_or(|r| r.stage != crate::state::Stage::Reencrypted))
+            .is_none_or(|r| r.stage != Stage::Reencrypted))
     }
 }
 

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::etcd::EtcdError;
+use crate::etcd::{EtcdError, explain};
+use crate::fsutil::{crash_point, ensure_room};
+use crate::model::time::now;
 use crate::state::SnapshotRecord;
 
 /// Room kept beyond the database size etcd reports: the snapshot is about as large, and the
@@ -30,7 +32,7 @@ pub async fn take(client: &etcd_client::Client, path: &Path) -> Result<SnapshotR
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    crate::fsutil::ensure_room(
+    ensure_room(
         dir,
         "the etcd snapshot",
         db_size + db_size / 10 + MARGIN,
@@ -57,7 +59,7 @@ pub async fn take(client: &etcd_client::Client, path: &Path) -> Result<SnapshotR
             return Err(e);
         }
     };
-    crate::fsutil::crash_point("snapshot:before-rename");
+    crash_point("snapshot:before-rename");
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
         return Err(write(e));
@@ -66,13 +68,13 @@ pub async fn take(client: &etcd_client::Client, path: &Path) -> Result<SnapshotR
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    crate::fsutil::crash_point("snapshot:after-rename");
+    crash_point("snapshot:after-rename");
     Ok(SnapshotRecord {
         path: path.to_path_buf(),
         size,
         sha256,
         revision,
-        taken: crate::model::time::now(),
+        taken: now(),
         removed: None,
     })
 }
@@ -89,7 +91,7 @@ async fn stream_to(client: &etcd_client::Client, tmp: &Path) -> Result<(u64, Str
         .snapshot()
         .await
         .map_err(|e| EtcdError::Request {
-            message: crate::etcd::explain(&e),
+            message: explain(&e),
             hint: "",
         })?;
     let mut file = {
@@ -105,7 +107,7 @@ async fn stream_to(client: &etcd_client::Client, tmp: &Path) -> Result<(u64, Str
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     while let Some(msg) = stream.message().await.map_err(|e| EtcdError::Request {
-        message: crate::etcd::explain(&e),
+        message: explain(&e),
         hint: "",
     })? {
         file.write_all(msg.blob()).map_err(write)?;
@@ -123,7 +125,7 @@ async fn status(client: &etcd_client::Client) -> Result<etcd_client::StatusRespo
         .status()
         .await
         .map_err(|e| EtcdError::Request {
-            message: crate::etcd::explain(&e),
+            message: explain(&e),
             hint: "",
         })
 }

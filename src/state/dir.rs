@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::fsutil::{permission_hint, write_atomic};
+use crate::state::{CHECKPOINT_FILE, LOCK_FILE, STATE_FILE};
 use crate::state::{LockError, RotationLock};
 
 /// The state folder when none is given.
@@ -62,7 +64,7 @@ pub enum StateDirError {
     /// Moving failed part way; the old folder is left as it was.
     #[error(
         "cannot move the state folder {old} to {new}: {source}{hint}\n  the state stays in {old}; until it is moved, pass --state-dir {old}",
-        hint = crate::fsutil::permission_hint(source)
+        hint = permission_hint(source)
     )]
     Move {
         /// The old default.
@@ -184,7 +186,7 @@ fn repoint(new: &Path, old: &Path) -> std::io::Result<()> {
     let (Some(old_s), Some(new_s)) = (old.to_str(), new.to_str()) else {
         return Ok(());
     };
-    for name in [crate::state::STATE_FILE, crate::state::CHECKPOINT_FILE] {
+    for name in [STATE_FILE, CHECKPOINT_FILE] {
         let path = new.join(name);
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
@@ -195,7 +197,7 @@ fn repoint(new: &Path, old: &Path) -> std::io::Result<()> {
         if walk(&mut doc, old_s, new_s) {
             let mode = std::fs::metadata(&path)?.permissions().mode() & 0o7777;
             let text = serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?;
-            crate::fsutil::write_atomic(&path, &text, mode).map_err(|e| e.source)?;
+            write_atomic(&path, &text, mode).map_err(|e| e.source)?;
         }
     }
     Ok(())
@@ -203,11 +205,8 @@ fn repoint(new: &Path, old: &Path) -> std::io::Result<()> {
 
 /// A folder with anything in it but the rotation lock.
 fn holds_state(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.file_name() != crate::state::LOCK_FILE)
-    })
+    std::fs::read_dir(dir)
+        .is_ok_and(|entries| entries.flatten().any(|e| e.file_name() != LOCK_FILE))
 }
 
 /// Moves `old` to `new` (absent or an empty folder): a rename on one filesystem; else a copy
@@ -218,7 +217,7 @@ fn move_dir(old: &Path, new: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(parent)?;
     if new.is_dir() {
         // Empty (or only a lock file): `holds_state` said so.
-        let _ = std::fs::remove_file(new.join(crate::state::LOCK_FILE));
+        let _ = std::fs::remove_file(new.join(LOCK_FILE));
         std::fs::remove_dir(new)?;
     }
     match std::fs::rename(old, new) {

@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::STATE_FILE;
-use crate::GroupResource;
 use crate::config::RuleLayout;
-use crate::fsutil;
 use crate::model::KeyLabel;
 use crate::model::time::{Time, rfc3339, rfc3339_opt};
+use crate::{GroupResource, fsutil};
 
 /// The state file format this atrest reads and writes; another version is refused rather than
 /// guessed at.

@@ -22,8 +22,7 @@ use super::mvcc::{Revision, StoredKeyValue, schema};
 use super::scan::{Classifier, Progress, ScanOptions, ScanPlan, Visitor};
 use crate::codec::KmsFailure;
 use crate::config::EncryptionConfig;
-use crate::model::census::DbInfo;
-use crate::model::census::HistoryReport;
+use crate::model::census::{DbInfo, HistoryReport};
 
 /// Values classified per batch (KMS v2 DEK sources are unwrapped once per batch).
 const BATCH: usize = 256;

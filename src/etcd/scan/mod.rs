@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::EtcdError;
 use super::layout::{normalize_prefix, prefix_end, resource_of_key, resource_prefix};
 use crate::GroupResource;
+use crate::codec::KmsFailure;
 use crate::codec::{Classification, ClassifyOptions, KmsUnwrap, ProviderTable};
 use crate::config::{EncryptionConfig, Resolved};
 use crate::keys::Key;
@@ -248,7 +249,7 @@ impl<'a> ClassifyConfig<'a> {
     pub async fn prefetch<'v>(
         &self,
         values: impl IntoIterator<Item = &'v [u8]>,
-    ) -> Result<(), crate::codec::KmsFailure> {
+    ) -> Result<(), KmsFailure> {
         if let (true, Some(plugins)) = (self.options.verify, self.plugins) {
             for v in values {
                 plugins.prefetch(v).await?;

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use super::{Item, Visitor};
 use crate::GroupResource;
+use crate::codec::sensitive::find;
 use crate::config::Resolved;
+use crate::model::State;
 use crate::model::census::{ObjectRef, ResourceReport, ScanReport, SensitiveObject};
 use crate::model::{KeyCounts, Residue, Sample, Verdict, VerdictCounts};
 
@@ -61,11 +63,7 @@ impl Visitor for ReportBuilder {
         if class.needs_rewrite() {
             r.needs_rewrite += 1;
         }
-        if verdict == Verdict::UnknownKey
-            && matches!(
-                class.state,
-                crate::model::State::EncryptedOk | crate::model::State::Kms
-            )
+        if verdict == Verdict::UnknownKey && matches!(class.state, State::EncryptedOk | State::Kms)
         {
             r.outside_config += 1;
         }
@@ -76,7 +74,7 @@ impl Visitor for ReportBuilder {
             && !item.encrypts
             && *item.resource != GroupResource::secrets()
         {
-            let hits = crate::codec::sensitive::find(item.resource, item.value, HITS_PER_OBJECT);
+            let hits = find(item.resource, item.value, HITS_PER_OBJECT);
             if !hits.is_empty() {
                 r.sensitive
                     .get_or_insert_with(Sample::default)

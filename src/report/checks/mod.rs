@@ -5,6 +5,7 @@ use super::{Check, ReportInputs, ResourceConfigView, ResourceResult, Status, sam
 use crate::GroupResource;
 use crate::config::{Finding, Severity};
 use crate::model::{FindingKind, KeyLabel, Level, Verdict};
+use crate::state::key_in_use_since;
 
 /// What every check reads.
 pub struct CheckInput<'a> {
@@ -332,7 +333,7 @@ fn key_age(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
         if !seen.insert(k.label.clone()) {
             continue;
         }
-        let since = crate::state::key_in_use_since(k.promoted, k.added);
+        let since = key_in_use_since(k.promoted, k.added);
         match since {
             Some(t) => {
                 let days = (c.inp.now - t).num_days();

@@ -5,9 +5,11 @@ use std::path::Path;
 
 use super::*;
 use crate::config::{FileInfo, LoadedConfig, parse_str};
-use crate::model::VerdictCounts;
 use crate::model::census::{ObjectRef, ResourceReport, ScanReport};
+use crate::model::{KnownKey, VerdictCounts};
+use crate::report::checks_result_line;
 use crate::report::{ApiserverSurvey, ApiserverView, EtcdInfo, KeyAge, Policy, build};
+use crate::state::Rotation;
 
 const KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
 
@@ -346,7 +348,7 @@ fn uncovered_configmaps(n: u64) -> ResourceReport {
 fn a_resource_dropped_from_the_config_fails_c06_naming_the_key_and_the_rule() {
     let mut f = compliant();
     f.scan.resources.push(uncovered_configmaps(41));
-    f.scan.unknown_keys = vec![crate::model::KnownKey {
+    f.scan.unknown_keys = vec![KnownKey {
         label: "secretbox:sb1".parse().unwrap(),
         fingerprint: Some("sha256:0123456789abcdef".into()),
         source: "the config, rule resources[0] (secrets)".into(),
@@ -408,15 +410,12 @@ fn warnings_make_pass_with_warnings_and_a_failing_check_fail() {
     assert_eq!(report.outcome, Status::Pass);
     assert_eq!(report.warnings, 1, "key age unknown: {:#?}", report.checks);
     assert_eq!(report.result, "PASS with 1 warning");
+    assert_eq!(checks_result_line(0, 2, 12), "PASS with 2 warnings");
     assert_eq!(
-        crate::report::checks_result_line(0, 2, 12),
-        "PASS with 2 warnings"
-    );
-    assert_eq!(
-        crate::report::checks_result_line(1, 2, 12),
+        checks_result_line(1, 2, 12),
         "FAIL (1 of 12 checks fail; 2 warnings)"
     );
-    assert_eq!(crate::report::checks_result_line(0, 0, 12), "PASS");
+    assert_eq!(checks_result_line(0, 0, 12), "PASS");
 }
 
 #[test]
@@ -430,7 +429,7 @@ fn stale_values_only_warn_while_a_rotation_in_progress_rewrites_them() {
         ),
     );
     assert_eq!(f.run()["ATR-C04"].0, Status::Fail);
-    let rotation: crate::state::Rotation = serde_json::from_value(serde_json::json!({
+    let rotation: Rotation = serde_json::from_value(serde_json::json!({
         "id": "20260601T000000Z", "target": "secretbox:sb1", "target_fingerprint": null,
         "rules": [0], "resources": ["secrets"], "previous_write_keys": {},
         "stage": "promoted", "started": "2026-06-01T00:00:00Z", "prepared_at": null,

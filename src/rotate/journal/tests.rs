@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::GroupResource;
-use crate::state::Rotation;
+use crate::state::{ConfigBefore, Rotation};
 
 const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1ub3BxcnN0dXY=";
 
@@ -365,7 +365,7 @@ fn a_write_with_the_keys_of_the_file_before_the_rotation_writes_its_bytes() {
     let before_path = f.state_dir.join("before.yaml");
     std::fs::write(&before_path, &before_text).unwrap();
     let mut st = f.journal().load_state().unwrap();
-    st.rotation.as_mut().unwrap().before = Some(crate::state::ConfigBefore {
+    st.rotation.as_mut().unwrap().before = Some(ConfigBefore {
         path: before_path.clone(),
         hash: config::config_hash(before_text.as_bytes()),
     });

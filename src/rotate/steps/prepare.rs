@@ -9,9 +9,11 @@ use crate::config::{
     self, EncryptionConfig, KmsProvider, KmsVersion, Provider, ResourceRule, RotationTarget,
 };
 use crate::keys::{self, Key};
+use crate::kube::discover;
 use crate::model::KeyLabel;
 use crate::model::time::now;
 use crate::rotate::{PrepareRequest, RotateError, Rotator, SnapshotChoice, TargetSpec, snapshot};
+use crate::state::ConfigBefore;
 use crate::state::{Rotation, RotationState, SnapshotRecord, Stage, Step};
 use crate::{GroupResource, join_resources};
 
@@ -60,7 +62,7 @@ impl Rotator<'_> {
         let hash = written.hash;
         // The backup of the file as it was before prepare: what abort puts back, byte for byte.
         if let (Some(r), Some(path)) = (st.rotation.as_mut(), written.backup) {
-            r.before = Some(crate::state::ConfigBefore {
+            r.before = Some(ConfigBefore {
                 path,
                 hash: loaded.hash.clone(),
             });
@@ -109,7 +111,7 @@ impl Rotator<'_> {
         requested: &[GroupResource],
     ) -> Result<(), RotateError> {
         for gr in requested.iter().filter(|gr| !gr.is_wildcard()) {
-            crate::kube::discover(&self.apiservers.base, gr).await?;
+            discover(&self.apiservers.base, gr).await?;
         }
         Ok(())
     }

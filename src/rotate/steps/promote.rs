@@ -4,6 +4,7 @@
 use crate::config;
 use crate::model::KeyLabel;
 use crate::model::time::now;
+use crate::rotate::snapshot::current_revision;
 use crate::rotate::{RotateError, Rotator};
 use crate::state::{Stage, Step};
 
@@ -24,9 +25,7 @@ impl Rotator<'_> {
                 let record = st.keys.entry(r.target.clone()).or_default();
                 if record.promoted_revision.is_none() {
                     record.promoted = Some(now());
-                    record.promoted_revision = crate::rotate::snapshot::current_revision(self.etcd)
-                        .await
-                        .ok();
+                    record.promoted_revision = current_revision(self.etcd).await.ok();
                     st.save(&self.state_dir)?;
                 }
                 hash
@@ -43,9 +42,7 @@ impl Rotator<'_> {
                 // so that a rerun after a crash keeps it rather than reading a later one.
                 let record = st.keys.entry(r.target.clone()).or_default();
                 record.promoted = Some(now());
-                record.promoted_revision = crate::rotate::snapshot::current_revision(self.etcd)
-                    .await
-                    .ok();
+                record.promoted_revision = current_revision(self.etcd).await.ok();
                 self.write_config(&mut st, Step::Promote, &new, Some(Stage::Promoted))?
             }
         };

@@ -3,6 +3,7 @@
 //! plugin rotated its key ID); re-running after a refused prune is allowed.
 
 use crate::GroupResource;
+use crate::config::EncryptionConfig;
 use crate::etcd::scan;
 use crate::migrate::{self, ReencryptOptions, ReencryptReport};
 use crate::model::time::now;
@@ -62,7 +63,7 @@ impl Rotator<'_> {
     fn reencrypt_resources(
         &self,
         st: &RotationState,
-        config: &crate::config::EncryptionConfig,
+        config: &EncryptionConfig,
     ) -> Result<Vec<GroupResource>, RotateError> {
         match &st.rotation {
             None => {
