@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use super::{ClusterError, Context, ScanRequest, keybook, plugins};
+use crate::codec::ClassifyConfig;
 use crate::etcd::copies::{cleanup_commands, member_sizes};
 use crate::etcd::dbfile::DbFile;
-use crate::etcd::scan::{self, ClassifyConfig, Progress, ReportBuilder, ScanOptions};
+use crate::etcd::scan::{self, Progress, ReportBuilder, ScanOptions};
 use crate::keys::archive;
 use crate::kms::KmsPlugins;
 use crate::model::KeyLabel;

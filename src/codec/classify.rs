@@ -71,6 +71,55 @@ pub struct ClassifyOptions<'a> {
     pub kms: Option<&'a dyn KmsUnwrap>,
 }
 
+/// How values are classified: the codec options plus where keys beyond the config come from.
+#[derive(Default)]
+pub struct ClassifyConfig<'a> {
+    /// Whether to decrypt (`verify`), decode metadata, and the KMS key IDs the stale rule compares
+    /// with.
+    pub options: ClassifyOptions<'a>,
+    /// Retired keys tried last (`--key-archive`).
+    pub archive: Vec<Arc<Key>>,
+    /// KMS plugins to unwrap DEK sources with when verifying.
+    pub plugins: Option<&'a dyn KmsUnwrap>,
+}
+
+impl<'a> ClassifyConfig<'a> {
+    /// When verifying with KMS plugins: unwraps each distinct KMS v2 DEK source among `values`
+    /// once, before they are classified one by one.
+    pub async fn prefetch<'v>(
+        &self,
+        values: impl IntoIterator<Item = &'v [u8]>,
+    ) -> Result<(), KmsFailure> {
+        if let (true, Some(plugins)) = (self.options.verify, self.plugins) {
+            for v in values {
+                plugins.prefetch(v).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// ClassifyOptions consistent with `plugins`: their current key IDs (for the stale rule) and, when
+    /// verifying, the plugins as the unwrapper.
+    pub fn new<K: KmsUnwrap>(
+        verify: bool,
+        want_info: bool,
+        plugins: Option<&'a K>,
+        archive: Vec<Arc<Key>>,
+    ) -> Self {
+        let plugins = plugins.map(|p| p as &dyn KmsUnwrap);
+        Self {
+            options: ClassifyOptions {
+                verify,
+                want_info,
+                kms_key_ids: plugins.map(|p| p.current_key_ids()).unwrap_or_default(),
+                kms: plugins,
+            },
+            archive,
+            plugins,
+        }
+    }
+}
+
 /// What a KMS value says about itself, without asking the plugin.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct KmsDetail {

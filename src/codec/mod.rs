@@ -8,8 +8,8 @@ pub mod sensitive;
 
 pub use cipher::OpenError;
 pub use classify::{
-    Classification, ClassifyOptions, KmsDetail, KmsFailure, KmsUnwrap, Prefetch, ProviderTable,
-    State,
+    Classification, ClassifyConfig, ClassifyOptions, KmsDetail, KmsFailure, KmsUnwrap, Prefetch,
+    ProviderTable, State,
 };
 pub use object::{ObjectInfo, PayloadKind, object_info, payload_kind};
 

@@ -26,9 +26,10 @@ use worker::{
 };
 
 use crate::GroupResource;
+use crate::codec::ClassifyConfig;
 use crate::codec::ProviderTable;
 use crate::config::LoadedConfig;
-use crate::etcd::scan::{self, ClassifyConfig, Progress, Scan, ScanOptions, ScanPlan};
+use crate::etcd::scan::{self, Progress, Scan, ScanOptions, ScanPlan};
 use crate::kube::rewrite::WritePath;
 use crate::kube::{self as k8s, Api, ApiPath};
 

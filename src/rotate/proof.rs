@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use super::{RotateError, Rotator};
 use crate::GroupResource;
+use crate::codec::ClassifyConfig;
 use crate::config::LoadedConfig;
-use crate::etcd::scan::{self, ClassifyConfig, Item, ScanOptions, Visitor};
+use crate::etcd::scan::{self, Item, ScanOptions, Visitor};
 use crate::model::KeyLabel;
 use crate::state::Rotation;
 

@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 
 use super::{DbError, DbFile};
+use crate::codec::ClassifyConfig;
 use crate::codec::ClassifyOptions;
 use crate::config::EncryptionConfig;
 use crate::etcd::bolt::{is_leaf, leaf_elem, page_header};
 use crate::etcd::mvcc::{Revision, StoredKeyValue};
-use crate::etcd::scan::{Classifier, ClassifyConfig, ScanPlan, Visitor};
+use crate::etcd::scan::{Classifier, ScanPlan, Visitor};
 use crate::model::census::{FreeGroup, FreePages};
 use crate::model::{Residue, State};
 

@@ -10,7 +10,6 @@ use fetch::{Fetch, Page, fetch_all, next_key, request_error};
 pub use report::ReportBuilder;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions};
@@ -19,10 +18,8 @@ use tokio::sync::mpsc;
 use super::EtcdError;
 use super::layout::{normalize_prefix, prefix_end, resource_of_key, resource_prefix};
 use crate::GroupResource;
-use crate::codec::KmsFailure;
-use crate::codec::{Classification, ClassifyOptions, KmsUnwrap, ProviderTable};
+use crate::codec::{Classification, ClassifyConfig, ClassifyOptions, ProviderTable};
 use crate::config::{EncryptionConfig, Resolved};
-use crate::keys::Key;
 use crate::model::census::Scope;
 use crate::model::{KeyLabel, covered_resources};
 
@@ -229,55 +226,6 @@ pub struct ScanOptions<'a> {
     /// For re-encryption, whose every write carries its own precondition and whose proof is a
     /// fresh read; a scan's counts must come from one revision, so it stops instead.
     pub follow_compaction: bool,
-}
-
-/// How values are classified: the codec options plus where keys beyond the config come from.
-#[derive(Default)]
-pub struct ClassifyConfig<'a> {
-    /// Whether to decrypt (`verify`), decode metadata, and the KMS key IDs the stale rule compares
-    /// with.
-    pub options: ClassifyOptions<'a>,
-    /// Retired keys tried last (`--key-archive`).
-    pub archive: Vec<Arc<Key>>,
-    /// KMS plugins to unwrap DEK sources with when verifying.
-    pub plugins: Option<&'a dyn KmsUnwrap>,
-}
-
-impl<'a> ClassifyConfig<'a> {
-    /// When verifying with KMS plugins: unwraps each distinct KMS v2 DEK source among `values`
-    /// once, before they are classified one by one.
-    pub async fn prefetch<'v>(
-        &self,
-        values: impl IntoIterator<Item = &'v [u8]>,
-    ) -> Result<(), KmsFailure> {
-        if let (true, Some(plugins)) = (self.options.verify, self.plugins) {
-            for v in values {
-                plugins.prefetch(v).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// ClassifyOptions consistent with `plugins`: their current key IDs (for the stale rule) and, when
-    /// verifying, the plugins as the unwrapper.
-    pub fn new<K: KmsUnwrap>(
-        verify: bool,
-        want_info: bool,
-        plugins: Option<&'a K>,
-        archive: Vec<Arc<Key>>,
-    ) -> Self {
-        let plugins = plugins.map(|p| p as &dyn KmsUnwrap);
-        Self {
-            options: ClassifyOptions {
-                verify,
-                want_info,
-                kms_key_ids: plugins.map(|p| p.current_key_ids()).unwrap_or_default(),
-                kms: plugins,
-            },
-            archive,
-            plugins,
-        }
-    }
 }
 
 /// Progress of a running scan, for a progress bar.
