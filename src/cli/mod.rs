@@ -19,6 +19,7 @@ macro_rules! outln {
     };
 }
 
+use atrest::model::finding::{Finding, any_fails};
 pub(crate) use {out, outln};
 
 /// Writes `text` to stdout; a closed pipe ends the process with exit 0 (the reader has what it
@@ -56,8 +57,8 @@ pub(crate) const EXIT_FAILED: i32 = 2;
 pub(crate) const EXIT_INTERRUPTED: i32 = 3;
 
 /// The exit code of a checking command's findings: 1 when any fails, else 0.
-pub(crate) fn findings_exit(findings: &[atrest::model::finding::Finding]) -> i32 {
-    if atrest::model::finding::any_fails(findings) {
+pub(crate) fn findings_exit(findings: &[Finding]) -> i32 {
+    if any_fails(findings) {
         EXIT_FINDINGS
     } else {
         EXIT_OK

@@ -26,8 +26,7 @@ use worker::{
 };
 
 use crate::GroupResource;
-use crate::codec::ClassifyConfig;
-use crate::codec::ProviderTable;
+use crate::codec::{ClassifyConfig, ProviderTable};
 use crate::config::LoadedConfig;
 use crate::etcd::scan::{self, Progress, Scan, ScanOptions, ScanPlan};
 use crate::kube::rewrite::WritePath;

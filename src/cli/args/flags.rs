@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use atrest::migrate::ReencryptOptions;
 use clap::{Args, ValueEnum};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,8 +117,8 @@ pub(crate) enum Request {
 
 impl RewriteArgs {
     /// The engine's options with these set.
-    pub(crate) fn options(&self) -> atrest::migrate::ReencryptOptions {
-        atrest::migrate::ReencryptOptions {
+    pub(crate) fn options(&self) -> ReencryptOptions {
+        ReencryptOptions {
             concurrency: self.concurrency,
             put: self.request == Request::Auto,
             page_keys: self.page_keys,

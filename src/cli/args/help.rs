@@ -1,5 +1,7 @@
 //! The long `--help` texts of the commands: what each reads and writes, examples, exit codes.
 
+use atrest::report::checks::CHECKS;
+
 pub(super) const COMPLETIONS_HELP: &str = "\
 Reads nothing; writes the script to stdout only. Install it where your shell looks, e.g.
   atrest completions bash > /etc/bash_completion.d/atrest
@@ -56,7 +58,7 @@ Exit codes:
 pub(super) fn report_help() -> &'static str {
     static HELP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HELP.get_or_init(|| {
-        let checks: String = atrest::report::checks::CHECKS
+        let checks: String = CHECKS
             .iter()
             .map(|(id, title, _)| format!("  {id}  {title}\n"))
             .collect();

@@ -5,25 +5,24 @@ use anyhow::Result;
 use crate::cli::args::{self, Output};
 use crate::cli::render::{self, config as view};
 use crate::cli::{EXIT_FAILED, EXIT_FINDINGS, EXIT_OK};
+use atrest::cluster::settings::resolve;
+use atrest::cluster::{ClusterError, load_config};
 use atrest::config;
-use atrest::keys::Key;
+use atrest::keys::{Key, new_key_name};
 use atrest::model::KeyProvider;
 
 /// Validates, lints and summarises the config; exit 1 when a finding reaches `--fail-on`.
 pub(crate) fn check(a: args::ConfigCheckArgs) -> Result<i32> {
-    let s = atrest::cluster::settings::resolve(&super::flags(&a.source, None, None))?;
+    let s = resolve(&super::flags(&a.source, None, None))?;
     let path = s.config.as_ref().map(|c| c.value.clone());
-    let loaded = match atrest::cluster::load_config(&s) {
+    let loaded = match load_config(&s) {
         Ok(l) => l,
         Err(e) => {
             let e = anyhow::Error::from(e);
-            match (a.output, e.downcast_ref::<atrest::cluster::ClusterError>()) {
+            match (a.output, e.downcast_ref::<ClusterError>()) {
                 (
                     Output::Json,
-                    Some(atrest::cluster::ClusterError::Config(config::ConfigError::Invalid {
-                        path,
-                        errors,
-                    })),
+                    Some(ClusterError::Config(config::ConfigError::Invalid { path, errors })),
                 ) => {
                     render::print_json(&serde_json::json!({
                         "file": path, "valid": false, "errors": errors,
@@ -59,9 +58,7 @@ pub(crate) fn generate_key(a: args::KeysGenerateArgs) -> Result<i32> {
         args::KeyProviderArg::Aesgcm => KeyProvider::Aesgcm,
         args::KeyProviderArg::Secretbox => KeyProvider::Secretbox,
     };
-    let name = a
-        .name
-        .unwrap_or_else(|| atrest::keys::new_key_name(chrono::Utc::now()));
+    let name = a.name.unwrap_or_else(|| new_key_name(chrono::Utc::now()));
     let key = Key::generate(name, provider)?;
     let secret = key.secret_base64();
     crate::cli::outln!(

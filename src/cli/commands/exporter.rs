@@ -5,8 +5,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 
 use crate::cli::args;
+use atrest::cluster::load_config;
 use atrest::cluster::{ScanRequest, parse_resources, settings};
 use atrest::exporter::{self, ExporterOptions};
+use atrest::report::Policy;
 
 /// Runs until stopped; returns only when it cannot start.
 pub(crate) async fn run(a: args::ExporterArgs) -> Result<i32> {
@@ -19,10 +21,10 @@ pub(crate) async fn run(a: args::ExporterArgs) -> Result<i32> {
         a.cluster.kubeconfig.clone(),
     ))?;
     // The config is re-read before every scan; an unreadable one is an error of the command now.
-    atrest::cluster::load_config(&settings)?;
+    load_config(&settings)?;
     let policy = match &a.policy {
-        Some(p) => atrest::report::Policy::load(p)?,
-        None => atrest::report::Policy::default(),
+        Some(p) => Policy::load(p)?,
+        None => Policy::default(),
     };
     let apiservers = if a.no_apiservers {
         None

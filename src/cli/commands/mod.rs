@@ -16,6 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use atrest::cluster::settings::Flags;
 
 use super::args::{ConfigSource, EtcdFlags};
+use atrest::cluster::Context;
+use atrest::kube::Convergence;
+use atrest::model::census::ScanReport;
+use atrest::report::{ApiserverSurvey, Policy};
+use atrest::state::RotationState;
 
 /// The flags every command shares, as the library's settings resolver takes them.
 pub(super) fn flags(
@@ -61,28 +66,22 @@ pub(super) fn stop_on_signal() -> Arc<AtomicBool> {
 
 /// The audit policy: `--policy FILE`, else the built-in one (secrets required, residue and
 /// sensitive plaintext warn).
-pub(super) fn policy(path: Option<&std::path::Path>) -> anyhow::Result<atrest::report::Policy> {
+pub(super) fn policy(path: Option<&std::path::Path>) -> anyhow::Result<Policy> {
     Ok(match path {
-        Some(p) => atrest::report::Policy::load(p)?,
-        None => atrest::report::Policy::default(),
+        Some(p) => Policy::load(p)?,
+        None => Policy::default(),
     })
 }
 
 /// What each apiserver reports having loaded, when atrest has a way to ask
 /// ([`atrest::cluster::Context::apiservers_to_ask`]).
-pub(super) async fn survey_apiservers(
-    ctx: &atrest::cluster::Context,
-    explicit: &[String],
-) -> Option<atrest::kube::Convergence> {
+pub(super) async fn survey_apiservers(ctx: &Context, explicit: &[String]) -> Option<Convergence> {
     let apiservers = ctx.apiservers_to_ask(explicit).await?;
     Some(apiservers.survey(&ctx.config.hash).await)
 }
 
 /// The state folder to read, saying on stderr when state still sits in the old default.
-pub(super) fn state_dir_to_read(
-    ctx: &atrest::cluster::Context,
-    given: Option<&std::path::Path>,
-) -> PathBuf {
+pub(super) fn state_dir_to_read(ctx: &Context, given: Option<&std::path::Path>) -> PathBuf {
     let dir = ctx.state_dir(given);
     if let Some(note) = dir.note() {
         eprintln!("atrest: {note}");
@@ -94,13 +93,13 @@ pub(super) fn state_dir_to_read(
 /// in the state folder (an unreadable state counts as none: every stale value is then a
 /// finding).
 pub(super) fn judge(
-    ctx: &atrest::cluster::Context,
-    scan: &mut atrest::model::census::ScanReport,
-    policy: &atrest::report::Policy,
+    ctx: &Context,
+    scan: &mut ScanReport,
+    policy: &Policy,
     state_dir: &std::path::Path,
-    apiservers: Option<&atrest::report::ApiserverSurvey>,
+    apiservers: Option<&ApiserverSurvey>,
 ) {
-    let rotation = atrest::state::RotationState::load(state_dir, &ctx.config.path)
+    let rotation = RotationState::load(state_dir, &ctx.config.path)
         .ok()
         .and_then(|s| s.rotation);
     atrest::report::findings::judge(scan, &ctx.config, policy, rotation.as_ref(), apiservers);

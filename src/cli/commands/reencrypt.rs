@@ -9,6 +9,10 @@ use crate::cli::progress::Bar;
 use crate::cli::render::{self, reencrypt::reencrypt_table};
 use crate::cli::{EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK};
 use atrest::cluster::{Context, PreflightError, parse_resources, plugins, write_preflight};
+use atrest::migrate::{
+    MigrateError, PreflightRefusal, Reencrypt, ReencryptOptions, ReencryptReport,
+};
+use atrest::state::CHECKPOINT_FILE;
 
 /// Exit 0 when everything targeted is proven on its write key, 1 when objects were given up or
 /// remain, 2 when the run could not complete (an apiserver that answered nothing for the
@@ -28,9 +32,9 @@ pub(crate) async fn run(a: args::ReencryptArgs) -> Result<i32> {
         None => ctx
             .state_dir(a.cluster.state_dir.as_deref())
             .to_write(&|m| eprintln!("atrest: {m}"))?
-            .join(atrest::state::CHECKPOINT_FILE),
+            .join(CHECKPOINT_FILE),
     };
-    let opts = atrest::migrate::ReencryptOptions {
+    let opts = ReencryptOptions {
         resources: parse_resources(&a.resources)?,
         dry_run: a.dry_run,
         checkpoint,
@@ -48,10 +52,10 @@ pub(crate) async fn run(a: args::ReencryptArgs) -> Result<i32> {
         Box::pin(async move {
             write_preflight(apiservers, loaded, plugins)
                 .await
-                .map_err(atrest::migrate::PreflightRefusal::from)
+                .map_err(PreflightRefusal::from)
         })
     };
-    let mut engine = atrest::migrate::Reencrypt {
+    let mut engine = Reencrypt {
         preflight: Some(preflight),
         config: loaded,
         plugins: plugins.as_ref(),
@@ -79,7 +83,7 @@ pub(crate) async fn run(a: args::ReencryptArgs) -> Result<i32> {
 }
 
 /// The run's error with what the admin can do about it.
-fn failure(e: atrest::migrate::MigrateError) -> anyhow::Error {
+fn failure(e: MigrateError) -> anyhow::Error {
     use atrest::migrate::MigrateError as M;
     let hint = match &e {
         M::Forbidden { .. } | M::NotLoaded { .. } => {
@@ -98,7 +102,7 @@ fn failure(e: atrest::migrate::MigrateError) -> anyhow::Error {
 }
 
 /// 3 interrupted; 1 when a dry run found work or a run left objects; else 0.
-fn exit_code(report: &atrest::migrate::ReencryptReport) -> i32 {
+fn exit_code(report: &ReencryptReport) -> i32 {
     if report.interrupted {
         EXIT_INTERRUPTED
     } else if report.dry_run {

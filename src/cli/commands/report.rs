@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result};
 use crate::cli::args;
 use crate::cli::{EXIT_FINDINGS, EXIT_OK};
 use atrest::cluster::Context;
+use atrest::fsutil::write_atomic;
 use atrest::report;
 use atrest::report::audit::{AuditRequest, Source, audit};
 
@@ -72,7 +73,7 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
     };
     match &out {
         Some(path) => {
-            atrest::fsutil::write_atomic(path, text.as_bytes(), 0o644)?;
+            write_atomic(path, text.as_bytes(), 0o644)?;
             if a.out.is_none() {
                 crate::cli::outln!("{}", summary(&report));
             }

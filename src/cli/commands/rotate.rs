@@ -7,10 +7,14 @@ use anyhow::{Result, anyhow};
 use crate::cli::args::{self, RotateCommand as R};
 use crate::cli::progress::Bar;
 use crate::cli::{EXIT_INTERRUPTED, EXIT_OK};
-use atrest::cluster::Context;
+use atrest::cluster::settings::Flags;
+use atrest::cluster::{Context, parse_rule_resources, refuse_managed_config};
+use atrest::migrate::ReencryptOptions;
 use atrest::model::KeyProvider;
-use atrest::rotate::schedule::Due;
+use atrest::rotate::SyncCommand;
+use atrest::rotate::schedule::{Due, Limits};
 use atrest::rotate::{PrepareRequest, Rotator, SnapshotChoice, TargetSpec};
+use atrest::state::{RotationLock, RotationState};
 
 fn request(p: &args::RotatePrepareArgs) -> Result<PrepareRequest> {
     Ok(PrepareRequest {
@@ -32,7 +36,7 @@ fn request(p: &args::RotatePrepareArgs) -> Result<PrepareRequest> {
             },
         },
         key_name: p.key_name.clone(),
-        resources: atrest::cluster::parse_rule_resources(&p.resources),
+        resources: parse_rule_resources(&p.resources),
         snapshot: match (&p.snapshot, p.no_snapshot) {
             (_, true) => SnapshotChoice::Skip,
             (Some(path), false) => SnapshotChoice::Path(path.clone()),
@@ -105,13 +109,13 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
     // The distribution writes the config and runs its own rotation (and re-encryption): no
     // step of atrest's runbook starts there, not even `rotate reencrypt`, which would write the
     // state folder and rewrite objects as a rotation step. `atrest reencrypt` still can.
-    atrest::cluster::refuse_managed_config(&ctx.settings)?;
+    refuse_managed_config(&ctx.settings)?;
     let etcd = ctx.etcd().await?;
     let say = |m: &str| eprintln!("atrest: {m}");
     let rotator = rotator(&ctx, &step, &etcd, &say).await?;
     // One rotate step at a time per state folder: a timer firing while another run (or an
     // admin's step) is under way is refused, never started twice. Held until this process ends.
-    let _lock = atrest::state::RotationLock::acquire(&rotator.state_dir)?;
+    let _lock = RotationLock::acquire(&rotator.state_dir)?;
     if let R::Run(r) = &c
         && let Some(max_age) = r.if_older_than
         && !rotation_due(&rotator, &ctx, r, max_age).await?
@@ -182,14 +186,11 @@ async fn rotator<'a>(
         wait_timeout: Duration::from_secs(common.timeout),
         automatic_reload: ctx.manifest_reload(),
         canary_namespace: step.canary_namespace.to_string(),
-        sync: common
-            .sync_command
-            .clone()
-            .map(|command| atrest::rotate::SyncCommand {
-                command,
-                timeout: Duration::from_secs(common.timeout),
-            }),
-        reencrypt: atrest::migrate::ReencryptOptions {
+        sync: common.sync_command.clone().map(|command| SyncCommand {
+            command,
+            timeout: Duration::from_secs(common.timeout),
+        }),
+        reencrypt: ReencryptOptions {
             patience: Duration::from_secs(common.etcd.etcd_patience),
             stop: super::stop_on_signal(),
             ..step
@@ -207,10 +208,10 @@ async fn done(
     c: &args::RotateCommand,
     rotator: &Rotator<'_>,
     only_remove: bool,
-    flags: &atrest::cluster::settings::Flags,
+    flags: &Flags,
     etcd: &etcd_client::Client,
 ) -> Result<()> {
-    let st = atrest::state::RotationState::load(&rotator.state_dir, &rotator.config_path)?;
+    let st = RotationState::load(&rotator.state_dir, &rotator.config_path)?;
     match &st.rotation {
         Some(r) => crate::cli::outln!(
             "rotation to {}: stage {}; next: {}",
@@ -316,11 +317,11 @@ async fn rotation_due(
     max_age: Duration,
 ) -> Result<bool> {
     let policy = super::policy(p.policy.as_deref())?;
-    let limits = atrest::rotate::schedule::Limits {
+    let limits = Limits {
         max_age,
         aesgcm_max_writes: policy.aesgcm_max_writes,
     };
-    let resources = atrest::cluster::parse_rule_resources(&p.prepare.resources);
+    let resources = parse_rule_resources(&p.prepare.resources);
     let due = rotator.due(&ctx.config.config, &resources, limits).await?;
     match &due {
         Due::InProgress(r) => crate::cli::outln!(

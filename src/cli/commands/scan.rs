@@ -13,7 +13,8 @@ use crate::cli::render::{
 use atrest::cluster::{Context, ScanRequest, parse_resources};
 use atrest::exporter::{self, metrics, metrics::GoodScan};
 use atrest::model::census::ScanReport;
-use atrest::report::ApiserverSurvey;
+use atrest::report::audit::Extras;
+use atrest::report::{ApiserverSurvey, Policy};
 
 /// Exit 0 without findings, 1 with findings (`atrest::model::finding`), 2 when the scan could
 /// not complete.
@@ -82,10 +83,10 @@ async fn write_textfile(
     state_dir: &std::path::Path,
     dir: &std::path::Path,
     good: &GoodScan,
-    policy: &atrest::report::Policy,
+    policy: &Policy,
     apiservers: Option<&ApiserverSurvey>,
 ) -> Result<()> {
-    let x = atrest::report::audit::Extras::gather(state_dir, &ctx.config, None).await;
+    let x = Extras::gather(state_dir, &ctx.config, None).await;
     let first_seen = Default::default();
     let text = metrics::render(&metrics::SeriesInputs {
         scan: Some(good),

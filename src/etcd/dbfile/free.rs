@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::{DbError, DbFile};
-use crate::codec::ClassifyConfig;
-use crate::codec::ClassifyOptions;
+use crate::codec::{ClassifyConfig, ClassifyOptions};
 use crate::config::EncryptionConfig;
 use crate::etcd::bolt::{is_leaf, leaf_elem, page_header};
 use crate::etcd::mvcc::{Revision, StoredKeyValue};
