@@ -26,8 +26,9 @@ if [ "$listed" != "$want" ]; then
   exit 1
 fi
 
-# Seeds: generated (fuzz/examples/gen_corpus.rs) plus every regression input.
-(cd fuzz && cargo run --quiet --example gen_corpus >&2)
+# Seeds: generated (examples/fuzz_corpus.rs, already built by the test stage) plus every
+# regression input.
+cargo run --quiet --locked --example fuzz_corpus >&2
 for t in "${targets[@]}"; do
   corpus=fuzz/corpus/$t
   mkdir -p "$corpus"

@@ -1,4 +1,4 @@
-//! Shared between the `classify` fuzz target, `examples/gen_corpus.rs` and
+//! Shared between the `classify` fuzz target, `examples/fuzz_corpus.rs` (main workspace) and
 //! `tests/fuzz_regressions.rs` (which replays `fuzz/regressions/classify/` through [`classify_all`]).
 #![allow(dead_code)]
 

@@ -1,5 +1,6 @@
-//! Writes the seed corpora: `cargo run --example gen_corpus` (from fuzz/).
-//! fuzz/corpus/ is git-ignored; rerun this to recreate the seeds.
+//! Writes the fuzz targets' seed corpora into fuzz/corpus/ (git-ignored): `cargo run --example
+//! fuzz_corpus`. A main-workspace example, so `cargo test --all-targets` has already built it
+//! when `scripts/fuzz.sh` runs it.
 
 use std::fs;
 use std::path::Path;
@@ -13,7 +14,7 @@ use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
 use prost::Message;
 use zeroize::Zeroizing;
 
-#[path = "../fuzz_targets/common.rs"]
+#[path = "../fuzz/fuzz_targets/common.rs"]
 mod common;
 
 const CONFIGS: &[(&str, &str)] = &[
@@ -110,7 +111,7 @@ fn kms_v2_value(etcd_key: &[u8], plaintext: &[u8], seeded: bool) -> Vec<u8> {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     let dir = root.join("config_parse");
     fs::create_dir_all(&dir).unwrap();
     for (name, text) in CONFIGS {
