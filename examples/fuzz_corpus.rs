@@ -95,7 +95,8 @@ fn kms_v2_value(etcd_key: &[u8], plaintext: &[u8], seeded: bool) -> Vec<u8> {
         (source.clone(), None)
     };
     // aesgcm's sealed form (nonce || ciphertext+tag, AAD = etcd key) is also KMS v2's.
-    let sealed = atrest::codec::cipher::seal(&key("dek", KeyProvider::Aesgcm, dek), etcd_key, plaintext);
+    let sealed =
+        atrest::codec::cipher::seal(&key("dek", KeyProvider::Aesgcm, dek), etcd_key, plaintext);
     let mut data = info.map(|i| i.to_vec()).unwrap_or_default();
     data.extend(sealed);
     let obj = kms::EncryptedObject {
@@ -132,27 +133,65 @@ fn main() {
         ("plain-empty-json", common::join(ek, b"{}")),
         ("plain-magic", common::join(ek, b"k8s\x00")),
         ("cbor", common::join(ek, &[0xd9, 0xd9, 0xf7, 0xa0])),
-        ("unknown-key", common::join(ek, &encrypt_value(&other, ek, &pb))),
-        ("kms-v2-gcm-key", common::join(ek, &kms_v2_value(ek, &pb, false))),
-        ("kms-v2-xnonce", common::join(ek, &kms_v2_value(ek, SECRET_JSON, true))),
-        ("kms-v1-foreign", common::join(ek, b"k8s:enc:kms:v1:old:\x00\x04abcdxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")),
+        (
+            "unknown-key",
+            common::join(ek, &encrypt_value(&other, ek, &pb)),
+        ),
+        (
+            "kms-v2-gcm-key",
+            common::join(ek, &kms_v2_value(ek, &pb, false)),
+        ),
+        (
+            "kms-v2-xnonce",
+            common::join(ek, &kms_v2_value(ek, SECRET_JSON, true)),
+        ),
+        (
+            "kms-v1-foreign",
+            common::join(
+                ek,
+                b"k8s:enc:kms:v1:old:\x00\x04abcdxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            ),
+        ),
     ];
     for (k, tag) in [(&k1, "aescbc"), (&k2, "aesgcm"), (&k3, "secretbox")] {
-        seeds.push((Box::leak(format!("{tag}-pb").into_boxed_str()), common::join(ek, &encrypt_value(k, ek, &pb))));
-        seeds.push((Box::leak(format!("{tag}-json").into_boxed_str()), common::join(ek, &encrypt_value(k, ek, SECRET_JSON))));
-        seeds.push((Box::leak(format!("{tag}-empty").into_boxed_str()), common::join(ek, &encrypt_value(k, ek, b"{}"))));
+        seeds.push((
+            Box::leak(format!("{tag}-pb").into_boxed_str()),
+            common::join(ek, &encrypt_value(k, ek, &pb)),
+        ));
+        seeds.push((
+            Box::leak(format!("{tag}-json").into_boxed_str()),
+            common::join(ek, &encrypt_value(k, ek, SECRET_JSON)),
+        ));
+        seeds.push((
+            Box::leak(format!("{tag}-empty").into_boxed_str()),
+            common::join(ek, &encrypt_value(k, ek, b"{}")),
+        ));
     }
     // aesgcm under the wrong etcd key (AAD mismatch).
-    seeds.push(("aesgcm-wrong-aad", common::join(b"/registry/secrets/x/y", &encrypt_value(&k2, ek, &pb))));
+    seeds.push((
+        "aesgcm-wrong-aad",
+        common::join(b"/registry/secrets/x/y", &encrypt_value(&k2, ek, &pb)),
+    ));
 
     // Sanity: the seeds classify as intended.
     let table = common::table();
     let plugin = common::PassThroughKms;
     for (name, data) in &seeds {
         let (ek, value) = common::split(data);
-        let opts = atrest::codec::ClassifyOptions { verify: true, want_info: true, kms: Some(&plugin), ..Default::default() };
+        let opts = atrest::codec::ClassifyOptions {
+            verify: true,
+            want_info: true,
+            kms: Some(&plugin),
+            ..Default::default()
+        };
         let c = table.classify(ek, value, &opts);
-        println!("{name:20} {:12} {:14} verified={} info={}", c.label, c.state.as_str(), c.verified, c.info.is_some());
+        println!(
+            "{name:20} {:12} {:14} verified={} info={}",
+            c.label,
+            c.state.as_str(),
+            c.verified,
+            c.info.is_some()
+        );
         fs::write(dir.join(name), data).unwrap();
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod checks;
+pub mod controls;
 pub mod diff;
 pub mod findings;
 pub mod html;
