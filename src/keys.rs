@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::model::KeyProvider;
 
+pub mod signing;
 pub mod yaml;
 
 /// Go's `base64.StdEncoding`: padding required, non-zero trailing bits tolerated.

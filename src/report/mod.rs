@@ -2,6 +2,7 @@
 //! result, for every covered object. The report is built only from labels, fingerprints,
 //! hashes, counts and object names: it never contains a key or a secret value.
 
+pub mod attest;
 pub mod audit;
 pub mod checks;
 pub mod controls;
