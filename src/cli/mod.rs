@@ -78,6 +78,7 @@ pub(crate) async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Config(ConfigCommand::Check(a)) => commands::config::check(a),
         Command::Keys(KeysCommand::Generate(a)) => commands::config::generate_key(a),
+        Command::Keys(KeysCommand::SigningKey(a)) => commands::config::signing_key(a),
         Command::Scan(a) => commands::scan::run(a).await,
         Command::Status(a) => commands::status::run(a).await,
         Command::Reencrypt(a) => commands::reencrypt::run(a).await,

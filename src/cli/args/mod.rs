@@ -212,10 +212,31 @@ pub(crate) struct ReportArgs {
     /// Decrypt every value while scanning (proves each one opens).
     #[arg(long)]
     pub verify: bool,
+    /// Sign the report with this Ed25519 key (`atrest keys signing-key`): writes, beside the
+    /// report file, FILE.intoto.json — a DSSE envelope of an in-toto Statement (subject: the
+    /// report's sha256; predicate: the test result with the passed, warned and failed checks).
+    /// Needs --out FILE (a signature is of a file).
+    #[arg(long, value_name = "KEYFILE", requires = "out")]
+    pub sign: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum ReportSub {
+    /// Verify signed report evidence: each envelope's signature with the public key, then the
+    /// sha256 of every report file it names.
+    ///
+    /// Give the envelopes (`*.intoto.json`) or folders holding them.
+    ///
+    /// Exit codes: 0 every envelope verifies and every file matches, 1 a signature or a digest
+    /// does not match (or a file is missing), 2 when the key or an envelope cannot be read.
+    Verify {
+        /// The public key (PEM) printed by `atrest keys signing-key`.
+        #[arg(long, value_name = "PUBFILE")]
+        key: PathBuf,
+        /// Envelopes, or folders holding them.
+        #[arg(required = true, value_name = "DIR|FILE")]
+        paths: Vec<PathBuf>,
+    },
     /// What changed between two JSON reports (atrest.report/v1 or /v2).
     ///
     /// Reads the two files only; writes the differences to stdout.
@@ -424,6 +445,24 @@ pub(crate) enum KeysCommand {
 Exit codes:\n  0  printed\n  2  could not complete (no randomness, stdout closed)"
     )]
     Generate(KeysGenerateArgs),
+    /// Make an Ed25519 key that signs report evidence (`atrest report --sign FILE`).
+    ///
+    /// The private key is written to FILE (PKCS#8 PEM, mode 0600; an existing file is never
+    /// overwritten) and never printed; the public key (PEM) goes to stdout — give it to the
+    /// auditors who verify with `atrest report verify --key PUBFILE` or the in-toto tools.
+    #[command(
+        name = "signing-key",
+        after_help = "Writes FILE only; prints the public key.\n\n\
+Exit codes:\n  0  written\n  2  could not complete (FILE exists, no randomness, not writable)"
+    )]
+    SigningKey(KeysSigningKeyArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KeysSigningKeyArgs {
+    /// Where to write the private key.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -72,3 +72,17 @@ pub(crate) fn generate_key(a: args::KeysGenerateArgs) -> Result<i32> {
     );
     Ok(EXIT_OK)
 }
+
+/// `atrest keys signing-key --out FILE`: writes the private key, prints the public one.
+pub(crate) fn signing_key(a: args::KeysSigningKeyArgs) -> Result<i32> {
+    let key = atrest::keys::signing::SigningKey::generate()?;
+    key.write_new(&a.out)?;
+    let public = key.public();
+    eprintln!(
+        "atrest: signing key {} written to {} (0600); its public key follows: give it to the auditors",
+        public.key_id(),
+        a.out.display()
+    );
+    crate::cli::out!("{}", public.to_pem());
+    Ok(EXIT_OK)
+}

@@ -1,6 +1,6 @@
 //! `atrest report` and `atrest report diff`: the compliance audit report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -14,14 +14,24 @@ use atrest::report::audit::{AuditRequest, Source, audit};
 
 /// Exit 0 on PASS, 1 on FAIL (and for `diff`: 1 when the reports differ).
 pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
-    if let Some(args::ReportSub::Diff {
-        a: first,
-        b: second,
-        fail_on_change,
-    }) = &a.diff
-    {
-        return diff(first, second, *fail_on_change);
+    match &a.diff {
+        Some(args::ReportSub::Diff {
+            a: first,
+            b: second,
+            fail_on_change,
+        }) => return diff(first, second, *fail_on_change),
+        Some(args::ReportSub::Verify { key, paths }) => return verify(key, paths),
+        None => {}
     }
+    if a.sign.is_some() && a.out.as_deref() == Some(Path::new("-")) {
+        anyhow::bail!("--sign signs a file: give --out FILE, not -");
+    }
+    // Read before the audit: a key that does not load stops the run before etcd is read.
+    let signing = a
+        .sign
+        .as_deref()
+        .map(atrest::keys::signing::SigningKey::load)
+        .transpose()?;
     let ctx = Context::resolve(&super::flags(
         &a.source,
         Some(&a.etcd),
@@ -74,6 +84,9 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
     match &out {
         Some(path) => {
             write_atomic(path, text.as_bytes(), 0o644)?;
+            if let Some(key) = &signing {
+                sign(&report, path, key)?;
+            }
             if a.out.is_none() {
                 crate::cli::outln!("{}", summary(&report));
             }
@@ -142,4 +155,83 @@ fn diff(first: &PathBuf, second: &PathBuf, fail_on_change: bool) -> Result<i32> 
     } else {
         EXIT_OK
     })
+}
+
+/// Writes `FILE.intoto.json` beside the report file `path`: the signed statement of its sha256.
+fn sign(
+    report: &report::Report,
+    path: &Path,
+    key: &atrest::keys::signing::SigningKey,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = PathBuf::from(path.file_name().unwrap_or_default());
+    let envelope = report::attest::sign(report, dir, std::slice::from_ref(&name), key)?;
+    let out = dir.join(format!(
+        "{}{}",
+        name.display(),
+        report::attest::ENVELOPE_SUFFIX
+    ));
+    write_atomic(&out, &serde_json::to_vec_pretty(&envelope)?, 0o644)?;
+    eprintln!(
+        "atrest: signed with {}: {}",
+        key.public().key_id(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `atrest report verify`: exit 0 when every envelope and file verifies, 1 on any mismatch.
+fn verify(key: &Path, paths: &[PathBuf]) -> Result<i32> {
+    let key = atrest::keys::signing::PublicKey::load(key)?;
+    let mut envelopes = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.to_string_lossy()
+                        .ends_with(report::attest::ENVELOPE_SUFFIX)
+                })
+                .collect();
+            if found.is_empty() {
+                anyhow::bail!(
+                    "{} holds no envelope (*{})",
+                    p.display(),
+                    report::attest::ENVELOPE_SUFFIX
+                );
+            }
+            found.sort();
+            envelopes.extend(found);
+        } else {
+            envelopes.push(p.clone());
+        }
+    }
+    let mut failed = 0;
+    for env in &envelopes {
+        match report::attest::verify(env, &key) {
+            Ok(statement) => {
+                let files: Vec<&str> = statement.subject.iter().map(|s| s.name.as_str()).collect();
+                crate::cli::outln!(
+                    "OK {}: signed by {}, {} ({})",
+                    env.display(),
+                    key.key_id(),
+                    statement.predicate["result"].as_str().unwrap_or("?"),
+                    files.join(", ")
+                );
+            }
+            Err(
+                e @ (report::attest::AttestError::Read { .. }
+                | report::attest::AttestError::Malformed { .. }),
+            ) => return Err(e.into()),
+            Err(e) => {
+                failed += 1;
+                crate::cli::outln!("FAILED {e}");
+            }
+        }
+    }
+    Ok(if failed == 0 { EXIT_OK } else { EXIT_FINDINGS })
 }
