@@ -23,6 +23,8 @@ command -v objdump >/dev/null || missing+=(binutils)
 # prometheus and promtool: the alert rules are checked and unit-tested, and the exporter test
 # scrapes atrest with a real Prometheus (started by the test bed on loopback).
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
+# python3-venv: the independent verifiers of the signed evidence and OSCAL (below) live in a venv.
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   sudo_cmd=""
@@ -36,6 +38,16 @@ if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
+
+log "independent verifiers (Python): securesystemslib (DSSE, as in-toto verifies), compliance-trestle (OSCAL)"
+# One venv outside the repo, reused while it has what the evidence tests import.
+ATREST_PYTHON="${XDG_CACHE_HOME:-$HOME/.cache}/atrest/venv/bin/python"
+if ! "$ATREST_PYTHON" -c 'import securesystemslib.dsse, cryptography, trestle.oscal.assessment_results' 2>/dev/null; then
+  python3 -m venv "${XDG_CACHE_HOME:-$HOME/.cache}/atrest/venv"
+  "$ATREST_PYTHON" -m pip install -q --disable-pip-version-check \
+    'securesystemslib>=1.0' cryptography 'compliance-trestle>=3'
+fi
+export ATREST_PYTHON
 
 log "Kubernetes test binaries"
 # One Go build cache for every Kubernetes and etcd build of this run (the newest pair and the

@@ -64,9 +64,14 @@ pub struct PublicKey {
     key: ed25519_dalek::VerifyingKey,
 }
 
-/// `sha256:` + hex of the raw 32-byte public key: how envelopes name the key that signed them.
+/// How envelopes name the key that signed them: the key ID securesystemslib, in-toto and TUF
+/// compute (hex SHA-256 of the key's canonical JSON), so their verifiers match it unaided.
 fn key_id(key: &ed25519_dalek::VerifyingKey) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
+    let canonical = format!(
+        r#"{{"keytype":"ed25519","keyval":{{"public":"{}"}},"scheme":"ed25519"}}"#,
+        hex::encode(key.as_bytes())
+    );
+    hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
 impl SigningKey {
@@ -157,7 +162,7 @@ impl PublicKey {
         Ok(PublicKey { key })
     }
 
-    /// `sha256:` + hex of the raw public key.
+    /// The securesystemslib key ID (hex SHA-256 of the key's canonical JSON).
     pub fn key_id(&self) -> String {
         key_id(&self.key)
     }

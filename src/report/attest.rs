@@ -37,7 +37,7 @@ pub struct Envelope {
 /// One DSSE signature.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EnvelopeSignature {
-    /// `sha256:` + hex of the raw public key.
+    /// The signing key's ID, as securesystemslib computes it.
     pub keyid: String,
     /// The Ed25519 signature of the envelope's PAE, base64.
     pub sig: String,

@@ -1,0 +1,193 @@
+//! Evidence an auditor can accept without trusting the operator (issue #26): a report signed
+//! with the key `atrest keys signing-key` made verifies with `atrest report verify` and with an
+//! independent verifier (securesystemslib's DSSE, the library in-toto verifies with); one
+//! changed byte of the report or of the envelope fails both. The signing key never shows in any
+//! output (the leak check runs after every atrest run, with the key registered).
+
+use atrest_testbed as support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::{ControlPlane, Options, create_namespace, create_secrets, secrets_only};
+
+/// The Python with securesystemslib and compliance-trestle that `scripts/test.sh` installs.
+fn python() -> PathBuf {
+    let p = std::env::var_os("ATREST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/atrest/venv/bin/python")
+        });
+    assert!(
+        p.exists(),
+        "the evidence tests need a Python with the independent verifiers: run scripts/test.sh, \
+         or `python3 -m venv ~/.cache/atrest/venv && ~/.cache/atrest/venv/bin/pip install \
+         securesystemslib cryptography compliance-trestle` (or set ATREST_PYTHON)"
+    );
+    p
+}
+
+/// The independent verifier's exit code and output.
+fn independent_verify(envelope: &Path, public: &Path) -> (i32, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/evidence/verify_dsse.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(envelope)
+        .arg(public)
+        .output()
+        .expect("run the Python verifier");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The private key's 32-byte seed, registered with the leak check in every form.
+fn register_signing_key(pem_path: &Path) {
+    use base64::Engine;
+    let pem = std::fs::read_to_string(pem_path).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    // PKCS#8 for Ed25519: a 16-byte header, then the 32-byte seed.
+    assert_eq!(
+        &der[12..16],
+        &[0x04, 0x22, 0x04, 0x20],
+        "PKCS#8 Ed25519 layout"
+    );
+    support::register_key_bytes(&der[16..48], "the report signing key");
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = at.min(bytes.len() - 1);
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_report_verifies_with_atrest_and_an_independent_verifier() {
+    python();
+    let provider = format!(
+        "[{{secretbox: {{keys: [{{name: sb1, secret: {}}}]}}}}]",
+        support::b64(32, 7)
+    );
+    let cp = ControlPlane::start(Options {
+        config_yaml: Some(secrets_only(&provider)),
+        ..Default::default()
+    })
+    .await;
+    let client = cp.client().await;
+    create_namespace(&client, "audit").await;
+    let names: Vec<String> = (0..3).map(|i| format!("db-{i}")).collect();
+    create_secrets(&client, "audit", &names, "s3cr3t-evidence-value").await;
+
+    let dir = cp.path().join("evidence");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("signing.pem");
+    let (code, stdout, stderr) = support::atrest(
+        &["keys", "signing-key", "--out", key.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    register_signing_key(&key);
+    assert!(stdout.starts_with("-----BEGIN PUBLIC KEY-----"), "{stdout}");
+    let public = dir.join("signing.pub");
+    std::fs::write(&public, &stdout).unwrap();
+    // Never overwritten.
+    let (code, _, stderr) = support::atrest(
+        &["keys", "signing-key", "--out", key.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("never overwrites"), "{stderr}");
+
+    let report = dir.join("report.json");
+    let (code, _, stderr) = cp.atrest(&[
+        "report",
+        "--format",
+        "json",
+        "--out",
+        report.to_str().unwrap(),
+        "--sign",
+        key.to_str().unwrap(),
+        "--kubeconfig",
+        cp.kubeconfig.to_str().unwrap(),
+    ]);
+    assert!(code == 0 || code == 1, "{stderr}");
+    let envelope = dir.join("report.json.intoto.json");
+    assert!(envelope.exists(), "{stderr}");
+
+    let verify = |paths: &[&Path]| {
+        let mut args = vec!["report", "verify", "--key", public.to_str().unwrap()];
+        args.extend(paths.iter().map(|p| p.to_str().unwrap()));
+        support::atrest(&args, &[])
+    };
+    let (code, stdout, stderr) = verify(&[&dir]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("OK ") && stdout.contains("report.json"),
+        "{stdout}"
+    );
+    let (code, out) = independent_verify(&envelope, &public);
+    assert_eq!(code, 0, "independent verifier: {out}");
+
+    // One byte of the report: both verifiers refuse; restored, both accept again.
+    flip_byte(&report, 100);
+    let (code, stdout, _) = verify(&[&envelope]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("report.json") && stdout.contains("changed"),
+        "{stdout}"
+    );
+    assert_eq!(independent_verify(&envelope, &public).0, 1);
+    flip_byte(&report, 100);
+    assert_eq!(verify(&[&envelope]).0, 0);
+    assert_eq!(independent_verify(&envelope, &public).0, 0);
+
+    // One byte of the signed payload inside the envelope: both refuse.
+    let original = std::fs::read(&envelope).unwrap();
+    let mut env: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let payload = env["payload"].as_str().unwrap().to_string();
+    let mut chars: Vec<char> = payload.chars().collect();
+    let at = chars.len() / 2;
+    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
+    env["payload"] = serde_json::Value::from(chars.into_iter().collect::<String>());
+    std::fs::write(&envelope, serde_json::to_vec(&env).unwrap()).unwrap();
+    let (code, stdout, _) = verify(&[&envelope]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("signature does not verify"), "{stdout}");
+    assert_eq!(independent_verify(&envelope, &public).0, 1);
+
+    // Another key: refused.
+    std::fs::write(&envelope, &original).unwrap();
+    let other = dir.join("other.pem");
+    let (_, other_pub, _) = support::atrest(
+        &["keys", "signing-key", "--out", other.to_str().unwrap()],
+        &[],
+    );
+    register_signing_key(&other);
+    let other_public = dir.join("other.pub");
+    std::fs::write(&other_public, other_pub).unwrap();
+    let (code, _, _) = support::atrest(
+        &[
+            "report",
+            "verify",
+            "--key",
+            other_public.to_str().unwrap(),
+            envelope.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(independent_verify(&envelope, &other_public).0, 1);
+    for f in [&report, &envelope] {
+        support::check_file(f);
+    }
+}
