@@ -140,8 +140,18 @@ fn title(id: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A check and the controls it gives evidence for: CIS rules (numbered per benchmark), NIST
+/// SP 800-53, PCI DSS v4.0, and whether DISA SRG V-233220.
+type Mapping = (
+    &'static str,
+    &'static [CisRule],
+    &'static [&'static str],
+    &'static [&'static str],
+    bool,
+);
+
 /// Which controls each check gives evidence for (CIS rules resolved per benchmark).
-const MAP: &[(&str, &[CisRule], &[&str], &[&str], bool)] = &[
+const MAP: &[Mapping] = &[
     // (check, CIS rules, NIST, PCI DSS, DISA V-233220)
     (
         "ATR-C01",
