@@ -47,6 +47,24 @@ fn independent_verify(envelope: &Path, public: &Path) -> (i32, String) {
     )
 }
 
+/// What compliance-trestle read back from an OSCAL document (exit code, its JSON summary).
+fn trestle_read(doc: &Path) -> (i32, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/evidence/validate_oscal.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(doc)
+        .output()
+        .expect("run compliance-trestle");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// The private key's 32-byte seed, registered with the leak check in every form.
 fn register_signing_key(pem_path: &Path) {
     use base64::Engine;
@@ -188,6 +206,105 @@ async fn a_signed_report_verifies_with_atrest_and_an_independent_verifier() {
     assert_eq!(code, 1);
     assert_eq!(independent_verify(&envelope, &other_public).0, 1);
     for f in [&report, &envelope] {
+        support::check_file(f);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oscal_document_validates_with_trestle_and_round_trips_its_findings() {
+    python();
+    // Plaintext secrets under an identity write key: checks fail, so findings are not all
+    // satisfied.
+    let cp = ControlPlane::start(Options {
+        config_yaml: Some(secrets_only("[{identity: {}}]")),
+        ..Default::default()
+    })
+    .await;
+    let client = cp.client().await;
+    create_namespace(&client, "audit").await;
+    let names: Vec<String> = (0..4).map(|i| format!("db-{i}")).collect();
+    create_secrets(&client, "audit", &names, "s3cr3t-oscal-value").await;
+    let dir = cp.path().join("oscal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for format in ["json", "oscal"] {
+        let out = dir.join(match format {
+            "oscal" => "report.oscal.json".to_string(),
+            _ => format!("report.{format}"),
+        });
+        let (code, _, stderr) = cp.atrest(&[
+            "report",
+            "--format",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+            "--kubeconfig",
+            cp.kubeconfig.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "a plaintext cluster fails: {stderr}");
+        files.push(out);
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    let (code, out) = trestle_read(&files[1]);
+    assert_eq!(code, 0, "compliance-trestle: {out}");
+    let read: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(read["oscal_version"], "1.1.2");
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(read["observations"].as_u64(), Some(checks.len() as u64));
+    // Each control's state is what atrest's checks say: not satisfied when a check mapped to it
+    // fails.
+    let versions: Vec<String> = report["apiservers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["version"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        !versions.is_empty(),
+        "the apiserver's release is in the report"
+    );
+    let minor = atrest::kube::version::major_minor(&versions[0]).map(|(_, m)| m);
+    let cis = atrest::report::controls::cis_benchmark(minor);
+    let mut expected = std::collections::BTreeMap::new();
+    for c in checks {
+        let failed = c["status"] == "FAIL";
+        for control in atrest::report::controls::controls(c["id"].as_str().unwrap(), &cis) {
+            let id = atrest::report::oscal::control_id(&control, &cis);
+            let e = expected.entry(id).or_insert("satisfied");
+            if failed {
+                *e = "not-satisfied";
+            }
+        }
+    }
+    let found: std::collections::BTreeMap<String, String> = read["findings"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let expected: std::collections::BTreeMap<String, String> = expected
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+    assert_eq!(found, expected);
+    assert_eq!(
+        found.get("sc-28").map(String::as_str),
+        Some("not-satisfied")
+    );
+    assert!(
+        found.contains_key(&format!("{}-1.2.27", cis.version)),
+        "{found:?}"
+    );
+    // A damaged document is refused by the validator (it is a real one).
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[1]).unwrap()).unwrap();
+    doc["assessment-results"]["results"][0]["findings"][0]["target"]["status"]["state"] =
+        serde_json::Value::from("maybe");
+    let bad = dir.join("bad.oscal.json");
+    std::fs::write(&bad, serde_json::to_vec(&doc).unwrap()).unwrap();
+    assert_eq!(trestle_read(&bad).0, 1);
+    for f in &files {
         support::check_file(f);
     }
 }

@@ -102,6 +102,20 @@ pub fn cis_benchmark(minor: Option<u32>) -> CisBenchmark {
     }
 }
 
+/// The benchmark for the cluster a report read: by the oldest Kubernetes release its apiservers
+/// answered with (the newest benchmark when none answered).
+pub fn cis_of(report: &super::Report) -> CisBenchmark {
+    let minor = report
+        .apiservers
+        .iter()
+        .filter_map(|a| a.version.as_deref())
+        .filter_map(crate::kube::version::major_minor)
+        .filter(|(major, _)| *major == 1)
+        .map(|(_, minor)| minor)
+        .min();
+    cis_benchmark(minor)
+}
+
 /// What each framework's control asks, in a few words.
 const TITLES: &[(&str, &str)] = &[
     ("SC-28", "Protection of information at rest"),

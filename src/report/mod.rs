@@ -10,6 +10,7 @@ pub mod diff;
 pub mod findings;
 pub mod html;
 pub mod markdown;
+pub mod oscal;
 pub mod overview;
 pub mod policy;
 mod text;
@@ -175,6 +176,9 @@ pub struct ApiserverView {
     pub config_hash: Option<String>,
     /// Its hash, or why there is none.
     pub reported: String,
+    /// Its Kubernetes release (`v1.34.4`), when it answered `/version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// What the apiservers said (the caller surveys them).
@@ -201,6 +205,7 @@ impl ApiserverSurvey {
                     name: s.name(),
                     config_hash: s.config_hash.clone(),
                     reported: s.reported(),
+                    version: s.version.clone(),
                 })
                 .collect(),
             leases: c.leases.clone(),

@@ -261,6 +261,9 @@ pub(crate) enum ReportFormat {
     Json,
     Md,
     Html,
+    /// An OSCAL 1.1.2 assessment-results document (JSON): each check an observation, one
+    /// finding per control it gives evidence for (CIS, NIST SP 800-53, PCI DSS, DISA SRG).
+    Oscal,
 }
 
 #[derive(Subcommand, Debug)]

@@ -62,6 +62,10 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
         args::ReportFormat::Json => serde_json::to_string_pretty(&report)?,
         args::ReportFormat::Md => report::markdown::render(&report),
         args::ReportFormat::Html => report::html::render(&report),
+        args::ReportFormat::Oscal => serde_json::to_string_pretty(&report::oscal::render(
+            &report,
+            &report::controls::cis_of(&report),
+        ))?,
     };
     // A report is a file: on a terminal, without --out, it goes to one beside the admin and
     // the terminal gets its summary; `--out -` (or a pipe) takes the document itself.
@@ -76,6 +80,7 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
                     args::ReportFormat::Json => "json",
                     args::ReportFormat::Md => "md",
                     args::ReportFormat::Html => "html",
+                    args::ReportFormat::Oscal => "oscal.json",
                 }
             )))
         }

@@ -255,11 +255,13 @@ fn apiserver_series_name_each_apiserver_and_its_hash() {
                 name: "https://127.0.0.1:6443 (kube-apiserver-a)".into(),
                 config_hash: Some("sha256:abc".into()),
                 reported: String::new(),
+                version: None,
             },
             ApiserverView {
                 name: "https://127.0.0.1:6444".into(),
                 config_hash: None,
                 reported: String::new(),
+                version: None,
             },
         ],
         leases: vec![],

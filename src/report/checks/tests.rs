@@ -95,6 +95,7 @@ impl Fixture {
                     name: "https://10.0.0.1:6443".into(),
                     config_hash: Some("sha256:file".into()),
                     reported: "sha256:file".into(),
+                    version: None,
                 }],
                 leases: vec!["apiserver-a".into()],
                 converged: true,
