@@ -59,8 +59,14 @@ report() {
   env -u ATREST_CONFIG -u ETCDCTL_ENDPOINTS "$atrest" report --verify \
     --apiserver-manifest "$ATREST_APISERVER_MANIFEST" --state-dir "$work/state" "$@"
 }
-report --format html --out "$report_file" || echo "(the report found findings: exit $?)"
+# Signed: an Ed25519 key of the admin's (private key 0600, never printed) signs the report; the
+# auditor verifies it offline with the public key.
+"$atrest" keys signing-key --out "$work/signing.pem" >"$work/signing.pub"
+report --format html --out "$report_file" --sign "$work/signing.pem" ||
+  echo "(the report found findings: exit $?)"
 echo "report: $report_file"
+say "the auditor's check: atrest report verify (the signature, then the report's sha256)"
+"$atrest" report verify --key "$work/signing.pub" "$report_file.intoto.json"
 
 say "what the report says is left behind (its Findings; the same in the HTML)"
 # Every stored object is encrypted now, but the rotation cannot touch the old copies: the

@@ -23,6 +23,16 @@ pub enum Framework {
 }
 
 impl Framework {
+    /// Its short name, for tables (`CIS`, `NIST`, `PCI DSS`, `DISA`).
+    pub fn short(self) -> &'static str {
+        match self {
+            Framework::Cis => "CIS",
+            Framework::Nist => "NIST",
+            Framework::Pci => "PCI DSS",
+            Framework::Disa => "DISA",
+        }
+    }
+
     /// As reports print it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,6 +1,7 @@
 //! The long `--help` texts of the commands: what each reads and writes, examples, exit codes.
 
 use atrest::report::checks::CHECKS;
+use atrest::report::controls;
 
 pub(super) const COMPLETIONS_HELP: &str = "\
 Reads nothing; writes the script to stdout only. Install it where your shell looks, e.g.
@@ -58,10 +59,18 @@ Exit codes:
 pub(super) fn report_help() -> &'static str {
     static HELP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HELP.get_or_init(|| {
+        let cis = controls::cis_benchmark(None);
         let checks: String = CHECKS
             .iter()
-            .map(|(id, title, _)| format!("  {id}  {title}\n"))
+            .map(|(id, title, _)| {
+                let cited: Vec<String> = controls::controls(id, &cis)
+                    .iter()
+                    .map(|c| format!("{} {}", c.framework.short(), c.id))
+                    .collect();
+                format!("  {id}  {title}\n           {}\n", cited.join(" · "))
+            })
             .collect();
+        let (cis_name, releases) = (&cis.version, &cis.releases);
         format!(
             "\
 Reads: the config file (and the apiserver manifest), etcd (a scan of every stored resource, or
@@ -76,6 +85,15 @@ config hash it reports, the config file (path, sha256, mode, owner) with every r
 order (names and fingerprints), the rotation state, lint findings, the findings of `atrest scan`,
 and these checks with evidence:
 {checks}(ATR-C10 applies when KMS v2 values exist; ATR-C11 when history or backups were read.)
+Under each check, the controls it gives evidence for: CIS Kubernetes Benchmark (numbered as in
+{cis_name} for Kubernetes {releases}, and newer releases until a newer benchmark is published; a
+report names the benchmark of its cluster's release), NIST SP 800-53, PCI DSS v4.0 and the DISA
+Container Platform SRG. --format oscal writes them as an OSCAL assessment-results document.
+
+Signed evidence: --sign KEYFILE (made by `atrest keys signing-key`) writes FILE.intoto.json
+beside --out FILE, a DSSE envelope of an in-toto Statement (the report's sha256, the test
+result); `atrest report verify --key PUBFILE FILE.intoto.json` (or any in-toto/securesystemslib
+verifier) checks it offline.
 Coverage per resource: encrypted with an allowed provider (the headline; plaintext counts
 against it), with a discouraged one, or not at all; and encrypted with the write key.
 The verdict is FAIL when a check fails, else PASS, or \"PASS with N warnings\" when checks warn.
