@@ -250,9 +250,9 @@ fn cluster(r: &Report) -> Markup {
                 th { "values" }
                 td {
                     @if r.verified {
-                        "decrypted one by one (--verify)"
+                        "decrypted one by one, each proven to open"
                     } @else {
-                        "classified by prefix and key name"
+                        "classified by prefix and key name only (--no-verify): none was decrypted"
                     }
                 }
             }

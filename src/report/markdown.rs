@@ -102,9 +102,9 @@ fn cluster(o: &mut String, r: &Report) {
         o,
         "- values {}",
         if r.verified {
-            "decrypted one by one (--verify)"
+            "decrypted one by one, each proven to open"
         } else {
-            "classified by prefix and key name"
+            "classified by prefix and key name only (--no-verify): none was decrypted"
         }
     );
     for a in &r.apiservers {

@@ -209,8 +209,13 @@ pub(crate) struct ReportArgs {
     /// or /var/lib/rancher/rke2/server/db/snapshots; atrest's own snapshots folder always is.
     #[arg(long = "backup-dir", value_name = "DIR", conflicts_with = "no_history")]
     pub backup_dirs: Vec<PathBuf>,
-    /// Decrypt every value while scanning (proves each one opens).
+    /// Classify values by prefix, key name and shape instead of decrypting each one (faster;
+    /// the report's scope then says no value was decrypted, so its PASS covers less). By
+    /// default every value is decrypted, proving it opens.
     #[arg(long)]
+    pub no_verify: bool,
+    /// Every value is decrypted by default; kept so that older runbooks keep working.
+    #[arg(long, hide = true, conflicts_with = "no_verify")]
     pub verify: bool,
     /// Sign the report with this Ed25519 key (`atrest keys signing-key`): writes, beside the
     /// report file, FILE.intoto.json — a DSSE envelope of an in-toto Statement (subject: the

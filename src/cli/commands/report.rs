@@ -50,7 +50,7 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
         &ctx,
         &AuditRequest {
             source,
-            verify: a.verify,
+            verify: !a.no_verify,
             history: !a.no_history,
             state_dir: super::state_dir_to_read(&ctx, a.cluster.state_dir.as_deref()),
             apiservers: &a.cluster.apiservers,
