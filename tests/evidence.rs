@@ -308,3 +308,91 @@ async fn the_oscal_document_validates_with_trestle_and_round_trips_its_findings(
         support::check_file(f);
     }
 }
+
+/// A signed JSON report of a fresh cluster whose secrets are written with `providers`.
+async fn signed_report(name: &str, providers: &str, key: &Path, dir: &Path) -> PathBuf {
+    let cp = ControlPlane::start(Options {
+        config_yaml: Some(secrets_only(providers)),
+        ..Default::default()
+    })
+    .await;
+    let client = cp.client().await;
+    create_namespace(&client, "fleet").await;
+    let names: Vec<String> = (0..2).map(|i| format!("{name}-{i}")).collect();
+    create_secrets(&client, "fleet", &names, "s3cr3t-fleet-value").await;
+    let out = dir.join(format!("{name}.json"));
+    let (code, _, stderr) = cp.atrest(&[
+        "report",
+        "--format",
+        "json",
+        "--out",
+        out.to_str().unwrap(),
+        "--sign",
+        key.to_str().unwrap(),
+        "--kubeconfig",
+        cp.kubeconfig.to_str().unwrap(),
+    ]);
+    assert!(code == 0 || code == 1, "{stderr}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_summary_of_three_clusters_verifies_each_and_fails_on_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("signing.pem");
+    let (code, public_pem, stderr) = support::atrest(
+        &["keys", "signing-key", "--out", key.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    register_signing_key(&key);
+    let public = dir.path().join("signing.pub");
+    std::fs::write(&public, public_pem).unwrap();
+    let secretbox = format!(
+        "[{{secretbox: {{keys: [{{name: sb1, secret: {}}}]}}}}]",
+        support::b64(32, 9)
+    );
+    let a = signed_report("alpha", &secretbox, &key, dir.path()).await;
+    let b = signed_report("bravo", "[{identity: {}}]", &key, dir.path()).await;
+    let c = signed_report("charlie", &secretbox, &key, dir.path()).await;
+
+    let merge = |reports: &[&Path], extra: &[&str]| {
+        let mut args = vec!["report", "merge", "--key", public.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend(reports.iter().map(|p| p.to_str().unwrap()));
+        support::atrest(&args, &[])
+    };
+    let (code, stdout, stderr) = merge(&[&a, &b, &c], &["--format", "json"]);
+    assert_eq!(code, 1, "bravo stores plaintext: {stderr}");
+    let fleet: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let clusters = fleet["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 3);
+    assert_eq!(fleet["with_findings"], 1);
+    assert!(clusters.iter().all(|c| c["signature_verified"] == true));
+    assert_eq!(clusters[1]["outcome"], "FAIL");
+    assert!(clusters[1]["findings"].as_u64().unwrap() > 0);
+    assert_eq!(clusters[0]["outcome"], "PASS");
+    // Distinct clusters, each named by its etcd cluster ID.
+    let ids: std::collections::BTreeSet<&str> = clusters
+        .iter()
+        .map(|c| c["etcd_cluster_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3);
+
+    // The two compliant clusters: exit 0; the HTML page has the three columns' sorter.
+    let html = dir.path().join("fleet.html");
+    let (code, _, stderr) = merge(&[&a, &c], &["--out", html.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<tr>").count(), 3, "a header and two clusters");
+    assert!(page.contains("addEventListener('click'"));
+
+    // A changed report no longer verifies: named, and the merge fails.
+    let mut bytes = std::fs::read(&c).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] = if bytes[at] == b' ' { b'\t' } else { b' ' };
+    std::fs::write(&c, bytes).unwrap();
+    let (code, _, stderr) = merge(&[&a, &c], &["--format", "md"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("charlie.json: not verified"), "{stderr}");
+}

@@ -8,6 +8,7 @@ pub mod checks;
 pub mod controls;
 pub mod diff;
 pub mod findings;
+pub mod fleet;
 pub mod html;
 pub mod markdown;
 pub mod oscal;

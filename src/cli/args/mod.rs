@@ -242,6 +242,26 @@ pub(crate) enum ReportSub {
         #[arg(required = true, value_name = "DIR|FILE")]
         paths: Vec<PathBuf>,
     },
+    /// One summary across clusters from their JSON reports: per cluster the result, findings,
+    /// oldest write key, last rotation and residue.
+    ///
+    /// With --key, each report's signature (REPORT.intoto.json beside it) is verified first.
+    ///
+    /// Exit codes: 0 no cluster has findings, 1 a cluster has findings or a signature does not
+    /// verify, 2 when a report cannot be read.
+    Merge {
+        /// JSON reports (`atrest report --format json`), one per cluster.
+        #[arg(required = true, value_name = "REPORT.json")]
+        reports: Vec<PathBuf>,
+        /// Verify each report's signature with this public key.
+        #[arg(long, value_name = "PUBFILE")]
+        key: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = MergeFormat::Html)]
+        format: MergeFormat,
+        /// Write the summary here (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// What changed between two JSON reports (atrest.report/v1 or /v2).
     ///
     /// Reads the two files only; writes the differences to stdout.
@@ -259,6 +279,14 @@ pub(crate) enum ReportSub {
         #[arg(long)]
         fail_on_change: bool,
     },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MergeFormat {
+    Json,
+    Md,
+    /// One self-contained page; the table sorts by any column.
+    Html,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,6 +21,12 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
             fail_on_change,
         }) => return diff(first, second, *fail_on_change),
         Some(args::ReportSub::Verify { key, paths }) => return verify(key, paths),
+        Some(args::ReportSub::Merge {
+            reports,
+            key,
+            format,
+            out,
+        }) => return merge(reports, key.as_deref(), *format, out.as_deref()),
         None => {}
     }
     if a.sign.is_some() && a.out.as_deref() == Some(Path::new("-")) {
@@ -239,4 +245,64 @@ fn verify(key: &Path, paths: &[PathBuf]) -> Result<i32> {
         }
     }
     Ok(if failed == 0 { EXIT_OK } else { EXIT_FINDINGS })
+}
+
+/// `atrest report merge`: the fleet summary; exit 1 when a cluster has findings or a signature
+/// does not verify.
+fn merge(
+    reports: &[PathBuf],
+    key: Option<&Path>,
+    format: args::MergeFormat,
+    out: Option<&Path>,
+) -> Result<i32> {
+    let key = key
+        .map(atrest::keys::signing::PublicKey::load)
+        .transpose()?;
+    let mut lines = Vec::new();
+    let mut bad_signatures = 0;
+    for path in reports {
+        let r = report::fleet::read(path)?;
+        let verified = match &key {
+            None => false,
+            Some(k) => {
+                let env = PathBuf::from(format!(
+                    "{}{}",
+                    path.display(),
+                    report::attest::ENVELOPE_SUFFIX
+                ));
+                match report::attest::verify(&env, k) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        eprintln!("atrest: {}: not verified: {e}", path.display());
+                        bad_signatures += 1;
+                        false
+                    }
+                }
+            }
+        };
+        lines.push(report::fleet::line(path, &r, verified));
+    }
+    let fleet = report::fleet::fleet(lines);
+    let text = match format {
+        args::MergeFormat::Json => serde_json::to_string_pretty(&fleet)?,
+        args::MergeFormat::Md => report::fleet::markdown(&fleet),
+        args::MergeFormat::Html => report::fleet::html(&fleet),
+    };
+    match out {
+        Some(p) => {
+            write_atomic(p, text.as_bytes(), 0o644)?;
+            eprintln!(
+                "atrest: fleet summary of {} clusters written to {} ({} with findings)",
+                fleet.clusters.len(),
+                p.display(),
+                fleet.with_findings
+            );
+        }
+        None => crate::cli::outln!("{text}"),
+    }
+    Ok(if fleet.with_findings > 0 || bad_signatures > 0 {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    })
 }
