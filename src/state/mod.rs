@@ -12,7 +12,7 @@ pub use dir::{DEFAULT_STATE_DIR, STATE_DIR_ENV, StateDir, StateDirError};
 pub use lock::{LockError, RotationLock};
 pub use rotation::{
     ConfigBefore, KeyRecord, PendingWrite, Rotation, RotationState, SnapshotRecord, Stage,
-    StateError, Step, key_in_use_since,
+    StateError, Step, StepRecord, key_in_use_since,
 };
 
 /// The rotation state file.

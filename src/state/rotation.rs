@@ -176,6 +176,62 @@ pub struct Rotation {
     /// theirs writes them, so the admin's comments and formatting survive a round trip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<ConfigBefore>,
+    /// Every step that moved the rotation on: when, who, where, and what it proved (the
+    /// rotation log auditors ask for). Empty in states written before atrest kept it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<StepRecord>,
+}
+
+/// One step of a rotation as the log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StepRecord {
+    /// Which step.
+    pub step: Step,
+    /// When it was committed.
+    #[serde(with = "rfc3339")]
+    pub at: Time,
+    /// Who ran it: the user behind sudo when there is one, else the process's user.
+    pub user: String,
+    /// The host it ran on.
+    pub host: String,
+    /// What it recorded as proof: the config hash it wrote, or the objects it rewrote and proved.
+    pub proof: String,
+}
+
+impl StepRecord {
+    /// A record of `step` now, by this process's user on this host.
+    pub fn now(step: Step, proof: String) -> StepRecord {
+        StepRecord {
+            step,
+            at: crate::model::time::now(),
+            user: operator(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            proof,
+        }
+    }
+}
+
+/// Who runs atrest: `SUDO_USER` (the person behind sudo), else the name of the process's user
+/// in /etc/passwd, else its uid.
+fn operator() -> String {
+    if let Ok(u) = std::env::var("SUDO_USER")
+        && !u.is_empty()
+    {
+        return u;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".into();
+    };
+    let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+        p.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+        })
+    });
+    name.unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// A copy of the config file as it was before a rotation.
@@ -205,6 +261,12 @@ pub struct KeyRecord {
     /// since then has a higher revision (the basis of the aesgcm write estimate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_revision: Option<i64>,
+    /// When another key replaced it as the write key.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
+    pub demoted: Option<Time>,
+    /// When prune put it in the key archive (local keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
+    pub archived: Option<Time>,
 }
 
 impl KeyRecord {

@@ -13,7 +13,7 @@ use super::sync::{SyncCommand, SyncFailed, SyncOutput};
 use crate::config::{self, ConfigError, EncryptionConfig, LoadedConfig, RuleLayout};
 use crate::fsutil;
 use crate::model::time::now;
-use crate::state::{BACKUP_DIR, PendingWrite, RotationState, Stage, StateError, Step};
+use crate::state::{BACKUP_DIR, PendingWrite, RotationState, Stage, StateError, Step, StepRecord};
 
 /// Why the config could not be loaded or written safely.
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +271,10 @@ impl Journal<'_> {
         st.expected_hash = Some(p.hash.clone());
         st.expected_layout = p.layout.clone();
         if let Some(r) = st.rotation.as_mut() {
+            if let Some(step) = p.step {
+                r.log
+                    .push(StepRecord::now(step, format!("config {} written", p.hash)));
+            }
             match p.stage {
                 Some(stage) => {
                     r.stage = stage;

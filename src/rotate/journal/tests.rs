@@ -101,6 +101,7 @@ impl Fixture {
 
 fn rotation(stage: Stage) -> Rotation {
     Rotation {
+        log: Vec::new(),
         id: "t".into(),
         target: "aescbc:key2".parse().unwrap(),
         target_fingerprint: None,

@@ -243,6 +243,7 @@ fn record(
         _ => None,
     };
     st.rotation = Some(Rotation {
+        log: Vec::new(),
         id,
         target: label.clone(),
         target_fingerprint: fingerprint.clone(),

@@ -43,6 +43,15 @@ impl Rotator<'_> {
                 let record = st.keys.entry(r.target.clone()).or_default();
                 record.promoted = Some(now());
                 record.promoted_revision = current_revision(self.etcd).await.ok();
+                for previous in r.previous_write_keys.values() {
+                    if *previous != r.target {
+                        st.keys
+                            .entry(previous.clone())
+                            .or_default()
+                            .demoted
+                            .get_or_insert(now());
+                    }
+                }
                 self.write_config(&mut st, Step::Promote, &new, Some(Stage::Promoted))?
             }
         };

@@ -47,6 +47,13 @@ impl Rotator<'_> {
             });
         }
         self.archive(&retired.keys)?;
+        for k in &retired.keys {
+            let record = st
+                .keys
+                .entry(KeyLabel::key(k.provider(), k.name()))
+                .or_default();
+            record.archived.get_or_insert(now());
+        }
         let remove = retired.labels;
         let new = config::remove(&loaded.config, &r.rules, &remove)?;
         if let Some(rot) = st.rotation.as_mut() {

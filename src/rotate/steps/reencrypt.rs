@@ -8,7 +8,7 @@ use crate::etcd::scan;
 use crate::migrate::{self, ReencryptOptions, ReencryptReport};
 use crate::model::time::now;
 use crate::rotate::{RotateError, Rotator};
-use crate::state::{CHECKPOINT_FILE, RotationState, Stage, Step};
+use crate::state::{CHECKPOINT_FILE, RotationState, Stage, Step, StepRecord};
 
 impl Rotator<'_> {
     /// Rewrites every object of the rotation's resources through the apiserver (resuming from the
@@ -50,6 +50,13 @@ impl Rotator<'_> {
         if let Some(rot) = st.rotation.as_mut() {
             rot.stage = Stage::Reencrypted;
             rot.reencrypted_at = Some(now());
+            rot.log.push(StepRecord::now(
+                Step::Reencrypt,
+                format!(
+                    "{} rewritten, {} already on the write key; proven in etcd",
+                    report.total.rewritten, report.total.already_current
+                ),
+            ));
         }
         st.save(&self.state_dir)?;
         (self.say)(&format!(
