@@ -4,6 +4,7 @@
 //! done), saved atomically every few seconds, so a run can stop anywhere and resume. Afterwards
 //! etcd is read again to prove the result.
 
+mod attempt;
 pub mod checkpoint;
 mod error;
 mod options;

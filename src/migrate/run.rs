@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::attempt::rewrite_one;
 use super::worker::{
     Collector, Done, RateLimiter, Recheck, Remaining, Shared, Target, TaskResult, recheck,
-    rewrite_one,
 };
 use super::{
     Checkpoint, CheckpointError, Counters, MigrateError, Preflight, Reencrypt, ReencryptReport,
