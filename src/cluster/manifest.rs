@@ -147,11 +147,27 @@ pub fn read_manifest(path: &Path) -> Result<ManifestFlags, ManifestError> {
             path: path.to_path_buf(),
             message: "no kube-apiserver container".into(),
         })?;
-    let mounts = container
+    let argv: Vec<String> = container
+        .command
+        .iter()
+        .chain(&container.args)
+        .cloned()
+        .collect();
+    let mut out = ManifestFlags {
+        mounts: host_mounts(container, &pod.spec.volumes),
+        ..Default::default()
+    };
+    read_flags(&argv, &mut out);
+    Ok(out)
+}
+
+/// The container's volume mounts that a `hostPath` volume backs, with their host paths.
+fn host_mounts(container: &Container, volumes: &[Volume]) -> Vec<HostMount> {
+    container
         .volume_mounts
         .iter()
         .filter_map(|vm| {
-            let volume = pod.spec.volumes.iter().find(|v| v.name == vm.name)?;
+            let volume = volumes.iter().find(|v| v.name == vm.name)?;
             let host = PathBuf::from(&volume.host_path.as_ref()?.path);
             Some(HostMount {
                 volume: vm.name.clone(),
@@ -162,17 +178,12 @@ pub fn read_manifest(path: &Path) -> Result<ManifestFlags, ManifestError> {
                 },
             })
         })
-        .collect();
-    let argv: Vec<String> = container
-        .command
-        .iter()
-        .chain(&container.args)
-        .cloned()
-        .collect();
-    let mut out = ManifestFlags {
-        mounts,
-        ..Default::default()
-    };
+        .collect()
+}
+
+/// Takes the flags atrest needs out of the apiserver's command line (`--flag=value` or
+/// `--flag value`), ignoring every other flag.
+fn read_flags(argv: &[String], out: &mut ManifestFlags) {
     let mut i = 0;
     while i < argv.len() {
         let arg = &argv[i];
@@ -206,5 +217,4 @@ pub fn read_manifest(path: &Path) -> Result<ManifestFlags, ManifestError> {
         *slot = value;
         i += 1;
     }
-    Ok(out)
 }

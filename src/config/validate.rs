@@ -264,6 +264,7 @@ fn build_keys(provider: KeyProvider, raw: &[RawKey], path: &str) -> Result<Vec<A
     if errs.is_empty() { Ok(keys) } else { Err(errs) }
 }
 
+/// Validates one `kms` provider the way the apiserver does, errors in the apiserver's order.
 fn build_kms(raw: &RawKms, path: &str, kms_names: &HashSet<String>) -> Result<KmsProvider, Errs> {
     let mut errs = Vec::new();
     // Defaults (defaults.go): apiVersion v1, timeout 3s, cachesize 1000 for v1 only.
@@ -273,6 +274,31 @@ fn build_kms(raw: &RawKms, path: &str, kms_names: &HashSet<String>) -> Result<Km
     } else {
         api_version
     };
+    kms_name_errors(raw, path, &api_version, kms_names, &mut errs);
+    kms_timeout_errors(raw, path, &mut errs);
+    kms_endpoint_errors(raw, path, &mut errs);
+    kms_cachesize_errors(raw, path, &api_version, &mut errs);
+    let version = kms_version(&api_version, path, &mut errs);
+    match version {
+        Some(version) if errs.is_empty() => Ok(KmsProvider {
+            version,
+            name: raw.name.clone(),
+            endpoint: raw.endpoint.clone(),
+            cachesize: raw.cachesize,
+            timeout: raw.timeout.clone(),
+        }),
+        _ => Err(errs),
+    }
+}
+
+/// The KMS provider name: required, no `:` beyond v1, unique in the file.
+fn kms_name_errors(
+    raw: &RawKms,
+    path: &str,
+    api_version: &str,
+    kms_names: &HashSet<String>,
+    errs: &mut Errs,
+) {
     let name_path = format!("{path}.name");
     if raw.name.is_empty() {
         errs.push((
@@ -299,6 +325,10 @@ fn build_kms(raw: &RawKms, path: &str, kms_names: &HashSet<String>) -> Result<Km
             ),
         ));
     }
+}
+
+/// The KMS timeout, when given: a positive Go duration.
+fn kms_timeout_errors(raw: &RawKms, path: &str, errs: &mut Errs) {
     match raw.timeout.as_deref().map(parse_go_duration) {
         None => {}
         Some(Ok(d)) if d > 0 => {}
@@ -308,6 +338,10 @@ fn build_kms(raw: &RawKms, path: &str, kms_names: &HashSet<String>) -> Result<Km
         )),
         Some(Err(e)) => errs.push((format!("{path}.timeout"), format!("Invalid value: {e}"))),
     }
+}
+
+/// The KMS endpoint: required, and a `unix://` socket.
+fn kms_endpoint_errors(raw: &RawKms, path: &str, errs: &mut Errs) {
     let endpoint_path = format!("{path}.endpoint");
     if raw.endpoint.is_empty() {
         errs.push((
@@ -327,6 +361,10 @@ fn build_kms(raw: &RawKms, path: &str, kms_names: &HashSet<String>) -> Result<Km
             )),
         }
     }
+}
+
+/// The KMS cache size: v1 only, and never 0.
+fn kms_cachesize_errors(raw: &RawKms, path: &str, api_version: &str, errs: &mut Errs) {
     let cache_path = format!("{path}.cachesize");
     if api_version != "v1" && raw.cachesize.is_some() {
         errs.push((
@@ -339,7 +377,11 @@ fn build_kms(raw: &RawKms, path: &str, kms_names: &HashSet<String>) -> Result<Km
             "Invalid value: 0: cachesize should be a positive value, or negative to disable".into(),
         ));
     }
-    let version = match api_version.as_str() {
+}
+
+/// The KMS API version (after defaulting), or an error for any but v1 and v2.
+fn kms_version(api_version: &str, path: &str, errs: &mut Errs) -> Option<KmsVersion> {
+    match api_version {
         "v1" => Some(KmsVersion::V1),
         "v2" => Some(KmsVersion::V2),
         other => {
@@ -349,16 +391,6 @@ fn build_kms(raw: &RawKms, path: &str, kms_names: &HashSet<String>) -> Result<Km
             ));
             None
         }
-    };
-    match version {
-        Some(version) if errs.is_empty() => Ok(KmsProvider {
-            version,
-            name: raw.name.clone(),
-            endpoint: raw.endpoint.clone(),
-            cachesize: raw.cachesize,
-            timeout: raw.timeout.clone(),
-        }),
-        _ => Err(errs),
     }
 }
 

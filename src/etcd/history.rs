@@ -8,10 +8,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use etcd_client::{
+    Client, EventType, GetOptions, KvClient, WatchClient, WatchOptions, WatchResponse,
+};
 
 use super::layout::{normalize_prefix, prefix_end};
-use super::scan::{Classifier, ScanOptions, ScanPlan, Visitor};
+use super::scan::{Classifier, PlannedRange, ScanOptions, ScanPlan, Visitor};
 use super::{EtcdError, explain};
 use crate::config::{EncryptionConfig, Resolved};
 use crate::model::census::{HistoryGroup, HistoryRef, HistoryReport};
@@ -193,90 +195,163 @@ pub async fn live(
     list_limit: usize,
 ) -> Result<HistoryReport, EtcdError> {
     let prefix = normalize_prefix(etcd_prefix).into_bytes();
-    let end = prefix_end(&prefix);
-    let request = |e: etcd_client::Error| EtcdError::Request {
-        message: explain(&e),
-        hint: "",
-    };
     let compacted = compaction_revision(client, &prefix, revision).await?;
     let mut watch = client.watch_client();
-    let mut classifier = Classifier::new(config, etcd_prefix, plan, &opts.classify);
-    let options = &opts.classify.options;
-    let mut builder = HistoryBuilder::new(list_limit);
-    let mut kv = client.kv_client().max_decoding_message_size(512 << 20);
-    let mut batch: Vec<Change> = Vec::new();
+    let mut reader = LiveReader {
+        classifier: Classifier::new(config, etcd_prefix, plan, &opts.classify),
+        opts,
+        builder: HistoryBuilder::new(list_limit),
+        batch: Vec::new(),
+    };
     if compacted > 0 {
+        let mut kv = client.kv_client().max_decoding_message_size(512 << 20);
         for range in &plan.ranges {
-            let mut start = range.start.clone();
-            loop {
-                let o = GetOptions::new()
-                    .with_range(range.end.clone())
-                    .with_revision(compacted)
-                    .with_limit(1000);
-                let mut resp = kv.get(start.clone(), Some(o)).await.map_err(request)?;
-                let more = resp.more();
-                let kvs = resp.take_kvs();
-                let Some(last) = kvs.last() else { break };
-                start = last.key().to_vec();
-                start.push(0);
-                for k in kvs {
-                    batch.push((k.key().to_vec(), k.mod_revision(), Some(k.value().to_vec())));
-                }
-                flush(&mut batch, &mut builder, &mut classifier, opts, options).await?;
-                if !more {
-                    break;
-                }
-            }
+            reader.read_range_at(&mut kv, range, compacted).await?;
         }
     }
     let from = if compacted > 0 { compacted + 1 } else { 1 };
-    let mut stream = watch
-        .watch(
-            prefix,
-            Some(
-                WatchOptions::new()
-                    .with_range(end)
-                    .with_start_revision(from),
-            ),
-        )
-        .await
-        .map_err(request)?;
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    'read: loop {
-        tokio::select! {
-            msg = stream.message() => {
-                let Some(resp) = msg.map_err(request)? else { break 'read };
-                if resp.canceled() {
-                    return Err(if resp.compact_revision() > 0 {
-                        EtcdError::Compacted { revision: from }
-                    } else {
-                        EtcdError::Request { message: resp.cancel_reason().to_string(), hint: "" }
-                    });
-                }
-                let mut past = false;
-                for ev in resp.events() {
-                    let Some(k) = ev.kv() else { continue };
-                    if k.mod_revision() > revision {
-                        past = true;
-                        continue;
-                    }
-                    let value = (ev.event_type() == EventType::Put).then(|| k.value().to_vec());
-                    batch.push((k.key().to_vec(), k.mod_revision(), value));
-                }
-                flush(&mut batch, &mut builder, &mut classifier, opts, options).await?;
-                let progress = !resp.created() && resp.events().is_empty();
-                let at = resp.header().map(|h| h.revision()).unwrap_or(0);
-                if past || (progress && at >= revision) {
-                    break 'read;
-                }
+    reader.follow(&mut watch, prefix, from, revision).await?;
+    Ok(reader.builder.finish(compacted, revision))
+}
+
+/// A failed etcd request, as [`live`] reports it.
+fn request_error(e: etcd_client::Error) -> EtcdError {
+    EtcdError::Request {
+        message: explain(&e),
+        hint: "",
+    }
+}
+
+/// [`live`]'s reading state: changes are batched so KMS plugins can be asked once per batch.
+struct LiveReader<'a> {
+    /// Maps keys to resources and classifies their values.
+    classifier: Classifier<'a>,
+    /// How values are classified (and where KMS plugins are prefetched from).
+    opts: &'a ScanOptions<'a>,
+    /// What has been counted so far.
+    builder: HistoryBuilder,
+    /// Changes read but not yet classified.
+    batch: Vec<Change>,
+}
+
+impl LiveReader<'_> {
+    /// Reads one planned range as of the compaction revision, page by page: the oldest value
+    /// of each key that etcd still keeps.
+    async fn read_range_at(
+        &mut self,
+        kv: &mut KvClient,
+        range: &PlannedRange,
+        compacted: i64,
+    ) -> Result<(), EtcdError> {
+        let mut start = range.start.clone();
+        loop {
+            let o = GetOptions::new()
+                .with_range(range.end.clone())
+                .with_revision(compacted)
+                .with_limit(1000);
+            let mut resp = kv
+                .get(start.clone(), Some(o))
+                .await
+                .map_err(request_error)?;
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            let Some(last) = kvs.last() else { break };
+            start = last.key().to_vec();
+            start.push(0);
+            for k in kvs {
+                self.batch
+                    .push((k.key().to_vec(), k.mod_revision(), Some(k.value().to_vec())));
             }
-            _ = tick.tick() => {
-                // etcd answers a progress request only once the watcher has caught up.
-                stream.request_progress().await.map_err(request)?;
+            self.flush().await?;
+            if !more {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Watches every change under `prefix` from revision `from` until the watch has passed
+    /// `revision`, asking for progress so that a quiet prefix still ends.
+    async fn follow(
+        &mut self,
+        watch: &mut WatchClient,
+        prefix: Vec<u8>,
+        from: i64,
+        revision: i64,
+    ) -> Result<(), EtcdError> {
+        let end = prefix_end(&prefix);
+        let options = WatchOptions::new()
+            .with_range(end)
+            .with_start_revision(from);
+        let mut stream = watch
+            .watch(prefix, Some(options))
+            .await
+            .map_err(request_error)?;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                msg = stream.message() => {
+                    let Some(resp) = msg.map_err(request_error)? else { return Ok(()) };
+                    if self.watched(&resp, from, revision).await? {
+                        return Ok(());
+                    }
+                }
+                _ = tick.tick() => {
+                    // etcd answers a progress request only once the watcher has caught up.
+                    stream.request_progress().await.map_err(request_error)?;
+                }
             }
         }
     }
-    Ok(builder.finish(compacted, revision))
+
+    /// Takes one watch response's changes up to `revision`; whether the watch has now reached
+    /// it (a change past it, or a progress report at or beyond it).
+    async fn watched(
+        &mut self,
+        resp: &WatchResponse,
+        from: i64,
+        revision: i64,
+    ) -> Result<bool, EtcdError> {
+        if resp.canceled() {
+            return Err(if resp.compact_revision() > 0 {
+                EtcdError::Compacted { revision: from }
+            } else {
+                EtcdError::Request {
+                    message: resp.cancel_reason().to_string(),
+                    hint: "",
+                }
+            });
+        }
+        let mut past = false;
+        for ev in resp.events() {
+            let Some(k) = ev.kv() else { continue };
+            if k.mod_revision() > revision {
+                past = true;
+                continue;
+            }
+            let value = (ev.event_type() == EventType::Put).then(|| k.value().to_vec());
+            self.batch.push((k.key().to_vec(), k.mod_revision(), value));
+        }
+        self.flush().await?;
+        let progress = !resp.created() && resp.events().is_empty();
+        let at = resp.header().map(|h| h.revision()).unwrap_or(0);
+        Ok(past || (progress && at >= revision))
+    }
+
+    /// Classifies the batch into the builder, after prefetching the KMS keys its values need.
+    async fn flush(&mut self) -> Result<(), EtcdError> {
+        self.opts
+            .classify
+            .prefetch(self.batch.iter().filter_map(|(_, _, v)| v.as_deref()))
+            .await
+            .map_err(EtcdError::Kms)?;
+        let options = &self.opts.classify.options;
+        for (key, rev, value) in self.batch.drain(..) {
+            self.builder
+                .add(&mut self.classifier, options, &key, rev, value.as_deref());
+        }
+        Ok(())
+    }
 }
 
 /// etcd's compaction revision: the smallest revision a read may still ask for. etcd does not
@@ -318,21 +393,4 @@ async fn compaction_revision(client: &Client, key: &[u8], current: i64) -> Resul
         }
     }
     Ok(hi)
-}
-
-async fn flush(
-    batch: &mut Vec<Change>,
-    builder: &mut HistoryBuilder,
-    classifier: &mut Classifier<'_>,
-    opts: &ScanOptions<'_>,
-    options: &crate::codec::ClassifyOptions<'_>,
-) -> Result<(), EtcdError> {
-    opts.classify
-        .prefetch(batch.iter().filter_map(|(_, _, v)| v.as_deref()))
-        .await
-        .map_err(EtcdError::Kms)?;
-    for (key, rev, value) in batch.drain(..) {
-        builder.add(classifier, options, &key, rev, value.as_deref());
-    }
-    Ok(())
 }

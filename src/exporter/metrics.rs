@@ -204,13 +204,21 @@ pub fn render(inp: &SeriesInputs<'_>) -> String {
     text
 }
 
+/// The series of a good scan, in their registration (and so exposition) order.
 fn scan_series(reg: &mut Registry, inp: &SeriesInputs<'_>, s: &GoodScan) {
-    let report = &s.report;
+    scan_info_series(reg, s);
+    resource_series(reg, inp, &s.report);
+    finding_series(reg, &s.report);
+    write_key_series(reg, inp, s);
+}
+
+/// When, at which revision and against which config file the last good scan ran.
+fn scan_info_series(reg: &mut Registry, s: &GoodScan) {
     int_gauge(
         reg,
         "atrest_scan_revision",
         "The etcd revision the last good scan read every value at",
-        report.revision,
+        s.report.revision,
     );
     float_gauge(
         reg,
@@ -232,6 +240,11 @@ fn scan_series(reg: &mut Registry, inp: &SeriesInputs<'_>, s: &GoodScan) {
     config
         .get_or_create(&vec![("hash", s.config_hash.clone())])
         .set(1);
+}
+
+/// Per resource: stored objects by key and state, the write key, whether plaintext is a
+/// finding, and the KMS v2 key IDs.
+fn resource_series(reg: &mut Registry, inp: &SeriesInputs<'_>, report: &ScanReport) {
     let stored = gauge_family(
         reg,
         "atrest_stored_objects",
@@ -274,6 +287,10 @@ fn scan_series(reg: &mut Registry, inp: &SeriesInputs<'_>, s: &GoodScan) {
             .set(*n as i64);
         }
     }
+}
+
+/// The scan's findings, counted per kind, level and resource.
+fn finding_series(reg: &mut Registry, report: &ScanReport) {
     let findings = gauge_family(
         reg,
         "atrest_findings",
@@ -288,6 +305,11 @@ fn scan_series(reg: &mut Registry, inp: &SeriesInputs<'_>, s: &GoodScan) {
             ])
             .inc_by(f.count.min(i64::MAX as u64) as i64);
     }
+}
+
+/// Each encrypting write key's age and, for aesgcm keys, the bound of the writes it made.
+fn write_key_series(reg: &mut Registry, inp: &SeriesInputs<'_>, s: &GoodScan) {
+    let report = &s.report;
     let age = gauge_family(
         reg,
         "atrest_key_age_seconds",

@@ -334,6 +334,54 @@ impl DekCache {
     }
 }
 
+/// Connects to one KMS plugin and asks it `Status` (v2, whose answer is kept) or `Version` (v1).
+/// `None`: a v1 plugin without the v1beta1 API, which is skipped.
+async fn connect_one(
+    provider: &str,
+    version: KmsVersion,
+    endpoint: &str,
+) -> Result<Option<(Client, Option<PluginStatus>)>, KmsError> {
+    let unreachable = |message: String| KmsError::Unreachable {
+        provider: provider.to_string(),
+        endpoint: endpoint.to_string(),
+        message,
+    };
+    let failed = |e: &tonic::Status| {
+        unreachable(unreachable_message(e).unwrap_or_else(|| e.message().to_string()))
+    };
+    let ch = channel(endpoint).await.map_err(unreachable)?;
+    match version {
+        KmsVersion::V2 => {
+            let mut client = KeyManagementServiceClient::new(ch);
+            let r = match client.status(StatusRequest {}).await {
+                Ok(r) => r.into_inner(),
+                Err(e) => return Err(failed(&e)),
+            };
+            let status = PluginStatus {
+                provider: provider.to_string(),
+                endpoint: endpoint.to_string(),
+                version: r.version,
+                healthz: r.healthz,
+                key_id: r.key_id,
+            };
+            Ok(Some((Client::V2(client), Some(status))))
+        }
+        KmsVersion::V1 => {
+            let mut client = V1Client::new(ch);
+            match client
+                .version(v1pb::VersionRequest {
+                    version: "v1beta1".into(),
+                })
+                .await
+            {
+                Ok(_) => Ok(Some((Client::V1(client), None))),
+                Err(e) if e.code() == tonic::Code::Unimplemented => Ok(None),
+                Err(e) => Err(failed(&e)),
+            }
+        }
+    }
+}
+
 /// Every KMS plugin of a config that answered, with a cache of unwrapped DEKs.
 pub struct KmsPlugins {
     plugins: HashMap<String, Plugin>,
@@ -366,63 +414,17 @@ impl KmsPlugins {
         let mut status = HashMap::new();
         let mut errors = Vec::new();
         for (provider, (version, endpoint)) in &endpoints {
-            let unreachable = |message: String| KmsError::Unreachable {
-                provider: provider.clone(),
-                endpoint: endpoint.clone(),
-                message,
-            };
-            let ch = match channel(endpoint).await {
-                Ok(c) => c,
-                Err(m) => {
-                    errors.push(unreachable(m));
+            let (client, plugin_status) = match connect_one(provider, *version, endpoint).await {
+                Ok(Some(connected)) => connected,
+                Ok(None) => continue,
+                Err(e) => {
+                    errors.push(e);
                     continue;
                 }
             };
-            let client = match version {
-                KmsVersion::V2 => {
-                    let mut client = KeyManagementServiceClient::new(ch);
-                    match client.status(StatusRequest {}).await {
-                        Ok(r) => {
-                            let r = r.into_inner();
-                            status.insert(
-                                provider.clone(),
-                                PluginStatus {
-                                    provider: provider.clone(),
-                                    endpoint: endpoint.clone(),
-                                    version: r.version,
-                                    healthz: r.healthz,
-                                    key_id: r.key_id,
-                                },
-                            );
-                            Client::V2(client)
-                        }
-                        Err(e) => {
-                            errors.push(unreachable(
-                                unreachable_message(&e).unwrap_or_else(|| e.message().to_string()),
-                            ));
-                            continue;
-                        }
-                    }
-                }
-                KmsVersion::V1 => {
-                    let mut client = V1Client::new(ch);
-                    match client
-                        .version(v1pb::VersionRequest {
-                            version: "v1beta1".into(),
-                        })
-                        .await
-                    {
-                        Ok(_) => Client::V1(client),
-                        Err(e) if e.code() == tonic::Code::Unimplemented => continue,
-                        Err(e) => {
-                            errors.push(unreachable(
-                                unreachable_message(&e).unwrap_or_else(|| e.message().to_string()),
-                            ));
-                            continue;
-                        }
-                    }
-                }
-            };
+            if let Some(s) = plugin_status {
+                status.insert(provider.clone(), s);
+            }
             plugins.insert(
                 provider.clone(),
                 Plugin {

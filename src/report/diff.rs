@@ -97,58 +97,68 @@ impl View {
             let status = status(&c["status"], &format!("check {id}'s status"))?;
             view.checks.insert(id, (text(&c["title"]), status));
         }
+        view.read_config_resources(doc);
+        for r in doc["resources"].as_array().into_iter().flatten() {
+            let stored = if v2 { stored_v2(r) } else { stored_v1(r) };
+            view.resources.insert(text(&r["resource"]), stored);
+        }
+        Ok(view)
+    }
+
+    /// The config section's write key per resource and `label (fingerprint)` of every key.
+    fn read_config_resources(&mut self, doc: &Value) {
         for r in doc["config"]["resources"].as_array().into_iter().flatten() {
-            view.write_keys
+            self.write_keys
                 .insert(text(&r["resource"]), text(&r["write_key"]));
             for k in r["keys"].as_array().into_iter().flatten() {
                 let fp = k["fingerprint"]
                     .as_str()
                     .map(|f| format!(" ({f})"))
                     .unwrap_or_default();
-                view.keys.insert(format!("{}{fp}", text(&k["label"])));
+                self.keys.insert(format!("{}{fp}", text(&k["label"])));
             }
         }
-        for r in doc["resources"].as_array().into_iter().flatten() {
-            let stored = if v2 {
-                let verdicts: VerdictCounts =
-                    serde_json::from_value(r["verdicts"].clone()).unwrap_or_default();
-                Stored {
-                    total: num(&r["total"]),
-                    on_write_key: num(&r["coverage"]["on_write_key"]),
-                    findings: verdicts.needing_attention(num(&r["needs_rewrite"])),
-                    unreadable: verdicts.unreadable(),
-                    by_key: r["keys"]
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .map(|(k, counts)| {
-                            let n = counts
-                                .as_object()
-                                .into_iter()
-                                .flatten()
-                                .map(|(_, n)| num(n))
-                                .sum();
-                            (k.clone(), n)
-                        })
-                        .collect(),
-                }
-            } else {
-                Stored {
-                    total: num(&r["total"]),
-                    on_write_key: num(&r["on_write_key"]),
-                    findings: num(&r["total"]).saturating_sub(num(&r["on_write_key"])),
-                    unreadable: 0,
-                    by_key: r["counts"]
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .map(|(k, n)| (k.clone(), num(n)))
-                        .collect(),
-                }
-            };
-            view.resources.insert(text(&r["resource"]), stored);
-        }
-        Ok(view)
+    }
+}
+
+/// A v2 resource entry: verdict counts say what needs attention; keys map to per-state counts.
+fn stored_v2(r: &Value) -> Stored {
+    let verdicts: VerdictCounts = serde_json::from_value(r["verdicts"].clone()).unwrap_or_default();
+    Stored {
+        total: num(&r["total"]),
+        on_write_key: num(&r["coverage"]["on_write_key"]),
+        findings: verdicts.needing_attention(num(&r["needs_rewrite"])),
+        unreadable: verdicts.unreadable(),
+        by_key: r["keys"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, counts)| {
+                let n = counts
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(_, n)| num(n))
+                    .sum();
+                (k.clone(), n)
+            })
+            .collect(),
+    }
+}
+
+/// A v1 resource entry (atrest 0.1): anything off the write key is a finding; one count per key.
+fn stored_v1(r: &Value) -> Stored {
+    Stored {
+        total: num(&r["total"]),
+        on_write_key: num(&r["on_write_key"]),
+        findings: num(&r["total"]).saturating_sub(num(&r["on_write_key"])),
+        unreadable: 0,
+        by_key: r["counts"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, n)| (k.clone(), num(n)))
+            .collect(),
     }
 }
 
@@ -256,48 +266,57 @@ pub fn diff(a: &View, b: &View) -> Vec<String> {
         out.push(format!("key removed: {k}"));
     }
     for (resource, r) in &b.resources {
-        match a.resources.get(resource) {
-            Some(old) if old == r => {}
-            Some(old) => out.push(format!(
-                "{resource}: stored as {} -> {}; on write key {}/{} -> {}/{}{}",
-                stored_as(old),
-                stored_as(r),
-                old.on_write_key,
-                old.total,
-                r.on_write_key,
-                r.total,
-                unreadable_change(old.unreadable, r.unreadable)
-            )),
-            None if a.census || r.total == 0 => out.push(format!(
-                "{resource}: newly stored: {}; on write key {}/{}",
-                stored_as(r),
-                r.on_write_key,
-                r.total
-            )),
-            None => out.push(format!(
-                "{resource}: not in the earlier report (it read only the resources its config named); now stored as {}; on write key {}/{}",
-                stored_as(r),
-                r.on_write_key,
-                r.total
-            )),
+        if let Some(line) = resource_change(a, resource, r) {
+            out.push(line);
         }
     }
     for (resource, old) in &a.resources {
-        if b.resources.contains_key(resource) {
-            continue;
-        }
-        if narrowed_away(b, resource) {
-            out.push(format!(
-                "{resource}: not read by the later report (narrowed with --resource)"
-            ));
-        } else {
-            out.push(format!(
-                "{resource}: no longer reported (it held {}): it left the census, or the later report read less",
-                stored_as(old)
-            ));
+        if !b.resources.contains_key(resource) {
+            out.push(resource_gone(b, resource, old));
         }
     }
     out
+}
+
+/// The line for a resource of the later report, `None` when its counts did not change.
+fn resource_change(a: &View, resource: &str, r: &Stored) -> Option<String> {
+    Some(match a.resources.get(resource) {
+        Some(old) if old == r => return None,
+        Some(old) => format!(
+            "{resource}: stored as {} -> {}; on write key {}/{} -> {}/{}{}",
+            stored_as(old),
+            stored_as(r),
+            old.on_write_key,
+            old.total,
+            r.on_write_key,
+            r.total,
+            unreadable_change(old.unreadable, r.unreadable)
+        ),
+        None if a.census || r.total == 0 => format!(
+            "{resource}: newly stored: {}; on write key {}/{}",
+            stored_as(r),
+            r.on_write_key,
+            r.total
+        ),
+        None => format!(
+            "{resource}: not in the earlier report (it read only the resources its config named); now stored as {}; on write key {}/{}",
+            stored_as(r),
+            r.on_write_key,
+            r.total
+        ),
+    })
+}
+
+/// The line for a resource the later report lacks: narrowed away, or no longer stored.
+fn resource_gone(b: &View, resource: &str, old: &Stored) -> String {
+    if narrowed_away(b, resource) {
+        format!("{resource}: not read by the later report (narrowed with --resource)")
+    } else {
+        format!(
+            "{resource}: no longer reported (it held {}): it left the census, or the later report read less",
+            stored_as(old)
+        )
+    }
 }
 
 fn unreadable_change(before: u64, after: u64) -> String {

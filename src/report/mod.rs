@@ -467,16 +467,7 @@ pub fn build(inp: &ReportInputs<'_>) -> Report {
     let resources_cfg = config_views(inp);
     let mut lint = crate::config::lint(&inp.config.config);
     lint.extend(crate::config::lint_file_mode(inp.config.file.mode));
-    let resources: Vec<ResourceResult> = inp
-        .scan
-        .resources
-        .iter()
-        .map(|r| ResourceResult {
-            required: inp.policy.requires(&r.resource),
-            coverage: Coverage::of(r, inp.policy),
-            scan: r.clone(),
-        })
-        .collect();
+    let resources = resource_results(inp);
     let findings = findings::assess(&findings::AssessInputs {
         scan: inp.scan,
         config: inp.config,
@@ -508,33 +499,13 @@ pub fn build(inp: &ReportInputs<'_>) -> Report {
         outcome: verdict,
         warnings: warnings as u64,
         result,
-        scope: ReportScope {
-            scan: inp.scan.scope.clone(),
-            history: inp.scan.history.is_some(),
-            backup_files: inp.scan.backups.as_ref().map(Vec::len),
-            apiservers: inp.apiservers.is_some(),
-        },
+        scope: report_scope(inp),
         etcd: inp.etcd.clone(),
         apiservers: survey.apiservers,
         apiserver_leases: survey.leases,
-        config: ConfigInfo {
-            path: inp.config.path.clone(),
-            sha256: inp.config.hash.clone(),
-            mode: format!("{:04o}", inp.config.file.mode),
-            uid: inp.config.file.uid,
-            gid: inp.config.file.gid,
-            resources: resources_cfg,
-        },
+        config: config_info(inp, resources_cfg),
         rotation: inp.rotation.clone(),
-        lint: lint
-            .iter()
-            .map(|f| LintFinding {
-                id: f.id.to_string(),
-                severity: f.severity,
-                field: f.field.clone(),
-                message: f.message.clone(),
-            })
-            .collect(),
+        lint: lint_view(&lint),
         policy: inp.policy.clone(),
         checks,
         findings,
@@ -542,16 +513,67 @@ pub fn build(inp: &ReportInputs<'_>) -> Report {
         kms_current_key_ids: inp.scan.kms_current_key_ids.clone(),
         resources,
         backup: inp.scan.snapshot.clone(),
-        residue: (inp.scan.history.is_some()
-            || inp.scan.snapshot.is_some()
-            || inp.scan.backups.is_some())
-        .then(|| ResidueView {
+        residue: residue_view(inp),
+    }
+}
+
+/// Each scanned resource with whether the policy requires it encrypted, and its coverage.
+fn resource_results(inp: &ReportInputs<'_>) -> Vec<ResourceResult> {
+    inp.scan
+        .resources
+        .iter()
+        .map(|r| ResourceResult {
+            required: inp.policy.requires(&r.resource),
+            coverage: Coverage::of(r, inp.policy),
+            scan: r.clone(),
+        })
+        .collect()
+}
+
+/// What the report read: the scan's scope and which extra sources it had.
+fn report_scope(inp: &ReportInputs<'_>) -> ReportScope {
+    ReportScope {
+        scan: inp.scan.scope.clone(),
+        history: inp.scan.history.is_some(),
+        backup_files: inp.scan.backups.as_ref().map(Vec::len),
+        apiservers: inp.apiservers.is_some(),
+    }
+}
+
+/// The config file: where, its hash and file mode, and what it says per resource.
+fn config_info(inp: &ReportInputs<'_>, resources: Vec<ResourceConfigView>) -> ConfigInfo {
+    ConfigInfo {
+        path: inp.config.path.clone(),
+        sha256: inp.config.hash.clone(),
+        mode: format!("{:04o}", inp.config.file.mode),
+        uid: inp.config.file.uid,
+        gid: inp.config.file.gid,
+        resources,
+    }
+}
+
+/// The config lint's findings as the report shows them.
+fn lint_view(lint: &[crate::config::Finding]) -> Vec<LintFinding> {
+    lint.iter()
+        .map(|f| LintFinding {
+            id: f.id.to_string(),
+            severity: f.severity,
+            field: f.field.clone(),
+            message: f.message.clone(),
+        })
+        .collect()
+}
+
+/// The old copies section, when the scan read history, a snapshot or backup files.
+fn residue_view(inp: &ReportInputs<'_>) -> Option<ResidueView> {
+    (inp.scan.history.is_some() || inp.scan.snapshot.is_some() || inp.scan.backups.is_some()).then(
+        || ResidueView {
             total: inp.scan.residue(),
             history: inp.scan.history.clone(),
             free_pages: inp.scan.free_pages.clone(),
             members: inp.scan.members.clone().unwrap_or_default(),
             cleanup: inp.scan.cleanup.clone(),
             backups: inp.scan.backups.clone().unwrap_or_default(),
-        }),
-    }
+        },
+    )
 }

@@ -281,160 +281,45 @@ pub fn resolve(flags: &Flags) -> Result<Settings, SettingsError> {
     resolve_in(flags, HostRoot::from_env())
 }
 
+/// [`resolve`] below a given host root, so tests can point it at a directory tree.
 fn resolve_in(flags: &Flags, root: HostRoot) -> Result<Settings, SettingsError> {
-    let manifest_path = match &flags.apiserver_manifest {
-        Some(p) => Some(p.clone()),
-        // A manifest this user may not even look at (a root-only folder) is there all the same:
-        // reading it then says so, instead of carrying on as if there were none.
-        None => [DEFAULT_MANIFEST, RKE2_MANIFEST]
-            .into_iter()
-            .map(|p| root.join(p))
-            .find(|p| match std::fs::metadata(p) {
-                Ok(_) => true,
-                Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
-            }),
-    };
-    let distribution = match &manifest_path {
-        // RKE2 keeps its static pods in `<data-dir>/agent/pod-manifests`, kubeadm in
-        // `/etc/kubernetes/manifests`; the folder tells them apart, also for a custom data-dir.
-        Some(p) if p.ends_with("agent/pod-manifests/kube-apiserver.yaml") => {
-            Some(Distribution::Rke2)
-        }
-        Some(_) => None,
-        None => root
-            .join(K3S_SERVER_DIR)
-            .is_dir()
-            .then_some(Distribution::K3s),
-    };
-    let k3s = distribution == Some(Distribution::K3s);
-    let k3s_default = |path: &str| {
-        k3s.then(|| Setting {
-            value: root.join(path),
-            source: Source::Distribution(Distribution::K3s),
-        })
-    };
-    let m = match &manifest_path {
+    let manifest_path = find_manifest(flags, &root);
+    let distribution = detect_distribution(manifest_path.as_deref(), &root);
+    let manifest = match &manifest_path {
         Some(p) => read_manifest(p)?,
         None => ManifestFlags::default(),
     };
-    let mp = manifest_path.as_deref();
-    let from_manifest = |v: &Option<String>| v.clone().zip(mp);
-    // A path flag of the manifest, on the host: mapped through the pod's hostPath mounts.
-    let manifest_path_setting = |v: &Option<String>| -> Option<Setting<PathBuf>> {
-        let (value, manifest) = from_manifest(v)?;
-        let container = PathBuf::from(value);
-        Some(match m.host_path(&container) {
-            Some((host, mount)) => Setting {
-                value: root.join(host),
-                source: Source::ManifestVolume {
-                    manifest: manifest.to_path_buf(),
-                    container,
-                    volume: mount.volume.clone(),
-                },
-            },
-            None => Setting {
-                value: root.join(&container),
-                source: Source::Manifest(manifest.to_path_buf()),
-            },
-        })
+    let layout = Layout {
+        root: &root,
+        manifest: &manifest,
+        manifest_path: manifest_path.as_deref(),
+        k3s: distribution == Some(Distribution::K3s),
     };
-
-    let config = pick(
-        flags.config.clone().map(|v| (v, "--config")),
-        env("ATREST_CONFIG").map(|v| (PathBuf::from(v), "ATREST_CONFIG")),
-        None,
-    )
-    .or_else(|| manifest_path_setting(&m.encryption_provider_config))
-    .or_else(|| k3s_default(K3S_CONFIG));
-    let endpoints = pick(
-        flags
-            .endpoints
-            .clone()
-            .map(|v| (split_endpoints(&v), "--endpoints")),
-        env("ETCDCTL_ENDPOINTS").map(|v| (split_endpoints(&v), "ETCDCTL_ENDPOINTS")),
-        from_manifest(&m.etcd_servers).map(|(v, p)| (split_endpoints(&v), p)),
-    )
-    .unwrap_or_else(|| match k3s {
-        true => Setting {
-            value: vec![K3S_ENDPOINT.to_string()],
-            source: Source::Distribution(Distribution::K3s),
-        },
-        false => Setting {
-            value: vec![DEFAULT_ENDPOINT.to_string()],
-            source: Source::Default,
-        },
-    });
-    let path_setting = |flag: &Option<PathBuf>,
-                        flag_name: &'static str,
-                        env_name: &'static str,
-                        man: &Option<String>,
-                        k3s_file: &str| {
-        pick(
-            flag.clone().map(|v| (v, flag_name)),
-            env(env_name).map(|v| (PathBuf::from(v), env_name)),
-            None,
-        )
-        .or_else(|| manifest_path_setting(man))
-        .or_else(|| k3s_default(&format!("{K3S_ETCD_TLS_DIR}/{k3s_file}")))
-    };
-    let cacert = path_setting(
+    let config = layout.config(flags);
+    let endpoints = layout.endpoints(flags);
+    let cacert = layout.path_setting(
         &flags.cacert,
         "--cacert",
         "ETCDCTL_CACERT",
-        &m.etcd_cafile,
+        &manifest.etcd_cafile,
         "server-ca.crt",
     );
-    let cert = path_setting(
+    let cert = layout.path_setting(
         &flags.cert,
         "--cert",
         "ETCDCTL_CERT",
-        &m.etcd_certfile,
+        &manifest.etcd_certfile,
         "client.crt",
     );
-    let key = path_setting(
+    let key = layout.path_setting(
         &flags.key,
         "--key",
         "ETCDCTL_KEY",
-        &m.etcd_keyfile,
+        &manifest.etcd_keyfile,
         "client.key",
     );
-    let etcd_prefix = pick(
-        flags.etcd_prefix.clone().map(|v| (v, "--etcd-prefix")),
-        None,
-        from_manifest(&m.etcd_prefix),
-    )
-    .unwrap_or(Setting {
-        value: DEFAULT_PREFIX.to_string(),
-        source: Source::Default,
-    });
-
-    let user_raw = pick(
-        flags.user.clone().map(|v| (v, "--user")),
-        env("ETCDCTL_USER").map(|v| (v, "ETCDCTL_USER")),
-        None,
-    );
-    let (user, credentials) = match user_raw {
-        None => (None, None),
-        Some(s) => {
-            let (name, password) = match s.value.split_once(':') {
-                Some((u, p)) => (u.to_string(), p.to_string()),
-                None => (
-                    s.value.clone(),
-                    env("ETCDCTL_PASSWORD").ok_or(SettingsError::BadUser)?,
-                ),
-            };
-            (
-                Some(Setting {
-                    value: name.clone(),
-                    source: s.source,
-                }),
-                Some(Credentials {
-                    user: name,
-                    password: zeroize::Zeroizing::new(password),
-                }),
-            )
-        }
-    };
+    let etcd_prefix = layout.etcd_prefix(flags);
+    let (user, credentials) = resolve_user(flags)?;
     let kubeconfig = pick(
         flags.kubeconfig.clone().map(|v| (v, "--kubeconfig")),
         env("KUBECONFIG").map(|v| (PathBuf::from(v), "KUBECONFIG")),
@@ -455,6 +340,182 @@ fn resolve_in(flags: &Flags, root: HostRoot) -> Result<Settings, SettingsError> 
         distribution,
         host_root: root.0,
     })
+}
+
+/// The manifest to read: the flag's, else the first of kubeadm's and RKE2's that is there.
+fn find_manifest(flags: &Flags, root: &HostRoot) -> Option<PathBuf> {
+    match &flags.apiserver_manifest {
+        Some(p) => Some(p.clone()),
+        // A manifest this user may not even look at (a root-only folder) is there all the same:
+        // reading it then says so, instead of carrying on as if there were none.
+        None => [DEFAULT_MANIFEST, RKE2_MANIFEST]
+            .into_iter()
+            .map(|p| root.join(p))
+            .find(|p| match std::fs::metadata(p) {
+                Ok(_) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
+            }),
+    }
+}
+
+/// Which distribution's layout the node has, told by the manifest's folder or k3s's data folder.
+fn detect_distribution(manifest_path: Option<&Path>, root: &HostRoot) -> Option<Distribution> {
+    match manifest_path {
+        // RKE2 keeps its static pods in `<data-dir>/agent/pod-manifests`, kubeadm in
+        // `/etc/kubernetes/manifests`; the folder tells them apart, also for a custom data-dir.
+        Some(p) if p.ends_with("agent/pod-manifests/kube-apiserver.yaml") => {
+            Some(Distribution::Rke2)
+        }
+        Some(_) => None,
+        None => root
+            .join(K3S_SERVER_DIR)
+            .is_dir()
+            .then_some(Distribution::K3s),
+    }
+}
+
+/// What the node says beyond flags and environment: its manifest and k3s's defaults.
+struct Layout<'a> {
+    /// The node's filesystem root.
+    root: &'a HostRoot,
+    /// The apiserver flags read from the manifest (empty when there is none).
+    manifest: &'a ManifestFlags,
+    /// The manifest they were read from.
+    manifest_path: Option<&'a Path>,
+    /// Whether the node is a k3s server, whose defaults then apply.
+    k3s: bool,
+}
+
+impl Layout<'_> {
+    /// k3s's own place for a file, on a k3s server.
+    fn k3s_default(&self, path: &str) -> Option<Setting<PathBuf>> {
+        self.k3s.then(|| Setting {
+            value: self.root.join(path),
+            source: Source::Distribution(Distribution::K3s),
+        })
+    }
+
+    /// A manifest flag's value paired with the manifest, for [`pick`].
+    fn manifest_flag(&self, v: &Option<String>) -> Option<(String, &Path)> {
+        v.clone().zip(self.manifest_path)
+    }
+
+    /// A path flag of the manifest, on the host: mapped through the pod's hostPath mounts.
+    fn manifest_path_setting(&self, v: &Option<String>) -> Option<Setting<PathBuf>> {
+        let (value, manifest) = self.manifest_flag(v)?;
+        let container = PathBuf::from(value);
+        Some(match self.manifest.host_path(&container) {
+            Some((host, mount)) => Setting {
+                value: self.root.join(host),
+                source: Source::ManifestVolume {
+                    manifest: manifest.to_path_buf(),
+                    container,
+                    volume: mount.volume.clone(),
+                },
+            },
+            None => Setting {
+                value: self.root.join(&container),
+                source: Source::Manifest(manifest.to_path_buf()),
+            },
+        })
+    }
+
+    /// The `EncryptionConfiguration` file: flag, environment, manifest, then k3s's.
+    fn config(&self, flags: &Flags) -> Option<Setting<PathBuf>> {
+        pick(
+            flags.config.clone().map(|v| (v, "--config")),
+            env("ATREST_CONFIG").map(|v| (PathBuf::from(v), "ATREST_CONFIG")),
+            None,
+        )
+        .or_else(|| self.manifest_path_setting(&self.manifest.encryption_provider_config))
+        .or_else(|| self.k3s_default(K3S_CONFIG))
+    }
+
+    /// The etcd endpoints: flag, environment, manifest, then k3s's or etcdctl's default.
+    fn endpoints(&self, flags: &Flags) -> Setting<Vec<String>> {
+        pick(
+            flags
+                .endpoints
+                .clone()
+                .map(|v| (split_endpoints(&v), "--endpoints")),
+            env("ETCDCTL_ENDPOINTS").map(|v| (split_endpoints(&v), "ETCDCTL_ENDPOINTS")),
+            self.manifest_flag(&self.manifest.etcd_servers)
+                .map(|(v, p)| (split_endpoints(&v), p)),
+        )
+        .unwrap_or_else(|| match self.k3s {
+            true => Setting {
+                value: vec![K3S_ENDPOINT.to_string()],
+                source: Source::Distribution(Distribution::K3s),
+            },
+            false => Setting {
+                value: vec![DEFAULT_ENDPOINT.to_string()],
+                source: Source::Default,
+            },
+        })
+    }
+
+    /// One of the etcd TLS files: flag, environment, manifest, then k3s's file of that name.
+    fn path_setting(
+        &self,
+        flag: &Option<PathBuf>,
+        flag_name: &'static str,
+        env_name: &'static str,
+        man: &Option<String>,
+        k3s_file: &str,
+    ) -> Option<Setting<PathBuf>> {
+        pick(
+            flag.clone().map(|v| (v, flag_name)),
+            env(env_name).map(|v| (PathBuf::from(v), env_name)),
+            None,
+        )
+        .or_else(|| self.manifest_path_setting(man))
+        .or_else(|| self.k3s_default(&format!("{K3S_ETCD_TLS_DIR}/{k3s_file}")))
+    }
+
+    /// The apiserver's `--etcd-prefix`: flag, manifest, then `/registry`.
+    fn etcd_prefix(&self, flags: &Flags) -> Setting<String> {
+        pick(
+            flags.etcd_prefix.clone().map(|v| (v, "--etcd-prefix")),
+            None,
+            self.manifest_flag(&self.manifest.etcd_prefix),
+        )
+        .unwrap_or(Setting {
+            value: DEFAULT_PREFIX.to_string(),
+            source: Source::Default,
+        })
+    }
+}
+
+/// The etcd user (for display) and its credentials, from `--user`/`ETCDCTL_USER` and
+/// `ETCDCTL_PASSWORD` when the password is not in the user string.
+fn resolve_user(
+    flags: &Flags,
+) -> Result<(Option<Setting<String>>, Option<Credentials>), SettingsError> {
+    let user_raw = pick(
+        flags.user.clone().map(|v| (v, "--user")),
+        env("ETCDCTL_USER").map(|v| (v, "ETCDCTL_USER")),
+        None,
+    );
+    let Some(s) = user_raw else {
+        return Ok((None, None));
+    };
+    let (name, password) = match s.value.split_once(':') {
+        Some((u, p)) => (u.to_string(), p.to_string()),
+        None => (
+            s.value.clone(),
+            env("ETCDCTL_PASSWORD").ok_or(SettingsError::BadUser)?,
+        ),
+    };
+    Ok((
+        Some(Setting {
+            value: name.clone(),
+            source: s.source,
+        }),
+        Some(Credentials {
+            user: name,
+            password: zeroize::Zeroizing::new(password),
+        }),
+    ))
 }
 
 /// kubectl's default (`~/.kube/config`), else the admin kubeconfig the distribution (or

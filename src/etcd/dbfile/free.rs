@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::{DbError, DbFile};
 use crate::codec::{ClassifyConfig, ClassifyOptions};
 use crate::config::EncryptionConfig;
-use crate::etcd::bolt::{is_leaf, leaf_elem, page_header};
+use crate::etcd::bolt::{BoltFile, Visited, is_leaf, leaf_elem, page_header};
 use crate::etcd::mvcc::{Revision, StoredKeyValue};
 use crate::etcd::scan::{Classifier, ScanPlan, Visitor};
 use crate::model::census::{FreeGroup, FreePages};
@@ -25,15 +25,19 @@ pub fn census(
     let prefix = db.prefix.clone();
     let bolt = db.bolt_mut();
     let reachable = bolt.reachable()?;
+    let bolt: &BoltFile = bolt;
     let pages = bolt.meta().pgid;
     let classify = ClassifyConfig::default();
-    let options = ClassifyOptions::default();
-    let mut classifier = Classifier::new(config, etcd_prefix, plan, &classify);
+    let mut tally = Tally {
+        prefix: &prefix,
+        classifier: Classifier::new(config, etcd_prefix, plan, &classify),
+        options: ClassifyOptions::default(),
+        groups: BTreeMap::new(),
+    };
     let mut out = FreePages {
         pages,
         ..FreePages::default()
     };
-    let mut groups: BTreeMap<(String, String, State), FreeGroup> = BTreeMap::new();
     let mut id = 2;
     while id < pages {
         if reachable.contains(id) {
@@ -45,72 +49,11 @@ pub fn census(
             break;
         };
         let mut span = 1;
-        let header = page_header(&bytes);
-        let self_id = bytes
-            .get(0..8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-        if let (Some((flags, count, overflow)), Some(true)) = (header, self_id.map(|s| s == id))
-            && is_leaf(flags)
-            && count > 0
-        {
-            // A freed value larger than a page spans the following (also free) pages.
-            let overflow = u64::from(overflow);
-            if overflow > 0
-                && id + overflow < pages
-                && (id + 1..=id + overflow).all(|p| !reachable.contains(p))
-            {
-                for p in id + 1..=id + overflow {
-                    if let Some(more) = bolt.raw_page(p)? {
-                        bytes.extend_from_slice(&more);
-                    }
-                }
-                span += overflow;
-                out.free_pages += overflow;
-            }
-            let mut parsed = 0;
-            for i in 0..count {
-                let Some((_, k, v)) = leaf_elem(&bytes, i) else {
-                    break;
-                };
-                let (Some(_), Some(kv)) = (Revision::parse(k), StoredKeyValue::decode(v)) else {
-                    continue;
-                };
-                parsed += 1;
-                if !kv.key.starts_with(&prefix) || kv.value.is_empty() {
-                    continue;
-                }
-                let Some(range) = classifier.range_of(&kv.key) else {
-                    continue;
-                };
-                let found = classifier.class_of(
-                    range,
-                    &kv.key,
-                    &kv.value,
-                    &options,
-                    &mut Ignore,
-                    |info, _, c| {
-                        (
-                            info.resource.to_string(),
-                            c.label.clone().into_owned(),
-                            c.state,
-                            Residue::of(c.state, c.apiserver_readable, info.encrypts),
-                        )
-                    },
-                );
-                if let Some((resource, label, state, residue)) = found {
-                    let g = groups
-                        .entry((resource.clone(), label.to_string(), state))
-                        .or_insert_with(|| FreeGroup {
-                            resource,
-                            stored_as: label,
-                            state,
-                            residue,
-                            copies: 0,
-                        });
-                    g.copies += 1;
-                }
-            }
-            if parsed > 0 {
+        if let Some((count, overflow)) = leaf_header(&bytes, id) {
+            let extra = read_overflow(bolt, &reachable, id, overflow, pages, &mut bytes)?;
+            span += extra;
+            out.free_pages += extra;
+            if tally.leaf(&bytes, count) > 0 {
                 out.leaf_pages += 1;
                 id += span;
                 continue;
@@ -119,15 +62,123 @@ pub fn census(
         count_patterns(&bytes, &mut out.patterns);
         id += span;
     }
-    let mut values: Vec<FreeGroup> = groups.into_values().collect();
-    values.sort_by_key(|g| g.resource != "secrets");
-    out.residue = values
-        .iter()
-        .filter(|g| g.residue.is_some())
-        .map(|g| g.copies)
-        .sum();
-    out.values = values;
-    Ok(out)
+    Ok(tally.finish(out))
+}
+
+/// A free page's element count and overflow when it still reads as a non-empty leaf written
+/// at its own id (a page reused for something else is not), else `None`.
+fn leaf_header(bytes: &[u8], id: u64) -> Option<(usize, u64)> {
+    let (flags, count, overflow) = page_header(bytes)?;
+    let self_id = bytes
+        .get(0..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    (self_id == Some(id) && is_leaf(flags) && count > 0).then_some((count, u64::from(overflow)))
+}
+
+/// Appends to `bytes` the `overflow` pages after `id` when they are all free (a freed value
+/// larger than a page spans them), and says how many pages it appended.
+fn read_overflow(
+    bolt: &BoltFile,
+    reachable: &Visited,
+    id: u64,
+    overflow: u64,
+    pages: u64,
+    bytes: &mut Vec<u8>,
+) -> Result<u64, DbError> {
+    if overflow == 0
+        || id + overflow >= pages
+        || (id + 1..=id + overflow).any(|p| reachable.contains(p))
+    {
+        return Ok(0);
+    }
+    for p in id + 1..=id + overflow {
+        if let Some(more) = bolt.raw_page(p)? {
+            bytes.extend_from_slice(&more);
+        }
+    }
+    Ok(overflow)
+}
+
+/// The free values found so far, grouped by resource, stored key and state.
+struct Tally<'a> {
+    /// The db file's key prefix: values outside it are not Kubernetes objects.
+    prefix: &'a [u8],
+    /// Maps keys to resources and classifies their values.
+    classifier: Classifier<'a>,
+    /// How values are classified (no verification: only the shape is read).
+    options: ClassifyOptions<'a>,
+    /// The groups, keyed for a stable order.
+    groups: BTreeMap<(String, String, State), FreeGroup>,
+}
+
+impl Tally<'_> {
+    /// Counts the stored values of a leaf page's first `count` elements; how many parsed as
+    /// stored key-values (none: the page is not a leaf of bucket `key` after all).
+    fn leaf(&mut self, bytes: &[u8], count: usize) -> usize {
+        let mut parsed = 0;
+        for i in 0..count {
+            let Some((_, k, v)) = leaf_elem(bytes, i) else {
+                break;
+            };
+            let (Some(_), Some(kv)) = (Revision::parse(k), StoredKeyValue::decode(v)) else {
+                continue;
+            };
+            parsed += 1;
+            self.value(&kv);
+        }
+        parsed
+    }
+
+    /// Adds one freed key-value to its group, when it is a non-empty value of a planned resource.
+    fn value(&mut self, kv: &StoredKeyValue) {
+        if !kv.key.starts_with(self.prefix) || kv.value.is_empty() {
+            return;
+        }
+        let Some(range) = self.classifier.range_of(&kv.key) else {
+            return;
+        };
+        let found = self.classifier.class_of(
+            range,
+            &kv.key,
+            &kv.value,
+            &self.options,
+            &mut Ignore,
+            |info, _, c| {
+                (
+                    info.resource.to_string(),
+                    c.label.clone().into_owned(),
+                    c.state,
+                    Residue::of(c.state, c.apiserver_readable, info.encrypts),
+                )
+            },
+        );
+        if let Some((resource, label, state, residue)) = found {
+            let g = self
+                .groups
+                .entry((resource.clone(), label.to_string(), state))
+                .or_insert_with(|| FreeGroup {
+                    resource,
+                    stored_as: label,
+                    state,
+                    residue,
+                    copies: 0,
+                });
+            g.copies += 1;
+        }
+    }
+
+    /// The groups into `out`, `secrets` first, with the count of copies that are residue.
+    fn finish(self, mut out: FreePages) -> FreePages {
+        let mut values: Vec<FreeGroup> = self.groups.into_values().collect();
+        values.sort_by_key(|g| g.resource != "secrets");
+        out.residue = values
+            .iter()
+            .filter(|g| g.residue.is_some())
+            .map(|g| g.copies)
+            .sum();
+        out.values = values;
+        out
+    }
 }
 
 /// Counts the byte patterns of stored values in `bytes`.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use etcd_client::{Client, GetOptions, KeyValue};
+use etcd_client::{Client, GetOptions, GetResponse, KeyValue, KvClient};
 use tokio::sync::mpsc;
 
 use super::{FIRST_PAGE_KEYS, PlannedRange, ScanRun, TARGET_PAGE_BYTES};
@@ -27,6 +27,8 @@ pub(super) struct Fetch {
     pub(super) follow_compaction: bool,
 }
 
+/// Reads every planned range page by page and sends the pages down `tx`; stops at the first
+/// error (sent down `tx` too) or when the receiver is gone. Says how the run went.
 pub(super) async fn fetch_all(
     client: Client,
     fetch: Fetch,
@@ -40,88 +42,141 @@ pub(super) async fn fetch_all(
         max_keys,
         follow_compaction,
     } = fetch;
-    let mut end = ScanRun {
-        revision,
-        ..Default::default()
+    let kv = client.kv_client().max_decoding_message_size(512 << 20);
+    let mut reader = Reader {
+        client,
+        kv,
+        tx,
+        end: ScanRun {
+            revision,
+            ..Default::default()
+        },
+        limit: FIRST_PAGE_KEYS.min(max_keys),
+        max_keys,
+        patience,
+        follow_compaction,
     };
-    let mut kv = client.kv_client().max_decoding_message_size(512 << 20);
-    let mut limit = FIRST_PAGE_KEYS.min(max_keys);
     for (i, range) in ranges.iter().enumerate() {
-        let mut start = match resume.get(&range.start) {
+        let start = match resume.get(&range.start) {
             Some(after) => next_key(after),
             None => range.start.clone(),
         };
+        if !reader.read_range(i, range, start).await {
+            break;
+        }
+    }
+    reader.end
+}
+
+/// [`fetch_all`]'s reading state, carried from page to page and range to range.
+struct Reader {
+    /// To reconnect after a transient failure.
+    client: Client,
+    /// The connection pages are read with.
+    kv: KvClient,
+    /// Where pages (and the error that stops the run) go.
+    tx: mpsc::Sender<Result<Page, EtcdError>>,
+    /// The revision read at, and the retries and re-pins so far.
+    end: ScanRun,
+    /// Keys to ask for in the next page, sized from the last page's average value.
+    limit: i64,
+    /// The most keys a page may ask for.
+    max_keys: i64,
+    /// How long etcd may stay unreachable before giving up.
+    patience: Duration,
+    /// Whether to read on at the current revision after a compaction (see [`Fetch`]).
+    follow_compaction: bool,
+}
+
+impl Reader {
+    /// Reads one planned range from `start` and sends its pages; false when the run must stop.
+    async fn read_range(&mut self, i: usize, range: &PlannedRange, mut start: Vec<u8>) -> bool {
         loop {
-            let mut waited = Duration::ZERO;
-            let mut backoff = Duration::from_millis(100);
-            let resp = loop {
-                let opts = GetOptions::new()
-                    .with_range(range.end.clone())
-                    .with_revision(end.revision)
-                    .with_limit(limit);
-                match kv.get(start.clone(), Some(opts)).await {
-                    Ok(r) => break r,
-                    Err(e) if e.to_string().contains("compacted") => {
-                        if follow_compaction && let Some(now) = current_revision(&mut kv).await {
-                            tracing::warn!(
-                                "etcd compacted past revision {} mid-run; reading on at revision {now}",
-                                end.revision
-                            );
-                            end.revision = now;
-                            end.repinned += 1;
-                            continue;
-                        }
-                        let _ = tx
-                            .send(Err(EtcdError::Compacted {
-                                revision: end.revision,
-                            }))
-                            .await;
-                        return end;
-                    }
-                    Err(e) if is_transient(&e) && waited < patience => {
-                        tracing::warn!("etcd read failed, retrying in {backoff:?}: {e}");
-                        tokio::time::sleep(backoff).await;
-                        end.retries += 1;
-                        waited += backoff;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        kv = client.kv_client().max_decoding_message_size(512 << 20);
-                    }
-                    Err(e) => {
-                        let err = if is_transient(&e) {
-                            EtcdError::Unavailable {
-                                waited,
-                                message: explain(&e),
-                                resource: String::from_utf8_lossy(&start).into_owned(),
-                            }
-                        } else {
-                            request_error(&e)
-                        };
-                        let _ = tx.send(Err(err)).await;
-                        return end;
-                    }
-                }
+            let Some(mut resp) = self.get_page(&start, &range.end).await else {
+                return false;
             };
             let more = resp.more();
-            let mut resp = resp;
             let kvs = resp.take_kvs();
-            let Some(last) = kvs.last() else { break };
+            let Some(last) = kvs.last() else { return true };
             let bytes: usize = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
             let avg = (bytes / kvs.len()).max(1);
-            limit = ((TARGET_PAGE_BYTES / avg) as i64).clamp(1, max_keys);
+            self.limit = ((TARGET_PAGE_BYTES / avg) as i64).clamp(1, self.max_keys);
             start = next_key(last.key());
-            if tx.send(Ok(Page { range: i, kvs })).await.is_err() {
-                return end;
+            if self.tx.send(Ok(Page { range: i, kvs })).await.is_err() {
+                return false;
             }
             if !more {
-                break;
+                return true;
             }
         }
     }
-    end
+
+    /// One page from `start`, retried with backoff through transient failures for up to the
+    /// patience; `None` once an error has been sent instead.
+    async fn get_page(&mut self, start: &[u8], range_end: &[u8]) -> Option<GetResponse> {
+        let mut waited = Duration::ZERO;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let opts = GetOptions::new()
+                .with_range(range_end.to_vec())
+                .with_revision(self.end.revision)
+                .with_limit(self.limit);
+            let e = match self.kv.get(start.to_vec(), Some(opts)).await {
+                Ok(r) => return Some(r),
+                Err(e) => e,
+            };
+            if e.to_string().contains("compacted") {
+                if self.repin().await {
+                    continue;
+                }
+                let revision = self.end.revision;
+                let _ = self.tx.send(Err(EtcdError::Compacted { revision })).await;
+                return None;
+            }
+            if is_transient(&e) && waited < self.patience {
+                tracing::warn!("etcd read failed, retrying in {backoff:?}: {e}");
+                tokio::time::sleep(backoff).await;
+                self.end.retries += 1;
+                waited += backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                self.kv = self.client.kv_client().max_decoding_message_size(512 << 20);
+                continue;
+            }
+            let err = if is_transient(&e) {
+                EtcdError::Unavailable {
+                    waited,
+                    message: explain(&e),
+                    resource: String::from_utf8_lossy(start).into_owned(),
+                }
+            } else {
+                request_error(&e)
+            };
+            let _ = self.tx.send(Err(err)).await;
+            return None;
+        }
+    }
+
+    /// After etcd compacted past the pinned revision: when following compactions, pins etcd's
+    /// current revision instead and says so; false when the run must stop.
+    async fn repin(&mut self) -> bool {
+        if !self.follow_compaction {
+            return false;
+        }
+        let Some(now) = current_revision(&mut self.kv).await else {
+            return false;
+        };
+        tracing::warn!(
+            "etcd compacted past revision {} mid-run; reading on at revision {now}",
+            self.end.revision
+        );
+        self.end.revision = now;
+        self.end.repinned += 1;
+        true
+    }
 }
 
 /// etcd's current revision, from a count-only read.
-async fn current_revision(kv: &mut etcd_client::KvClient) -> Option<i64> {
+async fn current_revision(kv: &mut KvClient) -> Option<i64> {
     let r = kv
         .get("/", Some(GetOptions::new().with_count_only()))
         .await
