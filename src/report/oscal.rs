@@ -84,12 +84,14 @@ fn components(r: &Report) -> (Vec<Value>, Vec<Value>) {
     (comps, subjects)
 }
 
-/// The whole report as an OSCAL assessment-results document, controls numbered per `cis`.
-pub fn render(r: &Report, cis: &CisBenchmark) -> Value {
-    let (components, subjects) = components(r);
+/// Control id → the worst status of the checks mapped to it, the control, and their
+/// observations.
+type ByControl = BTreeMap<String, (Status, Control, Vec<String>)>;
+
+/// Each check as an observation of every subject, and the controls the checks give evidence for.
+fn observations(r: &Report, cis: &CisBenchmark, subjects: &[Value]) -> (Vec<Value>, ByControl) {
     let mut observations = Vec::new();
-    // Control id → (worst status, its control, the observations of the checks mapped to it).
-    let mut by_control: BTreeMap<String, (Status, Control, Vec<String>)> = BTreeMap::new();
+    let mut by_control = ByControl::new();
     for c in &r.checks {
         let obs = uuid();
         let evidence: Vec<Value> = c
@@ -116,6 +118,13 @@ pub fn render(r: &Report, cis: &CisBenchmark) -> Value {
             entry.2.push(obs.clone());
         }
     }
+    (observations, by_control)
+}
+
+/// The whole report as an OSCAL assessment-results document, controls numbered per `cis`.
+pub fn render(r: &Report, cis: &CisBenchmark) -> Value {
+    let (components, subjects) = components(r);
+    let (observations, by_control) = observations(r, cis, &subjects);
     let findings: Vec<Value> = by_control
         .iter()
         .map(|(id, (status, control, obs))| {

@@ -64,34 +64,8 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
         },
     )
     .await?;
-    let text = match a.format {
-        args::ReportFormat::Json => serde_json::to_string_pretty(&report)?,
-        args::ReportFormat::Md => report::markdown::render(&report),
-        args::ReportFormat::Html => report::html::render(&report),
-        args::ReportFormat::Oscal => serde_json::to_string_pretty(&report::oscal::render(
-            &report,
-            &report::controls::cis_of(&report),
-        ))?,
-    };
-    // A report is a file: on a terminal, without --out, it goes to one beside the admin and
-    // the terminal gets its summary; `--out -` (or a pipe) takes the document itself.
-    let out = match &a.out {
-        Some(p) if p.as_os_str() == "-" => None,
-        Some(p) => Some(p.clone()),
-        None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
-            Some(PathBuf::from(format!(
-                "atrest-report-{}.{}",
-                chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
-                match a.format {
-                    args::ReportFormat::Json => "json",
-                    args::ReportFormat::Md => "md",
-                    args::ReportFormat::Html => "html",
-                    args::ReportFormat::Oscal => "oscal.json",
-                }
-            )))
-        }
-        None => None,
-    };
+    let text = render(a.format, &report)?;
+    let out = output_path(&a);
     match &out {
         Some(path) => {
             write_atomic(path, text.as_bytes(), 0o644)?;
@@ -110,6 +84,41 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
         None => crate::cli::outln!("{text}"),
     }
     Ok(crate::cli::outcome_exit(report.outcome))
+}
+
+/// The report in the format asked for.
+fn render(format: args::ReportFormat, report: &report::Report) -> Result<String> {
+    Ok(match format {
+        args::ReportFormat::Json => serde_json::to_string_pretty(report)?,
+        args::ReportFormat::Md => report::markdown::render(report),
+        args::ReportFormat::Html => report::html::render(report),
+        args::ReportFormat::Oscal => serde_json::to_string_pretty(&report::oscal::render(
+            report,
+            &report::controls::cis_of(report),
+        ))?,
+    })
+}
+
+/// A report is a file: on a terminal, without --out, it goes to one beside the admin (and the
+/// terminal gets its summary); `--out -` (or a pipe) takes the document itself.
+fn output_path(a: &args::ReportArgs) -> Option<PathBuf> {
+    match &a.out {
+        Some(p) if p.as_os_str() == "-" => None,
+        Some(p) => Some(p.clone()),
+        None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            Some(PathBuf::from(format!(
+                "atrest-report-{}.{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+                match a.format {
+                    args::ReportFormat::Json => "json",
+                    args::ReportFormat::Md => "md",
+                    args::ReportFormat::Html => "html",
+                    args::ReportFormat::Oscal => "oscal.json",
+                }
+            )))
+        }
+        None => None,
+    }
 }
 
 /// What a terminal shows of a report written to a file: the verdict, each check, the findings.
