@@ -1,6 +1,7 @@
 //! The kube-apiserver static-pod manifest: the flags atrest needs from it, and the container's
 //! `hostPath` mounts that say where the paths it names are on the host.
 
+use crate::fsutil::permission_hint;
 use std::path::{Path, PathBuf};
 
 /// Flags read from a kube-apiserver static-pod manifest.
@@ -108,7 +109,7 @@ pub enum ManifestError {
     /// The manifest exists (or was named) but could not be read.
     #[error(
         "cannot read the kube-apiserver manifest {path}: {source}{}",
-        crate::fsutil::permission_hint(source)
+        permission_hint(source)
     )]
     Read {
         /// The manifest path.

@@ -15,6 +15,7 @@ use etcd_client::{
 use super::layout::{normalize_prefix, prefix_end};
 use super::scan::{Classifier, PlannedRange, ScanOptions, ScanPlan, Visitor};
 use super::{EtcdError, explain};
+use crate::codec::ClassifyOptions;
 use crate::config::{EncryptionConfig, Resolved};
 use crate::model::census::{HistoryGroup, HistoryRef, HistoryReport};
 use crate::model::{KeyLabel, Residue, Sample, State};
@@ -108,7 +109,7 @@ impl HistoryBuilder {
     pub(crate) fn add(
         &mut self,
         classifier: &mut Classifier<'_>,
-        options: &crate::codec::ClassifyOptions<'_>,
+        options: &ClassifyOptions<'_>,
         key: &[u8],
         revision: i64,
         value: Option<&[u8]>,

@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::keys::fingerprint;
 use crate::model::KeyProvider;
 use crate::model::census::{ResourceReport, ScanReport};
 use crate::model::{KeyLabel, Verdict, plaintext_is_finding};
@@ -282,7 +283,7 @@ fn resource_series(reg: &mut Registry, inp: &SeriesInputs<'_>, report: &ScanRepo
         for (id, n) in &r.kms_key_ids {
             kms.get_or_create(&vec![
                 ("resource", r.resource.clone()),
-                ("key_id", crate::keys::fingerprint(id.as_bytes())),
+                ("key_id", fingerprint(id.as_bytes())),
             ])
             .set(*n as i64);
         }

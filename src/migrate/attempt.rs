@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::worker::{Done, Recheck, Shared, Target, TaskResult, recheck, still_stale};
 use crate::codec::ProviderTable;
+use crate::codec::object::put_body;
 use crate::kube::rewrite::{self, Outcome, WritePath};
 use crate::kube::{Api, ApiPath};
 
@@ -19,7 +20,7 @@ fn put_body_for(
 ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
     let value = target.value.as_ref()?;
     let plaintext = table.open(target.key.as_bytes(), &value.0)?;
-    let (api_version, body) = crate::codec::object::put_body(&plaintext, target.mod_revision)?;
+    let (api_version, body) = put_body(&plaintext, target.mod_revision)?;
     (api_version == path.api_version()).then_some(zeroize::Zeroizing::new(body))
 }
 

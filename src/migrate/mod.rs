@@ -19,6 +19,7 @@ pub use options::{ReencryptOptions, ReencryptReport};
 
 use crate::config::LoadedConfig;
 use crate::etcd::scan::{self, Progress, Scan};
+use crate::kms::KmsPlugins;
 use crate::kube::Api;
 
 /// A check run once, just before the first write (so a run with nothing to rewrite asks the
@@ -37,7 +38,7 @@ pub struct Reencrypt<'a> {
     /// Run once before the first write; its error aborts the run as [`MigrateError::Preflight`].
     pub preflight: Option<Preflight<'a>>,
     /// KMS v2 plugins: their current key IDs decide which KMS values are stale.
-    pub plugins: Option<&'a crate::kms::KmsPlugins>,
+    pub plugins: Option<&'a KmsPlugins>,
     /// etcd, read only: to find targets and to prove the result.
     pub etcd: &'a etcd_client::Client,
     /// The apiserver's `--etcd-prefix`.

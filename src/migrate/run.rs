@@ -21,6 +21,7 @@ use super::{
 use crate::GroupResource;
 use crate::codec::{ClassifyConfig, ProviderTable};
 use crate::etcd::scan::{self, Progress, Scan, ScanOptions, ScanPlan};
+use crate::fsutil::ensure_room;
 use crate::kube::rewrite::WritePath;
 use crate::kube::{self as k8s, ApiPath};
 
@@ -274,7 +275,7 @@ impl<'a> Reencrypt<'a> {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
-        crate::fsutil::ensure_room(
+        ensure_room(
             dir,
             "the re-encryption checkpoint",
             CHECKPOINT_ROOM,

@@ -3,6 +3,8 @@
 //! `atrest report --help`. CIS numbers come from the benchmark that applies to the cluster's
 //! Kubernetes release (kube-bench's `cfg/config.yaml` version mapping and `cfg/cis-*/master.yaml`).
 
+use crate::kube::version::major_minor;
+
 /// A control framework auditors cite.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -119,7 +121,7 @@ pub fn cis_of(report: &super::Report) -> CisBenchmark {
         .apiservers
         .iter()
         .filter_map(|a| a.version.as_deref())
-        .filter_map(crate::kube::version::major_minor)
+        .filter_map(major_minor)
         .filter(|(major, _)| *major == 1)
         .map(|(_, minor)| minor)
         .min();

@@ -26,12 +26,16 @@ pub use policy::{Policy, PolicyError};
 pub use text::checks_result_line;
 pub(crate) use text::{old_copies_sections, sample_evidence};
 
+use crate::config::lint_file_mode;
 use crate::config::{LoadedConfig, Severity};
+use crate::kube::converge::Convergence;
+use crate::model::census::Scope;
 use crate::model::census::{
     BackupFile, EtcdInfo, FreePages, HistoryReport, MemberDb, ResourceReport, ScanReport,
     SnapshotSection,
 };
-use crate::model::covered_resources;
+use crate::model::{KeyLabel, covered_resources};
+use crate::state::Rotation;
 
 /// The JSON schema name and version; fields are stable within a version. v2 (atrest 0.2)
 /// replaced v1's per-state name lists with exact counts per verdict and key plus capped samples,
@@ -119,7 +123,7 @@ pub struct ResourceConfigView {
     /// The rule that covers it, if any.
     pub rule: Option<String>,
     /// What new writes get.
-    pub write_key: crate::model::KeyLabel,
+    pub write_key: KeyLabel,
     /// Keys in the order the apiserver tries them.
     pub keys: Vec<KeyView>,
 }
@@ -149,7 +153,7 @@ pub struct RotationInfo {
     /// The stage of the rotation in progress.
     pub stage: Option<String>,
     /// Its target (`aescbc`, `kms:v2:vault`).
-    pub target: Option<crate::model::KeyLabel>,
+    pub target: Option<KeyLabel>,
     /// When the last rotation finished.
     #[serde(default, with = "crate::model::time::rfc3339_opt")]
     pub last_finished: Option<Time>,
@@ -197,7 +201,7 @@ pub struct ApiserverSurvey {
 
 impl ApiserverSurvey {
     /// What every apiserver reported, as reports and the exporter show it.
-    pub fn of(c: &crate::kube::converge::Convergence) -> Self {
+    pub fn of(c: &Convergence) -> Self {
         Self {
             apiservers: c
                 .apiservers
@@ -370,7 +374,7 @@ pub struct Report {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReportScope {
     /// What the scan read.
-    pub scan: crate::model::census::Scope,
+    pub scan: Scope,
     /// etcd's history and the members' db sizes were read (not with `--no-history`).
     pub history: bool,
     /// Backup files surveyed (the state folder's snapshots, rotation records, `--backup-dir`).
@@ -416,9 +420,9 @@ pub struct ReportInputs<'a> {
     /// The rotation state, when there is one.
     pub rotation: Option<RotationInfo>,
     /// The rotation in progress: what it will rewrite only warns.
-    pub in_progress: Option<crate::state::Rotation>,
+    pub in_progress: Option<Rotation>,
     /// Key label → when atrest added and promoted it.
-    pub key_ages: BTreeMap<crate::model::KeyLabel, KeyAge>,
+    pub key_ages: BTreeMap<KeyLabel, KeyAge>,
     /// What the checks demand.
     pub policy: &'a Policy,
     /// The report's time (key ages are measured to it).
@@ -466,7 +470,7 @@ fn config_views(inp: &ReportInputs<'_>) -> Vec<ResourceConfigView> {
 pub fn build(inp: &ReportInputs<'_>) -> Report {
     let resources_cfg = config_views(inp);
     let mut lint = crate::config::lint(&inp.config.config);
-    lint.extend(crate::config::lint_file_mode(inp.config.file.mode));
+    lint.extend(lint_file_mode(inp.config.file.mode));
     let resources = resource_results(inp);
     let findings = findings::assess(&findings::AssessInputs {
         scan: inp.scan,

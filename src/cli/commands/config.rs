@@ -8,6 +8,7 @@ use crate::cli::{EXIT_FAILED, EXIT_FINDINGS, EXIT_OK};
 use atrest::cluster::settings::resolve;
 use atrest::cluster::{ClusterError, load_config};
 use atrest::config;
+use atrest::keys::signing::SigningKey;
 use atrest::keys::{Key, new_key_name};
 use atrest::model::KeyProvider;
 
@@ -75,7 +76,7 @@ pub(crate) fn generate_key(a: args::KeysGenerateArgs) -> Result<i32> {
 
 /// `atrest keys signing-key --out FILE`: writes the private key, prints the public one.
 pub(crate) fn signing_key(a: args::KeysSigningKeyArgs) -> Result<i32> {
-    let key = atrest::keys::signing::SigningKey::generate()?;
+    let key = SigningKey::generate()?;
     key.write_new(&a.out)?;
     let public = key.public();
     eprintln!(

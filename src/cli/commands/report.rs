@@ -9,6 +9,7 @@ use crate::cli::args;
 use crate::cli::{EXIT_FINDINGS, EXIT_OK};
 use atrest::cluster::Context;
 use atrest::fsutil::write_atomic;
+use atrest::keys::signing::{PublicKey, SigningKey};
 use atrest::report;
 use atrest::report::audit::{AuditRequest, Source, audit};
 
@@ -33,11 +34,7 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
         anyhow::bail!("--sign signs a file: give --out FILE, not -");
     }
     // Read before the audit: a key that does not load stops the run before etcd is read.
-    let signing = a
-        .sign
-        .as_deref()
-        .map(atrest::keys::signing::SigningKey::load)
-        .transpose()?;
+    let signing = a.sign.as_deref().map(SigningKey::load).transpose()?;
     let ctx = Context::resolve(&super::flags(
         &a.source,
         Some(&a.etcd),
@@ -178,11 +175,7 @@ fn diff(first: &PathBuf, second: &PathBuf, fail_on_change: bool) -> Result<i32> 
 }
 
 /// Writes `FILE.intoto.json` beside the report file `path`: the signed statement of its sha256.
-fn sign(
-    report: &report::Report,
-    path: &Path,
-    key: &atrest::keys::signing::SigningKey,
-) -> Result<()> {
+fn sign(report: &report::Report, path: &Path, key: &SigningKey) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -205,7 +198,7 @@ fn sign(
 
 /// `atrest report verify`: exit 0 when every envelope and file verifies, 1 on any mismatch.
 fn verify(key: &Path, paths: &[PathBuf]) -> Result<i32> {
-    let key = atrest::keys::signing::PublicKey::load(key)?;
+    let key = PublicKey::load(key)?;
     let mut envelopes = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -264,9 +257,7 @@ fn merge(
     format: args::MergeFormat,
     out: Option<&Path>,
 ) -> Result<i32> {
-    let key = key
-        .map(atrest::keys::signing::PublicKey::load)
-        .transpose()?;
+    let key = key.map(PublicKey::load).transpose()?;
     let mut lines = Vec::new();
     let mut bad_signatures = 0;
     for path in reports {

@@ -11,6 +11,7 @@ use crate::codec::{ClassifyConfig, ClassifyOptions};
 use crate::config::EncryptionConfig;
 use crate::etcd::bolt::{BoltFile, Visited, is_leaf, leaf_elem, page_header};
 use crate::etcd::mvcc::{Revision, StoredKeyValue};
+use crate::etcd::scan::Item;
 use crate::etcd::scan::{Classifier, ScanPlan, Visitor};
 use crate::model::census::{FreeGroup, FreePages};
 use crate::model::{Residue, State};
@@ -220,7 +221,7 @@ pub fn count_patterns(bytes: &[u8], out: &mut BTreeMap<String, u64>) {
 struct Ignore;
 
 impl Visitor for Ignore {
-    fn visit(&mut self, _item: &crate::etcd::scan::Item<'_>) {}
+    fn visit(&mut self, _item: &Item<'_>) {}
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@ use super::*;
 use crate::config::{FileInfo, LoadedConfig, parse_str};
 use crate::model::census::{ObjectRef, ResourceReport, ScanReport};
 use crate::model::{KnownKey, VerdictCounts};
-use crate::report::checks_result_line;
+use crate::report::controls::{cis_benchmark, mapped_checks};
 use crate::report::{ApiserverSurvey, ApiserverView, EtcdInfo, KeyAge, Policy, build};
+use crate::report::{Report, checks_result_line};
 use crate::state::Rotation;
 
 const KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
@@ -461,7 +462,7 @@ fn stale_values_only_warn_while_a_rotation_in_progress_rewrites_them() {
     );
 }
 
-fn compliant_report() -> crate::report::Report {
+fn compliant_report() -> Report {
     let f = compliant();
     build(&ReportInputs {
         config: &f.config,
@@ -480,8 +481,8 @@ fn compliant_report() -> crate::report::Report {
 #[test]
 fn every_check_gives_evidence_for_mapped_controls() {
     let report = compliant_report();
-    let cis = crate::report::controls::cis_benchmark(Some(34));
-    let mapped: Vec<&str> = crate::report::controls::mapped_checks().collect();
+    let cis = cis_benchmark(Some(34));
+    let mapped: Vec<&str> = mapped_checks().collect();
     for c in &report.checks {
         assert!(
             mapped.contains(&c.id.as_str()),
