@@ -396,3 +396,122 @@ async fn a_fleet_summary_of_three_clusters_verifies_each_and_fails_on_findings()
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("charlie.json: not verified"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_after_a_rotation_shows_each_keys_life_and_the_logged_steps() {
+    let cp = support::key1_cluster().await;
+    let client = cp.client().await;
+    create_namespace(&client, "life").await;
+    create_secrets(
+        &client,
+        "life",
+        &support::names("s", 5),
+        "s3cr3t-lifecycle-value",
+    )
+    .await;
+    let mut rotate = cp.atrest_command(&[
+        "rotate",
+        "run",
+        "--provider=secretbox",
+        "--key-name=sb2",
+        "--timeout=60",
+        "--progress=none",
+    ]);
+    let out = cp.output(&mut rotate);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = cp.path().join("life");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut docs = Vec::new();
+    for format in ["json", "md", "html"] {
+        let file = dir.join(format!("report.{format}"));
+        let mut report = cp.atrest_command(&[
+            "report",
+            "--format",
+            format,
+            "--out",
+            file.to_str().unwrap(),
+        ]);
+        let out = cp.output(&mut report);
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        docs.push(std::fs::read_to_string(&file).unwrap());
+    }
+    let report: serde_json::Value = serde_json::from_str(&docs[0]).unwrap();
+    // The rotation log: each committed step, with who, where and its proof.
+    let log = report["rotation_log"].as_array().unwrap();
+    let steps: Vec<&str> = log.iter().map(|l| l["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        steps,
+        ["prepare", "promote", "reencrypt", "prune"],
+        "{log:#?}"
+    );
+    for l in log {
+        for field in ["user", "host", "proof", "at"] {
+            assert!(!l[field].as_str().unwrap().is_empty(), "{field}: {l}");
+        }
+        assert_eq!(l["target"], "secretbox:sb2");
+    }
+    assert!(log[2]["proof"].as_str().unwrap().contains("proven in etcd"));
+    // Each key's life: the old one demoted, retired and archived; the new one the write key.
+    let life = report["key_lifecycle"].as_array().unwrap();
+    let key = |label: &str| {
+        life.iter()
+            .find(|k| k["label"] == label)
+            .unwrap_or_else(|| panic!("{label} in {life:#?}"))
+    };
+    let old = key("aescbc:key1");
+    assert!(
+        old["demoted"].is_string() && old["retired"].is_string() && old["archived"].is_string(),
+        "{old}"
+    );
+    assert_eq!(old["write_key"], false);
+    assert!(
+        old["found_in"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::Value::from("archive"))
+    );
+    assert!(
+        old["added"].is_null(),
+        "key1 predates atrest: its adding is not recorded, not guessed"
+    );
+    let new = key("secretbox:sb2");
+    assert_eq!(new["write_key"], true);
+    assert!(
+        new["promoted"].is_string() && new["demoted"].is_null(),
+        "{new}"
+    );
+    assert_eq!(new["age_days"], 0);
+    // Every check cites its controls; the benchmark is named.
+    assert!(
+        report["cis_benchmark"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("cis-")
+    );
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| !c["controls"].as_array().unwrap().is_empty())
+    );
+    for (doc, name) in [(&docs[1], "Markdown"), (&docs[2], "HTML")] {
+        for want in [
+            "Key lifecycle",
+            "Rotation log",
+            "not recorded",
+            "NIST SC-28",
+            "CIS Kubernetes Benchmark",
+        ] {
+            assert!(doc.contains(want), "{name} lacks {want:?}");
+        }
+    }
+}

@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::{ApiserverSurvey, KeyAge, Policy, Report, ReportInputs, RotationInfo, build};
+use super::lifecycle::rotation_log;
+use super::{ApiserverSurvey, Policy, Report, ReportInputs, RotationInfo, build};
 use crate::cluster::{ClusterError, Context, ScanRequest};
 use crate::config::LoadedConfig;
 use crate::etcd::cluster_info;
+use crate::keys::archive::ArchivedKey;
 use crate::kube::Apiservers;
-use crate::model::KeyLabel;
 use crate::model::census::{EtcdInfo, SCAN_SCHEMA, ScanReport};
-use crate::state::{Rotation, RotationState};
+use crate::state::{ARCHIVE_FILE, Rotation, RotationState};
 
 /// Names kept per resource and verdict in a report (counts stay exact).
 pub const REPORT_NAMES: usize = 1000;
@@ -96,11 +97,13 @@ pub async fn audit(ctx: &Context, req: &AuditRequest<'_>) -> Result<Report, Audi
         rotation: recorded
             .then(|| RotationInfo::of(&extras.state, RotationState::path(&req.state_dir))),
         in_progress: extras.state.rotation.clone(),
-        key_ages: if recorded {
-            key_ages(&extras.state)
+        key_records: if recorded {
+            extras.state.keys.clone()
         } else {
             BTreeMap::new()
         },
+        archived: archived_keys(&req.state_dir),
+        rotation_log: rotation_log(&extras.state),
         policy: req.policy,
         now: Utc::now(),
     }))
@@ -210,21 +213,17 @@ impl Extras {
     }
 }
 
-/// When each key was added and promoted, from the rotation state.
-pub fn key_ages(state: &RotationState) -> BTreeMap<KeyLabel, KeyAge> {
-    state
-        .keys
-        .iter()
-        .map(|(label, k)| {
-            (
-                label.clone(),
-                KeyAge {
-                    added: k.added,
-                    promoted: k.promoted,
-                },
-            )
-        })
-        .collect()
+/// The keys of atrest's key archive; none when there is none or it does not read (`status`
+/// says which file does not read).
+fn archived_keys(state_dir: &Path) -> Vec<ArchivedKey> {
+    let path = state_dir.join(ARCHIVE_FILE);
+    if !path.exists() {
+        return Vec::new();
+    }
+    crate::keys::archive::list(&path).unwrap_or_else(|e| {
+        tracing::warn!("{e}; the key lifecycle leaves its keys out");
+        Vec::new()
+    })
 }
 
 impl RotationInfo {

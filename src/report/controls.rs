@@ -114,11 +114,10 @@ pub fn cis_benchmark(minor: Option<u32>) -> CisBenchmark {
     }
 }
 
-/// The benchmark for the cluster a report read: by the oldest Kubernetes release its apiservers
-/// answered with (the newest benchmark when none answered).
-pub fn cis_of(report: &super::Report) -> CisBenchmark {
-    let minor = report
-        .apiservers
+/// The benchmark for the cluster whose `apiservers` these are: by the oldest Kubernetes release
+/// they answered with (the newest benchmark when none answered).
+pub fn cis_of(apiservers: &[super::ApiserverView]) -> CisBenchmark {
+    let minor = apiservers
         .iter()
         .filter_map(|a| a.version.as_deref())
         .filter_map(major_minor)
@@ -273,6 +272,30 @@ pub fn controls(check: &str, cis: &CisBenchmark) -> Vec<Control> {
         });
     }
     out
+}
+
+/// `CIS 1.2.27 · NIST SC-28 · PCI DSS 3.5.1`: how tables cite a check's controls.
+pub fn cited(controls: &[Control]) -> String {
+    controls
+        .iter()
+        .map(|c| format!("{} {}", c.framework.short(), c.id))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+impl CisBenchmark {
+    /// `CIS Kubernetes Benchmark cis-1.12 (Kubernetes 1.32–1.34)`, and when the cluster is newer
+    /// than any benchmark, that the newest applies until a newer one is published.
+    pub fn statement(&self) -> String {
+        let mut s = format!(
+            "CIS numbers are those of the CIS Kubernetes Benchmark {} (Kubernetes {})",
+            self.version, self.releases
+        );
+        if self.newest_for_a_newer_release {
+            s.push_str(", the newest published: the cluster's release is newer than any benchmark maps, or its release is unknown");
+        }
+        s
+    }
 }
 
 /// The checks atrest has, for tables of the mapping.

@@ -4,6 +4,8 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+use super::controls::cited;
+use super::lifecycle::when;
 use super::{Coverage, Report, ResourceResult, RotationInfo, Status};
 
 /// Text of one or more lines: the first as text, the rest (a rule to restore, a list of
@@ -64,6 +66,7 @@ pub fn render(r: &Report) -> String {
                 (findings(r))
                 (coverage(r))
                 (checks(r))
+                (key_lifecycle(r))
                 (cluster(r))
                 (config(r))
                 (old_copies(r))
@@ -200,12 +203,16 @@ fn coverage_notes(c: &Coverage) -> Vec<String> {
 fn checks(r: &Report) -> Markup {
     html! {
         h2 { "Checks" }
+        @if let Some(cis) = &r.cis_benchmark {
+            p class="meta" { (cis.statement()) "." }
+        }
         table id="checks" {
             tr {
                 th { "id" }
                 th { "check" }
                 th { "result" }
                 th { "evidence" }
+                th { "controls" }
             }
             @for c in &r.checks {
                 tr {
@@ -218,6 +225,55 @@ fn checks(r: &Report) -> Markup {
                                 li { (lines(e)) }
                             }
                         }
+                    }
+                    td { (cited(&c.controls)) }
+                }
+            }
+        }
+    }
+}
+
+/// Every key's life, then the rotation log.
+fn key_lifecycle(r: &Report) -> Markup {
+    html! {
+        h2 { "Key lifecycle" }
+        table id="key-lifecycle" {
+            tr {
+                th { "key" } th { "fingerprint" } th { "found in" } th { "added" }
+                th { "first write" } th { "demoted" } th { "retired" } th { "archived" }
+                th { "standing" }
+            }
+            @for k in &r.key_lifecycle {
+                tr {
+                    td { code { (k.label) } @if k.write_key { " (write key)" } }
+                    td { code { (k.fingerprint.as_deref().unwrap_or("—")) } }
+                    td { (k.found_in.join(", ")) }
+                    td { (when(k.added)) }
+                    td { (when(k.promoted)) }
+                    td { (when(k.demoted)) }
+                    td { (when(k.retired)) }
+                    td { (when(k.archived)) }
+                    td { (k.standing()) }
+                }
+            }
+        }
+        h2 { "Rotation log" }
+        @if r.rotation_log.is_empty() {
+            p { "No rotation step is logged in the state folder." }
+        } @else {
+            table id="rotation-log" {
+                tr {
+                    th { "when" } th { "rotation" } th { "step" } th { "user" } th { "host" }
+                    th { "proof" }
+                }
+                @for l in &r.rotation_log {
+                    tr {
+                        td { (crate::model::time::format(&l.at)) }
+                        td { (l.rotation) " → " code { (l.target.to_string()) } }
+                        td { (l.step.as_str()) }
+                        td { (l.user) }
+                        td { (l.host) }
+                        td { (l.proof) }
                     }
                 }
             }

@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use super::controls::cited;
+use super::lifecycle::when;
 use super::{Coverage, Report, RotationInfo, Status};
 use crate::model::Level;
 
@@ -37,6 +39,7 @@ pub fn render(r: &Report) -> String {
     cluster(&mut o, r);
     config(&mut o, r);
     checks(&mut o, r);
+    key_lifecycle(&mut o, r);
     stored_objects(&mut o, r);
     old_copies(&mut o, r);
     lint(&mut o, r);
@@ -174,15 +177,72 @@ fn rotation(o: &mut String, rot: &RotationInfo) {
 /// Every check in a table, then each with its evidence.
 fn checks(o: &mut String, r: &Report) {
     let _ = writeln!(o, "\n## Checks\n");
-    let _ = writeln!(o, "| id | check | result |\n|---|---|---|");
+    if let Some(cis) = &r.cis_benchmark {
+        let _ = writeln!(o, "{}.\n", cis.statement());
+    }
+    let _ = writeln!(o, "| id | check | result | controls |\n|---|---|---|---|");
     for c in &r.checks {
-        let _ = writeln!(o, "| {} | {} | {} |", c.id, c.title, mark(c.status));
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            c.id,
+            c.title,
+            mark(c.status),
+            cited(&c.controls)
+        );
     }
     for c in &r.checks {
         let _ = writeln!(o, "\n### {} {} — {}\n", c.id, c.title, c.status.as_str());
         for e in &c.evidence {
             bullet(o, e);
         }
+    }
+}
+
+/// Every key's life and the rotation log.
+fn key_lifecycle(o: &mut String, r: &Report) {
+    let _ = writeln!(o, "\n## Key lifecycle\n");
+    let _ = writeln!(
+        o,
+        "| key | fingerprint | found in | added | first write | demoted | retired | archived | standing |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for k in &r.key_lifecycle {
+        let _ = writeln!(
+            o,
+            "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            k.label,
+            if k.write_key { " (write key)" } else { "" },
+            k.fingerprint.as_deref().unwrap_or("—"),
+            k.found_in.join(", "),
+            when(k.added),
+            when(k.promoted),
+            when(k.demoted),
+            when(k.retired),
+            when(k.archived),
+            k.standing()
+        );
+    }
+    let _ = writeln!(o, "\n## Rotation log\n");
+    if r.rotation_log.is_empty() {
+        let _ = writeln!(o, "No rotation step is logged in the state folder.");
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "| when | rotation | step | user | host | proof |\n|---|---|---|---|---|---|"
+    );
+    for l in &r.rotation_log {
+        let _ = writeln!(
+            o,
+            "| {} | {} → {} | {} | {} | {} | {} |",
+            crate::model::time::format(&l.at),
+            l.rotation,
+            l.target,
+            l.step,
+            l.user,
+            l.host,
+            l.proof
+        );
     }
 }
 

@@ -10,6 +10,7 @@ pub mod diff;
 pub mod findings;
 pub mod fleet;
 pub mod html;
+pub mod lifecycle;
 pub mod markdown;
 pub mod oscal;
 pub mod overview;
@@ -28,6 +29,7 @@ pub(crate) use text::{old_copies_sections, sample_evidence};
 
 use crate::config::lint_file_mode;
 use crate::config::{LoadedConfig, Severity};
+use crate::keys::archive::ArchivedKey;
 use crate::kube::converge::Convergence;
 use crate::model::census::Scope;
 use crate::model::census::{
@@ -35,7 +37,8 @@ use crate::model::census::{
     SnapshotSection,
 };
 use crate::model::{KeyLabel, covered_resources};
-use crate::state::Rotation;
+use crate::state::{KeyRecord, Rotation};
+use lifecycle::{KeyLifecycle, LogLine};
 
 /// The JSON schema name and version; fields are stable within a version. v2 (atrest 0.2)
 /// replaced v1's per-state name lists with exact counts per verdict and key plus capped samples,
@@ -96,6 +99,10 @@ pub struct Check {
     pub status: Status,
     /// What was seen: counts, hashes, object names. Never data or keys.
     pub evidence: Vec<String>,
+    /// The controls it gives evidence for ([`controls`]), CIS numbered per the report's
+    /// benchmark.
+    #[serde(default)]
+    pub controls: Vec<controls::Control>,
 }
 
 /// One key of a resource's provider list, as the report shows it.
@@ -161,15 +168,6 @@ pub struct RotationInfo {
     pub snapshot: Option<String>,
     /// The snapshot was skipped on request.
     pub snapshot_skipped: bool,
-}
-
-/// When a key was added and promoted, from the rotation state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KeyAge {
-    /// When atrest added it.
-    pub added: Option<Time>,
-    /// When atrest made it the write key.
-    pub promoted: Option<Time>,
 }
 
 /// One apiserver and the config hash it reports.
@@ -368,6 +366,16 @@ pub struct Report {
     /// commands that drop them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residue: Option<ResidueView>,
+    /// The CIS Kubernetes Benchmark that applies to the cluster's release (its numbers are the
+    /// checks' CIS controls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cis_benchmark: Option<controls::CisBenchmark>,
+    /// Every key atrest knows (config, rotation state, key archive) and its life.
+    #[serde(default)]
+    pub key_lifecycle: Vec<KeyLifecycle>,
+    /// Every rotation step the state logs: when, who, where, what it proved.
+    #[serde(default)]
+    pub rotation_log: Vec<LogLine>,
 }
 
 /// What a report read, for its scope section.
@@ -422,7 +430,11 @@ pub struct ReportInputs<'a> {
     /// The rotation in progress: what it will rewrite only warns.
     pub in_progress: Option<Rotation>,
     /// Key label → when atrest added and promoted it.
-    pub key_ages: BTreeMap<KeyLabel, KeyAge>,
+    pub key_records: BTreeMap<KeyLabel, KeyRecord>,
+    /// The keys of the key archive, for the key lifecycle.
+    pub archived: Vec<ArchivedKey>,
+    /// The rotation log ([`lifecycle::rotation_log`]).
+    pub rotation_log: Vec<LogLine>,
     /// What the checks demand.
     pub policy: &'a Policy,
     /// The report's time (key ages are measured to it).
@@ -445,7 +457,7 @@ fn config_views(inp: &ReportInputs<'_>) -> Vec<ResourceConfigView> {
                 .keys_in_order()
                 .into_iter()
                 .map(|k| {
-                    let age = inp.key_ages.get(&k.label);
+                    let age = inp.key_records.get(&k.label);
                     let label = k.label.to_string();
                     KeyView {
                         provider: k.provider.to_string(),
@@ -495,6 +507,19 @@ pub fn build(inp: &ReportInputs<'_>) -> Report {
     };
     let result = checks_result_line(failed, warnings, checks.len());
     let survey = inp.apiservers.clone().unwrap_or_default();
+    let cis = controls::cis_of(&survey.apiservers);
+    let mut checks = checks;
+    for c in &mut checks {
+        c.controls = controls::controls(&c.id, &cis);
+    }
+    let key_lifecycle = lifecycle::lifecycle(
+        &resources_cfg,
+        &inp.key_records,
+        &inp.archived,
+        inp.policy,
+        inp.etcd.revision,
+        inp.now,
+    );
     Report {
         schema: SCHEMA.to_string(),
         generated_at: inp.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -518,6 +543,9 @@ pub fn build(inp: &ReportInputs<'_>) -> Report {
         resources,
         backup: inp.scan.snapshot.clone(),
         residue: residue_view(inp),
+        cis_benchmark: Some(cis),
+        key_lifecycle,
+        rotation_log: inp.rotation_log.clone(),
     }
 }
 

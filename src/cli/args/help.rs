@@ -63,11 +63,8 @@ pub(super) fn report_help() -> &'static str {
         let checks: String = CHECKS
             .iter()
             .map(|(id, title, _)| {
-                let cited: Vec<String> = controls::controls(id, &cis)
-                    .iter()
-                    .map(|c| format!("{} {}", c.framework.short(), c.id))
-                    .collect();
-                format!("  {id}  {title}\n           {}\n", cited.join(" · "))
+                let cited = controls::cited(&controls::controls(id, &cis));
+                format!("  {id}  {title}\n           {cited}\n")
             })
             .collect();
         let (cis_name, releases) = (&cis.version, &cis.releases);

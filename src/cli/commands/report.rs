@@ -91,7 +91,10 @@ fn render(format: args::ReportFormat, report: &report::Report) -> Result<String>
         args::ReportFormat::Html => report::html::render(report),
         args::ReportFormat::Oscal => serde_json::to_string_pretty(&report::oscal::render(
             report,
-            &report::controls::cis_of(report),
+            &report
+                .cis_benchmark
+                .clone()
+                .unwrap_or_else(|| report::controls::cis_of(&report.apiservers)),
         ))?,
     })
 }

@@ -117,6 +117,7 @@ pub fn run(c: &CheckInput<'_>) -> Vec<Check> {
                 title: title.to_string(),
                 status,
                 evidence,
+                controls: Vec::new(),
             })
         })
         .collect()

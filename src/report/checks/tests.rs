@@ -8,8 +8,9 @@ use crate::config::{FileInfo, LoadedConfig, parse_str};
 use crate::model::census::{ObjectRef, ResourceReport, ScanReport};
 use crate::model::{KnownKey, VerdictCounts};
 use crate::report::controls::{cis_benchmark, mapped_checks};
-use crate::report::{ApiserverSurvey, ApiserverView, EtcdInfo, KeyAge, Policy, build};
+use crate::report::{ApiserverSurvey, ApiserverView, EtcdInfo, Policy, build};
 use crate::report::{Report, checks_result_line};
+use crate::state::KeyRecord;
 use crate::state::Rotation;
 
 const KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
@@ -82,7 +83,7 @@ struct Fixture {
     scan: ScanReport,
     apiservers: Option<ApiserverSurvey>,
     manifest: Option<bool>,
-    ages: BTreeMap<KeyLabel, KeyAge>,
+    ages: BTreeMap<KeyLabel, KeyRecord>,
     policy: Policy,
 }
 
@@ -118,7 +119,9 @@ impl Fixture {
             manifest_sets_config: self.manifest,
             rotation: None,
             in_progress: None,
-            key_ages: self.ages.clone(),
+            key_records: self.ages.clone(),
+            archived: Vec::new(),
+            rotation_log: Vec::new(),
             policy: &self.policy,
             now: "2026-06-01T00:00:00Z".parse().unwrap(),
         });
@@ -141,9 +144,10 @@ fn compliant() -> Fixture {
     );
     f.ages.insert(
         "secretbox:sb1".parse().unwrap(),
-        KeyAge {
+        KeyRecord {
             added: crate::model::time::parse("2026-05-01T00:00:00Z"),
             promoted: crate::model::time::parse("2026-05-02T00:00:00Z"),
+            ..Default::default()
         },
     );
     f
@@ -405,7 +409,9 @@ fn warnings_make_pass_with_warnings_and_a_failing_check_fail() {
         manifest_sets_config: f.manifest,
         rotation: None,
         in_progress: None,
-        key_ages: BTreeMap::new(),
+        key_records: BTreeMap::new(),
+        archived: Vec::new(),
+        rotation_log: Vec::new(),
         policy: &f.policy,
         now: "2026-06-01T00:00:00Z".parse().unwrap(),
     });
@@ -447,7 +453,9 @@ fn stale_values_only_warn_while_a_rotation_in_progress_rewrites_them() {
         manifest_sets_config: f.manifest,
         rotation: None,
         in_progress: Some(rotation),
-        key_ages: BTreeMap::new(),
+        key_records: BTreeMap::new(),
+        archived: Vec::new(),
+        rotation_log: Vec::new(),
         policy: &f.policy,
         now: "2026-06-01T00:00:00Z".parse().unwrap(),
     });
@@ -472,7 +480,9 @@ fn compliant_report() -> Report {
         manifest_sets_config: f.manifest,
         rotation: None,
         in_progress: None,
-        key_ages: BTreeMap::new(),
+        key_records: BTreeMap::new(),
+        archived: Vec::new(),
+        rotation_log: Vec::new(),
         policy: &f.policy,
         now: "2026-06-01T00:00:00Z".parse().unwrap(),
     })

@@ -1,0 +1,205 @@
+//! The key lifecycle and the rotation log of a report: for each key atrest knows (the config,
+//! the rotation state, the key archive) what happened to it and when, its age against the
+//! cryptoperiod and, for aesgcm, its write budget; for each rotation step when, who, where and
+//! what it proved. What was not recorded is said to be missing, never inferred.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::{Policy, ResourceConfigView};
+use crate::keys::archive::ArchivedKey;
+use crate::model::time::{Time, rfc3339, rfc3339_opt};
+use crate::model::{KeyLabel, KeyProvider};
+use crate::state::{KeyRecord, RotationState, Step, key_in_use_since};
+
+/// One key's life, as far as atrest recorded it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeyLifecycle {
+    /// `aescbc:key1`, `kms:v2:vault`.
+    pub label: String,
+    /// `sha256:…` of a local key's material.
+    pub fingerprint: Option<String>,
+    /// Where atrest found it: `config`, `state`, `archive` (any of them).
+    pub found_in: Vec<String>,
+    /// It is the write key of a covered resource now.
+    pub write_key: bool,
+    /// When a rotation added it (read key).
+    #[serde(default, with = "rfc3339_opt")]
+    pub added: Option<Time>,
+    /// When it became the write key (first used to write).
+    #[serde(default, with = "rfc3339_opt")]
+    pub promoted: Option<Time>,
+    /// When another key replaced it as the write key.
+    #[serde(default, with = "rfc3339_opt")]
+    pub demoted: Option<Time>,
+    /// When prune removed it from the config.
+    #[serde(default, with = "rfc3339_opt")]
+    pub retired: Option<Time>,
+    /// When prune archived it.
+    #[serde(default, with = "rfc3339_opt")]
+    pub archived: Option<Time>,
+    /// Days it has been in use (write key: since promoted, else added), when recorded.
+    pub age_days: Option<i64>,
+    /// The policy's cryptoperiod (`maxKeyAgeDays`).
+    pub cryptoperiod_days: u32,
+    /// An aesgcm write key's writes so far (an upper bound: etcd revisions since promote), when
+    /// promote recorded the revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aesgcm_writes: Option<i64>,
+    /// The policy's aesgcm write budget, for aesgcm write keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aesgcm_budget: Option<u64>,
+}
+
+/// One step of a rotation, from the state's log.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    /// The rotation (its start time, `YYYYMMDDTHHMMSSZ`).
+    pub rotation: String,
+    /// What it moved to.
+    pub target: KeyLabel,
+    /// The step.
+    pub step: Step,
+    /// When.
+    #[serde(with = "rfc3339")]
+    pub at: Time,
+    /// Who ran it.
+    pub user: String,
+    /// Where.
+    pub host: String,
+    /// What it proved or recorded.
+    pub proof: String,
+}
+
+/// Every step the state logs, oldest rotation first; rotations from before atrest kept a log
+/// have no lines (the report says so).
+pub fn rotation_log(state: &RotationState) -> Vec<LogLine> {
+    state
+        .history
+        .iter()
+        .chain(state.rotation.iter())
+        .flat_map(|r| {
+            r.log.iter().map(|s| LogLine {
+                rotation: r.id.clone(),
+                target: r.target.clone(),
+                step: s.step,
+                at: s.at,
+                user: s.user.clone(),
+                host: s.host.clone(),
+                proof: s.proof.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Every key of the config, the state's records and the archive, with its life.
+pub fn lifecycle(
+    views: &[ResourceConfigView],
+    records: &BTreeMap<KeyLabel, KeyRecord>,
+    archived: &[ArchivedKey],
+    policy: &Policy,
+    etcd_revision: i64,
+    now: DateTime<Utc>,
+) -> Vec<KeyLifecycle> {
+    let mut out: BTreeMap<String, KeyLifecycle> = BTreeMap::new();
+    let blank = |label: String, fingerprint: Option<String>| KeyLifecycle {
+        label,
+        fingerprint,
+        found_in: Vec::new(),
+        write_key: false,
+        added: None,
+        promoted: None,
+        demoted: None,
+        retired: None,
+        archived: None,
+        age_days: None,
+        cryptoperiod_days: policy.max_key_age_days,
+        aesgcm_writes: None,
+        aesgcm_budget: None,
+    };
+    let mut seen = |label: String, fingerprint: Option<String>, source: &str| {
+        let k = out
+            .entry(label.clone())
+            .or_insert_with(|| blank(label, fingerprint.clone()));
+        if k.fingerprint.is_none() {
+            k.fingerprint = fingerprint;
+        }
+        if !k.found_in.iter().any(|s| s == source) {
+            k.found_in.push(source.to_string());
+        }
+    };
+    let mut write_keys = Vec::new();
+    for v in views {
+        for (i, k) in v.keys.iter().enumerate() {
+            if k.provider != "identity" {
+                seen(k.label.clone(), k.fingerprint.clone(), "config");
+                if i == 0 {
+                    write_keys.push(k.label.clone());
+                }
+            }
+        }
+    }
+    for (label, r) in records {
+        seen(label.to_string(), r.fingerprint.clone(), "state");
+    }
+    for a in archived {
+        let label = KeyLabel::key(a.provider, &a.name).to_string();
+        seen(label, Some(a.fingerprint.clone()), "archive");
+    }
+    for (label, k) in out.iter_mut() {
+        k.write_key = write_keys.contains(label);
+        let record = records.iter().find(|(l, _)| l.to_string() == *label);
+        if let Some((l, r)) = record {
+            k.added = r.added;
+            k.promoted = r.promoted;
+            k.demoted = r.demoted;
+            k.retired = r.retired;
+            k.archived = r.archived;
+            k.age_days = key_in_use_since(r.promoted, r.added).map(|t| (now - t).num_days());
+            if k.write_key
+                && matches!(
+                    l,
+                    KeyLabel::Key {
+                        provider: KeyProvider::Aesgcm,
+                        ..
+                    }
+                )
+            {
+                k.aesgcm_budget = Some(policy.aesgcm_max_writes);
+                k.aesgcm_writes = r.promoted_revision.map(|p| (etcd_revision - p).max(0));
+            }
+        }
+    }
+    out.into_values().collect()
+}
+
+/// A time as reports print it, or that it was not recorded.
+pub fn when(t: Option<Time>) -> String {
+    t.map(|t| crate::model::time::format(&t))
+        .unwrap_or_else(|| "not recorded".into())
+}
+
+impl KeyLifecycle {
+    /// Its age against the cryptoperiod, and its aesgcm writes against the budget.
+    pub fn standing(&self) -> String {
+        let mut s = match self.age_days {
+            Some(d) if d > i64::from(self.cryptoperiod_days) => format!(
+                "{d} days in use: PAST the {}-day cryptoperiod",
+                self.cryptoperiod_days
+            ),
+            Some(d) => format!(
+                "{d} days in use of a {}-day cryptoperiod",
+                self.cryptoperiod_days
+            ),
+            None => "age not recorded (not added by atrest)".into(),
+        };
+        if let Some(budget) = self.aesgcm_budget {
+            match self.aesgcm_writes {
+                Some(w) => s.push_str(&format!("; at most {w} of {budget} aesgcm writes")),
+                None => s.push_str(&format!("; aesgcm writes not recorded (budget {budget})")),
+            }
+        }
+        s
+    }
+}
