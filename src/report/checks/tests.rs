@@ -400,21 +400,7 @@ fn no_check_passes_on_empty_evidence() {
 
 #[test]
 fn warnings_make_pass_with_warnings_and_a_failing_check_fail() {
-    let f = compliant();
-    let report = build(&ReportInputs {
-        config: &f.config,
-        scan: &f.scan,
-        etcd: EtcdInfo::default(),
-        apiservers: f.apiservers.clone(),
-        manifest_sets_config: f.manifest,
-        rotation: None,
-        in_progress: None,
-        key_records: BTreeMap::new(),
-        archived: Vec::new(),
-        rotation_log: Vec::new(),
-        policy: &f.policy,
-        now: "2026-06-01T00:00:00Z".parse().unwrap(),
-    });
+    let report = compliant_report();
     assert_eq!(report.outcome, Status::Pass);
     assert_eq!(report.warnings, 1, "key age unknown: {:#?}", report.checks);
     assert_eq!(report.result, "PASS with 1 warning");
