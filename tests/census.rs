@@ -430,16 +430,17 @@ async fn the_default_report_shows_the_residue_of_a_rotation_until_it_is_dropped(
     let client = cp.client().await;
     create_namespace(&client, "census").await;
     create_secrets(&client, "census", &names("s", 40), "census-residue-value").await;
-    let out = cp
-        .run_restarting(cp.atrest_command(&[
+    cp.run_restarting_expect(
+        cp.atrest_command(&[
             "rotate",
             "run",
             "--provider=secretbox",
             "--timeout=60",
             "--progress=none",
-        ]))
-        .await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+        ]),
+        0,
+    )
+    .await;
 
     let file = cp.path().join("r.json");
     let (code, r) = report(&cp, &file, &[]);
@@ -585,13 +586,7 @@ async fn scan_status_and_report_agree_on_every_exit_code() {
     let mut differing = std::fs::read_to_string(&cp.config_path).unwrap();
     differing.push_str("# node b's copy, edited by hand\n");
     support::write_private(&copy, differing.as_bytes());
-    let b = cp
-        .add_apiserver_as(
-            "127.0.0.2",
-            Some("node-b"),
-            &[format!("--encryption-provider-config={}", copy.display())],
-        )
-        .await;
+    let b = cp.add_node("127.0.0.2", "node-b", &copy).await;
     let a_url = format!("--apiserver={}", cp.apiservers[0].url);
     let b_url = format!("--apiserver={}", cp.apiservers[b].url);
     assert_eq!(
@@ -780,19 +775,21 @@ async fn rotate_turns_encryption_on_and_off_for_a_resource_by_name() {
         cmd
     };
     let out = cp
-        .run_restarting(rotate_run(
-            &cp,
-            &[
-                "--provider=secretbox",
-                "--key-name=sb1",
-                "--resource",
-                "configmaps",
-                "--resource",
-                "gadgets.census.test",
-            ],
-        ))
+        .run_restarting_expect(
+            rotate_run(
+                &cp,
+                &[
+                    "--provider=secretbox",
+                    "--key-name=sb1",
+                    "--resource",
+                    "configmaps",
+                    "--resource",
+                    "gadgets.census.test",
+                ],
+            ),
+            0,
+        )
         .await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("configmaps is not covered by any rule: adding a rule for configmaps"),
@@ -814,13 +811,11 @@ async fn rotate_turns_encryption_on_and_off_for_a_resource_by_name() {
     assert!(got.status.success(), "{}", support::text(&got));
 
     // And off again for configmaps only: decrypted, its key removed; the others untouched.
-    let out = cp
-        .run_restarting(rotate_run(
-            &cp,
-            &["--provider=identity", "--resource", "configmaps"],
-        ))
-        .await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    cp.run_restarting_expect(
+        rotate_run(&cp, &["--provider=identity", "--resource", "configmaps"]),
+        0,
+    )
+    .await;
     let (code, out, _) = run(&cp, &["scan", "-o", "json"]);
     assert_eq!(code, 0, "{out}");
     let scan = json(&out);

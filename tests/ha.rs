@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_json::Value;
 use support::control_plane::cluster3::EtcdMembers;
 use support::scan_json::{stored, verdict};
-use support::{ControlPlane, Options, create_namespace, create_secrets, random_key_b64, resource};
+use support::{ControlPlane, create_namespace, create_secrets, resource};
 use support::{text, write_private};
 
 const SECRETS: usize = 20;
@@ -28,14 +28,7 @@ struct Ha {
 }
 
 async fn ha_cluster() -> Ha {
-    let k1 = random_key_b64();
-    let mut cp = ControlPlane::start(Options {
-        config_yaml: Some(format!(
-            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers: [{{aescbc: {{keys: [{{name: key1, secret: {k1}}}]}}}}, {{identity: {{}}}}]\n"
-        )),
-        ..Default::default()
-    })
-    .await;
+    let mut cp = support::key1_secrets_cluster().await;
     let etcd = cp.grow_etcd_cluster(3).await;
     assert_eq!(
         etcd.started(&etcd.endpoints[2]).await,
@@ -210,8 +203,7 @@ async fn rotate_run_with_a_sync_command_converges_all_three_apiservers_on_the_ne
             "--timeout=120".into(),
         ],
     );
-    let out = ha.cp.run_restarting(cmd).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = ha.cp.run_restarting_expect(cmd, 0).await;
     let err = stderr(&out);
     // One sync per config write: prepare, promote, prune.
     for step in ["prepare", "promote", "prune"] {
@@ -253,9 +245,8 @@ async fn a_failing_sync_command_stops_with_exit_2_and_a_rerun_completes() {
     };
     let out = ha
         .cp
-        .run_restarting(ha.rotate("run", &prepare_args(&failing)))
+        .run_restarting_expect(ha.rotate("run", &prepare_args(&failing)), 2)
         .await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = stderr(&out);
     assert!(
         err.contains(&format!("sync command `{failing}` exited with status 1"))
@@ -294,9 +285,8 @@ async fn a_failing_sync_command_stops_with_exit_2_and_a_rerun_completes() {
     let sync = ha.script("sync.sh", &ha.copy_to(&[1, 2]));
     let out = ha
         .cp
-        .run_restarting(ha.rotate("prepare", &prepare_args(&sync)))
+        .run_restarting_expect(ha.rotate("prepare", &prepare_args(&sync)), 0)
         .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         stderr(&out).contains("completed the config write of `prepare`"),
         "{}",
@@ -312,11 +302,9 @@ async fn a_failing_sync_command_stops_with_exit_2_and_a_rerun_completes() {
     ha.assert_converged().await;
 
     // And the rest of the rotation.
-    let out = ha
-        .cp
-        .run_restarting(ha.rotate("run", &prepare_args(&sync)))
+    ha.cp
+        .run_restarting_expect(ha.rotate("run", &prepare_args(&sync)), 0)
         .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(ha.labels(), ["aescbc:key2"]);
     ha.assert_converged().await;
     ha.assert_secrets_on("aescbc:key2");
@@ -333,17 +321,19 @@ async fn a_node_the_sync_misses_is_named_and_blocks_promote() {
     let sync = format!("--sync-command={partial}");
     let out = ha
         .cp
-        .run_restarting(ha.rotate(
-            "prepare",
-            &[
-                "--provider=aescbc".into(),
-                "--key-name=key2".into(),
-                sync.clone(),
-                "--timeout=15".into(),
-            ],
-        ))
+        .run_restarting_expect(
+            ha.rotate(
+                "prepare",
+                &[
+                    "--provider=aescbc".into(),
+                    "--key-name=key2".into(),
+                    sync.clone(),
+                    "--timeout=15".into(),
+                ],
+            ),
+            2,
+        )
         .await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = stderr(&out);
     let lag = lagging(&err);
     assert!(
@@ -360,9 +350,8 @@ async fn a_node_the_sync_misses_is_named_and_blocks_promote() {
     // promote refuses while C runs the old file, names it, and changes nothing.
     let out = ha
         .cp
-        .run_restarting(ha.rotate("promote", &[sync, "--timeout=10".into()]))
+        .run_restarting_expect(ha.rotate("promote", &[sync, "--timeout=10".into()]), 2)
         .await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = stderr(&out);
     let lag = lagging(&err);
     assert!(

@@ -10,15 +10,11 @@ use sha2::Digest;
 use support::{ControlPlane, Options, create_namespace, create_secrets, names, random_key_b64};
 
 fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
-    let mut cmd = cp.atrest_command(&["rotate", step]);
+    let mut cmd = cp.rotate_command(step, extra);
     // Only the steps that re-encrypt take --progress.
     if matches!(step, "run" | "reencrypt") {
         cmd.arg("--progress=none");
     }
-    if !extra.iter().any(|a| a.starts_with("--timeout")) {
-        cmd.arg("--timeout=60");
-    }
-    cmd.args(extra);
     cmd
 }
 
@@ -36,25 +32,15 @@ fn edit_by_hand(cp: &ControlPlane, extra: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_edits_are_adopted_outside_a_rotation_and_adopted_or_undone_inside_one() {
-    let k1 = random_key_b64();
-    let mut cp = ControlPlane::start(Options {
-        config_yaml: Some(secrets_only(&format!(
-            "[{{aescbc: {{keys: [{{name: key1, secret: {k1}}}]}}}}, {{identity: {{}}}}]"
-        ))),
-        ..Default::default()
-    })
-    .await;
+    let mut cp = support::key1_secrets_cluster().await;
     let client = cp.client().await;
     create_namespace(&client, "hostile").await;
     create_secrets(&client, "hostile", &names("s", 12), "hostile-secret-one").await;
-    let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "run",
-            &["--provider=secretbox", "--key-name=sb1"],
-        ))
-        .await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    cp.run_restarting_expect(
+        rotate(&cp, "run", &["--provider=secretbox", "--key-name=sb1"]),
+        0,
+    )
+    .await;
 
     // After the rotation an admin adds a comment: the next rotation adopts the file and says
     // what changed, instead of refusing every later rotation.
@@ -63,13 +49,11 @@ async fn hand_edits_are_adopted_outside_a_rotation_and_adopted_or_undone_inside_
     let (code, out, _) = support::cli::split(cp.output(&mut cp.atrest_command(&["status"])));
     assert_eq!(code, 0, "{out}");
     let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "prepare",
-            &["--provider=secretbox", "--key-name=sb2"],
-        ))
+        .run_restarting_expect(
+            rotate(&cp, "prepare", &["--provider=secretbox", "--key-name=sb2"]),
+            0,
+        )
         .await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("changed since atrest last wrote it")
@@ -95,8 +79,7 @@ async fn hand_edits_are_adopted_outside_a_rotation_and_adopted_or_undone_inside_
     // adopt: a comment keeps every key, so the rotation continues from the edited file (which
     // the apiserver loads meanwhile: restarted here instead of waiting for its reload).
     cp.restart_apiserver(0).await;
-    let out = cp.run_restarting(rotate(&cp, "adopt", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    let out = cp.run_restarting_expect(rotate(&cp, "adopt", &[]), 0).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("adopted"));
 
     // adopt refuses an edit that drops the rotation's new key, and changes nothing.
@@ -124,8 +107,7 @@ async fn hand_edits_are_adopted_outside_a_rotation_and_adopted_or_undone_inside_
 
     // abort before promote puts back the file as it was before prepare, byte for byte,
     // discarding the edit (and says so).
-    let out = cp.run_restarting(rotate(&cp, "abort", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    let out = cp.run_restarting_expect(rotate(&cp, "abort", &[]), 0).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("discards the edit") && err.contains("byte for byte"),
@@ -141,17 +123,13 @@ async fn hand_edits_are_adopted_outside_a_rotation_and_adopted_or_undone_inside_
 
     // An abort with no hand edit is byte-identical too.
     let before = std::fs::read(&cp.config_path).unwrap();
-    let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "prepare",
-            &["--provider=aesgcm", "--key-name=gcm1"],
-        ))
-        .await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    cp.run_restarting_expect(
+        rotate(&cp, "prepare", &["--provider=aesgcm", "--key-name=gcm1"]),
+        0,
+    )
+    .await;
     assert_ne!(std::fs::read(&cp.config_path).unwrap(), before);
-    let out = cp.run_restarting(rotate(&cp, "abort", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    cp.run_restarting_expect(rotate(&cp, "abort", &[]), 0).await;
     assert_eq!(std::fs::read(&cp.config_path).unwrap(), before);
 }
 
@@ -183,21 +161,15 @@ async fn reencrypt_until_200_rewritten(
     extra: &[&str],
 ) -> (Command, std::process::Child) {
     let mut args = vec![
-        "reencrypt",
         "--apiserver-patience=15",
         "--concurrency=4",
         "--qps=150",
         "--progress=lines",
     ];
     args.extend_from_slice(extra);
-    let mut cmd = cp.atrest_command(&args);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    let mut cmd = support::promises_b::reencrypt_command(cp, &args);
     let mut child = cmd.spawn().unwrap();
-    support::promises_b::wait_for(&mut child, "200 objects rewritten", async || {
-        support::promises_b::count_labelled(cp, FROZEN, KEY1).await >= 200
-    })
-    .await;
+    support::promises_b::wait_rewritten(&mut child, cp, FROZEN, KEY1, 200).await;
     (cmd, child)
 }
 
@@ -293,14 +265,11 @@ async fn a_frozen_apiserver_stops_prepares_wait_at_its_timeout() {
     assert!(err.contains("no answer within 15 s"), "{err}");
     // The lock is released and the rotation goes on from where it stopped.
     cp.restart_apiserver(0).await;
-    let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "run",
-            &["--provider=secretbox", "--key-name=sb1"],
-        ))
-        .await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    cp.run_restarting_expect(
+        rotate(&cp, "run", &["--provider=secretbox", "--key-name=sb1"]),
+        0,
+    )
+    .await;
     let after = support::promises_b::stored(&cp, FROZEN).await;
     assert!(
         after
@@ -477,8 +446,7 @@ async fn state_left_beside_the_config_is_read_there_and_moved_with_its_rotation(
     prepare.args(cp.atrest_flags());
     prepare.arg(format!("--kubeconfig={}", cp.kubeconfig.display()));
     prepare.arg(format!("--state-dir={}", old.display()));
-    let out = cp.run_restarting(prepare).await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    cp.run_restarting_expect(prepare, 0).await;
     assert!(old.join("rotation.json").exists());
 
     // Read where it is, and said so.
@@ -504,8 +472,7 @@ async fn state_left_beside_the_config_is_read_there_and_moved_with_its_rotation(
     let before = snapshots(&old);
     assert!(before >= 1, "prepare took a snapshot");
     let promote = with_default_state(&cp, &root, &["rotate", "promote", "--timeout=60"]);
-    let out = cp.run_restarting(promote).await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    let out = cp.run_restarting_expect(promote, 0).await;
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!(
             "moved atrest's state folder from {} to {}",

@@ -7,12 +7,10 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{ControlPlane, Options, create_namespace, create_secrets, random_key_b64, text};
+use support::{ControlPlane, Options, create_namespace, create_secrets, text};
 
 fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
-    let mut cmd = cp.atrest_command(&["rotate", step]);
-    cmd.arg("--timeout=90").args(extra);
-    cmd
+    cp.rotate_command(step, &[&["--timeout=90"], extra].concat())
 }
 
 /// Every secret of namespace `k`, whole, as the API serves it (`secrets/<name>`); the stored
@@ -61,14 +59,7 @@ fn secrets(doc: &Value) -> &Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn to_kms_v2_key_id_change_and_back() {
-    let k1 = random_key_b64();
-    let mut cp = ControlPlane::start(Options {
-        config_yaml: Some(format!(
-            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers: [{{aescbc: {{keys: [{{name: key1, secret: {k1}}}]}}}}, {{identity: {{}}}}]\n"
-        )),
-        ..Default::default()
-    })
-    .await;
+    let mut cp = support::key1_secrets_cluster().await;
     let mut plugin = cp.start_kms_plugin("vault", "key-1").await;
     let client = cp.client().await;
     create_namespace(&client, "k").await;
@@ -79,17 +70,19 @@ async fn to_kms_v2_key_id_change_and_back() {
     // aescbc -> KMS v2.
     let endpoint = plugin.endpoint();
     let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "run",
-            &[
-                "--provider=kms",
-                "--kms-name=vault",
-                &format!("--kms-endpoint={endpoint}"),
-            ],
-        ))
+        .run_restarting_expect(
+            rotate(
+                &cp,
+                "run",
+                &[
+                    "--provider=kms",
+                    "--kms-name=vault",
+                    &format!("--kms-endpoint={endpoint}"),
+                ],
+            ),
+            0,
+        )
         .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("/readyz/kms-providers: ok"),
         "{}",
@@ -169,8 +162,8 @@ async fn to_kms_v2_key_id_change_and_back() {
             .contains("20 values on a key ID other than the current one"),
         "{c:#}"
     );
-    let out = cp.run_restarting(rotate(&cp, "reencrypt", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(rotate(&cp, "reencrypt", &[]), 0)
+        .await;
     let cpf: Value = serde_json::from_str(
         &std::fs::read_to_string(cp.path().join("state/reencrypt-checkpoint.json")).unwrap(),
     )
@@ -231,14 +224,11 @@ async fn to_kms_v2_key_id_change_and_back() {
     // KMS v2 -> aescbc.
     plugin.start().await;
     cp.restart_apiserver(0).await;
-    let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "run",
-            &["--provider=aescbc", "--key-name=back"],
-        ))
-        .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(
+        rotate(&cp, "run", &["--provider=aescbc", "--key-name=back"]),
+        0,
+    )
+    .await;
     let (code, doc, _) = scan(&cp, true);
     assert_eq!(code, 0);
     assert_eq!(

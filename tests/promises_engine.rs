@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use support::promises_b::{
-    add_admin_user, atrest_command_as, checkpoint, checkpoint_path, count_at, count_labelled,
-    kms_decrypts, stored, throttle_patches, throttled_executions, throttled_rejections, wait_for,
+    add_admin_user, assert_versions, atrest_command_as, checkpoint, checkpoint_path, code_and_json,
+    count_at, count_labelled, interrupt_reencrypt, kms_decrypts, resume_to_the_end,
+    throttle_patches, throttled_executions, throttled_rejections,
 };
 use support::{ControlPlane, Options, create_namespace, create_secrets, names, random_key_b64};
 
@@ -42,29 +43,6 @@ async fn plaintext_cluster(n: usize, extra_apiserver_args: &[&str]) -> (ControlP
 
 const BIG: &str = "/registry/secrets/big/";
 const KEY1: &str = "k8s:enc:aescbc:v1:key1:";
-
-fn reencrypt_command(cp: &ControlPlane, extra: &[&str]) -> std::process::Command {
-    let mut cmd = cp.atrest_command(&["reencrypt"]);
-    cmd.args(extra);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    cmd
-}
-
-fn code_and_json(out: &std::process::Output) -> (Option<i32>, Value) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let doc = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
-    (out.status.code(), doc)
-}
-
-/// Every object under `prefix` written exactly `version` times since creation (etcd version).
-async fn assert_versions(cp: &ControlPlane, prefix: &str, version: i64) {
-    let s = stored(cp, prefix).await;
-    let other: Vec<_> = s.iter().filter(|(_, (_, v))| *v != version).collect();
-    assert!(other.is_empty(), "not at etcd version {version}: {other:?}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_reads_one_pinned_revision() {
@@ -215,26 +193,9 @@ async fn a_scan_reads_one_pinned_revision() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_saves_the_checkpoint_and_exits_3() {
     let (cp, k1) = plaintext_cluster(1500, &[]).await;
-    let mut cmd = reencrypt_command(&cp, &["--concurrency=1", "--qps=200"]);
-    let mut child = cmd.spawn().unwrap();
-    // Past the scan's first page (500 keys), so that the checkpoint has a cursor to save.
-    wait_for(&mut child, "600 objects rewritten", async || {
-        count_labelled(&cp, BIG, KEY1).await >= 600
-    })
-    .await;
-    support::proc::signal(child.id(), libc::SIGINT);
     // Through the test bed: the leak check reads stdout, stderr and the state folder (the
     // checkpoint) for every key of the config and every secret value seeded.
-    let out = cp.wait(&cmd, child);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("--resume"));
-    let done = count_labelled(&cp, BIG, KEY1).await;
-    assert!(done < 1500, "interrupted before the end ({done} done)");
+    let done = interrupt_reencrypt(&cp, BIG, KEY1, libc::SIGINT, 1500).await;
     let cp_json = checkpoint(&cp).expect("a checkpoint saved on SIGINT");
     assert_eq!(cp_json["finished"], false);
     assert!(
@@ -258,12 +219,7 @@ async fn sigint_saves_the_checkpoint_and_exits_3() {
     );
     cp.check_state_dirs();
 
-    let out = cp.output(&mut reencrypt_command(&cp, &["--resume", "-o", "json"]));
-    let (code, r) = code_and_json(&out);
-    assert_eq!(code, Some(0), "{r:#}");
-    assert_eq!(r["resumed"], true);
-    assert_eq!(r["remaining"], 0);
-    assert_eq!(r["total"]["given_up"], 0);
+    resume_to_the_end(&cp);
     assert_eq!(count_labelled(&cp, BIG, KEY1).await, 1500);
     // Created once, rewritten once: none written twice across the interrupted run and the resume.
     assert_versions(&cp, BIG, 2).await;

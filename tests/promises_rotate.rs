@@ -8,7 +8,6 @@ use support::{aescbc, key1_cluster, secrets_and_configmaps};
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
@@ -19,15 +18,6 @@ use support::scan_json::{stored, verdict};
 use support::{
     ControlPlane, Options, create_namespace, create_secrets, random_key_b64, resource, text,
 };
-
-fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
-    let mut cmd = cp.atrest_command(&["rotate", step]);
-    if !extra.iter().any(|a| a.starts_with("--timeout")) {
-        cmd.arg("--timeout=60");
-    }
-    cmd.args(extra);
-    cmd
-}
 
 async fn seed(cp: &ControlPlane) {
     let client = cp.client().await;
@@ -102,14 +92,11 @@ async fn rotate_abort_before_and_after_promote() {
         atrest::config::layout(&atrest::config::load(&cp.config_path).unwrap().config);
 
     // --- Abort before promote: the new key is removed, once a scan shows nothing uses it.
-    let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "prepare",
-            &["--provider=aescbc", "--key-name=key2"],
-        ))
-        .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(
+        cp.rotate_command("prepare", &["--provider=aescbc", "--key-name=key2"]),
+        0,
+    )
+    .await;
     assert_eq!(
         config_labels(&cp),
         ["aescbc:key1", "aescbc:key2", "identity"]
@@ -144,7 +131,7 @@ async fn rotate_abort_before_and_after_promote() {
     );
     let before = std::fs::read(&cp.config_path).unwrap();
     // Refused before any change, so nothing needs restarting.
-    let out = cp.output(&mut rotate(&cp, "abort", &["--timeout=5"]));
+    let out = cp.output(&mut cp.rotate_command("abort", &["--timeout=5"]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -166,8 +153,9 @@ async fn rotate_abort_before_and_after_promote() {
         .await
         .unwrap();
     assert!(cp.raw("/registry/secrets/r/on-key2").await.is_none());
-    let out = cp.run_restarting(rotate(&cp, "abort", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = cp
+        .run_restarting_expect(cp.rotate_command("abort", &[]), 0)
+        .await;
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("no rotation in progress"),
         "{}",
@@ -198,7 +186,7 @@ async fn rotate_abort_before_and_after_promote() {
         ("prepare", &["--provider=aescbc", "--key-name=key3"][..]),
         ("promote", &[][..]),
     ] {
-        let out = cp.run_restarting(rotate(&cp, step, extra)).await;
+        let out = cp.run_restarting(cp.rotate_command(step, extra)).await;
         assert_eq!(out.status.code(), Some(0), "{step}: {}", text(&out));
     }
     assert_eq!(config_labels(&cp)[0], "aescbc:key3");
@@ -208,8 +196,8 @@ async fn rotate_abort_before_and_after_promote() {
         stored_prefix(&cp, "r", "while-promoted").await,
         "k8s:enc:aescbc:v1:key3"
     );
-    let out = cp.run_restarting(rotate(&cp, "abort", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(cp.rotate_command("abort", &[]), 0)
+        .await;
     assert_eq!(
         config_labels(&cp),
         ["aescbc:key1", "aescbc:key3", "identity"],
@@ -227,7 +215,7 @@ async fn rotate_abort_before_and_after_promote() {
         "the apiserver writes with the previous key again"
     );
     for step in ["reencrypt", "prune"] {
-        let out = cp.run_restarting(rotate(&cp, step, &[])).await;
+        let out = cp.run_restarting(cp.rotate_command(step, &[])).await;
         assert_eq!(out.status.code(), Some(0), "{step}: {}", text(&out));
     }
     assert_eq!(config_labels(&cp), ["aescbc:key1"], "key3 removed");
@@ -252,14 +240,11 @@ async fn rotate_abort_before_and_after_promote() {
 async fn a_config_changed_behind_atrests_back_stops_the_next_step() {
     let mut cp = key1_cluster().await;
     seed(&cp).await;
-    let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "prepare",
-            &["--provider=aescbc", "--key-name=key2"],
-        ))
-        .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(
+        cp.rotate_command("prepare", &["--provider=aescbc", "--key-name=key2"]),
+        0,
+    )
+    .await;
     let written = std::fs::read_to_string(&cp.config_path).unwrap();
     let (fp1, fp2) = (
         fingerprint(&key_secret(&written, "key1")),
@@ -290,7 +275,7 @@ async fn a_config_changed_behind_atrests_back_stops_the_next_step() {
     ];
     for (case, edited, expected) in cases {
         cp.write_config(edited);
-        let out = cp.output(&mut rotate(&cp, "promote", &["--timeout=5"]));
+        let out = cp.output(&mut cp.rotate_command("promote", &["--timeout=5"]));
         assert_eq!(out.status.code(), Some(2), "{case}: {}", text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -327,8 +312,8 @@ async fn a_config_changed_behind_atrests_back_stops_the_next_step() {
     // atrest's own file back in place: promote goes on (the refusals were the edits alone).
     cp.write_config(&written);
     reload_if_needed(&mut cp, 0).await;
-    let out = cp.run_restarting(rotate(&cp, "promote", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(cp.rotate_command("promote", &[]), 0)
+        .await;
     assert_eq!(config_labels(&cp)[0], "aescbc:key2");
 }
 
@@ -340,14 +325,11 @@ async fn config_edits_keep_mode_and_owner_and_leave_timestamped_backups() {
     std::os::unix::fs::chown(&cp.config_path, Some(1234), Some(1234)).unwrap();
     let original = std::fs::read(&cp.config_path).unwrap();
 
-    let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "run",
-            &["--provider=aescbc", "--key-name=key2"],
-        ))
-        .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(
+        cp.rotate_command("run", &["--provider=aescbc", "--key-name=key2"]),
+        0,
+    )
+    .await;
     assert_eq!(config_labels(&cp), ["aescbc:key2"]);
 
     let meta = std::fs::metadata(&cp.config_path).unwrap();
@@ -435,8 +417,8 @@ async fn an_apiserver_left_out_of_apiserver_is_named_by_its_identity_lease() {
 
     let args = with(&both, &["--provider=aescbc", "--key-name=key2"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = cp.run_restarting(rotate(&cp, "prepare", &args)).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(cp.rotate_command("prepare", &args), 0)
+        .await;
 
     // status: with both URLs nobody is missing; with only A, B is named by its lease.
     let s = status(&cp, &both);
@@ -456,8 +438,9 @@ async fn an_apiserver_left_out_of_apiserver_is_named_by_its_identity_lease() {
     let before = std::fs::read(&cp.config_path).unwrap();
     let args = with(&only_a, &["--timeout=3"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = cp.run_restarting(rotate(&cp, "promote", &args)).await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = cp
+        .run_restarting_expect(cp.rotate_command("promote", &args), 2)
+        .await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
@@ -473,8 +456,8 @@ async fn an_apiserver_left_out_of_apiserver_is_named_by_its_identity_lease() {
     // Given both, the same step goes on.
     let args = with(&both, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = cp.run_restarting(rotate(&cp, "promote", &args)).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(cp.rotate_command("promote", &args), 0)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

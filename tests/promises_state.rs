@@ -110,9 +110,7 @@ async fn touch(cp: &ControlPlane, ns: &str, names: &[String]) {
 
 /// `rotate <step> <extra…>` for this cluster, with a timeout that only catches a hang.
 fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
-    let mut cmd = cp.atrest_command(&["rotate", step, "--timeout=90"]);
-    cmd.args(extra);
-    cmd
+    cp.rotate_command(step, &[&["--timeout=90"], extra].concat())
 }
 
 /// The rotation state file, parsed.
@@ -438,18 +436,16 @@ async fn every_value_on_the_promoted_key_was_written_after_promoted_revision_eve
     create_namespace(&client, "pr").await;
     create_secrets(&client, "pr", &names("s", 10), "promoted-revision-value").await;
 
-    let out = cp
-        .run_restarting(rotate(&cp, "prepare", &["--provider=aesgcm"]))
+    cp.run_restarting_expect(rotate(&cp, "prepare", &["--provider=aesgcm"]), 0)
         .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let target = rotation_state(&cp)["rotation"]["target"]
         .as_str()
         .unwrap()
         .to_string();
     assert!(target.starts_with("aesgcm:"), "{target}");
     let before = etcd_revision(&cp).await;
-    let out = cp.run_restarting(rotate(&cp, "promote", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(rotate(&cp, "promote", &[]), 0)
+        .await;
     let after = etcd_revision(&cp).await;
     let p = promoted(&cp, &target);
     // Read during promote: not before it started, and before its canaries were written.
@@ -497,10 +493,8 @@ async fn every_value_on_the_promoted_key_was_written_after_promoted_revision_eve
     // A second rotation whose promote crashes right after writing the config: the apiserver
     // loads the file (as its reload or a restart would) and writes with the new key before
     // promote is run again and records the step.
-    let out = cp
-        .run_restarting(rotate(&cp, "prepare", &["--provider=aesgcm"]))
+    cp.run_restarting_expect(rotate(&cp, "prepare", &["--provider=aesgcm"]), 0)
         .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let target2 = rotation_state(&cp)["rotation"]["target"]
         .as_str()
         .unwrap()
@@ -526,8 +520,8 @@ async fn every_value_on_the_promoted_key_was_written_after_promoted_revision_eve
         3,
         "written with {target2} before the rerun: {between:?}"
     );
-    let out = cp.run_restarting(rotate(&cp, "promote", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(rotate(&cp, "promote", &[]), 0)
+        .await;
     let p2 = promoted(&cp, &target2);
     assert!(before <= p2, "{before} <= {p2}");
     let on_new = written_with(&cp, &target2).await;
@@ -817,19 +811,15 @@ async fn remove_snapshots_during_a_rotation_removes_finished_ones_and_keeps_its_
     create_namespace(&client, "snap").await;
     create_secrets(&client, "snap", &names("s", 10), "snapshot-keeping-value").await;
 
-    let out = cp
-        .run_restarting(rotate(&cp, "run", &["--provider=aescbc"]))
+    cp.run_restarting_expect(rotate(&cp, "run", &["--provider=aescbc"]), 0)
         .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let finished = PathBuf::from(
         rotation_state(&cp)["history"][0]["snapshot"]["path"]
             .as_str()
             .unwrap(),
     );
-    let out = cp
-        .run_restarting(rotate(&cp, "prepare", &["--provider=aescbc"]))
+    cp.run_restarting_expect(rotate(&cp, "prepare", &["--provider=aescbc"]), 0)
         .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let st = rotation_state(&cp);
     let current = PathBuf::from(st["rotation"]["snapshot"]["path"].as_str().unwrap());
     assert_ne!(finished, current);
@@ -859,9 +849,8 @@ async fn remove_snapshots_during_a_rotation_removes_finished_ones_and_keeps_its_
     // The command it names, while the rotation is in progress.
     let config_before = std::fs::read(&cp.config_path).unwrap();
     let out = cp
-        .run_restarting(rotate(&cp, "prune", &["--remove-snapshots"]))
+        .run_restarting_expect(rotate(&cp, "prune", &["--remove-snapshots"]), 0)
         .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         said.lines()
@@ -895,10 +884,8 @@ async fn remove_snapshots_during_a_rotation_removes_finished_ones_and_keeps_its_
         let out = cp.run_restarting(rotate(&cp, step, &[])).await;
         assert_eq!(out.status.code(), Some(0), "{step}: {}", text(&out));
     }
-    let out = cp
-        .run_restarting(rotate(&cp, "prune", &["--remove-snapshots"]))
+    cp.run_restarting_expect(rotate(&cp, "prune", &["--remove-snapshots"]), 0)
         .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(!current.exists(), "{}", current.display());
     let end = rotation_state(&cp);
     assert!(end["rotation"].is_null(), "{end:#}");

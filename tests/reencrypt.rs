@@ -3,7 +3,10 @@
 
 use atrest_testbed as support;
 use support::aescbc;
-use support::promises_b::wait_for;
+use support::promises_b::{
+    assert_versions, checkpoint, checkpoint_path, code_and_json, count_labelled,
+    interrupt_reencrypt, reencrypt_command, resume_to_the_end, stored, wait_for, wait_rewritten,
+};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -53,30 +56,6 @@ fn gadget_ar() -> ApiResource {
 
 fn install_crd(cp: &ControlPlane) {
     cp.install_crd("atrest.test", "gadgets", "Gadget");
-}
-
-/// Every stored value under `prefix` with its etcd version (writes since creation).
-async fn stored(cp: &ControlPlane, prefix: &str) -> BTreeMap<String, (String, i64)> {
-    let mut etcd = cp.etcd().await;
-    let resp = etcd
-        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    resp.kvs()
-        .iter()
-        .map(|kv| {
-            let v = kv.value();
-            let label = if v.starts_with(b"k8s:enc:") {
-                String::from_utf8_lossy(&v[..v.len().min(30)]).into_owned()
-            } else {
-                "plaintext".to_string()
-            };
-            (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                (label, kv.version()),
-            )
-        })
-        .collect()
 }
 
 fn all_start_with(map: &BTreeMap<String, (String, i64)>, prefix: &str) -> bool {
@@ -541,7 +520,14 @@ fn reencrypt(cp: &ControlPlane, extra: &[&str]) -> (i32, String, String) {
 
 /// Seeds `n` secrets under identity and switches to aescbc key1 (identity still readable).
 async fn plaintext_cluster(n: usize) -> (ControlPlane, Vec<String>) {
-    let mut cp = ControlPlane::start(Options {
+    let (mut cp, all) = identity_cluster(n).await;
+    secrets_to_key1(&mut cp).await;
+    (cp, all)
+}
+
+/// A control plane on identity with `n` secrets (`s-…`, value `initial`) in namespace `big`.
+async fn identity_cluster(n: usize) -> (ControlPlane, Vec<String>) {
+    let cp = ControlPlane::start(Options {
         config_yaml: Some(config(IDENTITY, IDENTITY, IDENTITY)),
         ..Default::default()
     })
@@ -550,6 +536,11 @@ async fn plaintext_cluster(n: usize) -> (ControlPlane, Vec<String>) {
     create_namespace(&client, "big").await;
     let all = names("s", n);
     create_secrets(&client, "big", &all, "initial").await;
+    (cp, all)
+}
+
+/// Switches secrets to aescbc key1 (random; identity still readable) and restarts the apiserver.
+async fn secrets_to_key1(cp: &mut ControlPlane) {
     let k1 = random_key_b64();
     cp.write_config(&config(
         &format!("[{}, {{identity: {{}}}}]", aescbc(&[("key1", &k1)])),
@@ -557,47 +548,20 @@ async fn plaintext_cluster(n: usize) -> (ControlPlane, Vec<String>) {
         IDENTITY,
     ));
     cp.restart_apiserver(0).await;
-    (cp, all)
-}
-
-fn reencrypt_command(cp: &ControlPlane, extra: &[&str]) -> std::process::Command {
-    let mut cmd = cp.atrest_command(&["reencrypt"]);
-    cmd.args(extra);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    cmd
 }
 
 const BIG: &str = "/registry/secrets/big/";
 
-/// How many values under `prefix` etcd holds on aescbc key1.
-async fn on_key1(cp: &ControlPlane, prefix: &str) -> usize {
-    stored(cp, prefix)
-        .await
-        .values()
-        .filter(|(l, _)| l.starts_with("k8s:enc:aescbc:v1:key1:"))
-        .count()
-}
+const KEY1: &str = "k8s:enc:aescbc:v1:key1:";
 
-/// The re-encryption checkpoint as last saved, if one was.
-fn checkpoint(cp: &ControlPlane) -> Option<Value> {
-    let text = std::fs::read_to_string(cp.path().join("state/reencrypt-checkpoint.json")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn code_and_json(out: &std::process::Output) -> (Option<i32>, Value) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let doc = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
-    (out.status.code(), doc)
-}
-
-/// Every object under `prefix` written exactly `versions` times since creation (etcd version).
-async fn assert_versions(cp: &ControlPlane, prefix: &str, version: i64) {
-    let s = stored(cp, prefix).await;
-    let other: Vec<_> = s.iter().filter(|(_, (_, v))| *v != version).collect();
-    assert!(other.is_empty(), "not at etcd version {version}: {other:?}");
+/// Every object of `big` on aescbc key1, each written exactly twice since creation (etcd
+/// version 2).
+async fn assert_all_on_key1_written_twice(cp: &ControlPlane) {
+    assert!(all_start_with(
+        &stored(cp, BIG).await,
+        "k8s:enc:aescbc:v1:key1"
+    ));
+    assert_versions(cp, BIG, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -622,29 +586,20 @@ async fn sigkill_then_resume_completes_without_double_writes() {
         "{}",
         support::text(&killed)
     );
-    let done = on_key1(&cp, BIG).await;
+    let done = count_labelled(&cp, BIG, KEY1).await;
     assert!(
         (100..1500).contains(&done),
         "killed half-way ({done} of 1500 done)"
     );
-    let text = std::fs::read_to_string(cp.path().join("state/reencrypt-checkpoint.json")).unwrap();
+    let text = std::fs::read_to_string(checkpoint_path(&cp)).unwrap();
     assert!(
         !text.contains("initial") && !text.contains("aW5pdGlhbA"),
         "no secret data in the checkpoint"
     );
 
-    let out = cp.output(&mut reencrypt_command(&cp, &["--resume", "-o", "json"]));
-    let (code, r) = code_and_json(&out);
-    assert_eq!(code, Some(0), "{r:#}");
-    assert_eq!(r["resumed"], true);
-    assert_eq!(r["remaining"], 0);
-    assert_eq!(r["total"]["given_up"], 0);
-    assert!(all_start_with(
-        &stored(&cp, BIG).await,
-        "k8s:enc:aescbc:v1:key1"
-    ));
+    resume_to_the_end(&cp);
     // Created once, rewritten once: etcd version 2 for every object, killed run or not.
-    assert_versions(&cp, BIG, 2).await;
+    assert_all_on_key1_written_twice(&cp).await;
 }
 
 /// The apiserver compacts etcd every 5 minutes, so a long run outlives the revision it started
@@ -657,10 +612,7 @@ async fn a_compaction_mid_run_is_read_past_and_the_run_finishes() {
     let mut cmd = reencrypt_command(&cp, &["--concurrency=1", "--qps=100", "--page-keys=20"]);
     let mut child = cmd.spawn().unwrap();
     // 100 of 30 pages of 20 keys: the reader is a few pages ahead, far from the end.
-    wait_for(&mut child, "100 objects rewritten", async || {
-        on_key1(&cp, BIG).await >= 100
-    })
-    .await;
+    wait_rewritten(&mut child, &cp, BIG, KEY1, 100).await;
     let mut etcd = cp.etcd().await;
     let now = etcd
         .get("/", None)
@@ -682,7 +634,7 @@ async fn a_compaction_mid_run_is_read_past_and_the_run_finishes() {
         stderr.contains("etcd compacted past revision"),
         "the run said it read on: {stderr}"
     );
-    assert_eq!(on_key1(&cp, BIG).await, 600);
+    assert_eq!(count_labelled(&cp, BIG, KEY1).await, 600);
     // Created once, rewritten once.
     assert_versions(&cp, BIG, 2).await;
 }
@@ -690,24 +642,7 @@ async fn a_compaction_mid_run_is_read_past_and_the_run_finishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_saves_a_checkpoint_and_exits_3() {
     let (mut cp, _) = plaintext_cluster(1500).await;
-    let mut cmd = reencrypt_command(&cp, &["--concurrency=1", "--qps=200"]);
-    let mut child = cmd.spawn().unwrap();
-    // Past the scan's first page (500 keys), so that the checkpoint has a cursor to save.
-    wait_for(&mut child, "600 objects rewritten", async || {
-        on_key1(&cp, BIG).await >= 600
-    })
-    .await;
-    support::proc::signal(child.id(), libc::SIGTERM);
-    let out = cp.wait(&cmd, child);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("--resume"));
-    let done = on_key1(&cp, BIG).await;
-    assert!(done < 1500, "interrupted before the end ({done} done)");
+    let done = interrupt_reencrypt(&cp, BIG, KEY1, libc::SIGTERM, 1500).await;
     let cp_json = checkpoint(&cp).expect("a checkpoint");
     assert_eq!(cp_json["finished"], false);
     assert!(
@@ -745,10 +680,7 @@ async fn a_concurrent_writer_never_loses_an_update() {
     let mut cmd = reencrypt_command(&cp, &["--concurrency=1", "--qps=20", "-o", "json"]);
     let mut child = cmd.spawn().unwrap();
     // The targeting scan is pinned and writes have begun.
-    wait_for(&mut child, "5 objects rewritten", async || {
-        on_key1(&cp, BIG).await >= 5
-    })
-    .await;
+    wait_rewritten(&mut child, &cp, BIG, KEY1, 5).await;
     // atrest frozen (SIGSTOP) while the writer changes the last 20 objects, from the end, each
     // still plaintext in etcd: atrest's PATCH for it carries the scanned resourceVersion, so it
     // must get 409, re-check etcd, and leave the writer's value alone.
@@ -803,11 +735,7 @@ async fn a_concurrent_writer_never_loses_an_update() {
         assert_eq!(v, want, "{n}");
     }
     // And everything is on the write key, each object written once (by atrest or the writer).
-    assert!(all_start_with(
-        &stored(&cp, BIG).await,
-        "k8s:enc:aescbc:v1:key1"
-    ));
-    assert_versions(&cp, BIG, 2).await;
+    assert_all_on_key1_written_twice(&cp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -825,12 +753,9 @@ async fn a_killed_apiserver_is_waited_for() {
         ],
     );
     let mut child = cmd.spawn().unwrap();
-    wait_for(&mut child, "100 objects rewritten", async || {
-        on_key1(&cp, BIG).await >= 100
-    })
-    .await;
+    wait_rewritten(&mut child, &cp, BIG, KEY1, 100).await;
     cp.stop_apiserver(0); // SIGKILL, and reaped
-    let done = on_key1(&cp, BIG).await;
+    let done = count_labelled(&cp, BIG, KEY1).await;
     assert!(done < 1000, "killed mid-run ({done} of 1000 done)");
     cp.start_apiserver(0).await;
     let out = cp.wait(&cmd, child);
@@ -851,11 +776,7 @@ async fn a_killed_apiserver_is_waited_for() {
         1000,
         "{r:#}"
     );
-    assert!(all_start_with(
-        &stored(&cp, BIG).await,
-        "k8s:enc:aescbc:v1:key1"
-    ));
-    assert_versions(&cp, BIG, 2).await;
+    assert_all_on_key1_written_twice(&cp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -873,10 +794,7 @@ async fn an_apiserver_down_past_the_patience_exits_2_gives_up_nothing_and_resume
         ],
     );
     let mut child = cmd.spawn().unwrap();
-    wait_for(&mut child, "100 objects rewritten", async || {
-        on_key1(&cp, BIG).await >= 100
-    })
-    .await;
+    wait_rewritten(&mut child, &cp, BIG, KEY1, 100).await;
     cp.stop_apiserver(0); // SIGKILL, and reaped; it stays down until atrest has stopped
     let out = cp.wait(&cmd, child);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -887,7 +805,7 @@ async fn an_apiserver_down_past_the_patience_exits_2_gives_up_nothing_and_resume
             && stderr.contains("--resume"),
         "{stderr}"
     );
-    let done = on_key1(&cp, BIG).await;
+    let done = count_labelled(&cp, BIG, KEY1).await;
     assert!(done < N, "stopped mid-run ({done} of {N} done)");
     let saved = checkpoint(&cp).expect("the checkpoint is saved");
     assert_eq!(saved["finished"], false, "{saved:#}");
@@ -915,25 +833,13 @@ async fn an_apiserver_down_past_the_patience_exits_2_gives_up_nothing_and_resume
         N as u64,
         "{r:#}"
     );
-    assert!(all_start_with(
-        &stored(&cp, BIG).await,
-        "k8s:enc:aescbc:v1:key1"
-    ));
-    assert_versions(&cp, BIG, 2).await;
+    assert_all_on_key1_written_twice(&cp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_failing_while_others_succeed_are_given_up_exit_1_and_resume_retargets_them() {
     const N: usize = 200;
-    let mut cp = ControlPlane::start(Options {
-        config_yaml: Some(config(IDENTITY, IDENTITY, IDENTITY)),
-        ..Default::default()
-    })
-    .await;
-    let client = cp.client().await;
-    create_namespace(&client, "big").await;
-    let all = names("s", N);
-    create_secrets(&client, "big", &all, "initial").await;
+    let (mut cp, all) = identity_cluster(N).await;
     // Every 20th secret is refused by a webhook that cannot be reached (failurePolicy Fail: the
     // apiserver answers 500 for those only).
     let failing: Vec<String> = all.iter().step_by(20).cloned().collect();
@@ -942,13 +848,7 @@ async fn objects_failing_while_others_succeed_are_given_up_exit_1_and_resume_ret
     args.push("atrest-test=refuse");
     let out = cp.kubectl(&args);
     assert!(out.status.success(), "{out:?}");
-    let k1 = random_key_b64();
-    cp.write_config(&config(
-        &format!("[{}, {{identity: {{}}}}]", aescbc(&[("key1", &k1)])),
-        IDENTITY,
-        IDENTITY,
-    ));
-    cp.restart_apiserver(0).await;
+    secrets_to_key1(&mut cp).await;
     cp.kubectl_apply(&serde_json::json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": "atrest-test-refuse"},

@@ -294,13 +294,7 @@ async fn each_failure_fails_the_right_check_with_evidence() {
         )),
     )
     .unwrap();
-    let second = cp
-        .add_apiserver_as(
-            "127.0.0.3",
-            Some("other-node"),
-            &[format!("--encryption-provider-config={}", other.display())],
-        )
-        .await;
+    let second = cp.add_node("127.0.0.3", "other-node", &other).await;
     let a1 = format!("--apiserver={}", cp.apiservers[0].url);
     let a2 = format!("--apiserver={}", cp.apiservers[second].url);
     let e = cp.reports("split", 1, &[&a1, &a2]);

@@ -14,15 +14,6 @@ use support::{
     ControlPlane, Options, create_namespace, create_secrets, random_key_b64, resource, text,
 };
 
-fn rotate(cp: &ControlPlane, step: &str, extra: &[&str]) -> Command {
-    let mut cmd = cp.atrest_command(&["rotate", step]);
-    if !extra.iter().any(|a| a.starts_with("--timeout")) {
-        cmd.arg("--timeout=60");
-    }
-    cmd.args(extra);
-    cmd
-}
-
 /// Objects of every field seeded beside the plain ones (see `create_rich_objects`).
 const RICH: usize = 4;
 /// Secrets in the cluster after `seed`: 30 plain and the rich ones.
@@ -107,7 +98,7 @@ async fn rotations_key_provider_on_and_off() {
         ),
         (&["--provider=identity"][..], "identity"),
     ] {
-        let out = cp.run_restarting(rotate(&cp, "run", args)).await;
+        let out = cp.run_restarting(cp.rotate_command("run", args)).await;
         assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
         assert_eq!(config_labels(&cp), [label], "only what is needed is left");
         if label == "identity" {
@@ -199,7 +190,7 @@ async fn to_reencrypted_on_key2(cp: &mut ControlPlane) {
         } else {
             &[]
         };
-        let out = cp.run_restarting(rotate(cp, step, extra)).await;
+        let out = cp.run_restarting(cp.rotate_command(step, extra)).await;
         assert_eq!(out.status.code(), Some(0), "{step}: {}", text(&out));
     }
 }
@@ -213,7 +204,7 @@ async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
 
     to_reencrypted_on_key2(&mut cp).await;
     // Steps out of order are refused and say what comes next.
-    let out = cp.run_restarting(rotate(&cp, "promote", &[])).await;
+    let out = cp.run_restarting(cp.rotate_command("promote", &[])).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("atrest rotate prune"),
@@ -223,7 +214,7 @@ async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
 
     // One object back on the old key (as a restore or a lagging writer would leave it).
     cp.plant("/registry/secrets/r/s-007", old_value).await;
-    let out = cp.run_restarting(rotate(&cp, "prune", &[])).await;
+    let out = cp.run_restarting(cp.rotate_command("prune", &[])).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -237,10 +228,10 @@ async fn prune_needs_proof_and_the_snapshot_still_opens_with_the_archive() {
         "nothing removed"
     );
 
-    let out = cp.run_restarting(rotate(&cp, "reencrypt", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = cp.run_restarting(rotate(&cp, "prune", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(cp.rotate_command("reencrypt", &[]), 0)
+        .await;
+    cp.run_restarting_expect(cp.rotate_command("prune", &[]), 0)
+        .await;
     assert_eq!(config_labels(&cp), ["aescbc:key2"]);
 
     // The snapshot taken before the rotation, restored into a scratch etcd, opens with the
@@ -399,8 +390,7 @@ async fn sigkill_at_every_stage_then_rerun_completes() {
     // The stage the state file records right after each kill: the kill landed mid-rotation.
     let mut stages_killed_in = Vec::new();
     for (rounds, (point, reached)) in points.iter().enumerate() {
-        let mut cmd = rotate(
-            &cp,
+        let mut cmd = cp.rotate_command(
             "run",
             &[
                 "--provider=aescbc",
@@ -478,14 +468,11 @@ async fn sigkill_at_every_stage_then_rerun_completes() {
             assert_eq!(stage, want, "killed at {point}: {stages_killed_in:?}");
         }
     }
-    let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "run",
-            &["--provider=aescbc", "--key-name=key2"],
-        ))
-        .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(
+        cp.rotate_command("run", &["--provider=aescbc", "--key-name=key2"]),
+        0,
+    )
+    .await;
     assert_eq!(config_labels(&cp), ["aescbc:key2"]);
     assert_all_on(&scan(&cp, &[], 0), "aescbc:key2");
     before.assert_kept(&data(&cp).await, "after the rerun");
@@ -497,13 +484,7 @@ async fn two_apiservers_must_both_follow_before_promote() {
     // The second control-plane node: its own copy of the config, its own hostname (identity).
     let copy = cp.path().join("node-b-encryption-config.yaml");
     std::fs::copy(&cp.config_path, &copy).unwrap();
-    let b = cp
-        .add_apiserver_as(
-            "127.0.0.2",
-            Some("node-b"),
-            &[format!("--encryption-provider-config={}", copy.display())],
-        )
-        .await;
+    let b = cp.add_node("127.0.0.2", "node-b", &copy).await;
     seed(&cp).await;
     let a_url = cp.apiservers[0].url.clone();
     let b_url = cp.apiservers[b].url.clone();
@@ -511,23 +492,18 @@ async fn two_apiservers_must_both_follow_before_promote() {
         format!("--apiserver={a_url}"),
         format!("--apiserver={b_url}"),
     ];
-    let with = |extra: &[&str]| -> Vec<String> {
+    let with = |extra: &[&'static str]| -> Vec<&str> {
         urls.iter()
-            .cloned()
-            .chain(extra.iter().map(|s| s.to_string()))
+            .map(String::as_str)
+            .chain(extra.iter().copied())
             .collect()
     };
 
     // prepare writes node A's file; node B keeps the old one: the wait fails and names B.
     let args = with(&["--provider=aescbc", "--key-name=key2", "--timeout=8"]);
     let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "prepare",
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        ))
+        .run_restarting_expect(cp.rotate_command("prepare", &args), 2)
         .await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&b_url) && err.contains("not every apiserver runs"),
@@ -543,13 +519,8 @@ async fn two_apiservers_must_both_follow_before_promote() {
     // promote refuses while B lags, and names it.
     let args = with(&["--timeout=5"]);
     let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "promote",
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        ))
+        .run_restarting_expect(cp.rotate_command("promote", &args), 2)
         .await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&b_url));
     assert_eq!(
         config_labels(&cp),
@@ -564,13 +535,8 @@ async fn two_apiservers_must_both_follow_before_promote() {
     cp.restart_apiserver(b).await;
     let args = with(&["--timeout=60"]);
     let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "promote",
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        ))
+        .run_restarting_expect(cp.rotate_command("promote", &args), 0)
         .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!("canary through {a_url}"))
@@ -618,8 +584,7 @@ async fn without_automatic_reload_atrest_says_what_to_restart() {
     )
     .unwrap();
     // Nothing restarts the apiserver here: the wait times out and says what to restart.
-    let out = cp.output(&mut rotate(
-        &cp,
+    let out = cp.output(&mut cp.rotate_command(
         "prepare",
         &[
             "--provider=aescbc",
@@ -733,7 +698,7 @@ async fn prune_refuses_for_every_kind_of_holder_and_inside_rotate_run() {
     for (what, key, value, name, label) in holders {
         let current = cp.raw(key).await.map(|(v, _)| v);
         cp.plant(key, value).await;
-        let out = cp.run_restarting(rotate(&cp, "prune", &[])).await;
+        let out = cp.run_restarting(cp.rotate_command("prune", &[])).await;
         assert_eq!(out.status.code(), Some(2), "{what}: {}", text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -758,13 +723,11 @@ async fn prune_refuses_for_every_kind_of_holder_and_inside_rotate_run() {
     // the old key.
     cp.plant(cm_key, old_cm).await;
     let out = cp
-        .run_restarting(rotate(
-            &cp,
-            "run",
-            &["--provider=aescbc", "--key-name=key2"],
-        ))
+        .run_restarting_expect(
+            cp.rotate_command("run", &["--provider=aescbc", "--key-name=key2"]),
+            2,
+        )
         .await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("prune refused") && err.contains("r/cm-3"),
@@ -777,10 +740,10 @@ async fn prune_refuses_for_every_kind_of_holder_and_inside_rotate_run() {
     );
 
     // Rewritten, the last holder is gone: prune removes key1 and identity.
-    let out = cp.run_restarting(rotate(&cp, "reencrypt", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = cp.run_restarting(rotate(&cp, "prune", &[])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cp.run_restarting_expect(cp.rotate_command("reencrypt", &[]), 0)
+        .await;
+    cp.run_restarting_expect(cp.rotate_command("prune", &[]), 0)
+        .await;
     assert_eq!(config_labels(&cp), ["aescbc:key2"]);
     before.assert_kept(&data(&cp).await, "after the refused prunes");
 }

@@ -311,17 +311,18 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
     assert_eq!(code, 0, "a clean snapshot of a clean cluster: {off:#}");
 
     // Stage 2: aescbc key1 → secretbox sb1; key1 is retired to the archive.
-    let out = cp
-        .run_restarting(cp.atrest_command(&[
+    cp.run_restarting_expect(
+        cp.atrest_command(&[
             "rotate",
             "run",
             "--provider=secretbox",
             "--key-name=sb1",
             "--timeout=60",
             "--progress=none",
-        ]))
-        .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        ]),
+        0,
+    )
+    .await;
     let snap2 = save_snapshot(&cp, "stage2");
     assert_same_as_live(&cp, &snap2, "secretbox");
     let (_, off) = scan(&cp, &["--snapshot", snap2.to_str().unwrap(), "--history"]);

@@ -72,12 +72,23 @@ pub fn b64(len: usize, fill: u8) -> String {
 /// A control plane whose secrets and configmaps are written with aescbc `key1` (random), then
 /// identity: the usual start of a rotation test.
 pub async fn key1_cluster() -> crate::ControlPlane {
+    on_key1("[secrets, configmaps]").await
+}
+
+/// Like [`key1_cluster`], with one rule for secrets only.
+pub async fn key1_secrets_cluster() -> crate::ControlPlane {
+    on_key1("[secrets]").await
+}
+
+/// A control plane whose `resources` (YAML flow form) are written with aescbc `key1` (random),
+/// then identity.
+async fn on_key1(resources: &str) -> crate::ControlPlane {
     let k1 = random_key_b64();
     crate::ControlPlane::start(crate::Options {
-        config_yaml: Some(secrets_and_configmaps(&format!(
-            "[{}, {{identity: {{}}}}]",
-            aescbc(&[("key1", &k1)])
-        ))),
+        config_yaml: Some(encryption_config(&[(
+            resources,
+            &format!("[{}, {{identity: {{}}}}]", aescbc(&[("key1", &k1)])),
+        )])),
         ..Default::default()
     })
     .await

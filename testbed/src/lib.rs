@@ -44,7 +44,8 @@ pub use control_plane::{ApiServer, ControlPlane, ETCD_PREFIX, IDENTITY_CONFIG, O
 pub use files::write_private;
 pub use fixtures::{
     aescbc, aescbc_block, b64, create_namespace, create_secrets, encryption_config, key1_cluster,
-    names, random_key_b64, secrets_and_configmaps, secrets_config, secrets_only,
+    key1_secrets_cluster, names, random_key_b64, secrets_and_configmaps, secrets_config,
+    secrets_only,
 };
 pub use kms::KmsPlugin;
 pub use leak::{check_file, check_state_dir, register_key, register_key_bytes, register_value};

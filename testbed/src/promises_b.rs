@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
@@ -69,6 +69,46 @@ pub fn checkpoint(cp: &ControlPlane) -> Option<Value> {
     serde_json::from_str(&text).ok()
 }
 
+/// `atrest reencrypt <extra…>` aimed at this cluster (admin kubeconfig, the test's state
+/// folder), stdout and stderr piped: spawn it and watch it with [`wait_for`], or run it with
+/// `cp.output`.
+pub fn reencrypt_command(cp: &ControlPlane, extra: &[&str]) -> Command {
+    let mut cmd = cp.atrest_command(&["reencrypt"]);
+    cmd.args(extra);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// A run's exit code and its stdout parsed as JSON (a panic with stdout and stderr if it is
+/// not).
+pub fn code_and_json(out: &Output) -> (Option<i32>, Value) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let doc = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+    (out.status.code(), doc)
+}
+
+/// Asserts every object under `prefix` was written exactly `version` times since creation
+/// (etcd version).
+pub async fn assert_versions(cp: &ControlPlane, prefix: &str, version: i64) {
+    let s = stored(cp, prefix).await;
+    let other: Vec<_> = s.iter().filter(|(_, (_, v))| *v != version).collect();
+    assert!(other.is_empty(), "not at etcd version {version}: {other:?}");
+}
+
+/// Runs `atrest reencrypt --resume -o json` and asserts it finished the work: exit 0, resumed,
+/// nothing remaining, nothing given up. Returns the JSON report.
+pub fn resume_to_the_end(cp: &ControlPlane) -> Value {
+    let out = cp.output(&mut reencrypt_command(cp, &["--resume", "-o", "json"]));
+    let (code, r) = code_and_json(&out);
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(r["resumed"], true);
+    assert_eq!(r["remaining"], 0);
+    assert_eq!(r["total"]["given_up"], 0);
+    r
+}
+
 /// Polls until `reached` holds, so that a test acts on observed progress. Fails if `child`
 /// exits first, or if the state is never reached (the cap only catches a hang).
 pub async fn wait_for(
@@ -95,6 +135,49 @@ pub async fn wait_for(
         assert!(Instant::now() < deadline, "never reached: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// [`wait_for`] `n` values under `prefix` labelled `label` ("`n` objects rewritten").
+pub async fn wait_rewritten(
+    child: &mut std::process::Child,
+    cp: &ControlPlane,
+    prefix: &str,
+    label: &str,
+    n: usize,
+) {
+    wait_for(child, &format!("{n} objects rewritten"), async || {
+        count_labelled(cp, prefix, label).await >= n
+    })
+    .await;
+}
+
+/// Starts `atrest reencrypt --concurrency=1 --qps=200` on the `total` objects under `prefix`,
+/// sends it `signal` once 600 are labelled `label` (past the scan's first page of 500 keys, so
+/// that the checkpoint has a cursor to save), waits for it through the test bed (the leak check
+/// reads stdout, stderr and the state folder with the checkpoint) and asserts it exited 3,
+/// pointed at `--resume` and stopped before the end. Returns how many objects it finished.
+pub async fn interrupt_reencrypt(
+    cp: &ControlPlane,
+    prefix: &str,
+    label: &str,
+    signal: i32,
+    total: usize,
+) -> usize {
+    let mut cmd = reencrypt_command(cp, &["--concurrency=1", "--qps=200"]);
+    let mut child = cmd.spawn().unwrap();
+    wait_rewritten(&mut child, cp, prefix, label, 600).await;
+    crate::proc::signal(child.id(), signal);
+    let out = cp.wait(&cmd, child);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--resume"));
+    let done = count_labelled(cp, prefix, label).await;
+    assert!(done < total, "interrupted before the end ({done} done)");
+    done
 }
 
 /// Polls an async condition until it holds (the cap only catches a hang).

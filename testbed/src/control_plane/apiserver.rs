@@ -93,6 +93,17 @@ impl ControlPlane {
         index
     }
 
+    /// Another control-plane node: an apiserver on `bind` in its own UTS namespace with
+    /// `hostname` ([`Self::add_apiserver_as`]), reading its own config file `config`.
+    pub async fn add_node(&mut self, bind: &str, hostname: &str, config: &Path) -> usize {
+        self.add_apiserver_as(
+            bind,
+            Some(hostname),
+            &[format!("--encryption-provider-config={}", config.display())],
+        )
+        .await
+    }
+
     /// (Re)starts apiserver `index` with its flags and waits until `/readyz` answers.
     pub async fn start_apiserver(&mut self, index: usize) {
         let a = &self.apiservers[index];

@@ -46,6 +46,17 @@ impl ControlPlane {
         cmd
     }
 
+    /// `atrest rotate <step> <extra…>` aimed at this cluster ([`Self::atrest_command`]), with
+    /// `--timeout=60` (it only catches a hang) unless `extra` sets a timeout.
+    pub fn rotate_command(&self, step: &str, extra: &[&str]) -> Command {
+        let mut cmd = self.atrest_command(&["rotate", step]);
+        if !extra.iter().any(|a| a.starts_with("--timeout")) {
+            cmd.arg("--timeout=60");
+        }
+        cmd.args(extra);
+        cmd
+    }
+
     /// Runs `cmd` to completion and checks it.
     pub fn output(&self, cmd: &mut Command) -> Output {
         let out = cmd
@@ -102,6 +113,14 @@ impl ControlPlane {
             }
         }
         cli::check_run(&files, out);
+    }
+
+    /// [`Self::run_restarting`], then asserts atrest exited with `code` (its exit code and output
+    /// as the message).
+    pub async fn run_restarting_expect(&mut self, cmd: Command, code: i32) -> Output {
+        let out = self.run_restarting(cmd).await;
+        assert_eq!(out.status.code(), Some(code), "{}", cli::text(&out));
+        out
     }
 
     /// Runs `cmd` to completion, restarting each apiserver whose config file changes (the
