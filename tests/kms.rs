@@ -291,4 +291,41 @@ async fn kms_v1_values_are_unwrapped_through_the_v1_api() {
     let (code, _, stderr) = scan(&cp, true);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("unreachable"), "{stderr}");
+
+    // The report decrypts by default; a plugin it cannot ask does not stop it: ATR-C06 warns,
+    // counting the values not decrypted and naming the plugin, and the scope says so.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.json");
+    let out = file.to_str().unwrap();
+    let (code, _, stderr) =
+        cp.atrest(&["report", "--format", "json", "--out", out, "--no-history"]);
+    assert!(file.exists(), "no report written (exit {code}): {stderr}");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let c06 = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "ATR-C06")
+        .unwrap();
+    assert_eq!(c06["status"], "WARN", "{c06:#}");
+    let evidence: Vec<&str> = c06["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let evidence = evidence.join("\n");
+    assert!(
+        evidence.contains("5 encrypted values were NOT decrypted (5 secrets)")
+            && evidence.contains("\"legacy\"")
+            && evidence.contains("unreachable"),
+        "{evidence}"
+    );
+    assert_eq!(doc["scope"]["decrypted"], true, "{:#}", doc["scope"]);
+    assert_eq!(doc["scope"]["not_decrypted"], 5, "{:#}", doc["scope"]);
+    let result = doc["result"].as_str().unwrap();
+    assert!(
+        result != "PASS",
+        "no plain PASS over values nobody opened: {result}"
+    );
 }

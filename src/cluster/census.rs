@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ClusterError, Context, ScanRequest, keybook, plugins};
+use super::{ClusterError, Context, ScanRequest, keybook, plugins_or_warnings};
 use crate::codec::ClassifyConfig;
 use crate::etcd::copies::{cleanup_commands, member_sizes};
 use crate::etcd::dbfile::DbFile;
@@ -14,14 +14,13 @@ use crate::model::KeyLabel;
 use crate::model::census::{ScanReport, SnapshotSection};
 
 impl Context {
-    /// What every scan starts from: the key ranges, the KMS plugins (when verifying) and every
-    /// key atrest can find beyond the config (tried last, and named in findings).
-    async fn scan_inputs(
-        &self,
-        req: &ScanRequest,
-    ) -> Result<(scan::ScanPlan, Option<KmsPlugins>, keybook::KeyBook), ClusterError> {
+    /// What every scan starts from: the key ranges, the KMS plugins (when verifying) with the
+    /// ones that could not be asked, and every key atrest can find beyond the config (tried
+    /// last, and named in findings).
+    async fn scan_inputs(&self, req: &ScanRequest) -> Result<ScanInputs, ClusterError> {
         let plan = scan::plan(&self.config.config, &self.target.prefix, &req.resources);
-        let plugins = plugins(&self.config.config, req.verify).await?;
+        let required = req.verify && !req.kms_may_be_unreachable;
+        let (plugins, kms_not_asked) = plugins_or_warnings(&self.config.config, required).await?;
         // An archive named on the command line must load; the state folder's own is best effort.
         if let Some(p) = &req.key_archive {
             archive::load(p)?;
@@ -32,7 +31,12 @@ impl Context {
         for e in &book.unreadable {
             tracing::warn!("{e}; its keys are not used to name stored values");
         }
-        Ok((plan, plugins, book))
+        Ok(ScanInputs {
+            plan,
+            plugins,
+            kms_not_asked,
+            book,
+        })
     }
 
     /// Scans the covered (or requested) resources at one revision: the scan of `scan`,
@@ -43,7 +47,12 @@ impl Context {
         req: &ScanRequest,
         progress: &mut dyn Progress,
     ) -> Result<ScanReport, ClusterError> {
-        let (plan, plugins, book) = self.scan_inputs(req).await?;
+        let ScanInputs {
+            plan,
+            plugins,
+            kms_not_asked,
+            book,
+        } = self.scan_inputs(req).await?;
         let opts = ScanOptions {
             classify: classify(req.verify, &plugins, &book),
             patience: req.patience,
@@ -72,6 +81,7 @@ impl Context {
         }
         let mut report = builder.finish(run.revision, req.verify);
         report.scope = plan.scope(&self.target.prefix);
+        report.kms_not_asked = kms_not_asked;
         report.unknown_keys = unknown_keys(&report, &book);
         if req.history {
             let history = crate::etcd::history::live(
@@ -111,7 +121,12 @@ impl Context {
         req: &ScanRequest,
         progress: &mut dyn Progress,
     ) -> Result<ScanReport, ClusterError> {
-        let (plan, plugins, book) = self.scan_inputs(req).await?;
+        let ScanInputs {
+            plan,
+            plugins,
+            kms_not_asked,
+            book,
+        } = self.scan_inputs(req).await?;
         let opts = ScanOptions {
             classify: classify(req.verify, &plugins, &book),
             ..Default::default()
@@ -129,6 +144,7 @@ impl Context {
         .await?;
         let mut report = builder.finish(db.info.revision, req.verify);
         report.scope = plan.scope(&self.target.prefix);
+        report.kms_not_asked = kms_not_asked;
         report.unknown_keys = unknown_keys(&report, &book);
         if req.history {
             report.history = Some(
@@ -164,6 +180,15 @@ impl Context {
 
 /// What is known of every key that values are stored under without their resource's config
 /// having it.
+/// What every scan starts from ([`Context::scan_inputs`]).
+struct ScanInputs {
+    plan: scan::ScanPlan,
+    plugins: Option<KmsPlugins>,
+    /// Plugins that could not be asked, and why (only when they may be).
+    kms_not_asked: Vec<String>,
+    book: keybook::KeyBook,
+}
+
 /// How a scan classifies: the config's keys, the KMS plugins (when verifying), then every key
 /// found beyond the config.
 fn classify<'a>(

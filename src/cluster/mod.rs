@@ -184,6 +184,10 @@ pub struct ScanRequest {
     /// Also read the older values etcd keeps (and, live, each member's db size; in a file, its
     /// free pages).
     pub history: bool,
+    /// With `verify`, a KMS plugin that cannot be asked leaves its values unverified (counted,
+    /// and named in [`ScanReport::kms_not_asked`]) instead of stopping the scan: the report's
+    /// choice, whose check then says what was not decrypted.
+    pub kms_may_be_unreachable: bool,
 }
 
 /// `--resource` of `rotate prepare`/`schedule`: names of config rules to encrypt, where a
@@ -249,6 +253,14 @@ pub async fn plugins(
     config: &config::EncryptionConfig,
     required: bool,
 ) -> Result<Option<KmsPlugins>, KmsError> {
+    Ok(plugins_or_warnings(config, required).await?.0)
+}
+
+/// [`plugins`], with the message of each plugin that could not be asked (none when required).
+pub async fn plugins_or_warnings(
+    config: &config::EncryptionConfig,
+    required: bool,
+) -> Result<(Option<KmsPlugins>, Vec<String>), KmsError> {
     let connected = kms::connect_plugins(
         config,
         if required {
@@ -258,10 +270,12 @@ pub async fn plugins(
         },
     )
     .await?;
+    let mut not_asked = Vec::new();
     for e in connected.warnings {
         tracing::warn!("{e}; KMS values are still classified by provider and key ID");
+        not_asked.push(e.to_string());
     }
-    Ok(connected.plugins)
+    Ok((connected.plugins, not_asked))
 }
 
 /// Why a write was refused before it started.

@@ -302,16 +302,6 @@ fn cluster(r: &Report) -> Markup {
                     td { (a.name) " — config " (a.reported) }
                 }
             }
-            tr {
-                th { "values" }
-                td {
-                    @if r.verified {
-                        "decrypted one by one, each proven to open"
-                    } @else {
-                        "classified by prefix and key name only (--no-verify): none was decrypted"
-                    }
-                }
-            }
         }
     }
 }

@@ -389,6 +389,16 @@ pub struct ReportScope {
     pub backup_files: Option<usize>,
     /// The apiservers were asked which config they run.
     pub apiservers: bool,
+    /// Values were decrypted (not `--no-verify`).
+    #[serde(default)]
+    pub decrypted: bool,
+    /// Encrypted values that were not decrypted: all of them with `--no-verify`, else those
+    /// whose KMS plugin could not be asked.
+    #[serde(default)]
+    pub not_decrypted: u64,
+    /// The KMS plugins that could not be asked, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kms_not_asked: Vec<String>,
 }
 
 /// The old copies a report found, as the scan read them.
@@ -569,6 +579,9 @@ fn report_scope(inp: &ReportInputs<'_>) -> ReportScope {
         history: inp.scan.history.is_some(),
         backup_files: inp.scan.backups.as_ref().map(Vec::len),
         apiservers: inp.apiservers.is_some(),
+        decrypted: inp.scan.verified,
+        not_decrypted: inp.scan.unverified(),
+        kms_not_asked: inp.scan.kms_not_asked.clone(),
     }
 }
 

@@ -20,12 +20,34 @@ impl ReportScope {
             ),
             None => "backup files: not surveyed".to_string(),
         });
+        out.push(self.values());
         out.push(if self.apiservers {
             "apiservers: asked which config each runs".to_string()
         } else {
             "apiservers: NOT asked (no kubeconfig, or an audit of a backup file)".to_string()
         });
         out
+    }
+}
+
+impl ReportScope {
+    /// Whether values were decrypted, and which were not: no PASS reads as more than this.
+    pub fn values(&self) -> String {
+        if !self.decrypted {
+            "values: NOT decrypted (--no-verify): classified by prefix and key name only, none shown to open".to_string()
+        } else if self.not_decrypted == 0 {
+            "values: each encrypted value decrypted with its key, each proven to open".to_string()
+        } else {
+            let why = if self.kms_not_asked.is_empty() {
+                "their KMS plugin does not serve the API that opens them".to_string()
+            } else {
+                self.kms_not_asked.join("; ")
+            };
+            format!(
+                "values: decrypted, except {} encrypted values classified by prefix, provider and key ID only: {why}",
+                self.not_decrypted
+            )
+        }
     }
 }
 

@@ -46,6 +46,7 @@ pub(crate) async fn run(a: args::ExporterArgs) -> Result<i32> {
             state_dir: None,
             patience: Duration::from_secs(a.etcd.etcd_patience),
             history: false,
+            kms_may_be_unreachable: false,
         },
         interval: a.interval,
         policy,

@@ -34,6 +34,7 @@ pub(crate) async fn run(a: args::ScanArgs) -> Result<i32> {
         state_dir: Some(state_dir.clone()),
         patience: Duration::from_secs(a.etcd.etcd_patience),
         history: a.history,
+        kms_may_be_unreachable: false,
     };
     let mut bar = Bar::new(
         if a.verify {

@@ -181,6 +181,10 @@ pub struct ScanReport {
     /// KMS v2 provider → the key ID its plugin reports now (values on another are stale).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kms_current_key_ids: BTreeMap<String, String>,
+    /// KMS plugins that could not be asked, each with why: their values were classified by
+    /// prefix, provider and key ID only, and are counted in each resource's `unverified`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kms_not_asked: Vec<String>,
     /// The db file read instead of a live etcd (`scan --snapshot`), and the keys it needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotSection>,
@@ -221,6 +225,7 @@ impl ScanReport {
             resources,
             unknown_keys: Vec::new(),
             kms_current_key_ids: BTreeMap::new(),
+            kms_not_asked: Vec::new(),
             snapshot: None,
             history: None,
             free_pages: None,
@@ -230,6 +235,11 @@ impl ScanReport {
             findings: Vec::new(),
             result: String::new(),
         }
+    }
+
+    /// Encrypted values that were not decrypted (all of them without `--verify`).
+    pub fn unverified(&self) -> u64 {
+        self.resources.iter().map(|r| r.unverified).sum()
     }
 
     /// Everything on its write key, nothing unreadable, and no residue in what was read of

@@ -309,6 +309,25 @@ fn readable(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
         ));
     }
     let mut status = c.status_of(&kinds);
+    let unverified = c.inp.scan.unverified();
+    if c.inp.scan.verified && unverified > 0 {
+        let per: Vec<String> = c
+            .resources
+            .iter()
+            .filter(|r| r.unverified > 0)
+            .map(|r| format!("{} {}", r.unverified, r.resource))
+            .collect();
+        let why = if c.inp.scan.kms_not_asked.is_empty() {
+            "their KMS plugin does not serve the API that opens them".to_string()
+        } else {
+            c.inp.scan.kms_not_asked.join("; ")
+        };
+        ev.push(format!(
+            "{unverified} encrypted values were NOT decrypted ({}): {why}; they are classified by prefix, provider and key ID only, so this check cannot show that they open",
+            per.join(", ")
+        ));
+        status = status.max(Status::Warn);
+    }
     if !c.inp.scan.verified {
         ev.push(
             "values were classified by prefix and key name only (--no-verify): none was decrypted, so this check cannot show that they open"

@@ -109,9 +109,9 @@ impl Fixture {
         }
     }
 
-    /// Status and evidence (one string) of every check, by id.
-    fn run(&self) -> BTreeMap<String, (Status, String)> {
-        let report = build(&ReportInputs {
+    /// The report of these inputs.
+    fn report(&self) -> Report {
+        build(&ReportInputs {
             config: &self.config,
             scan: &self.scan,
             etcd: EtcdInfo::default(),
@@ -124,8 +124,12 @@ impl Fixture {
             rotation_log: Vec::new(),
             policy: &self.policy,
             now: "2026-06-01T00:00:00Z".parse().unwrap(),
-        });
-        report
+        })
+    }
+
+    /// Status and evidence (one string) of every check, by id.
+    fn run(&self) -> BTreeMap<String, (Status, String)> {
+        self.report()
             .checks
             .into_iter()
             .map(|c| (c.id, (c.status, c.evidence.join(" | "))))
@@ -317,6 +321,46 @@ fn c02_warns_for_a_discouraged_provider_and_c09_for_lint() {
     assert_eq!(got["ATR-C02"].0, Status::Warn, "{}", got["ATR-C02"].1);
     assert_ne!(got["ATR-C09"].0, Status::Pass, "{}", got["ATR-C09"].1);
     assert!(got["ATR-C09"].1.contains("config file mode 0644"));
+}
+
+#[test]
+fn c06_warns_and_says_what_was_not_decrypted() {
+    let mut f = compliant();
+    f.scan.verified = false;
+    let got = f.run();
+    assert_eq!(got["ATR-C06"].0, Status::Warn, "{}", got["ATR-C06"].1);
+    assert!(
+        got["ATR-C06"].1.contains("--no-verify"),
+        "{}",
+        got["ATR-C06"].1
+    );
+
+    // Decrypting, but a KMS v1 plugin could not be asked: its values are counted and named.
+    let mut f = compliant();
+    f.scan.resources[0].unverified = 3;
+    f.scan.kms_not_asked =
+        vec!["the KMS plugin of provider \"legacy\" at unix:///kms.sock is unreachable".into()];
+    let got = f.run();
+    assert_eq!(got["ATR-C06"].0, Status::Warn, "{}", got["ATR-C06"].1);
+    assert!(
+        got["ATR-C06"]
+            .1
+            .contains("3 encrypted values were NOT decrypted (3 secrets)"),
+        "{}",
+        got["ATR-C06"].1
+    );
+    assert!(
+        got["ATR-C06"].1.contains("\"legacy\""),
+        "{}",
+        got["ATR-C06"].1
+    );
+    let report = f.report();
+    assert_eq!(report.scope.not_decrypted, 3);
+    assert!(
+        report.scope.values().contains("except 3 encrypted values"),
+        "{}",
+        report.scope.values()
+    );
 }
 
 #[test]
