@@ -514,4 +514,37 @@ async fn a_report_after_a_rotation_shows_each_keys_life_and_the_logged_steps() {
             assert!(doc.contains(want), "{name} lacks {want:?}");
         }
     }
+    // An admin removes the retired key from the archive by hand: the lifecycle says it is gone
+    // (atrest only appends to the archive, so when is not recorded).
+    let archive = cp.state_dir().join("key-archive.yaml");
+    let text = std::fs::read_to_string(&archive).unwrap();
+    let head: String = text
+        .lines()
+        .take_while(|l| !l.starts_with("keys:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&archive, format!("{head}keys: []\n")).unwrap();
+    let file = dir.join("after-removal.json");
+    let mut report = cp.atrest_command(&[
+        "report",
+        "--format",
+        "json",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    let out = cp.output(&mut report);
+    assert!(file.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let old = report["key_lifecycle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["label"] == "aescbc:key1")
+        .unwrap();
+    assert_eq!(old["removed_from_archive"], true, "{old}");
+    assert!(
+        old["archived"].is_string(),
+        "its archiving stays recorded: {old}"
+    );
 }

@@ -218,15 +218,15 @@ impl Extras {
 
 /// The keys of atrest's key archive; none when there is none or it does not read (`status`
 /// says which file does not read).
-fn archived_keys(state_dir: &Path) -> Vec<ArchivedKey> {
+/// The key archive's keys (none when there is no archive; `None` when it cannot be read).
+fn archived_keys(state_dir: &Path) -> Option<Vec<ArchivedKey>> {
     let path = state_dir.join(ARCHIVE_FILE);
     if !path.exists() {
-        return Vec::new();
+        return Some(Vec::new());
     }
-    crate::keys::archive::list(&path).unwrap_or_else(|e| {
-        tracing::warn!("{e}; the key lifecycle leaves its keys out");
-        Vec::new()
-    })
+    crate::keys::archive::list(&path)
+        .inspect_err(|e| tracing::warn!("{e}; the key lifecycle leaves its keys out"))
+        .ok()
 }
 
 impl RotationInfo {

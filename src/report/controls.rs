@@ -193,7 +193,13 @@ const MAP: &[Mapping] = &[
         true,
     ),
     // The same config, so the same keys, reached every apiserver (key distribution).
-    ("ATR-C03", &[CisRule::ConfigSet], &["SC-28"], &["3.7.2"], false),
+    (
+        "ATR-C03",
+        &[CisRule::ConfigSet],
+        &["SC-28"],
+        &["3.7.2"],
+        false,
+    ),
     (
         "ATR-C04",
         &[CisRule::ProvidersConfigured],
@@ -345,8 +351,15 @@ mod tests {
     fn the_readme_table_is_the_library_table() {
         let readme = include_str!("../../README.md");
         let cis = cis_benchmark(Some(34));
-        let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| ATR-C")).collect();
-        assert_eq!(rows.len(), mapped_checks().count(), "one README row per check");
+        let rows: Vec<&str> = readme
+            .lines()
+            .filter(|l| l.starts_with("| ATR-C"))
+            .collect();
+        assert_eq!(
+            rows.len(),
+            mapped_checks().count(),
+            "one README row per check"
+        );
         for row in rows {
             let cols: Vec<&str> = row.split('|').map(str::trim).collect();
             let check = &cols[1][..7];

@@ -252,7 +252,7 @@ fn key_lifecycle(r: &Report) -> Markup {
                     td { (when(k.promoted)) }
                     td { (when(k.demoted)) }
                     td { (when(k.retired)) }
-                    td { (when(k.archived)) }
+                    td { (k.archived_text()) }
                     td { (k.standing()) }
                 }
             }

@@ -39,6 +39,10 @@ pub struct KeyLifecycle {
     /// When prune archived it.
     #[serde(default, with = "rfc3339_opt")]
     pub archived: Option<Time>,
+    /// Archived, but the key archive no longer holds it: removed by hand (atrest only appends
+    /// to the archive, so when is not recorded). Backups that need it no longer open.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed_from_archive: bool,
     /// Days it has been in use (write key: since promoted, else added), when recorded.
     pub age_days: Option<i64>,
     /// The policy's cryptoperiod (`maxKeyAgeDays`).
@@ -93,11 +97,12 @@ pub fn rotation_log(state: &RotationState) -> Vec<LogLine> {
         .collect()
 }
 
-/// Every key of the config, the state's records and the archive, with its life.
+/// Every key of the config, the state's records and the archive (`None`: unreadable), with its
+/// life.
 pub fn lifecycle(
     views: &[ResourceConfigView],
     records: &BTreeMap<KeyLabel, KeyRecord>,
-    archived: &[ArchivedKey],
+    archive: Option<&[ArchivedKey]>,
     policy: &Policy,
     etcd_revision: i64,
     now: DateTime<Utc>,
@@ -113,6 +118,7 @@ pub fn lifecycle(
         demoted: None,
         retired: None,
         archived: None,
+        removed_from_archive: false,
         age_days: None,
         cryptoperiod_days: policy.max_key_age_days,
         aesgcm_writes: None,
@@ -143,7 +149,7 @@ pub fn lifecycle(
     for (label, r) in records {
         seen(label.to_string(), r.fingerprint.clone(), "state");
     }
-    for a in archived {
+    for a in archive.unwrap_or_default() {
         let label = KeyLabel::key(a.provider, &a.name).to_string();
         seen(label, Some(a.fingerprint.clone()), "archive");
     }
@@ -156,6 +162,9 @@ pub fn lifecycle(
             k.demoted = r.demoted;
             k.retired = r.retired;
             k.archived = r.archived;
+            k.removed_from_archive = r.archived.is_some()
+                && archive.is_some()
+                && !k.found_in.iter().any(|s| s == "archive");
             k.age_days = key_in_use_since(r.promoted, r.added).map(|t| (now - t).num_days());
             if k.write_key
                 && matches!(
@@ -181,6 +190,18 @@ pub fn when(t: Option<Time>) -> String {
 }
 
 impl KeyLifecycle {
+    /// When it was archived, and whether the archive still holds it.
+    pub fn archived_text(&self) -> String {
+        if self.removed_from_archive {
+            format!(
+                "{}; REMOVED from the archive since (by hand: when is not recorded)",
+                when(self.archived)
+            )
+        } else {
+            when(self.archived)
+        }
+    }
+
     /// Its age against the cryptoperiod, and its aesgcm writes against the budget.
     pub fn standing(&self) -> String {
         let mut s = match self.age_days {

@@ -209,7 +209,7 @@ fn key_lifecycle(o: &mut String, r: &Report) {
             when(k.promoted),
             when(k.demoted),
             when(k.retired),
-            when(k.archived),
+            k.archived_text(),
             k.standing()
         );
     }

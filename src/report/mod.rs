@@ -441,8 +441,9 @@ pub struct ReportInputs<'a> {
     pub in_progress: Option<Rotation>,
     /// Key label → when atrest added and promoted it.
     pub key_records: BTreeMap<KeyLabel, KeyRecord>,
-    /// The keys of the key archive, for the key lifecycle.
-    pub archived: Vec<ArchivedKey>,
+    /// The keys of the key archive, for the key lifecycle (`None`: the archive could not be
+    /// read, so nothing is said of what it no longer holds).
+    pub archived: Option<Vec<ArchivedKey>>,
     /// The rotation log ([`lifecycle::rotation_log`]).
     pub rotation_log: Vec<LogLine>,
     /// What the checks demand.
@@ -525,7 +526,7 @@ pub fn build(inp: &ReportInputs<'_>) -> Report {
     let key_lifecycle = lifecycle::lifecycle(
         &resources_cfg,
         &inp.key_records,
-        &inp.archived,
+        inp.archived.as_deref(),
         inp.policy,
         inp.etcd.revision,
         inp.now,
