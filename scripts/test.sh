@@ -39,13 +39,13 @@ if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
 
-log "independent verifiers (Python): securesystemslib (DSSE, as in-toto verifies), compliance-trestle (OSCAL)"
+log "independent verifiers (Python): securesystemslib (DSSE, as in-toto verifies), in-toto-attestation (the statement's schema), compliance-trestle (OSCAL)"
 # One venv outside the repo, reused while it has what the evidence tests import.
 ATREST_PYTHON="${XDG_CACHE_HOME:-$HOME/.cache}/atrest/venv/bin/python"
-if ! "$ATREST_PYTHON" -c 'import securesystemslib.dsse, cryptography, trestle.oscal.assessment_results' 2>/dev/null; then
+if ! "$ATREST_PYTHON" -c 'import securesystemslib.dsse, cryptography, in_toto_attestation.predicates.test_result.v0.test_result_pb2, trestle.oscal.assessment_results' 2>/dev/null; then
   python3 -m venv "${XDG_CACHE_HOME:-$HOME/.cache}/atrest/venv"
   "$ATREST_PYTHON" -m pip install -q --disable-pip-version-check \
-    'securesystemslib>=1.0' cryptography 'compliance-trestle>=3'
+    'securesystemslib>=1.0' cryptography 'in-toto-attestation>=0.9' 'compliance-trestle>=3'
 fi
 export ATREST_PYTHON
 

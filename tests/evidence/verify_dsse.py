@@ -1,8 +1,12 @@
 """An independent verifier of atrest's signed evidence: securesystemslib's DSSE envelope and
-Ed25519 key (the library in-toto and TUF verify with), and the statement's subjects by sha256.
+Ed25519 key (the library in-toto and TUF verify with); the statement and its test-result
+predicate against the in-toto attestation framework's own schema (the in-toto-attestation
+package: its protobuf types, parsed strictly, and its validators); the statement's subjects by
+sha256.
 
 Usage: verify_dsse.py ENVELOPE PUBLIC_KEY_PEM
-Exit 0 when the signature and every subject's digest verify; 1 otherwise (printed)."""
+Exit 0 when the signature, the schema and every subject's digest verify; 1 otherwise
+(printed)."""
 
 import hashlib
 import json
@@ -10,6 +14,11 @@ import os
 import sys
 
 from cryptography.hazmat.primitives import serialization
+from google.protobuf import json_format
+from in_toto_attestation.predicates.test_result.v0 import test_result_pb2
+from in_toto_attestation.v1 import statement_pb2
+from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
+from in_toto_attestation.v1.statement import Statement
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import SSlibKey
 
@@ -29,8 +38,11 @@ def main() -> int:
         print(f"payload type {envelope.payload_type}")
         return 1
     statement = json.loads(envelope.payload)
-    assert statement["_type"] == "https://in-toto.io/Statement/v1", statement["_type"]
-    assert statement["predicateType"] == "https://in-toto.io/attestation/test-result/v0.1"
+    try:
+        schema_check(statement)
+    except (ValueError, json_format.ParseError) as e:
+        print(f"schema: {e}")
+        return 1
     base = os.path.dirname(envelope_path)
     for subject in statement["subject"]:
         with open(os.path.join(base, subject["name"]), "rb") as f:
@@ -40,6 +52,25 @@ def main() -> int:
             return 1
     print(f"verified: {statement['predicate']['result']}, key {key.keyid}")
     return 0
+
+
+def schema_check(statement: dict) -> None:
+    """The statement and predicate as the in-toto attestation framework defines them: no
+    unknown field, every type right, the framework's own validators pass."""
+    pb = json_format.ParseDict(statement, statement_pb2.Statement())
+    Statement.copy_from_pb(pb).validate()
+    if pb.predicate_type != "https://in-toto.io/attestation/test-result/v0.1":
+        raise ValueError(f"predicate type {pb.predicate_type}")
+    result = json_format.ParseDict(statement["predicate"], test_result_pb2.TestResult())
+    if result.result not in ("PASSED", "WARNED", "FAILED"):
+        raise ValueError(f"result {result.result!r}")
+    if not result.configuration:
+        raise ValueError("the predicate names no configuration")
+    for rd in result.configuration:
+        ResourceDescriptor.copy_from_pb(rd).validate()
+    listed = list(result.passed_tests) + list(result.warned_tests) + list(result.failed_tests)
+    if len(listed) != len(set(listed)) or not listed:
+        raise ValueError(f"each check must be listed once: {listed}")
 
 
 if __name__ == "__main__":
