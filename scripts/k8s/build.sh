@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes and etcd binaries the test bed runs, from their Go modules,
-# into a cache outside the repository, and prints the folder that holds them.
+# Builds the real Kubernetes and etcd binaries the test bed runs, and the reference age tools it
+# checks atrest's age files against, from their Go modules, into a cache outside the repository,
+# and prints the folder that holds them.
 #
 #   scripts/k8s/build.sh                    the newest pair (kube/ + etcd/); print its folder
 #   scripts/k8s/build.sh KUBE ETCD          one pair of pin folders, e.g. kube-1.34 etcd-3.5
@@ -8,15 +9,17 @@
 #   scripts/k8s/build.sh --where [...]      only print the folder(s) (exit 1 when not built yet)
 #
 # Pins: one folder per version under scripts/k8s/ (go.mod, go.sum): kube/ is Kubernetes v1.37.2
-# (with the KMS test plugin), etcd/ is etcd 3.7.0, kube-1.NN/ and etcd-3.N/ are the older ones.
+# (with the KMS test plugin), etcd/ is etcd 3.7.0, kube-1.NN/ and etcd-3.N/ are the older ones,
+# age/ is age v1.3.2 (filippo.io/age: age and age-keygen).
 #
 # Cache, under ${XDG_CACHE_HOME:-$HOME/.cache}/atrest/k8s/:
 #   <kubernetes version>/                 the newest pair, as built files: kube-apiserver, kubectl,
-#                                         etcd, etcdctl, etcdutl, kms-plugin
+#                                         etcd, etcdctl, etcdutl, kms-plugin, age, age-keygen
 #   parts/kube-<version>/                 kube-apiserver and kubectl of an older Kubernetes
 #   parts/etcd-<version>/                 etcd, etcdctl and etcdutl of an older etcd
 #   <kubernetes version>+etcd-<version>/  a matrix pair: symlinks to its parts and to the newest
-#                                         pair's kms-plugin (the KMS v2 gRPC API is the same)
+#                                         pair's kms-plugin (the KMS v2 gRPC API is the same),
+#                                         age and age-keygen (they do not depend on the pair)
 # ATREST_K8S_BIN=<folder> points the tests at one of them. Stamp files record a hash of the pins
 # (go.mod, go.sum, *.go) per group of binaries; a different hash rebuilds that group.
 set -euo pipefail
@@ -65,12 +68,12 @@ newest=0
 [ "$kube_pins" = kube ] && [ "$etcd_pins" = etcd ] && newest=1
 if [ $newest = 1 ]; then
   out=$cache_root/$K8S_VERSION
-  declare -A dir=([kube]=$out [etcd]=$out [kms]=$out)
+  declare -A dir=([kube]=$out [etcd]=$out [kms]=$out [age]=$out)
 else
   out=$cache_root/$K8S_VERSION+etcd-$ETCD_VERSION
   declare -A dir=([kube]=$cache_root/parts/kube-$K8S_VERSION [etcd]=$cache_root/parts/etcd-$ETCD_VERSION)
 fi
-declare -A pins=([kube]=$kube_pins [etcd]=$etcd_pins [kms]=kube)
+declare -A pins=([kube]=$kube_pins [etcd]=$etcd_pins [kms]=kube [age]=age)
 
 # Each group of binaries is rebuilt when its own pins change.
 stamp() {
@@ -78,37 +81,48 @@ stamp() {
   case $1 in
   kube | etcd) cat "$p/go.mod" "$p/go.sum" $(ls "$p"/*.go 2>/dev/null) ;;
   kms) cat "$p/go.mod" "$p/go.sum" "$p"/kmsplugin/*.go ;;
+  age) cat "$p/go.mod" "$p/go.sum" ;;
   esac | cat - <(echo "$ldflags_version") | sha256sum | cut -d' ' -f1
 }
 group_bins() {
-  case $1 in kube) echo kube-apiserver kubectl ;; etcd) echo etcd etcdctl etcdutl ;; kms) echo kms-plugin ;; esac
+  case $1 in
+  kube) echo kube-apiserver kubectl ;;
+  etcd) echo etcd etcdctl etcdutl ;;
+  kms) echo kms-plugin ;;
+  age) echo age age-keygen ;;
+  esac
 }
-groups() { if [ $newest = 1 ]; then echo kube etcd kms; else echo kube etcd; fi; }
+groups() { if [ $newest = 1 ]; then echo kube etcd kms age; else echo kube etcd; fi; }
+# What a matrix pair borrows from the newest pair's folder.
+borrowed() { group_bins kms; group_bins age; }
 fresh() {
   [ -f "${dir[$1]}/.stamp-$1" ] && [ "$(cat "${dir[$1]}/.stamp-$1")" = "$(stamp "$1")" ] || return 1
   for b in $(group_bins "$1"); do [ -x "${dir[$1]}/$b" ] || return 1; done
 }
 complete() {
   for g in $(groups); do fresh "$g" || return 1; done
-  [ $newest = 1 ] || [ -x "$out/kms-plugin" ]
+  [ $newest = 1 ] && return 0
+  for b in $(borrowed); do [ -x "$out/$b" ] || return 1; done
 }
-# A matrix pair's folder: symlinks to its parts and to the newest pair's kms-plugin.
+# A matrix pair's folder: symlinks to its parts and to the newest pair's kms-plugin and age tools.
 link_pair() {
   mkdir -p "$out"
   for g in kube etcd; do
     for b in $(group_bins $g); do ln -sfn "${dir[$g]}/$b" "$out/$b"; done
   done
-  ln -sfn "$("$0" --where)/kms-plugin" "$out/kms-plugin"
+  local newest_out
+  newest_out=$("$0" --where)
+  for b in $(borrowed); do ln -sfn "$newest_out/$b" "$out/$b"; done
 }
 
 if [ $where = 1 ]; then
-  complete || { echo "Kubernetes test binaries $K8S_VERSION + etcd $ETCD_VERSION are not built: run scripts/k8s/build.sh $kube_pins $etcd_pins" >&2; exit 1; }
+  complete || { echo "the test binaries of Kubernetes $K8S_VERSION + etcd $ETCD_VERSION (and age) are not built: run scripts/k8s/build.sh $kube_pins $etcd_pins" >&2; exit 1; }
   echo "$out"
   exit 0
 fi
 
 if [ $newest = 0 ]; then
-  # The pair borrows the newest pair's KMS plugin.
+  # The pair borrows the newest pair's KMS plugin and age tools.
   "$0" >/dev/null
 fi
 if complete; then
@@ -160,6 +174,12 @@ if [ $newest = 1 ] && ! fresh kms; then
   echo "building the KMS v2 test plugin" >&2
   build kms kms-plugin ./kmsplugin
   stamp kms >"$out/.stamp-kms"
+fi
+if [ $newest = 1 ] && ! fresh age; then
+  echo "building age and age-keygen $(pinned age 'filippo\.io/age')" >&2
+  build age age filippo.io/age/cmd/age
+  build age age-keygen filippo.io/age/cmd/age-keygen
+  stamp age >"$out/.stamp-age"
 fi
 [ $newest = 1 ] || link_pair
 echo "built in $(($(date +%s) - start)) s" >&2

@@ -8,6 +8,7 @@
 //! | [`tls`] | apiserver and etcd certificates |
 //! | [`control_plane`] | [`ControlPlane`]: etcd, apiservers, config, access, atrest runs |
 //! | [`kms`] | the KMS v2 test plugin |
+//! | [`age`] | the reference age tool: keys, encryption and decryption by an implementation not atrest's |
 //! | [`fixtures`] | keys, configs, namespaces, secrets, names |
 //! | [`cli`] | finding and running atrest: one environment scrub, one check after each run |
 //! | [`prometheus`] | a real Prometheus on loopback, and a plain HTTP GET |
@@ -22,6 +23,7 @@
 //! aimed at a control plane, [`atrest()`](cli::atrest). Each checks stdout, stderr, `--out`
 //! files and the state folders against [`leak`]'s list.
 
+pub mod age;
 pub mod cli;
 pub mod control_plane;
 pub mod corpus;
