@@ -79,6 +79,16 @@ pub(crate) async fn run(cli: Cli) -> i32 {
         Command::Config(ConfigCommand::Check(a)) => commands::config::check(a),
         Command::Keys(KeysCommand::Generate(a)) => commands::config::generate_key(a),
         Command::Keys(KeysCommand::SigningKey(a)) => commands::config::signing_key(a),
+        Command::Keys(KeysCommand::Seal(a)) => commands::custody::seal(a),
+        Command::Keys(KeysCommand::Unseal(a)) => commands::custody::unseal(&a.dir, &a.open),
+        Command::Keys(KeysCommand::ShareUnwrap(a)) => commands::custody::share_unwrap(a),
+        Command::Keys(KeysCommand::Combine(a)) => commands::custody::unseal(
+            &a.dir,
+            &args::OpenFlags {
+                identities: Vec::new(),
+                shares: a.shares,
+            },
+        ),
         Command::Scan(a) => commands::scan::run(a).await,
         Command::Status(a) => commands::status::run(a).await,
         Command::Reencrypt(a) => commands::reencrypt::run(a).await,

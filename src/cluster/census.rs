@@ -9,6 +9,7 @@ use crate::etcd::copies::{cleanup_commands, member_sizes};
 use crate::etcd::dbfile::DbFile;
 use crate::etcd::scan::{self, Progress, ReportBuilder, ScanOptions};
 use crate::keys::archive;
+use crate::keys::custody::{Custody, Opener, SEALED_SUFFIX, sealed_files};
 use crate::kms::KmsPlugins;
 use crate::model::KeyLabel;
 use crate::model::census::{ScanReport, SnapshotSection};
@@ -21,13 +22,27 @@ impl Context {
         let plan = scan::plan(&self.config.config, &self.target.prefix, &req.resources);
         let required = req.verify && !req.kms_may_be_unreachable;
         let (plugins, kms_not_asked) = plugins_or_warnings(&self.config.config, required).await?;
+        let opener = self.opener(req)?;
         // An archive named on the command line must load; the state folder's own is best effort.
         if let Some(p) = &req.key_archive {
-            archive::load(p)?;
+            match &opener {
+                Some(o) if p.is_dir() || p.to_string_lossy().ends_with(SEALED_SUFFIX) => {
+                    for f in sealed_files(p) {
+                        o.archive_keys(&f)?;
+                    }
+                }
+                _ => {
+                    archive::load(p)?;
+                }
+            }
         }
         let archives: Vec<PathBuf> = req.key_archive.iter().cloned().collect();
-        let book =
-            keybook::KeyBook::gather(&self.config.config, req.state_dir.as_deref(), &archives);
+        let book = keybook::KeyBook::gather(
+            &self.config.config,
+            req.state_dir.as_deref(),
+            &archives,
+            opener.as_ref(),
+        );
         for e in &book.unreadable {
             tracing::warn!("{e}; its keys are not used to name stored values");
         }
@@ -180,6 +195,30 @@ impl Context {
 
 /// What is known of every key that values are stored under without their resource's config
 /// having it.
+impl Context {
+    /// What opens sealed files, when identities or shares were given: the custody file of the
+    /// state folder, else the one beside a `--key-archive` folder (a copy taken off the node).
+    fn opener(&self, req: &ScanRequest) -> Result<Option<Opener>, ClusterError> {
+        if req.identities.is_empty() && req.shares.is_empty() {
+            return Ok(None);
+        }
+        let mut custody = match &req.state_dir {
+            Some(d) => Custody::load(d)?,
+            None => None,
+        };
+        if custody.is_none()
+            && let Some(parent) = req.key_archive.as_ref().and_then(|p| p.parent())
+        {
+            custody = Custody::load(parent)?;
+        }
+        Ok(Some(Opener::new(
+            custody.as_ref(),
+            &req.identities,
+            &req.shares,
+        )?))
+    }
+}
+
 /// What every scan starts from ([`Context::scan_inputs`]).
 struct ScanInputs {
     plan: scan::ScanPlan,

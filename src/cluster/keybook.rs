@@ -11,10 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{EncryptionConfig, Provider};
+use crate::keys::custody::{Custody, Opener, SEALED_ARCHIVE_DIR, SEALED_SUFFIX, sealed_files};
 use crate::keys::{Key, archive};
 use crate::model::KeyLabel;
 pub use crate::model::KnownKey;
 use crate::state::{ARCHIVE_FILE, BACKUP_DIR, RotationState};
+use zeroize::Zeroizing;
+
+/// A sealed archive file or folder, or a sealed backup.
+fn is_sealed(path: &Path) -> bool {
+    path.is_dir() || path.to_string_lossy().ends_with(SEALED_SUFFIX)
+}
 
 /// What [`KeyBook::gather`] found.
 #[derive(Default)]
@@ -34,25 +41,40 @@ impl KeyBook {
     /// Gathers the keys of `config`'s rules, of `archives` (the state folder's key archive and
     /// any given with `--key-archive`), of the config backups in `state_dir/backups`, and the
     /// labels and fingerprints the rotation state records.
+    ///
+    /// Sealed archives and backups (`*.age`, a `key-archive/` folder) are opened with `opener`;
+    /// without one, the custody file still names the sealed keys (label, fingerprint, where),
+    /// and sealed backups are left out.
     pub fn gather(
         config: &EncryptionConfig,
         state_dir: Option<&Path>,
         archives: &[PathBuf],
+        opener: Option<&Opener>,
     ) -> KeyBook {
         let mut book = KeyBook::default();
         book.add_config(config, "the config");
         let mut archive_files: Vec<PathBuf> = archives.to_vec();
         if let Some(dir) = state_dir {
-            let own = dir.join(ARCHIVE_FILE);
-            if own.exists() && !archive_files.contains(&own) {
-                archive_files.push(own);
+            for own in [dir.join(ARCHIVE_FILE), dir.join(SEALED_ARCHIVE_DIR)] {
+                if own.exists() && !archive_files.contains(&own) {
+                    archive_files.push(own);
+                }
             }
         }
         for path in &archive_files {
-            book.add_archive(path);
+            if is_sealed(path) {
+                book.add_sealed_archive(path, opener);
+            } else {
+                book.add_archive(path);
+            }
         }
         if let Some(dir) = state_dir {
-            book.add_backups(&dir.join(BACKUP_DIR));
+            if opener.is_none()
+                && let Ok(Some(c)) = Custody::load(dir)
+            {
+                book.add_custody_index(dir, &c);
+            }
+            book.add_backups(&dir.join(BACKUP_DIR), opener);
             book.add_state(dir);
         }
         book
@@ -138,7 +160,67 @@ impl KeyBook {
         }
     }
 
-    fn add_backups(&mut self, dir: &Path) {
+    fn add_sealed_archive(&mut self, path: &Path, opener: Option<&Opener>) {
+        let Some(opener) = opener else { return };
+        for file in sealed_files(path) {
+            let text = match opener.open(&file) {
+                Ok(t) => Zeroizing::new(String::from_utf8_lossy(&t).into_owned()),
+                Err(e) => {
+                    self.unreadable.push(e.to_string());
+                    continue;
+                }
+            };
+            let (listed, keys) = match (
+                archive::list_text(&file, &text),
+                archive::load_text(&file, &text),
+            ) {
+                (Ok(l), Ok(k)) => (l, k),
+                (Err(e), _) | (_, Err(e)) => {
+                    self.unreadable.push(e.to_string());
+                    continue;
+                }
+            };
+            for (entry, key) in listed.iter().zip(&keys) {
+                self.push(
+                    KnownKey {
+                        label: KeyLabel::key(entry.provider, &entry.name),
+                        fingerprint: Some(entry.fingerprint.clone()),
+                        source: format!(
+                            "sealed key archive {} (retired {})",
+                            file.display(),
+                            entry.retired
+                        ),
+                        endpoint: None,
+                    },
+                    Some(key),
+                );
+            }
+        }
+    }
+
+    /// The sealed archive's keys as the custody file records them: named, not opened.
+    fn add_custody_index(&mut self, dir: &Path, c: &Custody) {
+        for f in &c.archive {
+            for entry in &f.keys {
+                self.push(
+                    KnownKey {
+                        label: KeyLabel::key(entry.provider, &entry.name),
+                        fingerprint: Some(entry.fingerprint.clone()),
+                        source: format!(
+                            "sealed key archive {} (retired {}; {}: open it with -i IDENTITY)",
+                            dir.join(SEALED_ARCHIVE_DIR).join(&f.file).display(),
+                            entry.retired,
+                            c.describe()
+                        ),
+                        endpoint: None,
+                    },
+                    None,
+                );
+            }
+        }
+    }
+
+    fn add_backups(&mut self, dir: &Path, opener: Option<&Opener>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -150,6 +232,20 @@ impl KeyBook {
         files.sort();
         files.reverse();
         for f in files {
+            if is_sealed(&f) {
+                let Some(opener) = opener else { continue };
+                let parsed = opener.open(&f).map_err(|e| e.to_string()).and_then(|t| {
+                    let text = Zeroizing::new(String::from_utf8_lossy(&t).into_owned());
+                    crate::config::parse_str(&f, &text).map_err(|e| e.to_string())
+                });
+                match parsed {
+                    Ok(config) => {
+                        self.add_config(&config, &format!("sealed config backup {}", f.display()))
+                    }
+                    Err(e) => self.unreadable.push(e),
+                }
+                continue;
+            }
             match crate::config::load(&f) {
                 Ok(loaded) => {
                     self.add_config(&loaded.config, &format!("config backup {}", f.display()))

@@ -124,6 +124,9 @@ pub enum ClusterError {
     /// The key archive could not be read.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// Sealed files could not be opened with the identities or shares given.
+    #[error(transparent)]
+    Custody(#[from] crate::keys::custody::CustodyError),
     /// A wildcard where one resource is expected.
     #[error("{0} is a wildcard; name a resource such as secrets or foos.example.com")]
     Wildcard(String),
@@ -188,6 +191,10 @@ pub struct ScanRequest {
     /// and named in [`ScanReport::kms_not_asked`]) instead of stopping the scan: the report's
     /// choice, whose check then says what was not decrypted.
     pub kms_may_be_unreachable: bool,
+    /// Identity files (age or SSH) that open the sealed key archive and backups.
+    pub identities: Vec<PathBuf>,
+    /// Share files (`atrest keys share-unwrap`) that open files sealed K of N.
+    pub shares: Vec<PathBuf>,
 }
 
 /// `--resource` of `rotate prepare`/`schedule`: names of config rules to encrypt, where a

@@ -52,6 +52,10 @@ pub struct AuditRequest<'a> {
     pub apiservers: &'a [String],
     /// What the checks demand.
     pub policy: &'a Policy,
+    /// Identity files that open the sealed key archive and backups.
+    pub identities: &'a [PathBuf],
+    /// Share files that open them when sealed K of N.
+    pub shares: &'a [PathBuf],
 }
 
 /// Why no report could be made.
@@ -122,6 +126,8 @@ async fn census(
         // A plugin that cannot be asked does not stop the audit: ATR-C06 warns and says how many
         // values were not decrypted, and why.
         kms_may_be_unreachable: true,
+        identities: req.identities.to_vec(),
+        shares: req.shares.to_vec(),
         ..Default::default()
     };
     Ok(match &req.source {

@@ -8,7 +8,7 @@ use super::journal::JournalError;
 use crate::config::{ConfigError, EditError};
 use crate::etcd::EtcdError;
 use crate::fsutil;
-use crate::keys::{self, archive};
+use crate::keys::{self, archive, custody};
 use crate::kms::KmsError;
 use crate::kube::KubeError;
 use crate::kube::converge::{ConvergeError, NotConverged};
@@ -204,6 +204,9 @@ pub enum RotateError {
     /// forgets them.
     #[error(transparent)]
     Archive(#[from] archive::ArchiveError),
+    /// The state folder seals retired keys, and sealing failed (the config still has them).
+    #[error(transparent)]
+    Custody(#[from] custody::CustodyError),
     /// A KMS plugin the config names cannot be reached.
     #[error(transparent)]
     Kms(#[from] KmsError),

@@ -129,3 +129,32 @@ impl RewriteArgs {
         }
     }
 }
+
+/// What opens the sealed key archive and config backups (`atrest keys seal`): custodians'
+/// identities, or shares when they are sealed K of N. Nothing opened is written to disk.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct OpenFlags {
+    /// An age identity file (AGE-SECRET-KEY-1…) or an unencrypted SSH private key of a
+    /// custodian; repeatable.
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
+    /// A share file a custodian made with `atrest keys share-unwrap` (archives sealed K of N:
+    /// K shares, or identities, open it); repeatable.
+    #[arg(long = "share", value_name = "FILE")]
+    pub shares: Vec<PathBuf>,
+}
+
+/// Who retired keys and config backups are sealed to (the state folder's custody file keeps
+/// them, so later runs, timers included, seal without these flags).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct SealFlags {
+    /// Seal the key archive and config backups to RECIPIENT: an age X25519 recipient
+    /// (age1…) or an SSH public key (ssh-ed25519 …, ssh-rsa …); repeatable, one per custodian.
+    /// Only public keys: generate the identities offline, on the custodians' machines.
+    #[arg(long = "seal-to", value_name = "RECIPIENT")]
+    pub seal_to: Vec<String>,
+    /// Split knowledge: K custodians' shares (of the --seal-to recipients) are needed to open
+    /// anything sealed; no one of them alone can.
+    #[arg(long = "seal-threshold", value_name = "K", requires = "seal_to")]
+    pub seal_threshold: Option<usize>,
+}

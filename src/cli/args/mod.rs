@@ -181,6 +181,8 @@ pub(crate) struct ReportArgs {
     pub etcd: EtcdFlags,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub open: OpenFlags,
     #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
     pub format: ReportFormat,
     /// Write the report here; `-` for stdout. Default: stdout when it is a pipe or a file; on a
@@ -347,6 +349,8 @@ pub(crate) struct RotateArgs {
     /// --timeout); otherwise it stops (exit 2) and the same command run again retries the sync.
     #[arg(long, value_name = "CMD")]
     pub sync_command: Option<String>,
+    #[command(flatten)]
+    pub seal: SealFlags,
 }
 
 /// `rotate promote`: the common flags and the canary's namespace.
@@ -492,6 +496,83 @@ Exit codes:\n  0  printed\n  2  could not complete (no randomness, stdout closed
 Exit codes:\n  0  written\n  2  could not complete (FILE exists, no randomness, not writable)"
     )]
     SigningKey(KeysSigningKeyArgs),
+    /// Seal the key archive and config backups to their custodians (age), and remove the
+    /// plaintext forms.
+    ///
+    /// Sets up custody in the state folder (custody.yaml: the recipients, public) so that every
+    /// later rotation seals retired keys and backups itself, needing no identity. Existing
+    /// plaintext `key-archive.yaml` and `backups/*` are sealed, checked, then removed. With
+    /// --seal-threshold K, a fresh archive key is split K-of-N among the recipients.
+    #[command(
+        after_help = "Exit codes:\n  0  sealed (or already sealed to the same recipients)\n  2  refused: a malformed recipient, a threshold that does not fit, custody already set to other recipients, a damaged archive (nothing removed)"
+    )]
+    Seal(KeysSealArgs),
+    /// Open the sealed key archive and backups in memory and list what they hold (writes
+    /// nothing): proves the identities or shares given still open them.
+    #[command(
+        after_help = "Exit codes:\n  0  every sealed file opened\n  1  some sealed file did not open (listed)\n  2  could not complete (too few shares, no identity file)"
+    )]
+    Unseal(KeysUnsealArgs),
+    /// A custodian unwraps their share of a K-of-N custody file with their identity, on their
+    /// own machine, into a share file (0600) to hand to the one running the command that needs
+    /// the archive (`--share FILE`).
+    #[command(
+        name = "share-unwrap",
+        after_help = "Exit codes:\n  0  written\n  2  the identity holds no share of this custody file, or OUT exists"
+    )]
+    ShareUnwrap(KeysShareUnwrapArgs),
+    /// Combine share files in memory and list what the sealed archive holds (writes nothing):
+    /// `atrest keys unseal --share …`.
+    #[command(
+        after_help = "Exit codes:\n  0  the shares open every sealed file\n  1  some sealed file did not open\n  2  too few shares, or shares of another custody file"
+    )]
+    Combine(KeysCombineArgs),
+}
+
+/// The state folder of the custody commands.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct CustodyDir {
+    /// atrest's state folder (or a copy of it) [env: ATREST_STATE_DIR].
+    #[arg(long, value_name = "DIR", env = "ATREST_STATE_DIR", hide_env = true, default_value = atrest::state::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KeysSealArgs {
+    #[command(flatten)]
+    pub dir: CustodyDir,
+    #[command(flatten)]
+    pub seal: SealFlags,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KeysUnsealArgs {
+    #[command(flatten)]
+    pub dir: CustodyDir,
+    #[command(flatten)]
+    pub open: OpenFlags,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KeysShareUnwrapArgs {
+    /// The custody file (custody.yaml of the state folder, or a copy).
+    #[arg(long, value_name = "FILE")]
+    pub custody: PathBuf,
+    /// This custodian's identity file.
+    #[arg(short = 'i', long = "identity", value_name = "FILE", required = true)]
+    pub identities: Vec<PathBuf>,
+    /// Where to write the share (0600; never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KeysCombineArgs {
+    #[command(flatten)]
+    pub dir: CustodyDir,
+    /// Share files from `atrest keys share-unwrap`.
+    #[arg(value_name = "SHARE", required = true)]
+    pub shares: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -533,9 +614,12 @@ pub(crate) struct ScanArgs {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_list: usize,
     /// Also try the retired keys of this key archive (from `atrest rotate prune`), e.g. to
-    /// check a restored snapshot.
-    #[arg(long, value_name = "FILE")]
+    /// check a restored snapshot: a `key-archive.yaml`, a sealed `*.age` file or a sealed
+    /// `key-archive/` folder (open it with -i or --share).
+    #[arg(long, value_name = "PATH")]
     pub key_archive: Option<PathBuf>,
+    #[command(flatten)]
+    pub open: OpenFlags,
     /// Read this etcd data file offline instead of a live etcd: a snapshot
     /// (`etcdctl snapshot save`, atrest's own under <state dir>/snapshots/) or a member's
     /// `member/snap/db`. No etcd process, no restore; the file is opened read-only. Copy a

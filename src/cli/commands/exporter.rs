@@ -47,6 +47,8 @@ pub(crate) async fn run(a: args::ExporterArgs) -> Result<i32> {
             patience: Duration::from_secs(a.etcd.etcd_patience),
             history: false,
             kms_may_be_unreachable: false,
+            identities: Vec::new(),
+            shares: Vec::new(),
         },
         interval: a.interval,
         policy,

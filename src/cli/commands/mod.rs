@@ -1,6 +1,7 @@
 //! One file per command: resolve settings, call the library, render, pick the exit code.
 
 pub(super) mod config;
+pub(super) mod custody;
 pub(super) mod exporter;
 pub(super) mod reencrypt;
 pub(super) mod report;

@@ -58,6 +58,8 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
             state_dir: super::state_dir_to_read(&ctx, a.cluster.state_dir.as_deref()),
             apiservers: &a.cluster.apiservers,
             policy: &policy,
+            identities: &a.open.identities,
+            shares: &a.open.shares,
         },
     )
     .await?;

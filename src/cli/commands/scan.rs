@@ -35,6 +35,8 @@ pub(crate) async fn run(a: args::ScanArgs) -> Result<i32> {
         patience: Duration::from_secs(a.etcd.etcd_patience),
         history: a.history,
         kms_may_be_unreachable: false,
+        identities: a.open.identities.clone(),
+        shares: a.open.shares.clone(),
     };
     let mut bar = Bar::new(
         if a.verify {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use super::sync::{SyncCommand, SyncFailed, SyncOutput};
 use crate::config::{self, ConfigError, EncryptionConfig, LoadedConfig, RuleLayout};
 use crate::fsutil;
+use crate::keys::custody::Custody;
 use crate::model::time::now;
 use crate::state::{BACKUP_DIR, PendingWrite, RotationState, Stage, StateError, Step, StepRecord};
 
@@ -36,6 +37,10 @@ pub enum JournalError {
     /// the next run syncs again before anything else.
     #[error(transparent)]
     Sync(Box<SyncFailed>),
+    /// The state folder seals backups, and sealing failed; the previous config is still in
+    /// place.
+    #[error(transparent)]
+    Custody(#[from] crate::keys::custody::CustodyError),
 }
 
 impl From<SyncFailed> for JournalError {
@@ -259,11 +264,16 @@ impl Journal<'_> {
         Ok(pending)
     }
 
-    fn backup(&self) -> Result<Option<PathBuf>, fsutil::WriteError> {
+    /// A copy of the config before it is written: sealed to the custodians when the state
+    /// folder has a custody file (the plaintext copy is never written), else 0600.
+    fn backup(&self) -> Result<Option<PathBuf>, JournalError> {
         if !self.config_path.exists() {
             return Ok(None);
         }
-        fsutil::backup(self.config_path, &self.backups()).map(Some)
+        match Custody::load(self.state_dir)? {
+            Some(c) => Ok(Some(c.backup(self.config_path, &self.backups())?)),
+            None => Ok(Some(fsutil::backup(self.config_path, &self.backups())?)),
+        }
     }
 
     /// The write is on disk: the state expects it, and the rotation moves on.

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::config::{self, LoadedConfig, Provider};
+use crate::keys::custody::{Custody, SEALED_ARCHIVE_DIR};
 use crate::keys::{Key, archive};
 use crate::model::KeyLabel;
 use crate::model::time::now;
@@ -94,10 +95,22 @@ impl Rotator<'_> {
         if keys.is_empty() {
             return Ok(());
         }
+        let retired = crate::model::time::format(&now());
+        if let Some(mut custody) = Custody::load(&self.state_dir)? {
+            // Sealed with the recorded recipients: no identity needed, no plaintext written.
+            custody.archive_keys(&self.state_dir, keys, &retired)?;
+            (self.say)(&format!(
+                "archived {} retired keys in {}, {}",
+                keys.len(),
+                self.state_dir.join(SEALED_ARCHIVE_DIR).display(),
+                custody.describe()
+            ));
+            return Ok(());
+        }
         let path = self.state_dir.join(ARCHIVE_FILE);
-        archive::append(&path, keys, &crate::model::time::format(&now()))?;
+        archive::append(&path, keys, &retired)?;
         (self.say)(&format!(
-            "archived {} retired keys in {} (0600)",
+            "archived {} retired keys in {} (0600, NOT sealed: `atrest keys seal --seal-to RECIPIENT` seals it)",
             keys.len(),
             path.display()
         ));
