@@ -90,6 +90,7 @@ pub(crate) async fn run(cli: Cli) -> i32 {
             },
         ),
         Command::Scan(a) => commands::scan::run(a).await,
+        Command::Drill(a) => commands::custody::drill(a).await,
         Command::Status(a) => commands::status::run(a).await,
         Command::Reencrypt(a) => commands::reencrypt::run(a).await,
         Command::Rotate(c) => commands::rotate::run(c).await,

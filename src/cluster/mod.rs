@@ -17,6 +17,7 @@ use crate::kube::converge::{
 use crate::kube::{Apiservers, KubeError};
 use crate::state::{StateDirError, StateError};
 mod census;
+pub mod drill;
 pub mod keybook;
 pub mod manifest;
 pub mod settings;

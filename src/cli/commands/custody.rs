@@ -1,9 +1,12 @@
-//! `atrest keys seal|unseal|share-unwrap|combine`: custody of retired keys and config backups.
+//! `atrest keys seal|unseal|share-unwrap|combine` and `atrest drill`: custody of retired keys
+//! and config backups, and the proof that a backup still opens.
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::cli::args::{self, CustodyDir, OpenFlags};
 use crate::cli::{EXIT_FINDINGS, EXIT_OK};
+use atrest::cluster::ScanRequest;
+use atrest::cluster::drill::DrillRequest;
 use atrest::keys::custody::{self, Custody, Opener};
 
 /// Seals the state folder to the recipients given (or those it already has).
@@ -104,4 +107,67 @@ pub(crate) fn share_unwrap(a: args::KeysShareUnwrapArgs) -> Result<i32> {
         a.out.display()
     );
     Ok(EXIT_OK)
+}
+
+/// Restores a snapshot in a scratch folder and proves every value opens.
+pub(crate) async fn drill(a: args::DrillArgs) -> Result<i32> {
+    let ctx = atrest::cluster::Context::resolve(&super::flags(&a.source, None, None))?;
+    let state_dir = super::state_dir_to_read(&ctx, a.state_dir.as_deref());
+    let req = DrillRequest {
+        snapshot: a.snapshot.clone(),
+        etcdutl: a.etcdutl.clone(),
+        scan: ScanRequest {
+            max_list: 1000,
+            key_archive: a.key_archive.clone(),
+            state_dir: Some(state_dir),
+            identities: a.open.identities.clone(),
+            shares: a.open.shares.clone(),
+            ..Default::default()
+        },
+    };
+    let result = ctx.drill(&req).await?;
+    let json = serde_json::to_string_pretty(&result)?;
+    if let Some(out) = &a.out {
+        atrest::fsutil::write_atomic(out, json.as_bytes(), 0o644)?;
+    }
+    match a.output {
+        args::Output::Json => crate::cli::outln!("{json}"),
+        args::Output::Table => {
+            crate::cli::outln!(
+                "snapshot {} ({}, revision {}) restored with {}",
+                result.snapshot.path,
+                result.snapshot.sha256,
+                result.snapshot.revision,
+                result.restored_with
+            );
+            for k in &result.keys {
+                let fp = k.fingerprints.first().map(String::as_str).unwrap_or("");
+                let status = if k.unopened > 0 {
+                    format!("{} DO NOT OPEN", k.unopened)
+                } else {
+                    "all open".to_string()
+                };
+                crate::cli::outln!(
+                    "  {}: {} values, {status} (key: {} {fp})",
+                    k.label,
+                    k.values,
+                    k.source.describe()
+                );
+            }
+            for o in &result.unopened_sample {
+                crate::cli::outln!("  does not open: {} ({})", o.name, o.stored_as);
+            }
+            crate::cli::outln!(
+                "{}: {} of {} values opened",
+                result.result,
+                result.values - result.unopened,
+                result.values
+            );
+        }
+    }
+    Ok(if result.passed() {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    })
 }
