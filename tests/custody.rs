@@ -230,6 +230,57 @@ async fn sealed_rotations() {
     );
 
     drill_after_two_rotations(&cp, &before, &a, &sealed);
+
+    // The report shows where each retired key lives and attaches the drill (ATR-C14).
+    let file = cp.path().join("report.json");
+    let drill = cp.path().join("drill-pass.json");
+    let out = atrest(
+        &cp,
+        &[
+            "report",
+            "--format",
+            "json",
+            "--no-history",
+            "--drill",
+            drill.to_str().unwrap(),
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(file.exists(), "{}", text(&out));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let check = |id: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("{id}"))
+            .clone()
+    };
+    assert_eq!(check("ATR-C14")["status"], "PASS", "{:#}", check("ATR-C14"));
+    assert_eq!(check("ATR-C13")["status"], "PASS", "{:#}", check("ATR-C13"));
+    assert!(
+        report["custody"]["sealed"]
+            .as_str()
+            .unwrap()
+            .starts_with("sealed to any of 2 custodians"),
+        "{:#}",
+        report["custody"]
+    );
+    let key1 = report["key_lifecycle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["label"] == "aescbc:key1")
+        .unwrap();
+    assert!(
+        key1["kept"]
+            .as_str()
+            .unwrap()
+            .starts_with("sealed to any of 2"),
+        "{key1:#}"
+    );
 }
 
 /// Values stored under `label` in a scan document, over every resource.

@@ -65,6 +65,23 @@ pub struct DrillResult {
 }
 
 impl DrillResult {
+    /// A result written by `atrest drill --out`.
+    pub fn load(path: &Path) -> Result<DrillResult, DrillError> {
+        let err = |message: String| DrillError::Read {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let r: DrillResult = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        if r.schema != DRILL_SCHEMA {
+            return Err(err(format!(
+                "schema {:?}, expected {DRILL_SCHEMA}",
+                r.schema
+            )));
+        }
+        Ok(r)
+    }
+
     /// Every value opened.
     pub fn passed(&self) -> bool {
         self.unopened == 0
@@ -159,6 +176,16 @@ pub enum DrillError {
     /// Reading the restored file failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// A drill result given to the report does not read.
+    #[error(
+        "cannot read drill result {path}: {message} (write one with `atrest drill --out FILE`)"
+    )]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
 }
 
 impl Context {

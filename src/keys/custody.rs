@@ -251,12 +251,13 @@ impl Custody {
             {
                 let bytes = Zeroizing::new(Vec::from(&share));
                 let text = Zeroizing::new(share_text(&bytes));
-                let sealed = seal_armored(&[r.clone()], text.as_bytes()).map_err(|message| {
-                    CustodyError::Seal {
-                        path: PathBuf::from(CUSTODY_FILE),
-                        message,
-                    }
-                })?;
+                let sealed =
+                    seal_armored(std::slice::from_ref(r), text.as_bytes()).map_err(|message| {
+                        CustodyError::Seal {
+                            path: PathBuf::from(CUSTODY_FILE),
+                            message,
+                        }
+                    })?;
                 custody.shares.push(SealedShare {
                     recipient: r.0.clone(),
                     sealed,
@@ -584,7 +585,7 @@ fn parse_share(path: &Path, text: &str) -> Result<blahaj::Share, CustodyError> {
             .decode(b64)
             .map_err(|_| err("its share is not base64"))?,
     );
-    blahaj::Share::try_from(bytes.as_slice()).map_err(|e| err(e))
+    blahaj::Share::try_from(bytes.as_slice()).map_err(err)
 }
 
 fn seal(to: &[Recipient], plaintext: &[u8]) -> Result<Vec<u8>, String> {

@@ -10,13 +10,16 @@ use chrono::Utc;
 
 use super::lifecycle::rotation_log;
 use super::{ApiserverSurvey, Policy, Report, ReportInputs, RotationInfo, build};
+use crate::cluster::drill::DrillResult;
 use crate::cluster::{ClusterError, Context, ScanRequest};
 use crate::config::LoadedConfig;
 use crate::etcd::cluster_info;
 use crate::keys::archive::ArchivedKey;
+use crate::keys::custody::{Custody, SEALED_SUFFIX};
 use crate::kube::Apiservers;
 use crate::model::census::{EtcdInfo, SCAN_SCHEMA, ScanReport};
-use crate::state::{ARCHIVE_FILE, Rotation, RotationState};
+use crate::report::lifecycle::CustodyView;
+use crate::state::{ARCHIVE_FILE, BACKUP_DIR, Rotation, RotationState};
 
 /// Names kept per resource and verdict in a report (counts stay exact).
 pub const REPORT_NAMES: usize = 1000;
@@ -56,6 +59,8 @@ pub struct AuditRequest<'a> {
     pub identities: &'a [PathBuf],
     /// Share files that open them when sealed K of N.
     pub shares: &'a [PathBuf],
+    /// A restore drill's result to attach (`--drill`).
+    pub drill: Option<DrillResult>,
 }
 
 /// Why no report could be made.
@@ -108,6 +113,8 @@ pub async fn audit(ctx: &Context, req: &AuditRequest<'_>) -> Result<Report, Audi
         },
         archived: archived_keys(&req.state_dir),
         rotation_log: rotation_log(&extras.state),
+        custody: Some(custody_view(&req.state_dir)).filter(|c| !c.is_empty()),
+        drill: req.drill.clone(),
         policy: req.policy,
         now: Utc::now(),
     }))
@@ -224,6 +231,34 @@ impl Extras {
 
 /// The keys of atrest's key archive; none when there is none or it does not read (`status`
 /// says which file does not read).
+/// Where the state folder keeps retired keys and config backups (nothing is opened).
+fn custody_view(state_dir: &Path) -> CustodyView {
+    let mut v = CustodyView::default();
+    match Custody::load(state_dir) {
+        Ok(Some(c)) => {
+            v.sealed = Some(c.describe());
+            v.recipients = c.fingerprints();
+            v.threshold = c.threshold;
+            v.sealed_keys = c.archived();
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("{e}; the report says nothing of the sealed archive"),
+    }
+    v.plaintext_archive_keys = archived_keys(state_dir).map_or(0, |k| k.len());
+    for e in std::fs::read_dir(state_dir.join(BACKUP_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.path().to_string_lossy().ends_with(SEALED_SUFFIX) {
+            v.sealed_backups += 1;
+        } else if e.path().is_file() {
+            v.plaintext_backups += 1;
+        }
+    }
+    v
+}
+
 /// The key archive's keys (none when there is no archive; `None` when it cannot be read).
 fn archived_keys(state_dir: &Path) -> Option<Vec<ArchivedKey>> {
     let path = state_dir.join(ARCHIVE_FILE);

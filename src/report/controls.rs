@@ -150,6 +150,10 @@ const TITLES: &[(&str, &str)] = &[
         "Key-management procedures: secure key distribution",
     ),
     ("3.7.4", "Key changes at the end of the cryptoperiod"),
+    (
+        "3.7.6",
+        "Split knowledge and dual control for manual cleartext key operations",
+    ),
     ("3.7.5", "Retirement or replacement of keys"),
     (
         "V-233220",
@@ -240,6 +244,10 @@ const MAP: &[Mapping] = &[
         false,
     ),
     ("ATR-C12", &[], &["SC-28"], &["3.5.1"], false),
+    // Retired keys sealed to custodians (K of N: split knowledge), stored in the fewest places.
+    ("ATR-C13", &[], &["SC-12"], &["3.6.1", "3.7.6"], false),
+    // An old backup still opens: the keys stayed available.
+    ("ATR-C14", &[], &["SC-12(1)"], &["3.6.1"], false),
 ];
 
 /// The controls check `check` gives evidence for, with CIS numbered as in `cis`.

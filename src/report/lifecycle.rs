@@ -43,6 +43,9 @@ pub struct KeyLifecycle {
     /// to the archive, so when is not recorded). Backups that need it no longer open.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed_from_archive: bool,
+    /// Where atrest keeps it, when retired: `sealed …` or `plaintext key-archive.yaml (0600)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
     /// Days it has been in use (write key: since promoted, else added), when recorded.
     pub age_days: Option<i64>,
     /// The policy's cryptoperiod (`maxKeyAgeDays`).
@@ -54,6 +57,70 @@ pub struct KeyLifecycle {
     /// The policy's aesgcm write budget, for aesgcm write keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aesgcm_budget: Option<u64>,
+}
+
+/// Where the state folder keeps retired keys and config backups: sealed to custodians or in
+/// plaintext (mode 0600). Counts and fingerprints only.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CustodyView {
+    /// `sealed 2 of 3 custodians (sha256:…, …)`, when the state folder has a custody file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+    /// The custodians' recipient fingerprints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// Shares needed to open (1: any custodian).
+    #[serde(default)]
+    pub threshold: usize,
+    /// The keys of the sealed archive, as the custody file records them (no material).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sealed_keys: Vec<ArchivedKey>,
+    /// Keys in the plaintext `key-archive.yaml`.
+    #[serde(default)]
+    pub plaintext_archive_keys: usize,
+    /// Config backups sealed (`backups/*.age`).
+    #[serde(default)]
+    pub sealed_backups: usize,
+    /// Config backups in plaintext (mode 0600): each holds every key of its time.
+    #[serde(default)]
+    pub plaintext_backups: usize,
+}
+
+impl CustodyView {
+    /// Nothing kept at all (no archive, no backup, no custody file).
+    pub fn is_empty(&self) -> bool {
+        self.sealed.is_none()
+            && self.plaintext_archive_keys == 0
+            && self.plaintext_backups == 0
+            && self.sealed_backups == 0
+    }
+
+    /// Something holds keys in plaintext.
+    pub fn plaintext(&self) -> bool {
+        self.plaintext_archive_keys > 0 || self.plaintext_backups > 0
+    }
+
+    /// One line per place, the same in every format.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.sealed {
+            out.push(format!(
+                "key archive: {} retired keys {s}",
+                self.sealed_keys.len()
+            ));
+        }
+        if self.plaintext_archive_keys > 0 {
+            out.push(format!(
+                "key archive: {} retired keys in plaintext key-archive.yaml (mode 0600): whoever copies the state folder reads them",
+                self.plaintext_archive_keys
+            ));
+        }
+        out.push(format!(
+            "config backups: {} sealed, {} in plaintext (mode 0600)",
+            self.sealed_backups, self.plaintext_backups
+        ));
+        out
+    }
 }
 
 /// One step of a rotation, from the state's log.
@@ -103,6 +170,7 @@ pub fn lifecycle(
     views: &[ResourceConfigView],
     records: &BTreeMap<KeyLabel, KeyRecord>,
     archive: Option<&[ArchivedKey]>,
+    custody: Option<&CustodyView>,
     policy: &Policy,
     etcd_revision: i64,
     now: DateTime<Utc>,
@@ -119,6 +187,7 @@ pub fn lifecycle(
         retired: None,
         archived: None,
         removed_from_archive: false,
+        kept: None,
         age_days: None,
         cryptoperiod_days: policy.max_key_age_days,
         aesgcm_writes: None,
@@ -153,8 +222,21 @@ pub fn lifecycle(
         let label = KeyLabel::key(a.provider, &a.name).to_string();
         seen(label, Some(a.fingerprint.clone()), "archive");
     }
+    for a in custody
+        .map(|c| c.sealed_keys.as_slice())
+        .unwrap_or_default()
+    {
+        let label = KeyLabel::key(a.provider, &a.name).to_string();
+        seen(label, Some(a.fingerprint.clone()), "sealed archive");
+    }
     for (label, k) in out.iter_mut() {
         k.write_key = write_keys.contains(label);
+        let found = |s: &str| k.found_in.iter().any(|f| f == s);
+        k.kept = match (found("sealed archive"), found("archive")) {
+            (true, _) => custody.and_then(|c| c.sealed.clone()),
+            (false, true) => Some("plaintext key-archive.yaml (mode 0600)".into()),
+            _ => None,
+        };
         let record = records.iter().find(|(l, _)| l.to_string() == *label);
         if let Some((l, r)) = record {
             k.added = r.added;
@@ -162,9 +244,7 @@ pub fn lifecycle(
             k.demoted = r.demoted;
             k.retired = r.retired;
             k.archived = r.archived;
-            k.removed_from_archive = r.archived.is_some()
-                && archive.is_some()
-                && !k.found_in.iter().any(|s| s == "archive");
+            k.removed_from_archive = r.archived.is_some() && archive.is_some() && k.kept.is_none();
             k.age_days = key_in_use_since(r.promoted, r.added).map(|t| (now - t).num_days());
             if k.write_key
                 && matches!(
@@ -192,13 +272,13 @@ pub fn when(t: Option<Time>) -> String {
 impl KeyLifecycle {
     /// When it was archived, and whether the archive still holds it.
     pub fn archived_text(&self) -> String {
-        if self.removed_from_archive {
-            format!(
+        match (&self.kept, self.removed_from_archive) {
+            (_, true) => format!(
                 "{}; REMOVED from the archive since (by hand: when is not recorded)",
                 when(self.archived)
-            )
-        } else {
-            when(self.archived)
+            ),
+            (Some(kept), false) => format!("{}; {kept}", when(self.archived)),
+            (None, false) => when(self.archived),
         }
     }
 

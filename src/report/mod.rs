@@ -27,6 +27,7 @@ pub use policy::{Policy, PolicyError};
 pub use text::checks_result_line;
 pub(crate) use text::{old_copies_sections, sample_evidence};
 
+use crate::cluster::drill::DrillResult;
 use crate::config::lint_file_mode;
 use crate::config::{LoadedConfig, Severity};
 use crate::keys::archive::ArchivedKey;
@@ -38,7 +39,7 @@ use crate::model::census::{
 };
 use crate::model::{KeyLabel, covered_resources};
 use crate::state::{KeyRecord, Rotation};
-use lifecycle::{KeyLifecycle, LogLine};
+use lifecycle::{CustodyView, KeyLifecycle, LogLine};
 
 /// The JSON schema name and version; fields are stable within a version. v2 (atrest 0.2)
 /// replaced v1's per-state name lists with exact counts per verdict and key plus capped samples,
@@ -376,6 +377,12 @@ pub struct Report {
     /// Every rotation step the state logs: when, who, where, what it proved.
     #[serde(default)]
     pub rotation_log: Vec<LogLine>,
+    /// Where retired keys and config backups are kept (sealed to custodians or plaintext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custody: Option<CustodyView>,
+    /// The restore drill attached with `--drill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillResult>,
 }
 
 /// What a report read, for its scope section.
@@ -446,6 +453,10 @@ pub struct ReportInputs<'a> {
     pub archived: Option<Vec<ArchivedKey>>,
     /// The rotation log ([`lifecycle::rotation_log`]).
     pub rotation_log: Vec<LogLine>,
+    /// Where the state folder keeps retired keys and config backups.
+    pub custody: Option<CustodyView>,
+    /// A restore drill's result (`--drill`).
+    pub drill: Option<DrillResult>,
     /// What the checks demand.
     pub policy: &'a Policy,
     /// The report's time (key ages are measured to it).
@@ -527,6 +538,7 @@ pub fn build(inp: &ReportInputs<'_>) -> Report {
         &resources_cfg,
         &inp.key_records,
         inp.archived.as_deref(),
+        inp.custody.as_ref(),
         inp.policy,
         inp.etcd.revision,
         inp.now,
@@ -557,6 +569,8 @@ pub fn build(inp: &ReportInputs<'_>) -> Report {
         cis_benchmark: Some(cis),
         key_lifecycle,
         rotation_log: inp.rotation_log.clone(),
+        custody: inp.custody.clone(),
+        drill: inp.drill.clone(),
     }
 }
 

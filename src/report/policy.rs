@@ -38,6 +38,22 @@ pub struct Policy {
     /// is: `warn` (the default) or `fail` (check ATR-C12).
     #[serde(default)]
     pub sensitive_plaintext: Action,
+    /// Where retired keys and config backups may be kept: `any` (the default; plaintext,
+    /// mode 0600, is shown) or `sealed` (a plaintext key archive or config backup in the state
+    /// folder fails check ATR-C13: `atrest keys seal --seal-to RECIPIENT` seals them).
+    #[serde(default)]
+    pub custody: CustodyRule,
+}
+
+/// How the policy wants retired keys and config backups kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CustodyRule {
+    /// Plaintext (0600) or sealed: shown either way.
+    #[default]
+    Any,
+    /// Sealed to custodians (`atrest keys seal`); plaintext is a finding.
+    Sealed,
 }
 
 /// Whether something the policy names fails or only warns.
@@ -81,6 +97,7 @@ impl Default for Policy {
             aesgcm_max_writes: default_aesgcm_max_writes(),
             residue: Action::Warn,
             sensitive_plaintext: Action::Warn,
+            custody: CustodyRule::Any,
         }
     }
 }

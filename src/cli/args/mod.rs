@@ -195,6 +195,10 @@ pub(crate) struct ReportArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub open: OpenFlags,
+    /// Attach a restore drill's result (`atrest drill --out FILE`): check ATR-C14, evidence
+    /// that an old backup still opens (NIST SC-12(1)).
+    #[arg(long, value_name = "FILE")]
+    pub drill: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
     pub format: ReportFormat,
     /// Write the report here; `-` for stdout. Default: stdout when it is a pipe or a file; on a

@@ -60,6 +60,11 @@ pub(crate) async fn run(a: args::ReportArgs) -> Result<i32> {
             policy: &policy,
             identities: &a.open.identities,
             shares: &a.open.shares,
+            drill: a
+                .drill
+                .as_deref()
+                .map(atrest::cluster::drill::DrillResult::load)
+                .transpose()?,
         },
     )
     .await?;

@@ -1,6 +1,7 @@
 //! The audit's checks: one function each, run in id order from one table. Every check reads
 //! exact counts; names are samples and say so (`showing N of M`).
 
+use super::policy::CustodyRule;
 use super::{Check, ReportInputs, ResourceConfigView, ResourceResult, Status, sample_evidence};
 use crate::GroupResource;
 use crate::config::{Finding, Severity};
@@ -104,6 +105,16 @@ pub const CHECKS: &[(&str, &str, CheckFn)] = &[
         "ATR-C12",
         "No secret-looking data stored as plaintext in resources the config does not encrypt",
         sensitive,
+    ),
+    (
+        "ATR-C13",
+        "Retired keys and config backups are kept as the policy's custody rule asks",
+        custody,
+    ),
+    (
+        "ATR-C14",
+        "A restore drill opened every value of a backup with the keys in custody",
+        drill,
     ),
 ];
 
@@ -543,4 +554,58 @@ fn sensitive(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
         ));
     }
     Some((c.status_of(&[FindingKind::SensitivePlaintext]), ev))
+}
+
+fn custody(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let sealed_rule = c.inp.policy.custody == CustodyRule::Sealed;
+    let view = match &c.inp.custody {
+        Some(v) => v.clone(),
+        None if sealed_rule => Default::default(),
+        None => return None,
+    };
+    let mut ev = view.lines();
+    let status = if sealed_rule && view.plaintext() {
+        ev.push(
+            "the policy asks `custody: sealed`: seal them with `atrest keys seal --seal-to RECIPIENT` (one per custodian)"
+                .into(),
+        );
+        Status::Fail
+    } else {
+        if view.plaintext() {
+            ev.push("plaintext is allowed by the policy (`custody: any`)".into());
+        }
+        Status::Pass
+    };
+    Some((status, ev))
+}
+
+fn drill(c: &CheckInput<'_>) -> Option<(Status, Vec<String>)> {
+    let d = c.inp.drill.as_ref()?;
+    let mut ev = vec![format!(
+        "{}: snapshot {} ({}, revision {}) restored with {}; {} of {} values opened",
+        d.at,
+        d.snapshot.path,
+        d.snapshot.sha256,
+        d.snapshot.revision,
+        d.restored_with,
+        d.values - d.unopened,
+        d.values
+    )];
+    for k in &d.keys {
+        ev.push(format!(
+            "{}: {} values, {} did not open (key: {})",
+            k.label,
+            k.values,
+            k.unopened,
+            k.source.describe()
+        ));
+    }
+    Some((
+        if d.passed() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        ev,
+    ))
 }
