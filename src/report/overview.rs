@@ -153,5 +153,12 @@ fn state_folder(
     } else {
         Vec::new()
     };
+    // The sealed archive's keys, as the custody file records them (nothing is opened).
+    let mut archived = archived;
+    match crate::keys::custody::Custody::load(dir) {
+        Ok(Some(c)) => archived.extend(c.archived()),
+        Ok(None) => {}
+        Err(e) => unreadable.push(e.to_string()),
+    }
     (state, archived, unreadable)
 }
