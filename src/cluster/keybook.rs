@@ -16,7 +16,6 @@ use crate::keys::{Key, archive};
 use crate::model::KeyLabel;
 pub use crate::model::KnownKey;
 use crate::state::{ARCHIVE_FILE, BACKUP_DIR, RotationState};
-use zeroize::Zeroizing;
 
 /// A sealed archive file or folder, or a sealed backup.
 fn is_sealed(path: &Path) -> bool {
@@ -163,8 +162,8 @@ impl KeyBook {
     fn add_sealed_archive(&mut self, path: &Path, opener: Option<&Opener>) {
         let Some(opener) = opener else { return };
         for file in sealed_files(path) {
-            let text = match opener.open(&file) {
-                Ok(t) => Zeroizing::new(String::from_utf8_lossy(&t).into_owned()),
+            let text = match opener.open_text(&file) {
+                Ok(t) => t,
                 Err(e) => {
                     self.unreadable.push(e.to_string());
                     continue;
@@ -234,10 +233,12 @@ impl KeyBook {
         for f in files {
             if is_sealed(&f) {
                 let Some(opener) = opener else { continue };
-                let parsed = opener.open(&f).map_err(|e| e.to_string()).and_then(|t| {
-                    let text = Zeroizing::new(String::from_utf8_lossy(&t).into_owned());
-                    crate::config::parse_str(&f, &text).map_err(|e| e.to_string())
-                });
+                let parsed = opener
+                    .open_text(&f)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| {
+                        crate::config::parse_str(&f, &text).map_err(|e| e.to_string())
+                    });
                 match parsed {
                     Ok(config) => {
                         self.add_config(&config, &format!("sealed config backup {}", f.display()))

@@ -522,29 +522,29 @@ pub fn inventory(state_dir: &Path, opener: &Opener) -> Inventory {
     let dir = state_dir.join(SEALED_ARCHIVE_DIR);
     if dir.is_dir() {
         for f in sealed_files(&dir) {
-            let r = opener.open(&f).map_err(|e| e.to_string()).and_then(|t| {
-                let text = Zeroizing::new(String::from_utf8_lossy(&t).into_owned());
-                archive::load_text(&f, &text).map_err(|e| e.to_string())?;
-                archive::list_text(&f, &text).map_err(|e| e.to_string())
-            });
+            let r = opener
+                .open_text(&f)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    archive::load_text(&f, &text).map_err(|e| e.to_string())?;
+                    archive::list_text(&f, &text).map_err(|e| e.to_string())
+                });
             out.archive.push((f, r));
         }
     }
-    let mut backups: Vec<PathBuf> = std::fs::read_dir(state_dir.join(crate::state::BACKUP_DIR))
+    let backups = state_dir.join(crate::state::BACKUP_DIR);
+    for f in sealed_files(&backups)
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(SEALED_SUFFIX))
-        .collect();
-    backups.sort();
-    for f in backups {
-        let r = opener.open(&f).map_err(|e| e.to_string()).and_then(|t| {
-            let text = Zeroizing::new(String::from_utf8_lossy(&t).into_owned());
-            crate::config::parse_str(&f, &text)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        });
+        .filter(|_| backups.is_dir())
+    {
+        let r = opener
+            .open_text(&f)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                crate::config::parse_str(&f, &text)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
         out.backups.push((f, r));
     }
     out
@@ -735,10 +735,15 @@ impl Opener {
         })
     }
 
+    /// One sealed file's text (a key archive or a config).
+    pub fn open_text(&self, path: &Path) -> Result<Zeroizing<String>, CustodyError> {
+        let bytes = self.open(path)?;
+        Ok(Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
     /// The keys of a sealed archive file.
     pub fn archive_keys(&self, path: &Path) -> Result<Vec<Arc<Key>>, CustodyError> {
-        let text = self.open(path)?;
-        let text = Zeroizing::new(String::from_utf8_lossy(&text).into_owned());
+        let text = self.open_text(path)?;
         Ok(archive::load_text(path, &text)?)
     }
 

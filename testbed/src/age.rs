@@ -56,6 +56,11 @@ pub fn keygen(dir: &Path, name: &str) -> AgeIdentity {
         recipient.starts_with("age1"),
         "age-keygen -y printed no recipient: {recipient:?}"
     );
+    // The identity is a custodian's secret: no output or file of atrest may hold it.
+    let text = std::fs::read_to_string(&file).expect("read the identity file");
+    for line in text.lines().filter(|l| l.starts_with("AGE-SECRET-KEY-")) {
+        crate::leak::register_value(line);
+    }
     AgeIdentity { file, recipient }
 }
 
