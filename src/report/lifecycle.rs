@@ -239,25 +239,7 @@ pub fn lifecycle(
         };
         let record = records.iter().find(|(l, _)| l.to_string() == *label);
         if let Some((l, r)) = record {
-            k.added = r.added;
-            k.promoted = r.promoted;
-            k.demoted = r.demoted;
-            k.retired = r.retired;
-            k.archived = r.archived;
-            k.removed_from_archive = r.archived.is_some() && archive.is_some() && k.kept.is_none();
-            k.age_days = key_in_use_since(r.promoted, r.added).map(|t| (now - t).num_days());
-            if k.write_key
-                && matches!(
-                    l,
-                    KeyLabel::Key {
-                        provider: KeyProvider::Aesgcm,
-                        ..
-                    }
-                )
-            {
-                k.aesgcm_budget = Some(policy.aesgcm_max_writes);
-                k.aesgcm_writes = r.promoted_revision.map(|p| (etcd_revision - p).max(0));
-            }
+            k.record(l, r, archive.is_some(), policy, etcd_revision, now);
         }
     }
     out.into_values().collect()
@@ -270,6 +252,38 @@ pub fn when(t: Option<Time>) -> String {
 }
 
 impl KeyLifecycle {
+    /// What the rotation state recorded of it: its dates, age and, for an aesgcm write key,
+    /// the writes since promote. `archive_read`: the archive was read, so a key archived but
+    /// kept nowhere now was removed from it.
+    fn record(
+        &mut self,
+        label: &KeyLabel,
+        r: &KeyRecord,
+        archive_read: bool,
+        policy: &Policy,
+        etcd_revision: i64,
+        now: DateTime<Utc>,
+    ) {
+        self.added = r.added;
+        self.promoted = r.promoted;
+        self.demoted = r.demoted;
+        self.retired = r.retired;
+        self.archived = r.archived;
+        self.removed_from_archive = r.archived.is_some() && archive_read && self.kept.is_none();
+        self.age_days = key_in_use_since(r.promoted, r.added).map(|t| (now - t).num_days());
+        let aesgcm = matches!(
+            label,
+            KeyLabel::Key {
+                provider: KeyProvider::Aesgcm,
+                ..
+            }
+        );
+        if self.write_key && aesgcm {
+            self.aesgcm_budget = Some(policy.aesgcm_max_writes);
+            self.aesgcm_writes = r.promoted_revision.map(|p| (etcd_revision - p).max(0));
+        }
+    }
+
     /// When it was archived, and whether the archive still holds it.
     pub fn archived_text(&self) -> String {
         match (&self.kept, self.removed_from_archive) {

@@ -116,20 +116,7 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
     // One rotate step at a time per state folder: a timer firing while another run (or an
     // admin's step) is under way is refused, never started twice. Held until this process ends.
     let _lock = RotationLock::acquire(&rotator.state_dir)?;
-    if !common.seal.seal_to.is_empty() {
-        // Custody first: this step's backup and prune already seal.
-        let done = atrest::keys::custody::seal_state(
-            &rotator.state_dir,
-            &common.seal.seal_to,
-            common.seal.seal_threshold,
-        )?;
-        if done.new_custody || done.archived_keys + done.backups > 0 {
-            say(&format!(
-                "custody set: {} archived keys and {} backups sealed, their plaintext removed",
-                done.archived_keys, done.backups
-            ));
-        }
-    }
+    seal_if_asked(&common.seal, &rotator.state_dir, &say)?;
     if let R::Run(r) = &c
         && let Some(max_age) = r.if_older_than
         && !rotation_due(&rotator, &ctx, r, max_age).await?
@@ -178,6 +165,25 @@ pub(crate) async fn run(c: args::RotateCommand) -> Result<i32> {
             },
         ),
     }
+}
+
+/// `--seal-to`: custody first, so this step's backup and prune already seal.
+fn seal_if_asked(
+    seal: &args::SealFlags,
+    state_dir: &std::path::Path,
+    say: &dyn Fn(&str),
+) -> Result<()> {
+    if seal.seal_to.is_empty() {
+        return Ok(());
+    }
+    let done = atrest::keys::custody::seal_state(state_dir, &seal.seal_to, seal.seal_threshold)?;
+    if done.new_custody || done.archived_keys + done.backups > 0 {
+        say(&format!(
+            "custody set: {} archived keys and {} backups sealed, their plaintext removed",
+            done.archived_keys, done.backups
+        ));
+    }
+    Ok(())
 }
 
 /// The rotator of this step: the state folder to write, the apiservers, the timeouts, the sync
