@@ -366,27 +366,56 @@ fn drill_after_two_rotations(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_of_three_custodians_one_share_is_refused_two_open_and_nothing_reaches_disk() {
-    let cp = support::key1_cluster().await;
-    let client = cp.client().await;
-    create_namespace(&client, "t").await;
-    create_secrets(&client, "t", &support::names("s", 5), "threshold-value-1").await;
-    let ids = cp.path().join("custodians");
+/// `atrest keys <args…>` on a state folder of its own: custody needs no cluster.
+fn keys_in(state: &Path, args: &[&str]) -> Output {
+    let mut cmd = support::cli::command(&[&["keys"], args].concat());
+    if args[0] != "share-unwrap" {
+        cmd.arg(format!("--state-dir={}", state.display()));
+    }
+    support::cli::output(&mut cmd)
+}
+
+#[test]
+fn two_of_three_custodians_one_share_is_refused_two_open_and_nothing_reaches_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ids = dir.path().join("custodians");
     std::fs::create_dir_all(&ids).unwrap();
+    // A state folder as prune leaves it: retired keys in the plaintext archive.
+    let retired: Vec<std::sync::Arc<atrest::keys::Key>> = ["key1", "key2"]
+        .iter()
+        .map(|n| {
+            let k = atrest::keys::Key::generate(*n, atrest::model::KeyProvider::Aescbc).unwrap();
+            leak::register_key(&k.secret_base64(), "a retired key of the test");
+            std::sync::Arc::new(k)
+        })
+        .collect();
+    atrest::keys::archive::append(
+        &state.join("key-archive.yaml"),
+        &retired,
+        "2026-12-01T00:00:00Z",
+    )
+    .unwrap();
     let people: Vec<AgeIdentity> = ["a.txt", "b.txt", "c.txt"]
         .iter()
         .map(|n| age::keygen(&ids, n))
         .collect();
-    let mut flags = Vec::new();
+    let mut seal = vec!["seal".to_string()];
     for p in &people {
-        flags.push("--seal-to".to_string());
-        flags.push(p.recipient.clone());
+        seal.push("--seal-to".into());
+        seal.push(p.recipient.clone());
     }
-    flags.push("--seal-threshold=2".into());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    rotate_to(&cp, "sb2", &flags);
-    let state = cp.state_dir();
+    seal.push("--seal-threshold=2".into());
+    let seal: Vec<&str> = seal.iter().map(String::as_str).collect();
+    let out = keys_in(&state, &seal);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !state.join("key-archive.yaml").exists(),
+        "the plaintext archive is gone"
+    );
+    for f in files(&state) {
+        leak::check_file(&f);
+    }
     let sealed = files(&state.join("key-archive"));
     assert_eq!(sealed.len(), 1);
     // No single custodian opens anything, not even with the reference tool.
@@ -394,19 +423,19 @@ async fn two_of_three_custodians_one_share_is_refused_two_open_and_nothing_reach
         assert!(age::decrypt(&[&p.file], &sealed[0]).is_err());
     }
     let listing = files(&state);
-    let out = keys(&cp, &["unseal", "-i", people[0].file.to_str().unwrap()]);
+    let out = keys_in(&state, &["unseal", "-i", people[0].file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("1 of the 2 shares needed"), "{err}");
 
-    // Two custodians, each on their own machine, unwrap a share; the combine opens everything
-    // in memory.
+    // Two custodians, each on their own machine, unwrap a share; combined in memory, they
+    // open everything.
     let custody = state.join("custody.yaml");
     let mut shares = Vec::new();
     for p in &people[1..] {
         let share = ids.join(format!("{}.share", p.recipient));
-        let out = keys(
-            &cp,
+        let out = keys_in(
+            &state,
             &[
                 "share-unwrap",
                 "--custody",
@@ -420,8 +449,8 @@ async fn two_of_three_custodians_one_share_is_refused_two_open_and_nothing_reach
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
         shares.push(share);
     }
-    let out = keys(
-        &cp,
+    let out = keys_in(
+        &state,
         &[
             "combine",
             shares[0].to_str().unwrap(),
@@ -429,17 +458,31 @@ async fn two_of_three_custodians_one_share_is_refused_two_open_and_nothing_reach
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("aescbc:key1"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("aescbc:key1") && stdout.contains("aescbc:key2"),
+        "{stdout}"
+    );
+    // A share and another custodian's identity open it too.
+    let out = keys_in(
+        &state,
+        &[
+            "unseal",
+            "--share",
+            shares[0].to_str().unwrap(),
+            "-i",
+            people[0].file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // One share alone is refused the same way.
-    let out = keys(&cp, &["combine", shares[0].to_str().unwrap()]);
+    let out = keys_in(&state, &["combine", shares[0].to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(
         files(&state),
         listing,
         "the combined key never touched the state folder"
     );
-    // Nothing in the state folder or beside the shares holds the archive key: only the
-    // shares themselves were written.
     let names: Vec<String> = files(&ids)
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
