@@ -40,19 +40,22 @@ fn keys(cp: &ControlPlane, args: &[&str]) -> Output {
     cp.output(&mut cmd)
 }
 
-fn rotate_to(cp: &ControlPlane, key: &str, extra: &[&str]) {
-    let mut args = vec![
-        "rotate",
-        "run",
-        "--provider=secretbox",
-        "--timeout=90",
-        "--progress=none",
-    ];
+/// `rotate run` to a new secretbox key, restarting the apiserver on each config write (no
+/// one-minute reload poll to wait for).
+async fn rotate_to(cp: &mut ControlPlane, key: &str, extra: &[&str]) {
     let name = format!("--key-name={key}");
-    args.push(&name);
-    args.extend_from_slice(extra);
-    let out = atrest(cp, &args);
-    assert!(out.status.success(), "rotate to {key}: {}", text(&out));
+    let args = [
+        &[
+            "--provider=secretbox",
+            "--timeout=90",
+            "--progress=none",
+            name.as_str(),
+        ],
+        extra,
+    ]
+    .concat();
+    let cmd = cp.rotate_command("run", &args);
+    cp.run_restarting_expect(cmd, 0).await;
 }
 
 /// Every file below `dir`.
@@ -95,7 +98,7 @@ async fn sealed_rotations_leave_no_key_in_clear_an_old_snapshot_opens_and_drills
 }
 
 async fn sealed_rotations() {
-    let cp = support::key1_cluster().await;
+    let mut cp = support::key1_cluster().await;
     let client = cp.client().await;
     create_namespace(&client, "c").await;
     create_secrets(&client, "c", &support::names("s", 12), "custody-value-1").await;
@@ -106,12 +109,13 @@ async fn sealed_rotations() {
     let b: AgeIdentity = age::keygen(&ids, "bob.txt");
 
     rotate_to(
-        &cp,
+        &mut cp,
         "sb2",
         &["--seal-to", &a.recipient, "--seal-to", &b.recipient],
-    );
+    )
+    .await;
     // A second rotation seals again with the recorded recipients: no flag, no identity.
-    rotate_to(&cp, "sb3", &[]);
+    rotate_to(&mut cp, "sb3", &[]).await;
 
     let state = cp.state_dir();
     assert!(
