@@ -8,6 +8,7 @@ use std::time::Duration;
 use etcd_client::{Client, GetOptions, GetResponse, KeyValue, KvClient};
 use tokio::sync::mpsc;
 
+use super::bound::Stride;
 use super::{FIRST_PAGE_KEYS, PlannedRange, ScanRun, TARGET_PAGE_BYTES};
 use crate::etcd::{EtcdError, explain, is_transient};
 
@@ -90,22 +91,38 @@ struct Reader {
 
 impl Reader {
     /// Reads one planned range from `start` and sends its pages; false when the run must stop.
+    /// Each page after the first names a range end estimated to hold about one page
+    /// ([`Stride`]), so etcd counts only about what it returns; every bounded range is read
+    /// to its end before the next, so the estimate changes the cost, never what is read.
     async fn read_range(&mut self, i: usize, range: &PlannedRange, mut start: Vec<u8>) -> bool {
+        let mut stride = Stride::default();
         loop {
-            let Some(mut resp) = self.get_page(&start, &range.end).await else {
+            let end = stride.end(&start, &range.end, self.limit);
+            let Some(mut resp) = self.get_page(&start, &end).await else {
                 return false;
             };
             let more = resp.more();
             let kvs = resp.take_kvs();
-            let Some(last) = kvs.last() else { return true };
-            let bytes: usize = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
-            let avg = (bytes / kvs.len()).max(1);
-            self.limit = ((TARGET_PAGE_BYTES / avg) as i64).clamp(1, self.max_keys);
-            start = next_key(last.key());
-            if self.tx.send(Ok(Page { range: i, kvs })).await.is_err() {
-                return false;
+            let bounded = end != range.end;
+            let reached = match kvs.last() {
+                Some(last) if more => last.key().to_vec(),
+                _ => end.clone(),
+            };
+            stride.learn(kvs.first().map(KeyValue::key), &reached, kvs.len());
+            start = match kvs.last() {
+                Some(last) if more => next_key(last.key()),
+                _ if bounded => end,
+                _ => Vec::new(),
+            };
+            if !kvs.is_empty() {
+                let bytes: usize = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
+                let avg = (bytes / kvs.len()).max(1);
+                self.limit = ((TARGET_PAGE_BYTES / avg) as i64).clamp(1, self.max_keys);
+                if self.tx.send(Ok(Page { range: i, kvs })).await.is_err() {
+                    return false;
+                }
             }
-            if !more {
+            if !more && !bounded {
                 return true;
             }
         }
