@@ -567,6 +567,9 @@ async fn bounded_reads_with_tiny_pages_visit_every_key_once() {
         write: Option<std::process::Command>,
     }
     impl Visitor for Keys {
+        fn resource(&mut self, r: &atrest::config::Resolved) {
+            self.inner.resource(r)
+        }
         fn visit(&mut self, item: &Item<'_>) {
             if let Some(mut cmd) = self.write.take() {
                 let out = cmd.output().unwrap();
@@ -626,7 +629,8 @@ async fn bounded_reads_with_tiny_pages_visit_every_key_once() {
         .with_prefix()
         .with_keys_only()
         .with_revision(run.revision);
-    let all = etcd.get("/registry/", Some(at)).await.unwrap();
+    let mut kv = etcd.kv_client().max_decoding_message_size(256 << 20);
+    let all = kv.get("/registry/", Some(at)).await.unwrap();
     let expected: Vec<String> = all
         .kvs()
         .iter()
