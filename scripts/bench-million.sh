@@ -6,7 +6,9 @@
 # aescbc, so every one of them is a finding (plaintext where encryption is configured).
 #
 #   scripts/bench-million.sh [N=1000000] [RUNS=1]      (SKIP_REENCRYPT=1: not the real run;
-#                                                       PAGE_SWEEP="1000 5000": dry runs per page size)
+#                                                       PAGE_SWEEP="1000 5000": dry runs per page size;
+#                                                       BASELINE=path/to/atrest: also that build's
+#                                                       scan and dry run, for a before/after)
 #
 # Last, `atrest reencrypt` itself, once: every secret rewritten through the apiserver, and the
 # size of the checkpoint it leaves.
@@ -31,6 +33,10 @@ api=(--kubeconfig "$KUBECONFIG" --state-dir "$work/state")
   # What etcd spends counting the range once: every paged read pays it for the rest of the range.
   measure "etcdctl-count-only" "$RUNS" sh -c "etcdctl --command-timeout=600s get /registry/secrets --prefix --count-only -w fields > /dev/null"
   measure "atrest-scan" "$RUNS" "$atrest" scan "${flags[@]}" --progress none
+  if [ -n "${BASELINE:-}" ]; then
+    measure "baseline-atrest-scan" "$RUNS" "$BASELINE" scan "${flags[@]}" --progress none
+    measure "baseline-atrest-reencrypt-dry-run" "$RUNS" "$BASELINE" reencrypt --dry-run "${flags[@]}" "${api[@]}" --progress none
+  fi
   measure "atrest-scan-verify" "$RUNS" "$atrest" scan --verify "${flags[@]}" --progress none
   measure "atrest-status" "$RUNS" "$atrest" status "${flags[@]}" "${api[@]}"
   measure "atrest-report-json" "$RUNS" "$atrest" report --format json "${flags[@]}" "${api[@]}"

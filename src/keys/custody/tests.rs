@@ -126,3 +126,34 @@ fn bad_recipients_and_thresholds_are_refused_by_position() {
     let err = Custody::new(&[r], Some(2)).unwrap_err().to_string();
     assert!(err.contains("--seal-threshold 2"), "{err}");
 }
+
+/// A throwaway SSH key made for this test (`ssh-keygen -t ed25519 -N ""`): custodians may give
+/// their SSH public key instead of an age recipient.
+const SSH_PRIVATE: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACBgnwbyaAxcWA1biLnzIQ0zJFNF4izA4Pt1bsH/E0JbZQAAAJAlo8onJaPK
+JwAAAAtzc2gtZWQyNTUxOQAAACBgnwbyaAxcWA1biLnzIQ0zJFNF4izA4Pt1bsH/E0JbZQ
+AAAECHb58voGMpHd1b/RZfeYHg3vDcc71AHoiHCIT/SAjafWCfBvJoDFxYDVuIufMhDTMk
+U0XiLMDg+3Vuwf8TQltlAAAAC2F0cmVzdC10ZXN0AQI=
+-----END OPENSSH PRIVATE KEY-----
+";
+const SSH_PUBLIC: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGCfBvJoDFxYDVuIufMhDTMkU0XiLMDg+3Vuwf8TQltl atrest-test";
+
+#[test]
+fn an_ssh_custodian_seals_and_opens_with_the_ssh_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("id_ed25519");
+    std::fs::write(&private, SSH_PRIVATE).unwrap();
+    let state = dir.path().join("state");
+    let mut c = Custody::new(&[SSH_PUBLIC.into()], None).unwrap();
+    let k = key("old");
+    c.archive_keys(&state, std::slice::from_ref(&k), "2026-12-01T00:00:00Z")
+        .unwrap();
+    let file = &sealed_files(&state.join(SEALED_ARCHIVE_DIR))[0];
+    let opener = Opener::new(Some(&c), &[private], &[]).unwrap();
+    assert_eq!(
+        opener.archive_keys(file).unwrap()[0].fingerprint(),
+        k.fingerprint()
+    );
+}
