@@ -5,26 +5,11 @@
 use atrest_testbed as support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use support::age::{self, AgeIdentity};
 use support::{ControlPlane, create_namespace, create_secrets, leak, resource, text};
-
-fn etcdctl(cp: &ControlPlane, args: &[&str]) {
-    let out = Command::new(cp.bins.join("etcdctl"))
-        .args(cp.etcd_flags())
-        .args(args)
-        .output()
-        .expect("run etcdctl");
-    assert!(out.status.success(), "etcdctl {args:?}: {}", text(&out));
-}
-
-fn save_snapshot(cp: &ControlPlane, name: &str) -> PathBuf {
-    let path = cp.path().join(format!("{name}.db"));
-    etcdctl(cp, &["snapshot", "save", path.to_str().unwrap()]);
-    path
-}
 
 /// Runs atrest aimed at the cluster (state folder `state`); checks its output and files.
 fn atrest(cp: &ControlPlane, args: &[&str]) -> Output {
@@ -102,7 +87,7 @@ async fn sealed_rotations() {
     let client = cp.client().await;
     create_namespace(&client, "c").await;
     create_secrets(&client, "c", &support::names("s", 12), "custody-value-1").await;
-    let before = save_snapshot(&cp, "before");
+    let before = cp.save_snapshot("before");
     let ids = cp.path().join("custodians");
     std::fs::create_dir_all(&ids).unwrap();
     let a: AgeIdentity = age::keygen(&ids, "alice.txt");
@@ -253,15 +238,7 @@ async fn sealed_rotations() {
     );
     assert!(file.exists(), "{}", text(&out));
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    let check = |id: &str| {
-        report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == id)
-            .unwrap_or_else(|| panic!("{id}"))
-            .clone()
-    };
+    let check = |id: &str| support::check(&report, id).clone();
     assert_eq!(check("ATR-C14")["status"], "PASS", "{:#}", check("ATR-C14"));
     assert_eq!(check("ATR-C13")["status"], "PASS", "{:#}", check("ATR-C13"));
     assert!(

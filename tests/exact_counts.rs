@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 use support::scan_json::{sample_names, stored, verdict};
-use support::{ControlPlane, Options, create_namespace, create_secrets, random_key_b64};
+use support::{ControlPlane, Options, check, create_namespace, create_secrets, random_key_b64};
 
 const SECRETS: usize = 1500;
 const CONFIGMAPS: usize = 1200;
@@ -91,15 +91,6 @@ async fn raw_counts(cp: &ControlPlane, resource: &str) -> BTreeMap<String, u64> 
         *out.entry(label).or_insert(0) += 1;
     }
     out
-}
-
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("{id}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,7 @@ use atrest_testbed as support;
 #[path = "../fuzz/fuzz_targets/db_props.rs"]
 mod db_props;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -25,22 +24,6 @@ fn config_with(providers: &str) -> String {
     format!(
         "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets, configmaps]\n  providers: {providers}\n"
     )
-}
-
-fn etcdctl(cp: &ControlPlane, args: &[&str]) -> String {
-    let out = Command::new(cp.bins.join("etcdctl"))
-        .args(cp.etcd_flags())
-        .args(args)
-        .output()
-        .expect("run etcdctl");
-    assert!(out.status.success(), "etcdctl {args:?}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn save_snapshot(cp: &ControlPlane, name: &str) -> PathBuf {
-    let path = cp.path().join(format!("{name}.db"));
-    etcdctl(cp, &["snapshot", "save", path.to_str().unwrap()]);
-    path
 }
 
 fn sha256(path: &Path) -> String {
@@ -125,7 +108,7 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
     create_secrets(&client, "b", &names, &"plaintext-residue-".repeat(40)).await;
 
     // Stage 0: plaintext, as configured.
-    let snap0 = save_snapshot(&cp, "stage0");
+    let snap0 = cp.save_snapshot("stage0");
     assert_same_as_live(&cp, &snap0, "plaintext");
 
     // What the rule (secrets, configmaps) holds in plaintext before encryption is turned on,
@@ -157,7 +140,7 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
             && said.contains("defrag"),
         "the runbook ends with the residue (judged by the new config) and the commands that drop it: {said}"
     );
-    let snap1 = save_snapshot(&cp, "stage1");
+    let snap1 = cp.save_snapshot("stage1");
     assert_same_as_live(&cp, &snap1, "aescbc");
 
     // History: every seeded secret's plaintext revision is still in etcd and in the snapshot.
@@ -268,11 +251,11 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
     );
 
     // The compaction atrest names drops the history residue, live and in a new snapshot...
-    etcdctl(&cp, &["compact", &compact_at.to_string(), "--physical"]);
+    cp.etcdctl(&["compact", &compact_at.to_string(), "--physical"]);
     let (_, live) = scan(&cp, &["--history"]);
     assert_eq!(live["history"]["residue"], 0, "{:#}", live["history"]);
     assert_eq!(live["history"]["from_revision"], compact_at);
-    let snap1c = save_snapshot(&cp, "stage1-compacted");
+    let snap1c = cp.save_snapshot("stage1-compacted");
     let (_, off) = scan(&cp, &["--snapshot", snap1c.to_str().unwrap(), "--history"]);
     assert_eq!(off["history"]["residue"], 0, "{:#}", off["history"]);
     assert_eq!(off["snapshot"]["file"]["compact_revision"], compact_at);
@@ -301,8 +284,8 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
         m["db_size"].as_i64().unwrap() > m["db_size_in_use"].as_i64().unwrap(),
         "the defragmentation indicator shows free space after the compaction: {m:#}"
     );
-    etcdctl(&cp, &["defrag"]);
-    let snap1d = save_snapshot(&cp, "stage1-defragmented");
+    cp.etcdctl(&["defrag"]);
+    let snap1d = cp.save_snapshot("stage1-defragmented");
     // Every secret of that file is on key1.
     let secrets_stage1 = cp.count_prefix("/registry/secrets/").await as u64;
     let (code, off) = scan(&cp, &["--snapshot", snap1d.to_str().unwrap(), "--history"]);
@@ -323,7 +306,7 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
         0,
     )
     .await;
-    let snap2 = save_snapshot(&cp, "stage2");
+    let snap2 = cp.save_snapshot("stage2");
     assert_same_as_live(&cp, &snap2, "secretbox");
     let (_, off) = scan(&cp, &["--snapshot", snap2.to_str().unwrap(), "--history"]);
     assert_eq!(
@@ -422,7 +405,7 @@ async fn offline_scans_match_live_and_find_history_and_free_page_residue_until_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_db_files_exit_2_with_a_clear_message_and_stay_unchanged() {
     let cp = ControlPlane::start(Options::default()).await;
-    let good = save_snapshot(&cp, "good");
+    let good = cp.save_snapshot("good");
     let bytes = std::fs::read(&good).unwrap();
     let dir = cp.path();
     let page = 4096;
@@ -475,7 +458,7 @@ async fn mutated_snapshots_never_panic_and_are_never_written() {
     create_namespace(&client, "m").await;
     let names: Vec<String> = (0..60).map(|i| format!("m-{i:03}")).collect();
     create_secrets(&client, "m", &names, "mutate-me").await;
-    let good = std::fs::read(save_snapshot(&cp, "mutate")).unwrap();
+    let good = std::fs::read(cp.save_snapshot("mutate")).unwrap();
     let page = 4096;
     // A fixed seed: the same 300 mutations on every run (ATREST_MUTATION_SEED tries others).
     let seed: u64 = std::env::var("ATREST_MUTATION_SEED")

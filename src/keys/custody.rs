@@ -251,12 +251,11 @@ impl Custody {
             {
                 let bytes = Zeroizing::new(Vec::from(&share));
                 let text = Zeroizing::new(share_text(&bytes));
-                let sealed =
-                    seal_armored(std::slice::from_ref(r), text.as_bytes()).map_err(|message| {
-                        CustodyError::Seal {
-                            path: PathBuf::from(CUSTODY_FILE),
-                            message,
-                        }
+                let sealed = seal_to(std::slice::from_ref(r), text.as_bytes(), true)
+                    .and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()))
+                    .map_err(|message| CustodyError::Seal {
+                        path: PathBuf::from(CUSTODY_FILE),
+                        message,
                     })?;
                 custody.shares.push(SealedShare {
                     recipient: r.0.clone(),
@@ -349,7 +348,7 @@ impl Custody {
 
     /// Seals `plaintext` to this custody (binary age).
     pub fn seal(&self, path: &Path, plaintext: &[u8]) -> Result<Vec<u8>, CustodyError> {
-        seal(&self.targets(), plaintext).map_err(|message| CustodyError::Seal {
+        seal_to(&self.targets(), plaintext, false).map_err(|message| CustodyError::Seal {
             path: path.to_path_buf(),
             message,
         })
@@ -588,21 +587,9 @@ fn parse_share(path: &Path, text: &str) -> Result<blahaj::Share, CustodyError> {
     blahaj::Share::try_from(bytes.as_slice()).map_err(err)
 }
 
-fn seal(to: &[Recipient], plaintext: &[u8]) -> Result<Vec<u8>, String> {
-    let boxed = to
-        .iter()
-        .map(Recipient::age)
-        .collect::<Result<Vec<_>, _>>()?;
-    let enc = age::Encryptor::with_recipients(boxed.iter().map(|r| r.as_ref() as _))
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(plaintext.len() + 512);
-    let mut w = enc.wrap_output(&mut out).map_err(|e| e.to_string())?;
-    w.write_all(plaintext).map_err(|e| e.to_string())?;
-    w.finish().map_err(|e| e.to_string())?;
-    Ok(out)
-}
-
-fn seal_armored(to: &[Recipient], plaintext: &[u8]) -> Result<String, String> {
+/// Seals `plaintext` to `to`: binary age, or ASCII-armored (for text files such as the
+/// custody file's shares).
+fn seal_to(to: &[Recipient], plaintext: &[u8], armored: bool) -> Result<Vec<u8>, String> {
     use age::armor::{ArmoredWriter, Format};
     let boxed = to
         .iter()
@@ -610,15 +597,19 @@ fn seal_armored(to: &[Recipient], plaintext: &[u8]) -> Result<String, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let enc = age::Encryptor::with_recipients(boxed.iter().map(|r| r.as_ref() as _))
         .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let armor =
-        ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor).map_err(|e| e.to_string())?;
+    let format = if armored {
+        Format::AsciiArmor
+    } else {
+        Format::Binary
+    };
+    let mut out = Vec::with_capacity(plaintext.len() + 512);
+    let armor = ArmoredWriter::wrap_output(&mut out, format).map_err(|e| e.to_string())?;
     let mut w = enc.wrap_output(armor).map_err(|e| e.to_string())?;
     w.write_all(plaintext).map_err(|e| e.to_string())?;
     w.finish()
         .and_then(|a| a.finish())
         .map_err(|e| e.to_string())?;
-    String::from_utf8(out).map_err(|e| e.to_string())
+    Ok(out)
 }
 
 /// Identities that open sealed files: the custodians' own (threshold 1), or the archive key

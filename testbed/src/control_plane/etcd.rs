@@ -106,4 +106,27 @@ impl ControlPlane {
         }
         v
     }
+
+    /// Runs this cluster's `etcdctl <args…>` against its etcd and asserts it succeeded; its
+    /// stdout.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let out = Command::new(self.bins.join("etcdctl"))
+            .args(self.etcd_flags())
+            .args(args)
+            .output()
+            .expect("run etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            crate::text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `etcdctl snapshot save` into `<cluster folder>/<name>.db`; its path.
+    pub fn save_snapshot(&self, name: &str) -> std::path::PathBuf {
+        let path = self.path().join(format!("{name}.db"));
+        self.etcdctl(&["snapshot", "save", path.to_str().unwrap()]);
+        path
+    }
 }
