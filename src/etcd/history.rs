@@ -13,6 +13,7 @@ use etcd_client::{
 };
 
 use super::layout::{normalize_prefix, prefix_end};
+use super::scan::bound::Stride;
 use super::scan::{Classifier, PlannedRange, ScanOptions, ScanPlan, Visitor};
 use super::{EtcdError, explain};
 use crate::codec::ClassifyOptions;
@@ -245,9 +246,12 @@ impl LiveReader<'_> {
         compacted: i64,
     ) -> Result<(), EtcdError> {
         let mut start = range.start.clone();
+        // Bounded like the scan's pages (etcd counts only about what it returns).
+        let mut stride = Stride::default();
         loop {
+            let end = stride.end(&start, &range.end, 1000);
             let o = GetOptions::new()
-                .with_range(range.end.clone())
+                .with_range(end.clone())
                 .with_revision(compacted)
                 .with_limit(1000);
             let mut resp = kv
@@ -256,15 +260,25 @@ impl LiveReader<'_> {
                 .map_err(request_error)?;
             let more = resp.more();
             let kvs = resp.take_kvs();
-            let Some(last) = kvs.last() else { break };
-            start = last.key().to_vec();
-            start.push(0);
+            let reached = match kvs.last() {
+                Some(last) if more => last.key().to_vec(),
+                _ => end.clone(),
+            };
+            stride.learn(kvs.first().map(|k| k.key()), &reached, kvs.len());
+            start = match kvs.last() {
+                Some(last) if more => {
+                    let mut next = last.key().to_vec();
+                    next.push(0);
+                    next
+                }
+                _ => end.clone(),
+            };
             for k in kvs {
                 self.batch
                     .push((k.key().to_vec(), k.mod_revision(), Some(k.value().to_vec())));
             }
             self.flush().await?;
-            if !more {
+            if !more && end == range.end {
                 break;
             }
         }

@@ -11,7 +11,7 @@ const WINDOW: usize = 16;
 
 /// The running estimate of how far a page of keys reaches.
 #[derive(Clone, Debug, Default)]
-pub(super) struct Stride {
+pub(crate) struct Stride {
     /// Where the last page's keys began to differ: the window's first byte.
     at: usize,
     /// Distance (in [`WINDOW`]-byte numbers from `at`) one key spans, from the last page; `None`
@@ -24,7 +24,7 @@ pub(super) struct Stride {
 impl Stride {
     /// The range end for a page of `want` keys from `start` inside a range ending at `end`:
     /// `end` itself until the density is known, or when the estimate reaches past it.
-    pub(super) fn end(&self, start: &[u8], end: &[u8], want: i64) -> Vec<u8> {
+    pub(crate) fn end(&self, start: &[u8], end: &[u8], want: i64) -> Vec<u8> {
         let Some(per_key) = self.per_key else {
             return end.to_vec();
         };
@@ -51,7 +51,7 @@ impl Stride {
     /// Learns from a page: its `n` keys from `first` up to `reached` (its last key when the
     /// range had more, else the range end it was bounded by). Measured from the page's first
     /// key, not the request's start, which may lie far before it (a range's prefix).
-    pub(super) fn learn(&mut self, first: Option<&[u8]>, reached: &[u8], n: usize) {
+    pub(crate) fn learn(&mut self, first: Option<&[u8]>, reached: &[u8], n: usize) {
         let Some(first) = first.filter(|_| n > 1) else {
             self.empty += 1;
             return;

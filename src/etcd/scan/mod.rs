@@ -2,7 +2,7 @@
 //! classification, memory bounded by the page size. Range reads are ordered by key, so the last
 //! key seen is a cursor that survives an etcd restart (and a checkpoint).
 
-mod bound;
+pub(crate) mod bound;
 mod fetch;
 mod report;
 
