@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 use support::{ControlPlane, Options, create_namespace, create_secrets, names, random_key_b64};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-const MAX_SIZE: u64 = 15_000_000;
+/// The binary's size budget: 15.4 MB was measured once signed evidence and key custody (the age
+/// crate, with SSH recipients) joined; 12.2 MB at 0.2.0.
+const MAX_SIZE: u64 = 16_000_000;
 
 fn tarball_name() -> String {
     format!("atrest-{VERSION}-x86_64-linux")
