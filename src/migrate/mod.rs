@@ -8,6 +8,7 @@ mod attempt;
 pub mod checkpoint;
 mod error;
 mod options;
+mod outcome;
 mod run;
 mod worker;
 
