@@ -189,7 +189,7 @@ pub struct ScanRequest {
     /// free pages).
     pub history: bool,
     /// With `verify`, a KMS plugin that cannot be asked leaves its values unverified (counted,
-    /// and named in [`ScanReport::kms_not_asked`]) instead of stopping the scan: the report's
+    /// and named in [`crate::model::census::ScanReport::kms_not_asked`]) instead of stopping the scan: the report's
     /// choice, whose check then says what was not decrypted.
     pub kms_may_be_unreachable: bool,
     /// Identity files (age or SSH) that open the sealed key archive and backups.

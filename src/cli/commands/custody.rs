@@ -157,6 +157,11 @@ pub(crate) async fn drill(a: args::DrillArgs) -> Result<i32> {
             for o in &result.unopened_sample {
                 crate::cli::outln!("  does not open: {} ({})", o.name, o.stored_as);
             }
+            let shown = result.unopened_sample.len();
+            let more = atrest::model::showing(shown, result.unopened, "");
+            if !more.is_empty() {
+                crate::cli::outln!("  values that do not open:{more}");
+            }
             crate::cli::outln!(
                 "{}: {} of {} values opened",
                 result.result,
