@@ -6,7 +6,8 @@
 //!   cargo run --release --example seed_etcd -- ENDPOINT NAMESPACE COUNT [SIZE_BYTES] [PREFIX] [SEGMENT]
 //!
 //! Names are `m-<number>`; each Secret holds SIZE_BYTES (default 64) under key `value`. Puts go
-//! in transactions of 128 (etcd's default limit), several in flight. SEGMENT is the key segment
+//! in transactions of 128 (etcd's default limit), several in flight; `SEED_TXN=1` writes one per
+//! transaction instead, a revision per object as the apiserver writes them (for history). SEGMENT is the key segment
 //! of the resource (default `secrets`; `configmaps` gets ConfigMaps, any other segment — meant
 //! for custom resources no CRD serves, e.g. `example.com/widgets` — gets Secrets: a scan
 //! classifies bytes, whatever kind they hold, and an apiserver serving that resource would
@@ -18,6 +19,7 @@ use k8s_pb::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
 use prost::Message;
 
+/// Puts per transaction unless `SEED_TXN` says otherwise: etcd's default limit.
 const BATCH: usize = 128;
 
 fn value(ns: &str, name: &str, i: usize, size: usize, configmap: bool) -> Vec<u8> {
@@ -82,10 +84,17 @@ async fn main() {
     let size: usize = args.get(3).map(|s| s.parse().expect("SIZE")).unwrap_or(64);
     let prefix = args.get(4).cloned().unwrap_or_else(|| "/registry".into());
     let segment = args.get(5).cloned().unwrap_or_else(|| "secrets".into());
+    let per_txn: usize = std::env::var("SEED_TXN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| (1..=BATCH).contains(n))
+        .unwrap_or(BATCH);
+    // Single puts need more in flight to keep etcd's batching busy.
+    let in_flight = if per_txn < 16 { 64 } else { 8 };
     let t0 = std::time::Instant::now();
     let batches: Vec<std::ops::Range<usize>> = (0..count)
-        .step_by(BATCH)
-        .map(|s| s..(s + BATCH).min(count))
+        .step_by(per_txn)
+        .map(|s| s..(s + per_txn).min(count))
         .collect();
     let done = futures::stream::iter(batches)
         .map(|range| {
@@ -109,7 +118,7 @@ async fn main() {
                     .expect("txn");
             }
         })
-        .buffer_unordered(8)
+        .buffer_unordered(in_flight)
         .count()
         .await;
     eprintln!(

@@ -56,7 +56,7 @@ api=(--kubeconfig "$KUBECONFIG" --state-dir "$work/state")
 }
 
 awk -v n="$N" '
-  { label[NR]=$1; t[NR]=$2; rss[NR]=$3; if ($1=="etcdctl-get-prefix-protobuf") base=$2 }
+  { label[NR]=$1; t[NR]=$2; rss[NR]=$3; if ($4 > 0) label[NR]=$1 " (FAILED: exit " $4 ")"; if ($1=="etcdctl-get-prefix-protobuf") base=$2 }
   END {
     printf "\n%d secrets of 64 B of data (plaintext protobuf, config aescbc):\n", n
     printf "| command | wall s | vs etcdctl get --prefix | peak RSS MiB |\n|---|---:|---:|---:|\n"

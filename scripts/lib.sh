@@ -45,16 +45,20 @@ aescbc_config() {
   printf '%s\n' "      - identity: {}"
 }
 
-# measure LABEL RUNS CMD...: runs CMD RUNS times (after one warm-up), prints "LABEL median_s max_rss_kib".
+# measure LABEL RUNS CMD...: runs CMD RUNS times (after one warm-up), prints "LABEL median_s
+# max_rss_kib failed" (failed: the worst exit code above MEASURE_OK_EXIT, else 0; tables mark it).
 measure() {
   local label=$1 runs=$2; shift 2
   [ -n "${NO_WARMUP:-}" ] || "$@" >/dev/null 2>&1 || true
-  local times=() rss=0
+  local times=() rss=0 failed=0
   for _ in $(seq 1 "$runs"); do
     # Exit 1 is atrest's "findings": a finished run, timed like any other.
     local rc=0
     /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/stdout" 2>"$work/stderr" || rc=$?
-    [ "$rc" -le "${MEASURE_OK_EXIT:-0}" ] || echo "($label exited $rc: $(tail -2 "$work/stderr" | tr '\n' ' '))" >&2
+    if [ "$rc" -gt "${MEASURE_OK_EXIT:-0}" ]; then
+      echo "($label exited $rc: $(tail -2 "$work/stderr" | tr '\n' ' '))" >&2
+      [ "$rc" -gt "$failed" ] && failed=$rc
+    fi
     # /usr/bin/time puts "Command exited with non-zero status N" before its figures.
     read -r t m < <(tail -n 1 "$work/time")
     times+=("$t")
@@ -62,7 +66,7 @@ measure() {
   done
   local median
   median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  echo "$label $median $rss"
+  echo "$label $median $rss $failed"
 }
 
 # testbed_restart_apiserver: restarts kube-apiserver (it loads the config file at once).

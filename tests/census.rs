@@ -93,6 +93,8 @@ fn report(cp: &ControlPlane, file: &Path, extra: &[&str]) -> (i32, Value) {
     ];
     args.extend_from_slice(extra);
     let (code, _, err) = run(cp, &args);
+    // Shown when a test fails: why a run stopped (exit 2) is in it.
+    eprintln!("atrest {}: exit {code}\n{err}", args.join(" "));
     assert!(file.exists(), "no report written: {err}");
     (code, json(&std::fs::read_to_string(file).unwrap()))
 }

@@ -1187,6 +1187,87 @@ async fn a_scan_outlived_by_a_compaction_stops_with_exit_2_and_no_counts() {
     );
 }
 
+/// The history read states its revision too: every older value it counts is one etcd still
+/// kept at the scan's revision, or the run stops. 1,200 secrets of 16 KiB are deleted, so
+/// etcd's history holds 1,200 older values (about 19 MiB) the scan itself does not read. The
+/// history read goes through a relay that holds etcd's answers once 4 MiB have gone through;
+/// atrest is frozen there, the real `etcdctl compact` compacts past every one of those values,
+/// and it is let go: it must stop with exit 2 and the compaction message, and print no counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_read_outlived_by_a_compaction_stops_with_exit_2_and_no_counts() {
+    const N: usize = 1200;
+    let cp = ControlPlane::start(Options {
+        apiserver_args: no_compaction(),
+        ..Default::default()
+    })
+    .await;
+    let client = cp.client().await;
+    create_namespace(&client, "gone").await;
+    let value = format!("history-{}", "x".repeat(16 * 1024));
+    create_secrets(&client, "gone", &names("s", N), &value).await;
+    Api::<Secret>::namespaced(client.clone(), "gone")
+        .delete_collection(&Default::default(), &Default::default())
+        .await
+        .unwrap();
+    poll(
+        "the deleted secrets gone from etcd",
+        Duration::from_secs(60),
+        async || {
+            let left = cp
+                .etcd()
+                .await
+                .get(
+                    "/registry/secrets/gone/",
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await
+                .unwrap()
+                .count();
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+
+    const HOLD_AT: u64 = 4 << 20;
+    let upstream = cp.etcd_endpoint.strip_prefix("http://").unwrap();
+    let relay = Relay::start(upstream, HOLD_AT);
+    let mut cmd = support::cli::command(&["scan", "--history", "-o", "json"]);
+    cmd.arg(format!("--config={}", cp.config_path.display()))
+        .arg(format!("--endpoints=http://{}", relay.addr))
+        .env("ATREST_STATE_DIR", cp.path().join("atrest"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    support::promises_b::wait_for(&mut child, "4 MiB of etcd's answers relayed", async || {
+        relay.held()
+    })
+    .await;
+    support::proc::signal(child.id(), libc::SIGSTOP);
+    cp.plant("/atrest-test/after-the-deletes", b"1".to_vec())
+        .await;
+    let compacted_at = etcd_revision(&cp).await;
+    let etcdctl = Command::new(cp.bins.join("etcdctl"))
+        .args(cp.etcd_flags())
+        .args(["compact", &compacted_at.to_string(), "--physical"])
+        .output()
+        .unwrap();
+    assert!(etcdctl.status.success(), "{}", text(&etcdctl));
+    support::proc::signal(child.id(), libc::SIGCONT);
+    relay.release();
+    let out = cp.wait(&cmd, child);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        out.stdout.is_empty(),
+        "no counts from a history etcd no longer keeps: {}",
+        text(&out)
+    );
+    assert!(
+        stderr.contains("was compacted during the scan; run the scan again"),
+        "{stderr}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. report --history / --no-history
 // ---------------------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ impl Context {
                 &plan,
                 &opts,
                 run.revision,
+                &run.splits.keys(),
                 req.max_list,
             )
             .await

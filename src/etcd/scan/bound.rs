@@ -100,5 +100,51 @@ fn add(key: &[u8], at: usize, by: u128) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Keys spaced about evenly through everything a scan read, at most `2 × MAX_SPLITS`: where
+/// a later read of the same keys' history splits its work (etcd serves many watchers over
+/// disjoint key ranges in one pass of its sync loop; see `history::live`). Memory stays bounded
+/// whatever the number of keys: when the list is full every other key is dropped and the
+/// spacing doubles.
+#[derive(Clone, Debug, Default)]
+pub struct Splits {
+    keys: Vec<Vec<u8>>,
+    /// Keys between two kept ones (1 until the list first fills).
+    step: u64,
+    /// Keys offered so far.
+    seen: u64,
+}
+
+/// The fewest split keys a full list keeps.
+pub(crate) const MAX_SPLITS: usize = 256;
+
+impl Splits {
+    /// Offers the next key read (keys of one range in order).
+    pub fn offer(&mut self, key: &[u8]) {
+        self.seen += 1;
+        self.step = self.step.max(1);
+        if !self.seen.is_multiple_of(self.step) {
+            return;
+        }
+        self.keys.push(key.to_vec());
+        if self.keys.len() >= 2 * MAX_SPLITS {
+            let mut i = 0;
+            self.keys.retain(|_| {
+                i += 1;
+                i % 2 == 0
+            });
+            self.step *= 2;
+        }
+    }
+
+    /// The split keys, sorted, without repeats.
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        let mut keys = self.keys.clone();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
 #[cfg(test)]
+#[path = "bound/tests.rs"]
 mod tests;

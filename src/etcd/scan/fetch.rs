@@ -117,6 +117,9 @@ impl Reader {
             if !kvs.is_empty() {
                 let bytes: usize = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
                 let avg = (bytes / kvs.len()).max(1);
+                for kv in &kvs {
+                    self.end.splits.offer(kv.key());
+                }
                 self.limit = ((TARGET_PAGE_BYTES / avg) as i64).clamp(1, self.max_keys);
                 if self.tx.send(Ok(Page { range: i, kvs })).await.is_err() {
                     return false;

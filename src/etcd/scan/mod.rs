@@ -246,7 +246,7 @@ pub trait Progress {
 impl Progress for () {}
 
 /// What a finished scan read.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ScanRun {
     /// The revision every page was read at (the last one when `repinned`).
     pub revision: i64,
@@ -255,6 +255,8 @@ pub struct ScanRun {
     /// Times etcd compacted past the revision mid-run and reading went on at a newer one
     /// ([`ScanOptions::follow_compaction`]).
     pub repinned: u64,
+    /// Keys spaced evenly through what was read, for a history read to split its work by.
+    pub splits: bound::Splits,
 }
 
 /// Reads every planned range at one revision and hands each classified value to `visitor`.

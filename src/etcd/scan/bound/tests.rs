@@ -107,3 +107,23 @@ fn a_guess_never_goes_backwards_or_past_the_range() {
     // Unknown density: the whole range.
     assert_eq!(Stride::default().end(b"/r/a", b"/r0", 10), b"/r0".to_vec());
 }
+
+#[test]
+fn splits_stay_bounded_and_evenly_spaced() {
+    let mut splits = Splits::default();
+    for i in 0..100_000u32 {
+        splits.offer(format!("/registry/secrets/ns/{i:06}").as_bytes());
+    }
+    let keys = splits.keys();
+    assert!(
+        keys.len() >= MAX_SPLITS && keys.len() < 2 * MAX_SPLITS,
+        "{}",
+        keys.len()
+    );
+    // Every kept key is a multiple of the final spacing.
+    let step = splits.step as usize;
+    for (n, k) in keys.iter().enumerate() {
+        let i: usize = String::from_utf8_lossy(&k[21..]).parse().unwrap();
+        assert_eq!(i + 1, (n + 1) * step, "key {n}");
+    }
+}
