@@ -80,7 +80,7 @@ sys.exit(1 if bad or sum(totals.values()) != allraw else 0)
 PY
 
 awk -v n="$N" '
-  { label[NR]=$1; t[NR]=$2; rss[NR]=$3; if ($1=="etcdctl-get-registry-protobuf") base=$2 }
+  { label[NR]=$1; t[NR]=$2; rss[NR]=$3; if ($4 > 0) label[NR]=$1 " (FAILED: exit " $4 ")"; if ($1=="etcdctl-get-registry-protobuf") base=$2 }
   END {
     printf "\n%d objects of 256 B of data over 20 resources (plaintext protobuf; secrets under an aescbc config):\n", n
     printf "| command | wall s | vs etcdctl get /registry --prefix | peak RSS MiB |\n|---|---:|---:|---:|\n"

@@ -5,7 +5,12 @@
 # examples/seed_etcd.rs, since a million through the API would take too long; the config is
 # aescbc, so every one of them is a finding (plaintext where encryption is configured).
 #
-#   scripts/bench-million.sh [N=1000000] [RUNS=1]      (SKIP_REENCRYPT=1: not the real run;
+#   scripts/bench-million.sh [--resources K] [N=1000000] [RUNS=1]
+#                                                      (--resources K: the N objects spread over
+#                                                       K resources — secrets, configmaps and
+#                                                       K-2 custom resources no CRD serves — and
+#                                                       compared with reading all of /registry;
+#                                                       SKIP_REENCRYPT=1: not the real run;
 #                                                       PAGE_SWEEP="1000 5000": dry runs per page size;
 #                                                       BASELINE=path/to/atrest: also that build's
 #                                                       scan and dry run, for a before/after)
@@ -13,6 +18,12 @@
 # Last, `atrest reencrypt` itself, once: every secret rewritten through the apiserver, and the
 # size of the checkpoint it leaves.
 set -euo pipefail
+K=1
+if [ "${1:-}" = --resources ]; then
+  K=$2
+  shift 2
+  [ "$K" -ge 2 ] || { echo "--resources needs at least 2 (secrets and configmaps)" >&2; exit 2; }
+fi
 N=${1:-1000000}
 RUNS=${2:-1}
 # shellcheck source=scripts/lib.sh
@@ -21,17 +32,28 @@ setup
 cargo build --release --quiet --example seed_etcd
 aescbc_config >"$work/config.yaml"
 testbed_start "$work/config.yaml"
-"$root/target/release/examples/seed_etcd" "$ETCDCTL_ENDPOINTS" million "$N" 64
-etcdctl --command-timeout=600s get /registry/secrets --prefix --count-only -w fields | grep -i count >&2
+# What is read: the secrets alone, or every resource (the census) with --resources.
+read_prefix=/registry/secrets
+if [ "$K" = 1 ]; then
+  "$root/target/release/examples/seed_etcd" "$ETCDCTL_ENDPOINTS" million "$N" 64
+else
+  read_prefix=/registry
+  segments=(secrets configmaps)
+  for i in $(seq -w 1 $((K - 2))); do segments+=("million$i.example.com/things"); done
+  for seg in "${segments[@]}"; do
+    "$root/target/release/examples/seed_etcd" "$ETCDCTL_ENDPOINTS" million $((N / K)) 64 /registry "$seg"
+  done
+fi
+etcdctl --command-timeout=600s get "$read_prefix" --prefix --count-only -w fields | grep -i count >&2
 
 flags=(--config "$ATREST_CONFIG" --endpoints "$ETCDCTL_ENDPOINTS")
 # Every secret is plaintext under an aescbc config: scan, status and report exit 1 (findings).
 export MEASURE_OK_EXIT=1
 api=(--kubeconfig "$KUBECONFIG" --state-dir "$work/state")
 {
-  measure "etcdctl-get-prefix-protobuf" "$RUNS" sh -c "etcdctl --command-timeout=600s get /registry/secrets --prefix -w protobuf > /dev/null"
+  measure "etcdctl-get-prefix-protobuf" "$RUNS" sh -c "etcdctl --command-timeout=600s get $read_prefix --prefix -w protobuf > /dev/null"
   # What etcd spends counting the range once: every paged read pays it for the rest of the range.
-  measure "etcdctl-count-only" "$RUNS" sh -c "etcdctl --command-timeout=600s get /registry/secrets --prefix --count-only -w fields > /dev/null"
+  measure "etcdctl-count-only" "$RUNS" sh -c "etcdctl --command-timeout=600s get $read_prefix --prefix --count-only -w fields > /dev/null"
   measure "atrest-scan" "$RUNS" "$atrest" scan "${flags[@]}" --progress none
   if [ -n "${BASELINE:-}" ]; then
     measure "baseline-atrest-scan" "$RUNS" "$BASELINE" scan "${flags[@]}" --progress none
@@ -55,10 +77,10 @@ api=(--kubeconfig "$KUBECONFIG" --state-dir "$work/state")
   echo "checkpoint after reencrypt: $(stat -c %s "$work/state/reencrypt-checkpoint.json") bytes" >&2
 }
 
-awk -v n="$N" '
+awk -v n="$N" -v k="$K" -v p="$read_prefix" '
   { label[NR]=$1; t[NR]=$2; rss[NR]=$3; if ($4 > 0) label[NR]=$1 " (FAILED: exit " $4 ")"; if ($1=="etcdctl-get-prefix-protobuf") base=$2 }
   END {
-    printf "\n%d secrets of 64 B of data (plaintext protobuf, config aescbc):\n", n
-    printf "| command | wall s | vs etcdctl get --prefix | peak RSS MiB |\n|---|---:|---:|---:|\n"
+    printf "\n%d objects of 64 B of data over %d resources (plaintext protobuf, config aescbc for secrets):\n", n, k
+    printf "| command | wall s | vs etcdctl get %s --prefix | peak RSS MiB |\n|---|---:|---:|---:|\n", p
     for (i=1;i<=NR;i++) printf "| %s | %.2f | %.2f | %.1f |\n", label[i], t[i], (base>0? t[i]/base : 0), rss[i]/1024
   }' "$work/results.txt"
