@@ -9,43 +9,33 @@
 //! oldest watcher's on and matches each against every watcher of its key: one watcher over all
 //! of history reads about 10,000 revisions a second, and watchers over the same keys only add
 //! matching. The keys are therefore split into ranges (at keys the scan spaced evenly, see
-//! [`Splits`](super::super::scan::bound::Splits)), each watched by its own watcher, all at
-//! once: each revision matches one watcher, and a pass serves them all. The values they hand
-//! over are classified as they arrive, in any order (no per-key order is needed).
+//! [`Splits`](super::super::scan::bound::Splits)), each watched by its own watcher, all at once
+//! on one watch stream: each revision matches one watcher, a pass serves them all, and one
+//! stream holds at most one message in memory (many streams held one each: 196 MiB at a
+//! million). The values are classified as they arrive, in any order (no per-key order is
+//! needed). The read is complete when etcd reports progress at the scan's revision, which it
+//! does only once every watcher of the stream has caught up.
 
 use std::ops::Range;
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchResponse};
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 use super::super::layout::{normalize_prefix, prefix_end};
 use super::super::scan::{Classifier, ScanOptions, ScanPlan};
 use super::super::{EtcdError, explain, is_transient};
 use super::HistoryBuilder;
+use crate::codec::ClassifyOptions;
 use crate::config::EncryptionConfig;
 use crate::model::census::HistoryReport;
 
-/// Watchers at once (etcd's sync loop serves up to 512 per pass). Measured at 100,000 older
-/// values (`scripts/bench-history.sh`): 128 took 1.9–2.5 s, 256 2.2–2.5 s and 500 1.2–1.9 s,
-/// with peak RSS about 40, 55 and 37–69 MiB (what etcd has sent and atrest not yet read).
-const WATCHERS: usize = 256;
-/// Batches waiting to be classified; a batch is one watch response's superseded values.
-const QUEUED: usize = 8;
 /// The largest watch response accepted (fragments are asked for, so most are far smaller; one
 /// change and its previous value can still be larger than etcd's request limit).
 const MAX_MESSAGE: usize = 512 << 20;
 
-/// A value a later write or delete superseded.
-struct Superseded {
-    key: Vec<u8>,
-    /// The value's own revision.
-    revision: i64,
-    value: Vec<u8>,
-    /// The revision of the write or delete that superseded it.
-    at: i64,
-}
+/// Watch attempts before a failure stops the read: a watch stream that breaks (an etcd restart,
+/// a leader change, a reset connection) is started again where each key range stopped.
+const ATTEMPTS: u32 = 5;
 
 /// Reads etcd's retained history live: every value a change after the compaction revision (up
 /// to `revision`) superseded, classified into a [`HistoryReport`]. `splits` are keys under the
@@ -63,32 +53,34 @@ pub async fn live(
     list_limit: usize,
 ) -> Result<HistoryReport, EtcdError> {
     let prefix = normalize_prefix(etcd_prefix).into_bytes();
-    let parts = key_ranges(&prefix, splits);
     let compacted = compaction_revision(client, &prefix, revision).await?;
     let from = if compacted > 0 { compacted + 1 } else { 1 };
-    let mut classifier = Classifier::new(config, etcd_prefix, plan, &opts.classify);
-    let mut builder = HistoryBuilder::new(list_limit);
-
-    let (tx, mut rx) = mpsc::channel::<Vec<Superseded>>(QUEUED);
-    // Aborted when dropped, so a failed classification stops every watcher.
-    let mut feeder = JoinSet::new();
-    feeder.spawn(watch_parts(client.clone(), parts, from..revision + 1, tx));
-    while let Some(batch) = rx.recv().await {
-        opts.classify
-            .prefetch(batch.iter().map(|s| s.value.as_slice()))
-            .await
-            .map_err(EtcdError::Kms)?;
-        let options = &opts.classify.options;
-        for s in &batch {
-            builder.superseded(&mut classifier, options, &s.key, s.revision, &s.value, s.at);
+    let mut read = Read {
+        parts: key_ranges(&prefix, splits)
+            .into_iter()
+            .map(|keys| Part {
+                keys,
+                cursor: Cursor::default(),
+            })
+            .collect(),
+        revisions: from..revision + 1,
+        classifier: Classifier::new(config, etcd_prefix, plan, &opts.classify),
+        opts,
+        builder: HistoryBuilder::new(list_limit),
+    };
+    let mut attempt = 1;
+    loop {
+        match read.watch(client).await {
+            Ok(()) => return Ok(read.builder.finish(compacted, revision)),
+            Err(Broken::Transient(e)) if attempt < ATTEMPTS => {
+                tracing::debug!("history watch broke ({}); watching again", explain(&e));
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                attempt += 1;
+            }
+            Err(Broken::Transient(e)) => return Err(request_error(e)),
+            Err(Broken::Fatal(e)) => return Err(e),
         }
     }
-    match feeder.join_next().await {
-        Some(Ok(result)) => result?,
-        Some(Err(e)) => return Err(stopped(e)),
-        None => {}
-    }
-    Ok(builder.finish(compacted, revision))
 }
 
 /// `[prefix, s1), [s1, s2), …, [sN, end of prefix)`: the prefix cut at the split keys inside it.
@@ -110,35 +102,6 @@ fn key_ranges(prefix: &[u8], splits: &[Vec<u8>]) -> Vec<(Vec<u8>, Vec<u8>)> {
     ranges
 }
 
-/// Reads the `revisions` of each key range, [`WATCHERS`] ranges at once; ends when every range
-/// is read or at the first error (the other watchers are dropped with the set).
-async fn watch_parts(
-    client: Client,
-    parts: Vec<(Vec<u8>, Vec<u8>)>,
-    revisions: Range<i64>,
-    tx: mpsc::Sender<Vec<Superseded>>,
-) -> Result<(), EtcdError> {
-    let mut watchers = JoinSet::new();
-    let mut parts = parts.into_iter();
-    loop {
-        while watchers.len() < WATCHERS {
-            let Some(keys) = parts.next() else { break };
-            watchers.spawn(read_part(
-                client.clone(),
-                keys,
-                revisions.clone(),
-                tx.clone(),
-            ));
-        }
-        match watchers.join_next().await {
-            None => return Ok(()),
-            Some(Ok(Ok(()))) => {}
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Err(e)) => return Err(stopped(e)),
-        }
-    }
-}
-
 /// How far a key range's changes have been taken: the last revision met and how many of its
 /// changes (a transaction can change several keys at one revision), so that a watch started
 /// again at that revision skips exactly what was already taken.
@@ -146,42 +109,31 @@ async fn watch_parts(
 struct Cursor {
     revision: i64,
     taken_at_revision: usize,
+    /// Changes at `revision` a watch started again must still skip.
+    skip: usize,
 }
 
-/// Watch attempts per key range before a failure stops the read: a watch stream that breaks
-/// (an etcd restart, a leader change, a reset connection) is started again where it stopped.
-const ATTEMPTS: u32 = 5;
-
-/// Watches `keys` from `revisions.start` until every change before `revisions.end` has arrived,
-/// sending the values those changes superseded; a broken watch is started again where it
-/// stopped, up to [`ATTEMPTS`] times.
-async fn read_part(
-    client: Client,
+/// One key range and how far it has been read.
+struct Part {
     keys: (Vec<u8>, Vec<u8>),
-    revisions: Range<i64>,
-    tx: mpsc::Sender<Vec<Superseded>>,
-) -> Result<(), EtcdError> {
-    let mut cursor = Cursor::default();
-    let mut attempt = 1;
-    loop {
-        match watch_part(&client, &keys, &revisions, &mut cursor, &tx).await {
-            Err(Broken::Transient(e)) if attempt < ATTEMPTS => {
-                tracing::debug!("history watch broke ({}); watching again", explain(&e));
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                attempt += 1;
-            }
-            Err(Broken::Transient(e)) => return Err(request_error(e)),
-            Err(Broken::Fatal(e)) => return Err(e),
-            Ok(()) => return Ok(()),
-        }
-    }
+    cursor: Cursor,
 }
 
-/// Why a watch ended before its key range was read.
+/// [`live`]'s reading state, kept across watch attempts.
+struct Read<'a> {
+    parts: Vec<Part>,
+    /// The changes to read: after the compaction revision, up to the scan's.
+    revisions: Range<i64>,
+    classifier: Classifier<'a>,
+    opts: &'a ScanOptions<'a>,
+    builder: HistoryBuilder,
+}
+
+/// Why a watch ended before the history was read.
 enum Broken {
     /// Worth watching again (see [`is_transient`]).
     Transient(etcd_client::Error),
-    /// Not: compaction, or the history reader is gone.
+    /// Not: a compaction passed the history, or a KMS plugin failed.
     Fatal(EtcdError),
 }
 
@@ -195,93 +147,147 @@ impl From<etcd_client::Error> for Broken {
     }
 }
 
-/// One watch of `keys`, from where `cursor` says (see [`read_part`]).
-async fn watch_part(
-    client: &Client,
-    keys: &(Vec<u8>, Vec<u8>),
-    revisions: &Range<i64>,
-    cursor: &mut Cursor,
-    tx: &mpsc::Sender<Vec<Superseded>>,
-) -> Result<(), Broken> {
-    let from = if cursor.revision > 0 {
-        cursor.revision
-    } else {
-        revisions.start
-    };
-    let mut skip = cursor.taken_at_revision;
-    let options = WatchOptions::new()
-        .with_range(keys.1.clone())
-        .with_start_revision(from)
-        .with_prev_key()
-        .with_fragment();
-    let mut stream = client
-        .watch_client()
-        .max_decoding_message_size(MAX_MESSAGE)
-        .watch(keys.0.clone(), Some(options))
-        .await?;
-    // etcd answers a progress request only once the watcher has caught up: then no change
-    // after the last one it sent exists yet. Asked after every response (the watcher may have
-    // just caught up) and on a tick (it may have caught up without a response).
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            msg = stream.message() => {
-                let Some(resp) = msg? else {
-                    return Err(Broken::Transient(etcd_client::Error::WatchError(
-                        "etcd closed a history watch before it was complete".into(),
-                    )));
-                };
-                let (values, complete) =
-                    take(&resp, revisions, cursor, &mut skip).map_err(Broken::Fatal)?;
-                if !values.is_empty() && tx.send(values).await.is_err() {
-                    // The reader stopped; its error is the one reported.
-                    return Ok(());
+impl Read<'_> {
+    /// One watch stream with a watcher per key range (watch ID = index + 1), each from where
+    /// its cursor says; ends once etcd reports progress at or past the last revision after
+    /// every watcher was created.
+    async fn watch(&mut self, client: &Client) -> Result<(), Broken> {
+        for part in &mut self.parts {
+            part.cursor.skip = part.cursor.taken_at_revision;
+        }
+        let options = |i: usize, part: &Part, start: i64| {
+            let from = if part.cursor.revision > 0 {
+                part.cursor.revision
+            } else {
+                start
+            };
+            WatchOptions::new()
+                .with_range(part.keys.1.clone())
+                .with_start_revision(from)
+                .with_prev_key()
+                .with_fragment()
+                .with_watch_id(i as i64 + 1)
+        };
+        let start = self.revisions.start;
+        let stream = client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .watch(
+                self.parts[0].keys.0.clone(),
+                Some(options(0, &self.parts[0], start)),
+            )
+            .await?;
+        let (mut requests, mut responses) = stream.split();
+        let (mut asked, mut created) = (1, 0);
+        // etcd answers a progress request only once every watcher of the stream has caught up.
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            let all_created = created == self.parts.len();
+            let next = (asked < self.parts.len()).then(|| {
+                let part = &self.parts[asked];
+                (part.keys.0.clone(), options(asked, part, start))
+            });
+            tokio::select! {
+                sent = async {
+                    let (key, opts) = next.expect("guarded by the branch condition");
+                    requests.watch(key, Some(opts)).await
+                }, if next.is_some() => {
+                    sent?;
+                    asked += 1;
                 }
-                if complete {
-                    return Ok(());
+                msg = responses.message() => {
+                    let Some(resp) = msg? else {
+                        return Err(Broken::Transient(etcd_client::Error::WatchError(
+                            "etcd closed the history watch before it was complete".into(),
+                        )));
+                    };
+                    if resp.created() {
+                        created += 1;
+                        continue;
+                    }
+                    if self.take(&resp).await.map_err(Broken::Fatal)? && all_created {
+                        return Ok(());
+                    }
+                    if all_created {
+                        requests.request_progress().await?;
+                    }
                 }
-                stream.request_progress().await?;
-            }
-            _ = tick.tick() => {
-                stream.request_progress().await?;
+                _ = tick.tick(), if all_created => {
+                    requests.request_progress().await?;
+                }
             }
         }
     }
+
+    /// Classifies what one watch response's changes inside the revisions superseded; whether it
+    /// is a progress report at or past the last revision.
+    async fn take(&mut self, resp: &WatchResponse) -> Result<bool, EtcdError> {
+        if resp.canceled() {
+            return Err(if resp.compact_revision() > 0 {
+                EtcdError::Compacted {
+                    revision: self.revisions.start,
+                }
+            } else {
+                EtcdError::Request {
+                    message: resp.cancel_reason().to_string(),
+                    hint: "",
+                }
+            });
+        }
+        if resp.events().is_empty() {
+            let at = resp.header().map(|h| h.revision()).unwrap_or(0);
+            return Ok(at >= self.revisions.end - 1);
+        }
+        let Some(part) = usize::try_from(resp.watch_id() - 1)
+            .ok()
+            .and_then(|i| self.parts.get_mut(i))
+        else {
+            // Never dropped silently: the counts would be short.
+            return Err(EtcdError::Request {
+                message: format!(
+                    "etcd sent changes for watch {}, which atrest did not ask for",
+                    resp.watch_id()
+                ),
+                hint: "",
+            });
+        };
+        let superseded = changes(resp, &self.revisions, &mut part.cursor)?;
+        self.opts
+            .classify
+            .prefetch(superseded.iter().map(|(_, prev)| prev.value()))
+            .await
+            .map_err(EtcdError::Kms)?;
+        let options: &ClassifyOptions<'_> = &self.opts.classify.options;
+        for (at, prev) in superseded {
+            self.builder.superseded(
+                &mut self.classifier,
+                options,
+                prev.key(),
+                prev.mod_revision(),
+                prev.value(),
+                at,
+            );
+        }
+        Ok(false)
+    }
 }
 
-/// One watch response: the values its changes inside `revisions` superseded, and whether all
-/// of them have now arrived (a change past them, or progress at or past the last). `cursor`
-/// moves past each change taken; the first `skip` changes at the cursor's revision were taken
-/// by an earlier watch.
-fn take(
-    resp: &WatchResponse,
+/// The changes of one response inside `revisions` that superseded a value, with that value;
+/// `cursor` moves past each change taken (skipping those an earlier watch took).
+fn changes<'r>(
+    resp: &'r WatchResponse,
     revisions: &Range<i64>,
     cursor: &mut Cursor,
-    skip: &mut usize,
-) -> Result<(Vec<Superseded>, bool), EtcdError> {
-    if resp.canceled() {
-        return Err(if resp.compact_revision() > 0 {
-            EtcdError::Compacted {
-                revision: revisions.start,
-            }
-        } else {
-            EtcdError::Request {
-                message: resp.cancel_reason().to_string(),
-                hint: "",
-            }
-        });
-    }
-    let mut values = Vec::new();
-    let mut complete = false;
+) -> Result<Vec<(i64, &'r etcd_client::KeyValue)>, EtcdError> {
+    let mut out = Vec::new();
     for ev in resp.events() {
         let Some(kv) = ev.kv() else { continue };
         let at = kv.mod_revision();
         if at >= revisions.end {
-            complete = true;
             continue;
         }
-        if at == cursor.revision && *skip > 0 {
-            *skip -= 1;
+        if at == cursor.revision && cursor.skip > 0 {
+            cursor.skip -= 1;
             continue;
         }
         if at == cursor.revision {
@@ -290,8 +296,8 @@ fn take(
             *cursor = Cursor {
                 revision: at,
                 taken_at_revision: 1,
+                skip: 0,
             };
-            *skip = 0;
         }
         // A put of version 1 creates its key: it superseded nothing.
         if ev.event_type() == EventType::Put && kv.version() == 1 {
@@ -302,30 +308,15 @@ fn take(
         let Some(prev) = ev.prev_kv() else {
             return Err(EtcdError::Compacted { revision: at - 1 });
         };
-        values.push(Superseded {
-            key: prev.key().to_vec(),
-            revision: prev.mod_revision(),
-            value: prev.value().to_vec(),
-            at,
-        });
+        out.push((at, prev));
     }
-    let progress = !resp.created() && resp.events().is_empty();
-    let at = resp.header().map(|h| h.revision()).unwrap_or(0);
-    Ok((values, complete || (progress && at >= revisions.end - 1)))
+    Ok(out)
 }
 
 /// A failed etcd request, as [`live`] reports it.
 fn request_error(e: etcd_client::Error) -> EtcdError {
     EtcdError::Request {
         message: explain(&e),
-        hint: "",
-    }
-}
-
-/// A history reader task that panicked or was cancelled (a bug: reported, not hidden).
-fn stopped(e: tokio::task::JoinError) -> EtcdError {
-    EtcdError::Request {
-        message: format!("a history reader stopped: {e}"),
         hint: "",
     }
 }
