@@ -1217,15 +1217,9 @@ async fn a_scan_outlived_by_a_compaction_stops_with_exit_2_and_no_counts() {
     );
 }
 
-/// The history read states its revision too: every older value it counts is one etcd still
-/// kept at the scan's revision, or the run stops. 1,200 secrets of 16 KiB are deleted, so
-/// etcd's history holds 1,200 older values (about 19 MiB) the scan itself does not read. The
-/// history read goes through a relay that holds etcd's answers once 4 MiB have gone through;
-/// atrest is frozen there, the real `etcdctl compact` compacts past every one of those values,
-/// and it is let go: it must stop with exit 2 and the compaction message, and print no counts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_history_read_outlived_by_a_compaction_stops_with_exit_2_and_no_counts() {
-    const N: usize = 1200;
+/// Older values in etcd's history that a scan does not read: [`DELETED`] secrets of 16 KiB
+/// (about 19 MiB), created and then deleted, on a control plane that never compacts.
+async fn deleted_secrets_in_history() -> ControlPlane {
     let cp = ControlPlane::start(Options {
         apiserver_args: no_compaction(),
         ..Default::default()
@@ -1234,7 +1228,7 @@ async fn a_history_read_outlived_by_a_compaction_stops_with_exit_2_and_no_counts
     let client = cp.client().await;
     create_namespace(&client, "gone").await;
     let value = format!("history-{}", "x".repeat(16 * 1024));
-    create_secrets(&client, "gone", &names("s", N), &value).await;
+    create_secrets(&client, "gone", &names("s", DELETED), &value).await;
     Api::<Secret>::namespaced(client.clone(), "gone")
         .delete_collection(&Default::default(), &Default::default())
         .await
@@ -1257,6 +1251,21 @@ async fn a_history_read_outlived_by_a_compaction_stops_with_exit_2_and_no_counts
         },
     )
     .await;
+    cp
+}
+
+/// How many secrets [`deleted_secrets_in_history`] leaves in history.
+const DELETED: usize = 1200;
+
+/// The history read states its revision too: every older value it counts is one etcd still
+/// kept at the scan's revision, or the run stops. 1,200 secrets of 16 KiB are deleted, so
+/// etcd's history holds 1,200 older values (about 19 MiB) the scan itself does not read. The
+/// history read goes through a relay that holds etcd's answers once 4 MiB have gone through;
+/// atrest is frozen there, the real `etcdctl compact` compacts past every one of those values,
+/// and it is let go: it must stop with exit 2 and the compaction message, and print no counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_read_outlived_by_a_compaction_stops_with_exit_2_and_no_counts() {
+    let cp = deleted_secrets_in_history().await;
 
     const HOLD_AT: u64 = 4 << 20;
     let upstream = cp.etcd_endpoint.strip_prefix("http://").unwrap();
@@ -1306,38 +1315,7 @@ async fn a_history_read_outlived_by_a_compaction_stops_with_exit_2_and_no_counts
 /// connection on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_read_through_a_broken_connection_counts_every_older_value_once() {
-    const N: usize = 1200;
-    let cp = ControlPlane::start(Options {
-        apiserver_args: no_compaction(),
-        ..Default::default()
-    })
-    .await;
-    let client = cp.client().await;
-    create_namespace(&client, "gone").await;
-    let value = format!("history-{}", "x".repeat(16 * 1024));
-    create_secrets(&client, "gone", &names("s", N), &value).await;
-    Api::<Secret>::namespaced(client.clone(), "gone")
-        .delete_collection(&Default::default(), &Default::default())
-        .await
-        .unwrap();
-    poll(
-        "the deleted secrets gone from etcd",
-        Duration::from_secs(60),
-        async || {
-            let left = cp
-                .etcd()
-                .await
-                .get(
-                    "/registry/secrets/gone/",
-                    Some(GetOptions::new().with_prefix().with_count_only()),
-                )
-                .await
-                .unwrap()
-                .count();
-            (left == 0).then_some(())
-        },
-    )
-    .await;
+    let cp = deleted_secrets_in_history().await;
 
     let upstream = cp.etcd_endpoint.strip_prefix("http://").unwrap();
     let relay = Relay::cutting(upstream, 4 << 20);
@@ -1369,7 +1347,7 @@ async fn a_history_read_through_a_broken_connection_counts_every_older_value_onc
         .filter(|g| g["resource"] == "secrets")
         .map(|g| g["values"].as_u64().unwrap())
         .sum();
-    assert_eq!(older, N as u64, "{:#}", scan["history"]);
+    assert_eq!(older, DELETED as u64, "{:#}", scan["history"]);
 }
 
 // ---------------------------------------------------------------------------------------------

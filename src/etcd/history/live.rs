@@ -139,7 +139,9 @@ enum Broken {
 
 impl From<etcd_client::Error> for Broken {
     fn from(e: etcd_client::Error) -> Self {
-        if is_transient(&e) {
+        // A request to a watch stream that has broken fails with a closed channel: the
+        // stream's own error may not have been read yet.
+        if is_transient(&e) || matches!(e, etcd_client::Error::WatchError(_)) {
             Broken::Transient(e)
         } else {
             Broken::Fatal(request_error(e))
