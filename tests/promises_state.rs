@@ -1179,19 +1179,7 @@ async fn a_scan_outlived_by_a_compaction_stops_with_exit_2_and_no_counts() {
         relay.held()
     })
     .await;
-    support::proc::signal(child.id(), libc::SIGSTOP);
-    // A write after the pinned revision, then the real etcdctl compacts up to it.
-    cp.plant("/atrest-test/after-the-pin", b"1".to_vec()).await;
-    let compacted_at = etcd_revision(&cp).await;
-    let etcdctl = Command::new(cp.bins.join("etcdctl"))
-        .args(cp.etcd_flags())
-        .args(["compact", &compacted_at.to_string(), "--physical"])
-        .output()
-        .unwrap();
-    assert!(etcdctl.status.success(), "{}", text(&etcdctl));
-    support::proc::signal(child.id(), libc::SIGCONT);
-    relay.release();
-    let out = cp.wait(&cmd, child);
+    let (out, compacted_at) = compact_while_frozen(&cp, &relay, &cmd, child).await;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
@@ -1215,6 +1203,29 @@ async fn a_scan_outlived_by_a_compaction_stops_with_exit_2_and_no_counts() {
         before <= pinned && pinned < compacted_at,
         "{before} <= {pinned} < {compacted_at}"
     );
+}
+
+/// Freezes atrest (SIGSTOP) where the relay holds it, writes once more and has the real
+/// `etcdctl compact` compact up to that write, then lets atrest and the relay go; atrest's
+/// output, and the revision compacted at.
+async fn compact_while_frozen(
+    cp: &ControlPlane,
+    relay: &Relay,
+    cmd: &Command,
+    child: Child,
+) -> (std::process::Output, i64) {
+    support::proc::signal(child.id(), libc::SIGSTOP);
+    cp.plant("/atrest-test/after-the-pin", b"1".to_vec()).await;
+    let compacted_at = etcd_revision(cp).await;
+    let etcdctl = Command::new(cp.bins.join("etcdctl"))
+        .args(cp.etcd_flags())
+        .args(["compact", &compacted_at.to_string(), "--physical"])
+        .output()
+        .unwrap();
+    assert!(etcdctl.status.success(), "{}", text(&etcdctl));
+    support::proc::signal(child.id(), libc::SIGCONT);
+    relay.release();
+    (cp.wait(cmd, child), compacted_at)
 }
 
 /// Older values in etcd's history that a scan does not read: [`DELETED`] secrets of 16 KiB
@@ -1281,19 +1292,7 @@ async fn a_history_read_outlived_by_a_compaction_stops_with_exit_2_and_no_counts
         relay.held()
     })
     .await;
-    support::proc::signal(child.id(), libc::SIGSTOP);
-    cp.plant("/atrest-test/after-the-deletes", b"1".to_vec())
-        .await;
-    let compacted_at = etcd_revision(&cp).await;
-    let etcdctl = Command::new(cp.bins.join("etcdctl"))
-        .args(cp.etcd_flags())
-        .args(["compact", &compacted_at.to_string(), "--physical"])
-        .output()
-        .unwrap();
-    assert!(etcdctl.status.success(), "{}", text(&etcdctl));
-    support::proc::signal(child.id(), libc::SIGCONT);
-    relay.release();
-    let out = cp.wait(&cmd, child);
+    let (out, _) = compact_while_frozen(&cp, &relay, &cmd, child).await;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
