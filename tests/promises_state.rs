@@ -1162,24 +1162,13 @@ async fn a_scan_outlived_by_a_compaction_stops_with_exit_2_and_no_counts() {
         .iter()
         .map(|kv| kv.key().len() + kv.value().len())
         .sum();
-    const HOLD_AT: u64 = 4 << 20;
-    assert!(total as u64 > HOLD_AT * 4, "{total} bytes to read");
+    assert!(total as u64 > RELAY_AT * 4, "{total} bytes to read");
 
     let upstream = cp.etcd_endpoint.strip_prefix("http://").unwrap();
-    let relay = Relay::start(upstream, HOLD_AT);
+    let relay = Relay::start(upstream, RELAY_AT);
     let before = etcd_revision(&cp).await;
-    let mut cmd = support::cli::command(&["scan", "-o", "json"]);
-    cmd.arg(format!("--config={}", cp.config_path.display()))
-        .arg(format!("--endpoints=http://{}", relay.addr))
-        .env("ATREST_STATE_DIR", cp.path().join("atrest"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    support::promises_b::wait_for(&mut child, "4 MiB of etcd's answers relayed", async || {
-        relay.held()
-    })
-    .await;
-    let (out, compacted_at) = compact_while_frozen(&cp, &relay, &cmd, child).await;
+    let cmd = scan_through(&cp, &relay, &[]);
+    let (out, compacted_at) = compact_while_frozen(&cp, &relay, cmd).await;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
@@ -1205,15 +1194,34 @@ async fn a_scan_outlived_by_a_compaction_stops_with_exit_2_and_no_counts() {
     );
 }
 
-/// Freezes atrest (SIGSTOP) where the relay holds it, writes once more and has the real
-/// `etcdctl compact` compact up to that write, then lets atrest and the relay go; atrest's
-/// output, and the revision compacted at.
+/// Where the relays of these tests hold or break etcd's answers: after 4 MiB.
+const RELAY_AT: u64 = 4 << 20;
+
+/// `atrest scan ARGS -o json` reading etcd through `relay`, its output piped.
+fn scan_through(cp: &ControlPlane, relay: &Relay, args: &[&str]) -> Command {
+    let mut cmd = support::cli::command(&["scan", "-o", "json"]);
+    cmd.args(args)
+        .arg(format!("--config={}", cp.config_path.display()))
+        .arg(format!("--endpoints=http://{}", relay.addr))
+        .env("ATREST_STATE_DIR", cp.path().join("atrest"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Starts `cmd` and, once the relay holds it (4 MiB of etcd's answers through), freezes it
+/// (SIGSTOP), writes once more and has the real `etcdctl compact` compact up to that write,
+/// then lets atrest and the relay go; atrest's output, and the revision compacted at.
 async fn compact_while_frozen(
     cp: &ControlPlane,
     relay: &Relay,
-    cmd: &Command,
-    child: Child,
+    mut cmd: Command,
 ) -> (std::process::Output, i64) {
+    let mut child = cmd.spawn().unwrap();
+    support::promises_b::wait_for(&mut child, "4 MiB of etcd's answers relayed", async || {
+        relay.held()
+    })
+    .await;
     support::proc::signal(child.id(), libc::SIGSTOP);
     cp.plant("/atrest-test/after-the-pin", b"1".to_vec()).await;
     let compacted_at = etcd_revision(cp).await;
@@ -1225,7 +1233,7 @@ async fn compact_while_frozen(
     assert!(etcdctl.status.success(), "{}", text(&etcdctl));
     support::proc::signal(child.id(), libc::SIGCONT);
     relay.release();
-    (cp.wait(cmd, child), compacted_at)
+    (cp.wait(&cmd, child), compacted_at)
 }
 
 /// Older values in etcd's history that a scan does not read: [`DELETED`] secrets of 16 KiB
@@ -1278,21 +1286,10 @@ const DELETED: usize = 1200;
 async fn a_history_read_outlived_by_a_compaction_stops_with_exit_2_and_no_counts() {
     let cp = deleted_secrets_in_history().await;
 
-    const HOLD_AT: u64 = 4 << 20;
     let upstream = cp.etcd_endpoint.strip_prefix("http://").unwrap();
-    let relay = Relay::start(upstream, HOLD_AT);
-    let mut cmd = support::cli::command(&["scan", "--history", "-o", "json"]);
-    cmd.arg(format!("--config={}", cp.config_path.display()))
-        .arg(format!("--endpoints=http://{}", relay.addr))
-        .env("ATREST_STATE_DIR", cp.path().join("atrest"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    support::promises_b::wait_for(&mut child, "4 MiB of etcd's answers relayed", async || {
-        relay.held()
-    })
-    .await;
-    let (out, _) = compact_while_frozen(&cp, &relay, &cmd, child).await;
+    let relay = Relay::start(upstream, RELAY_AT);
+    let cmd = scan_through(&cp, &relay, &["--history"]);
+    let (out, _) = compact_while_frozen(&cp, &relay, cmd).await;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
@@ -1317,15 +1314,10 @@ async fn a_history_read_through_a_broken_connection_counts_every_older_value_onc
     let cp = deleted_secrets_in_history().await;
 
     let upstream = cp.etcd_endpoint.strip_prefix("http://").unwrap();
-    let relay = Relay::cutting(upstream, 4 << 20);
-    let mut cmd = support::cli::command(&["scan", "--history", "-o", "json"]);
-    cmd.arg(format!("--config={}", cp.config_path.display()))
-        .arg(format!("--endpoints=http://{}", relay.addr))
-        .env("ATREST_STATE_DIR", cp.path().join("atrest"))
-        // The history read says (at debug level) when it watches again.
-        .env("ATREST_LOG", "atrest::etcd::history=debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let relay = Relay::cutting(upstream, RELAY_AT);
+    let mut cmd = scan_through(&cp, &relay, &["--history"]);
+    // The history read says (at debug level) when it watches again.
+    cmd.env("ATREST_LOG", "atrest::etcd::history=debug");
     let child = cmd.spawn().unwrap();
     let out = cp.wait(&cmd, child);
     assert!(

@@ -106,7 +106,7 @@ impl Context {
                 &plan,
                 &opts,
                 run.revision,
-                &run.splits.keys(),
+                run.splits.keys(),
                 req.max_list,
             )
             .await

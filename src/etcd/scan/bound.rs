@@ -136,12 +136,9 @@ impl Splits {
         }
     }
 
-    /// The split keys, sorted, without repeats.
-    pub fn keys(&self) -> Vec<Vec<u8>> {
-        let mut keys = self.keys.clone();
-        keys.sort();
-        keys.dedup();
-        keys
+    /// The split keys, in the order the scan read them (its ranges in plan order).
+    pub fn keys(&self) -> &[Vec<u8>] {
+        &self.keys
     }
 }
 

@@ -185,7 +185,7 @@ fn a_resource_dropped_from_the_config_fails_c06_naming_the_key_and_the_rule() {
 
 #[test]
 fn stale_values_only_warn_while_a_rotation_in_progress_rewrites_them() {
-    let f = Fixture::new(
+    let mut f = Fixture::new(
         loaded(&secretbox(), 0o600),
         secrets(
             "secretbox:sb1",
@@ -202,22 +202,8 @@ fn stale_values_only_warn_while_a_rotation_in_progress_rewrites_them() {
         "snapshot_skipped": false, "aborted": false, "retired": []
     }))
     .unwrap();
-    let report = build(&ReportInputs {
-        config: &f.config,
-        scan: &f.scan,
-        etcd: EtcdInfo::default(),
-        apiservers: f.apiservers.clone(),
-        manifest_sets_config: f.manifest,
-        rotation: None,
-        in_progress: Some(rotation),
-        key_records: BTreeMap::new(),
-        archived: Some(Vec::new()),
-        custody: None,
-        drill: None,
-        rotation_log: Vec::new(),
-        policy: &f.policy,
-        now: "2026-06-01T00:00:00Z".parse().unwrap(),
-    });
+    f.in_progress = Some(rotation);
+    let report = f.report();
     let c04 = report.checks.iter().find(|c| c.id == "ATR-C04").unwrap();
     assert_eq!(c04.status, Status::Warn, "{:#?}", c04.evidence);
     assert!(

@@ -79,6 +79,8 @@ fn secrets(write: &str, encrypts: bool, rows: &[(&str, Verdict, u64)]) -> Resour
 }
 
 struct Fixture {
+    /// A rotation in progress, as the state folder records it.
+    in_progress: Option<Rotation>,
     custody: Option<crate::report::lifecycle::CustodyView>,
     drill: Option<crate::cluster::drill::DrillResult>,
     config: LoadedConfig,
@@ -92,6 +94,7 @@ struct Fixture {
 impl Fixture {
     fn new(config: LoadedConfig, resource: ResourceReport) -> Self {
         Fixture {
+            in_progress: None,
             custody: None,
             drill: None,
             config,
@@ -122,7 +125,7 @@ impl Fixture {
             apiservers: self.apiservers.clone(),
             manifest_sets_config: self.manifest,
             rotation: None,
-            in_progress: None,
+            in_progress: self.in_progress.clone(),
             key_records: self.ages.clone(),
             archived: Some(Vec::new()),
             custody: self.custody.clone(),

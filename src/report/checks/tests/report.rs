@@ -16,24 +16,11 @@ fn warnings_make_pass_with_warnings_and_a_failing_check_fail() {
     assert_eq!(checks_result_line(0, 0, 12), "PASS");
 }
 
+/// A compliant cluster whose key ages are unknown: one warning.
 fn compliant_report() -> Report {
-    let f = compliant();
-    build(&ReportInputs {
-        config: &f.config,
-        scan: &f.scan,
-        etcd: EtcdInfo::default(),
-        apiservers: f.apiservers.clone(),
-        manifest_sets_config: f.manifest,
-        rotation: None,
-        in_progress: None,
-        key_records: BTreeMap::new(),
-        archived: Some(Vec::new()),
-        custody: None,
-        drill: None,
-        rotation_log: Vec::new(),
-        policy: &f.policy,
-        now: "2026-06-01T00:00:00Z".parse().unwrap(),
-    })
+    let mut f = compliant();
+    f.ages.clear();
+    f.report()
 }
 
 #[test]
