@@ -8,8 +8,8 @@
 //! and may still hold old values ([`free`]).
 
 pub mod free;
+mod sorted;
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,8 @@ use super::scan::{Classifier, Progress, ScanOptions, ScanPlan, Visitor};
 use crate::codec::KmsFailure;
 use crate::config::EncryptionConfig;
 use crate::model::census::{DbInfo, HistoryReport};
+pub use sorted::SpillError;
+use sorted::{KeyRevision, SortedRevisions};
 
 /// Values classified per batch (KMS v2 DEK sources are unwrapped once per batch).
 const BATCH: usize = 256;
@@ -44,54 +46,9 @@ pub enum DbError {
     /// A KMS plugin failed while values were being verified.
     #[error(transparent)]
     Kms(KmsFailure),
-}
-
-/// Where each key's newest revision is, for the keys under the apiserver's prefix.
-#[derive(Default)]
-pub struct Index {
-    latest: HashMap<Vec<u8>, Latest>,
-}
-
-/// A key's newest revision, and where its value is in the file (leaf page and element), so
-/// that reading it needs no tree descent.
-#[derive(Clone, Copy, Debug)]
-struct Latest {
-    revision: Revision,
-    at: Option<(u64, usize)>,
-}
-
-impl Index {
-    /// Keys whose newest revision is a value (not a delete), sorted.
-    fn current(&self) -> Vec<(&[u8], Latest)> {
-        let mut v: Vec<(&[u8], Latest)> = self
-            .latest
-            .iter()
-            .filter(|(_, l)| !l.revision.tombstone)
-            .map(|(k, l)| (k.as_slice(), *l))
-            .collect();
-        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        v
-    }
-
-    /// The newest revision of `key`, if the file has it.
-    pub fn latest(&self, key: &[u8]) -> Option<Revision> {
-        self.latest.get(key).map(|l| l.revision)
-    }
-}
-
-/// A walk over every revision of a file ([`DbFile::revisions`]).
-pub struct Revisions {
-    cursor: super::bolt::Cursor,
-}
-
-/// One revision of one key.
-pub struct StoredRevision {
-    /// The etcd key.
-    pub key: Vec<u8>,
-    /// Its revision.
-    pub revision: Revision,
-    /// The value; `None` for a delete.
-    pub value: Option<Vec<u8>>,
+    /// The temporary files that put the file's revisions in key order.
+    #[error(transparent)]
+    Spill(#[from] SpillError),
 }
 
 /// An open etcd data file.
@@ -101,7 +58,8 @@ pub struct DbFile {
     /// What the file is.
     pub info: DbInfo,
     pub(crate) prefix: Vec<u8>,
-    index: Index,
+    /// Every revision under the prefix, to be read in key order.
+    revisions: SortedRevisions,
     /// The file's sha256, computed on another thread while the file is read.
     hashing: Option<std::thread::JoinHandle<Result<String, BoltError>>>,
 }
@@ -126,8 +84,9 @@ fn file_sha256(path: &Path) -> Result<String, BoltError> {
 }
 
 impl DbFile {
-    /// Opens `path` read-only, checks it is an etcd store, and indexes the newest revision of
-    /// every key under `etcd_prefix` (one pass over bucket `key`; values are not kept).
+    /// Opens `path` read-only, checks it is an etcd store, and sorts every revision of the keys
+    /// under `etcd_prefix` by key (one pass over bucket `key`; values are not kept, only where
+    /// they are).
     pub fn open(path: &Path, etcd_prefix: &str) -> Result<Self, DbError> {
         let mut bolt = BoltFile::open(path)?;
         let hashed = path.to_path_buf();
@@ -148,7 +107,7 @@ impl DbFile {
             None => 0,
         };
         let prefix = normalize_prefix(etcd_prefix).into_bytes();
-        let mut latest = HashMap::new();
+        let mut sorted = SortedRevisions::default();
         let (mut oldest, mut newest, mut revisions) = (0i64, 0i64, 0u64);
         let mut cursor = bolt.cursor(&keys);
         while let Some(e) = cursor.next(&bolt)? {
@@ -170,10 +129,15 @@ impl DbFile {
             }
             newest = newest.max(rev.main);
             if kv.key.starts_with(&prefix) {
-                let at = cursor.location();
-                latest.insert(kv.key, Latest { revision: rev, at });
+                sorted.push(&kv.key, rev, cursor.location())?;
             }
         }
+        sorted.seal();
+        tracing::debug!(
+            revisions = sorted.len(),
+            spilled_runs = sorted.spilled_runs(),
+            "the file's revisions under the prefix are sorted by key"
+        );
         let info = DbInfo {
             path: path.display().to_string(),
             size: bolt.len(),
@@ -191,7 +155,7 @@ impl DbFile {
             keys,
             info,
             prefix,
-            index: Index { latest },
+            revisions: sorted,
             hashing: Some(hashing),
         })
     }
@@ -209,29 +173,36 @@ impl DbFile {
         Ok(&self.info.sha256)
     }
 
-    /// The index of newest revisions.
-    pub fn index(&self) -> &Index {
-        &self.index
-    }
-
-    /// The stored value of a key's newest revision, decoded: read where the index saw it (the
-    /// element's key is checked), else looked up.
-    fn value_at(&mut self, latest: Latest) -> Result<Option<StoredKeyValue>, DbError> {
-        let want = latest.revision.key_bytes();
-        if let Some((page, index)) = latest.at {
+    /// The stored value of one revision, decoded: read where the walk saw it (the element's
+    /// key is checked), else looked up. A revision the walk listed that cannot be read now
+    /// means the file changed under us, which a read-only reader reports as damage.
+    fn value_of(&mut self, key: &[u8], rev: &KeyRevision) -> Result<Vec<u8>, DbError> {
+        let want = rev.revision.key_bytes();
+        let mut found = None;
+        if let Some((page, index)) = rev.at {
             let (k, v) = self.bolt.element_at(page, index)?;
             if k == want {
-                return Ok(StoredKeyValue::decode(&v));
+                found = Some(v);
             }
         }
-        Ok(self
-            .bolt
-            .get(&self.keys, &want)?
-            .and_then(|v| StoredKeyValue::decode(&v)))
+        if found.is_none() {
+            found = self.bolt.get(&self.keys, &want)?;
+        }
+        found
+            .and_then(|v| StoredKeyValue::decode(&v))
+            .map(|kv| kv.value)
+            .ok_or_else(|| DbError::NotEtcd {
+                path: PathBuf::from(&self.info.path),
+                reason: format!(
+                    "revision {} of {} is listed but cannot be read",
+                    rev.revision.main,
+                    String::from_utf8_lossy(key)
+                ),
+            })
     }
 
-    /// Classifies the current value of every key the plan covers into `visitor`, range by
-    /// range in key order, as a live scan at the file's revision would.
+    /// Classifies the current value of every key the plan covers into `visitor`, in key
+    /// order, as a live scan at the file's revision would. Progress counts revisions read.
     pub async fn scan(
         &mut self,
         config: &EncryptionConfig,
@@ -241,19 +212,20 @@ impl DbFile {
         visitor: &mut dyn Visitor,
         progress: &mut dyn Progress,
     ) -> Result<(), DbError> {
-        // The index is lent out while values are read (reads borrow the file mutably).
-        let index = std::mem::take(&mut self.index);
+        // The sorted revisions are lent out while values are read (reads borrow the file
+        // mutably).
+        let sorted = std::mem::take(&mut self.revisions);
         let result = self
-            .scan_current(&index, config, etcd_prefix, plan, opts, visitor, progress)
+            .scan_current(&sorted, config, etcd_prefix, plan, opts, visitor, progress)
             .await;
-        self.index = index;
+        self.revisions = sorted;
         result
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn scan_current(
         &mut self,
-        index: &Index,
+        sorted: &SortedRevisions,
         config: &EncryptionConfig,
         etcd_prefix: &str,
         plan: &ScanPlan,
@@ -261,74 +233,40 @@ impl DbFile {
         visitor: &mut dyn Visitor,
         progress: &mut dyn Progress,
     ) -> Result<(), DbError> {
-        let current = index.current();
-        let in_range = |r: &super::scan::PlannedRange| {
-            let lo = current.partition_point(|(k, _)| *k < r.start.as_slice());
-            let hi = current.partition_point(|(k, _)| *k < r.end.as_slice());
-            lo..hi
-        };
-        progress.total(plan.ranges.iter().map(|r| in_range(r).len() as u64).sum());
+        progress.total(sorted.len());
         let mut classifier = Classifier::new(config, etcd_prefix, plan, &opts.classify);
-        for (i, range) in plan.ranges.iter().enumerate() {
-            for chunk in current[in_range(range)].chunks(BATCH) {
-                let mut batch = Vec::with_capacity(chunk.len());
-                for (key, latest) in chunk {
-                    // The index was built from this file; a value that is gone now means the
-                    // file changed under us, which a read-only reader reports as damage.
-                    let rev = latest.revision;
-                    let kv = self.value_at(*latest)?.ok_or_else(|| DbError::NotEtcd {
-                        path: PathBuf::from(&self.info.path),
-                        reason: format!(
-                            "revision {} of {} is listed but cannot be read",
-                            rev.main,
-                            String::from_utf8_lossy(key)
-                        ),
-                    })?;
-                    batch.push((key, rev.main, kv.value));
+        let mut merged = sorted.merged()?;
+        let mut batch: Vec<(usize, Vec<u8>, i64, Vec<u8>)> = Vec::with_capacity(BATCH);
+        let mut read = 0u64;
+        loop {
+            let next = merged.next_key()?;
+            if let Some((key, revisions)) = &next {
+                read += revisions.len() as u64;
+                // The newest revision is the current value unless it is a delete.
+                if let (Some(newest), Some(range)) = (revisions.last(), classifier.range_of(key))
+                    && !newest.revision.tombstone
+                {
+                    let value = self.value_of(key, newest)?;
+                    batch.push((range, key.clone(), newest.revision.main, value));
                 }
+            }
+            if batch.len() == BATCH || (next.is_none() && !batch.is_empty()) {
                 opts.classify
-                    .prefetch(batch.iter().map(|(_, _, v)| v.as_slice()))
+                    .prefetch(batch.iter().map(|(_, _, _, v)| v.as_slice()))
                     .await
                     .map_err(DbError::Kms)?;
-                for (key, rev, value) in &batch {
-                    classifier.value(i, key, value, *rev, visitor);
+                for (range, key, rev, value) in batch.drain(..) {
+                    classifier.value(range, &key, &value, rev, visitor);
                 }
-                progress.advance(batch.len() as u64);
+                progress.advance(std::mem::take(&mut read));
+            }
+            if next.is_none() {
+                break;
             }
         }
+        progress.advance(read);
         classifier.finish(visitor);
         Ok(())
-    }
-
-    /// Every revision in the file, in revision order, of keys under the prefix.
-    pub fn revisions(&self) -> Revisions {
-        Revisions {
-            cursor: self.bolt.cursor(&self.keys),
-        }
-    }
-
-    /// The next revision of a [`Revisions`] walk.
-    pub fn next_revision(&self, walk: &mut Revisions) -> Result<Option<StoredRevision>, DbError> {
-        while let Some(e) = walk.cursor.next(&self.bolt)? {
-            if e.is_bucket() {
-                continue;
-            }
-            let (Some(revision), Some(kv)) =
-                (Revision::parse(&e.key), StoredKeyValue::decode(&e.value))
-            else {
-                continue;
-            };
-            if !kv.key.starts_with(&self.prefix) {
-                continue;
-            }
-            let value = (!revision.tombstone).then_some(kv.value);
-            return Ok(Some(StoredRevision {
-                key: kv.key,
-                revision,
-                value,
-            }));
-        }
-        Ok(None)
     }
 
     /// The bbolt file, for the free-page census.
@@ -336,10 +274,27 @@ impl DbFile {
         &mut self.bolt
     }
 
-    /// Every revision of the file, classified into a [`HistoryReport`]: all of them are
-    /// retained.
+    /// Every older revision of the file, classified into a [`HistoryReport`]: each value a
+    /// later revision of its key superseded (all of them are retained).
     pub async fn history(
-        &self,
+        &mut self,
+        config: &EncryptionConfig,
+        etcd_prefix: &str,
+        plan: &ScanPlan,
+        opts: &ScanOptions<'_>,
+        list_limit: usize,
+    ) -> Result<HistoryReport, DbError> {
+        let sorted = std::mem::take(&mut self.revisions);
+        let result = self
+            .older_values(&sorted, config, etcd_prefix, plan, opts, list_limit)
+            .await;
+        self.revisions = sorted;
+        result
+    }
+
+    async fn older_values(
+        &mut self,
+        sorted: &SortedRevisions,
         config: &EncryptionConfig,
         etcd_prefix: &str,
         plan: &ScanPlan,
@@ -349,30 +304,34 @@ impl DbFile {
         let mut classifier = Classifier::new(config, etcd_prefix, plan, &opts.classify);
         let options = &opts.classify.options;
         let mut builder = HistoryBuilder::new(list_limit);
-        let mut walk = self.revisions();
+        let mut merged = sorted.merged()?;
+        // (key, revision, value, superseded at)
+        let mut batch: Vec<(Vec<u8>, i64, Vec<u8>, i64)> = Vec::with_capacity(BATCH);
         loop {
-            let mut batch = Vec::with_capacity(BATCH);
-            while batch.len() < BATCH {
-                match self.next_revision(&mut walk)? {
-                    Some(r) => batch.push(r),
-                    None => break,
+            let next = merged.next_key()?;
+            if let Some((key, revisions)) = &next
+                && classifier.range_of(key).is_some()
+            {
+                for pair in revisions.windows(2) {
+                    let (old, by) = (&pair[0], &pair[1]);
+                    if old.revision.tombstone {
+                        continue;
+                    }
+                    let value = self.value_of(key, old)?;
+                    batch.push((key.clone(), old.revision.main, value, by.revision.main));
                 }
             }
-            if batch.is_empty() {
-                break;
+            if batch.len() >= BATCH || (next.is_none() && !batch.is_empty()) {
+                opts.classify
+                    .prefetch(batch.iter().map(|(_, _, v, _)| v.as_slice()))
+                    .await
+                    .map_err(DbError::Kms)?;
+                for (key, rev, value, at) in batch.drain(..) {
+                    builder.superseded(&mut classifier, options, &key, rev, &value, at);
+                }
             }
-            opts.classify
-                .prefetch(batch.iter().filter_map(|r| r.value.as_deref()))
-                .await
-                .map_err(DbError::Kms)?;
-            for r in batch {
-                builder.add(
-                    &mut classifier,
-                    options,
-                    &r.key,
-                    r.revision.main,
-                    r.value.as_deref(),
-                );
+            if next.is_none() {
+                break;
             }
         }
         Ok(builder.finish(self.info.oldest_revision, self.info.revision))

@@ -18,18 +18,9 @@ use crate::config::Resolved;
 use crate::model::census::{HistoryGroup, HistoryRef, HistoryReport};
 use crate::model::{KeyLabel, Residue, Sample, State};
 
-/// The latest revision met of a key, in a db file's walk.
-struct Pending {
-    revision: i64,
-    group: Option<usize>,
-}
-
-/// Counts every superseded value by resource, key and state. Live reads hand it each superseded
-/// value directly ([`Self::superseded`]); a db file's walk hands it every revision
-/// ([`Self::add`]) and it pairs each with the key's next.
+/// Counts every superseded value by resource, key and state, as live reads and db files hand
+/// them over ([`Self::superseded`]).
 pub struct HistoryBuilder {
-    /// Each key's latest revision met so far (db file walks only).
-    pending: HashMap<Vec<u8>, Pending>,
     groups: Vec<HistoryGroup>,
     index: HashMap<(String, KeyLabel, State), usize>,
     /// The newest revision in each group's full sample: older ones replace it.
@@ -42,7 +33,6 @@ impl HistoryBuilder {
     /// arrive); counts are exact.
     pub fn new(list_limit: usize) -> Self {
         Self {
-            pending: HashMap::new(),
             groups: Vec::new(),
             index: HashMap::new(),
             newest_kept: Vec::new(),
@@ -105,27 +95,6 @@ impl HistoryBuilder {
         }
     }
 
-    /// Records `key` at `revision`: a value in `group`, or a delete (`None`). The key's previous
-    /// revision, if any, becomes an older value superseded at `revision`.
-    fn record(&mut self, key: &[u8], revision: i64, group: Option<usize>) {
-        let previous = match self.pending.get_mut(key) {
-            Some(p) if p.revision >= revision => return,
-            Some(p) => Some(std::mem::replace(p, Pending { revision, group })),
-            None => {
-                self.pending
-                    .insert(key.to_vec(), Pending { revision, group });
-                None
-            }
-        };
-        if let Some(Pending {
-            revision: old,
-            group: Some(g),
-        }) = previous
-        {
-            self.count(g, key, old, revision);
-        }
-    }
-
     /// The group of `value` under `key`, classified; `None` for keys outside the plan's
     /// resources.
     fn classify(
@@ -148,30 +117,7 @@ impl HistoryBuilder {
         Some(self.group(&resource, &label, state, residue))
     }
 
-    /// A db file's walk: classifies `value` (or records a delete) of `key` at `revision`, each
-    /// key's revisions in increasing order; keys outside the plan's resources are skipped.
-    pub(crate) fn add(
-        &mut self,
-        classifier: &mut Classifier<'_>,
-        options: &ClassifyOptions<'_>,
-        key: &[u8],
-        revision: i64,
-        value: Option<&[u8]>,
-    ) {
-        if classifier.range_of(key).is_none() {
-            return;
-        }
-        let group = match value {
-            Some(value) => match self.classify(classifier, options, key, value) {
-                Some(g) => Some(g),
-                None => return,
-            },
-            None => None,
-        };
-        self.record(key, revision, group);
-    }
-
-    /// A live read: `value` of `key` at `revision`, superseded by a write or delete at `at`,
+    /// `value` of `key` at `revision`, superseded by a write or delete at `at`,
     /// classified and counted; keys outside the plan's resources are skipped.
     pub(crate) fn superseded(
         &mut self,
