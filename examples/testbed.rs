@@ -6,6 +6,8 @@
 //! ATREST_CONFIG, …) and runs until it gets SIGINT/SIGTERM, then tears everything down.
 //! SIGHUP restarts kube-apiserver (it then loads the config file at once, without waiting for
 //! the one-minute reload) and appends a line to ENV_FILE.restarts when it is ready again.
+//! ATREST_TESTBED_CONTROLLER_MANAGER=1 also runs kube-controller-manager with the storage
+//! version migrator (`reencrypt --engine svm`).
 
 use atrest_testbed as support;
 
@@ -26,6 +28,9 @@ async fn main() {
         ..Default::default()
     })
     .await;
+    if std::env::var_os("ATREST_TESTBED_CONTROLLER_MANAGER").is_some_and(|v| v == "1") {
+        cp.start_controller_manager();
+    }
     let manifest = cp.path().join("kube-apiserver.yaml");
     cp.write_manifest(&manifest);
     let lines = [

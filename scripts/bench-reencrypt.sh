@@ -15,6 +15,11 @@
 #
 # TASKSET_CPUS pins the control plane (etcd and kube-apiserver) to those CPUs (taskset -a -p),
 # to see how the ratios move with the cores the control plane gets.
+#
+# The engines (last): kube-controller-manager runs with the storage version migrator, and each
+# of `reencrypt --engine svm` and atrest's own engine rewrites N secrets all stale, then N
+# secrets of which 10% are stale (seeded under identity, then the rest under the write key).
+# Each row gives its time and the writes etcd saw (revisions spent in namespace bench).
 set -euo pipefail
 N=${1:-10000}
 # shellcheck source=scripts/lib.sh
@@ -22,7 +27,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 setup
 identity_config >"$work/identity.yaml"
 aescbc_config >"$work/aescbc.yaml"
-testbed_start "$work/identity.yaml"
+ATREST_TESTBED_CONTROLLER_MANAGER=1 testbed_start "$work/identity.yaml"
 cargo build --release --quiet --example ceiling
 ceiling=$root/target/release/examples/ceiling
 concurrencies=${CONCURRENCIES:-8 16 32 64}
@@ -109,6 +114,42 @@ while read -r l; do lines+=("$l"); done < <(printf '%s\n' "${sweep[@]}" | awk '
           for (a=1;a<=m;a++) for (b=a+1;b<=m;b++) if (v[b]<v[a]) { x=v[a]; v[a]=v[b]; v[b]=x }
           print l, v[int((m+1)/2)], rss[l] } }')
 
+echo "== engines: StorageVersionMigration against atrest's own, all stale and 10% stale" >&2
+# writes_since REV: revisions etcd spent on namespace bench's secrets after REV (each write of a
+# secret is one revision; the apiserver's own leases are elsewhere).
+writes_since() {
+  etcdctl get /registry/secrets/bench/ --prefix -w json | python3 -c '
+import json,sys
+kvs=json.load(sys.stdin).get("kvs",[])
+print(sum(1 for kv in kvs if int(kv["mod_revision"]) > int(sys.argv[1])))' "$1"
+}
+revision() { etcdctl get / --prefix --keys-only --limit 1 -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])'; }
+# reset_partial PERCENT: N secrets, PERCENT of them plaintext (stale), the rest on key1.
+reset_partial() {
+  kubectl delete --raw /api/v1/namespaces/bench/secrets >/dev/null 2>&1 || true
+  while [ "$(etcdctl get /registry/secrets/bench/ --prefix --count-only -w fields | awk '/"Count"/ {print $3}')" != "0" ]; do sleep 0.5; done
+  local stale=$((N * $1 / 100))
+  cp "$work/identity.yaml" "$ATREST_CONFIG"
+  testbed_restart_apiserver
+  "$seed" "$KUBECONFIG" bench "$stale" 1024 0
+  cp "$work/aescbc.yaml" "$ATREST_CONFIG"
+  testbed_restart_apiserver
+  [ "$stale" -lt "$N" ] && "$seed" "$KUBECONFIG" bench "$((N - stale))" 1024 "$stale"
+  pin_control_plane
+  rm -rf "$work/state"
+}
+engine_rows=()
+for pct in 100 10; do
+  for engine in svm atrest; do
+    reset_partial "$pct"
+    rev=$(revision)
+    line=$(NO_WARMUP=1 measure "engine-$engine-${pct}pct-stale" 1 "$atrest" reencrypt "${flags[@]}" --engine "$engine" --resource secrets)
+    w=$(writes_since "$rev")
+    echo "$line; writes $w; on key1 / total: $(on_key key1)" >&2
+    engine_rows+=("$line $w")
+  done
+done
+
 echo "== re-run on the finished state, and a scan of it" >&2
 lines+=("$(measure "atrest-reencrypt-rerun" 3 "$atrest" reencrypt "${flags[@]}")")
 lines+=("$(measure "atrest-scan" 3 "$atrest" scan --config "$ATREST_CONFIG" --endpoints "$ETCDCTL_ENDPOINTS")")
@@ -126,3 +167,6 @@ printf '%s\n' "${lines[@]}" | awk -v n="$N" -v cpus="${TASKSET_CPUS:-all}" '
     printf "\nceiling (best: %s) %.2f s; atrest (best: %s) %.2f s = %.1f%% of the ceiling\n", ceil_label, ceil, best_label, best, (best>0? 100*ceil/best : 0)
     if (bestp>0) printf "atrest --request patch (best) %.2f s = %.1f%% of the ceiling\n", bestp, 100*ceil/bestp
   }'
+printf '%s\n' "${engine_rows[@]}" | awk -v n="$N" '
+  BEGIN { printf "\nengines, %d secrets (the secrets of each row are written again by the migrator even when current):\n| engine, stale share | wall s | secrets written | peak RSS MiB (atrest) |\n|---|---:|---:|---:|\n", n }
+  { label=$1; if ($4 > 0) label=$1 " (FAILED: exit " $4 ")"; printf "| %s | %.2f | %d | %.1f |\n", label, $2, $5, $3/1024 }'

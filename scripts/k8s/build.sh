@@ -14,7 +14,8 @@
 #
 # Cache, under ${XDG_CACHE_HOME:-$HOME/.cache}/atrest/k8s/:
 #   <kubernetes version>/                 the newest pair, as built files: kube-apiserver, kubectl,
-#                                         etcd, etcdctl, etcdutl, kms-plugin, age, age-keygen
+#                                         kube-controller-manager, etcd, etcdctl, etcdutl,
+#                                         kms-plugin, age, age-keygen
 #   parts/kube-<version>/                 kube-apiserver and kubectl of an older Kubernetes
 #   parts/etcd-<version>/                 etcd, etcdctl and etcdutl of an older etcd
 #   <kubernetes version>+etcd-<version>/  a matrix pair: symlinks to its parts and to the newest
@@ -86,7 +87,9 @@ stamp() {
 }
 group_bins() {
   case $1 in
-  kube) echo kube-apiserver kubectl ;;
+  # kube-controller-manager (the storage version migrator's controller) only for the newest
+  # pair: the older ones serve no stable StorageVersionMigration API.
+  kube) if [ $newest = 1 ]; then echo kube-apiserver kubectl kube-controller-manager; else echo kube-apiserver kubectl; fi ;;
   etcd) echo etcd etcdctl etcdutl ;;
   kms) echo kms-plugin ;;
   age) echo age age-keygen ;;
@@ -155,9 +158,12 @@ if ! fresh kube; then
     ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit=module-$K8S_VERSION"
   done
-  echo "building kube-apiserver and kubectl $K8S_VERSION (cold: 6 to 8 minutes on 2 cores)" >&2
+  echo "building kube-apiserver and kubectl $K8S_VERSION, and kube-controller-manager for the newest pair (cold: 8 to 11 minutes on 2 cores)" >&2
   build kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
   build kube kubectl k8s.io/kubernetes/cmd/kubectl "$ldflags"
+  if [ $newest = 1 ]; then
+    build kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$ldflags"
+  fi
   stamp kube >"${dir[kube]}/.stamp-kube"
 fi
 if ! fresh etcd; then

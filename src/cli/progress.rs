@@ -47,6 +47,8 @@ pub(crate) struct Bar {
     rewriting: bool,
     /// When a stalled peer was last reported.
     stall_said: Option<Instant>,
+    /// The StorageVersionMigration phase last reported, and when.
+    migration_said: Option<(String, Instant)>,
     /// Recent (time, count) samples of what the rate is measured on: the rate, and so the ETA,
     /// follow the last seconds, not the whole run.
     window: std::collections::VecDeque<(Instant, u64)>,
@@ -80,6 +82,7 @@ impl Bar {
             done: 0,
             rewriting: false,
             stall_said: None,
+            migration_said: None,
             window: std::collections::VecDeque::new(),
         }
     }
@@ -240,6 +243,40 @@ impl Progress for Bar {
                         "stalled": peer,
                         "silent_seconds": silent.as_secs(),
                         "patience_seconds": patience.as_secs(),
+                    })
+                );
+            }
+            Sink::Lines { json: false, .. } => {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+            Sink::None => {}
+        }
+    }
+    fn migrating(&mut self, name: &str, phase: &str, elapsed: Duration) {
+        let said = format!("{name} {phase}");
+        if self
+            .migration_said
+            .as_ref()
+            .is_some_and(|(s, t)| *s == said && t.elapsed() < STALL_EVERY)
+        {
+            return;
+        }
+        self.migration_said = Some((said, Instant::now()));
+        let line = format!(
+            "atrest: StorageVersionMigration {name}: {phase} ({} s)",
+            elapsed.as_secs()
+        );
+        match &mut self.sink {
+            Sink::Bar(pb) => pb.println(line),
+            Sink::Lines { json: true, .. } => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{}",
+                    serde_json::json!({
+                        "phase": self.phase,
+                        "migration": name,
+                        "state": phase,
+                        "seconds": elapsed.as_secs(),
                     })
                 );
             }

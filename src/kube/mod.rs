@@ -5,6 +5,7 @@
 pub mod converge;
 pub mod metrics;
 pub mod rewrite;
+pub mod svm;
 pub mod version;
 
 pub use converge::{Agreement, ApiserverStatus, Apiservers, Convergence, NotConverged};

@@ -10,6 +10,7 @@ mod error;
 mod options;
 mod outcome;
 mod run;
+pub mod svm;
 mod worker;
 
 use std::time::Instant;

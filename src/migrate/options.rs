@@ -95,6 +95,10 @@ pub struct ReencryptReport {
     pub remaining: u64,
     /// The first of those `remaining` objects with their key label, capped at `max_list`.
     pub remaining_objects: Vec<String>,
+    /// With `--engine svm` or `auto`: per resource with stale objects, which engine was asked
+    /// first and what the StorageVersionMigration did. Empty with atrest's engine alone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<super::svm::ResourceEngine>,
     /// The checkpoint file this run saved to.
     pub checkpoint: PathBuf,
     /// Wall-clock time of this run alone.

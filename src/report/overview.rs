@@ -50,6 +50,9 @@ pub struct Overview {
     pub unreadable: Vec<String>,
     /// What each apiserver runs, or why they could not be asked.
     pub convergence: Result<Convergence, String>,
+    /// Whether the apiserver serves StorageVersionMigration (`reencrypt --engine svm`); whether
+    /// a controller runs is only known once a migration is created.
+    pub svm: Result<crate::kube::svm::Served, String>,
     /// With `--no-scan`: what could still be judged (the apiservers).
     pub without_scan: Option<ScanReport>,
 }
@@ -70,9 +73,14 @@ pub async fn overview(
         (None, None)
     };
     let (state, archived, unreadable) = state_folder(ctx, &req.state_dir);
-    let convergence = match ctx.apiservers(req.apiservers).await {
-        Ok(apiservers) => Ok(apiservers.survey(&loaded.hash).await),
-        Err(e) => Err(e.to_string()),
+    let (convergence, svm) = match ctx.apiservers(req.apiservers).await {
+        Ok(apiservers) => (
+            Ok(apiservers.survey(&loaded.hash).await),
+            crate::kube::svm::served(&apiservers.base)
+                .await
+                .map_err(|e| e.to_string()),
+        ),
+        Err(e) => (Err(e.to_string()), Err(e.to_string())),
     };
     let survey = convergence.as_ref().ok().map(ApiserverSurvey::of);
     let rotation = state.as_ref().and_then(|s| s.rotation.as_ref());
@@ -100,6 +108,7 @@ pub async fn overview(
         archived,
         unreadable,
         convergence,
+        svm,
         without_scan,
     }
 }

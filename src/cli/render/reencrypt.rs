@@ -24,6 +24,7 @@ pub(crate) fn reencrypt_table(r: &ReencryptReport) -> String {
         dry_run(&mut out, r);
         return out;
     }
+    engines(&mut out, r);
     counters(&mut out, r);
     given_up(&mut out, r);
     if r.interrupted {
@@ -36,6 +37,49 @@ pub(crate) fn reencrypt_table(r: &ReencryptReport) -> String {
     }
     proof(&mut out, r);
     out
+}
+
+/// With `--engine svm` or `auto`: who was asked first per resource, and what each
+/// StorageVersionMigration did.
+fn engines(out: &mut String, r: &ReencryptReport) {
+    use atrest::migrate::svm::Engine;
+    for e in &r.engines {
+        let who = match e.engine {
+            Engine::Svm => "StorageVersionMigration",
+            _ => "atrest",
+        };
+        let _ = writeln!(
+            out,
+            "{}: {} of {} objects stale; first engine: {who} ({})",
+            e.resource, e.stale, e.objects, e.reason
+        );
+        for name in &e.waited_for {
+            let _ = writeln!(
+                out,
+                "  waited for StorageVersionMigration {name} (not created by atrest)"
+            );
+        }
+        if let Some(m) = &e.migration {
+            let _ = writeln!(
+                out,
+                "  StorageVersionMigration {}: {:?} in {:.1} s{}",
+                m.name,
+                m.phase,
+                m.seconds,
+                if m.deleted {
+                    ", deleted by atrest"
+                } else {
+                    ", left in place"
+                }
+            );
+        }
+    }
+    if !r.engines.is_empty() {
+        let _ = writeln!(
+            out,
+            "then atrest's engine: every object still not on its write key is rewritten below, and all are proven in etcd"
+        );
+    }
 }
 
 /// A dry run: how many objects would be rewritten, and their names.

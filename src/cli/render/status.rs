@@ -42,6 +42,12 @@ fn rotation_table(out: &mut String, extra: &Overview) {
     rotation_section(out, extra);
     let _ = writeln!(out);
     apiservers_section(out, &extra.convergence);
+    if let Ok(served) = &extra.svm {
+        let _ = writeln!(
+            out,
+            "  StorageVersionMigration (reencrypt --engine svm): {served}"
+        );
+    }
     if !extra.archived.is_empty() {
         archived_keys_section(out, &extra.archived);
     }
@@ -240,6 +246,10 @@ pub(crate) fn status_json(
             Err(e) => serde_json::json!({"error": e}),
         },
         "converged": extra.convergence.as_ref().map(|c| c.converged()).unwrap_or(false),
+        "storage_version_migration": match &extra.svm {
+            Ok(s) => serde_json::to_value(s).unwrap_or_default(),
+            Err(e) => serde_json::json!({"error": e}),
+        },
         "archived_keys": extra.archived,
         "unreadable": extra.unreadable,
         "etcd_version": extra.etcd_version,

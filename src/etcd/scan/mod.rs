@@ -241,6 +241,9 @@ pub trait Progress {
     /// A peer (`apiserver https://…`) has answered nothing for `silent` while atrest waited on
     /// it; the step stops when that reaches `patience`. Called about every second meanwhile.
     fn stalled(&mut self, _peer: &str, _silent: Duration, _patience: Duration) {}
+    /// A StorageVersionMigration atrest follows is in `phase` (`Running`, …) since `elapsed`
+    /// after it was created or found. Called about every poll meanwhile.
+    fn migrating(&mut self, _name: &str, _phase: &str, _elapsed: Duration) {}
 }
 
 impl Progress for () {}

@@ -9,13 +9,18 @@ use crate::files::write_private;
 use crate::tls::pem_certs;
 
 impl ControlPlane {
-    pub(super) fn write_kubeconfigs(&self) {
+    pub(super) fn write_kubeconfigs(&self, controller_manager_token: &str) {
         for (path, user, token) in [
-            (&self.kubeconfig, "atrest-admin", &self.admin_token),
+            (&self.kubeconfig, "atrest-admin", self.admin_token.as_str()),
             (
                 &self.readonly_kubeconfig,
                 "atrest-readonly",
-                &self.readonly_token,
+                self.readonly_token.as_str(),
+            ),
+            (
+                &self.controller_manager_kubeconfig,
+                "atrest-controller-manager",
+                controller_manager_token,
             ),
         ] {
             let text = format!(

@@ -4,7 +4,7 @@
 //! and when the test process dies. Nothing here imitates etcd or the apiserver.
 //!
 //! One concern per file, each with at most one `impl ControlPlane`: this file (the struct,
-//! start, teardown), `etcd.rs`, `apiserver.rs`, `config.rs` (the encryption config the
+//! start, teardown), `etcd.rs`, `apiserver.rs`, `controller_manager.rs`, `config.rs` (the encryption config the
 //! apiservers load), `access.rs` (kubeconfigs, clients, kubectl) and `run.rs` (atrest aimed at
 //! this cluster, with the leak check after every run).
 
@@ -12,6 +12,7 @@ mod access;
 mod apiserver;
 pub mod cluster3;
 mod config;
+mod controller_manager;
 mod etcd;
 mod run;
 
@@ -69,10 +70,15 @@ pub struct ControlPlane {
     pub admin_token: String,
     /// The read-only user's bearer token.
     pub readonly_token: String,
+    /// A kubeconfig for user `atrest-controller-manager`, who has no rights until a test
+    /// grants some (to run kube-controller-manager with less than the admin's).
+    pub controller_manager_kubeconfig: PathBuf,
     /// The apiservers, first one first.
     pub apiservers: Vec<ApiServer>,
     etcd_args: Vec<String>,
     etcd: Option<Proc>,
+    /// kube-controller-manager, when a test started it.
+    controller_manager: Option<Proc>,
 }
 
 fn random_token() -> String {
@@ -102,10 +108,11 @@ impl ControlPlane {
 
         let admin_token = random_token();
         let readonly_token = random_token();
+        let controller_manager_token = random_token();
         write_private(
             &d.join("tokens.csv"),
             format!(
-                "{admin_token},atrest-admin,uid-admin,system:masters\n{readonly_token},atrest-readonly,uid-readonly\n"
+                "{admin_token},atrest-admin,uid-admin,system:masters\n{readonly_token},atrest-readonly,uid-readonly\n{controller_manager_token},atrest-controller-manager,uid-controller-manager\n"
             )
             .as_bytes(),
         );
@@ -145,13 +152,15 @@ impl ControlPlane {
             readonly_kubeconfig: d.join("kubeconfig-readonly"),
             admin_token,
             readonly_token,
+            controller_manager_kubeconfig: d.join("kubeconfig-controller-manager"),
             apiservers: Vec::new(),
             etcd_args,
             etcd: None,
+            controller_manager: None,
         };
         cp.start_etcd().await;
         cp.add_apiserver("127.0.0.1", &opts.apiserver_args).await;
-        cp.write_kubeconfigs();
+        cp.write_kubeconfigs(&controller_manager_token);
         cp.grant_readonly().await;
         cp
     }
@@ -164,6 +173,7 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        self.stop_controller_manager();
         for a in &mut self.apiservers {
             if let Some(mut p) = a.proc.take() {
                 p.kill();
