@@ -24,6 +24,7 @@ core=(
   "kms to_kms_v2_key_id_change_and_back"
   "report compliant_cluster_passes_and_renders_in_chromium"
   "report each_failure_fails_the_right_check_with_evidence"
+  "svm svm_where_the_api_is_not_served_exits_2_before_any_write"
 )
 # A pair marked `unsupported` (a release before the supported range) runs only these.
 refused=(

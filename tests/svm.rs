@@ -344,3 +344,41 @@ async fn svm_where_the_api_is_not_served_exits_2_before_any_write() {
     assert_eq!(r["engines"][0]["engine"], "atrest", "{r:#}");
     assert_eq!(r["resources"]["secrets"]["rewritten"], 5, "{r:#}");
 }
+
+/// `rotate run --engine svm`: the migrator rewrites secrets and configmaps onto the new key,
+/// atrest proves them, and the rotation's journal records each migration atrest created
+/// before atrest deleted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_with_the_migrator_journals_each_migration_before_deleting_it() {
+    let mut cp = support::key1_cluster().await;
+    let client = cp.client().await;
+    create_namespace(&client, "m").await;
+    create_secrets(&client, "m", &names("s", 20), "v").await;
+    cp.start_controller_manager();
+    cp.run_restarting_expect(
+        cp.rotate_command(
+            "run",
+            &["--provider=aescbc", "--key-name=key2", "--engine=svm"],
+        ),
+        0,
+    )
+    .await;
+    let s = stored(&cp, "/registry/secrets/m/").await;
+    assert!(
+        s.values().all(|(l, _)| l.starts_with("k8s:enc:aescbc:v1:key2")),
+        "{s:?}"
+    );
+    let state = std::fs::read_to_string(cp.state_dir().join("rotation.json")).unwrap();
+    for res in ["secrets", "configmaps"] {
+        assert!(
+            state.contains(&format!("StorageVersionMigration atrest-{res}-"))
+                && state.contains(&format!("of {res}: Succeeded")),
+            "{res} in the journal: {state}"
+        );
+    }
+    assert!(
+        migrations(&cp).iter().all(|(_, _, ours)| !ours),
+        "{:?}",
+        migrations(&cp)
+    );
+}

@@ -46,6 +46,12 @@ pub struct ReencryptOptions {
     pub max_list: usize,
     /// How often the checkpoint is saved while running.
     pub save_every: Duration,
+    /// Who rewrites first ([`super::svm`]): atrest's engine alone, or StorageVersionMigration
+    /// before it.
+    pub engine: super::svm::Engine,
+    /// How long a new StorageVersionMigration may stay unanswered before atrest concludes no
+    /// controller runs.
+    pub svm_patience: Duration,
 }
 
 impl Default for ReencryptOptions {
@@ -65,6 +71,8 @@ impl Default for ReencryptOptions {
             stop: Arc::new(AtomicBool::new(false)),
             max_list: 1000,
             save_every: Duration::from_secs(2),
+            engine: super::svm::Engine::Atrest,
+            svm_patience: Duration::from_secs(30),
         }
     }
 }

@@ -68,6 +68,16 @@ pub enum SvmError {
     /// The API refused or failed (RBAC names the verb).
     #[error("--engine svm: {0}")]
     Kube(#[from] KubeError),
+    /// A migration's outcome could not be recorded; it was left in place.
+    #[error(
+        "--engine svm: the outcome of StorageVersionMigration {name} could not be recorded ({message}); it was left in place"
+    )]
+    Journal {
+        /// The migration.
+        name: String,
+        /// Why.
+        message: String,
+    },
     /// The census of what needs rewriting failed.
     #[error("--engine svm: reading etcd: {0}")]
     Etcd(#[from] crate::etcd::EtcdError),
@@ -106,27 +116,12 @@ pub struct MigrationRecord {
     pub deleted: bool,
 }
 
-/// How the migrations are followed.
-#[derive(Clone, Debug)]
-pub struct SvmOptions {
-    /// Which engine the admin asked for (`Svm` or `Auto`).
-    pub engine: Engine,
-    /// How long a new migration may stay without `status.resourceVersion` before atrest
-    /// concludes no controller runs.
-    pub controller_patience: Duration,
-    /// How often a migration is read while it runs.
-    pub poll: Duration,
-}
+/// How often a followed migration is read.
+const POLL: Duration = Duration::from_millis(250);
 
-impl Default for SvmOptions {
-    fn default() -> Self {
-        Self {
-            engine: Engine::Svm,
-            controller_patience: Duration::from_secs(30),
-            poll: Duration::from_millis(250),
-        }
-    }
-}
+/// Called with each migration atrest created once its outcome is known, before atrest deletes
+/// it (a rotation writes it to its journal); an error keeps the migration and stops the run.
+pub type Journal<'j> = dyn FnMut(&GroupResource, &MigrationRecord) -> Result<(), String> + 'j;
 
 /// The migrator's pass, before atrest's engine runs.
 pub struct SvmPass<'a> {
@@ -140,10 +135,8 @@ pub struct SvmPass<'a> {
     pub etcd_prefix: &'a str,
     /// The apiserver client that creates and reads migrations.
     pub api: &'a Api,
-    /// The run's options (resources, stop flag, patience).
+    /// The run's options (resources, engine, patience, stop flag).
     pub reencrypt: &'a ReencryptOptions,
-    /// How to follow migrations.
-    pub opts: SvmOptions,
 }
 
 /// What the apiserver is asked for SVM before anything is written: served or not.
@@ -219,10 +212,14 @@ impl SvmPass<'_> {
     /// the controller's cache to reach the revision it was created at, so their waits overlap),
     /// and follows them to the end; atrest's engine runs afterwards over every resource. Stops
     /// early (leaving running migrations in place, recorded as such) when the stop flag is set.
-    pub async fn run(&self, progress: &mut dyn Progress) -> Result<Vec<ResourceEngine>, SvmError> {
+    pub async fn run(
+        &self,
+        progress: &mut dyn Progress,
+        journal: &mut Journal<'_>,
+    ) -> Result<Vec<ResourceEngine>, SvmError> {
         let served = svm::served(self.api).await?;
         if served != Served::Yes {
-            if self.opts.engine == Engine::Svm {
+            if self.reencrypt.engine == Engine::Svm {
                 return Err(SvmError::NotServed(served));
             }
             tracing::info!("auto engine: StorageVersionMigration is {served}");
@@ -255,8 +252,14 @@ impl SvmPass<'_> {
                     deleted: false,
                 };
                 if finished {
-                    svm::delete(self.api, &f.name).await?;
                     record.deleted = true;
+                    journal(&entries[f.entry].resource, &record).map_err(|message| {
+                        SvmError::Journal {
+                            name: f.name.clone(),
+                            message,
+                        }
+                    })?;
+                    svm::delete(self.api, &f.name).await?;
                 }
                 entries[f.entry].migration = Some(record);
             }
@@ -286,14 +289,14 @@ impl SvmPass<'_> {
                     resource.group
                 ),
             )
-        } else if self.opts.engine == Engine::Auto && !prefers_migrator(objects, stale) {
+        } else if self.reencrypt.engine == Engine::Auto && !prefers_migrator(objects, stale) {
             (
                 Engine::Atrest,
                 format!(
                     "{stale} of {objects} objects are stale: the targeted engine writes only those (auto picks the migrator from {AUTO_MIN_OBJECTS} objects with at least 90% stale)"
                 ),
             )
-        } else if self.opts.engine == Engine::Auto {
+        } else if self.reencrypt.engine == Engine::Auto {
             (
                 Engine::Svm,
                 format!("{stale} of {objects} objects are stale: the migrator rewrites them all"),
@@ -383,7 +386,7 @@ impl SvmPass<'_> {
         progress: &mut dyn Progress,
     ) -> Result<(), SvmError> {
         let started = Instant::now();
-        let patience = self.opts.controller_patience;
+        let patience = self.reencrypt.svm_patience;
         let mut picked_up = false;
         loop {
             let mut read = Vec::new();
@@ -435,7 +438,7 @@ impl SvmPass<'_> {
                 }
                 return Ok(());
             }
-            tokio::time::sleep(self.opts.poll).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 }

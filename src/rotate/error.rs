@@ -197,6 +197,9 @@ pub enum RotateError {
     /// The re-encryption pass failed before it could finish.
     #[error(transparent)]
     Migrate(Box<MigrateError>),
+    /// StorageVersionMigration (`--engine svm`) could not be used or followed.
+    #[error(transparent)]
+    Svm(Box<crate::migrate::svm::SvmError>),
     /// The rotation state file cannot be read or written.
     #[error(transparent)]
     State(#[from] state::StateError),
@@ -225,6 +228,12 @@ fn objects_list(objects: &[String]) -> String {
 impl From<MigrateError> for RotateError {
     fn from(e: MigrateError) -> Self {
         RotateError::Migrate(Box::new(e))
+    }
+}
+
+impl From<crate::migrate::svm::SvmError> for RotateError {
+    fn from(e: crate::migrate::svm::SvmError) -> Self {
+        RotateError::Svm(Box::new(e))
     }
 }
 

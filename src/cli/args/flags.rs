@@ -104,6 +104,40 @@ pub(crate) struct RewriteArgs {
     /// always bar, lines, json (one object per line), none.
     #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::cli::progress::ProgressMode::Auto)]
     pub progress: crate::cli::progress::ProgressMode,
+    /// Re-encryption: who rewrites. atrest: only the stale objects, checkpointed. svm:
+    /// kube-controller-manager's StorageVersionMigration (Kubernetes 1.37+) rewrites every
+    /// object of each resource with stale ones. auto: svm for resources of 1000+ objects at
+    /// least 90% stale, atrest elsewhere. With svm and auto, atrest's engine runs afterwards:
+    /// it rewrites whatever is still stale and proves every object in etcd.
+    #[arg(long, value_enum, value_name = "ENGINE", default_value_t = EngineArg::Atrest)]
+    pub engine: EngineArg,
+    /// Re-encryption with --engine svm or auto: how long a new StorageVersionMigration may go
+    /// unanswered (no status.resourceVersion) before atrest concludes no migrator controller
+    /// runs (exit 2, nothing rewritten).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub svm_patience: u64,
+}
+
+/// `--engine`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EngineArg {
+    /// atrest's own targeted engine.
+    Atrest,
+    /// StorageVersionMigration, then atrest's engine for what remains.
+    Svm,
+    /// Per resource.
+    Auto,
+}
+
+impl EngineArg {
+    pub(crate) fn engine(self) -> atrest::migrate::svm::Engine {
+        use atrest::migrate::svm::Engine;
+        match self {
+            EngineArg::Atrest => Engine::Atrest,
+            EngineArg::Svm => Engine::Svm,
+            EngineArg::Auto => Engine::Auto,
+        }
+    }
 }
 
 /// `--request`: which rewrite request atrest may send.
@@ -125,6 +159,8 @@ impl RewriteArgs {
             qps: self.qps,
             max_attempts: self.max_attempts,
             apiserver_patience: std::time::Duration::from_secs(self.apiserver_patience),
+            engine: self.engine.engine(),
+            svm_patience: std::time::Duration::from_secs(self.svm_patience),
             ..Default::default()
         }
     }

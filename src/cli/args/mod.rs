@@ -431,43 +431,10 @@ pub(crate) struct ReencryptArgs {
     /// List what would be rewritten; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Who rewrites: atrest (only the stale objects, checkpointed), svm (kube-controller-manager's
-    /// StorageVersionMigration, every object of each resource with stale ones; Kubernetes 1.37+),
-    /// or auto (svm for resources of 1000+ objects at least 90% stale, atrest elsewhere). With
-    /// svm and auto, atrest's engine runs afterwards: it rewrites what is still stale and proves
-    /// every object in etcd.
-    #[arg(long, value_enum, default_value_t = EngineArg::Atrest)]
-    pub engine: EngineArg,
-    /// With --engine svm or auto: how long a new StorageVersionMigration may go unanswered
-    /// (no status.resourceVersion) before atrest concludes no migrator controller runs.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    pub svm_patience: u64,
     /// At most this many names per list in the result.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_list: usize,
     /// table for people, json for scripts (stable schema, see the README).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-}
-
-/// `--engine`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum EngineArg {
-    /// atrest's own targeted engine.
-    Atrest,
-    /// StorageVersionMigration, then atrest's engine for what remains.
-    Svm,
-    /// Per resource.
-    Auto,
-}
-
-impl EngineArg {
-    pub(crate) fn engine(self) -> atrest::migrate::svm::Engine {
-        use atrest::migrate::svm::Engine;
-        match self {
-            EngineArg::Atrest => Engine::Atrest,
-            EngineArg::Svm => Engine::Svm,
-            EngineArg::Auto => Engine::Auto,
-        }
-    }
 }

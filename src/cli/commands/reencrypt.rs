@@ -10,7 +10,7 @@ use crate::cli::render::{self, reencrypt::reencrypt_table};
 use crate::cli::{EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK};
 use atrest::cluster::{Context, PreflightError, parse_resources, plugins, write_preflight};
 use atrest::kube::svm::Served;
-use atrest::migrate::svm::{self, Engine, SvmError, SvmOptions, SvmPass};
+use atrest::migrate::svm::{self, Engine, SvmError, SvmPass};
 use atrest::migrate::{
     MigrateError, PreflightRefusal, Reencrypt, ReencryptOptions, ReencryptReport,
 };
@@ -59,7 +59,7 @@ pub(crate) async fn run(a: args::ReencryptArgs) -> Result<i32> {
     };
     // The migrator first (after the same preflight: every apiserver runs this config), then
     // atrest's engine over everything, which rewrites what is left and proves it.
-    let engine_choice = a.engine.engine();
+    let engine_choice = opts.engine;
     let started = std::time::Instant::now();
     let mut engines = Vec::new();
     let mut preflight: Option<atrest::migrate::Preflight<'_>> = Some(preflight);
@@ -79,14 +79,10 @@ pub(crate) async fn run(a: args::ReencryptArgs) -> Result<i32> {
                 etcd_prefix: &ctx.target.prefix,
                 api: &api,
                 reencrypt: &opts,
-                opts: SvmOptions {
-                    engine: engine_choice,
-                    controller_patience: Duration::from_secs(a.svm_patience),
-                    ..SvmOptions::default()
-                },
             };
             let mut bar = Bar::new("migrating (StorageVersionMigration)", a.rewrite.progress);
-            let done = pass.run(&mut bar).await;
+            // Outside a rotation, the outcome goes to the report only.
+            let done = pass.run(&mut bar, &mut |_, _| Ok(())).await;
             bar.finish();
             engines = done?;
         }

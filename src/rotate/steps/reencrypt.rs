@@ -5,6 +5,7 @@
 use crate::GroupResource;
 use crate::config::EncryptionConfig;
 use crate::etcd::scan;
+use crate::migrate::svm::{Engine, MigrationRecord, SvmPass};
 use crate::migrate::{self, ReencryptOptions, ReencryptReport};
 use crate::model::time::now;
 use crate::rotate::{RotateError, Rotator};
@@ -35,6 +36,35 @@ impl Rotator<'_> {
             resume,
             ..self.reencrypt.clone()
         };
+        // The migrator first when asked; each migration atrest created is written to the
+        // rotation's journal before atrest deletes it.
+        let mut engines = Vec::new();
+        if opts.engine != Engine::Atrest {
+            let pass = SvmPass {
+                config: &loaded,
+                plugins: plugins.as_ref(),
+                etcd: self.etcd,
+                etcd_prefix: &self.etcd_prefix,
+                api: &self.apiservers.base,
+                reencrypt: &opts,
+            };
+            let state_dir = &self.state_dir;
+            let st = &mut st;
+            let mut journal = |resource: &GroupResource, m: &MigrationRecord| {
+                if let Some(rot) = st.rotation.as_mut() {
+                    rot.log.push(StepRecord::now(
+                        Step::Reencrypt,
+                        format!(
+                            "StorageVersionMigration {} of {resource}: {:?} in {:.1} s; deleted by atrest",
+                            m.name, m.phase, m.seconds
+                        ),
+                    ));
+                    st.save(state_dir).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            };
+            engines = pass.run(progress, &mut journal).await?;
+        }
         // Convergence was proven above; nothing more to check before the first write.
         let mut engine = migrate::Reencrypt {
             preflight: None,
@@ -45,7 +75,8 @@ impl Rotator<'_> {
             api: &self.apiservers.base,
             opts,
         };
-        let report = engine.run(progress).await?;
+        let mut report = engine.run(progress).await?;
+        report.engines = engines;
         check_finished(&report)?;
         if let Some(rot) = st.rotation.as_mut() {
             rot.stage = Stage::Reencrypted;
