@@ -54,19 +54,31 @@ measure() {
   for _ in $(seq 1 "$runs"); do
     # Exit 1 is atrest's "findings": a finished run, timed like any other.
     local rc=0
-    /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/stdout" 2>"$work/stderr" || rc=$?
+    /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$@" >"$work/stdout" 2>"$work/stderr" || rc=$?
     if [ "$rc" -gt "${MEASURE_OK_EXIT:-0}" ]; then
       echo "($label exited $rc: $(tail -2 "$work/stderr" | tr '\n' ' '))" >&2
       [ "$rc" -gt "$failed" ] && failed=$rc
     fi
     # /usr/bin/time puts "Command exited with non-zero status N" before its figures.
-    read -r t m < <(tail -n 1 "$work/time")
+    read -r t m u s < <(tail -n 1 "$work/time")
+    # The last run's own CPU seconds (user + system), for profiles: $work/cpu.
+    echo "$u $s" | awk '{print $1 + $2}' >"$work/cpu"
     times+=("$t")
     [ "$m" -gt "$rss" ] && rss=$m
   done
   local median
   median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   echo "$label $median $rss $failed"
+}
+
+# cpu_of NAME: CPU seconds (user + system) used so far by the processes named NAME (pgrep -x).
+cpu_of() {
+  local total=0 tick
+  tick=$(getconf CLK_TCK)
+  for p in $(pgrep -x "$1"); do
+    total=$(awk -v t="$total" -v tick="$tick" '{print t + ($14 + $15) / tick}' "/proc/$p/stat")
+  done
+  echo "$total"
 }
 
 # testbed_restart_apiserver: restarts kube-apiserver (it loads the config file at once).

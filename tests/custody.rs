@@ -4,6 +4,7 @@
 
 use atrest_testbed as support;
 
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -332,6 +333,13 @@ fn drill_after_two_rotations(
     assert_eq!(key1["values"], on_key1, "{result:#}");
     assert_eq!(key1["unopened"], 0);
     assert_eq!(result["snapshot"]["path"], before.to_str().unwrap());
+    // The evidence names the given file by its own hash, not the scratch copy's (nor none).
+    let sum = sha2::Sha256::digest(std::fs::read(before).unwrap());
+    assert_eq!(
+        result["snapshot"]["sha256"],
+        format!("sha256:{}", hex::encode(sum)),
+        "{result:#}"
+    );
     // The first prune archived key1: without that file, key1's values do not open.
     std::fs::remove_file(copy.join(sealed[0].file_name().unwrap())).unwrap();
     let (out, result) = drill(&cp.path().join("drill-fail.json"));

@@ -365,7 +365,8 @@ async fn a_rotation_with_the_migrator_journals_each_migration_before_deleting_it
     .await;
     let s = stored(&cp, "/registry/secrets/m/").await;
     assert!(
-        s.values().all(|(l, _)| l.starts_with("k8s:enc:aescbc:v1:key2")),
+        s.values()
+            .all(|(l, _)| l.starts_with("k8s:enc:aescbc:v1:key2")),
         "{s:?}"
     );
     let state = std::fs::read_to_string(cp.state_dir().join("rotation.json")).unwrap();
@@ -381,4 +382,28 @@ async fn a_rotation_with_the_migrator_journals_each_migration_before_deleting_it
         "{:?}",
         migrations(&cp)
     );
+}
+
+/// A user who may read but not create migrations: `--engine svm` stops (exit 2) with the
+/// apiserver's own refusal, which names the verb and the resource, and rewrites nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_may_not_create_migrations_is_refused_naming_the_verb() {
+    let cp = stale_cluster(3).await;
+    let before = stored(&cp, "/registry/secrets/").await;
+    let (code, stdout, stderr) = run(
+        &cp,
+        &[
+            "--engine",
+            "svm",
+            "--kubeconfig",
+            cp.readonly_kubeconfig.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("cannot create resource \"storageversionmigrations\""),
+        "{stderr}"
+    );
+    assert!(migrations(&cp).is_empty());
+    assert_eq!(stored(&cp, "/registry/secrets/").await, before);
 }

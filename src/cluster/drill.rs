@@ -228,8 +228,7 @@ impl Context {
         let mut scan = self.scan_file(&db, &scan_req, &mut ()).await?;
         // The evidence names the snapshot given, not the scratch copy.
         if let Some(s) = scan.snapshot.as_mut() {
-            s.file = crate::etcd::dbfile::DbFile::open(&req.snapshot, &self.target.prefix)
-                .map(|d| d.info)
+            s.file = crate::etcd::dbfile::DbFile::identify(&req.snapshot, &self.target.prefix)
                 .unwrap_or_else(|_| s.file.clone());
         }
         let restored_with = format!(

@@ -1,6 +1,9 @@
 //! Where the apiserver stores each group resource in etcd (docs/design.md#layout), both ways: the key range
 //! of a config resource, and the group resource of a key found under a wildcard.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use crate::GroupResource;
 
 /// Built-in kube-apiserver resources: (group, resource, key segment under the prefix).
@@ -202,34 +205,60 @@ pub fn resource_prefix(etcd_prefix: &str, gr: &GroupResource) -> String {
 /// A key found under the prefix: its group resource, and the object part (`ns/name` or `name`;
 /// empty for single-object keys such as `/registry/ranges/serviceips`).
 pub fn resource_of_key<'k>(etcd_prefix: &str, key: &'k str) -> Option<(GroupResource, &'k str)> {
-    let root = normalize_prefix(etcd_prefix);
-    let rest = key.strip_prefix(root.as_str())?;
+    let rest = strip_root(etcd_prefix, key)?;
     let (first, after) = rest.split_once('/').unwrap_or((rest, ""));
     if first.contains('.') {
         let (resource, object) = after.split_once('/')?;
         return Some((GroupResource::new(first, resource), object));
     }
+    let Some(known) = BY_FIRST_SEGMENT.get(first) else {
+        return Some((GroupResource::new("", first), after));
+    };
     // Two-segment built-in prefixes first (services/specs, ranges/serviceips).
-    for (g, r, seg) in BUILT_IN {
-        let Some((a, b)) = seg.split_once('/') else {
-            continue;
-        };
-        if a != first {
-            continue;
-        }
-        if after == b {
+    for (g, r, second) in known {
+        let Some(b) = second else { continue };
+        if after == *b {
             return Some((GroupResource::new(*g, *r), ""));
         }
         if let Some(object) = after.strip_prefix(b).and_then(|o| o.strip_prefix('/')) {
             return Some((GroupResource::new(*g, *r), object));
         }
     }
-    let gr = BUILT_IN
+    let gr = known
         .iter()
-        .find(|(_, _, seg)| *seg == first)
+        .find(|(_, _, second)| second.is_none())
         .map(|(g, r, _)| GroupResource::new(*g, *r))
         .unwrap_or_else(|| GroupResource::new("", first));
     Some((gr, after))
+}
+
+/// [`BUILT_IN`] by the first segment of its key: (group, resource, second segment if any). A
+/// scan maps every key it reads, so the table is split once, not per key.
+static BY_FIRST_SEGMENT: LazyLock<HashMap<&'static str, Vec<BuiltIn>>> = LazyLock::new(|| {
+    let mut m: HashMap<&'static str, Vec<BuiltIn>> = HashMap::new();
+    for (g, r, seg) in BUILT_IN {
+        let (first, second) = match seg.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (*seg, None),
+        };
+        m.entry(first).or_default().push((g, r, second));
+    }
+    m
+});
+
+/// A built-in resource as [`BY_FIRST_SEGMENT`] holds it.
+type BuiltIn = (&'static str, &'static str, Option<&'static str>);
+
+/// `key` without the normalised prefix root (`/registry/`), without allocating when the prefix
+/// is already in its normal form.
+fn strip_root<'k>(etcd_prefix: &str, key: &'k str) -> Option<&'k str> {
+    let trimmed = etcd_prefix.trim_matches('/');
+    if trimmed.is_empty() {
+        return key.strip_prefix('/');
+    }
+    key.strip_prefix('/')?
+        .strip_prefix(trimmed)?
+        .strip_prefix('/')
 }
 
 /// The exclusive end of a prefix range: the prefix with its last byte incremented.

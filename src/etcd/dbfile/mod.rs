@@ -88,6 +88,19 @@ impl DbFile {
     /// under `etcd_prefix` by key (one pass over bucket `key`; values are not kept, only where
     /// they are).
     pub fn open(path: &Path, etcd_prefix: &str) -> Result<Self, DbError> {
+        Self::open_with(path, etcd_prefix, true)
+    }
+
+    /// What the file is ([`DbInfo`], with its sha256), read in one pass without sorting
+    /// anything: for evidence that names a file someone else read.
+    pub fn identify(path: &Path, etcd_prefix: &str) -> Result<DbInfo, DbError> {
+        let mut db = Self::open_with(path, etcd_prefix, false)?;
+        db.sha256()?;
+        Ok(db.info)
+    }
+
+    /// [`Self::open`]; `sort` false keeps no revision (only [`Self::info`] is of use then).
+    fn open_with(path: &Path, etcd_prefix: &str, sort: bool) -> Result<Self, DbError> {
         let mut bolt = BoltFile::open(path)?;
         let hashed = path.to_path_buf();
         let hashing = std::thread::spawn(move || file_sha256(&hashed));
@@ -128,7 +141,7 @@ impl DbFile {
                 oldest = rev.main;
             }
             newest = newest.max(rev.main);
-            if kv.key.starts_with(&prefix) {
+            if sort && kv.key.starts_with(&prefix) {
                 sorted.push(&kv.key, rev, cursor.location())?;
             }
         }
