@@ -390,15 +390,16 @@ async fn a_rotation_with_the_migrator_journals_each_migration_before_deleting_it
 async fn a_user_who_may_not_create_migrations_is_refused_naming_the_verb() {
     let cp = stale_cluster(3).await;
     let before = stored(&cp, "/registry/secrets/").await;
-    let (code, stdout, stderr) = run(
-        &cp,
-        &[
-            "--engine",
-            "svm",
-            "--kubeconfig",
-            cp.readonly_kubeconfig.to_str().unwrap(),
-        ],
-    );
+    let state = cp.path().join("readonly-state");
+    let (code, stdout, stderr) = cp.atrest(&[
+        "reencrypt",
+        "--engine",
+        "svm",
+        "--kubeconfig",
+        cp.readonly_kubeconfig.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(
         stderr.contains("cannot create resource \"storageversionmigrations\""),

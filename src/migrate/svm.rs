@@ -377,9 +377,9 @@ impl SvmPass<'_> {
 
     /// Reads every followed migration until each has succeeded or failed (or the stop flag is
     /// set). One still pending (no `status.resourceVersion`) after the controller patience,
-    /// while none of the run's has been picked up: no controller runs, and the run stops before
-    /// anything was rewritten. One still pending while others were picked up is given up:
-    /// atrest's own engine rewrites its resource.
+    /// while none of the run's has been picked up: no controller runs, and with `svm` the run
+    /// stops before anything was rewritten. Otherwise (some were picked up, or `auto`) one
+    /// still pending is given up: atrest's own engine rewrites its resource.
     async fn follow(
         &self,
         followed: &mut [Followed],
@@ -399,7 +399,9 @@ impl SvmPass<'_> {
                 .iter()
                 .any(|m| m.as_ref().is_some_and(|m| m.phase != Phase::Pending));
             let overdue = started.elapsed() >= patience;
-            if overdue && !picked_up {
+            // `svm` was asked for: no controller is an error. `auto` falls back instead (each
+            // waiting migration is given up below).
+            if overdue && !picked_up && self.reencrypt.engine == Engine::Svm {
                 let name = open.first().map(|f| f.name.clone()).unwrap_or_default();
                 self.remove_ours(followed).await;
                 return Err(SvmError::NoController {
