@@ -162,6 +162,9 @@ async fn svm_rewrites_secrets_and_configmaps_atrest_falls_back_on_what_it_cannot
     cp.kubectl_apply(&binding);
     let kubeconfig = cp.controller_manager_kubeconfig.clone();
     cp.start_controller_manager_with(&kubeconfig);
+    let out = cp.output(&mut cp.atrest_command(&["status", "--no-scan", "-o", "json"]));
+    let st = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(st["storage_version_migration"]["served"], "yes", "{st:#}");
 
     let (code, stdout, stderr) = run(&cp, &["--engine", "svm", "-o", "json"]);
     assert_eq!(
@@ -326,6 +329,10 @@ async fn svm_where_the_api_is_not_served_exits_2_before_any_write() {
     cp.write_config(&config(&on));
     cp.restart_apiserver(0).await;
     let before = stored(&cp, "/registry/secrets/").await;
+    // status says so before anyone tries.
+    let out = cp.output(&mut cp.atrest_command(&["status", "--no-scan", "-o", "json"]));
+    let st = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(st["storage_version_migration"]["served"], "no", "{st:#}");
     let (code, stdout, stderr) = run(&cp, &["--engine", "svm"]);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(
