@@ -16,9 +16,11 @@ use atrest::codec::object::put_body;
 use atrest::kube::ApiPath;
 use atrest::kube::rewrite::{Outcome, patch, put};
 use kube::api::{Api, DynamicObject, PostParams};
-use kube::discovery::ApiResource;
 use serde_json::Value;
-use support::{ControlPlane, Options, create_namespace, create_secrets, names, random_key_b64};
+use support::{
+    ControlPlane, GADGETS, Options, create_namespace, create_secrets, gadget_ar, names,
+    random_key_b64,
+};
 
 fn config(secrets_providers: &str, configmaps_providers: &str, crd_providers: &str) -> String {
     format!(
@@ -36,22 +38,6 @@ const IDENTITY: &str = "[{identity: {}}]";
 async fn snapshot(cp: &ControlPlane, ns: &str) -> support::Objects {
     cp.objects(ns, &[support::SECRETS, support::CONFIGMAPS, GADGETS])
         .await
-}
-
-const GADGETS: support::objects::Resource = support::objects::Resource {
-    group: "atrest.test",
-    version: "v1",
-    plural: "gadgets",
-};
-
-fn gadget_ar() -> ApiResource {
-    ApiResource {
-        group: "atrest.test".into(),
-        version: "v1".into(),
-        api_version: "atrest.test/v1".into(),
-        kind: "Gadget".into(),
-        plural: "gadgets".into(),
-    }
 }
 
 fn install_crd(cp: &ControlPlane) {

@@ -10,9 +10,11 @@ use support::promises_b::stored;
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, DynamicObject, PostParams};
-use kube::discovery::ApiResource;
 use serde_json::Value;
-use support::{ControlPlane, Options, create_namespace, create_secrets, names, random_key_b64};
+use support::{
+    ControlPlane, GADGETS, Options, create_namespace, create_secrets, gadget_ar, names,
+    random_key_b64,
+};
 
 const IDENTITY: &str = "[{identity: {}}]";
 
@@ -21,22 +23,6 @@ fn config(providers: &str) -> String {
         "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n\
          - resources: [secrets, configmaps, gadgets.atrest.test]\n  providers: {providers}\n"
     )
-}
-
-const GADGETS: support::objects::Resource = support::objects::Resource {
-    group: "atrest.test",
-    version: "v1",
-    plural: "gadgets",
-};
-
-fn gadget_ar() -> ApiResource {
-    ApiResource {
-        group: "atrest.test".into(),
-        version: "v1".into(),
-        api_version: "atrest.test/v1".into(),
-        kind: "Gadget".into(),
-        plural: "gadgets".into(),
-    }
 }
 
 fn json(stdout: &str) -> Value {

@@ -221,6 +221,23 @@ fn bar(phase: &'static str) -> indicatif::ProgressBar {
 /// How often a stalled peer is reported again.
 const STALL_EVERY: Duration = Duration::from_secs(10);
 
+impl Bar {
+    /// One event beside the progress: `line` above the bar or as a line, `json` with
+    /// `--progress json`.
+    fn event(&mut self, line: String, json: serde_json::Value) {
+        match &mut self.sink {
+            Sink::Bar(pb) => pb.println(line),
+            Sink::Lines { json: true, .. } => {
+                let _ = writeln!(std::io::stderr(), "{json}");
+            }
+            Sink::Lines { json: false, .. } => {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+            Sink::None => {}
+        }
+    }
+}
+
 impl Progress for Bar {
     fn stalled(&mut self, peer: &str, silent: Duration, patience: Duration) {
         if self.stall_said.is_some_and(|t| t.elapsed() < STALL_EVERY) {
@@ -232,25 +249,13 @@ impl Progress for Bar {
             silent.as_secs(),
             patience.as_secs()
         );
-        match &mut self.sink {
-            Sink::Bar(pb) => pb.println(line),
-            Sink::Lines { json: true, .. } => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "{}",
-                    serde_json::json!({
-                        "phase": self.phase,
-                        "stalled": peer,
-                        "silent_seconds": silent.as_secs(),
-                        "patience_seconds": patience.as_secs(),
-                    })
-                );
-            }
-            Sink::Lines { json: false, .. } => {
-                let _ = writeln!(std::io::stderr(), "{line}");
-            }
-            Sink::None => {}
-        }
+        let json = serde_json::json!({
+            "phase": self.phase,
+            "stalled": peer,
+            "silent_seconds": silent.as_secs(),
+            "patience_seconds": patience.as_secs(),
+        });
+        self.event(line, json);
     }
     fn migrating(&mut self, name: &str, phase: &str, elapsed: Duration) {
         let said = format!("{name} {phase}");
@@ -266,25 +271,13 @@ impl Progress for Bar {
             "atrest: StorageVersionMigration {name}: {phase} ({} s)",
             elapsed.as_secs()
         );
-        match &mut self.sink {
-            Sink::Bar(pb) => pb.println(line),
-            Sink::Lines { json: true, .. } => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "{}",
-                    serde_json::json!({
-                        "phase": self.phase,
-                        "migration": name,
-                        "state": phase,
-                        "seconds": elapsed.as_secs(),
-                    })
-                );
-            }
-            Sink::Lines { json: false, .. } => {
-                let _ = writeln!(std::io::stderr(), "{line}");
-            }
-            Sink::None => {}
-        }
+        let json = serde_json::json!({
+            "phase": self.phase,
+            "migration": name,
+            "state": phase,
+            "seconds": elapsed.as_secs(),
+        });
+        self.event(line, json);
     }
     fn total(&mut self, n: u64) {
         self.to_scan = n;

@@ -224,6 +224,18 @@ fn encode(segment: &str) -> String {
     out
 }
 
+/// The versions an `APIGroup` discovery document (`GET /apis/<group>`) lists.
+pub(crate) fn group_versions(group: &serde_json::Value) -> Vec<String> {
+    group["versions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["version"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Finds the preferred version of a group resource through API discovery.
 pub async fn discover(api: &Api, gr: &GroupResource) -> Result<ApiPath, KubeError> {
     let fail = |message: String| KubeError::Discovery {
@@ -248,14 +260,7 @@ pub async fn discover(api: &Api, gr: &GroupResource) -> Result<ApiPath, KubeErro
         let preferred = v["preferredVersion"]["version"]
             .as_str()
             .map(str::to_string);
-        let mut all: Vec<String> = v["versions"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x["version"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut all = group_versions(&v);
         if let Some(p) = preferred {
             all.retain(|x| *x != p);
             all.insert(0, p);

@@ -68,14 +68,7 @@ pub async fn served(api: &Api) -> Result<Served, KubeError> {
         url: api.url.clone(),
         message: format!("GET /apis/{GROUP}: {e}"),
     })?;
-    let versions: Vec<String> = v["versions"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x["version"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let versions = super::group_versions(&v);
     Ok(if versions.iter().any(|x| x == VERSION) {
         Served::Yes
     } else if versions.is_empty() {

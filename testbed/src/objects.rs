@@ -38,6 +38,24 @@ pub const CONFIGMAPS: Resource = Resource {
     version: "v1",
     plural: "configmaps",
 };
+/// The test custom resource `gadgets.atrest.test/v1` (kind Gadget, namespaced; installed with
+/// `ControlPlane::install_crd("atrest.test", "gadgets", "Gadget")`).
+pub const GADGETS: Resource = Resource {
+    group: "atrest.test",
+    version: "v1",
+    plural: "gadgets",
+};
+
+/// [`GADGETS`] for kube's dynamic API.
+pub fn gadget_ar() -> kube::discovery::ApiResource {
+    kube::discovery::ApiResource {
+        group: "atrest.test".into(),
+        version: "v1".into(),
+        api_version: "atrest.test/v1".into(),
+        kind: "Gadget".into(),
+        plural: "gadgets".into(),
+    }
+}
 
 impl Resource {
     fn list_path(&self, ns: &str) -> String {
