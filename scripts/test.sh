@@ -55,9 +55,9 @@ log "Kubernetes test binaries"
 mkdir -p "${XDG_CACHE_HOME:-$HOME/.cache}/atrest/k8s"
 ATREST_GOCACHE=$(mktemp -d "${XDG_CACHE_HOME:-$HOME/.cache}/atrest/k8s/.gocache.XXXXXX")
 export ATREST_GOCACHE
-matrix_build=""
-# On exit: stop a matrix build still running in the background (below), then drop the cache.
-trap '[ -z "$matrix_build" ] || kill -- -"$matrix_build" 2>/dev/null || true; rm -rf "$ATREST_GOCACHE"' EXIT
+matrix_build="" fuzz=""
+# On exit: stop what still runs in the background (below), then drop the cache.
+trap 'for p in $matrix_build $fuzz; do kill -- -"$p" 2>/dev/null || true; done; rm -rf "$ATREST_GOCACHE"' EXIT
 ATREST_K8S_BIN=$(scripts/k8s/build.sh)
 export ATREST_K8S_BIN
 echo "$ATREST_K8S_BIN" >&2
@@ -69,15 +69,33 @@ run_matrix=0
 if [ "${ATREST_MATRIX:-}" = 1 ] || { [ "${ATREST_MATRIX:-}" != 0 ] && scripts/k8s/build.sh --where --matrix >/dev/null 2>&1; }; then
   run_matrix=1
 fi
-# Its builds take about 26 minutes of both cores from cold, and the tests below leave much of
-# the CPU idle (they mostly wait for the apiserver's once-a-minute reload): the builds run
-# beside the lints and tests at the lowest priority (nice 19), in their own process group, log
-# in target/matrix-build.log. The matrix stage waits for them.
-if [ $run_matrix = 1 ] && ! scripts/k8s/build.sh --where --matrix >/dev/null 2>&1; then
-  log "version matrix builds: scripts/k8s/build.sh --matrix in the background at nice 19 (target/matrix-build.log)"
+# background NAME CMD...: runs CMD beside the stages that follow at the lowest priority, in a
+# session of its own (stopped on exit, see the trap above), output in target/NAME.log, and sets
+# $bg to its pid. With the kernel's autogroups a new session is a scheduling group of its own,
+# whose weight its processes' nice cannot lower: the group's nice is set too.
+background() {
+  local name=$1
+  shift
   mkdir -p target
-  setsid nice -n 19 scripts/k8s/build.sh --matrix >target/matrix-build.log 2>&1 &
-  matrix_build=$!
+  setsid nice -n 19 "$@" >"target/$name.log" 2>&1 &
+  bg=$!
+  [ ! -w "/proc/$bg/autogroup" ] || echo 19 >"/proc/$bg/autogroup" 2>/dev/null || true
+}
+# finish NAME PID START: waits for a background stage, prints its log, fails as it failed.
+finish() {
+  local status=0
+  wait "$2" || status=$?
+  cat "target/$1.log" >&2
+  echo "$1 ended $(($(date +%s) - $3)) s after it started (exit $status)" >&2
+  [ $status -eq 0 ] || { echo "$1 failed: its log is above" >&2; exit $status; }
+}
+# The matrix builds take about 26 minutes of both cores from cold, and the tests below leave
+# much of the CPU idle (they mostly wait for the apiserver's once-a-minute reload): the builds
+# run beside the lints and tests. The matrix stage waits for them.
+if [ $run_matrix = 1 ] && ! scripts/k8s/build.sh --where --matrix >/dev/null 2>&1; then
+  log "version matrix builds: scripts/k8s/build.sh --matrix in the background, at the lowest priority (target/matrix-build.log)"
+  background matrix-build scripts/k8s/build.sh --matrix
+  matrix_build=$bg
   matrix_build_start=$(date +%s)
 fi
 
@@ -100,28 +118,39 @@ start=$(date +%s)
 RUST_TEST_THREADS="${ATREST_TEST_THREADS:-2}" cargo test --workspace --all-targets --locked
 echo "tests took $(($(date +%s) - start)) s" >&2
 
+if [ $run_matrix = 1 ] && [ -n "$matrix_build" ]; then
+  log "version matrix builds: waiting for the background build"
+  finish matrix-build "$matrix_build" "$matrix_build_start"
+  matrix_build=""
+fi
+
 # Each fuzz target for a short budget on nightly (the regressions are replayed by cargo test
-# above on stable): ATREST_FUZZ_SECONDS per target, 60 by default; 0 skips it.
+# above on stable): ATREST_FUZZ_SECONDS per target, 60 by default; 0 skips it. Beside the
+# matrix (mostly waiting for reloads) when it runs, at the lowest priority: its nightly build
+# with AddressSanitizer takes minutes of both cores.
+fuzz=""
 if [ "${ATREST_FUZZ_SECONDS:-60}" != 0 ]; then
-  log "fuzz: scripts/fuzz.sh (${ATREST_FUZZ_SECONDS:-60} s per target)"
-  start=$(date +%s)
-  scripts/fuzz.sh
-  echo "fuzzing took $(($(date +%s) - start)) s" >&2
+  fuzz_start=$(date +%s)
+  if [ $run_matrix = 1 ]; then
+    log "fuzz: scripts/fuzz.sh (${ATREST_FUZZ_SECONDS:-60} s per target) in the background (target/fuzz.log)"
+    background fuzz scripts/fuzz.sh
+    fuzz=$bg
+  else
+    log "fuzz: scripts/fuzz.sh (${ATREST_FUZZ_SECONDS:-60} s per target)"
+    scripts/fuzz.sh
+    echo "fuzzing took $(($(date +%s) - fuzz_start)) s" >&2
+  fi
 fi
 
 # The version matrix: the core tests against every older pair of scripts/k8s/matrix.
 if [ $run_matrix = 1 ]; then
-  if [ -n "$matrix_build" ]; then
-    log "version matrix builds: waiting for the background build"
-    status=0
-    wait "$matrix_build" || status=$?
-    matrix_build=""
-    cat target/matrix-build.log >&2
-    echo "matrix builds ended $(($(date +%s) - matrix_build_start)) s after they started (exit $status)" >&2
-    [ $status -eq 0 ] || { echo "scripts/k8s/build.sh --matrix failed: its log is above" >&2; exit $status; }
-  fi
   log "version matrix: scripts/matrix.sh"
   start=$(date +%s)
   scripts/matrix.sh
   echo "matrix took $(($(date +%s) - start)) s" >&2
+fi
+if [ -n "$fuzz" ]; then
+  log "fuzz: waiting for scripts/fuzz.sh"
+  finish fuzz "$fuzz" "$fuzz_start"
+  fuzz=""
 fi
