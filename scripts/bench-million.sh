@@ -13,7 +13,10 @@
 #                                                       SKIP_REENCRYPT=1: not the real run;
 #                                                       PAGE_SWEEP="1000 5000": dry runs per page size;
 #                                                       BASELINE=path/to/atrest: also that build's
-#                                                       scan and dry run, for a before/after)
+#                                                       scan and dry run, for a before/after;
+#                                                       PROFILE=1: CPU profiles of kube-apiserver
+#                                                       and etcd over 30 s of the real run,
+#                                                       PROFILE_DELAY s after it starts)
 #
 # Last, `atrest reencrypt` itself, once: every secret rewritten through the apiserver, and the
 # size of the checkpoint it leaves.
@@ -31,6 +34,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 setup
 cargo build --release --quiet --example seed_etcd
 aescbc_config >"$work/config.yaml"
+if [ -n "${PROFILE:-}" ]; then
+  export ATREST_APISERVER_EXTRA_ARGS=--profiling=true ATREST_ETCD_EXTRA_ARGS=--enable-pprof
+fi
 testbed_start "$work/config.yaml"
 # What is read: the secrets alone, or every resource (the census) with --resources.
 read_prefix=/registry/secrets
@@ -73,7 +79,23 @@ api=(--kubeconfig "$KUBECONFIG" --state-dir "$work/state")
   if [ -z "${SKIP_REENCRYPT:-}" ]; then
     # Where the time goes: CPU seconds of etcd, kube-apiserver and atrest over the run.
     etcd0=$(cpu_of etcd) api0=$(cpu_of kube-apiserver)
+    profiles=""
+    if [ -n "${PROFILE:-}" ]; then
+      (
+        sleep "${PROFILE_DELAY:-0}"
+        kubectl get --raw "/debug/pprof/profile?seconds=30" >"$work/apiserver.pprof" &
+        curl -sf -o "$work/etcd.pprof" "$ETCDCTL_ENDPOINTS/debug/pprof/profile?seconds=30"
+        wait
+        # Printed at once (a long run may be stopped once they are out).
+        for f in apiserver etcd; do
+          echo "$f CPU profile, 30 s of the run from ${PROFILE_DELAY:-0} s (go tool pprof -top -cum):" >&2
+          go tool pprof -top -cum -nodecount=40 "$work/$f.pprof" 2>/dev/null >&2 || echo "(no $f profile)" >&2
+        done
+      ) &
+      profiles=$!
+    fi
     NO_WARMUP=1 MEASURE_OK_EXIT=0 measure "atrest-reencrypt" 1 "$atrest" reencrypt "${flags[@]}" "${api[@]}" --progress none
+    [ -z "$profiles" ] || wait "$profiles" || true
     awk -v n="$N" -v e0="$etcd0" -v e1="$(cpu_of etcd)" -v a0="$api0" -v a1="$(cpu_of kube-apiserver)" -v at="$(cat "$work/cpu")" \
       'BEGIN { printf "reencrypt CPU: etcd %.1f s (%.3f ms/object), kube-apiserver %.1f s (%.3f ms/object), atrest %.1f s (%.3f ms/object)\n", e1-e0, 1000*(e1-e0)/n, a1-a0, 1000*(a1-a0)/n, at, 1000*at/n }' >&2
   fi

@@ -141,6 +141,10 @@ impl ControlPlane {
                 "--client-cert-auth=true".into(),
             ]);
         }
+        // Benchmarks that profile etcd add `--enable-pprof` here.
+        if let Ok(extra) = std::env::var("ATREST_ETCD_EXTRA_ARGS") {
+            etcd_args.extend(extra.split_whitespace().map(String::from));
+        }
         let mut cp = ControlPlane {
             dir,
             bins,
