@@ -57,7 +57,7 @@ profile() {
   while [ $SECONDS -lt $end ]; do "$@" >/dev/null 2>&1 || true; done
   wait $pid
   echo "etcd CPU profile, $label run back to back for 20 s (go tool pprof -top -cum):" >&2
-  go tool pprof -top -cum -nodecount=40 "$work/$label.pprof" 2>/dev/null >&2
+  go tool pprof -top -cum -nodecount=40 "$work/$label.pprof" >&2 2>/dev/null
 }
 if [ -n "${PROFILE:-}" ]; then
   profile scan "$atrest" scan "${flags[@]}"

@@ -89,7 +89,7 @@ api=(--kubeconfig "$KUBECONFIG" --state-dir "$work/state")
         # Printed at once (a long run may be stopped once they are out).
         for f in apiserver etcd; do
           echo "$f CPU profile, 30 s of the run from ${PROFILE_DELAY:-0} s (go tool pprof -top -cum):" >&2
-          go tool pprof -top -cum -nodecount=40 "$work/$f.pprof" 2>/dev/null >&2 || echo "(no $f profile)" >&2
+          go tool pprof -top -cum -nodecount=40 "$work/$f.pprof" >&2 2>/dev/null || echo "(no $f profile)" >&2
         done
       ) &
       profiles=$!

@@ -21,6 +21,7 @@ core=(
   "rotate rotations_key_provider_on_and_off"
   "rotate prune_needs_proof_and_the_snapshot_still_opens_with_the_archive"
   "snapshot offline_scans_match_live_and_find_history_and_free_page_residue_until_compact_and_defrag"
+  "scan streamed_reads_visit_every_key_once_and_etcd_before_3_7_is_read_by_pages"
   "kms to_kms_v2_key_id_change_and_back"
   "report compliant_cluster_passes_and_renders_in_chromium"
   "report each_failure_fails_the_right_check_with_evidence"

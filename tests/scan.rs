@@ -276,10 +276,23 @@ async fn planted_bad_values_are_reported_and_the_scan_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_restart_mid_scan_still_gives_the_right_answer() {
+    // A few thousand values, planted directly (test-only) to keep the test fast.
+    etcd_restart_mid_scan(Some(50), 3000).await;
+}
+
+/// The streamed read (etcd 3.7) broken by the restart: the pages take over from the last key
+/// the stream delivered, retry through the outage and count every value once. More values
+/// than the connection's flow-control window holds, so the stream is still open when etcd dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_restart_mid_stream_falls_back_to_pages_and_gives_the_right_answer() {
+    etcd_restart_mid_scan(None, 20_000).await;
+}
+
+/// Kills etcd at the scan's first value (`n` values, read with `page_keys`) and restarts it
+/// three seconds later: the scan retries and counts every value exactly once.
+async fn etcd_restart_mid_scan(page_keys: Option<i64>, n: usize) {
     use atrest::etcd::scan::{self, Item, ReportBuilder, ScanOptions, Visitor};
     let mut cp = ControlPlane::start(Options::default()).await;
-    // A few thousand values, planted directly (test-only) to keep the test fast.
-    let n = 3000;
     let (loaded, client) = planted(&cp, "many", n).await;
     let plan = scan::plan(&loaded.config, "/registry", &[]);
 
@@ -312,7 +325,7 @@ async fn etcd_restart_mid_scan_still_gives_the_right_answer() {
         tx: Some(tx),
     };
     let opts = ScanOptions {
-        page_keys: Some(50),
+        page_keys,
         patience: Duration::from_secs(60),
         ..Default::default()
     };
@@ -557,6 +570,30 @@ async fn planted(
 /// and in etcd's order; keys written during the scan come after that revision and are left out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_reads_with_tiny_pages_visit_every_key_once() {
+    let run = every_key_once(Some(50)).await;
+    assert_eq!(run.streamed, 0, "a page size asked for: pages only");
+}
+
+/// The default read: each planned range as one stream where etcd serves RangeStream (3.7;
+/// etcd then counts nothing), else by pages, with the same census key by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_reads_visit_every_key_once_and_etcd_before_3_7_is_read_by_pages() {
+    let run = every_key_once(None).await;
+    let etcd = support::etcd_version();
+    if support::etcd_minor() >= 7 {
+        assert!(run.streamed > 0, "etcd {etcd} serves RangeStream: {run:?}");
+    } else {
+        assert_eq!(
+            run.streamed, 0,
+            "etcd {etcd} has no RangeStream: read by pages"
+        );
+    }
+}
+
+/// 50,000 objects in one namespace (unpadded decimal names: the densest and most uneven key
+/// space) and 50,000 over 500 namespaces, read with `page_keys`; asserts the census is exactly
+/// etcd's keys at the scan's revision and returns how the run went.
+async fn every_key_once(page_keys: Option<i64>) -> atrest::etcd::scan::ScanRun {
     use atrest::etcd::scan::{self, Item, ReportBuilder, ScanOptions, Visitor};
     use etcd_client::{GetOptions, Txn, TxnOp};
 
@@ -609,7 +646,7 @@ async fn bounded_reads_with_tiny_pages_visit_every_key_once() {
         write: Some(write),
     };
     let opts = ScanOptions {
-        page_keys: Some(50),
+        page_keys,
         ..Default::default()
     };
     let run = scan::run(
@@ -647,7 +684,9 @@ async fn bounded_reads_with_tiny_pages_visit_every_key_once() {
         .await
         .unwrap();
     assert!(during.kvs()[0].mod_revision() > run.revision);
-    let report = visitor.inner.finish(run.revision, false);
+    let revision = run.revision;
+    let report = visitor.inner.finish(revision, false);
     let total: u64 = report.resources.iter().map(|r| r.total).sum();
     assert_eq!(total, expected.len() as u64);
+    run
 }

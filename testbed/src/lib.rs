@@ -53,7 +53,8 @@ pub use kms::KmsPlugin;
 pub use leak::{check_file, check_state_dir, register_key, register_key_bytes, register_value};
 pub use objects::{CONFIGMAPS, GADGETS, Objects, SECRETS, create_rich_objects, gadget_ar};
 pub use proc::{
-    K8S_VERSION, Proc, bin_dir, etcd_version, free_port, kube_apiserver_version, kube_minor,
+    K8S_VERSION, Proc, bin_dir, etcd_minor, etcd_version, free_port, kube_apiserver_version,
+    kube_minor,
 };
 pub use reports::Reports;
 pub use tls::EtcdTls;

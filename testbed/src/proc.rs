@@ -71,6 +71,15 @@ pub fn etcd_version() -> String {
     })
 }
 
+/// The etcd minor of [`etcd_version`] (`7` for `3.7.0`).
+pub fn etcd_minor() -> u32 {
+    let v = etcd_version();
+    v.split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no minor in etcd {v}"))
+}
+
 /// What `find` picks out of `<bin> --version`, or a panic naming the binary.
 fn version_of(bin: &str, find: impl Fn(&str) -> Option<&str>) -> String {
     let out = Command::new(bin_dir().join(bin))

@@ -220,7 +220,8 @@ pub struct ScanOptions<'a> {
     pub patience: Duration,
     /// Start each range after this key (resume), keyed by the range start.
     pub resume_after: HashMap<Vec<u8>, Vec<u8>>,
-    /// At most this many keys per page (default: adapts to about 4 MiB per page).
+    /// At most this many keys per page, read by paged range reads. By default a range is
+    /// read as one stream where etcd has RangeStream (3.7), else in pages of about 4 MiB.
     pub page_keys: Option<i64>,
     /// When etcd compacts past the pinned revision mid-run (the apiserver compacts every 5
     /// minutes), read on from the same key at etcd's current revision instead of stopping.
@@ -258,6 +259,8 @@ pub struct ScanRun {
     /// Times etcd compacted past the revision mid-run and reading went on at a newer one
     /// ([`ScanOptions::follow_compaction`]).
     pub repinned: u64,
+    /// Planned ranges read to their end as one stream (etcd 3.7's RangeStream; none before).
+    pub streamed: u64,
     /// Keys spaced evenly through what was read, for a history read to split its work by.
     pub splits: bound::Splits,
 }
@@ -347,6 +350,7 @@ impl<'s> Scan<'s> {
         let fetch_client = client.clone();
         let max_keys = opts.page_keys.unwrap_or(MAX_PAGE_KEYS).max(1);
         let follow_compaction = opts.follow_compaction;
+        let stream = opts.page_keys.is_none();
         let fetcher = tokio::spawn(async move {
             let fetch = Fetch {
                 ranges,
@@ -355,6 +359,7 @@ impl<'s> Scan<'s> {
                 patience,
                 max_keys,
                 follow_compaction,
+                stream,
             };
             fetch_all(fetch_client, fetch, tx).await
         });
