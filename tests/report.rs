@@ -173,7 +173,12 @@ async fn compliant_cluster_passes_and_renders_in_chromium() {
     );
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join("report-pass.png");
+    // One file per version pair: the matrix runs this test on two pairs at once.
+    let shot = artifacts.join(format!(
+        "report-pass-{}-etcd-{}.png",
+        support::kube_apiserver_version(),
+        support::etcd_version()
+    ));
     let _ = std::fs::remove_file(&shot);
     let out = headless(profile.path())
         .args([
