@@ -55,11 +55,7 @@ pub fn kube_apiserver_version() -> String {
 
 /// The Kubernetes minor of [`kube_apiserver_version`] (`34` for `v1.34.4`).
 pub fn kube_minor() -> u32 {
-    let v = kube_apiserver_version();
-    v.split('.')
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("no minor in {v}"))
+    minor_of(&kube_apiserver_version())
 }
 
 /// The release of the test bed's etcd (`etcd --version`: `etcd Version: 3.5.21`).
@@ -73,11 +69,16 @@ pub fn etcd_version() -> String {
 
 /// The etcd minor of [`etcd_version`] (`7` for `3.7.0`).
 pub fn etcd_minor() -> u32 {
-    let v = etcd_version();
-    v.split('.')
+    minor_of(&etcd_version())
+}
+
+/// The second number of a release (`v1.34.4` or `3.7.0`), or a panic naming it.
+fn minor_of(version: &str) -> u32 {
+    version
+        .split('.')
         .nth(1)
         .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("no minor in etcd {v}"))
+        .unwrap_or_else(|| panic!("no minor in {version}"))
 }
 
 /// What `find` picks out of `<bin> --version`, or a panic naming the binary.

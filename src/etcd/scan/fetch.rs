@@ -5,7 +5,7 @@
 //! 4 MiB; sent one page (or chunk) ahead of classification.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions, GetResponse, KeyValue, KvClient};
 use tokio::sync::mpsc;
@@ -143,11 +143,8 @@ impl Reader {
             if !kvs.is_empty() {
                 let bytes: usize = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
                 let avg = (bytes / kvs.len()).max(1);
-                for kv in &kvs {
-                    self.end.splits.offer(kv.key());
-                }
                 self.limit = ((TARGET_PAGE_BYTES / avg) as i64).clamp(1, self.max_keys);
-                if self.tx.send(Ok(Page { range: i, kvs })).await.is_err() {
+                if !self.send(i, kvs).await {
                     return false;
                 }
             }
@@ -192,13 +189,8 @@ impl Reader {
                     if let Some(kv) = kvs.last() {
                         next = next_key(kv.key());
                     }
-                    if !kvs.is_empty() {
-                        for kv in &kvs {
-                            self.end.splits.offer(kv.key());
-                        }
-                        if self.tx.send(Ok(Page { range: i, kvs })).await.is_err() {
-                            return Streamed::Stopped;
-                        }
+                    if !kvs.is_empty() && !self.send(i, kvs).await {
+                        return Streamed::Stopped;
                     }
                     if last {
                         self.end.streamed += 1;
@@ -219,16 +211,28 @@ impl Reader {
         }
     }
 
+    /// Offers a page's keys as history splits and sends it on; false once the receiver is gone.
+    async fn send(&mut self, range: usize, kvs: Vec<KeyValue>) -> bool {
+        for kv in &kvs {
+            self.end.splits.offer(kv.key());
+        }
+        self.tx.send(Ok(Page { range, kvs })).await.is_ok()
+    }
+
     /// One page from `start`, retried with backoff through transient failures for up to the
     /// patience; `None` once an error has been sent instead.
     async fn get_page(&mut self, start: &[u8], range_end: &[u8]) -> Option<GetResponse> {
-        let mut waited = Duration::ZERO;
+        // The patience is wall time from the start of the first failed attempt: a frozen etcd
+        // holds each attempt until the connection's keep-alive gives up (about 15 s), so
+        // summing the backoffs alone let a 10 s patience last minutes.
+        let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
         loop {
             let opts = GetOptions::new()
                 .with_range(range_end.to_vec())
                 .with_revision(self.end.revision)
                 .with_limit(self.limit);
+            let attempt = Instant::now();
             let e = match self.kv.get(start.to_vec(), Some(opts)).await {
                 Ok(r) => return Some(r),
                 Err(e) => e,
@@ -241,11 +245,11 @@ impl Reader {
                 let _ = self.tx.send(Err(EtcdError::Compacted { revision })).await;
                 return None;
             }
+            let waited = failing_since.get_or_insert(attempt).elapsed();
             if is_transient(&e) && waited < self.patience {
                 tracing::warn!("etcd read failed, retrying in {backoff:?}: {e}");
                 tokio::time::sleep(backoff).await;
                 self.end.retries += 1;
-                waited += backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 self.kv = self.client.kv_client().max_decoding_message_size(512 << 20);
                 continue;
